@@ -1,0 +1,300 @@
+"""Tests for miniai.data: finding and checking Fashion-MNIST, the shipped sample, the device loader, DataLoaders.
+CPU only, no network (the hub loader is replaced). Tests that need the full set use $MINIAI_DATA and skip if it is absent."""
+import gzip, hashlib, json, os, shutil
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import miniai.data as md
+from miniai.data import (FASHION_CLASSES, FASHION_FILES, FASHION_SHA256, CorruptDataError, DataError, DataLoaders,
+                         DeviceImageLoader, MissingDataError, balanced_indices, cached_dataset, fashion_dls,
+                         fashion_mnist_arrays, load_fashion_mnist, load_fashion_mnist_sample, read_idx, write_idx)
+
+DATA = os.environ.get('MINIAI_DATA')
+FULL = Path(DATA)/'fashion_mnist' if DATA else None
+needs_full = pytest.mark.skipif(not (FULL and all((FULL/n).is_file() for n in FASHION_SHA256)),
+                                reason='full Fashion-MNIST not found under $MINIAI_DATA/fashion_mnist')
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    "Every test: a private cache, and a hub that fails at once like an offline machine (no network is tried)."
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
+    def offline(*a, **k): raise ConnectionError("Couldn't reach the Hub (test: offline)")
+    monkeypatch.setattr(md, '_load_from_hub', offline)
+
+def _no_data(monkeypatch): monkeypatch.delenv('MINIAI_DATA', raising=False)
+
+def _copy_with_links(tmp_path, corrupt=None, drop=None):
+    "A copy of the full set in tmp_path/fm: links to the originals, except `corrupt` (a damaged copy); `drop` left out."
+    d = tmp_path/'fm'; d.mkdir()
+    for n in FASHION_SHA256:
+        if n == drop: continue
+        if n == corrupt:
+            b = bytearray((FULL/n).read_bytes()); b[len(b)//2] ^= 0xFF; (d/n).write_bytes(bytes(b))
+        else: (d/n).symlink_to(FULL/n)
+    return d
+
+# ---- full data: counts, balance, pixel statistics -------------------------------------------------------------
+@needs_full
+def test_full_arrays_counts_balance_stats():
+    x, y = fashion_mnist_arrays('train')
+    assert x.shape == (60_000, 28, 28) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    assert torch.equal(torch.bincount(y), torch.full((10,), 6000))
+    xf = x.float()/255
+    assert abs(xf.mean().item() - 0.2860) < 1e-4 and abs(xf.std().item() - 0.3530) < 1e-4
+    xt, yt = fashion_mnist_arrays('test')
+    assert xt.shape == (10_000, 28, 28) and torch.equal(torch.bincount(yt), torch.full((10,), 1000))
+    # independent check against a plain read of the IDX bytes
+    raw = gzip.open(FULL/'t10k-labels-idx1-ubyte.gz').read()
+    assert raw[:4] == bytes([0, 0, 8, 1]) and torch.equal(yt, torch.tensor(list(raw[8:]), dtype=torch.int64))
+
+@needs_full
+def test_load_fashion_mnist_dataset_dict_and_cache(tmp_path):
+    dd = load_fashion_mnist()
+    assert {k: len(v) for k, v in dd.items()} == {'train': 60_000, 'test': 10_000}
+    assert dd['train'].features['label'].names == FASHION_CLASSES
+    x, y = fashion_mnist_arrays('test')
+    row = dd['test'][123]
+    assert np.array_equal(np.array(row['image']), x[123].numpy()) and row['label'] == y[123].item()
+    assert np.bincount(dd['test']['label']).tolist() == [1000]*10
+    # everything written went into the cache folder, keyed by the checksums
+    entries = list((tmp_path/'cache'/'fashion_mnist').iterdir())
+    assert len(entries) == 1 and (entries[0]/'complete.json').is_file()
+
+@needs_full
+def test_data_dir_argument_plain_or_with_subfolder(tmp_path, monkeypatch):
+    _no_data(monkeypatch)
+    d = _copy_with_links(tmp_path)
+    for arg in (d, tmp_path/'parent'):
+        if arg != d: (tmp_path/'parent').mkdir(); (tmp_path/'parent'/'fashion_mnist').symlink_to(d)
+        x, y = fashion_mnist_arrays('test', data_dir=arg)
+        assert x.shape == (10_000, 28, 28)
+
+# ---- errors: corrupt and missing copies -----------------------------------------------------------------------
+@needs_full
+def test_checksum_mismatch_is_one_clear_error(tmp_path, monkeypatch):
+    _no_data(monkeypatch)
+    d = _copy_with_links(tmp_path, corrupt='t10k-labels-idx1-ubyte.gz')
+    for f in (lambda: load_fashion_mnist(d), lambda: fashion_mnist_arrays('train', data_dir=d)):
+        with pytest.raises(CorruptDataError) as e: f()
+        msg = str(e.value)
+        assert str(d/'t10k-labels-idx1-ubyte.gz') in msg and FASHION_SHA256['t10k-labels-idx1-ubyte.gz'] in msg
+        assert 'MINIAI_DATA' in msg and 'data_dir' in msg and isinstance(e.value, ValueError)
+    assert not (tmp_path/'cache'/'fashion_mnist').exists() or not any((tmp_path/'cache'/'fashion_mnist').iterdir())
+
+def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
+    empty = tmp_path/'empty'; empty.mkdir()
+    monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'nowhere'))
+    for f in (lambda: load_fashion_mnist(empty), lambda: fashion_mnist_arrays('test', data_dir=empty)):
+        with pytest.raises(MissingDataError) as e: f()
+        msg = str(e.value)
+        for p in (empty, empty/'fashion_mnist', tmp_path/'nowhere'/'fashion_mnist'): assert f"{p}:" in msg
+        assert 'test: offline' in msg and 'zalando-datasets/fashion_mnist' in msg
+        assert 'MINIAI_DATA' in msg and 'data_dir' in msg and 'sample' in msg
+        assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, DataError)
+        assert e.value.__cause__ is None and e.value.__suppress_context__   # one error, not a chain
+
+@needs_full
+def test_incomplete_copy_is_reported(tmp_path, monkeypatch):
+    _no_data(monkeypatch)
+    d = _copy_with_links(tmp_path, drop='train-labels-idx1-ubyte.gz')
+    with pytest.raises(MissingDataError, match='missing train-labels-idx1-ubyte.gz'): fashion_mnist_arrays('test', data_dir=d)
+
+def test_read_idx_checks_magic_and_size(tmp_path):
+    a = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    write_idx(a, tmp_path/'a.gz')
+    assert np.array_equal(read_idx(tmp_path/'a.gz'), a)
+    raw = gzip.open(tmp_path/'a.gz').read()
+    (tmp_path/'short').write_bytes(raw[:-1])
+    (tmp_path/'magic').write_bytes(b'\x00\x00\x0b\x03' + raw[4:])
+    (tmp_path/'notgz.gz').write_bytes(raw)
+    with pytest.raises(CorruptDataError, match='holds 104 bytes'): read_idx(tmp_path/'short')
+    with pytest.raises(CorruptDataError, match='magic'): read_idx(tmp_path/'magic')
+    with pytest.raises(CorruptDataError, match='gzip'): read_idx(tmp_path/'notgz.gz')
+
+def test_cached_dataset_rebuilds_stale_or_broken(tmp_path):
+    import datasets
+    calls = []
+    def build():
+        calls.append(1)
+        return datasets.DatasetDict({'train': datasets.Dataset.from_dict({'a': [1, 2, 3]})})
+    folder = tmp_path/'cache'/'entry'
+    for _ in range(2): dd = cached_dataset(folder, build, sizes={'train': 3})
+    assert len(calls) == 1 and dd['train']['a'] == [1, 2, 3]
+    for f in (folder/'dataset').rglob('*.arrow'): f.write_bytes(b'garbage')   # broken
+    assert cached_dataset(folder, build, sizes={'train': 3})['train']['a'] == [1, 2, 3] and len(calls) == 2
+    cached_dataset(folder, build, sizes={'train': 4})                          # stale: wrong size
+    assert len(calls) == 3
+    (folder/'complete.json').unlink()                                          # interrupted: no marker
+    cached_dataset(folder, build); assert len(calls) == 4
+    assert sorted(p.name for p in folder.parent.iterdir()) == ['entry']       # no temporary folders left
+
+# ---- the shipped sample ---------------------------------------------------------------------------------------
+def test_sample_loads_offline_and_is_balanced(monkeypatch):
+    _no_data(monkeypatch)
+    for split, per in (('train', 200), ('test', 100)):
+        x, y = fashion_mnist_arrays(split, sample=True)
+        assert x.shape == (10*per, 28, 28) and torch.equal(torch.bincount(y), torch.full((10,), per))
+    dd = load_fashion_mnist_sample()
+    assert {k: len(v) for k, v in dd.items()} == {'train': 2000, 'test': 1000}
+    assert dd['train'].features['label'].names == FASHION_CLASSES
+    assert np.array_equal(np.array(dd['test'][5]['image']), fashion_mnist_arrays('test', sample=True)[0][5].numpy())
+    size = sum(p.stat().st_size for p in md._sample_dir().glob('fashion_mnist_sample-*'))
+    assert size < 2e6 and (md._sample_dir()/'LICENSE-fashion-mnist.txt').is_file()
+
+def test_fallback_to_sample_only_when_allowed(monkeypatch, capsys):
+    _no_data(monkeypatch)
+    with pytest.raises(MissingDataError): fashion_mnist_arrays('train')
+    x, y = fashion_mnist_arrays('train', allow_sample=True)
+    assert len(x) == 2000 and 'sample' in capsys.readouterr().out
+    dls = fashion_dls(bs=100, limit=(500, 200), device='cpu', seed=0)
+    assert 'sample' in capsys.readouterr().out
+    assert dls.train.dataset_len == 500 and dls.valid.dataset_len == 200
+    assert torch.equal(torch.bincount(dls.train.labels), torch.full((10,), 50))
+    monkeypatch.delenv('MINIAI_QUICK', raising=False)
+    with pytest.raises(MissingDataError): fashion_dls(device='cpu')       # full size: no silent substitution
+
+@needs_full
+def test_sample_matches_the_original_files():
+    man = md.sample_manifest()
+    for split in ('train', 'test'):
+        x, y = fashion_mnist_arrays(split)
+        xs, ys = fashion_mnist_arrays(split, sample=True)
+        idx = torch.tensor(man['indices'][split])
+        assert torch.equal(x[idx], xs) and torch.equal(y[idx], ys)
+        assert torch.equal(idx, balanced_indices(y, len(idx), 10))   # the documented selection rule
+
+# ---- the device loader ----------------------------------------------------------------------------------------
+def _toy(n=10, h=28, w=28):
+    x = torch.randint(0, 256, (n, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return x, torch.arange(n) % 10
+
+def test_padding_and_range():
+    x, y = _toy()
+    x[0] = 255; x[1] = 0
+    for lo, hi in ((-1., 1.), (0., 1.)):
+        xb, yb = next(iter(DeviceImageLoader(x, y, bs=10, pad=2, value_range=(lo, hi), device='cpu')))
+        assert xb.shape == (10, 1, 32, 32) and xb.dtype == torch.float32 and yb.dtype == torch.int64
+        inner = xb[:, 0, 2:-2, 2:-2]
+        torch.testing.assert_close(inner, x.float()/255*(hi - lo) + lo)   # independent computation
+        border = torch.ones(32, 32, dtype=torch.bool); border[2:-2, 2:-2] = False
+        assert (xb[:, 0][:, border] == lo).all()                          # background padding
+        assert inner[0].eq(hi).all() and inner[1].eq(lo).all()
+
+def test_shapes_rgb_and_channels_last():
+    x = torch.randint(0, 256, (6, 8, 9, 3), dtype=torch.uint8)
+    xb, = next(iter(DeviceImageLoader(x, None, bs=4, pad=1, value_range=(0., 1.), device='cpu', channels_last_input=True)))
+    assert xb.shape == (4, 3, 10, 11)
+    torch.testing.assert_close(xb[:, :, 1:-1, 1:-1], x[:4].permute(0, 3, 1, 2).float()/255)
+    dl = DeviceImageLoader(x.permute(0, 3, 1, 2), torch.zeros(6, dtype=torch.int32), bs=4, device='cpu')
+    assert [len(b[0]) for b in dl] == [4, 2] and len(dl) == 2 and next(iter(dl))[1].dtype == torch.int64
+    assert len(DeviceImageLoader(x, None, bs=4, drop_last=True, device='cpu', channels_last_input=True)) == 1
+
+@pytest.mark.parametrize('kw, err, msg', [
+    (dict(images=torch.rand(4, 28, 28)), TypeError, 'uint8'),
+    (dict(labels=torch.zeros(3, dtype=torch.long)), ValueError, 'shape (4,)'),
+    (dict(labels=torch.zeros(4)), TypeError, 'integers'),
+    (dict(bs=0), ValueError, 'bs'),
+    (dict(bs=2.5), ValueError, 'bs'),
+    (dict(pad=-1), ValueError, 'pad'),
+    (dict(value_range=(1., 1.)), ValueError, 'value_range'),
+    (dict(images=torch.zeros(4, 28, 28, 3, dtype=torch.uint8)), ValueError, 'channels_last_input'),
+    (dict(images=torch.zeros(4, 28, dtype=torch.uint8)), ValueError, '(N,H,W)'),
+])
+def test_loader_argument_errors(kw, err, msg):
+    args = dict(images=torch.zeros(4, 28, 28, dtype=torch.uint8), labels=None, bs=2, device='cpu') | kw
+    with pytest.raises(err, match=msg.replace('(', r'\(').replace(')', r'\)')): DeviceImageLoader(**args)
+
+@pytest.mark.parametrize('n, bs, drop_last', [(1000, 128, False), (1000, 128, True), (64, 64, False)])
+def test_shuffle_covers_every_index_once_per_epoch(n, bs, drop_last):
+    ids = torch.arange(n)
+    dl = DeviceImageLoader(torch.zeros(n, 1, 1, dtype=torch.uint8), ids, bs=bs, shuffle=True, drop_last=drop_last, seed=3, device='cpu')
+    epochs = [torch.cat([yb for _, yb in dl]) for _ in range(3)]
+    for e in epochs:
+        want = n - n % bs if drop_last else n
+        assert len(e) == want and len(e.unique()) == want and len(list(dl)) == len(dl)
+        if not drop_last: assert torch.equal(e.sort().values, ids)
+    assert not torch.equal(epochs[0], epochs[1])                         # a new order each epoch
+    same = DeviceImageLoader(torch.zeros(n, 1, 1, dtype=torch.uint8), ids, bs=bs, shuffle=True, drop_last=drop_last, seed=3, device='cpu')
+    assert torch.equal(torch.cat([yb for _, yb in same]), epochs[0])     # seeded: repeatable
+    plain = DeviceImageLoader(torch.zeros(n, 1, 1, dtype=torch.uint8), ids, bs=bs, drop_last=drop_last, device='cpu')
+    assert torch.equal(torch.cat([yb for _, yb in plain]), ids[:len(epochs[0])])
+
+def test_exact_resume_between_and_within_epochs():
+    ids = torch.arange(103)
+    mk = lambda: DeviceImageLoader(torch.zeros(103, 1, 1, dtype=torch.uint8), ids, bs=10, shuffle=True, seed=7, device='cpu')
+    ref = mk(); ref_epochs = [[yb for _, yb in ref] for _ in range(3)]
+    # between epochs: save after epoch 0, restore into a fresh loader with another seed
+    a = mk(); list(a); sd = a.state_dict()
+    b = DeviceImageLoader(torch.zeros(103, 1, 1, dtype=torch.uint8), ids, bs=10, shuffle=True, seed=999, device='cpu')
+    b.load_state_dict(sd)
+    assert all(torch.equal(u, v) for u, v in zip([yb for _, yb in b], ref_epochs[1]))
+    # within an epoch: save after 4 batches of epoch 1 (iterator still running), resume elsewhere
+    c = mk(); list(c); it = iter(c)
+    for _ in range(4): next(it)
+    sd = c.state_dict(); del it
+    d = mk(); d.load_state_dict(sd)
+    rest = [yb for _, yb in d]
+    assert len(rest) == 7 and all(torch.equal(u, v) for u, v in zip(rest, ref_epochs[1][4:]))
+    assert all(torch.equal(u, v) for u, v in zip([yb for _, yb in d], ref_epochs[2]))   # and then the next epoch
+    # an abandoned epoch (peek) counts as over
+    e = mk(); next(iter(e)); assert e.state_dict()['batches_done'] == 0
+
+def test_fashion_dls_sample_shapes_and_balance(monkeypatch):
+    _no_data(monkeypatch)
+    dls = fashion_dls(bs=64, sample=True, device='cpu', seed=1, limit=(300, 100))
+    xb, yb = next(iter(dls.train))
+    assert xb.shape == (64, 1, 32, 32) and -1 <= xb.min() and xb.max() <= 1 and xb.min() == -1
+    assert torch.equal(torch.bincount(dls.valid.labels), torch.full((10,), 10))
+    assert dls.train.shuffle and not dls.valid.shuffle
+
+def test_balanced_indices():
+    y = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 2])
+    assert balanced_indices(y, 3).tolist() == [0, 1, 2]
+    assert balanced_indices(y, 7).tolist() == [0, 1, 2, 3, 4, 5, 6]   # quotas 3, 2, 2: the first ones of each class
+    with pytest.raises(ValueError, match='exceeds'): balanced_indices(y, 12)
+
+# ---- DataLoaders over Hugging Face data sets ------------------------------------------------------------------
+def test_dataloaders_from_dd_tiny():
+    import datasets
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    ims = rng.integers(0, 256, (10, 5, 6), dtype=np.uint8)
+    feats = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=list('abc'))})
+    mk = lambda s: datasets.Dataset.from_dict({'image': [Image.fromarray(a) for a in ims[s]], 'label': [i % 3 for i in range(10)][s]}, features=feats)
+    dd = datasets.DatasetDict({'train': mk(slice(0, 7)), 'test': mk(slice(7, 10))})
+    dls = DataLoaders.from_dd(dd, bs=4)
+    batches = list(dls.valid)
+    assert [len(b[0]) for b in batches] == [3]
+    xb, yb = batches[0]
+    assert xb.dtype == torch.uint8 and torch.equal(xb, torch.from_numpy(ims[7:10])) and yb.tolist() == [1, 2, 0]
+    torch.manual_seed(0)
+    seen = torch.cat([yb for _, yb in dls.train])
+    assert sorted(seen.tolist()) == sorted([i % 3 for i in range(7)])
+    with pytest.raises(KeyError, match='valid'): DataLoaders.from_dd(datasets.DatasetDict({'train': dd['train']}), bs=2)
+
+# ---- the hub path (replaced by the sample: no network) and pictures ---------------------------------------------
+def test_hub_path_when_no_local_copy(monkeypatch):
+    _no_data(monkeypatch)
+    dd = load_fashion_mnist_sample()
+    monkeypatch.setattr(md, '_load_from_hub', lambda *a, **k: dd)
+    assert load_fashion_mnist() is dd
+    x, y = fashion_mnist_arrays('test')
+    xs, ys = fashion_mnist_arrays('test', sample=True)
+    assert torch.equal(x, xs) and torch.equal(y, ys) and x.dtype == torch.uint8 and y.dtype == torch.int64
+
+def test_show_images_grid_and_ranges():
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from miniai.data import show_image, show_images
+    x, y = fashion_mnist_arrays('test', sample=True)
+    titles = [FASHION_CLASSES[i] for i in y[:5]]
+    axs = show_images(x[:5].float()/127.5 - 1, ncols=3, titles=titles)     # [-1, 1] floats, (N,H,W)
+    assert axs.shape == (2, 3) and [a.get_title() for a in axs.flat][:5] == titles
+    np.testing.assert_allclose(axs[0, 0].images[0].get_array(), x[0].numpy()/255, atol=1e-6)
+    assert not axs[1, 2].images                                            # the unused cell stays empty
+    rgb = torch.rand(3, 8, 9)
+    ax = show_image(rgb, title='rgb')                                      # (C,H,W) in [0, 1]
+    np.testing.assert_allclose(ax.images[0].get_array(), rgb.permute(1, 2, 0).numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match='titles'): show_images(x[:2], titles=['a'])
+    plt.close('all')
