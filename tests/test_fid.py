@@ -1,0 +1,291 @@
+"Tests of miniai.fid: FID/KID against closed forms and independent computations, input checks, ImageEval."
+import os, warnings
+from pathlib import Path
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch import nn
+from miniai.fid import (fid_from_feats, kid_from_feats, frechet_distance, trace_sqrt_product, feat_stats, mmd2_unbiased,
+                        poly_kernel, check_images, ImageEval, RefStats, batched_features, weights_hash, fashion_fid_images,
+                        fashion_image_eval, real_image_floor, floor_table)
+
+f64 = torch.float64
+
+def rotated_diag(s, q): return q @ torch.diag(s) @ q.T
+
+def rand_rotation(d, g):
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=f64, generator=g))
+    return q
+
+# ---------------------------------------------------------------- FID
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = torch.randn(500, 32, dtype=f64)
+    assert abs(fid_from_feats(x, x)) < 1e-8
+    assert fid_from_feats(x, x + 1.) == pytest.approx(32., rel=1e-9)   # a pure mean shift: ||mu1 - mu2||^2
+
+def test_fid_closed_form_commuting_covariances():
+    "Diagonal variances under one rotation commute: FID = |mu1-mu2|^2 + sum (sqrt s1 - sqrt s2)^2, also when singular."
+    g = torch.Generator().manual_seed(0)
+    d = 200
+    q = rand_rotation(d, g)
+    s1, s2 = torch.rand(d, dtype=f64, generator=g) + 0.1, torch.rand(d, dtype=f64, generator=g) + 0.1
+    s1[:70] = 0.                                              # singular, like a covariance from too few samples
+    mu1, mu2 = torch.randn(d, dtype=f64, generator=g), torch.randn(d, dtype=f64, generator=g)
+    expected = ((mu1 - mu2)**2).sum() + ((s1.sqrt() - s2.sqrt())**2).sum()
+    c1, c2 = rotated_diag(s1, q), rotated_diag(s2, q)
+    assert frechet_distance(mu1, c1, mu2, c2) == pytest.approx(expected.item(), rel=1e-10)
+    assert frechet_distance(mu2, c2, mu1, c1) == pytest.approx(expected.item(), rel=1e-10)
+    assert trace_sqrt_product(c1, c2).item() == pytest.approx((s1 * s2).sqrt().sum().item(), rel=1e-12)
+
+def test_fid_from_gaussian_samples_matches_closed_form():
+    "Large samples of two Gaussians: the sample FID approaches the closed form (sampling error only)."
+    g = torch.Generator().manual_seed(1)
+    d, n = 8, 200_000
+    q = rand_rotation(d, g)
+    s1, s2 = torch.rand(d, dtype=f64, generator=g) + 0.5, torch.rand(d, dtype=f64, generator=g) + 0.5
+    mu2 = torch.full((d,), 0.5, dtype=f64)
+    a = (torch.randn(n, d, dtype=f64, generator=g) * s1.sqrt()) @ q.T
+    b = mu2 + (torch.randn(n, d, dtype=f64, generator=g) * s2.sqrt()) @ q.T
+    expected = (mu2**2).sum() + ((s1.sqrt() - s2.sqrt())**2).sum()
+    assert fid_from_feats(a, b) == pytest.approx(expected.item(), abs=0.02)
+
+def test_trace_sqrt_product_non_commuting_matches_scipy():
+    "Non-commuting full-rank covariances: agrees with scipy.linalg.sqrtm computed independently."
+    g = torch.Generator().manual_seed(2)
+    d = 64
+    a = torch.randn(500, d, dtype=f64, generator=g) @ torch.randn(d, d, dtype=f64, generator=g)
+    b = torch.randn(700, d, dtype=f64, generator=g) @ torch.randn(d, d, dtype=f64, generator=g)
+    ca, cb = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    assert not np.allclose(ca @ cb, cb @ ca)
+    ref_tr = np.trace(scipy.linalg.sqrtm(ca @ cb)).real
+    assert trace_sqrt_product(torch.from_numpy(ca), torch.from_numpy(cb)).item() == pytest.approx(ref_tr, rel=1e-9)
+    mu = a.mean(0).numpy() - b.mean(0).numpy()
+    ref_fid = mu @ mu + np.trace(ca) + np.trace(cb) - 2 * ref_tr
+    assert fid_from_feats(a, b) == pytest.approx(ref_fid, rel=1e-8)
+
+def test_trace_sqrt_product_singular_matches_small_route():
+    "n < d samples: tr sqrt(S1 S2) equals the sum of sqrt eigenvalues of the n x n matrix Xc S2 Xc^T / (n-1)."
+    g = torch.Generator().manual_seed(3)
+    d, n = 128, 40
+    x = torch.randn(n, d, dtype=f64, generator=g) @ torch.randn(d, d, dtype=f64, generator=g) / d**0.5
+    y = torch.randn(1000, d, dtype=f64, generator=g)
+    c1, c2 = feat_stats(x)[1], feat_stats(y)[1]
+    xc = (x - x.mean(0)) / (n - 1)**0.5
+    ev = np.linalg.eigvalsh((xc @ c2 @ xc.T).numpy())
+    expected = np.sqrt(ev[ev > 1e-12 * ev.max()]).sum()
+    assert trace_sqrt_product(c1, c2).item() == pytest.approx(expected, rel=1e-10)
+
+def test_fid_float32_input_uses_float64_statistics():
+    x = torch.randn(300, 16) * 1000 + 1e4
+    assert feat_stats(x)[0].dtype == f64
+    assert abs(fid_from_feats(x, x)) < 1e-6
+
+# ---------------------------------------------------------------- KID
+
+def test_kid_matches_direct_formula():
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(120, 10, dtype=f64, generator=g), torch.randn(90, 10, dtype=f64, generator=g) + 0.2
+    k = lambda a, b: (a @ b.T / 10 + 1) ** 3
+    kxx, kyy = k(x, x), k(y, y)
+    direct = ((kxx.sum() - kxx.trace()) / (120 * 119) + (kyy.sum() - kyy.trace()) / (90 * 89) - 2 * k(x, y).mean())
+    assert kid_from_feats(x, y) == pytest.approx(direct.item(), rel=1e-12)
+    assert torch.allclose(poly_kernel(x, y), k(x, y))
+
+def test_kid_is_unbiased_and_detects_a_shift():
+    "Mean over many draws of two samples of one distribution is ~0 (within 4 standard errors); shifted is clearly > 0."
+    g = torch.Generator().manual_seed(5)
+    draws, n, d = 300, 40, 8
+    same = torch.tensor([kid_from_feats(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)) for _ in range(draws)])
+    shift = torch.tensor([kid_from_feats(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g) + 0.5) for _ in range(draws)])
+    se = same.std() / draws**0.5
+    assert same.mean().abs() < 4 * se
+    assert (same < 0).any()                                  # unbiased estimates scatter on both sides of 0
+    assert shift.mean() > 20 * se and (shift.mean() - same.mean()) > 10 * shift.std() / draws**0.5
+
+def test_kid_subsets_average_is_close_to_full_estimate():
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(2000, 6, generator=g), torch.randn(1500, 6, generator=g) + 0.3
+    full = kid_from_feats(x, y)
+    sub = kid_from_feats(x, y, n_subsets=50, subset_size=500)
+    assert full > 0.01 and sub == pytest.approx(full, rel=0.1)
+    assert kid_from_feats(x, y, n_subsets=5, subset_size=100, seed=1) == kid_from_feats(x, y, n_subsets=5, subset_size=100, seed=1)
+
+def test_mmd2_with_precomputed_reference_term():
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(50, 4, dtype=f64, generator=g), torch.randn(60, 4, dtype=f64, generator=g)
+    ref = RefStats.from_feats(y)
+    assert mmd2_unbiased(x, y, ref.kernel_within).item() == pytest.approx(mmd2_unbiased(x, y).item(), rel=1e-12)
+
+# ---------------------------------------------------------------- validation
+
+@pytest.mark.parametrize('a,b,err,msg', [
+    (torch.randn(10), torch.randn(10, 3), ValueError, '2-D feature matrix'),
+    (torch.randn(10, 3), torch.randn(10, 4), ValueError, 'same number of features'),
+    (torch.randn(1, 3), torch.randn(10, 3), ValueError, 'at least 2 samples'),
+    (torch.full((10, 3), float('nan')), torch.randn(10, 3), ValueError, 'non-finite'),
+    (torch.randn(10, 3), torch.randn(10, 3) * float('inf'), ValueError, 'non-finite'),
+    (torch.randn(10, 3, dtype=torch.complex64), torch.randn(10, 3), TypeError, 'real numbers'),
+])
+def test_feature_validation(a, b, err, msg):
+    for fn in (fid_from_feats, kid_from_feats):
+        with pytest.raises(err, match=msg): fn(a, b)
+
+def test_kid_subset_parameters_validated():
+    with pytest.raises(ValueError, match='subset_size >= 2'): kid_from_feats(torch.randn(10, 2), torch.randn(10, 2), n_subsets=3, subset_size=1)
+
+@pytest.mark.parametrize('x,err,msg', [
+    (torch.zeros(4, 1, 28, 28), ValueError, r'F.pad\(x, \(2, 2, 2, 2\), value=-1\)'),
+    (torch.zeros(4, 3, 32, 32), ValueError, r'1 channel\(s\), got 3'),
+    (torch.zeros(4, 32, 32), ValueError, r'x\[:, None\]'),
+    (torch.zeros(1, 32, 32), ValueError, 'single image'),
+    (torch.zeros(4, 1, 32, 32, dtype=torch.uint8), TypeError, 'uint8'),
+    (torch.full((4, 1, 32, 32), 255.), ValueError, r'x / 127.5 - 1'),
+    (torch.full((4, 1, 32, 32), -1.2), ValueError, 'outside the expected'),
+    (torch.full((4, 1, 32, 32), float('inf')), ValueError, 'non-finite'),
+    (torch.zeros(0, 1, 32, 32), ValueError, 'empty'),
+    (np.zeros((4, 1, 32, 32), dtype=np.float32), TypeError, 'torch.Tensor'),
+])
+def test_image_validation(x, err, msg):
+    with pytest.raises(err, match=msg): check_images(x)
+
+def test_image_range_tolerance_and_warning():
+    check_images(torch.linspace(-1.04, 1.04, 4 * 32 * 32).reshape(4, 1, 32, 32))   # small overshoot accepted
+    with pytest.warns(UserWarning, match=r'x \* 2 - 1'): check_images(torch.rand(32, 1, 32, 32))
+    with pytest.warns(UserWarning, match=r'x \* 2'): check_images(torch.rand(32, 1, 32, 32) - 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error'); check_images(torch.rand(32, 1, 32, 32) * 2 - 1)
+
+# ---------------------------------------------------------------- ImageEval
+
+def small_feature_model(seed=0, d=24):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, d))
+
+def images(n, seed, shift=0.):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.linspace(-1, 1, 32).view(1, 1, 1, 32)
+    return (base * (0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)) + 0.3 * torch.randn(n, 1, 32, 32, generator=g) + shift).clamp(-1, 1)
+
+class CountingModel(nn.Module):
+    "Wraps a model and records the batch sizes it sees."
+    def __init__(self, m): super().__init__(); self.m, self.seen = m, []
+    def forward(self, x): self.seen.append(len(x)); return self.m(x)
+
+def test_image_eval_batches_eval_mode_and_restores_training():
+    m = CountingModel(small_feature_model())
+    m.train()
+    x = images(70, 0)
+    ie = ImageEval(m, x, bs=32)
+    assert m.seen == [32, 32, 6] and m.training                     # batched; training mode restored
+    f = ie.feats(x)
+    assert f.dtype == f64 and f.shape == (70, 24)
+    m.m.eval()
+    with torch.no_grad(): expected = m.m(x).double()
+    assert torch.allclose(f, expected, atol=1e-5)                   # eval mode (BatchNorm running statistics)
+    assert not f.requires_grad
+
+def test_image_eval_scores_agree_with_feature_functions():
+    m = small_feature_model()
+    ref, samples = images(200, 1), images(64, 2, shift=0.1)
+    ie = ImageEval(m, ref, bs=50)
+    fr, fs = batched_features(m, ref), batched_features(m, samples)
+    assert ie.fid(samples) == pytest.approx(fid_from_feats(fs, fr), rel=1e-9)
+    assert ie.kid(samples) == pytest.approx(kid_from_feats(fs, fr), rel=1e-9, abs=1e-12)
+    s = ie.scores(samples)
+    assert s['n'] == 64 and s['fid'] == pytest.approx(ie.fid(samples)) and s['kid'] == pytest.approx(ie.kid(samples))
+    assert ie.fid(ref) < 1e-6                                      # the reference against itself
+    # a reference given as features or as RefStats gives the same numbers
+    assert ImageEval(m, fr).fid(samples) == pytest.approx(ie.fid(samples), rel=1e-12)
+    assert ImageEval(m, RefStats.from_feats(fr)).kid(samples) == pytest.approx(ie.kid(samples), rel=1e-9, abs=1e-12)
+
+def test_image_eval_rejects_bad_samples():
+    ie = ImageEval(small_feature_model(), images(20, 3))
+    with pytest.raises(ValueError, match='outside the expected'): ie.fid(images(8, 4) * 127.5 + 127.5)
+    with pytest.raises(ValueError, match='channel'): ie.kid(torch.zeros(8, 3, 32, 32))
+    with pytest.raises(ValueError, match='at least 2 samples'): ie.fid(images(1, 5))
+    with pytest.raises(TypeError, match='ref'): ImageEval(small_feature_model(), [1, 2, 3])
+
+def test_image_eval_cache_is_keyed_by_weights_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path))
+    ref = images(40, 6)
+    m = CountingModel(small_feature_model(seed=0))
+    ie1 = ImageEval(m, ref, cache=True)
+    files = list((tmp_path/'fid').glob('ref_*.safetensors'))
+    assert len(files) == 1 and m.seen
+    m.seen.clear()
+    ie2 = ImageEval(m, ref, cache=True)
+    assert m.seen == [] and torch.equal(ie2.ref.cov, ie1.ref.cov)   # loaded, not recomputed
+    m2 = small_feature_model(seed=1)
+    assert weights_hash(m2) != weights_hash(m.m)
+    ImageEval(m2, ref, cache=True)
+    assert len(list((tmp_path/'fid').glob('ref_*.safetensors'))) == 2   # other weights: another entry
+    # an explicit path holding another model's statistics is recomputed, with a warning
+    p = tmp_path/'explicit.safetensors'
+    ImageEval(m, ref, cache=p)
+    with pytest.warns(UserWarning, match='another model'): ie3 = ImageEval(m2, ref, cache=p)
+    assert RefStats.load(p).key == ie3.ref.key != ie1.ref.key
+
+# ---------------------------------------------------------------- torcheval
+
+class TorchevalWrapper(nn.Module):
+    "torcheval's FID takes 3-channel images in [0, 1]: take one channel, map to [-1, 1], run the feature model."
+    def __init__(self, m): super().__init__(); self.m = m
+    def forward(self, x): return self.m(x[:, :1] * 2 - 1)
+
+def test_fid_agrees_with_torcheval():
+    from torcheval.metrics import FrechetInceptionDistance
+    m = small_feature_model(d=16).double()
+    ref, samples = images(300, 7), images(200, 8, shift=0.5)
+    ours = ImageEval(m, ref.double(), bs=64).fid(samples.double())
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(f64)      # torcheval keeps its running sums in the default dtype: make them float64
+    try:
+        metric = FrechetInceptionDistance(model=TorchevalWrapper(m), feature_dim=16)
+        to01 = lambda x: ((x + 1) / 2).expand(-1, 3, -1, -1)
+        for i in range(0, 300, 64): metric.update(to01(ref[i:i+64].double()), is_real=True)
+        for i in range(0, 200, 64): metric.update(to01(samples[i:i+64].double()), is_real=False)
+        theirs = metric.compute().item()
+    finally: torch.set_default_dtype(old)
+    assert ours > 1e-3
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+# ---------------------------------------------------------------- Fashion-MNIST evaluator
+
+needs_data = pytest.mark.skipif(not (os.environ.get('MINIAI_DATA') and Path(os.environ['MINIAI_DATA'], 'fashion_mnist').exists()),
+                                reason='needs Fashion-MNIST under $MINIAI_DATA')
+
+def test_fashion_image_eval_missing_classifier_explains(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'FID needs the trained.*nbs/04_resnet.ipynb.*bench/train_classifier.py'):
+        fashion_image_eval(tmp_path/'nope.safetensors')
+
+@needs_data
+def test_fashion_fid_images_convention():
+    from miniai.data import fashion_mnist_arrays
+    u8 = fashion_mnist_arrays('test')[0]
+    x = fashion_fid_images('test')
+    assert x.shape == (10_000, 1, 32, 32) and x.dtype == torch.float32
+    assert x.min() == -1 and x.max() == 1
+    assert (x[:, :, :2] == -1).all() and (x[:, :, :, -2:] == -1).all()          # padded with background
+    assert torch.allclose(x[:, 0, 2:-2, 2:-2], u8.float() / 127.5 - 1, atol=1e-6)
+    sub = fashion_fid_images('test', n=100, seed=3)
+    assert torch.equal(sub, fashion_fid_images('test', n=100, seed=3)) and not torch.equal(sub, fashion_fid_images('test', n=100, seed=4))
+    with pytest.raises(ValueError, match='`n` must be'): fashion_fid_images('test', n=0)
+
+@needs_data
+def test_fashion_image_eval_and_floor_with_a_saved_classifier(tmp_path, monkeypatch):
+    from miniai.models.resnet import fashion_classifier, save_weights, classifier_metadata
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
+    torch.manual_seed(0)
+    path = save_weights(fashion_classifier(nfs=(4, 8), drop=0.), tmp_path/'clf.safetensors', classifier_metadata((4, 8), 0.))
+    ie = fashion_image_eval(path, n_ref=300, device='cpu')
+    assert ie.ref.feats.shape == (300, 8)
+    assert len(list((tmp_path/'cache'/'fid').glob('ref_*.safetensors'))) == 1
+    assert ie.fid(fashion_fid_images('test', n=300)) < 1e-6                   # the reference itself (same seed)
+    rows = real_image_floor(ie, sizes=(20, 60), n_draws=2, progress=False)
+    assert [r['n'] for r in rows] == [20, 60] and all(len(r['fids']) == 2 for r in rows)
+    assert rows[0]['fid_mean'] == pytest.approx(np.mean(rows[0]['fids'])) and rows[1]['kid_std'] == pytest.approx(np.std(rows[1]['kids'], ddof=1))
+    assert all(f > 0 for r in rows for f in r['fids'])
+    assert '| 60 |' in floor_table(rows)

@@ -1,0 +1,288 @@
+"Tests for miniai.models.layers and miniai.models.resnet (CPU, seconds)."
+import json, os
+from pathlib import Path
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from miniai.learner import Callback, Learner, TrainCB
+from miniai.data import DataLoaders
+from miniai.models import layers, resnet
+from miniai.models.layers import GeneralRelu, conv, init_weights, Dropout, Dropout2d, dropout_mask, is_dropout
+from miniai.models.resnet import (ResBlock, PreActResBlock, AugmentCB, fashion_classifier, classifier_features,
+                                  save_weights, load_weights, load_fashion_classifier, classifier_metadata,
+                                  fashion_classifier_path, random_crop, random_flip, random_erase, classifier_accuracy)
+
+TTDropoutCB = resnet.TestTimeDropoutCB   # not imported by its name, so that pytest does not try to collect it
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------- layers
+def test_conv_and_general_relu():
+    c = conv(3, 8, ks=5, stride=2, act=nn.ReLU, norm=nn.BatchNorm2d)
+    assert c(torch.randn(2, 3, 9, 9)).shape == (2, 8, 5, 5)
+    assert c[0].bias is None and conv(3, 8)[0].bias is not None      # bias only without a norm
+    with pytest.raises(ValueError, match='odd'): conv(3, 8, ks=2)
+    x = torch.tensor([-2., -0.5, 0., 0.3, 5.])
+    expected = torch.where(x > 0, x, 0.1*x) - 0.4
+    torch.testing.assert_close(GeneralRelu(0.1, 0.4)(x), expected)
+    torch.testing.assert_close(GeneralRelu(0.1, 0.4, maxv=1.)(x), expected.clamp_max(1.))
+    torch.testing.assert_close(GeneralRelu()(x), F.relu(x))
+
+
+def test_act_instances_are_copied():
+    act = GeneralRelu(0.1, 0.4)
+    rb = ResBlock(4, 4, act=act)
+    acts = [m for m in rb.modules() if isinstance(m, GeneralRelu)]
+    assert len(acts) == 2 and all(a is not act for a in acts) and acts[0] is not acts[1]
+    with pytest.raises(TypeError, match='class or factory'): conv(3, 8, norm=nn.BatchNorm2d(8))
+
+
+def test_init_weights_kaiming_std():
+    lin = nn.Linear(4096, 512)
+    init_weights(lin, leaky=0.1)
+    want = (2/(1 + 0.1**2))**0.5 / 4096**0.5
+    assert abs(lin.weight.std().item() - want) / want < 0.02
+    assert (lin.bias == 0).all()
+
+
+# ---------------------------------------------------------------- ResBlock
+def test_resblock_norm_in_both_convs():
+    rb = ResBlock(16, 32, stride=2, norm=nn.BatchNorm2d)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in rb.convs.modules()) == 2
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in ResBlock(8, 8).modules()) == 0
+
+
+@pytest.mark.parametrize('ni,nf,stride,size,out', [(8, 8, 1, 9, 9), (8, 8, 2, 9, 5), (8, 16, 1, 8, 8), (8, 16, 2, 8, 4)])
+def test_resblock_shapes(ni, nf, stride, size, out):
+    for block in (ResBlock(ni, nf, stride=stride, norm=nn.BatchNorm2d), PreActResBlock(ni, nf, stride=stride, norm=nn.BatchNorm2d)):
+        assert block(torch.randn(2, ni, size, size)).shape == (2, nf, out, out)
+        kinds = [type(m) for m in block.idpath]
+        assert (nn.AvgPool2d in kinds) == (stride != 1) and (nn.Conv2d in kinds) == (ni != nf)
+
+
+@pytest.mark.parametrize('ni,nf,stride', [(8, 8, 1), (8, 16, 2)])
+def test_resblock_is_residual(ni, nf, stride):
+    "With the residual path switched off (last norm's scale and shift 0), the block is act(shortcut(x))."
+    rb = ResBlock(ni, nf, stride=stride, norm=nn.BatchNorm2d).eval()
+    last_bn = rb.convs[1][1]
+    nn.init.zeros_(last_bn.weight); nn.init.zeros_(last_bn.bias)
+    x = torch.randn(2, ni, 8, 8)
+    short = x if stride == 1 else F.avg_pool2d(x, 2, ceil_mode=True)
+    if ni != nf: short = rb.idpath[-1](short)
+    torch.testing.assert_close(rb(x), F.relu(short))
+
+
+def test_preact_order():
+    b = PreActResBlock(4, 8, norm=nn.BatchNorm2d, act=GeneralRelu(0.1))
+    assert [type(m) for m in b.convs[0]] == [nn.BatchNorm2d, GeneralRelu, nn.Conv2d]
+    assert b.convs[0][0].num_features == 4 and b.convs[1][0].num_features == 8
+
+
+# ---------------------------------------------------------------- Dropout
+def test_dropout_properties():
+    x = torch.randn(2000, 500) + 5          # no zeros in x
+    d = Dropout(0.3)
+    y = d(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    rate = 1 - kept.float().mean().item()
+    assert abs(rate - 0.3) < 4 * (0.3*0.7/x.numel())**0.5          # within 4 standard errors
+    assert torch.equal(d.eval()(x), x)
+    assert torch.equal(Dropout(0.).train()(x), x)
+
+
+def test_dropout_grad_matches_mask():
+    x = torch.randn(100, 100, requires_grad=True)
+    y = Dropout(0.5)(x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.5)
+
+
+@pytest.mark.parametrize('p', [-0.1, 1., 1.5, float('nan')])
+def test_dropout_rejects_bad_p(p):
+    for cls in (Dropout, Dropout2d):
+        with pytest.raises(ValueError, match=r'\[0, 1\)'): cls(p)
+
+
+def test_dropout_mask_on_device_and_dtype():
+    devices = ['cpu', 'meta'] + (['cuda'] if torch.cuda.is_available() else [])
+    for dev in devices:
+        x = torch.ones(4, 3, 5, 5, device=dev, dtype=torch.bfloat16)
+        m = dropout_mask(x, (4, 3, 1, 1), 0.2)
+        assert m.device == x.device and m.dtype == x.dtype and m.shape == (4, 3, 1, 1)
+        for d in (Dropout(0.2), Dropout2d(0.2)):
+            y = d(x)
+            assert y.device == x.device and y.dtype == x.dtype and y.shape == x.shape
+
+
+def test_dropout2d_whole_channels():
+    x = torch.rand(300, 50, 4, 6) + 1
+    y = Dropout2d(0.2)(x)
+    zero = (y == 0).flatten(2)
+    assert (zero.all(-1) | ~zero.any(-1)).all()                       # each (n, c) slice: all zero or none
+    keep = ~zero.all(-1)
+    torch.testing.assert_close(y[keep], x[keep] / 0.8)
+    rate = 1 - keep.float().mean().item()
+    assert abs(rate - 0.2) < 4 * (0.2*0.8/keep.numel())**0.5
+    assert torch.equal(Dropout2d(0.2).eval()(x), x) and torch.equal(Dropout2d(0.).train()(x), x)
+    with pytest.raises(ValueError, match='N, C, H, W'): Dropout2d()(torch.ones(3, 4, 5))
+
+
+def test_is_dropout():
+    assert all(is_dropout(m) for m in (Dropout(), Dropout2d(), nn.Dropout(), nn.Dropout2d(), nn.Dropout1d()))
+    assert not is_dropout(nn.ReLU())
+
+
+# ---------------------------------------------------------------- test-time dropout
+class _Probe(Callback):
+    "Records the training flag of every dropout module at each validation batch."
+    def before_fit(self, learn): self.flags, self.preds = [], []
+    def after_predict(self, learn):
+        if learn.training: return
+        self.flags += [m.training for m in learn.model.modules() if is_dropout(m)]
+        self.preds.append(learn.preds.detach().clone())
+
+
+def _tiny_learner():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), Dropout(0.5), nn.Dropout(0.5), nn.Linear(32, 3))
+    xs, ys = torch.randn(40, 16), torch.randint(0, 3, (40,))
+    return Learner(model, DataLoaders([(xs, ys)], [(xs, ys)]), F.cross_entropy, cbs=[TrainCB()])
+
+
+def test_test_time_dropout_keeps_dropout_active():
+    learn = _tiny_learner()
+    runs = []
+    for cbs in ([], [], [TTDropoutCB()], [TTDropoutCB()]):
+        probe = _Probe()
+        learn.fit(1, train=False, cbs=[probe, *cbs])
+        assert all(f == bool(cbs) for f in probe.flags) and len(probe.flags) == 2
+        runs.append(torch.cat(probe.preds))
+    assert torch.equal(runs[0], runs[1])                  # eval: deterministic
+    assert not torch.allclose(runs[2], runs[3])           # TTD: stochastic
+    assert not any(m.training for m in learn.model.modules())   # back in eval mode after fit
+
+
+# ---------------------------------------------------------------- augmentation
+def test_random_crop_is_a_shifted_window():
+    x = torch.randn(40, 2, 6, 7)
+    y = random_crop(x, pad=3, fill=0.)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    xp = F.pad(x, (3,)*4)
+    found = set()
+    for i in range(len(x)):
+        hits = [(r, c) for r in range(7) for c in range(7) if torch.equal(y[i], xp[i, :, r:r+6, c:c+7])]
+        assert hits, f"image {i} is not a window of the padded image"
+        found.add(hits[0])
+    assert len(found) > 10                                 # offsets are drawn per image
+    assert torch.equal(random_crop(x, pad=0), x)
+    yr = random_crop(x, pad=2)                             # replicate padding: values come from x's own pixels
+    assert all(torch.isin(yr[i], x[i]).all() for i in range(len(x)))
+
+
+def test_flip_and_erase():
+    x = torch.randn(64, 1, 8, 8)
+    assert torch.equal(random_flip(x, 1.), x.flip(-1)) and torch.equal(random_flip(x, 0.), x)
+    y = random_flip(x, 0.5)
+    flipped = torch.tensor([torch.equal(y[i], x[i].flip(-1)) for i in range(64)])
+    same = torch.tensor([torch.equal(y[i], x[i]) for i in range(64)])
+    assert (flipped | same).all() and 10 < flipped.sum() < 54
+    assert torch.equal(random_erase(x, p=0.), x)
+    e = random_erase(x, p=1., max_frac=0.5)
+    diff = (e != x)[:, 0]
+    assert diff.flatten(1).any(1).float().mean() > 0.9
+    for i in range(64):                                    # the changed pixels form a rectangle
+        rows, cols = diff[i].any(1).nonzero(), diff[i].any(0).nonzero()
+        if len(rows): assert diff[i, rows.min():rows.max()+1, cols.min():cols.max()+1].float().mean() > 0.9
+    assert e.min() >= x.min() and e.max() <= x.max()
+
+
+def test_augment_cb_train_only():
+    xb, yb = torch.randn(32, 1, 16, 16), torch.randint(0, 10, (32,))
+    cb = AugmentCB(pad=2, flip_p=0.5, erase_p=0.5)
+    learn = Learner(nn.Identity(), None)
+    for training in (True, False):
+        learn.training, learn.batch = training, (xb, yb)
+        cb.before_batch(learn)
+        out, y2 = learn.batch
+        assert out.shape == xb.shape and out.dtype == xb.dtype and y2 is yb
+        assert torch.equal(out, xb) != training
+    with pytest.raises(ValueError): AugmentCB(flip_p=2.)
+    with pytest.raises(ValueError): AugmentCB(pad=-1)
+
+
+# ---------------------------------------------------------------- classifier
+def test_classifier_and_features():
+    model = fashion_classifier().eval()
+    x = torch.rand(6, 1, 32, 32)*2 - 1
+    logits = model(x)
+    assert logits.shape == (6, 10)
+    feats = classifier_features(model)
+    f = feats(x)
+    assert f.shape == (6, 512)
+    torch.testing.assert_close(model[-1](model[-2](f)), logits)      # the head applied to the features = the model
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 12
+    assert isinstance(model[1], Dropout2d) and isinstance(model[-3], Dropout) and model[-2].bias is None
+    with pytest.raises(ValueError, match='shape'): feats(torch.rand(2, 1, 28, 28))
+    with pytest.raises(TypeError): classifier_features(nn.Sequential(nn.Linear(2, 2)))
+    assert fashion_classifier(nfs=(8, 16, 32, 64))(x).shape == (6, 10)
+
+
+def test_weights_round_trip(tmp_path):
+    model = fashion_classifier(nfs=(4, 8, 16))
+    model.train()(torch.randn(8, 1, 32, 32))                       # move the BN running stats away from defaults
+    path = save_weights(model, tmp_path/'w.safetensors', classifier_metadata((4, 8, 16), 0.1, epochs=3))
+    assert not list(tmp_path.glob('*.tmp'))
+    other = load_weights(fashion_classifier(nfs=(4, 8, 16)), path)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    rebuilt = load_fashion_classifier(path, device='cpu')
+    assert not rebuilt.training
+    x = torch.randn(3, 1, 32, 32)
+    assert torch.equal(rebuilt(x), model.eval()(x))
+    with pytest.raises(ValueError, match='shape mismatch'): load_weights(fashion_classifier(nfs=(4, 8, 32)), path)
+    with pytest.raises(ValueError, match='unexpected'): load_weights(fashion_classifier(nfs=(4, 8)), path)
+    with pytest.raises(FileNotFoundError): load_weights(model, tmp_path/'missing.safetensors')
+
+
+def test_classifier_path_env(monkeypatch, tmp_path):
+    monkeypatch.setenv('MINIAI_CLASSIFIER', str(tmp_path/'clf.safetensors'))
+    assert fashion_classifier_path() == tmp_path/'clf.safetensors'
+    monkeypatch.delenv('MINIAI_CLASSIFIER')
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
+    assert fashion_classifier_path() == tmp_path/'cache'/'models'/'fashion_classifier.safetensors'
+
+
+# ---------------------------------------------------------------- training
+def test_training_steps_reduce_loss():
+    xs, ys = torch.randn(64, 1, 16, 16), torch.randint(0, 10, (64,))    # 16x16: the global pool makes it work
+    model = fashion_classifier(nfs=(4, 8), drop=0.)
+    learn = Learner(model, DataLoaders([(xs, ys)]*8, [(xs, ys)]), F.cross_entropy, lr=1e-2,
+                    cbs=[TrainCB()], opt_func=torch.optim.AdamW)
+    before = classifier_loss(model, xs, ys)
+    learn.fit(1, valid=False)
+    assert classifier_loss(model, xs, ys) < 0.7*before
+
+
+def classifier_loss(model, xs, ys):
+    "Loss with BatchNorm using batch statistics (no dropout in the model): running stats lag behind after 8 steps."
+    model.train()
+    with torch.no_grad(): return F.cross_entropy(model(xs), ys).item()
+
+
+@pytest.mark.skipif(not os.environ.get('MINIAI_DATA'), reason='needs Fashion-MNIST ($MINIAI_DATA)')
+def test_train_fashion_classifier_small(tmp_path):
+    learn = resnet.train_fashion_classifier(epochs=1, bs=32, nfs=(4, 8), limit=(256, 128), device='cpu',
+                                            progress=False, save_to=tmp_path/'clf.safetensors')
+    xs, ys = next(iter(learn.dls.valid))
+    assert learn.metrics.history[-1]['phase'] == 'eval'
+    acc = classifier_accuracy(learn.model, learn.dls.valid)
+    meta = resnet.weights_metadata(tmp_path/'clf.safetensors')
+    assert json.loads(meta['fashion_classifier'])['nfs'] == [4, 8] and float(meta['test_accuracy']) == pytest.approx(acc, abs=1e-4)
+    assert abs(acc - learn.metrics.history[-1]['accuracy']) < 1e-6      # two independent accuracy computations agree
+    assert all(torch.isfinite(torch.tensor(h['loss'])) for h in learn.metrics.history)
