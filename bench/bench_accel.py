@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Training throughput (images/s) with and without mixed precision and EMA; results go to a JSON file.
+
+Trains the lesson-22 diffusion UNet (diffusers `UNet2DModel`, channels (32, 64, 128, 256), 15.9 M parameters)
+to predict the noise added to random 32x32 one-channel images (noising on the device, as in the course), with
+miniai's `Learner`, fused AdamW and each configuration below; every figure is measured after one warm-up epoch.
+
+On a GPU (from the repository root):
+    python bench/bench_accel.py --out results/accel_throughput.json
+Anywhere, to check that it runs (tiny UNet, a few batches; figures meaningless):
+    python bench/bench_accel.py --quick --out /tmp/accel_quick.json
+"""
+import argparse, datetime, json, math, sys
+from pathlib import Path
+import torch
+import torch.nn.functional as F
+from torch import nn
+from miniai.core import set_seed
+from miniai.data import DataLoaders, DeviceImageLoader
+from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
+from miniai.accel import EMA, CompileCB, MixedPrecision, fused_opt_func, model_device, train_throughput
+
+
+class UNet(nn.Module):
+    "diffusers' UNet2DModel taking `(x_t, t)` and returning the predicted noise."
+    def __init__(self, quick: bool):
+        super().__init__()
+        from diffusers import UNet2DModel
+        kw = (dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                   down_block_types=('DownBlock2D', 'AttnDownBlock2D'), up_block_types=('AttnUpBlock2D', 'UpBlock2D'))
+              if quick else dict(block_out_channels=(32, 64, 128, 256), norm_num_groups=8))
+        self.unet = UNet2DModel(sample_size=32, in_channels=1, out_channels=1, **kw)
+    def forward(self, x, t): return self.unet(x, t).sample
+
+
+def noisify(batch):
+    "Cosine-schedule noising on the device: `(x_t, t) -> predict eps`."
+    x0 = batch[0]
+    t = torch.rand(len(x0), device=x0.device)
+    abar = torch.cos(t*math.pi/2).pow(2)[:, None, None, None]
+    eps = torch.randn_like(x0)
+    return abar.sqrt()*x0 + (1 - abar).sqrt()*eps, t*999, eps
+
+
+class LoopEMA(EMA):
+    "The slow EMA (for comparison only): one `lerp_` call per parameter tensor, in a Python loop."
+    @torch.no_grad()
+    def update(self):
+        w = 1. - self.current_decay()
+        for s, p in zip(self.shadow, self.params): s.lerp_(p, w)
+        self.n_updates += 1
+
+
+CONFIGS = {
+    'float32': lambda: [],
+    'bfloat16': lambda: [MixedPrecision()],
+    'float16 + GradScaler': lambda: [MixedPrecision(torch.float16)],
+    'bfloat16 + EMA (foreach)': lambda: [MixedPrecision(), EMA()],
+    'bfloat16 + EMA (Python loop)': lambda: [MixedPrecision(), LoopEMA()],
+}
+COMPILE_CONFIGS = {
+    'bfloat16 + compile': lambda: [MixedPrecision(), CompileCB()],
+    'bfloat16 + compile + EMA (foreach)': lambda: [MixedPrecision(), CompileCB(), EMA()],
+}
+
+
+def make_learner(cbs, quick, bs, n_batches):
+    set_seed(0)
+    imgs = torch.randint(0, 256, (bs*n_batches, 1, 32, 32), dtype=torch.uint8)
+    dl = DeviceImageLoader(imgs, None, bs=bs, shuffle=True, drop_last=True, seed=0)
+    return Learner(UNet(quick), DataLoaders(dl, dl), F.mse_loss, lr=4e-3,
+                   cbs=[DeviceCB(), BatchTransformCB(noisify), TrainCB(n_inp=2), *cbs],
+                   opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='tiny UNet and a few batches (checks that it runs, e.g. on a CPU)')
+    ap.add_argument('--out', type=Path, default=None, help='JSON file to write (default: results/accel_throughput.json, none with --quick)')
+    ap.add_argument('--bs', type=int, default=None, help='batch size (default 512; 4 with --quick)')
+    ap.add_argument('--batches', type=int, default=None, help='batches per epoch (default 40; 2 with --quick)')
+    ap.add_argument('--epochs', type=int, default=None, help='timed epochs per configuration (default 2; 1 with --quick)')
+    ap.add_argument('--compile', action='store_true', help='also measure torch.compile configurations')
+    a = ap.parse_args(argv)
+    bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or (1 if a.quick else 2)
+    out = a.out or (None if a.quick else Path('results/accel_throughput.json'))
+    configs = {**CONFIGS, **(COMPILE_CONFIGS if a.compile else {})}
+
+    results, n_params, device = {}, None, None
+    for name, cbs in configs.items():
+        learn = make_learner(cbs(), a.quick, bs, n_batches)
+        n_params = sum(p.numel() for p in learn.model.parameters())
+        results[name] = round(train_throughput(learn, epochs=epochs, warmup=1), 1)
+        device = model_device(learn.model)
+        print(f'{name:38} {results[name]:10,.1f} images/s', flush=True)
+    base = results['bfloat16']
+    report = {
+        'what': 'training images/s of the lesson-22 UNet (noise prediction, fused AdamW), after one warm-up epoch',
+        'command': ' '.join(['python', 'bench/bench_accel.py', *(sys.argv[1:] if argv is None else argv)]),
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),
+        'torch': torch.__version__, 'quick': a.quick, 'model_params': n_params,
+        'batch_size': bs, 'batches_per_epoch': n_batches, 'timed_epochs': epochs,
+        'images_per_s': results,
+        'ema_cost_pct_vs_bfloat16': {k: round(100*(1 - v/base), 1) for k, v in results.items() if 'EMA' in k and 'compile' not in k},
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + '\n')
+        print(f'wrote {out}')
+    return report
+
+
+if __name__ == '__main__': main()

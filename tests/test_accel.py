@@ -1,0 +1,333 @@
+"Tests for miniai.accel: mixed precision fallback, EMA maths, exact checkpoint resume, refused checkpoints, NaN guard."
+import importlib.util, json, os, warnings
+from pathlib import Path
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from miniai.core import set_seed
+from miniai.data import DataLoaders, DeviceImageLoader
+from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
+from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
+                          NonFiniteLossError, fused_opt_func, load_checkpoint, save_checkpoint, train_throughput)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_dls(seed, n=64, bs=16):
+    g = torch.Generator().manual_seed(123)  # the same images every time; `seed` only drives the shuffle
+    x = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 4, (n,), generator=g)
+    return DataLoaders(DeviceImageLoader(x, y, bs=bs, shuffle=True, seed=seed, device='cpu'),
+                       DeviceImageLoader(x[:32], y[:32], bs=bs, device='cpu'))
+
+
+def tiny_model(w=4, drop=0.3):
+    return nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.Flatten(),
+                         nn.Dropout(drop), nn.Linear(w*64, 4))
+
+
+def tiny_learner(seed=1, cbs=(), w=4, opt_func=torch.optim.AdamW, max_lr=1e-2):
+    set_seed(seed)
+    return Learner(tiny_model(w), tiny_dls(seed), F.cross_entropy, cbs=[TrainCB(), OneCycleCB(max_lr), *cbs],
+                   opt_func=opt_func)
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Spy(Callback):
+    "Records the dtype of the predictions and whether autocast was on during `after_predict`."
+    order = 15
+    def __init__(self): self.dtypes, self.autocast = [], []
+    def after_predict(self, learn):
+        self.dtypes.append(learn.preds.dtype); self.autocast.append(torch.is_autocast_enabled('cpu'))
+
+
+class Crash(Callback):
+    "Raise KeyboardInterrupt at the start of epoch `epoch` (iter None) or in batch `iter` of it."
+    order = 95
+    def __init__(self, epoch, iter=None): self.epoch, self.iter = epoch, iter
+    def before_epoch(self, learn):
+        if self.iter is None and learn.epoch == self.epoch: raise KeyboardInterrupt
+    def after_batch(self, learn):
+        if learn.training and learn.epoch == self.epoch and learn.iter == self.iter: raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------- mixed precision
+
+def test_mixed_precision_cpu_autocast_trains():
+    spy, mcb = Spy(), MetricsCB()
+    learn = tiny_learner(cbs=[MixedPrecision(cpu=True), spy, mcb])
+    learn.fit(6, valid=False)
+    assert set(spy.dtypes) == {torch.bfloat16} and all(spy.autocast)
+    losses = [h['loss'] for h in mcb.history]
+    assert losses[-1] < 0.8*losses[0]
+    assert not torch.is_autocast_enabled('cpu')  # closed after the last batch
+
+
+def test_mixed_precision_default_falls_back_to_float32_on_cpu():
+    spy, mp = Spy(), MixedPrecision()
+    learn = tiny_learner(cbs=[mp, spy])
+    with pytest.warns(UserWarning, match='runs in float32'): learn.fit(1)
+    assert not mp.enabled and set(spy.dtypes) == {torch.float32}
+    with warnings.catch_warnings():
+        warnings.filterwarnings('error', message='MixedPrecision')  # the note is given once per callback
+        learn.fit(1)
+
+
+def test_float16_on_cpu_never_touches_cuda(monkeypatch):
+    def no_scaler(*a, **k): raise AssertionError('GradScaler created on a CPU')
+    monkeypatch.setattr(torch.amp, 'GradScaler', no_scaler)
+    spy, mp = Spy(), MixedPrecision(torch.float16)
+    learn = tiny_learner(cbs=[mp, spy])
+    with pytest.warns(UserWarning, match='float16 needs CUDA'): learn.fit(1)
+    assert learn.grad_scaler is None and set(spy.dtypes) == {torch.float32}
+    with pytest.raises(ValueError, match='bfloat16 or torch.float16'): MixedPrecision(torch.float32)
+
+
+def test_mixed_precision_with_lr_finder_and_cancelled_batches():
+    learn = tiny_learner(cbs=[MixedPrecision(cpu=True)])
+    finder = learn.lr_find(max_epochs=4, show_plot=False)
+    assert len(finder.lrs) > 3 and finder.lrs[-1] > finder.lrs[0]
+    assert not torch.is_autocast_enabled('cpu')
+
+    class Boom(Callback):
+        def after_predict(self, learn): raise RuntimeError('boom')
+    with pytest.raises(RuntimeError, match='boom'): tiny_learner(cbs=[MixedPrecision(cpu=True), Boom()]).fit(1)
+    assert not torch.is_autocast_enabled('cpu')  # cleanup_batch closed autocast
+
+
+# ---------------------------------------------------------------- hot-path options
+
+def test_channels_last_compile_and_fused_opt_on_cpu():
+    class BatchSpy(Callback):
+        order = 8
+        def before_batch(self, learn): self.cl = learn.batch[0].is_contiguous(memory_format=torch.channels_last)
+    spy = BatchSpy()
+    learn = tiny_learner(cbs=[ChannelsLastCB(), CompileCB(backend='eager'), spy])
+    keys = list(learn.model.state_dict())
+    learn.fit(1)
+    assert spy.cl and learn.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert learn.model._compiled_call_impl is not None and list(learn.model.state_dict()) == keys
+    opt = fused_opt_func(torch.optim.AdamW, eps=1e-5)(tiny_model().parameters(), 1e-3)
+    assert opt.defaults['fused'] is None and opt.defaults['eps'] == 1e-5 and opt.defaults['lr'] == 1e-3
+
+
+def test_train_throughput_runs():
+    ips = train_throughput(tiny_learner(cbs=[EMA()]), epochs=1, warmup=0)
+    assert 0 < ips < float('inf')
+
+
+# ---------------------------------------------------------------- EMA
+
+def test_ema_maths_with_and_without_warmup():
+    for warmup in (True, False):
+        lin = nn.Linear(3, 2)
+        ema = EMA(decay=0.9, warmup=warmup)
+        ema.track(lin)
+        expect = [p.detach().clone().double() for p in lin.parameters()]
+        for n in range(30):
+            with torch.no_grad():
+                for p in lin.parameters(): p.add_(torch.randn_like(p))
+            d = min(0.9, (1 + n)/(10 + n)) if warmup else 0.9
+            assert ema.current_decay() == pytest.approx(d)
+            ema.update()
+            expect = [d*e + (1 - d)*p.detach().double() for e, p in zip(expect, lin.parameters())]
+            for s, e in zip(ema.shadow, expect): torch.testing.assert_close(s.double(), e, rtol=1e-5, atol=1e-6)
+    assert EMA(0.999).current_decay() == pytest.approx(0.1)  # warm-up: the first update mostly copies the weights
+
+
+def test_ema_foreach_update_equals_python_loop():
+    torch.manual_seed(0)
+    model = tiny_model(w=8)
+    ema = EMA(0.99)
+    ema.track(model)
+    ref = [p.detach().clone() for p in model.parameters()]
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters(): p.mul_(0.9).add_(torch.randn_like(p))
+        w = 1 - ema.current_decay()
+        for r, p in zip(ref, model.parameters()): r.lerp_(p.detach(), w)  # the per-parameter loop
+        ema.update()
+    for s, r in zip(ema.shadow, ref): assert torch.equal(s, r)
+
+
+def test_ema_swap_average_and_state_dict():
+    model = tiny_model()
+    ema = EMA(0.5)
+    ema.track(model)
+    with torch.no_grad():
+        for p in model.parameters(): p.add_(1.)
+    ema.update()  # decay 0.1 (warm-up): shadow = 0.1*old + 0.9*new
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    avg = [s.clone() for s in ema.shadow]
+    with ema.average() as m:
+        assert m is model and all(torch.equal(p, s) for p, s in zip(model.parameters(), avg))
+    assert states_equal(model.state_dict(), raw)
+    other = EMA(0.5); other.track(tiny_model())
+    other.load_state_dict(ema.state_dict())
+    assert other.n_updates == 1 and all(torch.equal(a, b) for a, b in zip(other.shadow, avg))
+    wrong = EMA(); wrong.track(tiny_model(w=8))
+    with pytest.raises(ValueError, match='other shapes'): wrong.load_state_dict(ema.state_dict())
+
+
+def test_ema_eval_with_averaged_weights():
+    ema, mcb = EMA(0.9, eval_ema=True), MetricsCB()
+    learn = tiny_learner(cbs=[ema, mcb])
+    learn.fit(2)
+    raw = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.model.eval()
+    valid_loss = lambda: sum(F.cross_entropy(learn.model(xb), yb, reduction='sum') for xb, yb in learn.dls.valid).item()/32
+    with torch.no_grad():
+        loss_raw = valid_loss()
+        with ema.average(): loss_ema = valid_loss()
+    assert mcb.history[-1]['phase'] == 'eval' and abs(loss_ema - loss_raw) > 1e-4
+    assert mcb.history[-1]['loss'] == pytest.approx(loss_ema, rel=1e-5)
+    assert states_equal(learn.model.state_dict(), raw)  # after fit the model holds its raw weights
+
+
+# ---------------------------------------------------------------- checkpoints
+
+@pytest.mark.parametrize('valid', [True, False])
+@pytest.mark.parametrize('crash', [(1, None), (2, 1)], ids=['between-epochs', 'mid-epoch'])
+@pytest.mark.filterwarnings('ignore:MixedPrecision')
+def test_resume_is_bit_exact(tmp_path, valid, crash):
+    cbs = lambda: [MixedPrecision(), EMA(0.9), NanGuardCB(every=3)]
+    straight = tiny_learner(seed=1, cbs=cbs())
+    straight.fit(3, valid=valid)
+
+    path = tmp_path/'run.pt'
+    with pytest.raises(KeyboardInterrupt): tiny_learner(seed=1, cbs=[*cbs(), CheckpointCB(path), Crash(*crash)]).fit(3, valid=valid)
+    assert torch.load(path, weights_only=True)['epoch'] == crash[0]
+    resumed = tiny_learner(seed=2, cbs=[*cbs(), CheckpointCB(path)])  # another seed: all that matches comes from the file
+    resumed.fit(3, valid=valid)
+
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+    ema_a, ema_b = (next(cb for cb in l.cbs if isinstance(cb, EMA)) for l in (straight, resumed))
+    assert all(torch.equal(a, b) for a, b in zip(ema_a.shadow, ema_b.shadow)) and ema_a.n_updates == ema_b.n_updates
+    sa, sb = straight.opt.state_dict()['state'], resumed.opt.state_dict()['state']
+    assert all(states_equal(sa[i], sb[i]) for i in sa)
+    assert torch.load(path, weights_only=True)['epoch'] == 3  # the final checkpoint is the last epoch
+
+
+def test_a_different_seed_without_checkpoint_differs(tmp_path):
+    "Guards the resume test: without loading, the seed-2 learner would end with other weights."
+    a, b = tiny_learner(seed=1), tiny_learner(seed=2)
+    a.fit(1); b.fit(1)
+    assert not states_equal(a.model.state_dict(), b.model.state_dict())
+
+
+def test_checkpoint_contents_weights_only_and_atomic(tmp_path, monkeypatch):
+    learn = tiny_learner(cbs=[EMA()])
+    learn.fit(1)
+    p = save_checkpoint(tmp_path/'sub'/'a.pt', learn, extra={'note': 'hi', 'acc': [0.5]})
+    ck = torch.load(p, weights_only=True)
+    assert ck['epoch'] == 1 and ck['extra'] == {'note': 'hi', 'acc': [0.5]}
+    assert states_equal(ck['model'], learn.model.state_dict())
+    assert set(ck['rng']) >= {'python', 'numpy', 'torch'} and 'state' in ck['loaders']['train']
+    assert list(ck['scheds']) == ['0.OneCycleCB'] and ck['ema']['n_updates'] == len(learn.dls.train)
+    assert os.listdir(p.parent) == ['a.pt']  # no temporary file left
+    with pytest.raises(TypeError, match='may hold only'): save_checkpoint(p, learn, extra={'f': len})
+
+    good = p.read_bytes()
+    def broken_save(obj, f): f.write(b'half a checkpoint'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', broken_save)
+    with pytest.raises(OSError, match='disk full'): save_checkpoint(p, learn)
+    assert p.read_bytes() == good and os.listdir(p.parent) == ['a.pt']  # old file intact, temp removed
+
+
+def _trained_with_state(seed, **kw):
+    learn = tiny_learner(seed=seed, cbs=[EMA()], **kw)
+    learn.fit(1, cbs=[SingleBatchCB()])  # creates the optimizer state and the scheduler
+    return learn
+
+
+def _snapshot(learn):
+    return ({k: v.clone() for k, v in learn.model.state_dict().items()},
+            repr(learn.opt.state_dict()['param_groups']), learn.cbs[1].sched.last_epoch)
+
+
+def test_truncated_and_foreign_checkpoints_are_refused_untouched(tmp_path):
+    src = _trained_with_state(1)
+    p = save_checkpoint(tmp_path/'a.pt', src)
+    target = _trained_with_state(2)
+    before = _snapshot(target)
+    data = p.read_bytes()
+
+    (tmp_path/'cut.pt').write_bytes(data[:len(data)//2])
+    with pytest.raises(CheckpointError, match='truncated'): load_checkpoint(tmp_path/'cut.pt', target)
+    torch.save({'weights': torch.zeros(2)}, tmp_path/'plain.pt')
+    with pytest.raises(CheckpointError, match='not a miniai checkpoint'): load_checkpoint(tmp_path/'plain.pt', target)
+    wide = save_checkpoint(tmp_path/'wide.pt', _trained_with_state(1, w=8))
+    with pytest.raises(CheckpointError, match=r'another model configuration.*1\.weight'): load_checkpoint(wide, target)
+    sgd = save_checkpoint(tmp_path/'sgd.pt', _trained_with_state(1, opt_func=torch.optim.SGD))
+    with pytest.raises(CheckpointError, match='SGD optimizer state'): load_checkpoint(sgd, target)  # model fits, optimizer not
+    with pytest.raises(FileNotFoundError): load_checkpoint(tmp_path/'missing.pt', target)
+
+    after = _snapshot(target)
+    assert states_equal(before[0], after[0]) and before[1:] == after[1:]
+    load_checkpoint(p, target)  # a good one still loads
+    assert states_equal(target.model.state_dict(), src.model.state_dict())
+
+
+def test_checkpoint_every_and_resume_flag(tmp_path):
+    saved = []
+    class Watch(Callback):
+        order = 90
+        def after_epoch(self, learn):
+            if (tmp_path/'c.pt').exists(): saved.append(torch.load(tmp_path/'c.pt', weights_only=True)['epoch'])
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'c.pt', every=2), Watch()]).fit(5)
+    assert sorted(set(saved)) == [2, 4, 5]
+    learn = tiny_learner(cbs=[CheckpointCB(tmp_path/'c.pt', resume=False)])
+    learn.fit(1)
+    assert torch.load(tmp_path/'c.pt', weights_only=True)['epoch'] == 1  # started over, overwrote
+
+
+def test_evaluation_only_fit_does_not_checkpoint(tmp_path):
+    learn = tiny_learner(cbs=[CheckpointCB(tmp_path/'c.pt')])
+    learn.fit(1, train=False)
+    assert not (tmp_path/'c.pt').exists()
+
+
+# ---------------------------------------------------------------- NaN guard
+
+class InjectNaN(Callback):
+    order = -5
+    def __init__(self, at, training=True): self.at, self.training = at, training
+    def before_batch(self, learn):
+        if learn.training == self.training and learn.iter == self.at:
+            learn.batch = (learn.batch[0].float()*float('nan'), *learn.batch[1:])
+
+
+def test_nan_guard_names_the_batch_without_per_batch_sync(monkeypatch):
+    calls = []
+    item = torch.Tensor.item
+    def counting_item(self): calls.append(1); return item(self)
+    monkeypatch.setattr(torch.Tensor, 'item', counting_item)
+    learn = Learner(tiny_model(), tiny_dls(1, n=160), F.cross_entropy, cbs=[TrainCB(), NanGuardCB(every=5)])
+    learn.fit(1, valid=False)  # 10 finite batches: 2 periodic checks + 1 at the epoch end
+    assert len(calls) == 3
+    learn = Learner(tiny_model(), tiny_dls(1, n=160), F.cross_entropy, cbs=[TrainCB(), NanGuardCB(every=4), InjectNaN(2)])
+    with pytest.raises(NonFiniteLossError, match=r'training loss became nan at epoch 0, batch 2 \(noticed at batch 3\)'):
+        learn.fit(1)
+
+
+def test_nan_guard_in_validation_and_epoch_end_check():
+    learn = tiny_learner(cbs=[NanGuardCB(every=100), InjectNaN(1, training=False)])
+    with pytest.raises(NonFiniteLossError, match='validation loss became nan at epoch 0, batch 1'): learn.fit(2)
+
+
+# ---------------------------------------------------------------- the GPU benchmark script
+
+def test_bench_accel_quick_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location('bench_accel', REPO/'bench'/'bench_accel.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        bench.main(['--quick', '--out', str(tmp_path/'r.json')])
+    r = json.loads((tmp_path/'r.json').read_text())
+    assert r['quick'] and r['device'] == 'cpu'
+    assert set(r['images_per_s']) == set(bench.CONFIGS) and all(v > 0 for v in r['images_per_s'].values())
