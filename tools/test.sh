@@ -28,7 +28,8 @@ fi
 echo "== 2/3 notebooks (nbdev_test, MINIAI_QUICK=$MINIAI_QUICK, $workers workers)"
 log=$(mktemp)
 nbs=$(find nbs -name '*.ipynb' ! -name '_*' ! -path '*/.*' | wc -l)
-nbdev_test --n_workers "$workers" --do_print --timing 2>&1 | tee "$log"
+# one thread per notebook process: $workers notebooks share the cores, more threads only contend
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" nbdev_test --n_workers "$workers" --do_print --timing 2>&1 | tee "$log"
 nb_rc=${PIPESTATUS[0]}
 nb_pass=$(grep -c '^- Completed' "$log" || true)
 nb_fail=$((nbs - nb_pass))
