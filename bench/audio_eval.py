@@ -1,0 +1,119 @@
+"""Audio diffusion on spoken digits (notebooks 16, 17, 17b) at full size: one command, one JSON results file.
+
+The GPU measurement (not timed yet; a rough estimate is 10-20 minutes on one H100):
+
+    python bench/audio_eval.py --out results/audio.json
+
+CPU smoke test of the same code (notebook 17b's quick-mode sizes, a minute or two):
+
+    python bench/audio_eval.py --quick --out /tmp/audio.json
+
+The FSDD is read from --data-dir or $MINIAI_DATA (fsdd/fsdd_v1.0.10.npz). The JSON holds:
+- `round_trip`: spectral convergence and log-spectral distance (dB) of spectrogram -> Griffin-Lim on the test clips,
+  for 1, 8, 32 and 64 Griffin-Lim iterations (notebook 16's table);
+- `classifier`: the digit classifier's test accuracy (300 test clips), its training time;
+- `diffusion`: per model (unconditional, conditional) the parameter count, final train/eval losses, training time;
+- `scores`: per set of clips (real training clips = the floors, unconditional samples, conditional samples per guidance
+  scale) the FID against the test clips on the classifier's features, as generated and as heard (after Griffin-Lim),
+  and for the conditional sets the accuracy of the classifier on the requested digits, overall and per digit;
+- `config`, `environment`, and the total wall time.
+With --wavs DIR, a few generated clips per digit are also written as WAV files.
+"""
+from __future__ import annotations
+import argparse, json, platform, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
+import torch
+from miniai.accel import synchronize
+from miniai.core import default_device, set_seed
+from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
+from miniai.audio_diffusion import (AUDIO_CONFIG, AUDIO_QUICK_CONFIG, all_items, evaluate_generation, generate_spectrograms,
+                                    scores_table, train_audio_diffusion, train_digit_classifier)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', required=True, help='JSON results file')
+    p.add_argument('--quick', action='store_true', help="notebook 17b's quick-mode sizes (CPU smoke test)")
+    p.add_argument('--data-dir', default=None, help='folder with fsdd/fsdd_v1.0.10.npz (default: $MINIAI_DATA)')
+    p.add_argument('--epochs', type=int, default=None, help='override the diffusion epochs of the config')
+    p.add_argument('--wavs', default=None, help='also write 3 generated clips per digit (w = last guidance scale) here')
+    p.add_argument('--seed', type=int, default=42)
+    return p.parse_args(argv)
+
+
+def environment() -> dict:
+    dev = default_device()
+    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
+    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
+    return env
+
+
+def timed(fn, *args, **kwargs):
+    "Run `fn`, return (result, seconds), synchronising the device before and after."
+    synchronize(default_device()); t0 = time.perf_counter()
+    res = fn(*args, **kwargs)
+    synchronize(default_device())
+    return res, time.perf_counter() - t0
+
+
+def last_losses(learn) -> dict:
+    "The final epoch's train and eval loss from the MetricsCB history."
+    h = learn.metrics.history
+    return {ph: next((r['loss'] for r in reversed(h) if r['phase'] == ph), None) for ph in ('train', 'eval')}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = dict(AUDIO_QUICK_CONFIG if args.quick else AUDIO_CONFIG)
+    if args.epochs is not None: cfg['epochs'] = args.epochs
+    t_start, out = time.perf_counter(), dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+                                             environment=environment(), quick=args.quick)
+    spec = MelSpec()
+    set_seed(args.seed)
+
+    # the representation: round trip of the test clips
+    test_waves = fix_length(load_fsdd('test', args.data_dir).waves, spec.n_samples, warn=False)
+    if args.quick: test_waves = test_waves[:40]
+    waves = test_waves.to(default_device())
+    out['round_trip'] = {f'{it} GL iterations': round_trip_quality(spec, waves, n_iter=it) for it in (1, 8, 32, 64)}
+    out['round_trip']['n_clips'] = len(test_waves)
+    print('round trip:', json.dumps(out['round_trip']), flush=True)
+
+    dls = fsdd_dls(bs=cfg['bs'], spec=spec, data_dir=args.data_dir, limit=cfg['limit'], seed=args.seed)
+    sigma_data = all_items(dls.train)[0].std().item()
+    out['sigma_data'] = sigma_data
+
+    (clf, acc), secs = timed(train_digit_classifier, dls, cfg['clf_epochs'], cfg['clf_lr'], cfg['clf_nfs'])
+    out['classifier'] = dict(test_accuracy=acc, n_test=dls.valid.dataset_len, train_seconds=secs)
+    print(f"classifier: test accuracy {acc:.4f} ({secs:.0f} s)", flush=True)
+
+    out['diffusion'], models = {}, {}
+    for name, n_classes in (('unconditional', None), ('conditional', 10)):
+        (model, learn), secs = timed(train_audio_diffusion, dls, sigma_data, n_classes, cfg, args.seed)
+        models[name] = model
+        out['diffusion'][name] = dict(params=sum(p.numel() for p in model.parameters()), epochs=cfg['epochs'],
+                                      train_seconds=secs, images_per_s=cfg['epochs']*dls.train.dataset_len/secs,
+                                      **{f'final_{k}_loss': v for k, v in last_losses(learn).items()})
+        print(f"{name}: {json.dumps(out['diffusion'][name])}", flush=True)
+
+    scores, secs = timed(evaluate_generation, clf, models['unconditional'], models['conditional'], dls, sigma_data, cfg, spec)
+    out['scores'], out['eval_seconds'] = scores, secs
+    print(scores_table(scores, acc), flush=True)
+
+    if args.wavs:
+        digits = torch.arange(10).repeat_interleave(3)
+        specs = generate_spectrograms(models['conditional'], digits=digits, scale=cfg['guidance'][-1], sigma_data=sigma_data,
+                                      sampler=cfg['sampler'], steps=cfg['steps'], seed=args.seed)
+        for i, (d, w) in enumerate(zip(digits.tolist(), spec.waveform(specs.to(default_device())))):
+            write_wav(Path(args.wavs)/f'{DIGITS[d]}_{i % 3}.wav', w, spec.sample_rate)
+        out['wavs'] = str(args.wavs)
+
+    out['total_seconds'] = time.perf_counter() - t_start
+    path = Path(args.out); path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"wrote {path} ({out['total_seconds']:.0f} s)")
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,229 @@
+"""FID/KID of Karras samplers at equal network evaluations (lesson 22, notebooks 10_karras and 10b_ksamplers).
+
+The GPU measurement (one command; trains the models it needs, then writes the JSON and a Markdown table next to it):
+
+    python bench/karras_fid.py --out results/karras_fid.json
+
+CPU smoke test of the same code (tiny U-Nets, 1 epoch on 512 images, a tiny classifier, 32/16 samples, steps / 10):
+
+    python bench/karras_fid.py --quick --out /tmp/karras_fid_quick.json
+
+What it does:
+1. trains the lesson's U-Net (diffusers UNet2DModel (32, 64, 128, 256)) with Karras preconditioning
+   (`karras_learner`: log-normal sigma, sigma_data 0.66 for [-1, 1] data, Adam eps 1e-5, one-cycle lr 1e-2,
+   bf16, 25 epochs, EMA 0.999 tracked alongside), and the same U-Net with the cosine eps objective of
+   notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` skips it);
+2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
+   2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
+   (`fashion_image_eval`: the trained Fashion-MNIST classifier's 512-d features, the 10,000 test images as
+   reference); "reals" are seeded random training images;
+3. writes every row as soon as it is measured. Trained weights are kept in miniai's cache (`--weights-dir`), and
+   rows already in `--out` with the same configuration are kept, so a run cut short (e.g. by a per-command time
+   limit) continues where it stopped when the same command is run again.
+
+Settings (sampler, steps -> NFE): Euler 100 (100), Euler ancestral eta 0.5 100 (100), Heun 50 (99), Heun 20 (39),
+LMS 20 (20), DPM++(2M) 20 (20), DPM++(2M) 10 (10), DPM++(2M) SDE 20 (20); DPM++(2M) 20 with the EMA weights;
+the cosine eps-model through `EpsDenoiser` with Euler 100 and DPM++(2M) 20, and with its own DDIM (eta 1) 100.
+If the trained classifier is missing it is trained first (`train_fashion_classifier(epochs=20)`, as
+`bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
+"""
+from __future__ import annotations
+import argparse, json, os, platform, sys, time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
+import torch
+from miniai.accel import EMA, synchronize
+from miniai.core import cache_dir, default_device, set_seed
+from miniai.data import fashion_dls
+from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
+from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
+from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
+from miniai.diffusion.ksamplers import sample
+from miniai.fid import fashion_fid_images, fashion_image_eval
+from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
+                                  train_fashion_classifier, weights_metadata)
+
+KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
+                   ('lms', 20, {}), ('dpmpp_2m', 20, {}), ('dpmpp_2m', 10, {}), ('dpmpp_2m_sde', 20, {})]
+EMA_SETTINGS = [('dpmpp_2m', 20, {})]
+COSINE_SETTINGS = [('euler', 100, {}), ('dpmpp_2m', 20, {}), ('ddim', 100, {'eta': 1.})]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
+    p.add_argument('--quick', action='store_true', help='CPU smoke test: tiny models and classifier, few samples, steps / 10')
+    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
+    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p.add_argument('--epochs', type=int, default=25)
+    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
+    p.add_argument('--sigma-data', type=float, default=SIGMA_DATA)
+    p.add_argument('--ema', type=float, default=0.999, help='EMA decay tracked while training (0: none)')
+    p.add_argument('--no-cosine', action='store_true', help='skip the cosine eps-model comparison rows')
+    p.add_argument('--precision', choices=['bf16', 'fp32'], default='bf16', help='autocast of the networks while sampling (CUDA)')
+    p.add_argument('--weights-dir', default=None, help="where trained U-Nets are kept (default: cache_dir('models'))")
+    p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
+    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
+    return p.parse_args(argv)
+
+
+def environment() -> dict:
+    dev = default_device()
+    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
+    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
+    return env
+
+
+def unet(quick: bool):
+    "The lesson's U-Net, or a tiny one for the smoke test; time input scaled by 1000 (see notebook 10_karras)."
+    net = diffusers_unet(t_scale=1000) if not quick else diffusers_unet((16, 32), layers_per_block=1, attention=(False, False), t_scale=1000)
+    return init_ddpm(net)
+
+
+def train_or_load(kind: str, cfg: dict, args, log: dict):
+    "Train the `kind` ('karras' or 'cosine') U-Net, or load it if weights with the same configuration exist."
+    folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
+    tag = 'quick' if args.quick else 'full'
+    path, ema_path = folder/f'bench_{kind}_{tag}.safetensors', folder/f'bench_{kind}_{tag}_ema.safetensors'
+    meta = {'config': json.dumps(cfg, sort_keys=True)}
+    model = unet(args.quick)
+    if not args.retrain and path.exists() and weights_metadata(path).get('config') == meta['config']:
+        print(f"{kind}: loading {path}", flush=True)
+        load_weights(model, path)
+        ema_model = load_weights(unet(args.quick), ema_path) if ema_path.exists() else None
+        log[kind] = json.loads(weights_metadata(path).get('train', '{}'))
+        return model.to(default_device()), (ema_model.to(default_device()) if ema_model is not None else None)
+    set_seed(42)
+    limit = (512, 128) if args.quick else None
+    dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
+    ema = EMA(args.ema) if args.ema > 0 else None
+    cbs = [ema] if ema else []
+    if kind == 'karras': learn = karras_learner(model, dls, sigma_data=cfg['sigma_data'], lr=cfg['lr'], cbs=cbs)
+    else: learn = ddpm_learner(model, dls, noisify_cosine, lr=cfg['lr'], cbs=cbs)
+    synchronize(); t0 = time.perf_counter()
+    learn.fit(cfg['epochs'])
+    synchronize(); secs = time.perf_counter() - t0
+    train = dict(seconds=round(secs, 1), history=learn.metrics.history, n_train=dls.train.dataset_len)
+    save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
+    ema_model = None
+    if ema:
+        ema_model = unet(args.quick).to(default_device())
+        ema.copy_to(ema_model)
+        save_weights(ema_model, ema_path, meta)
+    log[kind] = train
+    return model, ema_model
+
+
+def classifier_path(args) -> Path:
+    if args.classifier: return Path(args.classifier)
+    if args.quick:
+        path = cache_dir('models')/'fashion_classifier_quick.safetensors'
+        if not path.exists(): train_fashion_classifier(epochs=1, save_to=path, progress=False, **QUICK_CLASSIFIER_CONFIG)
+        return path
+    path = fashion_classifier_path()
+    if not path.exists():
+        print(f"no classifier at {path}: training it (20 epochs)", flush=True)
+        train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
+    return path
+
+
+def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) -> tuple[torch.Tensor, int, float]:
+    "`n` seeded samples in batches (batch k: seed + k), clamped to [-1, 1], on the CPU; also NFE per image and seconds."
+    dev = default_device()
+    amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda' and args.precision == 'bf16')
+    out, nfe = [], 0
+    synchronize(); t0 = time.perf_counter()
+    with amp:
+        for k, i in enumerate(range(0, n, args.batch)):
+            shape = (min(args.batch, n - i), 1, 32, 32)
+            if sampler == 'ddim':   # the cosine model's own sampler (notebook 08)
+                g = torch.Generator(dev).manual_seed(args.seed + k)
+                x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, **kw), steps
+            else:
+                x, nfe = sample(sampler, denoiser_or_model, shape, steps=steps, seed=args.seed + k, device=dev, **kw)
+            out.append(x.float().clamp(-1, 1).cpu())
+    synchronize()
+    return torch.cat(out), nfe, time.perf_counter() - t0
+
+
+def write(results: dict, out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + '.tmp')
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(tmp, out)
+    out.with_suffix('.md').write_text(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    ns = results['config']['n']
+    head = ['model', 'sampler', 'steps', 'NFE'] + [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')] + ['seconds']
+    lines = [f"# Karras samplers: FID/KID at equal network evaluations\n",
+             f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
+             f"FID classifier: {results.get('classifier', '?')}  ",
+             "Samples clamped to [-1, 1]; smaller sample counts are prefixes of the largest. "
+             "Seconds: time to draw the largest sample set.\n",
+             '| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
+    for r in results['rows']:
+        cells = [r['model'], r['sampler'] + (f" {r['kwargs']}" if r['kwargs'] else ''), str(r['steps']), str(r['nfe'])]
+        cells += [v for n in ns for v in (f"{r['scores'][str(n)]['fid']:.3f}", f"{r['scores'][str(n)]['kid']:.5f}")]
+        cells.append(f"{r['seconds']:.1f}")
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick: args.n, args.batch, args.epochs = [32, 16], 32, 1
+    ns = sorted(set(args.n), reverse=True)
+    if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
+    steps_of = (lambda s: max(1, s//10)) if args.quick else (lambda s: s)
+    out = Path(args.out)
+    kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
+                sigma_data=args.sigma_data, ema=args.ema, quick=args.quick)
+    ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
+    config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
+                  cosine=None if args.no_cosine else ccfg)
+    results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
+                   config=config, environment=environment(), train={}, rows=[])
+    if out.exists():   # continue an interrupted run with the same configuration
+        old = json.loads(out.read_text())
+        if old.get('config') == json.loads(json.dumps(config)): results['rows'], results['train'] = old['rows'], old.get('train', {})
+    done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
+
+    clf = classifier_path(args)
+    results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
+    ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
+
+    def run(model_name, denoiser, settings):
+        for sampler, steps, kw in settings:
+            steps = steps_of(steps)
+            key = (model_name, sampler, steps, json.dumps(kw, sort_keys=True))
+            if key in done: continue
+            x, nfe, secs = draw(denoiser, sampler, steps, kw, ns[0], args)
+            scores = {str(n): ie.scores(x[:n]) for n in ns}
+            results['rows'].append(dict(model=model_name, sampler=sampler, steps=steps, kwargs=kw, nfe=nfe,
+                                        scores=scores, seconds=round(secs, 2)))
+            print(f"{model_name:12s} {sampler:16s} {steps:4d} steps {nfe:4d} NFE  " +
+                  '  '.join(f"FID@{n} {s['fid']:.3f}" for n, s in scores.items()) + f"  ({secs:.0f} s)", flush=True)
+            write(results, out)
+
+    if ('reals', 'train images', 0, '{}') not in done:
+        reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
+        results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0,
+                                    scores={str(n): ie.scores(reals[:n]) for n in ns}, seconds=0.))
+        write(results, out)
+    karras, karras_ema = train_or_load('karras', kcfg, args, results['train'])
+    run('karras', KarrasDenoiser(karras, args.sigma_data), KARRAS_SETTINGS)
+    if karras_ema is not None: run('karras+ema', KarrasDenoiser(karras_ema, args.sigma_data), EMA_SETTINGS)
+    del karras, karras_ema
+    if not args.no_cosine:
+        cosine, _ = train_or_load('cosine', ccfg, args, results['train'])
+        for sampler, steps, kw in COSINE_SETTINGS:
+            run('cosine', cosine if sampler == 'ddim' else EpsDenoiser(cosine), [(sampler, steps, kw)])
+    write(results, out)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == '__main__': main()

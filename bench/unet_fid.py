@@ -1,0 +1,303 @@
+"""Our UNet against diffusers', and class-conditional sampling with guidance (lesson 24: notebooks 11-13).
+
+The GPU measurement (one command; it trains the models it needs, then writes the JSON and a Markdown table next
+to it; a run cut short, e.g. by a per-command time limit, continues where it stopped when run again):
+
+    python bench/unet_fid.py --out results/unet_fid.json
+
+CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny in-memory classifier, 20/10 samples,
+4 sampling steps; the figures are meaningless):
+
+    python bench/unet_fid.py --quick --out /tmp/unet_fid_quick.json
+
+What it measures:
+1. Unconditional (section "models"): the same Karras objective and recipe (`karras_learner`: log-normal sigma,
+   Adam eps 1e-5, one-cycle lr 1e-2, bf16 on a GPU, batch 512, 25 epochs) for
+   - `emb_unet`: `EmbUNetModel(1, 1, (32, 64, 128, 256), 2, attn_chans=0)` (notebook 11, no attention),
+   - `emb_unet_attn`: the same with `attn_chans=8, attn_start=1` (notebook 12),
+   - `diffusers`: diffusers `UNet2DModel` (32, 64, 128, 256) built as in notebook 10 (`diffusers_unet(t_scale=1000)`,
+     `init_ddpm`; GroupNorm(8), attention from the second level and in the middle block).
+   Each is sampled with the same sampler (LMS, 20 steps, the lesson's choice) from the same seeds: `max(--n)`
+   samples (batch k uses seed `--seed + k`); smaller n are prefixes, so the 2,048-sample FID uses the first 2,048
+   of the 10,000. Reported: parameters, final train/valid loss, training images/s (training phases of epochs
+   2..N, timed with device synchronisation at epoch boundaries only), sampling images/s (10,000 images, bf16
+   autocast on a GPU), FID and KID.
+2. Conditional (section "guidance"): `EmbUNetModel(..., n_classes=10)` without attention, trained the same way with
+   10% of the labels dropped to the null class (`DropLabelCB`); per guidance scale w in (0, 1, 2, 3)
+   (`GuidedModel`: uncond + w * (cond - uncond)) samples of labels `i % 10`: the notebook-04 classifier's accuracy
+   on them (overall and per class, on all `max(--n)` samples) and FID/KID on 10,000 and 2,048.
+3. Reals: FID/KID of as many seeded random training images, the floor.
+
+FID/KID use notebook 05's evaluator (`fashion_image_eval`: the trained Fashion-MNIST classifier's 512-d features, the
+10,000 test images as reference). If the classifier is missing it is trained first (20 epochs) and saved where
+`fashion_classifier_path()` says. Trained UNets are kept in miniai's cache (`--weights-dir`) with their configuration.
+"""
+from __future__ import annotations
+import argparse, hashlib, json, os, platform, sys, time
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
+import torch
+import torch.nn.functional as F
+from miniai.accel import CheckpointCB, MixedPrecision, synchronize
+from miniai.core import cache_dir, default_device, set_seed
+from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
+from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, TrainCB, batch_size
+from miniai.diffusion.ddpm import diffusers_unet, init_ddpm
+from miniai.diffusion.karras import noisify_karras, karras_learner
+from miniai.diffusion.ksamplers import sample
+from miniai.diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB
+from miniai.fid import ImageEval, fashion_fid_images, fashion_image_eval
+from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, classifier_features, fashion_classifier_path,
+                                  load_fashion_classifier, load_weights, save_weights, train_fashion_classifier,
+                                  weights_metadata)
+from miniai.models.unet import EmbUNetModel, n_params
+
+SCALES = (0., 1., 2., 3.)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
+    p.add_argument('--quick', action='store_true', help='CPU smoke test: toy models and classifier, few samples and steps')
+    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
+    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p.add_argument('--epochs', type=int, default=25)
+    p.add_argument('--sampler', default='lms', help='k-diffusion-style sampler of miniai.diffusion.ksamplers')
+    p.add_argument('--steps', type=int, default=20, help='sampling steps')
+    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
+    p.add_argument('--p-uncond', type=float, default=0.1, help='label drop probability of the conditional model')
+    p.add_argument('--only', choices=['all', 'models', 'guidance'], default='all', help='which section to run')
+    p.add_argument('--weights-dir', default=None, help="where trained UNets are kept (default: cache_dir('models'))")
+    p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
+    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
+    return p.parse_args(argv)
+
+
+def environment() -> dict:
+    dev = default_device()
+    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
+    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
+    return env
+
+
+# ---- models ----------------------------------------------------------------------------------------------
+
+def build(name: str, quick: bool):
+    "A fresh network for `name` (toy sizes with `quick`)."
+    nfs, nl = ((8, 16), 1) if quick else ((32, 64, 128, 256), 2)
+    if name == 'emb_unet': return EmbUNetModel(1, 1, nfs, nl, attn_chans=0)
+    if name == 'emb_unet_attn': return EmbUNetModel(1, 1, nfs, nl, attn_chans=8, attn_start=1)
+    if name == 'cond': return EmbUNetModel(1, 1, nfs, nl, attn_chans=0, n_classes=10)
+    if name == 'diffusers':
+        net = diffusers_unet((8, 16), layers_per_block=1, norm_groups=4, t_scale=1000) if quick else diffusers_unet(t_scale=1000)
+        return init_ddpm(net)
+    raise ValueError(name)
+
+
+class TrainTimer(Callback):
+    "Seconds and images of each training phase (device synchronised at phase boundaries only)."
+    order = 1000
+    def before_fit(self, learn): self.epochs, self.resumed = [], learn.start_epoch > 0   # CheckpointCB (order 80) ran
+    def before_epoch(self, learn):
+        if learn.training: synchronize(); self.t0, self.n = time.perf_counter(), 0
+    def after_batch(self, learn):
+        if learn.training: self.n += batch_size(learn.batch)
+    def after_epoch(self, learn):
+        if learn.training: synchronize(); self.epochs.append((time.perf_counter() - self.t0, self.n))
+
+    def images_per_s(self) -> float | None:
+        timed = self.epochs[1:] or self.epochs   # the first epoch includes warm-up
+        return sum(n for _, n in timed) / sum(s for s, _ in timed) if timed else None
+
+
+def cond_learner(model, dls, lr: float, p_uncond: float, cbs=()) -> Learner:
+    "`karras_learner`'s recipe for a class-conditional model: labels kept (and dropped with `p_uncond`), `n_inp=3`."
+    dev = default_device()
+    cbs = [DropLabelCB(p_uncond, model.n_classes), CondNoisifyCB(noisify_karras), TrainCB(n_inp=3), OneCycleCB(lr),
+           MetricsCB(), *cbs]
+    if dev.type == 'cuda': cbs.append(MixedPrecision(torch.bfloat16))
+    return Learner(model.to(dev), dls, F.mse_loss, lr=lr, cbs=cbs, n_inp=3,
+                   opt_func=partial(torch.optim.Adam, eps=1e-5, fused=dev.type == 'cuda'))
+
+
+def train_or_load(name: str, cfg: dict, args, log: dict):
+    "Train network `name`, or load it if weights with the same configuration exist."
+    folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
+    path = folder/f"bench_unet_{name}_{'quick' if args.quick else 'full'}.safetensors"
+    meta = {'config': json.dumps({**cfg, 'model': name}, sort_keys=True)}
+    model = build(name, args.quick)
+    if not args.retrain and path.exists() and weights_metadata(path).get('config') == meta['config']:
+        print(f"{name}: loading {path}", flush=True)
+        log[name] = json.loads(weights_metadata(path).get('train', '{}'))
+        return load_weights(model, path).to(default_device()).eval()
+    print(f"{name}: training ({n_params(model):,} parameters)", flush=True)
+    ckpt = path.with_name(f"{path.stem}_{hashlib.sha256(meta['config'].encode()).hexdigest()[:10]}.ckpt")
+    if args.retrain: ckpt.unlink(missing_ok=True)
+    set_seed(42)
+    dls = fashion_dls(bs=cfg['bs'], limit=(256, 64) if args.quick else None, seed=42, data_dir=args.data_dir)
+    timer, cbs = TrainTimer(), [CheckpointCB(ckpt)]   # a run cut short resumes from its last finished epoch
+    if name == 'cond': learn = cond_learner(model, dls, cfg['lr'], cfg['p_uncond'], cbs=[timer, *cbs])
+    else: learn = karras_learner(model, dls, lr=cfg['lr'], cbs=[timer, *cbs])
+    synchronize(); t0 = time.perf_counter()
+    learn.fit(cfg['epochs'])
+    synchronize()
+    train = dict(params=n_params(model), seconds=round(time.perf_counter() - t0, 1), train_images_per_s=timer.images_per_s(),
+                 history=learn.metrics.history, n_train=dls.train.dataset_len,
+                 note='seconds and history cover only this run (it resumed from a checkpoint)' if timer.resumed else '')
+    save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
+    ckpt.unlink(missing_ok=True)
+    log[name] = train
+    return model.eval()
+
+
+# ---- sampling and scoring --------------------------------------------------------------------------------
+
+def draw(model, n: int, args, labels: torch.Tensor | None = None, scale: float = 1.) -> tuple[torch.Tensor, float]:
+    "`n` seeded samples (batch k: seed + k) in [-1, 1] on the CPU, of classes `labels` with guidance `scale` if given."
+    dev = default_device()
+    amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda')
+    out = []
+    synchronize(); t0 = time.perf_counter()
+    with amp:
+        for k, i in enumerate(range(0, n, args.batch)):
+            m = min(args.batch, n - i)
+            net = model if labels is None else GuidedModel(model, labels[i:i+m], scale)
+            x = sample(args.sampler, net, (m, 1, 32, 32), steps=args.steps, seed=args.seed + k, device=dev).x
+            out.append(x.float().clamp(-1, 1).cpu())
+    synchronize()
+    return torch.cat(out), time.perf_counter() - t0
+
+
+def scores(ie: ImageEval, imgs: torch.Tensor, ns: list[int]) -> dict:
+    "FID and KID of the first n images, for each n in `ns`."
+    return {str(n): {k: v for k, v in ie.scores(imgs[:n]).items() if k != 'n'} for n in ns}
+
+
+def accuracy(clf, imgs: torch.Tensor, labels: torch.Tensor) -> dict:
+    "The classifier's accuracy on generated `imgs` of requested classes `labels`: overall and per class."
+    dev = next(clf.parameters()).device
+    with torch.no_grad(): pred = torch.cat([clf(b.to(dev)).argmax(1).cpu() for b in imgs.split(1024)])
+    hit = (pred == labels).double()
+    per_class = torch.zeros(10, dtype=torch.float64).index_add_(0, labels, hit) / torch.bincount(labels, minlength=10).clamp_min(1)
+    return dict(overall=hit.mean().item(), per_class=dict(zip(FASHION_CLASSES, per_class.tolist())))
+
+
+def classifier(args):
+    "The FID classifier (eval mode) and a description; quick mode trains a tiny one in memory."
+    if args.quick and not args.classifier:
+        learn = train_fashion_classifier(epochs=1, progress=False, data_dir=args.data_dir, **QUICK_CLASSIFIER_CONFIG)
+        return learn.model.eval(), {'path': None, 'note': 'quick: tiny classifier trained in memory for 1 epoch'}
+    path = Path(args.classifier) if args.classifier else fashion_classifier_path()
+    if not path.exists():
+        print(f"no classifier at {path}: training it (20 epochs)", flush=True)
+        train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
+    meta = {k: v for k, v in weights_metadata(path).items() if k != 'fashion_classifier'}
+    return load_fashion_classifier(path), {'path': str(path), **meta}
+
+
+# ---- results ---------------------------------------------------------------------------------------------
+
+def write(results: dict, out: Path):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + '.tmp')
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(tmp, out)
+    out.with_suffix('.md').write_text(markdown(results))
+
+
+def _fk(r, n): s = r['scores'].get(str(n)); return (f"{s['fid']:.3f}", f"{s['kid']:.5f}") if s else ('', '')
+
+def markdown(results: dict) -> str:
+    ns, cfg = results['config']['n'], results['config']
+    lines = ["# Our UNet vs diffusers' UNet2DModel, and classifier-free guidance (lesson 24)\n",
+             f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
+             f"FID classifier: {results.get('classifier', '?')}  ",
+             f"Sampler: {cfg['sampler']}, {cfg['steps']} steps; samples clamped to [-1, 1]; smaller sample counts are "
+             "prefixes of the largest; sampling images/s over the largest set.\n"]
+    if results['rows']:
+        head = ['model', 'params', 'train loss', 'valid loss', 'train img/s', 'sample img/s'] + \
+               [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')]
+        lines += ['## Unconditional models\n', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in results['rows']:
+            t = results['train'].get(r['model'], {})
+            hist = t.get('history') or [{}]
+            tr = next((h.get('loss') for h in reversed(hist) if h.get('phase') == 'train'), None)
+            va = next((h.get('loss') for h in reversed(hist) if h.get('phase') != 'train'), None)
+            f = lambda v, p: '' if v is None else f"{v:{p}}"
+            cells = [r['model'], f(t.get('params'), ','), f(tr, '.4f'), f(va, '.4f'), f(t.get('train_images_per_s'), ',.0f'),
+                     f(r.get('sample_images_per_s'), ',.0f')] + [v for n in ns for v in _fk(r, n)]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    if results['guidance']:
+        head = ['guidance scale', 'accuracy'] + [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')] + \
+               [c.split(' ')[0] for c in FASHION_CLASSES]
+        lines += ['\n## Class-conditional model, classifier-free guidance\n',
+                  f"Accuracy: the FID classifier's accuracy on all {max(ns):,} samples (labels i % 10).\n",
+                  '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        for r in results['guidance']:
+            cells = [f"{r['scale']:g}", f"{r['accuracy']['overall']:.2%}"] + [v for n in ns for v in _fk(r, n)] + \
+                    [f"{a:.0%}" for a in r['accuracy']['per_class'].values()]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+    if results['reals']:
+        lines += ['\n## Real training images (the floor)\n', '| ' + ' | '.join(h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')) + ' |',
+                  '|' + '---|' * (2 * len(ns)), '| ' + ' | '.join(v for n in ns for v in _fk(results['reals'], n)) + ' |']
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick: args.n, args.batch, args.epochs, args.steps = [20, 10], 20, 1, 4
+    ns = sorted(set(args.n), reverse=True)
+    if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
+    out = Path(args.out)
+    tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
+    config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
+                  p_uncond=args.p_uncond, scales=list(SCALES))
+    results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
+                   config=config, environment=environment(), train={}, rows=[], guidance=[], reals=None)
+    if out.exists():   # continue an interrupted run with the same configuration
+        old = json.loads(out.read_text())
+        if old.get('config') == json.loads(json.dumps(config)):
+            for k in ('train', 'rows', 'guidance', 'reals'): results[k] = old.get(k, results[k])
+
+    clf, results['classifier'] = classifier(args)
+    ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
+         fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
+    n = max(ns)
+
+    if results['reals'] is None:
+        x, _ = fashion_mnist_arrays('train', args.data_dir)
+        reals = fashion_fid_images('train', args.data_dir, n=min(n, len(x)), seed=args.seed)
+        results['reals'] = {'scores': scores(ie, reals, [m for m in ns if m <= len(reals)])}
+        write(results, out)
+
+    if args.only in ('all', 'models'):
+        done = {r['model'] for r in results['rows']}
+        for name in ('emb_unet', 'emb_unet_attn', 'diffusers'):
+            if name in done: continue
+            model = train_or_load(name, tcfg, args, results['train'])
+            imgs, secs = draw(model, n, args)
+            results['rows'].append(dict(model=name, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
+                                        scores=scores(ie, imgs, ns)))
+            write(results, out)
+            print(markdown(results).split('## Class')[0], flush=True)
+
+    if args.only in ('all', 'guidance'):
+        done = {r['scale'] for r in results['guidance']}
+        if any(w not in done for w in SCALES):
+            model = train_or_load('cond', {**tcfg, 'p_uncond': args.p_uncond}, args, results['train'])
+            labels = torch.arange(n) % 10
+            for w in SCALES:
+                if w in done: continue
+                imgs, secs = draw(model, n, args, labels, w)
+                results['guidance'].append(dict(scale=w, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
+                                                accuracy=accuracy(clf, imgs, labels), scores=scores(ie, imgs, ns)))
+                write(results, out)
+    print(markdown(results))
+    print(f"written: {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,229 @@
+"Audio (miniai.audio, miniai.models.simple_diffusion, miniai.audio_diffusion): spectrograms, Griffin-Lim, loaders, the pipeline."
+import os
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import torchaudio.functional as AF
+from miniai.data import CorruptDataError, MissingDataError
+from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
+                          log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,
+                          spectral_convergence, spectrogram_images, to_uint8, from_uint8, write_wav, fsdd_label, FSDD_FILE)
+
+MEL = MelSpec()
+needs_fsdd = pytest.mark.skipif(not (os.environ.get('MINIAI_DATA') and
+                                     (Path(os.environ['MINIAI_DATA'])/'fsdd'/FSDD_FILE).exists()),
+                                reason='needs $MINIAI_DATA/fsdd (the FSDD archive)')
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "Small FFTs run faster on one thread, and the tests share a 2-core machine."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- the spectrogram ---------------------------------------------------------------------------------------
+
+def test_spectrogram_shape_and_range():
+    torch.manual_seed(0)
+    x = MEL.spectrogram(torch.randn(3, MEL.n_samples).clamp(-1, 1))
+    assert x.shape == (3, 1, 64, 64) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.01
+    assert (MEL.spectrogram(torch.zeros(MEL.n_samples)) == -1).all()          # silence is the floor
+    assert MEL.shape == (1, 64, 64) and MEL.n_samples == 63*128
+
+
+def test_db_scale_of_a_sine():
+    "A full-scale sine at a band centre reads about 0 dB (pixel 1); 10x quieter is exactly 20 dB (0.5) lower."
+    c = mel_centers(MEL)
+    band = int((c - 1000).abs().argmin())
+    x = MEL.spectrogram(torch.stack([sine(c[band].item(), MEL.n_samples, 8000, a) for a in (1., .1)]))
+    mid = x[:, 0, :, 8:-8].mean(-1)
+    assert mid.argmax(1).tolist() == [band, band]
+    assert abs(mid[0].max().item() - 1) < 0.03
+    assert abs(mid[0].max().item() - mid[1].max().item() - 0.5) < 0.005
+
+
+def test_spectrogram_input_errors():
+    with pytest.raises(ValueError, match=r'\(B, 8064\)'): MEL.spectrogram(torch.zeros(2, 100))
+    with pytest.raises(TypeError, match='floats'): MEL.spectrogram(torch.zeros(2, MEL.n_samples, dtype=torch.int16))
+    with pytest.raises(ValueError, match=r'\(B, 1, 64, 64\)'): MEL.waveform(torch.zeros(2, 1, 32, 64))
+    with pytest.raises(ValueError, match='db_range'): MelSpec(db_range=(0., -80.))
+    with pytest.raises(ValueError, match='hold no STFT bin'): MelSpec(n_mels=128).spectrogram(torch.zeros(1, MEL.n_samples))
+
+
+def test_pseudo_inverse_matches_torchaudio_inverse_mel():
+    "Our inverse mel (a cached pseudo-inverse) equals torchaudio's InverseMelScale(driver='gelsd')."
+    from torchaudio.transforms import InverseMelScale
+    from miniai.audio import mel_power, _mel_basis
+    torch.manual_seed(0)
+    P = mel_power(MEL, torch.randn(1, 1024)*0.3)               # 9 frames: the gelsd solver is slow
+    ref = InverseMelScale(MEL.n_fft//2 + 1, MEL.n_mels, MEL.sample_rate, driver='gelsd')(P)
+    ours = torch.relu(_mel_basis(MEL, torch.device('cpu'))[2] @ P)
+    torch.testing.assert_close(ours, ref, atol=1e-4*ref.abs().max().item(), rtol=1e-3)
+
+
+@pytest.mark.parametrize('freq', [440., 1500.])
+def test_sine_keeps_its_frequency_through_the_round_trip(freq):
+    torch.manual_seed(0)
+    y = MEL.waveform(MEL.spectrogram(sine(freq, MEL.n_samples, 8000, 0.5)))
+    assert y.shape == (1, MEL.n_samples)
+    assert abs(peak_frequency(y[0, 1000:-1000], 8000) - freq) < 0.03*freq
+
+
+def test_round_trip_metrics_known_values():
+    torch.manual_seed(0)
+    x = torch.randn(2, MEL.n_samples)*0.3
+    torch.testing.assert_close(spectral_convergence(x, x), torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(spectral_convergence(x, x/2), torch.full((2,), .5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(log_spectral_distance(x, x/2), torch.full((2,), 20*np.log10(2)), atol=1e-3, rtol=0)
+    # Griffin-Lim beats random phases (1 iteration) on a real-looking signal
+    speechy = sum(sine(f, MEL.n_samples, 8000, 1/(k+1)) for k, f in enumerate((220, 440, 660, 880)))[None]
+    speechy = speechy*torch.hann_window(MEL.n_samples)/2
+    s = MEL.spectrogram(speechy)
+    assert spectral_convergence(speechy, MEL.waveform(s, n_iter=32)) < spectral_convergence(speechy, MEL.waveform(s, n_iter=1))
+
+
+def test_uint8_storage_round_trip():
+    x = torch.linspace(-1, 1, 1001)
+    assert torch.equal(to_uint8(torch.tensor([-1., 1.])), torch.tensor([0, 255], dtype=torch.uint8))
+    assert (from_uint8(to_uint8(x)) - x).abs().max() <= 1/255 + 1e-6
+
+
+# --- fixed length ------------------------------------------------------------------------------------------
+
+def test_fix_length_pads_trims_and_normalises(capsys):
+    out = fix_length([torch.tensor([.5, .25]), torch.tensor([1., 2, 3, 4, 5])], 3)
+    torch.testing.assert_close(out, torch.tensor([[1., .5, 0], [1/3, 2/3, 1]]))
+    assert '1 of 2 clips' in capsys.readouterr().out          # trimming is reported
+    torch.testing.assert_close(fix_length([torch.tensor([.5])], 2, peak=None), torch.tensor([[.5, 0.]]))
+    assert torch.equal(fix_length([torch.zeros(4)], 2), torch.zeros(1, 2))   # silence stays silence
+    with pytest.raises(ValueError, match='1-D'): fix_length([torch.zeros(2, 2)], 3)
+    with pytest.raises(ValueError, match='n_samples'): fix_length([torch.zeros(2)], 0)
+
+
+# --- loaders -----------------------------------------------------------------------------------------------
+
+def test_missing_fsdd_names_every_place_tried(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'data'))
+    with pytest.raises(MissingDataError) as e: find_fsdd(tmp_path/'mine')
+    msg = str(e.value)
+    for p in (tmp_path/'mine'/FSDD_FILE, tmp_path/'mine'/'fsdd'/FSDD_FILE, tmp_path/'data'/'fsdd'/FSDD_FILE): assert str(p) in msg
+    monkeypatch.delenv('MINIAI_DATA')
+    with pytest.raises(MissingDataError, match='MINIAI_DATA is unset'): find_fsdd()
+
+
+def test_damaged_fsdd_is_reported(tmp_path):
+    (tmp_path/FSDD_FILE).write_bytes(b'not the archive')
+    with pytest.raises(CorruptDataError, match='SHA-256'): find_fsdd(tmp_path)
+
+
+def test_wav_folder_resamples_or_refuses(tmp_path):
+    write_wav(tmp_path/'1_a_0.wav', sine(440, 8000, 8000, .5), 8000, peak=None)
+    write_wav(tmp_path/'x'/'2_b_0.wav', sine(440, 16000, 16000, .5), 16000, peak=None)      # 1 s at 16 kHz
+    clips = load_wav_folder(tmp_path, sample_rate=8000, label_fn=fsdd_label)
+    assert clips.sample_rate == 8000 and clips.labels.tolist() == [1, 2]
+    assert [len(w) for w in clips.waves] == [8000, 8000]                                       # still 1 s
+    assert abs(peak_frequency(clips.waves[1], 8000) - 440) < 5                                 # same pitch
+    with pytest.raises(ValueError, match='sample rate 16000 Hz, expected 8000 Hz'):
+        load_wav_folder(tmp_path, sample_rate=8000, resample=False)
+    assert load_wav_folder(tmp_path).sample_rate == 8000                                       # default: first file's rate
+
+
+def test_wav_folder_errors(tmp_path):
+    with pytest.raises(MissingDataError, match='does not exist'): load_wav_folder(tmp_path/'nope')
+    with pytest.raises(MissingDataError, match="no files matching '\\*.wav'"): load_wav_folder(tmp_path)
+    (tmp_path/'bad.wav').write_bytes(b'RIFF garbage')
+    with pytest.raises(CorruptDataError, match='bad.wav'): load_wav_folder(tmp_path)
+
+
+def test_wav_write_read_round_trip(tmp_path):
+    w = sine(300, 800, 8000, .5)
+    p = write_wav(tmp_path/'a.wav', w, 8000, peak=None)
+    back, rate = read_wav(p)
+    assert rate == 8000
+    torch.testing.assert_close(back, w, atol=1/32768, rtol=0)
+    with pytest.raises(ValueError, match='non-finite'): write_wav(tmp_path/'b.wav', torch.tensor([float('nan')]), 8000)
+
+
+def test_match_rate():
+    w = torch.randn(100)
+    assert match_rate(w, 8000, 8000) is w
+    assert len(match_rate(w, 8000, 16000)) == 200
+    with pytest.raises(ValueError, match='resample=True'): match_rate(w, 8000, 16000, resample=False)
+
+
+def test_hf_audio_dataset(tmp_path):
+    datasets = pytest.importorskip('datasets')
+    write_wav(tmp_path/'a.wav', sine(440, 4000, 8000, .5), 8000, peak=None)
+    write_wav(tmp_path/'b.wav', sine(440, 8000, 16000, .5), 16000, peak=None)
+    ds = datasets.Dataset.from_dict({'audio': [str(tmp_path/'a.wav'), str(tmp_path/'b.wav')], 'label': [0, 1]})
+    ds = ds.cast_column('audio', datasets.Audio()).cast_column('label', datasets.ClassLabel(names=['x', 'y']))
+    clips = load_hf_audio(ds, sample_rate=8000)
+    assert [len(w) for w in clips.waves] == [4000, 4000] and clips.labels.tolist() == [0, 1] and clips.classes == ['x', 'y']
+    with pytest.raises(ValueError, match='row 1: sample rate 16000'): load_hf_audio(ds, 8000, resample=False)
+    decoded = datasets.Dataset.from_dict({'audio': [{'array': np.zeros(10, np.float32), 'sampling_rate': 8000}]})
+    assert len(load_hf_audio(decoded, 8000, label_column=None).waves[0]) == 10
+    with pytest.raises(KeyError, match='no column'): load_hf_audio(ds, 8000, audio_column='sound')
+
+
+def test_spectrogram_images_checks_the_rate():
+    clips = AudioClips([torch.zeros(100)], 16000)
+    with pytest.raises(ValueError, match='16000 Hz but the spectrogram expects 8000 Hz'): spectrogram_images(clips, MEL)
+    x = spectrogram_images(AudioClips([torch.zeros(100), sine(500, 9000, 8000)], 8000), MEL, device='cpu')
+    assert x.dtype == torch.uint8 and x.shape == (2, 1, 64, 64) and (x[0] == 0).all()
+
+
+@needs_fsdd
+def test_fsdd_official_split_and_resampling():
+    test = load_fsdd('test')
+    assert len(test) == 300 and test.labels.bincount().tolist() == [30]*10 and test.sample_rate == 8000
+    assert all(n.split('_')[2] in ('0.wav', '1.wav', '2.wav', '3.wav', '4.wav') for n in test.names)   # takes 0-4
+    up = load_fsdd('test', sample_rate=16000)
+    assert up.sample_rate == 16000 and abs(len(up.waves[0]) - 2*len(test.waves[0])) <= 1
+    with pytest.raises(ValueError, match='recorded at 8000 Hz'): load_fsdd('test', sample_rate=16000, resample=False)
+    with pytest.raises(ValueError, match="'train', 'test' or 'all'"): load_fsdd('valid')
+
+
+# --- the model and the pipeline ----------------------------------------------------------------------------
+
+def test_simple_diffusion_shapes_and_token_grid():
+    from miniai.models.simple_diffusion import SimpleDiffusion, EmbTransformerBlk
+    m = SimpleDiffusion(nfs=(4, 8, 16), n_mids=1, mid_attn_chans=8, n_classes=10).eval()
+    assert m.grid == (16, 16) and m.mid_block.pos.scale.shape == (256, 16)
+    with torch.no_grad():
+        assert m(torch.randn(2, 1, 64, 64), torch.randn(2), torch.tensor([3, 10])).shape == (2, 1, 64, 64)
+        with pytest.raises(ValueError, match='built for a \\(16, 16\\) grid'): m(torch.randn(2, 1, 32, 32), torch.randn(2))
+        blk, perm = EmbTransformerBlk(8, 16, 8).eval(), torch.randperm(5)
+        x, emb = torch.randn(2, 5, 16), torch.randn(2, 8)
+        torch.testing.assert_close(blk(x[:, perm], emb), blk(x, emb)[:, perm], atol=1e-5, rtol=1e-5)
+
+
+@needs_fsdd
+def test_pipeline_end_to_end_quick(tmp_path):
+    "Tiny models, a few steps: conditional training, guided sampling, Griffin-Lim, WAV files of the right length, scores."
+    from miniai.audio_diffusion import (AUDIO_QUICK_CONFIG, all_items, evaluate_generation, generate_spectrograms,
+                                        simple_diffusion, train_audio_diffusion, train_digit_classifier)
+    cfg = {**AUDIO_QUICK_CONFIG, 'n_per_digit': 1, 'n_uncond': 4, 'guidance': (2.,), 'steps': 2}
+    dls = fsdd_dls(bs=32, limit=(64, 20), device='cpu', seed=0)
+    x, _ = all_items(dls.train)
+    sigma_data = x.std().item()
+    model, learn = train_audio_diffusion(dls, sigma_data, 10, cfg, progress=False)
+    losses = [h['loss'] for h in learn.metrics.history]
+    assert all(np.isfinite(losses))
+    specs = generate_spectrograms(model, digits=[3, 7], scale=2., sigma_data=sigma_data, steps=2)
+    assert specs.shape == (2, 1, 64, 64) and specs.min() >= -1 and specs.max() <= 1
+    waves = MEL.waveform(specs)
+    assert waves.shape == (2, MEL.n_samples) and torch.isfinite(waves).all()
+    back, rate = read_wav(write_wav(tmp_path/'seven.wav', waves[1], MEL.sample_rate))
+    assert (rate, len(back)) == (8000, MEL.n_samples)
+    with pytest.raises(ValueError, match='unconditional'):
+        generate_spectrograms(simple_diffusion(cfg, n_classes=None), digits=[1])
+    clf, acc = train_digit_classifier(dls, epochs=1, nfs=(4, 8), progress=False, device='cpu')
+    assert 0 <= acc <= 1
+    res = evaluate_generation(clf, None, model, dls, sigma_data, cfg)
+    assert set(res) == {'real train clips (floor)', 'conditional, w=2'}
+    r = res['conditional, w=2']
+    assert r['n'] == 10 and np.isfinite(r['fid']) and np.isfinite(r['fid_heard']) and len(r['per_digit_heard']) == 10

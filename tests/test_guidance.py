@@ -1,0 +1,78 @@
+"Classifier-free guidance (miniai.diffusion.guidance): scale semantics, label checks, label dropping."
+from types import SimpleNamespace
+import pytest
+import torch
+from miniai.models.unet import EmbUNetModel
+from miniai.diffusion.guidance import cfg_mix, check_class_labels, GuidedModel, DropLabelCB, CondNoisifyCB
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "These models are tiny: one thread avoids threading overhead (and spin-waiting on a busy 2-core machine)."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return EmbUNetModel(1, 1, nfs=(8, 16), num_layers=1, attn_chans=0, n_classes=5).eval()
+
+
+def test_scale_zero_is_unconditional_and_one_conditional(model):
+    x, t, c = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 4, 2])
+    with torch.no_grad():
+        assert torch.equal(GuidedModel(model, c, 0.)(x, t), model(x, t))                      # null class
+        assert torch.equal(GuidedModel(model, c, 0.)(x, t), model(x, t, torch.full((3,), 5)))
+        assert torch.equal(GuidedModel(model, c, 1.)(x, t), model(x, t, c))
+
+
+@pytest.mark.parametrize('scale', [0.5, 2., 3., -1.])
+def test_other_scales_follow_the_formula(model, scale):
+    "The batched (doubled-batch) path equals the formula applied to two separate calls."
+    x, t, c = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([1, 1, 3])
+    with torch.no_grad():
+        cond, uncond = model(x, t, c), model(x, t)
+        torch.testing.assert_close(GuidedModel(model, c, scale)(x, t), uncond + scale * (cond - uncond),
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(GuidedModel(model, 1, scale)(x, t[:1]),   # one label, one t for the batch
+                                   cfg_mix(model(x, t[:1], torch.tensor(1)), model(x, t[:1]), scale), atol=1e-5, rtol=1e-5)
+
+
+def test_label_errors(model):
+    for bad, msg in [(5, 'in 0..4'), ([-1, 2], 'from -1 to 2'), (torch.tensor([1.]), 'integer tensor'),
+                     (2.0, 'integer class indices'), (True, 'booleans'), (torch.zeros(2, 2, dtype=torch.long), 'vector'),
+                     ([], 'empty')]:
+        with pytest.raises((ValueError, TypeError), match=msg): GuidedModel(model, bad, 2.)
+    with pytest.raises(ValueError, match='3 labels for a batch of 2'): GuidedModel(model, [0, 1, 2], 2.)(torch.randn(2, 1, 8, 8), torch.rand(2))
+    with pytest.raises(ValueError, match='finite'): GuidedModel(model, 1, float('inf'))
+    with pytest.raises(ValueError, match='not class-conditional'): GuidedModel(EmbUNetModel(1, 1, nfs=(8,), attn_chans=0), 1)
+    assert torch.equal(check_class_labels([0, 4], 5), torch.tensor([0, 4]))
+
+
+def test_drop_label_cb():
+    cb = DropLabelCB(0.3, null_class=5, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 5, (50_000,))
+    learn = SimpleNamespace(batch=(torch.zeros(50_000), y), training=True)
+    cb.before_batch(learn)
+    dropped = learn.batch[1] == 5
+    assert abs(dropped.float().mean().item() - 0.3) < 0.01
+    assert torch.equal(learn.batch[1][~dropped], y[~dropped])
+    for p, frac in [(0., 0.), (1., 1.)]:
+        learn = SimpleNamespace(batch=(None, y), training=True)
+        DropLabelCB(p, 5).before_batch(learn)
+        assert (learn.batch[1] == 5).float().mean().item() == frac
+    learn = SimpleNamespace(batch=(None, y), training=False)
+    cb.before_batch(learn); assert learn.batch[1] is y
+    with pytest.raises(ValueError, match='null class is 5'):
+        DropLabelCB(0.1, 10).before_fit(SimpleNamespace(model=EmbUNetModel(1, 1, nfs=(8,), attn_chans=0, n_classes=5)))
+
+
+def test_cond_noisify_cb():
+    def noisify(x0): return (x0 + 1, torch.ones(len(x0))), x0 * 2
+    learn = SimpleNamespace(batch=(torch.zeros(4, 1, 2, 2), torch.arange(4)))
+    CondNoisifyCB(noisify).before_batch(learn)
+    xt, t, y, target = learn.batch
+    assert torch.equal(xt, torch.ones(4, 1, 2, 2)) and torch.equal(y, torch.arange(4)) and torch.equal(target, torch.zeros(4, 1, 2, 2))

@@ -1,0 +1,289 @@
+"Karras preconditioning and k-diffusion-style samplers: spec test vectors, an analytic Gaussian, convergence orders."
+import math
+import numpy as np
+import pytest
+import torch
+from miniai.diffusion.karras import (scalings, sample_sigmas, noisify_karras, denoise, sigmas_karras, KarrasDenoiser,
+                                     noise_cond)
+from miniai.diffusion.ksamplers import (SAMPLERS, sample, sample_euler, sample_heun, sample_lms, sample_dpmpp_2m,
+                                        sample_euler_ancestral, sample_dpmpp_2m_sde, lms_coeffs, get_ancestral_step,
+                                        CountedDenoiser)
+
+MU, S, SMAX, SMIN = 0.5, 0.3, 80., 0.01   # data ~ N(MU, S^2) in every dimension
+
+
+def gauss_denoiser(x, sigma):
+    "The ideal denoiser E[x0 | x0 + sigma n = x] for x0 ~ N(MU, S^2): (S^2 x + sigma^2 MU)/(S^2 + sigma^2)."
+    sig2 = sigma.reshape(-1, *([1]*(x.ndim-1)))**2
+    return (S**2*x + sig2*MU)/(S**2 + sig2)
+
+
+def flow(x, sigma_from, sigma_to):
+    "Exact probability-flow ODE solution for N(MU, S^2) data: x - MU scales with sqrt(S^2 + sigma^2)."
+    return MU + (x - MU)*math.sqrt(S**2 + sigma_to**2)/math.sqrt(S**2 + sigma_from**2)
+
+
+# --- spec test vectors ------------------------------------------------------------------------------------------
+
+def test_sigmas_karras_values():
+    s = sigmas_karras(20, device='cpu')
+    ref = [80.0, 60.974, 45.966, 34.242, 25.181, 18.258, 13.035, 9.149, 6.301, 4.250, 2.800, 1.796, 1.118, 0.673,
+           0.389, 0.215, 0.112, 0.0547, 0.0246, 0.01, 0.0]
+    assert len(s) == 21 and s[-1] == 0
+    np.testing.assert_allclose(s.numpy(), ref, rtol=2e-3, atol=1e-4)
+    s100 = sigmas_karras(100, device='cpu')
+    assert len(s100) == 101
+    np.testing.assert_allclose(s100[[0, 1, 2, 3, -4, -3, -2, -1]].numpy(),
+                               [80., 75.999, 72.170, 68.508, 0.01433, 0.01200, 0.01, 0.], rtol=1e-4, atol=1e-5)
+    # evenly spaced in sigma^(1/rho): an independent check of the formula
+    r = s100[:-1].double()**(1/7)
+    np.testing.assert_allclose(r.diff().numpy(), np.full(99, (0.01**(1/7) - 80**(1/7))/99), rtol=1e-4)
+
+
+@pytest.mark.parametrize('sd,table', [
+    (0.33, [[0.96800, 0.05903, 2.98142], [0.21003, 0.29331, 1.38875], [0.00528, 0.32913, 0.22017], [0.00002, 0.33000, 0.01250]]),
+    (0.66, [[0.99180, 0.05975, 1.50893], [0.51538, 0.45946, 1.08773], [0.02079, 0.65310, 0.21844], [0.00007, 0.65998, 0.01250]])])
+def test_scalings_table(sd, table):
+    c = torch.stack(scalings(torch.tensor([0.06, 0.64, 4.53, 80.]), sd), 1)
+    np.testing.assert_allclose(c.numpy(), table, atol=6e-6)
+
+
+def test_lognormal_quantiles():
+    sig = sample_sigmas(400_000, device='cpu', generator=torch.Generator().manual_seed(0)).double()
+    assert abs(sig.median().item() - 0.3012) < 3e-3
+    assert abs(sig.mean().item() - 0.6188) < 1e-2
+    for thresh, p in ((1, 0.1587), (5, 0.0096), (10, 0.0018)):
+        assert abs((sig > thresh).double().mean().item() - p) < 1.5e-3
+    assert abs(sig.log().std().item() - 1.2) < 5e-3
+
+
+# --- training pair and denoiser -----------------------------------------------------------------------------------
+
+def test_noisify_closed_form_and_unit_variance():
+    g = torch.Generator().manual_seed(0)
+    sd = 0.66
+    x0 = torch.randn(4096, 1, 4, 4, generator=g)*sd
+    sig = sample_sigmas(4096, device='cpu', generator=g)
+    (xin, c), target = noisify_karras(x0, sd, sigma=sig, generator=torch.Generator().manual_seed(1))
+    n = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))  # the same noise draw
+    s4 = sig[:, None, None, None]
+    torch.testing.assert_close(xin, (x0 + s4*n)/(s4**2 + sd**2).sqrt())
+    torch.testing.assert_close(target, (s4/sd*x0 - sd*n)/(s4**2 + sd**2).sqrt(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c, sig.log()/4)
+    assert abs(xin.std().item() - 1) < 0.02 and abs(target.std().item() - 1) < 0.02
+    # default sigmas are log-normal and the pair is seedable
+    (a, ca), ta = noisify_karras(x0, generator=torch.Generator().manual_seed(3))
+    (b, cb), tb = noisify_karras(x0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and torch.equal(ta, tb) and abs(ca.mul(4).mean().item() + 1.2) < 0.1
+
+
+def test_denoise_inverts_the_target():
+    g = torch.Generator().manual_seed(0)
+    x0, sig = torch.randn(5, 1, 8, 8, generator=g), torch.tensor([0.01, 0.3, 1., 10., 80.])
+    x = x0 + sig[:, None, None, None]*torch.randn(x0.shape, generator=g)
+    c_skip, c_out, _ = scalings(sig[:, None, None, None])
+    oracle = lambda xin, c: (x0 - c_skip*x)/c_out          # a "network" returning the exact target
+    torch.testing.assert_close(denoise(oracle, x, sig), x0, rtol=1e-4, atol=1e-4)
+    seen = {}
+    def spy(xin, c): seen.update(xin=xin, c=c); return torch.zeros_like(xin)
+    KarrasDenoiser(torch.nn.Identity())  # constructs
+    denoise(spy, x, sig, 0.5)
+    torch.testing.assert_close(seen['xin'], x/(sig[:, None, None, None]**2 + 0.25).sqrt())
+    torch.testing.assert_close(seen['c'], noise_cond(sig))
+
+
+# --- samplers on an analytic Gaussian -----------------------------------------------------------------------------
+
+STEPS = dict(euler=200, euler_ancestral=200, heun=40, lms=40, dpmpp_2m=40, dpmpp_2m_sde=100)
+KW = dict(heun=dict(s_churn=5.), euler_ancestral=dict(eta=1.))
+
+
+@pytest.mark.parametrize('name', list(SAMPLERS))
+def test_samplers_reach_the_data_distribution(name):
+    r = sample(name, gauss_denoiser, (4000, 2), steps=STEPS[name], seed=0, device='cpu', **KW.get(name, {}))
+    # sample() starts from N(0, SMAX^2), so the exact flow lands on these moments (within 0.4% of MU and S)
+    mean = MU - MU*S/math.sqrt(S**2 + SMAX**2)
+    std = SMAX*S/math.sqrt(S**2 + SMAX**2)
+    assert torch.isfinite(r.x).all()
+    assert abs(r.x.mean().item() - mean) < 0.012, r.x.mean()
+    assert abs(r.x.std().item() - std) < 0.015, r.x.std()
+
+
+def _flow_error(fn, steps):
+    "Largest deviation from the exact ODE solution, integrating from SMAX down to SMIN (no final jump to 0)."
+    sig = sigmas_karras(steps, device='cpu').double()[:-1]
+    xT = MU + math.sqrt(S**2 + SMAX**2)*torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (fn(gauss_denoiser, xT, sig) - flow(xT, SMAX, SMIN)).abs().max().item()
+
+
+@pytest.mark.parametrize('fn,lo,hi', [(sample_euler, 1.8, 2.2), (sample_heun, 3.6, 5.5), (sample_dpmpp_2m, 3.6, 5.5),
+                                      (sample_lms, 7., 20.)])
+def test_convergence_order(fn, lo, hi):
+    "Doubling the steps divides the error by ~2 (Euler, 1st order), ~4 (Heun, DPM++ 2M), more (LMS order 4)."
+    errs = [_flow_error(fn, n) for n in (20, 40, 80)]
+    for a, b in zip(errs, errs[1:]): assert lo < a/b < hi, (fn.__name__, errs)
+
+
+def test_final_step_to_zero_is_small():
+    "With the trailing 0 the result is still close to the exact flow (the last step is first order)."
+    sig = sigmas_karras(80, device='cpu').double()
+    xT = MU + math.sqrt(S**2 + SMAX**2)*torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for fn in (sample_heun, sample_dpmpp_2m, sample_lms):
+        assert (fn(gauss_denoiser, xT, sig) - flow(xT, SMAX, 0.)).abs().max() < 5e-3
+
+
+@pytest.mark.parametrize('name,steps,nfe', [('euler', 10, 10), ('euler_ancestral', 10, 10), ('heun', 10, 19),
+                                            ('heun', 50, 99), ('lms', 20, 20), ('dpmpp_2m', 10, 10), ('dpmpp_2m_sde', 7, 7)])
+def test_nfe(name, steps, nfe):
+    calls = []
+    def den(x, sigma): calls.append(sigma); return gauss_denoiser(x, sigma)
+    r = sample(name, den, (3, 2), steps=steps, seed=0, device='cpu')
+    assert r.nfe == nfe == len(calls)
+    assert all(c.shape == (3,) for c in calls)   # one sigma per image
+
+
+@pytest.mark.parametrize('name', list(SAMPLERS))
+def test_seeded_and_reproducible(name):
+    a = sample(name, gauss_denoiser, (8, 3), steps=6, seed=1, device='cpu').x
+    b = sample(name, gauss_denoiser, (8, 3), steps=6, seed=1, device='cpu').x
+    c = sample(name, gauss_denoiser, (8, 3), steps=6, seed=2, device='cpu').x
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_stochastic_samplers_use_the_generator():
+    sig = sigmas_karras(6, device='cpu')
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))*80
+    for fn, kw in ((sample_euler_ancestral, {}), (sample_dpmpp_2m_sde, {}), (sample_heun, dict(s_churn=3.))):
+        a = fn(gauss_denoiser, x, sig, generator=torch.Generator().manual_seed(5), **kw)
+        b = fn(gauss_denoiser, x, sig, generator=torch.Generator().manual_seed(5), **kw)
+        c = fn(gauss_denoiser, x, sig, generator=torch.Generator().manual_seed(6), **kw)
+        assert torch.equal(a, b) and not torch.equal(a, c), fn.__name__
+    # eta=0 turns both stochastic samplers into their deterministic counterparts
+    torch.testing.assert_close(sample_euler_ancestral(gauss_denoiser, x, sig, eta=0.), sample_euler(gauss_denoiser, x, sig))
+    torch.testing.assert_close(sample_dpmpp_2m_sde(gauss_denoiser, x, sig, eta=0.), sample_dpmpp_2m(gauss_denoiser, x, sig))
+    torch.testing.assert_close(sample_lms(gauss_denoiser, x, sig, order=1), sample_euler(gauss_denoiser, x, sig))
+
+
+def test_callback_and_counted_denoiser():
+    seen = []
+    r = sample('heun', gauss_denoiser, (4, 2), steps=5, seed=0, device='cpu', callback=seen.append)
+    assert [d['i'] for d in seen] == list(range(5)) and seen[0]['sigma'] == pytest.approx(80.)
+    assert set(seen[0]) == {'i', 'x', 'sigma', 'denoised'}
+    c = CountedDenoiser(gauss_denoiser); c(torch.zeros(2, 1), torch.ones(2)); assert c.nfe == 1
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+def test_lms_coeffs_integrate_polynomials_exactly():
+    sig = sigmas_karras(12, device='cpu').double().tolist()
+    for order in (1, 2, 3, 4):
+        i = 6
+        p = np.polynomial.Polynomial([0.3, -1.2, 0.7, 0.05][:order])   # degree order-1
+        c = lms_coeffs(sig, i, order)
+        approx = sum(cj*p(sig[i-j]) for j, cj in enumerate(c))
+        exact = p.integ()(sig[i+1]) - p.integ()(sig[i])
+        assert approx == pytest.approx(exact, rel=1e-10)
+    assert lms_coeffs(sig, 0, 1) == [pytest.approx(sig[1] - sig[0])]
+    with pytest.raises(ValueError): lms_coeffs(sig, 1, 3)
+
+
+def test_ancestral_step_preserves_noise_level():
+    for eta in (0., 0.5, 1.):
+        down, up = get_ancestral_step(10., 4., eta)
+        assert down**2 + up**2 == pytest.approx(16.)
+        assert (up == 0) == (eta == 0)
+    assert get_ancestral_step(0.5, 0., 1.) == (0., 0.)
+
+
+# --- bad input ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(steps=0), '`n`'), (dict(steps=2.5), '`n`'), (dict(sigma_min=80., sigma_max=10.), 'smaller'),
+    (dict(sigma_min=0.), 'sigma_min'), (dict(sigma_max=float('inf')), 'finite'), (dict(sigma_max=float('nan')), 'finite'),
+    (dict(rho=0.), 'rho'), (dict(eta=-0.1, sampler='euler_ancestral'), 'eta'), (dict(eta=float('nan'), sampler='dpmpp_2m_sde'), 'eta'),
+    (dict(s_churn=-1., sampler='heun'), 's_churn'), (dict(order=5, sampler='lms'), 'order'), (dict(sampler='nope'), 'unknown sampler'),
+    (dict(shape=(0, 2)), 'shape'), (dict(shape=(2.5,)), 'shape')])
+def test_bad_parameters_raise(kw, msg):
+    kw = dict(dict(sampler='euler', shape=(2, 2), steps=5, device='cpu'), **kw)
+    with pytest.raises(ValueError, match=msg):
+        sample(kw.pop('sampler'), gauss_denoiser, kw.pop('shape'), **kw)
+
+
+def test_bad_inputs_to_samplers_raise():
+    sig = sigmas_karras(5, device='cpu')
+    with pytest.raises(ValueError, match='non-finite'): sample_euler(gauss_denoiser, torch.full((2, 2), float('nan')), sig)
+    with pytest.raises(TypeError, match='float'): sample_euler(gauss_denoiser, torch.zeros(2, 2, dtype=torch.long), sig)
+    with pytest.raises(ValueError, match='decreasing'): sample_euler(gauss_denoiser, torch.zeros(2, 2), sig.flip(0))
+    with pytest.raises(ValueError, match='finite'): sample_euler(gauss_denoiser, torch.zeros(2, 2), torch.tensor([float('inf'), 1., 0.]))
+    with pytest.raises(TypeError): sample('euler', 3, (2, 2), device='cpu')
+
+
+# --- the adapter for cosine-schedule eps-models -------------------------------------------------------------------
+
+def test_eps_adapter_recovers_the_exact_denoiser():
+    "An exact eps-model for Gaussian data, written forward in t (cosine schedule), wrapped: D must come back."
+    from miniai.diffusion.cosine import cosine_abar
+    from miniai.diffusion.karras import EpsDenoiser
+    def eps_model(x_t, t):
+        ab = cosine_abar(t.double()).reshape(-1, 1)
+        sig = ((1 - ab)/ab).sqrt()
+        x = x_t.double()/ab.sqrt()
+        return ((x - gauss_denoiser(x, sig.flatten()))/sig).to(x_t.dtype)
+    sig = torch.tensor([0.01, 0.1, 1., 10., 80.], dtype=torch.float64)
+    x = MU + (S**2 + sig[:, None]**2).sqrt()*torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(EpsDenoiser(eps_model)(x, sig), gauss_denoiser(x, sig))
+    # and sampling through the adapter lands on the data distribution
+    r = sample('dpmpp_2m', EpsDenoiser(eps_model), (4000, 2), steps=40, seed=0, device='cpu')
+    assert abs(r.x.mean().item() - MU) < 0.012 and abs(r.x.std().item() - S) < 0.015
+
+
+# --- the FID bench runs end to end (CPU smoke test) ---------------------------------------------------------------
+
+def test_bench_quick(tmp_path, monkeypatch):
+    "bench/karras_fid.py --quick: every setting gets a row with the right NFE and finite scores; a rerun resumes."
+    import importlib.util, json, os
+    from pathlib import Path
+    if not os.environ.get('MINIAI_DATA'): pytest.skip('needs Fashion-MNIST ($MINIAI_DATA)')
+    from miniai.models.resnet import fashion_classifier, save_weights, classifier_metadata
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
+    clf = tmp_path/'clf.safetensors'   # an untrained tiny classifier: features are features, and it takes no time
+    torch.manual_seed(0)
+    save_weights(fashion_classifier(nfs=(8, 16)).eval(), clf, classifier_metadata((8, 16), 0.1))
+    spec = importlib.util.spec_from_file_location('karras_fid', Path(__file__).parents[1]/'bench'/'karras_fid.py')
+    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    out = tmp_path/'res.json'
+    argv = ['--quick', '--no-cosine', '--classifier', str(clf), '--out', str(out)]
+    bench.main(argv)
+    res = json.loads(out.read_text())
+    rows = {(r['model'], r['sampler'], r['steps']): r for r in res['rows']}
+    expect = {('karras', 'euler', 10): 10, ('karras', 'euler_ancestral', 10): 10, ('karras', 'heun', 5): 9,
+              ('karras', 'heun', 2): 3, ('karras', 'lms', 2): 2, ('karras', 'dpmpp_2m', 2): 2, ('karras', 'dpmpp_2m', 1): 1,
+              ('karras', 'dpmpp_2m_sde', 2): 2, ('karras+ema', 'dpmpp_2m', 2): 2, ('reals', 'train images', 0): 0}
+    assert {k: r['nfe'] for k, r in rows.items()} == expect
+    for r in res['rows']:
+        assert set(r['scores']) == {'32', '16'} and all(math.isfinite(s['fid']) and s['fid'] >= 0 for s in r['scores'].values())
+    assert rows[('reals', 'train images', 0)]['scores']['32']['fid'] < rows[('karras', 'dpmpp_2m', 1)]['scores']['32']['fid']
+    assert '| karras | heun | 5 | 9 |' in out.with_suffix('.md').read_text()
+    # a second run finds the weights and the rows and recomputes nothing
+    before = out.read_text()
+    called = []
+    monkeypatch.setattr(bench, 'draw', lambda *a, **k: called.append(a))
+    bench.main(argv)
+    assert not called and json.loads(out.read_text())['rows'] == json.loads(before)['rows']
+
+
+def test_sample_runs_a_bare_network_in_eval_mode_as_karras_denoiser():
+    "A bare nn.Module is wrapped as a KarrasDenoiser, called in eval mode without gradients, and left as it was."
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__(); self.w = torch.nn.Parameter(torch.zeros(())); self.modes = []
+        def forward(self, xin, c):
+            self.modes.append((self.training, torch.is_grad_enabled()))
+            return xin*self.w     # F = 0: D(x) = c_skip x
+    net = Net().train()
+    r = sample('euler', net, (3, 1, 2, 2), steps=50, seed=0, device='cpu', sigma_data=0.5)
+    assert net.training and set(net.modes) == {(False, False)} and r.nfe == 50
+    # with F = 0 the ODE dx/dσ = (1 - c_skip) x / σ = σ x/(σ² + σd²) is solved by x ∝ sqrt(σ² + σd²)
+    x0 = torch.randn((3, 1, 2, 2), generator=torch.Generator('cpu').manual_seed(0))*80
+    exact = x0*0.5/math.sqrt(80**2 + 0.25)
+    assert ((r.x - exact).abs() < 0.08*exact.abs()).all()   # Euler, 50 steps: 5% low
