@@ -20,13 +20,13 @@ The FSDD is read from --data-dir or $MINIAI_DATA (fsdd/fsdd_v1.0.10.npz). The JS
 With --wavs DIR, a few generated clips per digit are also written as WAV files.
 """
 from __future__ import annotations
-import argparse, json, platform, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from miniai.accel import synchronize
-from miniai.core import default_device, set_seed
+from miniai.core import run_environment, default_device, set_seed
 from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
 from miniai.audio_diffusion import (AUDIO_CONFIG, AUDIO_QUICK_CONFIG, all_items, evaluate_generation, generate_spectrograms,
                                     scores_table, train_audio_diffusion, train_digit_classifier)
@@ -43,11 +43,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def environment() -> dict:
-    dev = default_device()
-    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
-    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
-    return env
 
 
 def timed(fn, *args, **kwargs):
@@ -69,7 +64,7 @@ def main(argv=None):
     cfg = dict(AUDIO_QUICK_CONFIG if args.quick else AUDIO_CONFIG)
     if args.epochs is not None: cfg['epochs'] = args.epochs
     t_start, out = time.perf_counter(), dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                                             environment=environment(), quick=args.quick)
+                                             environment=run_environment(), quick=args.quick)
     spec = MelSpec()
     set_seed(args.seed)
 

@@ -19,12 +19,12 @@ FID and KID, their mean and standard deviation, plus the classifier's metadata a
 size, the environment and the wall time.
 """
 from __future__ import annotations
-import argparse, json, os, platform, sys, tempfile, time
+import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from miniai.core import default_device
+from miniai.core import run_environment, default_device
 from miniai.fid import fashion_image_eval, floor_table, real_image_floor, weights_hash
 from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier, weights_metadata
 
@@ -42,11 +42,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def environment() -> dict:
-    dev = default_device()
-    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
-    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
-    return env
 
 
 def main(argv=None):
@@ -70,7 +65,7 @@ def main(argv=None):
                    quick=args.quick, what='FID/KID of random real Fashion-MNIST train images vs the test-set reference',
                    reference=dict(split='test', n=len(ie.ref.feats), n_features=ie.ref.feats.shape[1]),
                    classifier=classifier, draws=draws, seed=args.seed, rows=rows,
-                   seconds=dict(reference=round(t_ref, 2), floor=round(t_floor, 2)), environment=environment())
+                   seconds=dict(reference=round(t_ref, 2), floor=round(t_floor, 2)), environment=run_environment())
     table = floor_table(rows)
     results['table_markdown'] = table
     out = Path(args.out)

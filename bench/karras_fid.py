@@ -28,13 +28,13 @@ If the trained classifier is missing it is trained first (`train_fashion_classif
 `bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
 """
 from __future__ import annotations
-import argparse, json, os, platform, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from miniai.accel import EMA, synchronize
-from miniai.core import cache_dir, default_device, set_seed
+from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls
 from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
@@ -69,11 +69,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def environment() -> dict:
-    dev = default_device()
-    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
-    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
-    return env
 
 
 def unet(quick: bool):
@@ -186,7 +181,7 @@ def main(argv=None):
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)
     results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
-                   config=config, environment=environment(), train={}, rows=[])
+                   config=config, environment=run_environment(), train={}, rows=[])
     if out.exists():   # continue an interrupted run with the same configuration
         old = json.loads(out.read_text())
         if old.get('config') == json.loads(json.dumps(config)): results['rows'], results['train'] = old['rows'], old.get('train', {})

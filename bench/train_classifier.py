@@ -15,13 +15,13 @@ wall time and images/s of the whole run; then the training throughput (images/s,
 epoch, training phase only) with float32 and with bf16 mixed precision; and the environment.
 """
 from __future__ import annotations
-import argparse, json, os, platform, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from miniai.accel import synchronize, train_throughput
-from miniai.core import default_device
+from miniai.core import run_environment, default_device
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, classifier_accuracy, fashion_classifier_learner,
                                   fashion_classifier_path, train_fashion_classifier)
 
@@ -44,12 +44,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def environment() -> dict:
-    dev = default_device()
-    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version(),
-               cudnn_allow_tf32=torch.backends.cudnn.allow_tf32, matmul_precision=torch.get_float32_matmul_precision())
-    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
-    return env
 
 
 def one_run(epochs: int, cfg: dict, save_to) -> dict:
@@ -86,7 +80,7 @@ def main(argv=None):
     longest = max(epochs)
     results = dict(command=' '.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
                    config={k: v for k, v in cfg.items() if k not in ('data_dir', 'progress')},
-                   environment=environment(), runs=[])
+                   environment=dict(run_environment(), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32, matmul_precision=torch.get_float32_matmul_precision()), runs=[])
     for i, ep in enumerate(epochs):
         is_saved = ep == longest and i == epochs.index(longest)
         results['runs'].append(one_run(ep, cfg, save if is_saved else None))

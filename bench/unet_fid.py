@@ -33,7 +33,7 @@ FID/KID use notebook 05's evaluator (`fashion_image_eval`: the trained Fashion-M
 `fashion_classifier_path()` says. Trained UNets are kept in miniai's cache (`--weights-dir`) with their configuration.
 """
 from __future__ import annotations
-import argparse, hashlib, json, os, platform, sys, time
+import argparse, hashlib, json, os, sys, time
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 import torch.nn.functional as F
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
-from miniai.core import cache_dir, default_device, set_seed
+from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
 from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, TrainCB, batch_size
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm
@@ -76,11 +76,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def environment() -> dict:
-    dev = default_device()
-    env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
-    if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
-    return env
 
 
 # ---- models ----------------------------------------------------------------------------------------------
@@ -256,7 +251,7 @@ def main(argv=None):
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
-                   config=config, environment=environment(), train={}, rows=[], guidance=[], reals=None)
+                   config=config, environment=run_environment(), train={}, rows=[], guidance=[], reals=None)
     if out.exists():   # continue an interrupted run with the same configuration
         old = json.loads(out.read_text())
         if old.get('config') == json.loads(json.dumps(config)):
