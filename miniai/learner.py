@@ -53,7 +53,7 @@ def run_cbs(cbs: Iterable, event: str, learn: Any = None):
         method = getattr(cb, event, None)
         if method is not None: method(learn)
 
-# %% ../nbs/02_learner.ipynb #70ea44a1
+# %% ../nbs/02_learner.ipynb #b5dce04b
 class Learner:
     "Train `model` on `dls` with `loss_func`; every step of the loop is an event that callbacks hook into."
     def __init__(self,
@@ -90,6 +90,7 @@ class Learner:
             cbs: Iterable | None = None,  # extra callbacks for this call only
             lr: float | None = None):  # if given, a fresh optimizer with this learning rate
         "Run `n_epochs` epochs of training and validation, firing events for the callbacks."
+        self._check_fit_args(n_epochs, train, valid)
         cbs = list(cbs or [])
         self.cbs += cbs
         try:
@@ -100,6 +101,13 @@ class Learner:
             self._with_events('fit', self._epochs, train, valid)
         finally:
             for cb in cbs: self.cbs.remove(cb)
+
+    def _check_fit_args(self, n_epochs: int, train: bool, valid: bool):
+        if not isinstance(n_epochs, int) or n_epochs < 1: raise ValueError(f"`n_epochs` must be an int >= 1, got {n_epochs!r}")
+        for name, used in (('train', train), ('valid', valid)):
+            if used and getattr(self.dls, name, None) is None: raise ValueError(f"`dls.{name}` is missing: pass {name}=False to skip that phase")
+        if train and hasattr(self.dls.train, '__len__') and len(self.dls.train) == 0:  # an empty valid set just yields no eval row
+            raise ValueError("`dls.train` is empty (0 batches): nothing to train on")
 
     def _epochs(self, train: bool, valid: bool):
         for self.epoch in range(self.start_epoch, self.n_epochs):

@@ -45,13 +45,14 @@ def sample_sigmas(n: int,                     # number of noise levels
     device = default_device() if device is None else device
     return (torch.randn(n, device=device, generator=generator)*std + mean).exp()
 
-# %% ../../nbs/10_karras.ipynb #fccb6d12
+# %% ../../nbs/10_karras.ipynb #d2996164
 def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), on the device
                    sigma_data: float = SIGMA_DATA, # standard deviation of the data
                    sigma: Tensor | None = None,    # noise levels (B,) (default: log-normal draws)
                    generator: torch.Generator | None = None, # optional seeded noise source
                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
     "Karras training pair: `((c_in*(x0 + σ n), c_noise(σ)), target)`, computed on `x0`'s device."
+    if not x0.is_floating_point(): raise TypeError(f"`x0` must be a float tensor (images scaled to the data range), got {x0.dtype}")
     if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)
     sig = sigma.reshape(-1, *([1]*(x0.ndim-1))).to(x0.dtype)
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)

@@ -182,7 +182,7 @@ def sample_dpmpp_2m_sde(denoiser: Callable, x: Tensor, sigmas: Tensor,
         prev = den
     return x
 
-# %% ../../nbs/10b_ksamplers.ipynb #4a26a1ce
+# %% ../../nbs/10b_ksamplers.ipynb #6acd6eaa
 class CountedDenoiser:
     "Wrap a denoiser and count its calls: `.nfe` is the number of network evaluations so far."
     def __init__(self, denoiser: Callable): self.denoiser, self.nfe = denoiser, 0
@@ -232,6 +232,9 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
     x = torch.randn(tuple(shape), generator=generator, device=device)*sigma_max
     with sampling_mode(counted.denoiser):
         x = fn(counted, x, sigmas, generator=generator, progress=progress, callback=callback, **kwargs)
+    if not torch.isfinite(x).all():  # one check per sample set, not per step: a diverged model is an error, not an image
+        raise FloatingPointError(f"the samples hold non-finite values after {counted.nfe} model evaluations: "
+                                 "the denoiser returned NaN/inf (check the model's weights and `sigma_data`)")
     return Samples(x, counted.nfe)
 
 # %% ../../nbs/10b_ksamplers.ipynb #f44b2022

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Latent diffusion vs pixel diffusion on RGB photos: FID table (notebook 15 at full size); results go to a JSON file.
+
+Steps (all with miniai's exported functions, as in nbs/15_latent_diffusion.ipynb):
+1. load the image set (default: clothing64, 5,398 photos 64x64, 20 classes) with a 15% class-balanced held-out split;
+2. train the FID classifier on the training split (`train_image_classifier`), reference = held-out images;
+3. the VAE: train diffusers' `AutoencoderKL` from a config (`conv_vae`, `conv_vae_learner`), or with
+   `--pretrained-vae` use Stable Diffusion's VAE (needs the Hugging Face hub);
+4. encode train and held-out images into validated latent caches; measure the latent scale (1/std);
+5. train `EmbUNetModel` on the scaled latents (Karras objective) and sample + decode;
+6. train the same U-Net (one more, narrower level) on pixels with the same training FLOPs (counted by
+   `FlopCounterMode`, rounded to whole epochs), and sample;
+7. FID and KID of (real training images, VAE reconstructions, latent diffusion samples, pixel diffusion samples)
+   against the held-out images, all with as many images as the held-out split holds.
+
+On a GPU (from the repository root; needs $MINIAI_DATA or --data-dir):
+    python bench/latent_fid.py --out results/latent_fid.json
+Anywhere, to check that it runs (32x32 images, a few hundred of them, toy models; figures meaningless):
+    python bench/latent_fid.py --quick --out /tmp/latent_fid_quick.json
+"""
+import argparse, datetime, json, math, os, platform, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+import torch
+from miniai.core import cache_dir, default_device, set_seed
+from miniai.accel import synchronize
+from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
+from miniai.latents import (ConvVAELoss, PretrainedVAEUnavailable, cached_latents, conv_vae, conv_vae_learner,
+                            decode_latents, latent_dls, latent_stats, load_pretrained_vae, perceptual_net, psnr,
+                            reconstruct, sample_batches, train_flops_per_image)
+from miniai.models.unet import EmbUNetModel, n_params
+from miniai.diffusion.karras import karras_learner
+
+FULL = dict(size=None, limit=None, clf_epochs=30, clf_nfs=(32, 64, 128, 256),
+            vae=dict(channels=(64, 128, 256)), vae_epochs=100, vae_bs=64, vae_lr=1e-3,
+            unet=dict(nfs=(128, 256, 384), num_layers=2, attn_chans=32, attn_start=1),
+            epochs=200, bs=128, lr=3e-3, steps=40, sample_bs=256)
+QUICK = dict(size=32, limit=(256, 96), clf_epochs=1, clf_nfs=(8, 16, 32),
+             vae=dict(channels=(8, 16), norm_groups=4, mid_attention=False), vae_epochs=1, vae_bs=32, vae_lr=2e-3,
+             unet=dict(nfs=(16, 32), num_layers=1, attn_chans=0),
+             epochs=2, bs=64, lr=3e-3, steps=8, sample_bs=128)
+
+
+class Timer:
+    "Wall-clock seconds of a block, with the device synchronised at both ends."
+    def __enter__(self): synchronize(); self.t0 = time.perf_counter(); return self
+    def __exit__(self, *exc): synchronize(); self.s = time.perf_counter() - self.t0
+
+
+def train_vae(imset, cfg, args, clf):
+    "Train a `conv_vae` on the training split; returns the VAE and a dict of facts about it."
+    set_seed(args.seed + 1)
+    vae = conv_vae(**cfg['vae'], image_size=imset.shape[-1])
+    loss = ConvVAELoss(args.kl_weight, perceptual_net(clf) if args.perceptual else None, args.perceptual)
+    learn = conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=args.seed + 1), loss, lr=cfg['vae_lr'],
+                             progress=args.progress)
+    with Timer() as t: learn.fit(cfg['vae_epochs'])
+    return vae, dict(kind='trained AutoencoderKL', config=cfg['vae'], params=n_params(vae), epochs=cfg['vae_epochs'],
+                     steps=cfg['vae_epochs']*len(learn.dls.train), kl_weight=args.kl_weight,
+                     perceptual_weight=args.perceptual, train_s=t.s, history=learn.metrics.history)
+
+
+def train_unet(model, dls, sigma_data, epochs, lr, args):
+    "Train `model` with the Karras objective; returns steps and wall seconds."
+    learn = karras_learner(model, dls, sigma_data=sigma_data, lr=lr, progress=args.progress)
+    with Timer() as t: learn.fit(epochs)
+    return dict(epochs=epochs, steps=epochs*len(dls.train), train_s=t.s, final=learn.metrics.history[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--out', default='results/latent_fid.json', help='results file (JSON)')
+    p.add_argument('--quick', action='store_true', help='toy sizes (checks that it runs; figures meaningless)')
+    p.add_argument('--source', default='clothing64', help="image set: a name, an .npz, an image folder, or 'hf:name'")
+    p.add_argument('--data-dir', default=None, help='folder searched for named image sets (default: $MINIAI_DATA)')
+    p.add_argument('--size', type=int, default=None, help='resize images to SIZE x SIZE (default: as stored; quick: 32)')
+    p.add_argument('--pretrained-vae', action='store_true', help="use Stable Diffusion's VAE from the hub if reachable")
+    p.add_argument('--perceptual', type=float, default=0., help='weight of the perceptual term of the VAE loss')
+    p.add_argument('--kl-weight', type=float, default=1e-4, help='weight of the KL term of the VAE loss')
+    p.add_argument('--sampler', default='dpmpp_2m', help='Karras-schedule sampler (miniai.diffusion.ksamplers.SAMPLERS)')
+    p.add_argument('--steps', type=int, default=None, help='sampling steps (default 40; quick 8)')
+    p.add_argument('--cache', default=None, help="latent cache folder (default: miniai's cache_dir('latents'))")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no-progress', dest='progress', action='store_false')
+    args = p.parse_args()
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.size: cfg['size'] = args.size
+    steps = args.steps or cfg['steps']
+    dev = default_device()
+    res = dict(command=' '.join(sys.argv), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
+               device=torch.cuda.get_device_name() if dev.type == 'cuda' else str(dev), torch=torch.__version__,
+               python=platform.python_version(), config=cfg, sampler=args.sampler, sampling_steps=steps)
+
+    set_seed(args.seed)
+    imset = load_image_set(args.source, args.data_dir, size=cfg['size'], limit=cfg['limit'], seed=args.seed)
+    res['data'] = dict(source=imset.source, shape=list(imset.shape), n_train=len(imset.train_x), n_test=len(imset.test_x),
+                       n_classes=imset.n_classes)
+    print(imset, flush=True)
+
+    with Timer() as t: clf, acc = train_image_classifier(imset, cfg['clf_epochs'], nfs=cfg['clf_nfs'], seed=args.seed + 42,
+                                                        progress=args.progress)
+    ie = image_fid_eval(clf, imset.test_x)
+    res['fid_classifier'] = dict(nfs=cfg['clf_nfs'], epochs=cfg['clf_epochs'], test_accuracy=acc, train_s=t.s,
+                                 features=cfg['clf_nfs'][-1])
+    print(f"FID classifier: test accuracy {acc:.3f}", flush=True)
+
+    vae = None
+    if args.pretrained_vae:
+        try: vae = load_pretrained_vae().to(dev); res['vae'] = dict(kind='pretrained stabilityai/sd-vae-ft-ema')
+        except PretrainedVAEUnavailable as e: res['vae_pretrained_error'] = str(e); print(f"pretrained VAE unavailable: {e}")
+    if vae is None: vae, res['vae'] = train_vae(imset, cfg, args, clf)
+    xt = images_to_float(imset.test_x)
+    rec = reconstruct(vae, imset.test_x)
+    res['vae'].update(test_mse=torch.nn.functional.mse_loss(rec, xt).item(), test_psnr_db=psnr(rec, xt))
+    print(f"VAE: held-out MSE {res['vae']['test_mse']:.4f}, PSNR {res['vae']['test_psnr_db']:.2f} dB", flush=True)
+
+    root = Path(args.cache) if args.cache else cache_dir('latents')
+    tag = f"{Path(str(imset.source)).stem}_{imset.shape[-1]}{'_quick' if args.quick else ''}"
+    with Timer() as t:
+        lat = cached_latents(root/f'{tag}_train.lat', vae, imset.train_x, progress=args.progress)
+        lat_test = cached_latents(root/f'{tag}_test.lat', vae, imset.test_x, progress=args.progress)
+    mean, std = latent_stats(lat)
+    scale = 1/std
+    res['latents'] = dict(shape=list(lat.shape[1:]), mean=mean, std=std, scale=scale, cache_s=t.s,
+                          compression=math.prod(imset.shape)/math.prod(lat.shape[1:]))
+
+    lc = lat.shape[1]
+    set_seed(args.seed + 2)
+    ldm = EmbUNetModel(lc, lc, **cfg['unet'])
+    dls = latent_dls(lat, lat_test, scale, bs=cfg['bs'], seed=args.seed + 2)
+    flops_lat = train_flops_per_image(ldm.to(dev), lat.shape[1:])
+    res['latent_unet'] = dict(params=n_params(ldm), train_flops_per_image=flops_lat,
+                              **train_unet(ldm, dls, 1., cfg['epochs'], cfg['lr'], args))
+    res['latent_unet']['train_flops'] = flops_lat*res['latent_unet']['steps']*cfg['bs']
+
+    u = cfg['unet']
+    pix_cfg = {**u, 'nfs': (u['nfs'][0]//2, *u['nfs']), 'attn_start': u.get('attn_start', 1) + 1}
+    set_seed(args.seed + 2)
+    pix = EmbUNetModel(3, 3, **pix_cfg).to(dev)
+    flops_pix = train_flops_per_image(pix, imset.shape)
+    pix_dls = image_dls(imset, bs=cfg['bs'], seed=args.seed + 2)
+    pix_epochs = max(1, round(res['latent_unet']['steps']*flops_lat/flops_pix/len(pix_dls.train)))
+    pix_sd = images_to_float(imset.train_x).std().item()
+    res['pixel_unet'] = dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in pix_cfg.items()}, params=n_params(pix),
+                             sigma_data=pix_sd, train_flops_per_image=flops_pix,
+                             **train_unet(pix, pix_dls, pix_sd, pix_epochs, cfg['lr'], args))
+    res['pixel_unet']['train_flops'] = flops_pix*res['pixel_unet']['steps']*cfg['bs']
+
+    n = len(imset.test_x)
+    pick = torch.randperm(len(imset.train_x), generator=torch.Generator().manual_seed(args.seed))[:n]
+    kw = dict(sampler=args.sampler, steps=steps, bs=cfg['sample_bs'], seed=args.seed + 100, progress=args.progress)
+    rows = {}
+    rows['real training images'] = (images_to_float(imset.train_x[pick]), None)
+    rows['VAE reconstructions (training images)'] = (reconstruct(vae, imset.train_x[pick]), None)
+    with Timer() as t: z = sample_batches(ldm, n, lat.shape[1:], 1., **kw); x = decode_latents(vae, z, scale)
+    rows['latent diffusion samples'] = (x, t.s)
+    with Timer() as t: x = sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1)
+    rows['pixel diffusion samples (same training FLOPs)'] = (x, t.s)
+    res['fid'] = []
+    for name, (x, secs) in rows.items():
+        s = ie.scores(x)
+        res['fid'].append(dict(images=name, n=s['n'], fid=s['fid'], kid=s['kid'], sampling_s=secs))
+        print(f"{name:48s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}", flush=True)
+
+    res['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
+    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + '.tmp')
+    tmp.write_text(json.dumps(res, indent=1, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,344 @@
+"""Bad input at every public entry point: one clear error that names the argument, and no half-written files.
+
+Each row of `ROWS` is one line of the table in `docs/bad_input.md` (a test checks that the two agree):
+entry point | bad input | error type | message fragment. `test_bad_input` runs the row's call and asserts the
+exception type, that the message contains the fragment (which names the argument), and that the folder the
+call could write to holds exactly the same files (names, sizes, contents) afterwards: no temp file, no partial
+or clobbered target. CPU only, offline, a few seconds in all.
+"""
+import gzip, hashlib, re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import miniai.data as mdata
+from miniai.accel import (CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
+                          save_checkpoint)
+from miniai.audio import AudioClips, MelSpec, fix_length, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
+from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
+                         fashion_dls, fashion_mnist_arrays, read_idx, write_idx)
+from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
+from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
+from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
+from miniai.diffusion.guidance import DropLabelCB, GuidedModel
+from miniai.diffusion.karras import sigmas_karras
+from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
+from miniai.fid import ImageEval, check_feats, fid_from_feats, kid_from_feats
+from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
+from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, encode_images, open_latent_cache,
+                            write_latent_cache)
+from miniai.learner import TrainLearner
+from miniai.models.unet import EmbUNetModel
+from miniai.vae import VAE, Autoencoder, kld_loss
+
+NAN = float('nan')
+CPU = torch.device('cpu')
+
+# ---------------------------------------------------------------- small fixtures built inside the rows
+def u8(*shape): return torch.randint(0, 256, shape, dtype=torch.uint8)
+
+def _unet():
+    torch.manual_seed(0)
+    return EmbUNetModel(1, 1, nfs=(8, 16), attn_chans=0, n_classes=3).eval()
+
+def _unet_call(c):
+    def call(tmp): return lambda: _unet()(torch.randn(2, 1, 8, 8), torch.rand(2), c)
+    return call
+
+def _eval():
+    "ImageEval on 1x8x8 images with a tiny linear feature model and random reference features."
+    torch.manual_seed(0)
+    return ImageEval(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), torch.randn(20, 4), bs=8, img_shape=(1, 8, 8))
+
+def _fid_call(x):
+    def call(tmp): ie = _eval(); return lambda: ie.fid(x)
+    return call
+
+def _ddim(**kw):
+    sch = linear_schedule(10); ts = ddim_timesteps(10, 3)
+    args = dict(shape=(2, 1, 4, 4), eta=1.) | kw
+    return lambda tmp: lambda: ddim_sample(lambda x, t: torch.zeros_like(x), args['shape'], ts, sch.abar[ts], eta=args['eta'])
+
+def _learner(model=None, loss_func=F.mse_loss, cbs=()):
+    torch.manual_seed(0)
+    xb = [(torch.randn(4, 2), torch.randn(4, 1))]
+    return TrainLearner(model or nn.Linear(2, 1), DataLoaders(xb, xb), loss_func=loss_func, lr=0.1, cbs=list(cbs))
+
+def _nan_loss(p, y): return F.mse_loss(p, y) * NAN
+
+def _weights(m): return [p.detach().clone() for p in m.parameters()]
+def _same(a, b): return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+def _ckpt_truncated(tmp):
+    src = _learner(); src.fit(1, valid=False)
+    path = save_checkpoint(tmp/'ck.pt', src)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size//2])
+    dst = _learner(); dst.fit(1, valid=False); before = _weights(dst.model)
+    return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
+
+def _ckpt_other_config(tmp):
+    src = _learner(nn.Linear(2, 1)); src.fit(1, valid=False)
+    path = save_checkpoint(tmp/'ck.pt', src)
+    dst = _learner(nn.Linear(3, 1)); dst.opt = dst.opt_func(dst.model.parameters(), dst.lr); before = _weights(dst.model)
+    return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
+
+def _ckpt_other_ema(tmp):
+    "Same model, but the EMA shadow in the checkpoint has another shape: refused before anything (model included) is loaded."
+    src = _learner(cbs=[EMA(0.9)]); src.fit(1, valid=False)
+    path = save_checkpoint(tmp/'ck.pt', src)
+    ck = torch.load(path, weights_only=True)
+    ck['ema']['shadow'] = {k: torch.zeros(7) for k in ck['ema']['shadow']} if 'shadow' in ck['ema'] else ck['ema']
+    ck['model'] = {k: v + 1 for k, v in ck['model'].items()}  # would change the weights if it were applied
+    torch.save(ck, path)
+    dst = _learner(cbs=[EMA(0.9)]); dst.fit(1, valid=False); before = _weights(dst.model)
+    return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
+
+def _ckpt_bad_extra(tmp):
+    learn = _learner(); learn.fit(1, valid=False)
+    return lambda: save_checkpoint(tmp/'ck.pt', learn, extra={'model': nn.Linear(1, 1)})
+
+def _ckpt_bad_extra_keeps_old(tmp):
+    "A failing save over an existing checkpoint leaves the old one intact (the snapshot compares its bytes)."
+    learn = _learner(); learn.fit(1, valid=False)
+    save_checkpoint(tmp/'ck.pt', learn)
+    return lambda: save_checkpoint(tmp/'ck.pt', learn, extra={'fn': print})
+
+def _nan_fit(tmp):
+    learn = _learner(loss_func=_nan_loss, cbs=[NanGuardCB(every=1)])
+    return lambda: learn.fit(1)
+
+def _cache_write(batches, shape=(4, 2, 2, 2), existing=False):
+    def call(tmp):
+        if existing: write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v'})
+        return lambda: write_latent_cache(tmp/'lat.bin', batches, shape, {'vae': 'v'})
+    return call
+
+def _cache_truncated(tmp):
+    p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v'})
+    p.write_bytes(p.read_bytes()[:-16])
+    return lambda: open_latent_cache(p)
+
+def _cache_stale(tmp):
+    p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v1', 'images': 'i', 'settings': 's'})
+    return lambda: open_latent_cache(p, key={'vae': 'v2', 'images': 'i', 'settings': 's'})
+
+def _cache_damaged(tmp):
+    p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v'})
+    b = bytearray(p.read_bytes()); b[-1] ^= 0xFF; p.write_bytes(bytes(b))
+    return lambda: open_latent_cache(p)
+
+def _idx_truncated(tmp):
+    p = tmp/'x-idx3-ubyte.gz'
+    write_idx(np.zeros((3, 4, 4), np.uint8), p)
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[:-5]))
+    return lambda: read_idx(p)
+
+def _fashion_missing(tmp, monkeypatch):
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    def no_hub(*a, **k): raise ConnectionError('offline')
+    monkeypatch.setattr(mdata, '_load_from_hub', no_hub)
+    return lambda: fashion_mnist_arrays('train', data_dir=tmp/'no_such_dir')
+
+def _empty_folder(fn):
+    def call(tmp): (tmp/'empty').mkdir(); return lambda: fn(tmp/'empty')
+    return call
+
+def _wav_nan(tmp): return lambda: write_wav(tmp/'out'/'a.wav', torch.tensor([0., NAN, 0.5]), 8000)
+
+def _clips_8k(tmp):
+    clips = AudioClips([torch.zeros(100)], 8000, torch.tensor([0]), ['a'], ['zero'])
+    return lambda: spectrogram_images(clips, MelSpec(sample_rate=16000), device='cpu')
+
+def _fp(x): return lambda tmp: x   # the call needs no files
+
+
+# ---------------------------------------------------------------- the table
+# (entry point, bad input, error type, message fragment (names the argument), call(tmp) -> thunk or (thunk, post_check))
+ROWS = [
+    # data loaders
+    ('data.DeviceImageLoader', 'float images', TypeError, '`images` must be uint8', _fp(lambda: DeviceImageLoader(torch.rand(4, 8, 8), None, device=CPU))),
+    ('data.DeviceImageLoader', 'images not a tensor (a list)', TypeError, '`images` must be a tensor', _fp(lambda: DeviceImageLoader([[1, 2]], None, device=CPU))),
+    ('data.DeviceImageLoader', '5-D images', ValueError, '`images` must be (N,H,W) or (N,C,H,W)', _fp(lambda: DeviceImageLoader(u8(2, 1, 1, 4, 4), None, device=CPU))),
+    ('data.DeviceImageLoader', 'channels-last (N,H,W,3) without the flag', ValueError, 'pass channels_last_input=True', _fp(lambda: DeviceImageLoader(u8(2, 8, 8, 3), None, device=CPU))),
+    ('data.DeviceImageLoader', 'empty data set (N=0)', ValueError, '`images` is empty', _fp(lambda: DeviceImageLoader(u8(0, 8, 8), None, device=CPU))),
+    ('data.DeviceImageLoader', 'float labels', TypeError, '`labels` must be integers', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), torch.zeros(4), device=CPU))),
+    ('data.DeviceImageLoader', 'labels of another length', ValueError, '`labels` must have shape (4,)', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), torch.zeros(3, dtype=torch.long), device=CPU))),
+    ('data.DeviceImageLoader', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, bs=0, device=CPU))),
+    ('data.DeviceImageLoader', 'bs=-8', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, bs=-8, device=CPU))),
+    ('data.DeviceImageLoader', 'bs=2.5 (not an int)', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, bs=2.5, device=CPU))),
+    ('data.DeviceImageLoader', 'pad=-1', ValueError, '`pad` must be an int >= 0', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, pad=-1, device=CPU))),
+    ('data.DeviceImageLoader', 'value_range (1, -1) reversed', ValueError, '`value_range` must be finite (lo, hi) with lo < hi', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(1, -1), device=CPU))),
+    ('data.DeviceImageLoader', 'value_range with NaN', ValueError, '`value_range` must be finite', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(NAN, 1.), device=CPU))),
+    ('data.fashion_dls', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: fashion_dls(bs=0, sample=True, device=CPU))),
+    ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
+    ('data.fashion_mnist_arrays', 'missing data_dir (no $MINIAI_DATA, hub offline)', MissingDataError, 'no_such_dir: no such folder', _fashion_missing),
+    ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),
+    ('data.write_idx', 'float array', ValueError, 'write_idx needs a uint8 array', _fp(lambda: write_idx(np.zeros((2, 2)), '/nonexistent/x.idx'))),
+    ('data.balanced_indices', 'n larger than the class counts allow', ValueError, 'cannot take 10 class-balanced items', _fp(lambda: balanced_indices(torch.tensor([0, 0, 1]), 10))),
+    ('latents.DeviceTensorLoader', 'empty data set (N=0)', TypeError, '`x` must be a non-empty float tensor', _fp(lambda: DeviceTensorLoader(torch.zeros(0, 4), device=CPU))),
+    ('latents.DeviceTensorLoader', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceTensorLoader(torch.zeros(4, 4), bs=0, device=CPU))),
+    # training
+    ('learner.Learner.fit', 'empty training loader (0 batches)', ValueError, '`dls.train` is empty', _fp(lambda: TrainLearner(nn.Linear(2, 1), DataLoaders([], []), lr=0.1).fit(1))),
+    ('learner.Learner.fit', 'n_epochs=0', ValueError, '`n_epochs` must be an int >= 1', _fp(lambda: _learner().fit(0))),
+    ('learner.fit + accel.NanGuardCB', 'loss becomes NaN', NonFiniteLossError, 'the training loss became nan at epoch 0, batch 0', _nan_fit),
+    ('accel.NanGuardCB', 'every=0', ValueError, '`every` must be >= 1', _fp(lambda: NanGuardCB(every=0))),
+    ('accel.MixedPrecision', 'dtype=torch.float32', ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision(torch.float32))),
+    ('accel.MixedPrecision', "dtype='bf16' (a string)", ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision('bf16'))),
+    ('accel.EMA', 'decay=1.0', ValueError, 'EMA decay must be in [0, 1)', _fp(lambda: EMA(1.0))),
+    ('accel.load_checkpoint', 'truncated file (model untouched)', CheckpointError, 'the file is truncated, corrupt or not a torch file', _ckpt_truncated),
+    ('accel.load_checkpoint', 'checkpoint of another model config (model untouched)', CheckpointError, 'saved from another model configuration', _ckpt_other_config),
+    ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),
+    ('accel.load_checkpoint', 'missing file', FileNotFoundError, 'no checkpoint at', lambda tmp: lambda: load_checkpoint(tmp/'none.pt', _learner())),
+    ('accel.save_checkpoint', 'extra holding a module (no file written)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra),
+    ('accel.save_checkpoint', 'extra holding a function over an existing checkpoint (old one kept)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra_keeps_old),
+    # FID / KID
+    ('fid.ImageEval.fid', 'uint8 images', TypeError, '`samples` must be float images in [-1, 1]', _fid_call(u8(4, 1, 8, 8))),
+    ('fid.ImageEval.fid', 'a single image (C,H,W)', ValueError, '`samples` must be a batch (N, 1, 8, 8)', _fid_call(torch.zeros(1, 8, 8))),
+    ('fid.ImageEval.fid', '(N,H,W) without channel axis', ValueError, 'add the channel axis', _fid_call(torch.zeros(4, 8, 8))),
+    ('fid.ImageEval.fid', '3 channels for a 1-channel model', ValueError, '`samples` must have 1 channel(s), got 3', _fid_call(torch.zeros(4, 3, 8, 8))),
+    ('fid.ImageEval.fid', 'wrong image size', ValueError, '`samples` images must be 8x8, got 9x9', _fid_call(torch.zeros(4, 1, 9, 9))),
+    ('fid.ImageEval.fid', 'empty batch', ValueError, '`samples` is empty', _fid_call(torch.zeros(0, 1, 8, 8))),
+    ('fid.ImageEval.fid', 'NaN in images', ValueError, '`samples` contains 1 non-finite value(s)', _fid_call(torch.zeros(4, 1, 8, 8).index_put_((torch.tensor([0]),) * 4, torch.tensor(NAN)))),
+    ('fid.ImageEval.fid', 'values in [0, 255]', ValueError, '`samples` values lie in [0, 255], outside the expected [-1, 1]', _fid_call(torch.linspace(0, 255, 256).reshape(4, 1, 8, 8))),
+    ('fid.ImageEval', 'bs=0', ValueError, '`bs` must be >= 1', _fp(lambda: ImageEval(nn.Flatten(), torch.randn(4, 2), bs=0))),
+    ('fid.ImageEval', 'ref of an unknown type (a list)', TypeError, '`ref` must be images, features, RefStats or a path', _fp(lambda: ImageEval(nn.Flatten(), [[0.]]))),
+    ('fid.ImageEval', 'NaN in reference features', ValueError, '`reference features` contains 8 non-finite value(s)', _fp(lambda: ImageEval(nn.Flatten(), torch.full((4, 2), NAN)))),
+    ('fid.check_feats', 'NaN features', ValueError, '`feats` contains', _fp(lambda: check_feats(torch.full((3, 2), NAN)))),
+    ('fid.check_feats', '1-D features', ValueError, '`feats` must be a 2-D feature matrix', _fp(lambda: check_feats(torch.zeros(5)))),
+    ('fid.fid_from_feats', 'feature counts differ', ValueError, '`a` and `b` must have the same number of features', _fp(lambda: fid_from_feats(torch.randn(5, 2), torch.randn(5, 3)))),
+    ('fid.kid_from_feats', 'n_subsets=0', ValueError, 'need n_subsets >= 1', _fp(lambda: kid_from_feats(torch.randn(5, 2), torch.randn(5, 2), n_subsets=0))),
+    # k-diffusion samplers
+    ('diffusion.ksamplers.sample', 'steps=0', ValueError, '`n` (steps) must be an integer >= 1, got 0', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), steps=0, device=CPU))),
+    ('diffusion.ksamplers.sample', 'steps=-3', ValueError, '`n` (steps) must be an integer >= 1, got -3', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), steps=-3, device=CPU))),
+    ('diffusion.ksamplers.sample', 'sigma_min >= sigma_max', ValueError, '`sigma_min` (80.0) must be smaller than `sigma_max` (1.0)', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min=80., sigma_max=1., device=CPU))),
+    ('diffusion.ksamplers.sample', 'sigma_min=0', ValueError, '`sigma_min` must be finite and > 0', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min=0., device=CPU))),
+    ('diffusion.ksamplers.sample', 'eta=-1 (euler_ancestral)', ValueError, '`eta` must be a number in [0.0, inf]', _fp(lambda: sample('euler_ancestral', lambda x, s: x, (2, 1, 4, 4), eta=-1., device=CPU))),
+    ('diffusion.ksamplers.sample', 'eta=-1 (dpmpp_2m_sde)', ValueError, '`eta` must be a number in [0.0, inf]', _fp(lambda: sample('dpmpp_2m_sde', lambda x, s: x, (2, 1, 4, 4), eta=-1., device=CPU))),
+    ('diffusion.ksamplers.sample', 'eta=NaN (euler_ancestral)', ValueError, '`eta` must be a number', _fp(lambda: sample('euler_ancestral', lambda x, s: x, (2, 1, 4, 4), eta=NAN, device=CPU))),
+    ('diffusion.ksamplers.sample', 's_churn=-1 (heun)', ValueError, '`s_churn` must be a number', _fp(lambda: sample('heun', lambda x, s: x, (2, 1, 4, 4), s_churn=-1., device=CPU))),
+    ('diffusion.ksamplers.sample', "unknown sampler 'foo'", ValueError, "unknown sampler 'foo'", _fp(lambda: sample('foo', lambda x, s: x, (2, 1, 4, 4), device=CPU))),
+    ('diffusion.ksamplers.sample', 'shape with a negative size', ValueError, '`shape` must be a tuple of positive ints', _fp(lambda: sample('euler', lambda x, s: x, (2, -1, 4, 4), device=CPU))),
+    ('diffusion.ksamplers.sample_euler', 'NaN in x', ValueError, '`x` contains 32 non-finite value(s)', _fp(lambda: sample_euler(lambda x, s: x, torch.full((2, 1, 4, 4), NAN), sigmas_karras(3, device=CPU)))),
+    ('diffusion.ksamplers.sample_euler', 'integer x', TypeError, '`x` must be a float tensor', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4, dtype=torch.long), sigmas_karras(3, device=CPU)))),
+    ('diffusion.ksamplers.sample_euler', 'increasing sigmas', ValueError, '`sigmas` must be strictly decreasing', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4), torch.tensor([0., 1., 2.])))),
+    ('diffusion.ksamplers.sample_euler', 'NaN in sigmas', ValueError, '`sigmas` must be finite and >= 0', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4), torch.tensor([2., NAN, 0.])))),
+    ('diffusion.ksamplers.sample_lms', 'order=5', ValueError, '`order` must be 1, 2, 3 or 4', _fp(lambda: sample_lms(lambda x, s: x, torch.zeros(2, 1, 4, 4), sigmas_karras(3, device=CPU), order=5))),
+    ('diffusion.karras.sigmas_karras', 'rho=0', ValueError, '`rho` must be finite and > 0', _fp(lambda: sigmas_karras(5, rho=0., device=CPU))),
+    # DDPM / DDIM / cosine
+    ('diffusion.ddpm.linear_schedule', 'n_steps=0', ValueError, '`n_steps` must be >= 1', _fp(lambda: linear_schedule(0))),
+    ('diffusion.ddpm.linear_schedule', 'beta_min > beta_max', ValueError, 'need 0 < beta_min <= beta_max < 1', _fp(lambda: linear_schedule(10, beta_min=0.1, beta_max=0.01))),
+    ('diffusion.ddpm.ddpm_sample', 'shape (B,H,W) without channels', ValueError, '`shape` must be (B, C, H, W)', _fp(lambda: ddpm_sample(lambda x, t: torch.zeros_like(x), (2, 4, 4), linear_schedule(10)))),
+    ('diffusion.ddpm.ddpm_sample', 'model returns another shape', ValueError, 'the model returned (2, 0, 4, 4) for samples of shape (2, 1, 4, 4)', _fp(lambda: ddpm_sample(lambda x, t: x[:, :0], (2, 1, 4, 4), linear_schedule(10)))),
+    ('diffusion.ddpm.ddpm_sample', 'model predicts NaN', ValueError, 'the model predicted non-finite noise', _fp(lambda: ddpm_sample(lambda x, t: x * NAN, (2, 1, 4, 4), linear_schedule(10)))),
+    ('diffusion.ddpm.noisify_ddpm', 'uint8 images', TypeError, '`x0` must be a float batch', _fp(lambda: noisify_ddpm(u8(2, 1, 4, 4), linear_schedule(10).abar))),
+    ('diffusion.ddim.ddim_timesteps', 'steps=0', ValueError, '`steps` must be between 1 and 10, got 0', _fp(lambda: ddim_timesteps(10, 0))),
+    ('diffusion.ddim.ddim_timesteps', 'steps > n_steps', ValueError, '`steps` must be between 1 and 10, got 11', _fp(lambda: ddim_timesteps(10, 11))),
+    ('diffusion.ddim.ddim_sample', 'eta=-0.1', ValueError, '`eta` must be >= 0', _ddim(eta=-0.1)),
+    ('diffusion.ddim.ddim_sample', 'eta=NaN', ValueError, '`eta` must be >= 0', _ddim(eta=NAN)),
+    ('diffusion.ddim.ddim_sample', 'shape (B,C,H) of 3 dims', ValueError, '`shape` must be (B, C, H, W)', _ddim(shape=(2, 1, 4))),
+    ('diffusion.ddim.ddim_sample', 'no time steps', ValueError, 'need at least one time step (`steps` >= 1)', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [], []))),
+    ('diffusion.ddim.ddim_sample', 'abars not increasing', ValueError, '`abars` must be finite, in (0, 1], and increase', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [9, 5], [0.5, 0.1]))),
+    ('diffusion.cosine.cosine_timesteps', 'steps=1', ValueError, '`steps` must be >= 2', _fp(lambda: cosine_timesteps(1))),
+    ('diffusion.cosine.cosine_ddim_sample', 'steps=0', ValueError, '`steps` must be >= 2', _fp(lambda: cosine_ddim_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), steps=0))),
+    ('diffusion.cosine.noisify_cosine', 'uint8 images', TypeError, '`x0` must be a float batch', _fp(lambda: noisify_cosine(u8(2, 1, 4, 4)))),
+    # conditional models and guidance
+    ('models.unet.EmbUNetModel', 'class label >= n_classes + 1', ValueError, 'class labels `c` must be in 0..2 (or 3, the null class)', _unet_call(torch.tensor([0, 4]))),
+    ('models.unet.EmbUNetModel', 'negative class label', ValueError, 'class labels `c` must be in 0..2', _unet_call(torch.tensor([0, -1]))),
+    ('models.unet.EmbUNetModel', 'float class labels', TypeError, 'class labels `c` must be an integer tensor', _unet_call(torch.tensor([0., 1.]))),
+    ('models.unet.EmbUNetModel', 'class labels of another batch size', ValueError, 'class labels `c` must have shape (2,)', _unet_call(torch.tensor([0, 1, 2]))),
+    ('models.unet.EmbUNetModel', 'integer images', TypeError, '`x` must be a floating-point tensor', lambda tmp: lambda: _unet()(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.rand(2))),
+    ('models.unet.EmbUNetModel', '3 channels for in_channels=1', ValueError, '`x` must be a batch of images (B, 1, H, W)', lambda tmp: lambda: _unet()(torch.zeros(2, 3, 8, 8), torch.rand(2))),
+    ('models.unet.EmbUNetModel', 't of another batch size', ValueError, '`t` must have shape (2,)', lambda tmp: lambda: _unet()(torch.zeros(2, 1, 8, 8), torch.rand(3))),
+    ('models.unet.EmbUNetModel', 'n_classes=0', ValueError, '`n_classes` must be >= 1 or None', _fp(lambda: EmbUNetModel(1, 1, nfs=(8,), n_classes=0))),
+    ('diffusion.guidance.GuidedModel', 'label == n_classes (the null class)', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), 3)),
+    ('diffusion.guidance.GuidedModel', 'negative label', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), [-1])),
+    ('diffusion.guidance.GuidedModel', 'float labels', TypeError, '`labels` must be an integer tensor', lambda tmp: lambda: GuidedModel(_unet(), torch.tensor([1.]))),
+    ('diffusion.guidance.GuidedModel', 'boolean labels', TypeError, '`labels` must be integer class indices, got booleans', lambda tmp: lambda: GuidedModel(_unet(), True)),
+    ('diffusion.guidance.GuidedModel', 'empty labels', ValueError, '`labels` is empty', lambda tmp: lambda: GuidedModel(_unet(), [])),
+    ('diffusion.guidance.GuidedModel', 'scale=NaN', ValueError, '`scale` must be a finite number', lambda tmp: lambda: GuidedModel(_unet(), 1, scale=NAN)),
+    ('diffusion.guidance.GuidedModel', 'unconditional model', ValueError, '`model` is not class-conditional', _fp(lambda: GuidedModel(EmbUNetModel(1, 1, nfs=(8,), attn_chans=0), 1))),
+    ('diffusion.guidance.GuidedModel', '3 labels for a batch of 2', ValueError, '3 labels for a batch of 2 images', lambda tmp: lambda: GuidedModel(_unet(), [0, 1, 2])(torch.zeros(2, 1, 8, 8), torch.rand(2))),
+    ('diffusion.guidance.DropLabelCB', 'p=1.5', ValueError, '`p` must be in [0, 1]', _fp(lambda: DropLabelCB(1.5, null_class=10))),
+    # VAE and latent caches
+    ('vae.Autoencoder', 'unflattened images (B,1,28,28)', ValueError, 'expected flat inputs (B, 784)', _fp(lambda: Autoencoder()(torch.zeros(2, 1, 28, 28)))),
+    ('vae.VAE', 'unflattened images (B,1,28,28)', ValueError, 'expected flat inputs (B, 784)', _fp(lambda: VAE()(torch.zeros(2, 1, 28, 28)))),
+    ('vae.kld_loss', 'a plain tensor instead of (recon, mu, logvar)', TypeError, "kld_loss needs the VAE's output (recon, mu, logvar)", _fp(lambda: kld_loss(torch.zeros(2, 4), torch.zeros(2, 4)))),
+    ('latents.encode_images', 'float images', TypeError, '`images` must be uint8', _fp(lambda: next(encode_images(nn.Identity(), torch.zeros(2, 3, 8, 8))))),
+    ('latents.write_latent_cache', 'batch of the wrong shape (no file, no temp)', ValueError, 'does not fit latents of shape (4, 2, 2, 2)', _cache_write([torch.zeros(4, 3, 2, 2)])),
+    ('latents.write_latent_cache', 'NaN latents (no file, no temp)', ValueError, '`latents` contains', _cache_write([torch.full((4, 2, 2, 2), NAN)])),
+    ('latents.write_latent_cache', 'fewer latents than shape says (no file, no temp)', ValueError, 'got 2 latents, expected 4', _cache_write([torch.zeros(2, 2, 2, 2)])),
+    ('latents.write_latent_cache', 'bad batch over an existing cache (old one kept)', ValueError, 'does not fit latents of shape (4, 2, 2, 2)', _cache_write([torch.zeros(5, 2, 2, 2)], existing=True)),
+    ('latents.open_latent_cache', 'truncated cache file', CorruptCacheError, 'truncated', _cache_truncated),
+    ('latents.open_latent_cache', 'cache of another VAE (stale key)', StaleCacheError, "stale, the VAE's weights changed", _cache_stale),
+    ('latents.open_latent_cache', 'damaged latents (checksum)', CorruptCacheError, 'do not match their checksum', _cache_damaged),
+    # images
+    ('images.load_image_set', 'missing .npz path', MissingDataError, 'no such .npz file or folder of images', lambda tmp: lambda: load_image_set(str(tmp/'none.npz'))),
+    ('images.load_image_set', 'source of an unknown type (int)', TypeError, '`source` must be a name, a path or a Hugging Face data set', _fp(lambda: load_image_set(3))),
+    ('images.read_image_folder', 'empty folder', MissingDataError, 'no image files', _empty_folder(lambda d: read_image_folder(d, progress=False))),
+    ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
+    ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),
+    ('images.class_balanced_split', 'test_frac=1', ValueError, '`test_frac` must be in (0, 1)', _fp(lambda: class_balanced_split(torch.tensor([0, 1, 0, 1]), test_frac=1.))),
+    ('images.image_classifier', 'n_classes=0', ValueError, '`n_classes` must be >= 1', _fp(lambda: image_classifier(0))),
+    # audio
+    ('audio.load_fsdd', 'sample_rate=16000 with resample=False', ValueError, 'the FSDD is recorded at 8000 Hz, 16000 Hz asked for', _fp(lambda: load_fsdd(sample_rate=16000, resample=False))),
+    ('audio.load_fsdd', "split='valid'", ValueError, "`split` must be 'train', 'test' or 'all'", _fp(lambda: load_fsdd('valid'))),
+    ('audio.match_rate', 'other rate with resample=False', ValueError, 'clip: sample rate 16000 Hz, expected 8000 Hz', _fp(lambda: match_rate(torch.zeros(10), 16000, 8000, resample=False))),
+    ('audio.load_wav_folder', 'missing folder', MissingDataError, 'does not exist', lambda tmp: lambda: load_wav_folder(tmp/'none')),
+    ('audio.load_wav_folder', 'folder without .wav files', MissingDataError, "no files matching '*.wav'", _empty_folder(load_wav_folder)),
+    ('audio.write_wav', 'NaN in the waveform (no file written)', ValueError, 'the waveform has non-finite values', _wav_nan),
+    ('audio.fix_length', 'n_samples=0', ValueError, '`n_samples` must be >= 1', _fp(lambda: fix_length([torch.zeros(10)], 0))),
+    ('audio.fix_length', '2-D clip in a list', ValueError, 'a waveform must be 1-D', _fp(lambda: fix_length([torch.zeros(2, 10)], 10))),
+    ('audio.MelSpec', 'hop_length > n_fft', ValueError, '`hop_length` (600) must not exceed `n_fft` (512)', _fp(lambda: MelSpec(n_fft=512, hop_length=600))),
+    ('audio.MelSpec', 'db_range reversed', ValueError, '`db_range` must be (low, high) with low < high', _fp(lambda: MelSpec(db_range=(0., -80.)))),
+    ('audio.MelSpec.spectrogram', 'waveforms of the wrong length', ValueError, 'waveforms must be (B, ', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, 10)))),
+    ('audio.MelSpec.spectrogram', 'integer waveforms', TypeError, 'waveforms must be floats', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, MelSpec().n_samples, dtype=torch.int16)))),
+    ('audio.MelSpec.waveform', 'spectrograms of the wrong shape', ValueError, 'spectrograms must be (B, 1, ', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 8, 8)))),
+    ('audio.spectrogram_images', 'clips at 8 kHz for a 16 kHz MelSpec', ValueError, 'clips are at 8000 Hz but the spectrogram expects 16000 Hz', _clips_8k),
+]
+
+
+def _snapshot(folder: Path) -> dict:
+    "Every file under `folder` (hidden temp files included) with its SHA-256."
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+def _ids(): return [f"{i:03d}-{e}-{b}".replace(' ', '_') for i, (e, b, *_) in enumerate(ROWS)]
+
+
+@pytest.mark.parametrize('row', ROWS, ids=_ids())
+def test_bad_input(row, tmp_path, monkeypatch):
+    entry, bad, exc, fragment, call = row
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    torch.manual_seed(0)
+    made = call(tmp_path, monkeypatch) if call.__code__.co_argcount == 2 else call(tmp_path)
+    thunk, post = made if isinstance(made, tuple) else (made, None)
+    before = _snapshot(tmp_path)
+    with pytest.raises(exc) as info:
+        thunk()
+    assert fragment in str(info.value), f"{entry} / {bad}: message {str(info.value)!r} lacks {fragment!r}"
+    assert _snapshot(tmp_path) == before, f"{entry} / {bad}: files changed: {before} -> {_snapshot(tmp_path)}"
+    if post is not None: assert post(), f"{entry} / {bad}: the refused call changed the model"
+
+
+DOC = Path(__file__).resolve().parents[1]/'docs'/'bad_input.md'
+
+def _cell(s: str) -> str: return s.replace('|', '\\|')
+
+def table() -> str:
+    "The markdown table of `ROWS` (docs/bad_input.md embeds it verbatim; regenerate it with `python tests/test_bad_input.py`)."
+    lines = ['| entry point | bad input | error type | message fragment |', '|---|---|---|---|']
+    lines += [f"| `{e}` | {_cell(b)} | `{x.__name__}` | `` {_cell(f)} `` |" for e, b, x, f, _ in ROWS]
+    return '\n'.join(lines) + '\n'
+
+def test_doc_table_matches_rows():
+    "docs/bad_input.md holds exactly the table of the rows tested here."
+    assert table() in DOC.read_text(), "docs/bad_input.md is out of date: run `python tests/test_bad_input.py`"
+
+if __name__ == '__main__':  # rewrite the table in docs/bad_input.md
+    text = DOC.read_text()
+    start, end = text.index('<!-- table start -->') + len('<!-- table start -->\n'), text.index('<!-- table end -->')
+    DOC.write_text(text[:start] + table() + text[end:])

@@ -1,0 +1,140 @@
+"RGB image sets (notebook 14b): held-out split, every source kind, clear errors for missing data, the FID classifier."
+import os
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from miniai.core import set_seed
+from miniai.data import CorruptDataError, MissingDataError
+from miniai.images import (ImageFeatures, class_balanced_split, image_classifier, image_fid_eval, image_set_paths,
+                           images_to_float, images_to_uint8, load_image_set, resize_images, train_image_classifier)
+
+
+def rand_images(n, h=8, w=8, seed=0, channels_last=True):
+    x = np.random.default_rng(seed).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
+    return x if channels_last else x.transpose(0, 3, 1, 2)
+
+
+def test_class_balanced_split():
+    y = torch.tensor([0]*200 + [1]*40 + [2]*5 + [3]*2 + [4]*1)
+    tr, te = class_balanced_split(y, 0.1, seed=3)
+    assert torch.bincount(y[te], minlength=5).tolist() == [20, 4, 1, 1, 0]   # 10% rounded, >= 1, never a whole class
+    assert len(set(tr.tolist()) & set(te.tolist())) == 0 and len(tr) + len(te) == len(y)
+    assert torch.equal(class_balanced_split(y, 0.1, seed=3)[1], te)
+    picks = [set(class_balanced_split(y, 0.1, seed=s)[1].tolist()) for s in range(3)]
+    assert picks[0] != picks[1] != picks[2]                                  # random within each class
+    for bad in (0, 1, -0.1): pytest.raises(ValueError, class_balanced_split, y, bad)
+
+
+def test_npz_images_labels(tmp_path):
+    x, y = rand_images(60), np.repeat(np.arange(3), 20).astype(np.int16)
+    p = tmp_path/'set.npz'
+    np.savez(p, images=x, labels=y, class_names=np.array(['a', 'b', 'c']))
+    s = load_image_set(p, test_frac=0.25)
+    assert s.train_x.dtype == torch.uint8 and s.shape == (3, 8, 8) and s.class_names == ['a', 'b', 'c']
+    assert torch.bincount(s.test_y).tolist() == [5, 5, 5] and len(s.train_x) == 45
+    # every image is in exactly one split, unchanged (HWC -> CHW)
+    all_x = torch.cat([s.train_x, s.test_x]).permute(0, 2, 3, 1).reshape(60, -1)
+    assert sorted(map(bytes, all_x.numpy())) == sorted(map(bytes, x.reshape(60, -1)))
+    np.savez(tmp_path/'grey.npz', images=x[..., 0])           # grey, no labels: 3 equal channels, one class
+    g = load_image_set(tmp_path/'grey.npz', test_frac=0.5)
+    assert g.shape == (3, 8, 8) and g.n_classes == 1 and torch.equal(g.train_x[:, 0], g.train_x[:, 2])
+
+
+def test_npz_with_own_split_and_resize(tmp_path):
+    p = tmp_path/'cifar.npz'
+    np.savez(p, x_train=rand_images(10, 12, 16), y_train=np.arange(10) % 2, x_test=rand_images(4, 12, 16, seed=1),
+             y_test=np.array([0, 1, 1, 0]))
+    s = load_image_set(p, size=6)
+    assert (len(s.train_x), len(s.test_x)) == (10, 4) and s.shape == (3, 6, 6) and s.test_y.tolist() == [0, 1, 1, 0]
+
+
+def test_resize_and_conversions():
+    x = torch.full((2, 3, 10, 14), 77, dtype=torch.uint8)
+    assert torch.equal(resize_images(x, 5), torch.full((2, 3, 5, 5), 77, dtype=torch.uint8))   # constants stay
+    ramp = torch.arange(14, dtype=torch.uint8).expand(1, 3, 10, 14)
+    assert torch.equal(resize_images(ramp, 10), ramp[..., 2:12])                            # centre crop, no resize
+    u = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(images_to_uint8(images_to_float(u)), u) and images_to_float(u)[[0, -1]].tolist() == [-1., 1.]
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+    for cls, n in (('cats', 3), ('dogs', 4)):
+        (tmp_path/cls).mkdir()
+        for i in range(n): Image.fromarray(rand_images(1, 20, 30, seed=i)[0]).save(tmp_path/cls/f'{i}.png')
+    s = load_image_set(tmp_path, size=8, test_frac=0.3, progress=False)
+    assert s.class_names == ['cats', 'dogs'] and s.shape == (3, 8, 8)
+    assert torch.bincount(torch.cat([s.train_y, s.test_y])).tolist() == [3, 4] and len(s.test_x) == 2
+    Image.fromarray(rand_images(1, 8, 8)[0]).save(tmp_path/'dogs'/'small.png')
+    with pytest.raises(ValueError, match='pass `size=`'): load_image_set(tmp_path, progress=False)
+    (tmp_path/'dogs'/'broken.jpg').write_bytes(b'not a jpeg')
+    with pytest.raises(CorruptDataError, match='broken.jpg'): load_image_set(tmp_path, size=8, progress=False)
+
+
+def test_hf_dataset():
+    import datasets
+    from PIL import Image
+    feats = datasets.Features({'img': datasets.Image(), 'label': datasets.ClassLabel(names=['x', 'y'])})
+    ims = [Image.fromarray(a) for a in rand_images(10, 8, 8)]
+    ds = datasets.Dataset.from_dict({'img': ims, 'label': [0, 1]*5}, features=feats)
+    s = load_image_set(ds, test_frac=0.2, progress=False)
+    assert s.class_names == ['x', 'y'] and len(s.test_x) == 2 and s.shape == (3, 8, 8)
+    dd = datasets.DatasetDict(train=ds, test=ds.select(range(3)))
+    s = load_image_set(dd, progress=False)
+    assert (len(s.train_x), len(s.test_x)) == (10, 3)
+    with pytest.raises(ValueError, match='no Image column'):
+        load_image_set(datasets.Dataset.from_dict({'a': [1, 2]}), progress=False)
+
+
+def test_missing_data_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    with pytest.raises(MissingDataError, match='nowhere: no `data_dir` given and MINIAI_DATA unset'): load_image_set('clothing64')
+    monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'data'))
+    with pytest.raises(MissingDataError) as e: load_image_set('clothing64', data_dir=tmp_path/'mine')
+    for p in image_set_paths('clothing64', tmp_path/'mine'): assert str(p) in str(e.value)   # every path tried is named
+    assert str(tmp_path/'data'/'rgb64'/'clothing64.npz') in str(e.value) and 'MINIAI_DATA' in str(e.value)
+    with pytest.raises(MissingDataError, match='no such .npz file or folder'): load_image_set(tmp_path/'nope.npz')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(MissingDataError, match='no image files'): load_image_set(tmp_path/'empty')
+    np.savez(tmp_path/'bad.npz', pixels=np.zeros(3))
+    with pytest.raises(CorruptDataError, match=r"holds \['pixels'\]"): load_image_set(tmp_path/'bad.npz')
+    (tmp_path/'junk.npz').write_bytes(b'junk')
+    with pytest.raises(CorruptDataError, match='cannot be read'): load_image_set(tmp_path/'junk.npz')
+    np.savez(tmp_path/'float.npz', images=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(CorruptDataError, match='must be uint8'): load_image_set(tmp_path/'float.npz')
+    with pytest.raises(TypeError): load_image_set(42)
+    import datasets
+    def offline(name, *a, **k): raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+    monkeypatch.setattr(datasets, 'load_dataset', offline)
+    with pytest.raises(MissingDataError, match="'someone/x' could not be loaded.*Couldn't reach"): load_image_set('hf:someone/x')
+
+
+@pytest.mark.skipif(not os.environ.get('MINIAI_DATA') or
+                    not (Path(os.environ.get('MINIAI_DATA', '.'))/'rgb64'/'clothing64.npz').exists(), reason='needs $MINIAI_DATA/rgb64')
+def test_clothing64():
+    s = load_image_set('clothing64')
+    assert len(s.train_x) + len(s.test_x) == 5398 and s.shape == (3, 64, 64) and s.n_classes == 20
+    assert 0.14 < len(s.test_x)/5398 < 0.16 and (torch.bincount(s.test_y, minlength=20) >= 1).all()
+    sums = s.train_x.sum((0, 2, 3), dtype=torch.int64) + s.test_x.sum((0, 2, 3), dtype=torch.int64)
+    assert np.allclose((sums.double()/(5398*64*64*255)).numpy(), [0.5364, 0.4685, 0.4561], atol=6e-5)   # the data README's means
+
+
+def test_classifier_learns_and_features():
+    "Red-ish vs blue-ish noise images: a tiny classifier separates them; features have the last width."
+    set_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 120, (96, 3, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.arange(96) % 2
+    x[y == 0, 0] += 120; x[y == 1, 2] += 120
+    from miniai.images import ImageSet
+    s = ImageSet(x[:64], y[:64], x[64:], y[64:], ['red', 'blue'], 'synthetic')
+    model, acc = train_image_classifier(s, epochs=2, bs=16, nfs=(4, 8), device='cpu', progress=False)
+    assert acc > 0.9
+    f = ImageFeatures(model).eval()
+    assert f(images_to_float(x[:3])).shape == (3, 8)
+    with pytest.raises(ValueError, match=r'\(\*, 3, \*, \*\)'): f(torch.zeros(2, 1, 16, 16))
+    ie = image_fid_eval(model, s.test_x)
+    assert ie.fid(images_to_float(s.test_x)) == pytest.approx(0, abs=1e-6)      # the reference against itself
+    assert ie.fid(images_to_float(s.test_x[s.test_y == 0])) > 1                  # one class only: far from the mix
+    with pytest.raises(ValueError): image_classifier(0)

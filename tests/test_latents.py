@@ -1,0 +1,203 @@
+"Latent diffusion (notebook 15): the validated latent cache, the conv-VAE loss, loaders, FLOP counting, the pipeline end to end."
+import math, os, warnings
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from miniai.core import set_seed
+from miniai.images import ImageSet, image_dls, images_to_float
+from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError,
+                            StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents, encode_images,
+                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, psnr, read_cache_header,
+                            recon_mse, reconstruct, sample_batches, train_flops_per_image, write_latent_cache)
+from miniai.vae import VAEOutput, kld_loss
+from miniai.models.unet import EmbUNetModel
+from miniai.diffusion.karras import karras_learner
+
+
+@pytest.fixture(scope='module')
+def vae():
+    set_seed(0)
+    return conv_vae(channels=(8, 16), norm_groups=4, mid_attention=False, image_size=16).eval()
+
+
+@pytest.fixture(scope='module')
+def images():
+    return torch.randint(0, 256, (21, 3, 16, 16), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def direct(vae, images):
+    with torch.no_grad(): return vae.encode(images_to_float(images)).numpy()
+
+
+def no_warning_call(fn):
+    "Call `fn`, failing if it warns about a cache (a rebuild)."
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        out = fn()
+    assert not [w for w in ws if 'rebuilding' in str(w.message)]
+    return out
+
+
+def rebuilt_with_warning(fn, match):
+    with pytest.warns(UserWarning, match=match): return fn()
+
+
+def test_round_trip_and_reuse(vae, images, tmp_path):
+    p = tmp_path/'a.lat'
+    lat = cached_latents(p, vae, images, bs=8, progress=False)
+    assert lat.shape == (21, 4, 8, 8) and lat.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(lat), direct(vae, images), rtol=1e-5, atol=1e-6)
+    assert os.path.getsize(p) == CACHE_HEADER + 21*4*8*8*4
+    h = read_cache_header(p)
+    assert h['shape'] == [21, 4, 8, 8] and h['dtype'] == 'float32' and h['key'] == latent_cache_key(vae, images)
+    mtime = p.stat().st_mtime_ns
+    again = no_warning_call(lambda: cached_latents(p, vae, images, progress=False))   # valid: reused, not rewritten
+    assert p.stat().st_mtime_ns == mtime and np.array_equal(np.asarray(again), np.asarray(lat))
+    with pytest.raises(ValueError): again[0, 0, 0, 0] = 1.    # opened read-only
+    assert [f.name for f in tmp_path.iterdir()] == ['a.lat']   # no temporary files left
+
+
+def test_truncated_cache_detected_and_rebuilt(vae, images, tmp_path):
+    p = tmp_path/'t.lat'
+    good = np.asarray(cached_latents(p, vae, images, progress=False)).copy()
+    with open(p, 'r+b') as f: f.truncate(p.stat().st_size - 4)
+    with pytest.raises(CorruptCacheError, match='truncated'): open_latent_cache(p)
+    fixed = rebuilt_with_warning(lambda: cached_latents(p, vae, images, progress=False), 'truncated: rebuilding')
+    assert np.array_equal(np.asarray(fixed), good)
+    with open(p, 'r+b') as f: f.truncate(100)                 # cut inside the header
+    with pytest.raises(CorruptCacheError, match='shorter than'): open_latent_cache(p)
+    with open(p, 'ab') as f: f.write(b'x'*10)                   # not a cache at all any more
+    with pytest.raises(CorruptCacheError): open_latent_cache(p)
+
+
+def test_trailing_bytes_and_damaged_data(vae, images, tmp_path):
+    p = tmp_path/'d.lat'
+    cached_latents(p, vae, images, progress=False)
+    size = p.stat().st_size
+    with open(p, 'ab') as f: f.write(b'\0'*8)
+    with pytest.raises(CorruptCacheError, match='trailing data'): open_latent_cache(p)
+    with open(p, 'r+b') as f: f.truncate(size)
+    open_latent_cache(p)                                        # intact again
+    with open(p, 'r+b') as f:                                   # flip one byte of the latents
+        f.seek(CACHE_HEADER + 1000); b = f.read(1); f.seek(CACHE_HEADER + 1000); f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(CorruptCacheError, match='checksum'): open_latent_cache(p)
+    open_latent_cache(p, verify=False)                          # size and header alone cannot see it
+    fixed = rebuilt_with_warning(lambda: cached_latents(p, vae, images, progress=False), 'checksum')
+    np.testing.assert_allclose(np.asarray(fixed), direct(vae, images), rtol=1e-5, atol=1e-6)
+
+
+def test_not_a_cache(tmp_path):
+    p = tmp_path/'x.lat'
+    p.write_bytes(b'\x93NUMPY' + b'\0'*5000)
+    with pytest.raises(CorruptCacheError, match='not a miniai latent cache'): open_latent_cache(p)
+
+
+def test_stale_fingerprint_detected_and_rebuilt(vae, images, tmp_path):
+    p = tmp_path/'s.lat'
+    old = np.asarray(cached_latents(p, vae, images, progress=False)).copy()
+    vae2 = conv_vae(channels=(8, 16), norm_groups=4, mid_attention=False, image_size=16).eval()
+    vae2.load_state_dict(vae.state_dict())
+    with torch.no_grad(): next(vae2.parameters()).add_(0.01)   # "retrained": other weights, same architecture
+    with pytest.raises(StaleCacheError, match="VAE's weights changed"): open_latent_cache(p, latent_cache_key(vae2, images))
+    new = rebuilt_with_warning(lambda: cached_latents(p, vae2, images, progress=False), "VAE's weights changed")
+    np.testing.assert_allclose(np.asarray(new), direct(vae2, images), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(new), old)
+    other = images.clone(); other[3, 0, 0, 0] ^= 1              # one pixel differs
+    with pytest.raises(StaleCacheError, match='images changed'): open_latent_cache(p, latent_cache_key(vae2, other))
+    assert issubclass(StaleCacheError, LatentCacheError) and issubclass(CorruptCacheError, LatentCacheError)
+
+
+def test_failed_write_is_atomic(vae, images, tmp_path):
+    p = tmp_path/'w.lat'
+    good = np.asarray(cached_latents(p, vae, images, progress=False)).copy()
+    before = p.read_bytes()
+    def failing():
+        yield torch.zeros(8, 4, 8, 8)
+        raise RuntimeError('encoder crashed')
+    with pytest.raises(RuntimeError, match='encoder crashed'): write_latent_cache(p, failing(), (21, 4, 8, 8), {'k': 1})
+    with pytest.raises(ValueError, match='got 8 latents, expected 21'):
+        write_latent_cache(p, iter([torch.zeros(8, 4, 8, 8)]), (21, 4, 8, 8), {'k': 1})
+    with pytest.raises(ValueError, match='non-finite'):
+        write_latent_cache(p, iter([torch.full((21, 4, 8, 8), float('nan'))]), (21, 4, 8, 8), {'k': 1})
+    assert p.read_bytes() == before and [f.name for f in tmp_path.iterdir()] == ['w.lat']   # untouched, no temp files
+    q = tmp_path/'new.lat'
+    with pytest.raises(RuntimeError): write_latent_cache(q, failing(), (21, 4, 8, 8), {'k': 1})
+    assert not q.exists()
+    assert np.array_equal(np.asarray(open_latent_cache(p, latent_cache_key(vae, images))), good)
+
+
+def test_latent_stats_chunked():
+    a = np.random.default_rng(0).normal(3., 2., size=(37, 4, 3, 3)).astype(np.float32)
+    m, s = latent_stats(a, rows=5)
+    assert m == pytest.approx(a.astype(np.float64).mean(), rel=1e-9) and s == pytest.approx(a.astype(np.float64).std(), rel=1e-9)
+
+
+def test_conv_vae_loss_terms(vae):
+    set_seed(1)
+    x = torch.rand(4, 3, 16, 16)*2 - 1
+    o = vae(x)
+    assert isinstance(o, VAEOutput) and o.recon.shape == x.shape and o.mu.shape == (4, 4, 8, 8)
+    percept = nn.Conv2d(3, 2, 3).requires_grad_(False)
+    loss = ConvVAELoss(kl_weight=0.01, perceptual=percept, perceptual_weight=0.5)
+    mse = ((o.recon - x)**2).mean()
+    kld = (-0.5*(1 + o.logvar - o.mu**2 - o.logvar.exp())).mean()
+    per = ((percept(o.recon) - percept(x))**2).mean()
+    assert recon_mse(o, x).item() == pytest.approx(mse.item(), rel=1e-5)
+    assert kld_loss(o).item() == pytest.approx(kld.item(), rel=1e-5)
+    assert loss(o, x).item() == pytest.approx((mse + 0.01*kld + 0.5*per).item(), rel=1e-5)
+    assert set(loss.metrics()) == {'mse', 'kld', 'perceptual'} and set(ConvVAELoss().metrics()) == {'mse', 'kld'}
+    with pytest.raises(ValueError, match='needs a `perceptual` network'): ConvVAELoss(perceptual_weight=1.)
+    with pytest.raises(ValueError, match='multiples of 2'): vae(torch.zeros(1, 3, 15, 16))
+    assert psnr(torch.full((10,), 0.2), torch.zeros(10)) == pytest.approx(10*math.log10(4/0.04))
+
+
+def test_device_tensor_loader():
+    x = torch.arange(10.)[:, None]
+    dl = DeviceTensorLoader(x, bs=4, shuffle=True, device='cpu', seed=0)
+    assert len(dl) == 3
+    seen = torch.cat([b[0] for b in dl])
+    assert torch.equal(seen.sort(0).values, x) and not torch.equal(seen, x)
+    assert [len(b[0]) for b in DeviceTensorLoader(x, bs=4, drop_last=True, device='cpu')] == [4, 4]
+    with pytest.raises(TypeError): DeviceTensorLoader(torch.arange(10), bs=4)
+    dls = latent_dls(np.ones((10, 2, 2, 2), np.float32), np.ones((3, 2, 2, 2), np.float32), scale=0.5, bs=4, device='cpu')
+    assert len(dls.train) == 2 and (next(iter(dls.valid))[0] == 0.5).all()
+
+
+def test_train_flops_by_hand():
+    class OneConv(nn.Module):
+        def __init__(self): super().__init__(); self.c = nn.Conv2d(3, 5, 3, padding=1, bias=False)
+        def forward(self, x, t): return self.c(x)
+    # forward 2*Cin*Cout*k*k*H*W; backward: the weight gradient only (the input needs none) costs the same again
+    assert train_flops_per_image(OneConv(), (3, 8, 8)) == 2*(2*3*5*9*8*8)
+    m = EmbUNetModel(4, 4, nfs=(8, 16), num_layers=1, attn_chans=0)
+    bn = m.emb_mlp[0][0].running_mean.clone()
+    assert train_flops_per_image(m, (4, 8, 8)) > 0 and torch.equal(m.emb_mlp[0][0].running_mean, bn)  # model untouched
+
+
+def test_latent_pipeline_end_to_end(tmp_path):
+    "Quick mode in miniature: train a tiny VAE, cache latents, train a tiny U-Net on them, sample, decode."
+    set_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (48, 3, 16, 16), generator=g, dtype=torch.uint8)
+    y = torch.arange(48) % 2
+    imset = ImageSet(x[:40], y[:40], x[40:], y[40:], ['a', 'b'], 'random')
+    vae = conv_vae(channels=(8, 16), norm_groups=4, mid_attention=False, image_size=16)
+    learn = conv_vae_learner(vae, image_dls(imset, bs=8, device='cpu', seed=0), ConvVAELoss(), lr=2e-3, progress=False, device='cpu')
+    learn.fit(1)
+    assert {'mse', 'kld'} <= set(learn.metrics.history[-1])
+    lat = cached_latents(tmp_path/'train.lat', vae, imset.train_x, progress=False)
+    lat_test = cached_latents(tmp_path/'test.lat', vae, imset.test_x, progress=False)
+    _, std = latent_stats(lat)
+    dls = latent_dls(lat, lat_test, 1/std, bs=8, device='cpu', seed=0)
+    assert abs(dls.train.x.std().item() - 1) < 1e-3
+    unet = EmbUNetModel(4, 4, nfs=(8, 16), num_layers=1, attn_chans=0)
+    learn = karras_learner(unet, dls, sigma_data=1., lr=3e-3, progress=False, device='cpu')
+    learn.fit(1)
+    z = sample_batches(unet, 6, lat.shape[1:], steps=4, bs=4, progress=False)
+    assert z.shape == (6, 4, 8, 8) and torch.isfinite(z).all()
+    imgs = decode_latents(vae, z, 1/std, bs=4)
+    assert imgs.shape == (6, 3, 16, 16) and imgs.dtype == torch.float32 and imgs.min() >= -1 and imgs.max() <= 1
+    rec = reconstruct(vae, imset.test_x)
+    assert rec.shape == (8, 3, 16, 16) and torch.isfinite(rec).all()
+    assert torch.equal(sample_batches(unet, 6, lat.shape[1:], steps=4, bs=4, progress=False), z)   # seeded: repeatable
