@@ -1,0 +1,82 @@
+#!/usr/bin/env python
+"""List exported miniai names (in `__all__`) that lack a docstring, and exported functions/classes that no
+notebook uses outside the cell that defines them (no example).
+
+    python tools/check_docstrings.py            # report; exit status 1 if any gap
+    python tools/check_docstrings.py --no-examples   # docstrings only
+
+A name "has an example" when some code cell of some notebook in nbs/ mentions it (as a whole word) and that
+cell is not the cell where it is defined (`def name`/`class name`) and is not a `show_doc(...)` cell.
+Constants and other non-callables need a docstring only if they are classes or functions."""
+import argparse, ast, importlib, inspect, json, pkgutil, re, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def modules():
+    "Every `miniai` module, imported."
+    import miniai
+    names = ['miniai'] + [m.name for m in pkgutil.walk_packages(miniai.__path__, 'miniai.') if not m.name.endswith('_modidx')]
+    res = {}
+    for n in sorted(names):
+        try: res[n] = importlib.import_module(n)
+        except Exception as e: print(f'IMPORT FAILED {n}: {type(e).__name__}: {e}')
+    return res
+
+
+def code_cells():
+    "(notebook name, source) for every code cell of every notebook in nbs/."
+    for f in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for c in json.loads(f.read_text())['cells']:
+            if c['cell_type'] == 'code': yield f.name, ''.join(c['source'])
+
+
+def defines(src, name):
+    "Does this cell define `name` at top level (def, class or assignment)?"
+    try: tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+    except SyntaxError: return False
+    for t in tree.body:
+        if isinstance(t, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and t.name == name: return True
+        if isinstance(t, (ast.Assign, ast.AnnAssign)):
+            tgts = t.targets if isinstance(t, ast.Assign) else [t.target]
+            if any(isinstance(x, ast.Name) and x.id == name for x in tgts): return True
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--no-examples', action='store_true', help='only check docstrings')
+    args = ap.parse_args()
+    cells = list(code_cells())
+    no_doc, no_example, n_names, seen = [], [], 0, set()
+    for mname, mod in modules().items():
+        for name in getattr(mod, '__all__', []):
+            obj, patched = getattr(mod, name, None), False
+            if obj is None:   # fastcore's @patch binds the module-level name to None: find the patched method
+                obj = next((c.__dict__[name] for c in vars(mod).values() if inspect.isclass(c)
+                            and inspect.isfunction(c.__dict__.get(name)) and c.__dict__[name].__module__ == mname), None)
+                patched = obj is not None
+            if obj is None: no_doc.append((mname, name, 'in __all__ but not defined')); continue
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)): continue
+            if getattr(obj, '__module__', mname) != mname: continue   # re-exported from another module
+            if id(obj) in seen: continue
+            seen.add(id(obj)); n_names += 1
+            own = obj.__dict__.get('__doc__') if inspect.isclass(obj) else obj.__doc__
+            if inspect.isclass(obj) and (own or '').startswith(name + '('): own = None  # @dataclass's generated doc
+            if not (own or '').strip(): no_doc.append((mname, name, 'class' if inspect.isclass(obj) else 'function'))
+            if args.no_examples: continue
+            pat = re.compile(rf'(?<![\w{"" if patched else "."}]){re.escape(name)}\b')  # methods: `learn.lr_find`
+            if not any(pat.search(src) and not defines(src, name) and 'show_doc(' not in src for _, src in cells):
+                no_example.append((mname, name))
+    print(f'{n_names} exported functions/classes checked')
+    print(f'\nmissing docstring ({len(no_doc)}):')
+    for m, n, what in no_doc: print(f'  {m}.{n}  ({what})')
+    if not args.no_examples:
+        print(f'\nno example in any notebook ({len(no_example)}):')
+        for m, n in no_example: print(f'  {m}.{n}')
+    return 1 if no_doc or no_example else 0
+
+
+if __name__ == '__main__': sys.exit(main())
