@@ -6,13 +6,7 @@ from torch import nn
 from miniai.models.attention import SelfAttention, SelfAttention2D
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "These models are tiny: one thread avoids threading overhead (and spin-waiting on a busy 2-core machine)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def copy_to_mha(sa: SelfAttention) -> nn.MultiheadAttention:

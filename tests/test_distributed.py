@@ -16,13 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO/'tools'/'train_ddp_demo.py'
 
 
-def load_demo():
-    "tools/train_ddp_demo.py as a module (its `main(argv)` trains in this process and returns the learner)."
-    spec = importlib.util.spec_from_file_location('train_ddp_demo', DEMO)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def run_cmd(cmd, timeout=300):
     "Run `cmd` in its own process group on the CPU; kill the whole group if it outlives `timeout` (never hangs CI)."
@@ -129,16 +122,10 @@ def test_distributed_cb_under_torchrun_without_init_says_what_to_do(monkeypatch)
 
 # ---------------------------------------------------------------- two real processes (gloo) against one
 
-@pytest.fixture
-def cpu_one_thread(monkeypatch):
-    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path, cpu_one_thread):
-    demo = load_demo()
+def test_two_gloo_processes_match_one_process(tmp_path, cpu_one_thread, ddp_demo):
+    demo = ddp_demo
     common = ['--epochs', 3, '--n-train', 256, '--n-valid', 100, '--predict', 40, '--threads', 1]
     # 2 processes x 8 = global batch 16; stopped after 20 of 48 steps (mid-epoch 2) with a checkpoint at step 20
     out = run_cmd([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', DEMO, *common,

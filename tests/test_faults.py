@@ -14,13 +14,6 @@ DEMO = REPO/'tools'/'train_ddp_demo.py'
 COMMON = ['--epochs', 3, '--n-train', 256, '--n-valid', 128, '--bs', 16, '--noise', 0.1, '--threads', 1]
 
 
-def load_demo():
-    "tools/train_ddp_demo.py as a module (its `main(argv)` trains in this process and returns the learner)."
-    spec = importlib.util.spec_from_file_location('train_ddp_demo', DEMO)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def start(args):
     "Start the demo script on the CPU in its own process group (so a stuck run can be killed with all its children)."
@@ -37,22 +30,15 @@ def finish(p, timeout=240):
     return p.returncode, out, err
 
 
-@pytest.fixture
-def cpu_one_thread(monkeypatch):
-    "In-process runs on the CPU with one thread, like the subprocesses (bit-exact comparisons need the same kernels)."
-    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def without_time(history): return [{k: v for k, v in h.items() if k != 'time'} for h in history]
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, cpu_one_thread):
+def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, cpu_one_thread, ddp_demo):
     ck, ready = tmp_path/'ck.pt', tmp_path/'ready'
     p = start([*COMMON, '--checkpoint', ck, '--every-steps', 3, '--stall-at-step', 22, '--ready-file', ready])
-    straight = load_demo().main([*COMMON])  # the uninterrupted run, here, while the other one trains
+    straight = ddp_demo.main([*COMMON])  # the uninterrupted run, here, while the other one trains
     t0 = time.time()
     while not ready.exists() and p.poll() is None and time.time() - t0 < 240: time.sleep(0.1)
     if not ready.exists():
@@ -88,8 +74,8 @@ class Crash(Callback):
 
 
 @pytest.mark.parametrize('crash_at,every', [(7, 2), (16, 4), (23, 5), (40, 1)])
-def test_step_checkpoints_resume_bit_exactly_in_process(tmp_path, cpu_one_thread, crash_at, every):
-    demo = load_demo()
+def test_step_checkpoints_resume_bit_exactly_in_process(tmp_path, cpu_one_thread, ddp_demo, crash_at, every):
+    demo = ddp_demo
     straight = demo.main(COMMON)
     args = demo.parse_args([*COMMON, '--checkpoint', tmp_path/'ck.pt', '--every-steps', every])
     learn = demo.build(args)
@@ -101,8 +87,8 @@ def test_step_checkpoints_resume_bit_exactly_in_process(tmp_path, cpu_one_thread
     assert without_time(resumed.metrics.history) == without_time(straight.metrics.history[-k:])
 
 
-def test_refused_checkpoints_leave_the_learner_and_the_file_untouched(tmp_path, cpu_one_thread):
-    demo = load_demo()
+def test_refused_checkpoints_leave_the_learner_and_the_file_untouched(tmp_path, cpu_one_thread, ddp_demo):
+    demo = ddp_demo
     good = tmp_path/'good.pt'
     demo.main([*COMMON, '--checkpoint', good, '--every-steps', 5, '--max-steps', 5])  # a real mid-epoch checkpoint
     data = good.read_bytes()

@@ -6,13 +6,7 @@ from miniai.models.unet import EmbUNetModel
 from miniai.diffusion.guidance import cfg_mix, check_class_labels, GuidedModel, DropLabelCB, CondNoisifyCB
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "These models are tiny: one thread avoids threading overhead (and spin-waiting on a busy 2-core machine)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

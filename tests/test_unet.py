@@ -10,13 +10,7 @@ from miniai.models.unet import (timestep_embedding, unet_resblock, DownBlock, Up
                                 EmbResBlock, EmbUNetModel, n_params)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "These models are tiny: one thread avoids threading overhead (and spin-waiting on a busy 2-core machine)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_unet(nfs=(8, 16, 16), **kw):
