@@ -1,0 +1,21 @@
+"tools/results_tables.py: the README's results section is generated from results/ and kept in sync."
+import importlib.util, json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location('results_tables', REPO/'tools'/'results_tables.py')
+rt = importlib.util.module_from_spec(spec); spec.loader.exec_module(rt)
+
+
+def test_readme_results_section_is_current():
+    assert rt.main(['--check']) == 0, 'run: python tools/results_tables.py'
+
+
+def test_render_shows_rows_environment_and_missing_files(tmp_path):
+    (tmp_path/'karras_fid.json').write_text(json.dumps(dict(
+        environment=dict(device='cuda', gpu='H100'), epochs=25,
+        rows=[dict(sampler='euler', steps=100, fid=5.2), dict(sampler='heun', steps=20, fid=4.9)])))
+    md = rt.render(tmp_path)
+    assert 'Measured on: device cuda, gpu H100' in md and '- epochs: 25' in md
+    assert '| sampler | steps | fid |' in md and '| heun | 20 | 4.9 |' in md
+    assert md.count('Not measured yet.') == len(rt.SOURCES) - 1
