@@ -491,7 +491,7 @@ class DataLoaders:
         mk = lambda ds, shuffle: DataLoader(ds, batch_size=bs, shuffle=shuffle, collate_fn=collate_fn, num_workers=num_workers, **kwargs)
         return cls(mk(dd['train'], True), mk(dd[vname], False))
 
-# %% ../nbs/01_data.ipynb #bda7b38b
+# %% ../nbs/01_data.ipynb #974e3351
 def fashion_dls(bs: int = 512,                      # batch size
                 data_dir: str | Path | None = None, # see `fashion_mnist_arrays`
                 pad: int = 2,                       # 2 pads 28x28 to 32x32
@@ -503,6 +503,9 @@ def fashion_dls(bs: int = 512,                      # batch size
                ) -> DataLoaders:
     "Fashion-MNIST `DataLoaders` of `DeviceImageLoader`s: train (shuffled) and test, on the device."
     n_train, n_test = (limit, limit) if isinstance(limit, int) else (limit or (None, None))
+    for name, n in (('n_train', n_train), ('n_test', n_test)):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"`limit` must give positive sizes (n_train, n_test) or None, got {name}={n!r}")
     if not sample:
         try: xt, yt = fashion_mnist_arrays('train', data_dir)
         except MissingDataError:

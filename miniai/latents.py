@@ -155,7 +155,7 @@ def conv_vae_learner(vae: ConvVAE,                    # the VAE to train
     if progress: cbs.append(ProgressCB(plot=plot))
     return Learner(vae, dls, loss, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
 
-# %% ../nbs/15_latent_diffusion.ipynb #86c35b2d
+# %% ../nbs/15_latent_diffusion.ipynb #2b3f0abc
 @torch.no_grad()
 def encode_images(vae: ConvVAE,          # the VAE (its encoder)
                   images: Tensor,        # uint8 images (N, C, H, W), on any device
@@ -164,6 +164,7 @@ def encode_images(vae: ConvVAE,          # the VAE (its encoder)
                  ) -> Iterator[Tensor]:
     "Posterior means of `images`, batch by batch, as float32 tensors on the VAE's device."
     if images.dtype != torch.uint8: raise TypeError(f"`images` must be uint8 (N, C, H, W), got {images.dtype}")
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1: raise ValueError(f"`bs` must be a positive int, got {bs!r}")
     dev, was_training = model_device(vae), vae.training
     vae.eval()
     try:

@@ -24,7 +24,9 @@ from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, Missi
 from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
-from miniai.diffusion.guidance import DropLabelCB, GuidedModel
+from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
+from miniai.diffusion.ddpm import diffusers_unet
+from miniai.cli import class_accuracy, fid_of_samples, make_sampler, recipe, sample_to_files, save_trained, train_diffusion
 from miniai.diffusion.karras import sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.fid import ImageEval, check_feats, fid_from_feats, kid_from_feats
@@ -156,6 +158,21 @@ def _clips_8k(tmp):
 
 def _fp(x): return lambda tmp: x   # the call needs no files
 
+def _dunet(n_classes=None): return diffusers_unet((8, 16), norm_groups=4, attention=(False, False), layers_per_block=1, n_classes=n_classes)
+
+def _checkpoint(n_classes=None, **kw):
+    "A tiny saved `miniai train` model (conditional with `n_classes`); the call samples it into tmp/'out'."
+    def call(tmp):
+        unet = dict(channels=(8, 16), norm_groups=4, attention=(False, False), layers_per_block=1, t_scale=1000.)
+        save_trained(diffusers_unet(**unet, n_classes=n_classes), tmp/'model.safetensors',
+                     dict(schedule='cosine', quick=True, unet=unet, value_range=(-0.5, 0.5), linear=None, n_classes=n_classes))
+        return lambda: sample_to_files(tmp/'model.safetensors', tmp/'out', n=2, steps=2, progress=False, **kw)
+    return call
+
+def _float_labels(tmp):
+    np.save(tmp/'samples.npy', np.zeros((2, 1, 32, 32), np.float32)); np.save(tmp/'labels.npy', np.zeros(2, np.float32))
+    return lambda: fid_of_samples(tmp/'samples.npy', labels=tmp/'labels.npy', quick=True, progress=False)
+
 
 # ---------------------------------------------------------------- the table
 # (entry point, bad input, error type, message fragment (names the argument), call(tmp) -> thunk or (thunk, post_check))
@@ -175,6 +192,8 @@ ROWS = [
     ('data.DeviceImageLoader', 'value_range (1, -1) reversed', ValueError, '`value_range` must be finite (lo, hi) with lo < hi', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(1, -1), device=CPU))),
     ('data.DeviceImageLoader', 'value_range with NaN', ValueError, '`value_range` must be finite', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(NAN, 1.), device=CPU))),
     ('data.fashion_dls', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: fashion_dls(bs=0, sample=True, device=CPU))),
+    ('data.fashion_dls', 'limit=0 (an empty subset)', ValueError, '`limit` must give positive sizes', _fp(lambda: fashion_dls(limit=0, sample=True, device=CPU))),
+    ('data.fashion_dls', 'limit=(100, -1)', ValueError, '`limit` must give positive sizes (n_train, n_test) or None, got n_test=-1', _fp(lambda: fashion_dls(limit=(100, -1), sample=True, device=CPU))),
     ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
     ('data.fashion_mnist_arrays', 'missing data_dir (no $MINIAI_DATA, hub offline)', MissingDataError, 'no_such_dir: no such folder', _fashion_missing),
     ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),
@@ -262,6 +281,20 @@ ROWS = [
     ('diffusion.guidance.GuidedModel', 'empty labels', ValueError, '`labels` is empty', lambda tmp: lambda: GuidedModel(_unet(), [])),
     ('diffusion.guidance.GuidedModel', 'scale=NaN', ValueError, '`scale` must be a finite number', lambda tmp: lambda: GuidedModel(_unet(), 1, scale=NAN)),
     ('diffusion.guidance.GuidedModel', 'unconditional model', ValueError, '`model` is not class-conditional', _fp(lambda: GuidedModel(EmbUNetModel(1, 1, nfs=(8,), attn_chans=0), 1))),
+    ('diffusion.guidance.cfg_mix', 'predictions of different shapes', ValueError, 'differ in shape: (2, 3) vs (3, 3)', _fp(lambda: cfg_mix(torch.zeros(2, 3), torch.zeros(3, 3), 2.))),
+    ('diffusion.ddpm.diffusers_unet', 'n_classes=0', ValueError, '`n_classes` must be an int >= 1 or None', _fp(lambda: _dunet(0))),
+    ('diffusion.ddpm.DiffusersUNet', 'labels for an unconditional model', ValueError, 'class labels `c` given to an unconditional model', _fp(lambda: _dunet()(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 1])))),
+    ('diffusion.ddpm.DiffusersUNet', 'label 11 for 10 classes', ValueError, 'class labels `c` must be in 0..9 (or 10, the null class)', _fp(lambda: _dunet(10)(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 11])))),
+    ('diffusion.ddpm.DiffusersUNet', 'float labels', ValueError, 'class labels `c` must be a long tensor of shape (2,)', _fp(lambda: _dunet(10)(torch.zeros(2, 1, 8, 8), torch.rand(2), torch.tensor([0., 1.])))),
+    ('cli.sample_to_files', 'labels for an unconditional checkpoint', ValueError, 'this checkpoint is unconditional: `labels` and `guidance`', _checkpoint(labels=[1])),
+    ('cli.sample_to_files', 'guidance for an unconditional checkpoint', ValueError, 'this checkpoint is unconditional', _checkpoint(guidance=3.)),
+    ('cli.sample_to_files', 'unknown class 10 of 10', ValueError, '`labels` must be class indices in 0..9, got values from 10 to 10', _checkpoint(10, labels=[10])),
+    ('cli.sample_to_files', 'guidance=-1', ValueError, '`guidance` must be a finite number >= 0', _checkpoint(10, guidance=-1.)),
+    ('cli.make_sampler', 'guidance for an unconditional model', ValueError, '`guidance` (2.0) needs a class-conditional model', _fp(lambda: make_sampler(_dunet(), guidance=2.))),
+    ('cli.train_diffusion', 'guidance without conditional=True', ValueError, '`guidance` needs `conditional=True`', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, guidance=2.)),
+    ('cli.train_diffusion', 'p_uncond=1.5', ValueError, '`p_uncond` must be in [0, 1]', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, conditional=True, p_uncond=1.5)),
+    ('cli.class_accuracy', '3 labels for 2 images', ValueError, '3 labels for 2 images', _fp(lambda: class_accuracy(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1, 2])))),
+    ('cli.fid_of_samples', 'labels.npy of floats', ValueError, 'must hold a vector of integer class labels', _float_labels),
     ('diffusion.guidance.GuidedModel', '3 labels for a batch of 2', ValueError, '3 labels for a batch of 2 images', lambda tmp: lambda: GuidedModel(_unet(), [0, 1, 2])(torch.zeros(2, 1, 8, 8), torch.rand(2))),
     ('diffusion.guidance.DropLabelCB', 'p=1.5', ValueError, '`p` must be in [0, 1]', _fp(lambda: DropLabelCB(1.5, null_class=10))),
     # VAE and latent caches
@@ -269,6 +302,7 @@ ROWS = [
     ('vae.VAE', 'unflattened images (B,1,28,28)', ValueError, 'expected flat inputs (B, 784)', _fp(lambda: VAE()(torch.zeros(2, 1, 28, 28)))),
     ('vae.kld_loss', 'a plain tensor instead of (recon, mu, logvar)', TypeError, "kld_loss needs the VAE's output (recon, mu, logvar)", _fp(lambda: kld_loss(torch.zeros(2, 4), torch.zeros(2, 4)))),
     ('latents.encode_images', 'float images', TypeError, '`images` must be uint8', _fp(lambda: next(encode_images(nn.Identity(), torch.zeros(2, 3, 8, 8))))),
+    ('latents.encode_images', 'bs=0', ValueError, '`bs` must be a positive int, got 0', _fp(lambda: next(encode_images(nn.Identity(), torch.zeros(2, 3, 8, 8, dtype=torch.uint8), bs=0)))),
     ('latents.write_latent_cache', 'batch of the wrong shape (no file, no temp)', ValueError, 'does not fit latents of shape (4, 2, 2, 2)', _cache_write([torch.zeros(4, 3, 2, 2)])),
     ('latents.write_latent_cache', 'NaN latents (no file, no temp)', ValueError, '`latents` contains', _cache_write([torch.full((4, 2, 2, 2), NAN)])),
     ('latents.write_latent_cache', 'fewer latents than shape says (no file, no temp)', ValueError, 'got 2 latents, expected 4', _cache_write([torch.zeros(2, 2, 2, 2)])),

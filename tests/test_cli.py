@@ -48,3 +48,118 @@ def test_sample_and_fid_bad_arguments(checkpoint, tmp_path):
         with pytest.raises(SystemExit) as e: main(bad)
         assert e.value.code == 2
     with pytest.raises(FileNotFoundError, match='no sample file'): main(['fid', str(tmp_path/'none.npy'), '--quick'])
+
+
+# --- class-conditional models: `train --conditional`, `sample --label --guidance`, `fid --labels` ---
+
+@pytest.fixture
+def cond_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    r = recipe('cosine', quick=True)
+    model = init_ddpm(diffusers_unet(**r['unet'], n_classes=10))
+    torch.nn.init.normal_(model.unet.conv_out.weight, std=0.05)  # an untrained model whose output depends on the class
+    return save_trained(model, tmp_path/'cond'/'model.safetensors', dict(schedule='cosine', quick=True, unet=r['unet'],
+                        value_range=r['value_range'], linear=None, n_classes=10, p_uncond=0.1)), model
+
+
+@pytest.fixture
+def tiny_classifier(tmp_path):
+    from miniai.models.resnet import fashion_classifier, save_weights, classifier_metadata
+    torch.manual_seed(2)
+    nfs = (4, 8)
+    return save_weights(fashion_classifier(nfs=nfs), tmp_path/'clf.safetensors', classifier_metadata(nfs, 0.1)), nfs
+
+
+def test_guidance_scales_match_direct_model_calls(cond_checkpoint, monkeypatch):
+    "Scale 0 is the null class (unconditional), scale 1 the conditional model, scale w the CFG mix: checked against the network."
+    from miniai.cli import make_sampler, sample_images
+    from miniai.diffusion.cosine import cosine_ddim_sample
+    from miniai.diffusion.guidance import cfg_mix
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    _, model = cond_checkpoint
+    model.eval()
+    y = torch.tensor([3, 7, 7])
+    def draw(w, labels=y): return sample_images(make_sampler(model, steps=4, quick=True, guidance=w), 3, seed=0, device='cpu',
+                                                progress=False, labels=labels)
+    def direct(net): return cosine_ddim_sample(net, (3, 1, 32, 32), 4, generator=torch.Generator().manual_seed(0), clamp=0.5)/0.5
+    assert torch.equal(draw(0.), draw(1., labels=None))                         # w=0: the unconditional model
+    torch.testing.assert_close(draw(1.), direct(lambda x, t: model(x, t, y)))   # w=1: the conditional model
+    torch.testing.assert_close(draw(2.5), direct(lambda x, t: cfg_mix(model(x, t, y), model(x, t), 2.5)), atol=1e-5, rtol=1e-4)
+    assert not torch.equal(draw(1.), draw(0.))                                  # the class does change the samples
+
+
+def test_sample_conditional_writes_labels(cond_checkpoint, tmp_path, monkeypatch):
+    import numpy as np
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    path, _ = cond_checkpoint
+    main(['sample', str(path), '--out', str(tmp_path/'a'), '-n', '5', '--steps', '3', '--label', '2', '9', '--guidance', '2',
+          '--no-progress'])
+    assert np.load(tmp_path/'a'/'labels.npy').tolist() == [2, 9, 2, 9, 2]
+    r = sample_to_files(path, tmp_path/'b', n=5, steps=3, labels=[2, 9], guidance=2., progress=False)
+    assert r['conditional'] and r['guidance'] == 2.
+    assert torch.equal(load_samples(tmp_path/'a'/'samples.npy'), load_samples(tmp_path/'b'/'samples.npy'))
+    sample_to_files(path, tmp_path/'c', n=12, steps=3, progress=False)      # no labels: every class in turn
+    assert np.load(tmp_path/'c'/'labels.npy').tolist() == list(range(10)) + [0, 1]
+
+
+def test_sample_label_and_guidance_errors(checkpoint, cond_checkpoint, tmp_path):
+    (upath, _), (cpath, _) = checkpoint, cond_checkpoint
+    for bad in (['sample', str(upath), '--label', '1'], ['sample', str(upath), '--guidance', '3'],
+                ['sample', str(cpath), '--label', '10'], ['sample', str(cpath), '--label', '-1'],
+                ['sample', str(cpath), '--guidance', '-0.5'], ['sample', str(cpath), '--guidance', 'inf']):
+        with pytest.raises(SystemExit) as e: main(bad)
+        assert e.value.code == 2, bad
+    with pytest.raises(ValueError, match='unconditional'): sample_to_files(upath, tmp_path/'x', n=2, labels=[1])
+    with pytest.raises(ValueError, match=r'class indices in 0\.\.9'): sample_to_files(cpath, tmp_path/'x', n=2, steps=2, labels=[12])
+    assert not (tmp_path/'x').exists()  # nothing half-written
+
+
+def test_class_accuracy_matches_the_classifier(tiny_classifier):
+    "Accuracy per class against the classifier's own argmax (an independent count)."
+    from miniai.cli import class_accuracy
+    from miniai.models.resnet import load_fashion_classifier
+    path, _ = tiny_classifier
+    torch.manual_seed(0)
+    x, y = torch.rand(40, 1, 32, 32)*2 - 1, torch.arange(40) % 4   # classes 0..3 only
+    pred = load_fashion_classifier(path, 'cpu')(x).argmax(1)
+    r = class_accuracy(x, y, classifier=path)
+    assert r['accuracy'] == pytest.approx((pred == y).float().mean().item())
+    for c in range(10):
+        if c < 4: assert r['per_class'][c] == pytest.approx((pred[y == c] == c).float().mean().item(), abs=1e-4)
+        else: assert r['per_class'][c] is None    # no samples of that class
+    with pytest.raises(ValueError, match='class indices'): class_accuracy(x, y + 7, classifier=path)
+    with pytest.raises(ValueError, match='40 labels for 39 images'): class_accuracy(x[:39], y, classifier=path)
+
+
+def test_train_conditional_end_to_end(tmp_path, tiny_classifier, monkeypatch):
+    "A few seconds' conditional run: labels go in, the checkpoint remembers it, grid and FID samples cover every class."
+    import json
+    from miniai.cli import train_diffusion, load_trained
+    from miniai.fid import ImageEval
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    clf, _ = tiny_classifier
+    torch.manual_seed(0)
+    feats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=4), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    ie = ImageEval(feats, torch.rand(64, 1, 32, 32)*2 - 1)
+    res = train_diffusion(out=tmp_path, quick=True, limit=(64, 32), bs=32, epochs=1, sample_steps=3, n_grid=10, n_fid=20,
+                          evaluator=ie, classifier=clf, conditional=True, guidance=2., progress=False)
+    m = json.loads((tmp_path/'metrics.json').read_text())
+    assert m['conditional'] and m['guidance'] == 2. and 0 <= m['class_accuracy'] <= 1 and len(m['class_accuracy_per_class']) == 10
+    assert res['learn'].n_inp == 3
+    model, cfg = load_trained(tmp_path, device='cpu')
+    assert cfg['n_classes'] == 10 and model.n_classes == 10
+    with pytest.raises(ValueError, match='needs `conditional=True`'): train_diffusion(out=tmp_path/'u', quick=True, guidance=2.)
+    with pytest.raises(ValueError, match='p_uncond'): train_diffusion(out=tmp_path/'u', quick=True, conditional=True, p_uncond=2.)
+
+
+def test_sample_png_files_round_trip(checkpoint, tmp_path, monkeypatch):
+    "`sample --png` writes one 8-bit PNG per sample, in order; `fid` reads the folder back to within one grey level."
+    from miniai.cli import load_sample_images
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    path, _ = checkpoint
+    main(['sample', str(path), '--out', str(tmp_path/'s'), '-n', '11', '--steps', '3', '--png', '--no-progress'])
+    files = sorted((tmp_path/'s'/'png').glob('*.png'))
+    assert [f.name for f in files][:2] == ['00000.png', '00001.png'] and len(files) == 11
+    x, back = load_samples(tmp_path/'s'/'samples.npy'), load_sample_images(tmp_path/'s'/'png')
+    assert back.shape == x.shape and (back - x).abs().max() <= 1/127.5 + 1e-6
+    assert not list((tmp_path/'s'/'png').glob('.*'))   # no temporary files left

@@ -64,7 +64,7 @@ def noisify_ddpm(x0: Tensor,   # clean images (B, C, H, W), float, on the traini
     ab = abar[t].to(x0.dtype).reshape(-1, *([1]*(x0.ndim-1)))
     return (ab.sqrt()*x0 + (1-ab).sqrt()*eps, t), eps
 
-# %% ../../nbs/06_ddpm.ipynb #e66f8062
+# %% ../../nbs/06_ddpm.ipynb #58752296
 class DiffusersUNet(nn.Module):
     "Adapter making a diffusers `UNet2DModel` a plain `model(x, t) -> tensor` (t: one time per image or a scalar)."
     def __init__(self,
@@ -74,15 +74,31 @@ class DiffusersUNet(nn.Module):
         self.unet, self.t_scale = unet, t_scale
         cfg = unet.config
         self.in_channels, self.factor = cfg.in_channels, 2**(len(cfg.block_out_channels)-1)
+        # class-conditional (notebook 13): `num_class_embeds = n_classes + 1`, the last one the null class
+        self.n_classes = cfg.num_class_embeds - 1 if cfg.num_class_embeds else None
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float,
+                c: Tensor | None = None, # class labels (B,) of a class-conditional model; None: the null class
+               ) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % self.factor or x.shape[3] % self.factor:
             raise ValueError(f"the UNet takes (B, {self.in_channels}, H, W) with H and W multiples of {self.factor}, "
                              f"got {tuple(x.shape)}")
         t = torch.as_tensor(t, device=x.device)
-        return self.unet(x, t*self.t_scale if self.t_scale != 1 else t).sample
+        return self.unet(x, t*self.t_scale if self.t_scale != 1 else t, class_labels=self._labels(c, x)).sample
 
-# %% ../../nbs/06_ddpm.ipynb #8b3c58a9
+    def _labels(self, c: Tensor | None, x: Tensor) -> Tensor | None:
+        "Checked class labels for the diffusers model (None for an unconditional one)."
+        if self.n_classes is None:
+            if c is not None: raise ValueError("class labels `c` given to an unconditional model (built with n_classes=None)")
+            return None
+        if c is None: return torch.full((len(x),), self.n_classes, device=x.device, dtype=torch.long)
+        if c.shape != (len(x),) or c.dtype != torch.long:
+            raise ValueError(f"class labels `c` must be a long tensor of shape ({len(x)},), got {c.dtype} {tuple(c.shape)}")
+        if c.device.type == 'cpu' and not torch.compiler.is_compiling() and c.numel() and (bool((c < 0).any()) or bool((c > self.n_classes).any())):
+            raise ValueError(f"class labels `c` must be in 0..{self.n_classes-1} (or {self.n_classes}, the null class)")
+        return c
+
+# %% ../../nbs/06_ddpm.ipynb #77838c18
 def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channels of each resolution level
                    in_channels: int = 1,        # image channels
                    norm_groups: int = 8,        # GroupNorm groups (must divide every channel count)
@@ -90,6 +106,7 @@ def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channe
                    layers_per_block: int = 2,   # ResNet layers per level
                    t_scale: float = 1.,         # see `DiffusersUNet`
                    image_size: int = 32,        # recorded in the config
+                   n_classes: int | None = None, # class-conditional with this many classes (notebook 13); None: unconditional
                   ) -> DiffusersUNet:
     "A diffusers `UNet2DModel` built from a config (offline), wrapped to take `(x, t)`."
     from diffusers import UNet2DModel
@@ -97,6 +114,8 @@ def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channe
     attention = tuple(attention) if attention is not None else (False,) + (True,)*(len(channels)-1)
     if len(attention) != len(channels):
         raise ValueError(f"`attention` needs one flag per level ({len(channels)}), got {len(attention)}")
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1):
+        raise ValueError(f"`n_classes` must be an int >= 1 or None, got {n_classes!r}")
     bad = [c for c in channels if c % norm_groups]
     if bad: raise ValueError(f"GroupNorm cannot split {bad} channels into {norm_groups} groups: "
                              "choose `norm_groups` dividing every channel count")
@@ -104,7 +123,8 @@ def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channe
     up = tuple('AttnUpBlock2D' if a else 'UpBlock2D' for a in reversed(attention))
     unet = UNet2DModel(sample_size=image_size, in_channels=in_channels, out_channels=in_channels,
                        block_out_channels=channels, down_block_types=down, up_block_types=up,
-                       layers_per_block=layers_per_block, norm_num_groups=norm_groups)
+                       layers_per_block=layers_per_block, norm_num_groups=norm_groups,
+                       num_class_embeds=None if n_classes is None else n_classes + 1)
     return DiffusersUNet(unet, t_scale)
 
 # %% ../../nbs/06_ddpm.ipynb #2d06f822
@@ -128,7 +148,7 @@ class NoisifyCB(Callback):
         (xt, t), eps = self.noisify(learn.batch[0])
         learn.batch = (xt, t, eps)
 
-# %% ../../nbs/06_ddpm.ipynb #a60eea6f
+# %% ../../nbs/06_ddpm.ipynb #1b185d29
 def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -> eps`
                  dls,                     # DataLoaders of clean images (on the device)
                  noisify: Callable,       # x0 -> ((x_t, t), eps), on the device
@@ -138,15 +158,19 @@ def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -
                  progress: bool = True,   # progress bars and the metrics table
                  plot: bool = False,      # live loss plot (in a notebook)
                  device: str | torch.device | None = None, # default `default_device()`
+                 prepare: Sequence | None = None, # callbacks turning a batch into (inputs..., target); default `[NoisifyCB(noisify)]`
+                 n_inp: int = 2,          # model inputs in a prepared batch (3 for `model(x_t, t, c)`, notebook 13)
                 ) -> Learner:
     "A `Learner` that trains `model` to predict the noise `noisify` adds: Adam(eps=1e-5), one-cycle LR, mixed precision."
     device = torch.device(device or default_device())
-    cbs = [NoisifyCB(noisify), TrainCB(n_inp=2), OneCycleCB(lr), MetricsCB(), *cbs]
+    prepare = [NoisifyCB(noisify)] if prepare is None else list(prepare)
+    cbs = [*prepare, TrainCB(n_inp=n_inp), OneCycleCB(lr), MetricsCB(), *cbs]
     if progress: cbs.append(ProgressCB(plot=plot))
     if precision and device.type == 'cuda':
         if precision not in ('bf16', 'fp16'): raise ValueError(f"`precision` must be 'bf16', 'fp16' or None, got {precision!r}")
         cbs.append(MixedPrecision(torch.bfloat16 if precision == 'bf16' else torch.float16))
-    return Learner(model.to(device), dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.Adam, eps=1e-5), n_inp=2)
+    opt = fused_opt_func(torch.optim.Adam, eps=1e-5)
+    return Learner(model.to(device), dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=opt, n_inp=n_inp)
 
 # %% ../../nbs/06_ddpm.ipynb #156cb490
 def as_generator(seed: int | torch.Generator | None, # a seed, a generator, or None for the global RNG
