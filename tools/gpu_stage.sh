@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One stage of the GPU measurements, run on the device machine (docs/gpu_runbook.md says how to call it, what to
+# carry, and what each stage costs). Each stage writes its results files and copies them to $OUT as soon as each
+# step ends, so a command stopped by the device's time limit still returns what it finished.
+#
+#   bash tools/gpu_stage.sh STAGE           # on the GPU: results/*.json, copied to $OUT
+#   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
+#
+# STAGE: check | base | ddpm | karras | unet | latent | audio | ddp   (one per issue; see the runbook)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
+case "$stage" in check|base|ddpm|karras|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
+if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
+
+# The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
+# (not where they are installed already, e.g. in a development environment).
+if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, soundfile" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning || true
+  export PYTHONPATH="/tmp/site:$PWD"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# Data and caches inside the checkout (carried folders; git-ignored). The FID classifier trained by `base` lives in
+# $MINIAI_CACHE/models/, where every later stage looks for it.
+# (A quick run keeps its tiny classifier and models in runs/gpu_quick/, away from the real cache.)
+if [ -n "$quick" ]; then R=runs/gpu_quick; Q=(--quick); OUT="${OUT:-$PWD/runs/gpu_quick/out}"; cache=$PWD/runs/gpu_quick/cache
+else R=results; Q=(); OUT="${OUT:-$PWD/runs/gpu_out}"; cache=$PWD/.gpucache; fi
+export MINIAI_DATA="${MINIAI_DATA:-$PWD/.data}" MINIAI_CACHE="${MINIAI_CACHE:-$cache}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+mkdir -p "$R" "$OUT"
+PY=python3
+start=$(date +%s)
+
+ship() {  # copy finished results files to $OUT (the device returns at most 8 files)
+  for f in "$@"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+  echo "== $(( $(date +%s) - start )) s: shipped $*"
+}
+step() { echo "== $(( $(date +%s) - start )) s: $*"; "$@"; }
+
+$PY - <<'EOF'
+import torch, miniai, diffusers, fastcore
+from miniai.core import run_environment
+print('torch', torch.__version__, '| diffusers', diffusers.__version__, '| fastcore', fastcore.__version__,
+      '| cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')
+print(run_environment())
+EOF
+
+case "$stage" in
+check)  # 1 minute: imports, the GPU, one tiny training step of every hot path
+  step $PY bench/bench_accel.py --quick
+  ;;
+base)   # issue 3: classifier (5 and 20 epochs, saved as the FID feature model), FID floor, throughput
+  step $PY bench/train_classifier.py "${Q[@]}" --epochs 5 20 --out $R/classifier.json
+  ship $R/classifier.json "$MINIAI_CACHE/models/fashion_classifier.safetensors"
+  step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                 ship $R/fid_floor.json
+  step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile; ship $R/accel_throughput.json
+  step $PY tools/bench_data.py --out $R/data_throughput.json; ship $R/data_throughput.json
+  ;;
+ddpm)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosine FID table (resumable)
+  step $PY bench/bench_ddpm.py "${Q[@]}" --out $R/bench_ddpm.json;              ship $R/bench_ddpm.json
+  step $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --max-minutes "${MAX_MINUTES:-7}"
+  ship $R/ddpm_fid.json $R/ddpm_fid.md
+  ;;
+karras) # issue 5
+  step $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json;              ship $R/karras_fid.json $R/karras_fid.md
+  ;;
+unet)   # issue 6: ONLY=models or ONLY=guidance runs one half (each trains its own models)
+  step $PY bench/unet_fid.py "${Q[@]}" --only "${ONLY:-all}" --out $R/unet_fid.json; ship $R/unet_fid.json $R/unet_fid.md
+  ;;
+latent) # issue 7 (needs .data/rgb64)
+  step $PY bench/latent_fid.py "${Q[@]}" --out $R/latent_fid.json --no-progress; ship $R/latent_fid.json
+  ;;
+audio)  # issue 8 (needs .data/fsdd)
+  step $PY bench/audio_eval.py "${Q[@]}" --out $R/audio.json;                   ship $R/audio.json
+  ;;
+ddp)    # issue 9: the data-parallel demo on every GPU of the machine (one process per GPU)
+  if [ -n "$quick" ]; then step $PY -m torch.distributed.run --standalone --nproc_per_node=2 tools/train_ddp_demo.py --out runs/gpu_quick/ddp --results $R/ddp_demo.json
+  else step $PY -m torch.distributed.run --standalone --nproc_per_node=gpu tools/train_ddp_demo.py --full --out runs/ddp --results $R/ddp_demo.json; fi
+  ship $R/ddp_demo.json
+  ;;
+esac
+echo "== stage $stage done in $(( $(date +%s) - start )) s; results in $R/, copies in $OUT/"
