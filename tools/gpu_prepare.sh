@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]"}
 src=${2:-${MINIAI_DATA:-../shared/data}}
 case "$stage" in
-  check|base|ddpm|karras|unet|ddp) sets=(fashion_mnist);;
+  base|ddpm|karras|unet|ddp) sets=(fashion_mnist);;
+  check) sets=(fashion_mnist fsdd);;
   latent) sets=(rgb64);;
   audio) sets=(fsdd fashion_mnist);;
   *) echo "unknown stage '$stage'" >&2; exit 2;;
