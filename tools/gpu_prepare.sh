@@ -1,33 +1,47 @@
 #!/usr/bin/env bash
 # Prepare, on the development machine, what one GPU stage needs to carry (docs/gpu_runbook.md):
 #   .whl/       wheels of the packages the device image lacks, at the versions of requirements-lock.txt
-#   .data/      the data sets the stage reads (the device's carry limit is 64 MiB, so only those)
+#   .data/      the data sets the stage reads
 #   .gpucache/  kept as is: put the FID classifier returned by stage `base` in .gpucache/models/
+# The device takes 64 MiB in all (the working tree included), so each stage carries only what it uses.
 # Usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]   (DATA_ROOT default: $MINIAI_DATA, else ../shared/data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]"}
 src=${2:-${MINIAI_DATA:-../shared/data}}
+# The image has torch, numpy, pandas, pyarrow, pillow, requests, pyyaml, tqdm...; it may have older huggingface_hub
+# and safetensors than diffusers 0.42 accepts, so their closure travels too (hf-xet, only for downloads, does not).
+core=(fastcore diffusers importlib_metadata zipp lazy-importer regex huggingface_hub httpx2 httpcore2 anyio h11 click
+      truststore safetensors filelock fsspec)
+hfdata=(datasets dill multiprocess xxhash)   # the Fashion-MNIST loader keeps an HF-datasets copy in its cache
+sound=(soundfile cffi pycparser)
 case "$stage" in
-  base|ddpm|karras|unet|ddp) sets=(fashion_mnist);;
-  check) sets=(fashion_mnist fsdd);;
-  latent) sets=(rgb64);;
-  audio) sets=(fsdd fashion_mnist);;
+  base|ddpm|karras|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
+  latent) sets=(rgb64); wheels=("${core[@]}");;
+  audio) sets=(fsdd); wheels=("${core[@]}" "${hfdata[@]}" "${sound[@]}");;
   *) echo "unknown stage '$stage'" >&2; exit 2;;
 esac
-pin() { grep -i "^$1==" requirements-lock.txt || { echo "$1 is not in requirements-lock.txt" >&2; exit 1; }; }
-pkgs=()
-for p in fastcore diffusers importlib_metadata zipp regex torcheval datasets dill multiprocess xxhash fsspec soundfile cffi pycparser; do
-  pkgs+=("$(pin $p)")
+
+rm -rf .whl && mkdir -p .whl
+for p in "${wheels[@]}"; do
+  spec=$(grep -i "^${p}==" requirements-lock.txt) || { echo "$p is not in requirements-lock.txt" >&2; exit 1; }
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform any -d .whl "$spec" 2>&1 | grep -v -i warning || true
 done
-mkdir -p "$(git rev-parse --git-dir)/info"   # device-wheels.sh records .whl/ in .git/info/exclude
-bash ../shared/tools/device-wheels.sh "${pkgs[@]}" >/dev/null
+[ "$(ls .whl | wc -l)" -eq "${#wheels[@]}" ] || { echo "ERROR: expected ${#wheels[@]} wheels, got: $(ls .whl)" >&2; exit 1; }
+
 rm -rf .data && mkdir -p .data .gpucache/models
 for d in "${sets[@]}"; do
   [ -d "$src/$d" ] || { echo "no data set $src/$d" >&2; exit 1; }
   cp -r "$src/$d" .data/
 done
-total=$(du -scm .whl .data .gpucache | tail -1 | cut -f1)
-echo "carry: .whl ($(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB), .gpucache ($(du -sm .gpucache | cut -f1) MiB): ${total} MiB of the 64 MiB limit"
-[ "$total" -lt 62 ] || echo "WARNING: over the device's carry limit; carry less" >&2
+extra=$(find .gpucache -mindepth 1 -maxdepth 1 ! -name models)
+[ -z "$extra" ] || echo "WARNING: .gpucache holds more than models/ ($extra): remove it before carrying" >&2
+
+# What travels: the tracked tree (and untracked files git does not ignore) plus the carried folders, 64 MiB at most.
+tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 du -cb 2>/dev/null | awk '$2 == "total" {s += $1} END {print int(s/1048576)}')
+carried=$(du -scm .whl .data .gpucache | tail -1 | cut -f1)
+echo "travels: the working tree ($tree MiB), .whl (${#wheels[@]} wheels, $(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB), .gpucache ($(du -sm .gpucache | cut -f1) MiB): $(( tree + carried )) MiB of the 64 MiB limit"
+[ $(( tree + carried )) -lt 63 ] || { echo "ERROR: over the device's 64 MiB limit; carry less" >&2; exit 1; }
 echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=['.whl', '.data', '.gpucache']"
