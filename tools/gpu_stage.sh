@@ -23,9 +23,13 @@ else
 fi
 # Data and caches inside the checkout (carried folders; git-ignored). The FID classifier trained by `base` lives in
 # $MINIAI_CACHE/models/, where every later stage looks for it.
-# (A quick run keeps its tiny classifier and models in runs/gpu_quick/, away from the real cache.)
+# Results are written under .gpucache/results/: an ignored folder that a warm device keeps between calls (a call that
+# does not carry .gpucache), so a stage cut short by the time limit resumes there; results/ files carried from the
+# development machine seed it. (A quick run keeps everything in runs/gpu_quick/, away from the real cache.)
 if [ -n "$quick" ]; then R=runs/gpu_quick; Q=(--quick); OUT="${OUT:-$PWD/runs/gpu_quick/out}"; cache=$PWD/runs/gpu_quick/cache
-else R=results; Q=(); OUT="${OUT:-$PWD/runs/gpu_out}"; cache=$PWD/.gpucache; fi
+else R=.gpucache/results; Q=(); OUT="${OUT:-$PWD/runs/gpu_out}"; cache=$PWD/.gpucache
+  mkdir -p $R; for f in results/*.json results/*.md; do [ -f "$f" ] && [ ! -f "$R/$(basename "$f")" ] && cp "$f" $R/; done; true
+fi
 [ -n "$quick" ] && MINIAI_CACHE=$cache  # never the real cache, even when a caller set it
 export MINIAI_DATA="${MINIAI_DATA:-$PWD/.data}" MINIAI_CACHE="${MINIAI_CACHE:-$cache}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
