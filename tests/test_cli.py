@@ -163,3 +163,31 @@ def test_sample_png_files_round_trip(checkpoint, tmp_path, monkeypatch):
     x, back = load_samples(tmp_path/'s'/'samples.npy'), load_sample_images(tmp_path/'s'/'png')
     assert back.shape == x.shape and (back - x).abs().max() <= 1/127.5 + 1e-6
     assert not list((tmp_path/'s'/'png').glob('.*'))   # no temporary files left
+
+
+def test_train_checkpoint_resume_is_exact(tmp_path, monkeypatch):
+    "A `--checkpoint` run stopped after epoch 1 and started again ends with the same weights as one uninterrupted run."
+    import json
+    from safetensors.torch import load_file
+    from miniai.cli import train_diffusion
+    from miniai.fid import ImageEval
+    from miniai.learner import Callback, CancelFitException
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    torch.manual_seed(0)
+    feats = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=4), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    ie = ImageEval(feats, torch.rand(64, 1, 32, 32)*2 - 1)
+    kw = dict(quick=True, limit=(64, 32), bs=32, epochs=2, sample_steps=3, n_grid=4, n_fid=0, evaluator=ie, progress=False)
+
+    class StopAfterFirstEpoch(Callback):
+        order = 90  # after CheckpointCB has saved epoch 1
+        def after_epoch(self, learn):
+            if not learn.training and learn.epoch == 0: raise CancelFitException()
+
+    train_diffusion(out=tmp_path/'whole', **kw)
+    train_diffusion(out=tmp_path/'parts', checkpoint=True, cbs=[StopAfterFirstEpoch()], **kw)
+    assert torch.load(tmp_path/'parts'/'checkpoint.pt', weights_only=True)['epoch'] == 1
+    res = train_diffusion(out=tmp_path/'parts', checkpoint=True, **kw)   # the same command again: epoch 2 only
+    m = json.loads((tmp_path/'parts'/'metrics.json').read_text())
+    assert m['resumed_from_epoch'] == 1 and len(m['train_loss']) == 1 and 'checkpoint.pt' in m['files']
+    a, b = load_file(str(tmp_path/'whole'/'model.safetensors')), load_file(str(tmp_path/'parts'/'model.safetensors'))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
