@@ -47,7 +47,7 @@ from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, TrainCB, ba
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm
 from miniai.diffusion.karras import noisify_karras, karras_learner
 from miniai.diffusion.ksamplers import sample
-from miniai.diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB
+from miniai.diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB, label_accuracy
 from miniai.fid import ImageEval, fashion_fid_images, fashion_image_eval
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, classifier_features, fashion_classifier_path,
                                   load_fashion_classifier, load_weights, save_weights, train_fashion_classifier,
@@ -173,11 +173,8 @@ def scores(ie: ImageEval, imgs: torch.Tensor, ns: list[int]) -> dict:
 
 def accuracy(clf, imgs: torch.Tensor, labels: torch.Tensor) -> dict:
     "The classifier's accuracy on generated `imgs` of requested classes `labels`: overall and per class."
-    dev = next(clf.parameters()).device
-    with torch.no_grad(): pred = torch.cat([clf(b.to(dev)).argmax(1).cpu() for b in imgs.split(1024)])
-    hit = (pred == labels).double()
-    per_class = torch.zeros(10, dtype=torch.float64).index_add_(0, labels, hit) / torch.bincount(labels, minlength=10).clamp_min(1)
-    return dict(overall=hit.mean().item(), per_class=dict(zip(FASHION_CLASSES, per_class.tolist())))
+    a = label_accuracy(clf, imgs, labels, bs=1024)
+    return dict(overall=a['accuracy'], per_class=dict(zip(FASHION_CLASSES, a['per_class'])))
 
 
 def classifier(args):

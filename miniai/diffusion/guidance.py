@@ -12,7 +12,7 @@ from ..learner import Callback
 from .ddpm import ddpm_learner
 
 # %% auto #0
-__all__ = ['cfg_mix', 'check_class_labels', 'GuidedModel', 'DropLabelCB', 'CondNoisifyCB', 'cond_ddpm_learner']
+__all__ = ['cfg_mix', 'check_class_labels', 'GuidedModel', 'DropLabelCB', 'CondNoisifyCB', 'label_accuracy', 'cond_ddpm_learner']
 
 # %% ../../nbs/13_conditional.ipynb #e2335164
 def cfg_mix(cond: Tensor,    # conditional prediction
@@ -110,6 +110,26 @@ class CondNoisifyCB(Callback):
         x0, y = learn.batch[:2]
         (xt, t), target = self.noisify(x0)
         learn.batch = (xt, t, y, target)
+
+# %% ../../nbs/13_conditional.ipynb #f4927f2c
+def label_accuracy(clf: nn.Module,   # a classifier returning logits (used on its own device, in eval mode)
+                   images: Tensor,   # generated images (N, ...) the classifier takes
+                   labels: Tensor,   # the class each image was drawn for (N,)
+                   n_classes: int = 10,
+                   bs: int = 512,    # images classified at a time
+                  ) -> dict:
+    "How often `clf` sees the requested class: {'accuracy': overall, 'per_class': list (None for a class not requested)}."
+    labels = check_class_labels(labels, n_classes).reshape(-1).cpu()
+    if len(labels) != len(images): raise ValueError(f"{len(labels)} labels for {len(images)} images")
+    dev, was_training = next(clf.parameters()).device, clf.training
+    clf.eval()
+    try:
+        with torch.no_grad(): pred = torch.cat([clf(b.to(dev).float()).argmax(1).cpu() for b in images.split(bs)])
+    finally: clf.train(was_training)
+    hit = (pred == labels).double()
+    count = torch.bincount(labels, minlength=n_classes)
+    per_class = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, labels, hit) / count.clamp_min(1)
+    return dict(accuracy=hit.mean().item(), per_class=[v if k else None for v, k in zip(per_class.tolist(), count.tolist())])
 
 # %% ../../nbs/13_conditional.ipynb #3a67b2ab
 def cond_ddpm_learner(model: nn.Module,     # class-conditional network `model(x_t, t, c)` with `n_classes`
