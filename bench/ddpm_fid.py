@@ -42,7 +42,8 @@ def plan(cfg, quick):
     "The table's rows: (model, sampler, steps) for each sample-set size."
     rows = [('linear', 'ddpm', recipe('linear', quick)['linear']['n_steps'])]
     rows += [('linear', 'ddim', s) for s in cfg['linear_ddim']] + [('cosine', 'ddim', s) for s in cfg['cosine_ddim']]
-    return [(m, s, k, n) for n in cfg['sizes'] for (m, s, k) in rows]
+    # cheapest first (images x steps), so that a run stopped by --max-minutes has scored as many rows as it could
+    return sorted([(m, s, k, n) for n in cfg['sizes'] for (m, s, k) in rows], key=lambda r: r[2]*r[3])
 
 
 def load_model(path, schedule, quick, device, compile_):

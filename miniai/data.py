@@ -491,7 +491,7 @@ class DataLoaders:
         mk = lambda ds, shuffle: DataLoader(ds, batch_size=bs, shuffle=shuffle, collate_fn=collate_fn, num_workers=num_workers, **kwargs)
         return cls(mk(dd['train'], True), mk(dd[vname], False))
 
-# %% ../nbs/01_data.ipynb #974e3351
+# %% ../nbs/01_data.ipynb #4f4c627a
 def fashion_dls(bs: int = 512,                      # batch size
                 data_dir: str | Path | None = None, # see `fashion_mnist_arrays`
                 pad: int = 2,                       # 2 pads 28x28 to 32x32
@@ -500,12 +500,15 @@ def fashion_dls(bs: int = 512,                      # batch size
                 limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
                 seed: int | None = None,            # seed of the training loader's shuffle generator
                 sample: bool = False,               # use the shipped sample (3,000 images)
+                holdout: int = 0,                   # if > 0: validate on this many training images (a fixed random split) instead of the test set
                ) -> DataLoaders:
-    "Fashion-MNIST `DataLoaders` of `DeviceImageLoader`s: train (shuffled) and test, on the device."
+    "Fashion-MNIST `DataLoaders` of `DeviceImageLoader`s: train (shuffled) and test (or a held-out part of train), on the device."
     n_train, n_test = (limit, limit) if isinstance(limit, int) else (limit or (None, None))
     for name, n in (('n_train', n_train), ('n_test', n_test)):
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"`limit` must give positive sizes (n_train, n_test) or None, got {name}={n!r}")
+    if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
+        raise ValueError(f"`holdout` must be a number of training images >= 0, got {holdout!r}")
     if not sample:
         try: xt, yt = fashion_mnist_arrays('train', data_dir)
         except MissingDataError:
@@ -514,10 +517,18 @@ def fashion_dls(bs: int = 512,                      # batch size
                   "using the 3,000-image sample shipped with miniai.")
             sample = True
     if sample: xt, yt = fashion_mnist_arrays('train', sample=True)
-    xv, yv = fashion_mnist_arrays('test', data_dir, sample=sample)
+    if holdout: (xt, yt), (xv, yv) = _holdout_split(xt, yt, holdout)
+    else: xv, yv = fashion_mnist_arrays('test', data_dir, sample=sample)
     (xt, yt), (xv, yv) = _subset(xt, yt, n_train), _subset(xv, yv, n_test)
     kw = dict(bs=bs, pad=pad, value_range=value_range, device=device)
     return DataLoaders(DeviceImageLoader(xt, yt, shuffle=True, seed=seed, **kw), DeviceImageLoader(xv, yv, shuffle=False, **kw))
+
+def _holdout_split(x, y, n):
+    "(rest, held out): `n` items of (x, y) picked by a fixed permutation (the same split for every run)."
+    if n >= len(y): raise ValueError(f"`holdout`={n} leaves no training images (the training set has {len(y)})")
+    perm = np.random.default_rng(0).permutation(len(y))
+    keep, held = torch.from_numpy(np.sort(perm[n:])), torch.from_numpy(np.sort(perm[:n]))
+    return (x[keep], y[keep]), (x[held], y[held])
 
 def _subset(x, y, n):
     "Class-balanced first `n` items of (x, y) (all if n is None or too large)."

@@ -194,6 +194,8 @@ ROWS = [
     ('data.fashion_dls', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: fashion_dls(bs=0, sample=True, device=CPU))),
     ('data.fashion_dls', 'limit=0 (an empty subset)', ValueError, '`limit` must give positive sizes', _fp(lambda: fashion_dls(limit=0, sample=True, device=CPU))),
     ('data.fashion_dls', 'limit=(100, -1)', ValueError, '`limit` must give positive sizes (n_train, n_test) or None, got n_test=-1', _fp(lambda: fashion_dls(limit=(100, -1), sample=True, device=CPU))),
+    ('data.fashion_dls', 'holdout=-1', ValueError, '`holdout` must be a number of training images >= 0', _fp(lambda: fashion_dls(holdout=-1, sample=True, device=CPU))),
+    ('data.fashion_dls', 'holdout >= the training set', ValueError, 'leaves no training images', _fp(lambda: fashion_dls(holdout=10**6, sample=True, device=CPU))),
     ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
     ('data.fashion_mnist_arrays', 'missing data_dir (no $MINIAI_DATA, hub offline)', MissingDataError, 'no_such_dir: no such folder', _fashion_missing),
     ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),

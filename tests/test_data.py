@@ -298,3 +298,17 @@ def test_show_images_grid_and_ranges():
     np.testing.assert_allclose(ax.images[0].get_array(), rgb.permute(1, 2, 0).numpy(), atol=1e-6)
     with pytest.raises(ValueError, match='titles'): show_images(x[:2], titles=['a'])
     plt.close('all')
+
+def test_fashion_dls_holdout_is_a_fixed_disjoint_split(monkeypatch):
+    _no_data(monkeypatch)
+    full = fashion_dls(bs=64, sample=True, device='cpu')
+    a, b = (fashion_dls(bs=64, sample=True, device='cpu', holdout=500, seed=s) for s in (1, 2))
+    n = full.train.dataset_len
+    assert (a.train.dataset_len, a.valid.dataset_len) == (n - 500, 500)
+    assert torch.equal(a.valid.images, b.valid.images)             # the same split whatever the shuffle seed
+    # held-out + kept images are exactly the training images (a partition), and none is a test image's slot
+    both = torch.cat([a.train.images, a.valid.images]).flatten(1)
+    assert torch.equal(both.sort(0).values, full.train.images.flatten(1).sort(0).values)
+    assert not torch.equal(a.valid.images, full.valid.images[:500])
+    with pytest.raises(ValueError, match='leaves no training images'): fashion_dls(sample=True, device='cpu', holdout=n)
+    with pytest.raises(ValueError, match='`holdout` must be'): fashion_dls(sample=True, device='cpu', holdout=-1)

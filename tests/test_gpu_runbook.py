@@ -28,3 +28,34 @@ def test_bad_arguments_are_refused():
         assert r.returncode != 0 and r.stderr.strip(), (args, r.stderr)
     r = subprocess.run(['bash', str(PREP), 'bogus'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown stage 'bogus'" in r.stderr
+
+
+PIPE = REPO/'tools'/'gpu_pipeline.sh'
+
+
+def _pipe(*args, tmp_path, **env):
+    import os
+    e = {**os.environ, 'GPU_PIPELINE_DIR': str(tmp_path/'pipe'), 'OUT': str(tmp_path/'out'), **env}
+    (tmp_path/'out').mkdir(exist_ok=True)
+    return subprocess.run(['bash', str(PIPE), *args], capture_output=True, text=True, timeout=300, env=e)
+
+
+def test_pipeline_refuses_bad_arguments(tmp_path):
+    for args in (['start', '10', 'bogus'], ['start', '10'], ['collect', 'soon'], ['stop', '1']):
+        r = _pipe(*args, tmp_path=tmp_path)
+        assert r.returncode == 2 and r.stderr.strip(), (args, r.stderr)
+    assert "unknown stage 'bogus'" in _pipe('start', '10', 'ddp', 'bogus', tmp_path=tmp_path).stderr
+    assert not (tmp_path/'pipe'/'pid').exists()   # nothing was started
+
+
+def test_pipeline_runs_a_quick_stage_and_packs_its_log(tmp_path):
+    "The detached stages outlive `start`; `collect` waits for their end and returns their logs."
+    import tarfile
+    r = _pipe('start', '0', 'ddp', tmp_path=tmp_path, QUICK='1')
+    assert r.returncode == 0 and 'started stages ddp' in r.stdout, r.stderr
+    r = _pipe('collect', '240', tmp_path=tmp_path)
+    assert 'pipeline finished: all stages' in r.stdout, r.stdout + (tmp_path/'pipe'/'ddp.log').read_text()
+    parts = sorted((tmp_path/'out').glob('results.tar.gz.part*'))
+    (tmp_path/'all.tgz').write_bytes(b''.join(p.read_bytes() for p in parts))
+    names = tarfile.open(tmp_path/'all.tgz').getnames()
+    assert any(n.endswith('ddp.log') for n in names) and any(n.endswith('pipeline.log') for n in names), names

@@ -286,3 +286,18 @@ def test_train_fashion_classifier_small(tmp_path):
     assert json.loads(meta['fashion_classifier'])['nfs'] == [4, 8] and float(meta['test_accuracy']) == pytest.approx(acc, abs=1e-4)
     assert abs(acc - learn.metrics.history[-1]['accuracy']) < 1e-6      # two independent accuracy computations agree
     assert all(torch.isfinite(torch.tensor(h['loss'])) for h in learn.metrics.history)
+
+
+def test_classifier_accuracy_tta_averages_image_and_mirror():
+    "TTA scores = softmax(model(x)) + softmax(model(mirror of x)), against a direct computation on a random model."
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8, 3))
+    x, y = torch.randn(200, 1, 8, 8), torch.randint(0, 3, (200,))
+    with torch.no_grad():
+        p = model(x).softmax(1) + model(x.flip(-1)).softmax(1)
+        want, plain = (p.argmax(1) == y).sum().item()/200, (model(x).argmax(1) == y).sum().item()/200
+    batches = [(x[:128], y[:128]), (x[128:], y[128:])]
+    assert classifier_accuracy(model, batches, tta=True) == pytest.approx(want, abs=1e-9)
+    assert classifier_accuracy(model, batches) == pytest.approx(plain, abs=1e-9)
+    # a mirror-invariant model (global pooling) gains nothing from TTA
+    inv = nn.Sequential(nn.Conv2d(1, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    assert classifier_accuracy(inv, batches, tta=True) == pytest.approx(classifier_accuracy(inv, batches), abs=1e-9)

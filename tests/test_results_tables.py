@@ -19,3 +19,14 @@ def test_render_shows_rows_environment_and_missing_files(tmp_path):
     assert 'Measured on: device cuda, gpu H100' in md and '- epochs: 25' in md
     assert '| sampler | steps | fid |' in md and '| heun | 20 | 4.9 |' in md
     assert md.count('Not measured yet.') == len(rt.SOURCES) - 1
+
+
+def test_render_shows_dicts_of_figures_as_tables(tmp_path):
+    (tmp_path/'bench_ddpm.json').write_text(json.dumps(dict(
+        train_images_per_s={'course-style': 4412.3, 'miniai': 12549.6},
+        throughput={'float32': dict(images_per_s=48537, autocast=False), 'bf16': dict(images_per_s=51420, autocast=True)},
+        table_markdown='| a |\n|---|\n| 1 |')))
+    md = rt.render(tmp_path)
+    assert '| train_images_per_s | value |' in md and '| miniai | 12,550 |' in md and '| course-style | 4,412 |' in md
+    assert '|  | images_per_s | autocast |' in md and '| bf16 | 51420 | True |' in md
+    assert '| a |\n|---|\n| 1 |' in md   # a ready table is kept where the file has no rows

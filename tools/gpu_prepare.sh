@@ -2,21 +2,24 @@
 # Prepare, on the development machine, what one GPU stage needs to carry (docs/gpu_runbook.md):
 #   .whl/       wheels of the packages the device image lacks, at the versions of requirements-lock.txt
 #   .data/      the data sets the stage reads
-#   .gpucache/  kept as is: put the FID classifier returned by stage `base` in .gpucache/models/
+#   .gpucache/  kept as is (the FID classifier, 20 MiB, does not fit beside Fashion-MNIST: stage `classifier` trains
+#               it again on the device in under a minute, with the same weights for the same recipe)
 # The device takes 64 MiB in all (the working tree included), so each stage carries only what it uses.
 # Usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]   (DATA_ROOT default: $MINIAI_DATA, else ../shared/data)
+# The device image (2026-11) has huggingface_hub 1.33 with transformers and peft, which refuse huggingface_hub 2.x:
+# diffusers then fails to import. So the hub and its closure do not travel; torcheval (not in the image) does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]"}
 src=${2:-${MINIAI_DATA:-../shared/data}}
-# The image has torch, numpy, pandas, pyarrow, pillow, requests, pyyaml, tqdm...; it may have older huggingface_hub
-# and safetensors than diffusers 0.42 accepts, so their closure travels too (hf-xet, only for downloads, does not).
-core=(fastcore diffusers importlib_metadata zipp lazy-importer regex huggingface_hub httpx2 httpcore2 anyio h11 click
-      truststore safetensors filelock fsspec)
+# The image has torch, numpy, pandas, pyarrow, pillow, requests, pyyaml, tqdm, huggingface_hub...; safetensors 0.8
+# (diffusers 0.42 needs it) and the rest below travel.
+core=(fastcore torcheval diffusers importlib_metadata zipp lazy-importer regex
+      safetensors filelock fsspec)
 hfdata=(datasets dill multiprocess xxhash)   # the Fashion-MNIST loader keeps an HF-datasets copy in its cache
 sound=(soundfile cffi pycparser)
 case "$stage" in
-  base|ddpm|karras|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
+  base|classifier|throughput|ddpm|ddpm_fid|karras|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
   latent) sets=(rgb64); wheels=("${core[@]}");;
   audio) sets=(fsdd); wheels=("${core[@]}" "${hfdata[@]}" "${sound[@]}");;
   *) echo "unknown stage '$stage'" >&2; exit 2;;

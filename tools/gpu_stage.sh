@@ -7,15 +7,16 @@
 #   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
 #
 # STAGE: check | base | ddpm | karras | unet | latent | audio | ddp   (one per issue; see the runbook)
+#        base = classifier + throughput, ddpm = bench_ddpm + ddpm_fid: the parts run alone too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
-case "$stage" in check|base|ddpm|karras|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
+case "$stage" in check|base|classifier|throughput|ddpm|ddpm_fid|karras|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
 if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
 # (not where they are installed already, e.g. in a development environment).
-if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, soundfile" 2>/dev/null; then
+if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, torcheval, soundfile" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning || true
   export PYTHONPATH="/tmp/site:$PWD"
 else
@@ -62,15 +63,20 @@ check)  # every other stage at quick size, on the GPU: the CUDA code paths CI ne
   done
   [ ${#failed[@]} -eq 0 ] || { echo "== FAILED at quick size: ${failed[*]} (see $OUT/check_*.log)"; exit 1; }
   ;;
-base)   # issue 3: classifier (5 and 20 epochs, saved as the FID feature model), FID floor, throughput
-  step $PY bench/train_classifier.py "${Q[@]}" --epochs 5 20 --out $R/classifier.json
-  ship $R/classifier.json "$MINIAI_CACHE/models/fashion_classifier.safetensors"
-  step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                 ship $R/fid_floor.json
-  step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile; ship $R/accel_throughput.json
-  step $PY tools/bench_data.py --out $R/data_throughput.json; ship $R/data_throughput.json
+base|classifier|throughput)   # issue 3: classifier (recipe chosen on a held-out split; 5 and 20 epochs, the latter
+  # saved as the FID feature model) and FID floor; then the training and data-loading throughput
+  if [ "$stage" != throughput ]; then
+    step $PY bench/train_classifier.py "${Q[@]}" --select --epochs 5 20 --out $R/classifier.json
+    ship $R/classifier.json "$MINIAI_CACHE/models/fashion_classifier.safetensors"
+    step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                 ship $R/fid_floor.json
+  fi
+  if [ "$stage" != classifier ]; then
+    step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile; ship $R/accel_throughput.json
+    step $PY tools/bench_data.py --out $R/data_throughput.json; ship $R/data_throughput.json
+  fi
   ;;
-ddpm)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosine FID table (resumable)
-  step $PY bench/bench_ddpm.py "${Q[@]}" --out $R/bench_ddpm.json;              ship $R/bench_ddpm.json
+ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosine FID table (resumable)
+  [ "$stage" = ddpm_fid ] || { step $PY bench/bench_ddpm.py "${Q[@]}" --out $R/bench_ddpm.json; ship $R/bench_ddpm.json; }
   step $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --max-minutes "${MAX_MINUTES:-7}"
   ship $R/ddpm_fid.json $R/ddpm_fid.md
   ;;

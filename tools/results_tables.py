@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Regenerate the README's "Measured results" section from the files in results/ (run after a GPU measurement).
 
-Each results file is rendered as written by its command: its `rows` (or `runs`) as a table, its other scalar
-figures as a list, and the machine it ran on. A file that does not exist yet is listed as not measured, with the
+Each results file is rendered as written by its command: its scalar figures as a list, its `rows` (or `runs`)
+and each dict of figures as a table, a ready `table_markdown` as is, and the machine it ran on. A file that does not exist yet is listed as not measured, with the
 command that produces it. Usage: python tools/results_tables.py [--check]   (--check: exit 1 if README is stale)
 """
 import json, sys
@@ -26,7 +26,7 @@ SOURCES = [  # (results file, what it measures, the command that writes it)
 
 
 def _fmt(v):
-    if isinstance(v, float): return f'{v:.4g}'
+    if isinstance(v, float): return f'{v:,.0f}' if abs(v) >= 1000 else f'{v:.4g}'
     if isinstance(v, (list, dict)): return json.dumps(v)[:60]
     return str(v)
 
@@ -53,10 +53,18 @@ def render(results_dir: Path = REPO/'results') -> str:
         env = d.get('environment') or {}
         if env: out += ['', 'Measured on: ' + ', '.join(f'{k} {v}' for k, v in env.items() if v is not None)]
         if d.get('quick'): out += ['', '**Quick mode: these figures only show that the command runs.**']
-        scalars = {k: v for k, v in d.items() if not isinstance(v, (list, dict)) and k != 'quick'}
+        scalars = {k: v for k, v in d.items() if not isinstance(v, (list, dict)) and k not in ('quick', 'table_markdown')}
         if scalars: out += [''] + [f'- {k}: {_fmt(v)}' for k, v in scalars.items()]
-        for key in ('rows', 'runs', 'guidance'):
-            if isinstance(d.get(key), list) and d[key]: out += ['', *_table(d[key])]
+        for key, v in d.items():
+            if key == 'environment' or not v: continue
+            if key == 'table_markdown':
+                if not d.get('rows'): out += ['', v]   # the same figures as `rows`, where both exist
+                continue
+            if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):   # {name: {figure: value}}
+                out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
+            elif isinstance(v, dict) and not any(isinstance(x, (list, dict)) for x in v.values()):   # {name: value}
+                out += ['', *_table([{key: k, 'value': x} for k, x in v.items()])]
+            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection'): out += ['', *([f'`{key}`:', ''] if key == 'selection' else []), *_table(v)]
         out.append('')
     out.append(END)
     return '\n'.join(out)

@@ -268,10 +268,11 @@ class AugmentCB(BatchTransformCB):
         "Augment the first item (the images) of a batch tuple."
         return (self.augment_images(batch[0]), *batch[1:])
 
-# %% ../../nbs/04_resnet.ipynb #d756537f
+# %% ../../nbs/04_resnet.ipynb #434addb1
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, # a classifier returning logits
                         dl: Any,          # iterable of `(images, labels)` batches
+                        tta: bool = False, # test-time augmentation: average the probabilities of each image and its mirror image
                        ) -> float:
     "Fraction of the items of `dl` that `model` (in eval mode) classifies correctly."
     was_training, dev = model.training, next(model.parameters()).device
@@ -279,7 +280,9 @@ def classifier_accuracy(model: nn.Module, # a classifier returning logits
     correct, n = torch.zeros((), dtype=torch.long, device=dev), 0
     try:
         for xb, yb in dl:
-            correct += (model(xb.to(dev)).argmax(1) == yb.to(dev)).sum()
+            xb = xb.to(dev)
+            scores = model(xb).softmax(1) + model(xb.flip(-1)).softmax(1) if tta else model(xb)
+            correct += (scores.argmax(1) == yb.to(dev)).sum()
             n += len(yb)
     finally: model.train(was_training)
     if n == 0: raise ValueError("`dl` yielded no batches")
@@ -293,6 +296,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
                                erase_p: float = 0.,    # random-erase probability of the augmentation
                                mixed_precision: bool | None = None, # bf16 autocast (`MixedPrecision`); None: on CUDA only
                                limit: tuple[int, int] | None = None, # (n_train, n_test) class-balanced subsets (quick mode)
+                               holdout: int = 0,       # if > 0: validate on this many held-out training images, not the test set
                                data_dir: str | Path | None = None,   # Fashion-MNIST folder (default: `$MINIAI_DATA`)
                                device: str | torch.device | None = None, # default: `default_device()`
                                seed: int | None = 42,  # seeds the model init, the shuffling and the augmentation
@@ -303,7 +307,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
     from torcheval.metrics import MulticlassAccuracy  # imported here: torcheval pulls in torchvision (seconds)
     device = torch.device(default_device() if device is None else device)
     if seed is not None: set_seed(seed)
-    dls = fashion_dls(bs=bs, data_dir=data_dir, limit=limit, device=device, seed=seed)
+    dls = fashion_dls(bs=bs, data_dir=data_dir, limit=limit, device=device, seed=seed, holdout=holdout)
     model = fashion_classifier(nfs, drop)
     all_cbs = [TrainCB(), DeviceCB(device), OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy()), *cbs]
     if augment: all_cbs.append(AugmentCB(pad=2, flip_p=0.5, erase_p=erase_p))
@@ -323,8 +327,9 @@ def train_fashion_classifier(epochs: int = 5,  # epochs (one-cycle schedule over
     learn.fit(epochs)
     if save_to is not None:
         acc = classifier_accuracy(learn.model, learn.dls.valid)
-        meta = classifier_metadata(**learn.classifier_config, epochs=epochs, test_accuracy=f'{acc:.4f}',
-                                   n_test=learn.dls.valid.dataset_len)
+        split = 'holdout' if kwargs.get('holdout') else 'test'   # which images `learn.dls.valid` holds
+        meta = classifier_metadata(**learn.classifier_config, epochs=epochs, **{f'{split}_accuracy': f'{acc:.4f}',
+                                   f'n_{split}': learn.dls.valid.dataset_len})
         save_weights(learn.model, save_to, meta)
     return learn
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Several GPU stages in one lease, back to back, without losing the device between commands (docs/gpu_runbook.md).
+# A device command may run 10 minutes, a lease lasts 30: the first call starts the stages as a detached process
+# (setsid: it outlives the call), later calls only wait and collect. Results stay under .gpucache/ on the device.
+#
+#   bash tools/gpu_pipeline.sh start SECONDS STAGE...   # first call: start the stages in order, then collect
+#   bash tools/gpu_pipeline.sh collect SECONDS          # later calls: wait up to SECONDS (less if the stages end)
+#
+# QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/).
+# collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, the FID classifier's weights, every stage's log), so a
+# call cut short still returns what is finished. A stage may wait for data that a later call carries: a stage
+# named audio waits (up to 10 min) for .data2/fsdd/ and installs the wheels in .whl2/ (gpu_prepare.sh audio builds
+# them; move them to .data2/ and .whl2/ so that they do not replace the first call's .data/ and .whl/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+cmd=${1:?"usage: bash tools/gpu_pipeline.sh start SECONDS STAGE... | collect SECONDS"}; secs=${2:?"SECONDS missing"}
+P=${GPU_PIPELINE_DIR:-.gpucache/pipeline}; mkdir -p "$P"; P=$(cd "$P" && pwd)   # the pipeline's logs, pid and end marker
+
+collect() {  # wait until the stages end or $1 seconds pass, then pack everything finished so far into $OUT
+  local t0; t0=$(date +%s)
+  while [ ! -f $P/done ] && [ $(( $(date +%s) - t0 )) -lt "$1" ]; do sleep 5; done
+  [ -f $P/done ] && echo "== pipeline finished: $(cat $P/done)" || echo "== pipeline still running after ${1} s"
+  tail -n 25 $P/pipeline.log 2>/dev/null
+  tar czf $P/results.tar.gz $(ls -d .gpucache/results runs/gpu_quick/*.json .gpucache/models/*.safetensors 2>/dev/null) $P/*.log 2>/dev/null
+  split -b 15M -d $P/results.tar.gz "${OUT:-$P}/results.tar.gz.part"   # the device returns files of 16 MiB at most
+  ls -la .gpucache/results 2>/dev/null || true
+}
+
+[[ "$secs" =~ ^[0-9]+$ ]] || { echo "SECONDS must be a whole number, got '$secs'" >&2; exit 2; }
+case "$cmd" in
+start)
+  shift 2; [ $# -gt 0 ] || { echo "no stages given" >&2; exit 2; }
+  known=$(sed -n 's/^case "$stage" in \([a-z_|]*\)) ;;.*/\1/p' tools/gpu_stage.sh)
+  for s in "$@"; do [[ "|$known|" == *"|$s|"* ]] || { echo "unknown stage '$s' (stages: $known)" >&2; exit 2; }; done
+  [ -f $P/pid ] && kill -0 "$(cat $P/pid)" 2>/dev/null && { echo "a pipeline is running already" >&2; exit 2; }
+  rm -f $P/done
+  setsid bash -c '
+    P=$1; shift; t=$(date +%s)
+    for s in "$@"; do
+      if [ "$s" = audio ]; then   # its data and wheels come with a later call
+        for i in $(seq 120); do [ -f .data2/fsdd/fsdd_v1.0.10.npz ] && break; sleep 5; done
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >>$P/pipeline.log 2>&1
+        MINIAI_DATA=$PWD/.data2 OUT=$P/out bash tools/gpu_stage.sh audio ${QUICK:+--quick} > $P/audio.log 2>&1
+      else OUT=$P/out MAX_MINUTES=${MAX_MINUTES:-20} bash tools/gpu_stage.sh "$s" ${QUICK:+--quick} > $P/$s.log 2>&1; fi
+      rc=$?; echo "stage $s: exit $rc at $(( $(date +%s) - t )) s" >> $P/pipeline.log
+      [ $rc -eq 0 ] || { echo "stage $s failed (exit $rc; see $P/$s.log)" > $P/done; exit 1; }
+    done
+    echo "all stages in $(( $(date +%s) - t )) s" > $P/done' _ "$P" "$@" < /dev/null > $P/daemon.log 2>&1 &
+  echo $! > $P/pid; echo "== started stages $* (pid $(cat $P/pid))"
+  collect "$secs";;
+collect) collect "$secs";;
+*) echo "unknown command '$cmd'" >&2; exit 2;;
+esac
