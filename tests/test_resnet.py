@@ -301,3 +301,13 @@ def test_classifier_accuracy_tta_averages_image_and_mirror():
     # a mirror-invariant model (global pooling) gains nothing from TTA
     inv = nn.Sequential(nn.Conv2d(1, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     assert classifier_accuracy(inv, batches, tta=True) == pytest.approx(classifier_accuracy(inv, batches), abs=1e-9)
+
+
+def test_classifier_learner_recipe_options_reach_the_callbacks():
+    kw = dict(bs=32, nfs=(8, 16), limit=(64, 32), device='cpu', progress=False)
+    aug = lambda l: [cb for cb in l.cbs if isinstance(cb, AugmentCB)]
+    (a,) = aug(resnet.fashion_classifier_learner(crop_pad=1, erase_p=0.2, **kw))
+    assert (a.pad, a.erase_p, a.flip_p) == (1, 0.2, 0.5)
+    assert aug(resnet.fashion_classifier_learner(augment=False, **kw)) == []
+    held = resnet.fashion_classifier_learner(holdout=100, **kw)
+    assert held.dls.valid.dataset_len == 32 and held.dls.train.dataset_len == 64   # `limit` applies to the held-out part

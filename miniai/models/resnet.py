@@ -268,7 +268,7 @@ class AugmentCB(BatchTransformCB):
         "Augment the first item (the images) of a batch tuple."
         return (self.augment_images(batch[0]), *batch[1:])
 
-# %% ../../nbs/04_resnet.ipynb #434addb1
+# %% ../../nbs/04_resnet.ipynb #9e2a39ec
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, # a classifier returning logits
                         dl: Any,          # iterable of `(images, labels)` batches
@@ -294,6 +294,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
                                drop: float = 0.1,      # dropout probability
                                augment: bool = True,   # GPU batch augmentation (`AugmentCB`) in training
                                erase_p: float = 0.,    # random-erase probability of the augmentation
+                               crop_pad: int = 2,      # random shift of the augmentation's crop, in pixels (0: flips only)
                                mixed_precision: bool | None = None, # bf16 autocast (`MixedPrecision`); None: on CUDA only
                                limit: tuple[int, int] | None = None, # (n_train, n_test) class-balanced subsets (quick mode)
                                holdout: int = 0,       # if > 0: validate on this many held-out training images, not the test set
@@ -310,7 +311,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
     dls = fashion_dls(bs=bs, data_dir=data_dir, limit=limit, device=device, seed=seed, holdout=holdout)
     model = fashion_classifier(nfs, drop)
     all_cbs = [TrainCB(), DeviceCB(device), OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy()), *cbs]
-    if augment: all_cbs.append(AugmentCB(pad=2, flip_p=0.5, erase_p=erase_p))
+    if augment: all_cbs.append(AugmentCB(pad=crop_pad, flip_p=0.5, erase_p=erase_p))
     if mixed_precision is None: mixed_precision = device.type == 'cuda'
     if mixed_precision: all_cbs.append(MixedPrecision())
     if progress: all_cbs.append(ProgressCB(plot=True))
