@@ -3,14 +3,15 @@
 
 Trains the lesson-22 diffusion UNet (diffusers `UNet2DModel`, channels (32, 64, 128, 256), 15.9 M parameters)
 to predict the noise added to random 32x32 one-channel images (noising on the device, as in the course), with
-miniai's `Learner`, fused AdamW and each configuration below; every figure is measured after one warm-up epoch.
+miniai's `Learner`, fused AdamW and each configuration below; every figure is the median of interleaved timing
+rounds after one warm-up epoch. The EMA update is also timed on its own (ms per update, foreach vs a Python loop).
 
 On a GPU (from the repository root):
     python bench/bench_accel.py --out results/accel_throughput.json
 Anywhere, to check that it runs (tiny UNet, a few batches; figures meaningless):
     python bench/bench_accel.py --quick --out /tmp/accel_quick.json
 """
-import argparse, datetime, json, math, sys
+import argparse, datetime, json, math, statistics, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torch import nn
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
-from miniai.accel import EMA, CompileCB, MixedPrecision, fused_opt_func, model_device, train_throughput
+from miniai.accel import EMA, CompileCB, MixedPrecision, fused_opt_func, model_device, synchronize, train_throughput
 
 
 class UNet(nn.Module):
@@ -73,36 +74,59 @@ def make_learner(cbs, quick, bs, n_batches):
                    opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
 
 
+def ema_update_ms(ema_cls, model, n: int = 200) -> float:
+    "Milliseconds per EMA update of `model`'s parameters (`n` updates timed after 10 untimed ones)."
+    ema = ema_cls(); ema.track(model)
+    dev = model_device(model)
+    for _ in range(10): ema.update()
+    synchronize(dev); t0 = time.perf_counter()
+    for _ in range(n): ema.update()
+    synchronize(dev)
+    return 1000*(time.perf_counter() - t0)/n
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='tiny UNet and a few batches (checks that it runs, e.g. on a CPU)')
     ap.add_argument('--out', type=Path, default=None, help='JSON file to write (default: results/accel_throughput.json, none with --quick)')
     ap.add_argument('--bs', type=int, default=None, help='batch size (default 512; 4 with --quick)')
     ap.add_argument('--batches', type=int, default=None, help='batches per epoch (default 40; 2 with --quick)')
-    ap.add_argument('--epochs', type=int, default=None, help='timed epochs per configuration (default 2; 1 with --quick)')
+    ap.add_argument('--epochs', type=int, default=None, help='timed epochs per configuration and round (default 1)')
+    ap.add_argument('--rounds', type=int, default=None, help='timing rounds, configurations interleaved; the median is reported (default 3; 1 with --quick)')
     ap.add_argument('--compile', action='store_true', help='also measure torch.compile configurations')
     a = ap.parse_args(argv)
-    bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or (1 if a.quick else 2)
+    bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or 1
+    rounds = a.rounds or (1 if a.quick else 3)
     out = a.out or (None if a.quick else Path('results/accel_throughput.json'))
     configs = {**CONFIGS, **(COMPILE_CONFIGS if a.compile else {})}
 
-    results, n_params, device = {}, None, None
-    for name, cbs in configs.items():
-        learn = make_learner(cbs(), a.quick, bs, n_batches)
-        n_params = sum(p.numel() for p in learn.model.parameters())
-        results[name] = round(train_throughput(learn, epochs=epochs, warmup=1), 1)
-        device = model_device(learn.model)
-        print(f'{name:38} {results[name]:10,.1f} images/s', flush=True)
+    # Every configuration is warmed up once, then timed in `rounds` interleaved rounds (a slow phase of the machine
+    # then hits all configurations alike); the median of the rounds is reported, with the spread.
+    learners = {name: make_learner(cbs(), a.quick, bs, n_batches) for name, cbs in configs.items()}
+    any_learn = next(iter(learners.values()))
+    n_params, device = sum(p.numel() for p in any_learn.model.parameters()), model_device(any_learn.model)
+    times = {name: [] for name in configs}
+    for r in range(rounds):
+        for name, learn in learners.items():
+            times[name].append(train_throughput(learn, epochs=epochs, warmup=1 if r == 0 else 0))
+            print(f'round {r}: {name:38} {times[name][-1]:10,.1f} images/s', flush=True)
+    results = {k: round(statistics.median(v), 1) for k, v in times.items()}
     base = results['bfloat16']
+    ema_ms = {'foreach (one _foreach_lerp_)': ema_update_ms(EMA, any_learn.model), 'Python loop (one lerp_ per tensor)': ema_update_ms(LoopEMA, any_learn.model)}
+    step_ms = 1000*bs/base
     report = {
         'what': 'training images/s of the lesson-22 UNet (noise prediction, fused AdamW), after one warm-up epoch',
         'command': ' '.join(['python', 'bench/bench_accel.py', *(sys.argv[1:] if argv is None else argv)]),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),
         'torch': torch.__version__, 'quick': a.quick, 'model_params': n_params,
-        'batch_size': bs, 'batches_per_epoch': n_batches, 'timed_epochs': epochs,
+        'batch_size': bs, 'batches_per_epoch': n_batches, 'timed_epochs': epochs, 'rounds': rounds,
         'images_per_s': results,
+        'images_per_s_spread': {k: [round(min(v), 1), round(max(v), 1)] for k, v in times.items()},
         'ema_cost_pct_vs_bfloat16': {k: round(100*(1 - v/base), 1) for k, v in results.items() if 'EMA' in k and 'compile' not in k},
+        'ema_update_ms': {k: round(v, 3) for k, v in ema_ms.items()},
+        'ema_update_pct_of_bfloat16_step': {k: round(100*v/step_ms, 1) for k, v in ema_ms.items()},
+        'n_param_tensors': sum(1 for _ in any_learn.model.parameters()),
     }
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -331,3 +331,5 @@ def test_bench_accel_quick_runs(tmp_path):
     r = json.loads((tmp_path/'r.json').read_text())
     assert r['quick'] and r['device'] == 'cpu'
     assert set(r['images_per_s']) == set(bench.CONFIGS) and all(v > 0 for v in r['images_per_s'].values())
+    assert r['rounds'] == 1 and set(r['images_per_s_spread']) == set(bench.CONFIGS)
+    assert len(r['ema_update_ms']) == 2 and all(v > 0 for v in r['ema_update_ms'].values())

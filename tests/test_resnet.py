@@ -311,3 +311,15 @@ def test_classifier_learner_recipe_options_reach_the_callbacks():
     assert aug(resnet.fashion_classifier_learner(augment=False, **kw)) == []
     held = resnet.fashion_classifier_learner(holdout=100, **kw)
     assert held.dls.valid.dataset_len == 32 and held.dls.train.dataset_len == 64   # `limit` applies to the held-out part
+
+
+def test_train_classifier_select_picks_the_best_held_out_recipe(monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_classifier', Path(__file__).resolve().parents[1]/'bench'/'train_classifier.py')
+    tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+    cfg = dict(bs=64, nfs=(4, 8), limit=(256, 128), device='cpu', progress=False, seed=0)
+    cands = {'plain': dict(augment=False), 'flips': dict(augment=True, crop_pad=0)}
+    best, rows = tc.select_recipe(1, cfg, cands, holdout=200)
+    assert [r['recipe'] for r in rows] == list(cands) and all(0 <= r['holdout_accuracy'] <= 1 for r in rows)
+    assert best == max(rows, key=lambda r: r['holdout_accuracy'])['recipe']
+    assert set(tc.CANDIDATES) >= {'no augmentation (lesson 19)', 'flip + pad-crop 2'}
