@@ -170,7 +170,7 @@ def class_accuracy(images: Tensor,  # generated images (N, 1, 32, 32) in [-1, 1]
     a = label_accuracy(clf, images, labels, 10, bs)
     return dict(a, per_class=[None if v is None else round(v, 4) for v in a['per_class']])
 
-# %% ../nbs/99_cli.ipynb #ca184484
+# %% ../nbs/99_cli.ipynb #412e9259
 def _versions() -> dict:
     import diffusers
     dev = default_device()
@@ -195,7 +195,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     n_fid: int | None = None,  # samples for FID/KID, default 2048 (256 with `quick`); 0 skips it
                     ema_decay: float = 0.999,  # EMA of the weights (with warm-up)
                     precision: str | None = 'bf16', # 'bf16', 'fp16' or None (CUDA only)
-                    compile: str | None = None, # torch.compile mode: 'default' or 'reduce-overhead' (CUDA graphs)
+                    compile: str | None = None, # torch.compile mode: 'default' or 'reduce-overhead' (CUDA graphs); drops each epoch's last incomplete batch
                     classifier: str | Path | None = None, # FID classifier weights (default: see `fid_evaluator`)
                     evaluator: ImageEval | None = None,   # use this evaluator instead
                     conditional: bool = False, # class-conditional model (notebook 13): labels in, classifier-free guidance
@@ -229,6 +229,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt'))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
     learn = cond_ddpm_learner(model, dls, noisify, p_uncond, **kw) if conditional else ddpm_learner(model, dls, noisify, **kw)
+    if compile: dls.train.drop_last = True   # one batch shape, one graph (the shuffle drops other images each epoch)
     learn.fit(epochs)
     synchronize(device)
     hist, start = learn.metrics.history, learn.start_epoch  # a resumed run trained (and recorded) epochs start..epochs-1

@@ -191,3 +191,21 @@ def test_train_checkpoint_resume_is_exact(tmp_path, monkeypatch):
     assert m['resumed_from_epoch'] == 1 and len(m['train_loss']) == 1 and 'checkpoint.pt' in m['files']
     a, b = load_file(str(tmp_path/'whole'/'model.safetensors')), load_file(str(tmp_path/'parts'/'model.safetensors'))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compiled_training_sees_one_batch_shape(monkeypatch, tmp_path):
+    "With `compile`, each epoch's incomplete batch is dropped (a second shape would compile the model again)."
+    from miniai.cli import train_diffusion
+    from miniai.learner import Callback
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda self, **kw: None)   # the wiring, not the compiler
+    class Sizes(Callback):
+        def __init__(self): self.n = set()
+        def after_loss(self, learn):
+            if learn.training: self.n.add(learn.preds.shape[0])
+    sizes = {}
+    for compile_ in (None, 'default'):
+        cb = Sizes()
+        train_diffusion(out=tmp_path/str(compile_), quick=True, compile=compile_, n_fid=0, epochs=1, n_grid=4,
+                        limit=(74, 16), progress=False, cbs=[cb])
+        sizes[compile_] = cb.n
+    assert sizes == {None: {32, 10}, 'default': {32}}

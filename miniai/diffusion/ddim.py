@@ -49,7 +49,7 @@ def ddim_timesteps(n_steps: int, # steps of the training schedule (T)
     if not 1 <= steps <= n_steps: raise ValueError(f"`steps` must be between 1 and {n_steps}, got {steps}")
     return torch.linspace(n_steps-1, 0, steps, dtype=torch.float64).round().long()
 
-# %% ../../nbs/07_ddim.ipynb #80c529b6
+# %% ../../nbs/07_ddim.ipynb #db2918f5
 def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
                 shape: Sequence[int],     # (B, C, H, W) of the samples
                 ts: Sequence | Tensor,    # time steps as the model knows them, noisiest first
@@ -75,7 +75,7 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
     with sampling_mode(model):
         for i in tqdm(range(len(ts)), disable=not progress, desc='DDIM'):
             if ab[i] == 1.: break  # already clean (only a last time step can be): nothing left to do
-            eps = predict_noise(model, x, t_dev[i].expand(len(x)))
+            eps = predict_noise(model, x, t_dev[i].repeat(len(x)))
             finite &= torch.isfinite(eps).all()  # checked once at the end: no host sync per step
             sig = ddim_sigma(ab[i], ab[i+1], eta)
             noise = torch.randn(x.shape, device=device, generator=g) if sig > 0 else None

@@ -45,7 +45,7 @@ def check_class_labels(labels: Tensor | int | list, # requested classes (an int,
         raise ValueError(f"`{name}` must be class indices in 0..{n_classes-1}, got values from {lo} to {hi}")
     return labels.long()
 
-# %% ../../nbs/13_conditional.ipynb #4022e2e8
+# %% ../../nbs/13_conditional.ipynb #c80b03a5
 class GuidedModel(nn.Module):
     "Wrap a class-conditional `model(x, t, c)` as `model(x, t)` drawing `labels` with classifier-free guidance."
     def __init__(self,
@@ -70,7 +70,7 @@ class GuidedModel(nn.Module):
         if self.scale == 1: return self.model(x, t, c)
         null = torch.full_like(c, self.null_class)
         if self.scale == 0: return self.model(x, t, null)
-        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(n)
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(n).contiguous()  # a compiled model guards on strides
         cond, uncond = self.model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, null])).chunk(2)
         return cfg_mix(cond, uncond, self.scale)
 

@@ -82,7 +82,7 @@ class NoTimeModel(nn.Module):
     def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
         return self.model(x, torch.zeros(len(x), device=x.device))
 
-# %% ../../nbs/09_noise_pred.ipynb #be1491d7
+# %% ../../nbs/09_noise_pred.ipynb #51f7bce8
 def estimate_abar(level_model: nn.Module, # predicts logit(ᾱ) of noisy images
                   x: Tensor,              # noisy images (B, C, H, W)
                   band: float = 2.,       # keep estimates within [median/band, median*band]
@@ -113,7 +113,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
     x = start_noise(shape, device, g)
     with sampling_mode(model), sampling_mode(level_model):
         for i in tqdm(range(steps), disable=not progress, desc='DDIM (estimated ᾱ)'):
-            eps = model(x, ts[i].float().to(device).expand(len(x))).float()
+            eps = model(x, ts[i].float().to(device).repeat(len(x))).float()
             a_hat = estimate_abar(level_model, x, band)
             sig = ddim_sigma(ab[i], ab[i+1], eta) if ab[i] < ab[i+1] else 0.
             x0 = x0_from_eps(x, eps, a_hat, clamp)
