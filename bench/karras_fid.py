@@ -11,7 +11,8 @@ CPU smoke test of the same code (tiny U-Nets, 1 epoch on 512 images, a tiny clas
 What it does:
 1. trains the lesson's U-Net (diffusers UNet2DModel (32, 64, 128, 256)) with Karras preconditioning
    (`karras_learner`: log-normal sigma, sigma_data 0.66 for [-1, 1] data, Adam eps 1e-5, one-cycle lr 1e-2,
-   bf16, 25 epochs, EMA 0.999 tracked alongside), and the same U-Net with the cosine eps objective of
+   bf16, 25 epochs, EMA 0.999 tracked alongside; on CUDA the training step is compiled, `--compile`, and sampling
+   runs on an uncompiled copy), and the same U-Net with the cosine eps objective of
    notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` skips it);
 2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
    2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
@@ -41,6 +42,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval
+from bench.benchkit import add_compile_arg, compile_callbacks, eager_copy
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -64,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument('--precision', choices=['bf16', 'fp32'], default='bf16', help='autocast of the networks while sampling (CUDA)')
     p.add_argument('--weights-dir', default=None, help="where trained U-Nets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     return p.parse_args(argv)
@@ -94,7 +97,7 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
     limit = (512, 128) if args.quick else None
     dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
     ema = EMA(args.ema) if args.ema > 0 else None
-    cbs = [ema] if ema else []
+    cbs = ([ema] if ema else []) + compile_callbacks(cfg['compile'], dls)
     if kind == 'karras': learn = karras_learner(model, dls, sigma_data=cfg['sigma_data'], lr=cfg['lr'], cbs=cbs)
     else: learn = ddpm_learner(model, dls, noisify_cosine, lr=cfg['lr'], cbs=cbs)
     synchronize(); t0 = time.perf_counter()
@@ -108,7 +111,7 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
         ema.copy_to(ema_model)
         save_weights(ema_model, ema_path, meta)
     log[kind] = train
-    return model, ema_model
+    return eager_copy(model, lambda: unet(args.quick)), ema_model   # sampling batches differ from training's
 
 
 def classifier_path(args) -> Path:
@@ -176,7 +179,8 @@ def main(argv=None):
     steps_of = (lambda s: max(1, s//10)) if args.quick else (lambda s: s)
     out = Path(args.out)
     kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
-                sigma_data=args.sigma_data, ema=args.ema, quick=args.quick)
+                sigma_data=args.sigma_data, ema=args.ema, quick=args.quick,
+                compile=args.compile if default_device().type == 'cuda' else 'none')
     ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)

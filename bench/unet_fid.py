@@ -12,7 +12,7 @@ CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny in-mem
 
 What it measures:
 1. Unconditional (section "models"): the same Karras objective and recipe (`karras_learner`: log-normal sigma,
-   Adam eps 1e-5, one-cycle lr 1e-2, bf16 on a GPU, batch 512, 25 epochs) for
+   Adam eps 1e-5, one-cycle lr 1e-2, bf16 and a compiled training step on a GPU (`--compile`; sampling uncompiled), batch 512, 25 epochs) for
    - `emb_unet`: `EmbUNetModel(1, 1, (32, 64, 128, 256), 2, attn_chans=0)` (notebook 11, no attention),
    - `emb_unet_attn`: the same with `attn_chans=8, attn_start=1` (notebook 12),
    - `diffusers`: diffusers `UNet2DModel` (32, 64, 128, 256) built as in notebook 10 (`diffusers_unet(t_scale=1000)`,
@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
+from bench.benchkit import add_compile_arg, compile_callbacks, eager_copy
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -71,6 +72,7 @@ def parse_args(argv=None):
     p.add_argument('--only', choices=['all', 'models', 'guidance'], default='all', help='which section to run')
     p.add_argument('--weights-dir', default=None, help="where trained UNets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     return p.parse_args(argv)
@@ -133,7 +135,7 @@ def train_or_load(name: str, cfg: dict, args, log: dict):
     if args.retrain: ckpt.unlink(missing_ok=True)
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(256, 64) if args.quick else None, seed=42, data_dir=args.data_dir)
-    timer, cbs = TrainTimer(), [CheckpointCB(ckpt)]   # a run cut short resumes from its last finished epoch
+    timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(cfg['compile'], dls)]   # a run cut short resumes from its last finished epoch
     if name == 'cond': learn = cond_learner(model, dls, cfg['lr'], cfg['p_uncond'], cbs=[timer, *cbs])
     else: learn = karras_learner(model, dls, lr=cfg['lr'], cbs=[timer, *cbs])
     synchronize(); t0 = time.perf_counter()
@@ -145,7 +147,7 @@ def train_or_load(name: str, cfg: dict, args, log: dict):
     save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
     ckpt.unlink(missing_ok=True)
     log[name] = train
-    return model.eval()
+    return eager_copy(model, lambda: build(name, args.quick))   # sampling batches differ from training's
 
 
 # ---- sampling and scoring --------------------------------------------------------------------------------
@@ -244,7 +246,8 @@ def main(argv=None):
     ns = sorted(set(args.n), reverse=True)
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
     out = Path(args.out)
-    tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
+    tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick,
+                compile=args.compile if default_device().type == 'cuda' else 'none')
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
