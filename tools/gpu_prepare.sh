@@ -44,7 +44,12 @@ extra=$(find .gpucache -mindepth 1 -maxdepth 1 ! -name models)
 
 # What travels: the tracked tree (and untracked files git does not ignore) plus the carried folders, 64 MiB at most.
 tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 du -cb 2>/dev/null | awk '$2 == "total" {s += $1} END {print int(s/1048576)}')
-carried=$(du -scm .whl .data .gpucache | tail -1 | cut -f1)
-echo "travels: the working tree ($tree MiB), .whl (${#wheels[@]} wheels, $(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB), .gpucache ($(du -sm .gpucache | cut -f1) MiB): $(( tree + carried )) MiB of the 64 MiB limit"
+carried=$(du -scm .whl .data | tail -1 | cut -f1); cache=$(du -sm .gpucache | cut -f1)
+echo "travels: the working tree ($tree MiB), .whl (${#wheels[@]} wheels, $(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB): $(( tree + carried )) MiB of the 64 MiB limit"
 [ $(( tree + carried )) -lt 63 ] || { echo "ERROR: over the device's 64 MiB limit; carry less" >&2; exit 1; }
-echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=['.whl', '.data', '.gpucache']"
+if [ $(( tree + carried + cache )) -lt 63 ]; then carry="['.whl', '.data', '.gpucache']"
+else carry="['.whl', '.data']"   # the FID classifier (20 MiB) stays here: stage classifier trains it on the device
+  echo "note: .gpucache ($cache MiB) does not fit as well; it stays here, so run stage classifier first on the device"
+fi
+echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=$carry"
+echo "   or, several stages in one lease: command='bash tools/gpu_pipeline.sh start 570 $stage ...'  carry=$carry  (docs/gpu_runbook.md)"
