@@ -22,11 +22,17 @@ def add_compile_arg(p: argparse.ArgumentParser):
                    help='torch.compile the training step on CUDA (ignored elsewhere; default: %(default)s)')
 
 
+def compile_mode(mode: str | None, device: str | torch.device | None = None) -> str:
+    "The compile mode that takes effect: `mode` on CUDA, 'none' elsewhere (recorded in the benchmarks' configs)."
+    if mode is not None and mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    device = torch.device(default_device() if device is None else device)
+    return mode if mode is not None and device.type == 'cuda' else 'none'
+
+
 def compile_callbacks(mode: str | None, dls, device: str | torch.device | None = None) -> list:
     "`[CompileCB]` for training on CUDA at one batch shape (sets `dls.train.drop_last`), else `[]`."
-    device = torch.device(default_device() if device is None else device)
-    if mode in (None, 'none') or device.type != 'cuda': return []
-    if mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    mode = compile_mode(mode, device)
+    if mode == 'none': return []
     dls.train.drop_last = True
     return [CompileCB(None if mode == 'default' else mode)]
 

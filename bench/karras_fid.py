@@ -42,7 +42,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval
-from bench.benchkit import add_compile_arg, compile_callbacks, eager_copy
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, eager_copy
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -180,7 +180,7 @@ def main(argv=None):
     out = Path(args.out)
     kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
                 sigma_data=args.sigma_data, ema=args.ema, quick=args.quick,
-                compile=args.compile if default_device().type == 'cuda' else 'none')
+                compile=compile_mode(args.compile))
     ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_compile_arg, compile_callbacks, eager_copy
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, eager_copy
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -247,7 +247,7 @@ def main(argv=None):
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
     out = Path(args.out)
     tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick,
-                compile=args.compile if default_device().type == 'cuda' else 'none')
+                compile=compile_mode(args.compile))
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),

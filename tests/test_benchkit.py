@@ -28,3 +28,10 @@ def test_eager_copy_has_the_weights_but_not_the_compiled_forward():
     assert c is not m and not c.training and getattr(c, '_compiled_call_impl', None) is None
     x = torch.randn(5, 3)
     assert torch.equal(c(x), m(x)) and all(torch.equal(a, b) for a, b in zip(c.state_dict().values(), m.state_dict().values()))
+
+
+def test_compile_mode_is_what_takes_effect():
+    from bench.benchkit import compile_mode
+    assert compile_mode('reduce-overhead', 'cuda') == 'reduce-overhead' and compile_mode('reduce-overhead', 'cpu') == 'none'
+    assert compile_mode(None, 'cuda') == 'none'
+    with pytest.raises(ValueError, match='compile mode'): compile_mode('max-speed', 'cpu')
