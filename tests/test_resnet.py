@@ -309,6 +309,13 @@ def test_classifier_learner_recipe_options_reach_the_callbacks():
     (a,) = aug(resnet.fashion_classifier_learner(crop_pad=1, erase_p=0.2, **kw))
     assert (a.pad, a.erase_p, a.flip_p) == (1, 0.2, 0.5)
     assert aug(resnet.fashion_classifier_learner(augment=False, **kw)) == []
+    ls = resnet.fashion_classifier_learner(label_smoothing=0.1, **kw)
+    logits, y = torch.randn(6, 10), torch.tensor([0, 3, 9, 1, 1, 5])
+    logp = logits.log_softmax(1)   # independent computation: 0.9 * NLL + 0.1 * mean over classes of -log p
+    want = (0.9*-logp[torch.arange(6), y] + 0.1*-logp.mean(1)).mean()
+    assert ls.loss_func(logits, y) == pytest.approx(want.item(), rel=1e-5)
+    assert resnet.fashion_classifier_learner(**kw).loss_func(logits, y) == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
+    with pytest.raises(ValueError, match='label_smoothing'): resnet.fashion_classifier_learner(label_smoothing=1.0, **kw)
     held = resnet.fashion_classifier_learner(holdout=100, **kw)
     assert held.dls.valid.dataset_len == 32 and held.dls.train.dataset_len == 64   # `limit` applies to the held-out part
 
@@ -323,3 +330,24 @@ def test_train_classifier_select_picks_the_best_held_out_recipe(monkeypatch):
     assert [r['recipe'] for r in rows] == list(cands) and all(0 <= r['holdout_accuracy'] <= 1 for r in rows)
     assert best == max(rows, key=lambda r: r['holdout_accuracy'])['recipe']
     assert set(tc.CANDIDATES) >= {'no augmentation (lesson 19)', 'flip + pad-crop 2'}
+    # every recipe a GPU run will compare exists and is made of `fashion_classifier_learner` arguments (a typo here would
+    # only surface minutes into the device's stage)
+    import inspect
+    params = set(inspect.signature(resnet.fashion_classifier_learner).parameters)
+    assert all(set(kw) <= params for kw in tc.CANDIDATES.values())
+    for ep in (5, 20):
+        assert set(tc.candidates_for(ep)) <= set(tc.CANDIDATES) and len(tc.candidates_for(ep)) >= 3
+    assert tc.candidates_for(7) == tc.CANDIDATES
+
+
+def test_train_classifier_select_only_stops_after_the_selection(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('train_classifier', Path(__file__).resolve().parents[1]/'bench'/'train_classifier.py')
+    tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+    names = ['no augmentation (lesson 19)', 'flip only, bs 256']
+    tc.main(['--quick', '--select', '--select-only', '--candidates', *names, '--out', str(tmp_path/'sel.json')])
+    d = json.loads((tmp_path/'sel.json').read_text())
+    assert [r['recipe'] for r in d['selection']] == names and d['runs'] == [] and 'throughput' not in d
+    assert d['selected'] == {'1': max(d['selection'], key=lambda r: r['holdout_accuracy'])['recipe']}
+    assert all(r['wall_s'] > 0 for r in d['selection'])
+    with pytest.raises(SystemExit): tc.main(['--select-only', '--out', str(tmp_path/'x.json')])   # needs --select

@@ -268,7 +268,7 @@ class AugmentCB(BatchTransformCB):
         "Augment the first item (the images) of a batch tuple."
         return (self.augment_images(batch[0]), *batch[1:])
 
-# %% ../../nbs/04_resnet.ipynb #9e2a39ec
+# %% ../../nbs/04_resnet.ipynb #2fa90b7a
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, # a classifier returning logits
                         dl: Any,          # iterable of `(images, labels)` batches
@@ -295,6 +295,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
                                augment: bool = True,   # GPU batch augmentation (`AugmentCB`) in training
                                erase_p: float = 0.,    # random-erase probability of the augmentation
                                crop_pad: int = 2,      # random shift of the augmentation's crop, in pixels (0: flips only)
+                               label_smoothing: float = 0., # label smoothing of the cross-entropy loss (0: none)
                                mixed_precision: bool | None = None, # bf16 autocast (`MixedPrecision`); None: on CUDA only
                                limit: tuple[int, int] | None = None, # (n_train, n_test) class-balanced subsets (quick mode)
                                holdout: int = 0,       # if > 0: validate on this many held-out training images, not the test set
@@ -306,6 +307,7 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
                               ) -> Learner:
     "A `Learner` for `fashion_classifier(nfs, drop)` on Fashion-MNIST with lesson 19's recipe (AdamW, one-cycle)."
     from torcheval.metrics import MulticlassAccuracy  # imported here: torcheval pulls in torchvision (seconds)
+    if not 0 <= label_smoothing < 1: raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}")
     device = torch.device(default_device() if device is None else device)
     if seed is not None: set_seed(seed)
     dls = fashion_dls(bs=bs, data_dir=data_dir, limit=limit, device=device, seed=seed, holdout=holdout)
@@ -315,7 +317,8 @@ def fashion_classifier_learner(bs: int = 1024,         # batch size
     if mixed_precision is None: mixed_precision = device.type == 'cuda'
     if mixed_precision: all_cbs.append(MixedPrecision())
     if progress: all_cbs.append(ProgressCB(plot=True))
-    learn = Learner(model, dls, F.cross_entropy, lr=lr, cbs=all_cbs, opt_func=fused_opt_func(torch.optim.AdamW))
+    loss_func = partial(F.cross_entropy, label_smoothing=label_smoothing) if label_smoothing else F.cross_entropy
+    learn = Learner(model, dls, loss_func, lr=lr, cbs=all_cbs, opt_func=fused_opt_func(torch.optim.AdamW))
     learn.classifier_config = dict(nfs=tuple(nfs), drop=drop)
     return learn
 
