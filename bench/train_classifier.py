@@ -60,6 +60,7 @@ def candidates_for(epochs: int) -> dict:
     "The candidate recipes that --select compares for a run of `epochs` epochs."
     names = CANDIDATES_BY_EPOCHS.get(epochs, list(CANDIDATES))
     return {n: CANDIDATES[n] for n in names}
+
 HOLDOUT = 10_000
 
 
