@@ -56,9 +56,9 @@ CANDIDATES_BY_EPOCHS = {
          'flip + pad-crop 2, bs 256, label smoothing 0.1'],
 }
 
-def candidates_for(epochs: int) -> dict:
-    "The candidate recipes that --select compares for a run of `epochs` epochs."
-    names = CANDIDATES_BY_EPOCHS.get(epochs, list(CANDIDATES))
+def candidates_for(epochs: int, names: list[str] | None = None) -> dict:
+    "The candidate recipes that --select compares for a run of `epochs` epochs (`names`, if given, else the default list)."
+    names = names or CANDIDATES_BY_EPOCHS.get(epochs, list(CANDIDATES))
     return {n: CANDIDATES[n] for n in names}
 
 HOLDOUT = 10_000
@@ -144,8 +144,7 @@ def main(argv=None):
         is_saved = ep == longest and i == epochs.index(longest)
         run_cfg, recipe = cfg, None
         if args.select:
-            cands = {n: CANDIDATES[n] for n in args.candidates} if args.candidates else candidates_for(ep)
-            recipe, rows = select_recipe(ep, cfg, cands, results['holdout'])
+            recipe, rows = select_recipe(ep, cfg, candidates_for(ep, args.candidates), results['holdout'])
             results['selection'] += rows
             run_cfg = {**cfg, **CANDIDATES[recipe]}
             if args.select_only: results.setdefault('selected', {})[ep] = recipe; continue

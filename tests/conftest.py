@@ -26,10 +26,22 @@ def cpu_one_thread(monkeypatch):
     torch.set_num_threads(n)
 
 
-@pytest.fixture
-def ddp_demo():
-    "tools/train_ddp_demo.py as a module (its `main(argv)` trains in this process and returns the learner)."
-    spec = importlib.util.spec_from_file_location('train_ddp_demo', DEMO)
+def _load_script(relpath: str):
+    "A script of the repository (e.g. 'bench/train_classifier.py') imported as a module, run from the checkout."
+    path = REPO/relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture
+def load_script():
+    "`load_script('bench/x.py')`: a repository script as a module (scripts are not part of the miniai package)."
+    return _load_script
+
+
+@pytest.fixture
+def ddp_demo():
+    "tools/train_ddp_demo.py as a module (its `main(argv)` trains in this process and returns the learner)."
+    return _load_script(str(DEMO.relative_to(REPO)))

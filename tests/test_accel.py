@@ -1,6 +1,5 @@
 "Tests for miniai.accel: mixed precision fallback, EMA maths, exact checkpoint resume, refused checkpoints, NaN guard."
-import importlib.util, json, os, warnings
-from pathlib import Path
+import json, os, warnings
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +10,6 @@ from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, SingleBatch
 from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
                           NonFiniteLossError, fused_opt_func, load_checkpoint, save_checkpoint, train_throughput)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_dls(seed, n=64, bs=16):
@@ -321,10 +319,8 @@ def test_nan_guard_in_validation_and_epoch_end_check():
 
 # ---------------------------------------------------------------- the GPU benchmark script
 
-def test_bench_accel_quick_runs(tmp_path):
-    spec = importlib.util.spec_from_file_location('bench_accel', REPO/'bench'/'bench_accel.py')
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_bench_accel_quick_runs(tmp_path, load_script):
+    bench = load_script('bench/bench_accel.py')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         bench.main(['--quick', '--out', str(tmp_path/'r.json')])

@@ -239,18 +239,16 @@ def test_eps_adapter_recovers_the_exact_denoiser():
 
 # --- the FID bench runs end to end (CPU smoke test) ---------------------------------------------------------------
 
-def test_bench_quick(tmp_path, monkeypatch):
+def test_bench_quick(tmp_path, monkeypatch, load_script):
     "bench/karras_fid.py --quick: every setting gets a row with the right NFE and finite scores; a rerun resumes."
-    import importlib.util, json, os
-    from pathlib import Path
+    import json, os
     if not os.environ.get('MINIAI_DATA'): pytest.skip('needs Fashion-MNIST ($MINIAI_DATA)')
     from miniai.models.resnet import fashion_classifier, save_weights, classifier_metadata
     monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
     clf = tmp_path/'clf.safetensors'   # an untrained tiny classifier: features are features, and it takes no time
     torch.manual_seed(0)
     save_weights(fashion_classifier(nfs=(8, 16)).eval(), clf, classifier_metadata((8, 16), 0.1))
-    spec = importlib.util.spec_from_file_location('karras_fid', Path(__file__).parents[1]/'bench'/'karras_fid.py')
-    bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+    bench = load_script('bench/karras_fid.py')
     out = tmp_path/'res.json'
     argv = ['--quick', '--no-cosine', '--classifier', str(clf), '--out', str(out)]
     bench.main(argv)

@@ -1,6 +1,5 @@
 "Tests for miniai.models.layers and miniai.models.resnet (CPU, seconds)."
 import json, os
-from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
@@ -320,10 +319,8 @@ def test_classifier_learner_recipe_options_reach_the_callbacks():
     assert held.dls.valid.dataset_len == 32 and held.dls.train.dataset_len == 64   # `limit` applies to the held-out part
 
 
-def test_train_classifier_select_picks_the_best_held_out_recipe(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_classifier', Path(__file__).resolve().parents[1]/'bench'/'train_classifier.py')
-    tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+def test_train_classifier_select_picks_the_best_held_out_recipe(load_script):
+    tc = load_script('bench/train_classifier.py')
     cfg = dict(bs=64, nfs=(4, 8), limit=(256, 128), device='cpu', progress=False, seed=0)
     cands = {'plain': dict(augment=False), 'flips': dict(augment=True, crop_pad=0)}
     best, rows = tc.select_recipe(1, cfg, cands, holdout=200)
@@ -340,10 +337,8 @@ def test_train_classifier_select_picks_the_best_held_out_recipe(monkeypatch):
     assert tc.candidates_for(7) == tc.CANDIDATES
 
 
-def test_train_classifier_select_only_stops_after_the_selection(tmp_path):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('train_classifier', Path(__file__).resolve().parents[1]/'bench'/'train_classifier.py')
-    tc = importlib.util.module_from_spec(spec); spec.loader.exec_module(tc)
+def test_train_classifier_select_only_stops_after_the_selection(tmp_path, load_script):
+    tc = load_script('bench/train_classifier.py')
     names = ['no augmentation (lesson 19)', 'flip only, bs 256']
     tc.main(['--quick', '--select', '--select-only', '--candidates', *names, '--out', str(tmp_path/'sel.json')])
     d = json.loads((tmp_path/'sel.json').read_text())
