@@ -1,15 +1,13 @@
-"""Pieces shared by the GPU benchmark scripts: compiled training at one batch shape, and an eager copy for sampling.
+"""Pieces shared by the GPU benchmark scripts: the --compile option, and compiled training at one batch shape.
 
 Compiling the training step roughly doubles a small UNet's training images/s on a GPU (results/bench_ddpm.json:
 12,550 images/s with `reduce-overhead` against 5,158 eager), but each new input shape (the last incomplete batch)
 or grad mode compiles again. So the training loader drops each epoch's incomplete batch (the shuffle drops other
-images every epoch), and sampling, which uses other batch sizes, runs on an uncompiled copy of the weights.
+images every epoch); `CompileCB` runs validation and everything after `fit` (sampling, at other batch sizes) eagerly.
 """
 from __future__ import annotations
 import argparse
-from typing import Callable
 import torch
-from torch import nn
 from miniai.accel import CompileCB
 from miniai.core import default_device
 
@@ -35,10 +33,3 @@ def compile_callbacks(mode: str | None, dls, device: str | torch.device | None =
     if mode == 'none': return []
     dls.train.drop_last = True
     return [CompileCB(None if mode == 'default' else mode)]
-
-
-def eager_copy(model: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
-    "A fresh `build()` network with `model`'s weights, on its device, in eval mode (not compiled)."
-    fresh = build()
-    fresh.load_state_dict(model.state_dict())
-    return fresh.to(next(model.parameters()).device).eval()

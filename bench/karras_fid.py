@@ -11,8 +11,8 @@ CPU smoke test of the same code (tiny U-Nets, 1 epoch on 512 images, a tiny clas
 What it does:
 1. trains the lesson's U-Net (diffusers UNet2DModel (32, 64, 128, 256)) with Karras preconditioning
    (`karras_learner`: log-normal sigma, sigma_data 0.66 for [-1, 1] data, Adam eps 1e-5, one-cycle lr 1e-2,
-   bf16, 25 epochs, EMA 0.999 tracked alongside; on CUDA the training step is compiled, `--compile`, and sampling
-   runs on an uncompiled copy), and the same U-Net with the cosine eps objective of
+   bf16, 25 epochs, EMA 0.999 tracked alongside; on CUDA the training step is compiled, `--compile`, and validation and
+   sampling run eagerly), and the same U-Net with the cosine eps objective of
    notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` skips it);
 2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
    2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
@@ -41,8 +41,8 @@ from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
-from miniai.fid import fashion_fid_images, fashion_image_eval
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, eager_copy
+from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -97,13 +97,13 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
     limit = (512, 128) if args.quick else None
     dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
     ema = EMA(args.ema) if args.ema > 0 else None
-    cbs = ([ema] if ema else []) + compile_callbacks(cfg['compile'], dls)
+    cbs = ([ema] if ema else []) + compile_callbacks(args.compile, dls)
     if kind == 'karras': learn = karras_learner(model, dls, sigma_data=cfg['sigma_data'], lr=cfg['lr'], cbs=cbs)
     else: learn = ddpm_learner(model, dls, noisify_cosine, lr=cfg['lr'], cbs=cbs)
     synchronize(); t0 = time.perf_counter()
     learn.fit(cfg['epochs'])
     synchronize(); secs = time.perf_counter() - t0
-    train = dict(seconds=round(secs, 1), history=learn.metrics.history, n_train=dls.train.dataset_len)
+    train = dict(seconds=round(secs, 1), history=learn.metrics.history, n_train=dls.train.dataset_len, compile=compile_mode(args.compile))
     save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
     ema_model = None
     if ema:
@@ -111,7 +111,7 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
         ema.copy_to(ema_model)
         save_weights(ema_model, ema_path, meta)
     log[kind] = train
-    return eager_copy(model, lambda: unet(args.quick)), ema_model   # sampling batches differ from training's
+    return model.eval(), ema_model   # eager again after fit (`CompileCB`): sampling batches differ from training's
 
 
 def classifier_path(args) -> Path:
@@ -179,8 +179,7 @@ def main(argv=None):
     steps_of = (lambda s: max(1, s//10)) if args.quick else (lambda s: s)
     out = Path(args.out)
     kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
-                sigma_data=args.sigma_data, ema=args.ema, quick=args.quick,
-                compile=compile_mode(args.compile))
+                sigma_data=args.sigma_data, ema=args.ema, quick=args.quick)   # (the compile mode is not part of a model's identity)
     ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)
@@ -194,6 +193,7 @@ def main(argv=None):
     clf = classifier_path(args)
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
+    results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
 
     def run(model_name, denoiser, settings):
         for sampler, steps, kw in settings:

@@ -12,7 +12,7 @@ CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny in-mem
 
 What it measures:
 1. Unconditional (section "models"): the same Karras objective and recipe (`karras_learner`: log-normal sigma,
-   Adam eps 1e-5, one-cycle lr 1e-2, bf16 and a compiled training step on a GPU (`--compile`; sampling uncompiled), batch 512, 25 epochs) for
+   Adam eps 1e-5, one-cycle lr 1e-2, bf16 and a compiled training step on a GPU (`--compile`; validation and sampling eager), batch 512, 25 epochs) for
    - `emb_unet`: `EmbUNetModel(1, 1, (32, 64, 128, 256), 2, attn_chans=0)` (notebook 11, no attention),
    - `emb_unet_attn`: the same with `attn_chans=8, attn_start=1` (notebook 12),
    - `diffusers`: diffusers `UNet2DModel` (32, 64, 128, 256) built as in notebook 10 (`diffusers_unet(t_scale=1000)`,
@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, eager_copy
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -49,7 +49,7 @@ from miniai.diffusion.ddpm import diffusers_unet, init_ddpm
 from miniai.diffusion.karras import noisify_karras, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB, label_accuracy
-from miniai.fid import ImageEval, fashion_fid_images, fashion_image_eval
+from miniai.fid import ImageEval, fashion_fid_images, fashion_image_eval, weights_hash
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, classifier_features, fashion_classifier_path,
                                   load_fashion_classifier, load_weights, save_weights, train_fashion_classifier,
                                   weights_metadata)
@@ -135,19 +135,19 @@ def train_or_load(name: str, cfg: dict, args, log: dict):
     if args.retrain: ckpt.unlink(missing_ok=True)
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(256, 64) if args.quick else None, seed=42, data_dir=args.data_dir)
-    timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(cfg['compile'], dls)]   # a run cut short resumes from its last finished epoch
+    timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(args.compile, dls)]   # a run cut short resumes from its last finished epoch
     if name == 'cond': learn = cond_learner(model, dls, cfg['lr'], cfg['p_uncond'], cbs=[timer, *cbs])
     else: learn = karras_learner(model, dls, lr=cfg['lr'], cbs=[timer, *cbs])
     synchronize(); t0 = time.perf_counter()
     learn.fit(cfg['epochs'])
     synchronize()
     train = dict(params=n_params(model), seconds=round(time.perf_counter() - t0, 1), train_images_per_s=timer.images_per_s(),
-                 history=learn.metrics.history, n_train=dls.train.dataset_len,
+                 history=learn.metrics.history, n_train=dls.train.dataset_len, compile=compile_mode(args.compile),
                  note='seconds and history cover only this run (it resumed from a checkpoint)' if timer.resumed else '')
     save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
     ckpt.unlink(missing_ok=True)
     log[name] = train
-    return eager_copy(model, lambda: build(name, args.quick))   # sampling batches differ from training's
+    return model.eval()   # eager again after fit (`CompileCB`): sampling batches differ from training's
 
 
 # ---- sampling and scoring --------------------------------------------------------------------------------
@@ -246,8 +246,7 @@ def main(argv=None):
     ns = sorted(set(args.n), reverse=True)
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
     out = Path(args.out)
-    tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick,
-                compile=compile_mode(args.compile))
+    tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
@@ -260,6 +259,7 @@ def main(argv=None):
     clf, results['classifier'] = classifier(args)
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
+    results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
     n = max(ns)
 
     if results['reals'] is None:

@@ -102,13 +102,23 @@ def test_mixed_precision_with_lr_finder_and_cancelled_batches():
 def test_channels_last_compile_and_fused_opt_on_cpu():
     class BatchSpy(Callback):
         order = 8
-        def before_batch(self, learn): self.cl = learn.batch[0].is_contiguous(memory_format=torch.channels_last)
-    spy = BatchSpy()
-    learn = tiny_learner(cbs=[ChannelsLastCB(), CompileCB(backend='eager'), spy])
+        def before_fit(self, learn): self.compiled = set()
+        def before_batch(self, learn):
+            self.cl = learn.batch[0].is_contiguous(memory_format=torch.channels_last)
+            self.compiled.add((learn.training, learn.model._compiled_call_impl is not None))
+    spy, ccb = BatchSpy(), CompileCB(backend='eager')
+    learn = tiny_learner(cbs=[ChannelsLastCB(), ccb, spy])
     keys = list(learn.model.state_dict())
     learn.fit(1)
     assert spy.cl and learn.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert learn.model._compiled_call_impl is not None and list(learn.model.state_dict()) == keys
+    assert spy.compiled == {(True, True), (False, False)}   # the training step compiled, validation eager
+    assert learn.model._compiled_call_impl is None and list(learn.model.state_dict()) == keys   # eager after fit
+    first = ccb.compiled
+    learn.fit(1, valid=False)
+    assert ccb.compiled is first and spy.compiled == {(True, True)}   # a second fit reuses the compiled forward
+    learn = tiny_learner(cbs=[CompileCB(compile_eval=True, backend='eager'), spy])
+    learn.fit(1)
+    assert spy.compiled == {(True, True), (False, True)} and learn.model._compiled_call_impl is None
     opt = fused_opt_func(torch.optim.AdamW, eps=1e-5)(tiny_model().parameters(), 1e-3)
     assert opt.defaults['fused'] is None and opt.defaults['eps'] == 1e-5 and opt.defaults['lr'] == 1e-3
 

@@ -1,9 +1,8 @@
-"bench/benchkit.py: compiled training at one batch shape, eager copies for sampling."
+"bench/benchkit.py: compiled training at one batch shape."
 import pytest, torch
-from torch import nn
 from miniai.accel import CompileCB
 from miniai.data import DataLoaders, DeviceImageLoader
-from bench.benchkit import compile_callbacks, eager_copy
+from bench.benchkit import compile_callbacks
 
 
 def _dls():
@@ -19,15 +18,6 @@ def test_compile_callbacks_only_on_cuda_and_then_one_batch_shape():
     assert isinstance(cb, CompileCB) and cb.mode == 'reduce-overhead' and d.train.drop_last and len(d.train) == 2
     assert compile_callbacks('default', _dls(), device='cuda')[0].mode is None
     with pytest.raises(ValueError, match='compile mode'): compile_callbacks('max-speed', _dls(), device='cuda')
-
-
-def test_eager_copy_has_the_weights_but_not_the_compiled_forward():
-    build = lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    m = build(); m.compile(backend='eager')
-    c = eager_copy(m, build)
-    assert c is not m and not c.training and getattr(c, '_compiled_call_impl', None) is None
-    x = torch.randn(5, 3)
-    assert torch.equal(c(x), m(x)) and all(torch.equal(a, b) for a, b in zip(c.state_dict().values(), m.state_dict().values()))
 
 
 def test_compile_mode_is_what_takes_effect():

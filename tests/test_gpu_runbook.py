@@ -45,6 +45,7 @@ def test_pipeline_refuses_bad_arguments(tmp_path):
         r = _pipe(*args, tmp_path=tmp_path)
         assert r.returncode == 2 and r.stderr.strip(), (args, r.stderr)
     assert "unknown stage 'bogus'" in _pipe('start', '10', 'ddp', 'bogus', tmp_path=tmp_path).stderr
+    assert "unknown stage 'bogus'" in _pipe('start', '10', 'wait_classifier', 'bogus', tmp_path=tmp_path).stderr  # the pseudo-stage is known
     assert not (tmp_path/'pipe'/'pid').exists()   # nothing was started
 
 

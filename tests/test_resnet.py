@@ -1,5 +1,6 @@
 "Tests for miniai.models.layers and miniai.models.resnet (CPU, seconds)."
 import json, os
+from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
@@ -346,3 +347,18 @@ def test_train_classifier_select_only_stops_after_the_selection(tmp_path, load_s
     assert d['selected'] == {'1': max(d['selection'], key=lambda r: r['holdout_accuracy'])['recipe']}
     assert all(r['wall_s'] > 0 for r in d['selection'])
     with pytest.raises(SystemExit): tc.main(['--select-only', '--out', str(tmp_path/'x.json')])   # needs --select
+
+
+def test_classifier_recipes_are_the_measured_selection(load_script):
+    "CLASSIFIER_RECIPES (on top of the learner's defaults) is what `--select` chose on the GPU, run by run."
+    import inspect
+    tc = load_script('bench/train_classifier.py')
+    d = json.loads((Path(__file__).parents[1]/'results/classifier.json').read_text())
+    defaults = {k: p.default for k, p in inspect.signature(resnet.fashion_classifier_learner).parameters.items()}
+    for run in d['runs']:
+        ep, chosen = run['epochs'], tc.CANDIDATES[run['recipe']]
+        used = {**defaults, **resnet.CLASSIFIER_RECIPES[ep]}
+        assert {k: used[k] for k in chosen} == chosen, (ep, run['recipe'])
+        best = max((r for r in d['selection'] if r['epochs'] == ep), key=lambda r: r['holdout_accuracy'])
+        assert best['recipe'] == run['recipe'] and run['target_met']
+    assert sorted(r['epochs'] for r in d['runs']) == sorted(resnet.CLASSIFIER_RECIPES)

@@ -7,6 +7,8 @@
 #   bash tools/gpu_pipeline.sh collect SECONDS          # later calls: wait up to SECONDS (less if the stages end)
 #
 # QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/).
+# The pseudo-stage wait_classifier waits (up to 10 min) for the FID classifier's weights, carried by the next call as
+# .gpucache/models (they do not fit in the first call beside Fashion-MNIST and the wheels); it saves retraining them.
 # collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, the FID classifier's weights, every stage's log), so a
 # call cut short still returns what is finished. A stage may wait for data that a later call carries: a stage
 # named audio waits (up to 10 min) for .data2/fsdd/ and installs the wheels in .whl2/ (gpu_prepare.sh audio builds
@@ -30,14 +32,18 @@ collect() {  # wait until the stages end or $1 seconds pass, then pack everythin
 case "$cmd" in
 start)
   shift 2; [ $# -gt 0 ] || { echo "no stages given" >&2; exit 2; }
-  known=$(sed -n 's/^case "$stage" in \([a-z_|]*\)) ;;.*/\1/p' tools/gpu_stage.sh)
+  known="$(sed -n 's/^case "$stage" in \([a-z_|]*\)) ;;.*/\1/p' tools/gpu_stage.sh)|wait_classifier"
   for s in "$@"; do [[ "|$known|" == *"|$s|"* ]] || { echo "unknown stage '$s' (stages: $known)" >&2; exit 2; }; done
   [ -f $P/pid ] && kill -0 "$(cat $P/pid)" 2>/dev/null && { echo "a pipeline is running already" >&2; exit 2; }
   rm -f $P/done
   setsid bash -c '
     P=$1; shift; t=$(date +%s)
     for s in "$@"; do
-      if [ "$s" = audio ]; then   # its data and wheels come with a later call
+      if [ "$s" = wait_classifier ]; then   # the weights come with a later call
+        f=.gpucache/models/fashion_classifier.safetensors
+        for i in $(seq 120); do [ -f $f ] && break; sleep 5; done
+        [ -f $f ] && echo "classifier weights: $(sha256sum $f)" > $P/wait_classifier.log || echo "no $f after 10 min" > $P/wait_classifier.log
+      elif [ "$s" = audio ]; then   # its data and wheels come with a later call
         for i in $(seq 120); do [ -f .data2/fsdd/fsdd_v1.0.10.npz ] && break; sleep 5; done
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >>$P/pipeline.log 2>&1
         MINIAI_DATA=$PWD/.data2 OUT=$P/out bash tools/gpu_stage.sh audio ${QUICK:+--quick} > $P/audio.log 2>&1

@@ -2,8 +2,8 @@
 # Prepare, on the development machine, what one GPU stage needs to carry (docs/gpu_runbook.md):
 #   .whl/       wheels of the packages the device image lacks, at the versions of requirements-lock.txt
 #   .data/      the data sets the stage reads
-#   .gpucache/  kept as is (the FID classifier, 20 MiB, does not fit beside Fashion-MNIST: stage `classifier` trains
-#               it again on the device in under a minute, with the same weights for the same recipe)
+#   .gpucache/  kept as is (the FID classifier, 20 MiB, does not fit beside Fashion-MNIST: a second call carries
+#               .gpucache/models, and the pipeline's wait_classifier stage waits for it)
 # The device takes 64 MiB in all (the working tree included), so each stage carries only what it uses.
 # Usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]   (DATA_ROOT default: $MINIAI_DATA, else ../shared/data)
 # The device image (2026-11) has huggingface_hub 1.33 with transformers and peft, which refuse huggingface_hub 2.x:
@@ -48,8 +48,10 @@ carried=$(du -scm .whl .data | tail -1 | cut -f1); cache=$(du -sm .gpucache | cu
 echo "travels: the working tree ($tree MiB), .whl (${#wheels[@]} wheels, $(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB): $(( tree + carried )) MiB of the 64 MiB limit"
 [ $(( tree + carried )) -lt 63 ] || { echo "ERROR: over the device's 64 MiB limit; carry less" >&2; exit 1; }
 if [ $(( tree + carried + cache )) -lt 63 ]; then carry="['.whl', '.data', '.gpucache']"
-else carry="['.whl', '.data']"   # the FID classifier (20 MiB) stays here: stage classifier trains it on the device
-  echo "note: .gpucache ($cache MiB) does not fit as well; it stays here, so run stage classifier first on the device"
+else carry="['.whl', '.data']"   # the FID classifier (20 MiB) travels with the next call
+  if [ -f .gpucache/models/fashion_classifier.safetensors ]; then
+    echo "note: .gpucache ($cache MiB) does not fit as well: start the pipeline with wait_classifier, then carry ['.gpucache/models'] in the next call"
+  else echo "note: no FID classifier in .gpucache/models/: run stage classifier first on the device"; fi
 fi
 echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=$carry"
-echo "   or, several stages in one lease: command='bash tools/gpu_pipeline.sh start 570 $stage ...'  carry=$carry  (docs/gpu_runbook.md)"
+echo "   or, several stages in one lease: command='bash tools/gpu_pipeline.sh start 5 wait_classifier $stage ...'  carry=$carry  (docs/gpu_runbook.md)"
