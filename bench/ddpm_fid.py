@@ -6,6 +6,7 @@ weights; `miniai.cli.train_diffusion`), then scores, with notebook 05's evaluato
 features, the 10,000 test images as reference), seeded sample sets of 10,000 and 2,048 images from:
   linear model: DDPM 1000 steps; DDIM 100, 50, 25 (eta=1)
   cosine model: DDIM 100, 50 (eta=1; the grid's last point t=0 needs no model call, so 99 and 49 evaluations)
+  cosine model without EMA (its raw weights, saved beside the averaged ones): DDIM 100, to show what the EMA buys
 and random sets of real training images of both sizes (the floor). The sample set of size n is drawn with seed n
 (the same starting noise for every sampler). Each row records sampling time and images/s; each model its epochs,
 training wall time and training images/s.
@@ -27,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from miniai.core import cache_dir, default_device
 from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
@@ -35,14 +36,18 @@ from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampl
 from miniai.diffusion.ddpm import diffusers_unet
 from bench.benchkit import add_compile_arg, compile_mode
 
-FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), epochs=25, floor_draws=3)
-QUICK = dict(sizes=(64, 32), linear_ddim=(10, 5, 3), cosine_ddim=(10, 5), epochs=1, floor_draws=1)
+FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
+QUICK = dict(sizes=(64, 32), linear_ddim=(10, 5, 3), cosine_ddim=(10, 5), raw_ddim=(10,), epochs=1, floor_draws=1)
+RAW = 'cosine (no EMA)'   # the cosine model's raw weights (`train_diffusion` saves the EMA average as model.safetensors)
+WEIGHTS = {'linear': ('linear', 'model.safetensors'), 'cosine': ('cosine', 'model.safetensors'),
+           RAW: ('cosine', 'model_raw.safetensors')}   # table's model name -> (schedule, weights file in its folder)
 
 
 def plan(cfg, quick):
     "The table's rows: (model, sampler, steps) for each sample-set size."
     rows = [('linear', 'ddpm', recipe('linear', quick)['linear']['n_steps'])]
     rows += [('linear', 'ddim', s) for s in cfg['linear_ddim']] + [('cosine', 'ddim', s) for s in cfg['cosine_ddim']]
+    rows += [(RAW, 'ddim', s) for s in cfg['raw_ddim']]
     # cheapest first (images x steps), so that a run stopped by --max-minutes has scored as many rows as it could
     return sorted([(m, s, k, n) for n in cfg['sizes'] for (m, s, k) in rows], key=lambda r: r[2]*r[3])
 
@@ -59,11 +64,12 @@ def markdown(res):
          f"Written by `{res['command']}` on {res['date']} ({res['device']}, torch {res['torch']}).", '']
     if res['quick']: L += ['**Quick mode: tiny models, tiny classifier, few samples. These numbers only show that the code runs.**', '']
     L += [f"Feature model: {res['feature_model']}. Reference: {res['reference']}. Lower is better. "
-          "Sample sets are seeded (seed = number of samples).", '',
+          "Sample sets are seeded (seed = number of samples). Models sample from their EMA weights, except "
+          f"'{RAW}': the same training run's raw weights.", '',
           '| model | sampler | steps | model evals | samples | FID | FID / floor | KID | sampling s | images/s |',
           '|---|---|---|---|---|---|---|---|---|---|']
     floor = {f['n']: f['fid_mean'] for f in res.get('floor', [])}
-    for r in sorted(res['rows'].values(), key=lambda r: (-r['n'], r['model'] != 'linear', r['sampler'] != 'ddpm', -r['steps'])):
+    for r in sorted(res['rows'].values(), key=lambda r: (-r['n'], r['model'] != 'linear', r['model'], r['sampler'] != 'ddpm', -r['steps'])):
         ratio = f"{r['fid']/floor[r['n']]:.2f}" if floor.get(r['n']) else '-'
         L.append(f"| {r['model']} | {r['sampler'].upper()} | {r['steps']} | {r['nfe']} | {r['n']:,} | {r['fid']:.3f} | {ratio} "
                  f"| {r['kid']:.5f} | {r['sampling_s']:.1f} | {r['images_per_s']:,.1f} |")
@@ -138,6 +144,8 @@ def main(argv=None):
         res['models'][name] = {k: m[k] for k in ('epochs', 'bs', 'lr', 'train_seconds', 'train_images_per_s', 'wall_seconds',
                                                  'train_loss', 'valid_loss', 'ema_decay', 'compile', 'params')}
         res['models'][name]['weights'] = str(wdir/'model.safetensors')
+        raw = {k: v.detach().cpu().contiguous() for k, v in r['learn'].model.state_dict().items()}   # outside `ema.average()`
+        save_file(raw, str(wdir/'model_raw.safetensors'))
         save()
         del r
     if a.train_only: return res
@@ -148,16 +156,17 @@ def main(argv=None):
     models = {}
     for model, sampler, steps, n in plan(cfg, q):
         key = f'{model}|{sampler}|{steps}|{n}'
-        if model not in a.models or key in res['rows']: continue
-        if not (work/model/'model.safetensors').exists(): print(f'skipping {key}: no trained {model} model yet'); continue
+        schedule, wfile = WEIGHTS[model]
+        if schedule not in a.models or key in res['rows']: continue
+        if not (work/schedule/wfile).exists(): print(f'skipping {key}: no {work/schedule/wfile} yet'); continue
         if out_of_time(): break
-        if model not in models: models[model] = load_model(work/model/'model.safetensors', model, q, device, compile_mode(a.compile, device) != 'none')
-        f = make_sampler(models[model], model, sampler, steps, quick=q)
+        if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compile_mode(a.compile, device) != 'none')
+        f = make_sampler(models[model], schedule, sampler, steps, quick=q)
         synchronize(device); t0 = time.perf_counter()
         x = sample_images(f, n, bs=a.sample_bs, seed=n, device=device, progress=True)
         synchronize(device); dt = time.perf_counter() - t0
         s = ie.scores(x)
-        res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(model, sampler, steps, q), n=n, seed=n,
+        res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=n,
                                 fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=n/dt)
         print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  ({dt:.1f} s)", flush=True)
         save()

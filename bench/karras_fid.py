@@ -156,16 +156,20 @@ def write(results: dict, out: Path):
 
 def markdown(results: dict) -> str:
     ns = results['config']['n']
-    head = ['model', 'sampler', 'steps', 'NFE'] + [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')] + ['seconds']
+    head = ['model', 'sampler', 'steps', 'NFE'] + [h for n in ns for h in (f'FID ({n:,})', f'FID / floor ({n:,})', f'KID ({n:,})')] + ['seconds']
+    reals = next((r for r in results['rows'] if r['model'] == 'reals'), None)
+    ratio = lambda r, n: f"{r['scores'][str(n)]['fid']/reals['scores'][str(n)]['fid']:.2f}" if reals else ''
     lines = [f"# Karras samplers: FID/KID at equal network evaluations\n",
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
              "Samples clamped to [-1, 1]; smaller sample counts are prefixes of the largest. "
-             "Seconds: time to draw the largest sample set.\n",
+             "Seconds: time to draw the largest sample set. FID / floor: FID over the reals' FID at the same count "
+             "(an FID's scale depends on the feature network, the ratio does not; the course's Karras samplers: about 2 "
+             "over its reals' 2.6).\n",
              '| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
     for r in results['rows']:
         cells = [r['model'], r['sampler'] + (f" {r['kwargs']}" if r['kwargs'] else ''), str(r['steps']), str(r['nfe'])]
-        cells += [v for n in ns for v in (f"{r['scores'][str(n)]['fid']:.3f}", f"{r['scores'][str(n)]['kid']:.5f}")]
+        cells += [v for n in ns for v in (f"{r['scores'][str(n)]['fid']:.3f}", ratio(r, n), f"{r['scores'][str(n)]['kid']:.5f}")]
         cells.append(f"{r['seconds']:.1f}")
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'

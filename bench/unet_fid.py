@@ -202,7 +202,12 @@ def write(results: dict, out: Path):
     out.with_suffix('.md').write_text(markdown(results))
 
 
-def _fk(r, n): s = r['scores'].get(str(n)); return (f"{s['fid']:.3f}", f"{s['kid']:.5f}") if s else ('', '')
+def _fk(r, n, reals=None):
+    "Table cells of row `r` at sample count `n`: FID and KID, with FID / the reals' FID between them if `reals` is given."
+    s, f = r['scores'].get(str(n)), (reals or {}).get('scores', {}).get(str(n))
+    fid, kid = (f"{s['fid']:.3f}", f"{s['kid']:.5f}") if s else ('', '')
+    if reals is None: return fid, kid
+    return fid, (f"{s['fid']/f['fid']:.2f}" if s and f else ''), kid
 
 def markdown(results: dict) -> str:
     ns, cfg = results['config']['n'], results['config']
@@ -210,10 +215,11 @@ def markdown(results: dict) -> str:
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
              f"Sampler: {cfg['sampler']}, {cfg['steps']} steps; samples clamped to [-1, 1]; smaller sample counts are "
-             "prefixes of the largest; sampling images/s over the largest set.\n"]
+             "prefixes of the largest; sampling images/s over the largest set. FID / floor: FID over the real training "
+             "images' FID at the same count (an FID's scale depends on the feature network, the ratio does not).\n"]
     if results['rows']:
         head = ['model', 'params', 'train loss', 'valid loss', 'train img/s', 'sample img/s'] + \
-               [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')]
+               [h for n in ns for h in (f'FID ({n:,})', f'FID / floor ({n:,})', f'KID ({n:,})')]
         lines += ['## Unconditional models\n', '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in results['rows']:
             t = results['train'].get(r['model'], {})
@@ -222,16 +228,16 @@ def markdown(results: dict) -> str:
             va = next((h.get('loss') for h in reversed(hist) if h.get('phase') != 'train'), None)
             f = lambda v, p: '' if v is None else f"{v:{p}}"
             cells = [r['model'], f(t.get('params'), ','), f(tr, '.4f'), f(va, '.4f'), f(t.get('train_images_per_s'), ',.0f'),
-                     f(r.get('sample_images_per_s'), ',.0f')] + [v for n in ns for v in _fk(r, n)]
+                     f(r.get('sample_images_per_s'), ',.0f')] + [v for n in ns for v in _fk(r, n, results['reals'] or {})]
             lines.append('| ' + ' | '.join(cells) + ' |')
     if results['guidance']:
-        head = ['guidance scale', 'accuracy'] + [h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')] + \
+        head = ['guidance scale', 'accuracy'] + [h for n in ns for h in (f'FID ({n:,})', f'FID / floor ({n:,})', f'KID ({n:,})')] + \
                [c.split(' ')[0] for c in FASHION_CLASSES]
         lines += ['\n## Class-conditional model, classifier-free guidance\n',
                   f"Accuracy: the FID classifier's accuracy on all {max(ns):,} samples (labels i % 10).\n",
                   '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in results['guidance']:
-            cells = [f"{r['scale']:g}", f"{r['accuracy']['overall']:.2%}"] + [v for n in ns for v in _fk(r, n)] + \
+            cells = [f"{r['scale']:g}", f"{r['accuracy']['overall']:.2%}"] + [v for n in ns for v in _fk(r, n, results['reals'] or {})] + \
                     [f"{a:.0%}" for a in r['accuracy']['per_class'].values()]
             lines.append('| ' + ' | '.join(cells) + ' |')
     if results['reals']:

@@ -28,3 +28,34 @@ def test_ddpm_fid_table_divides_by_the_floor_at_the_same_sample_count(load_scrip
     assert '| cosine | DDIM | 100 | 99 | 2,048 | 60.800 | 2.00 |' in md
     assert '| cosine | DDIM | 100 | 99 | 10,000 | 15.000 | - |' in md   # no floor measured at 10,000
     assert 'FID / floor' in md and '1.2 to 1.6' in md
+
+
+def _scores(**fids): return {n: dict(fid=f, kid=0.01) for n, f in fids.items()}
+
+
+def test_karras_and_unet_tables_divide_by_the_reals_of_the_same_run(load_script):
+    karras, unet = load_script('bench/karras_fid.py'), load_script('bench/unet_fid.py')
+    rows = [dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0, scores=_scores(**{'2048': 30., '512': 100.}), seconds=0.),
+            dict(model='karras', sampler='euler', steps=100, kwargs={}, nfe=100, scores=_scores(**{'2048': 60., '512': 150.}), seconds=9.)]
+    md = karras.markdown(dict(config=dict(n=[2048, 512]), command='c', environment={}, rows=rows))
+    assert '| karras | euler | 100 | 100 | 60.000 | 2.00 | 0.01000 | 150.000 | 1.50 | 0.01000 | 9.0 |' in md
+    assert '| reals | train images | 0 | 0 | 30.000 | 1.00 |' in md
+    res = dict(config=dict(n=[2048], sampler='lms', steps=20), command='c', environment={}, train={}, guidance=[],
+               rows=[dict(model='ours', scores=_scores(**{'2048': 45.}), sample_images_per_s=100.)],
+               reals=dict(scores=_scores(**{'2048': 30.})))
+    md = unet.markdown(res)
+    assert '| 45.000 | 1.50 | 0.01000 |' in md and 'FID / floor (2,048)' in md
+    assert '| 45.000 |  | 0.01000 |' in unet.markdown({**res, 'reals': None})   # no floor yet: an empty cell, same columns
+
+
+def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_path, load_script, one_thread):
+    "`--train-only` (one process per model on the GPU) trains and stops; the raw weights make the EMA row possible."
+    import torch
+    from safetensors.torch import load_file
+    bench = load_script('bench/ddpm_fid.py')
+    res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
+    assert list(res['models']) == ['cosine'] and res['rows'] == {} and 'floor' not in res
+    ema, raw = load_file(str(tmp_path/'cosine'/'model.safetensors')), load_file(str(tmp_path/'cosine'/'model_raw.safetensors'))
+    assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
+    plan = bench.plan(bench.QUICK, True)
+    assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
