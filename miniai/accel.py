@@ -93,7 +93,7 @@ def fused_opt_func(opt_cls: type = torch.optim.AdamW,  # an optimizer class with
         return opt_cls(params, lr=lr, **{**fused, **kwargs})
     return opt_func
 
-# %% ../nbs/03_accel.ipynb #ddf77ea5
+# %% ../nbs/03_accel.ipynb #b07b9472
 class CompileCB(Callback):
     "Compile the model's training step in place with `torch.compile`; validation and calls after `fit` run eagerly."
     order = 6
@@ -102,12 +102,12 @@ class CompileCB(Callback):
                  compile_eval: bool = False,  # compile the validation phase too
                  **kwargs):  # more `torch.compile` arguments (e.g. backend='eager' to check the wiring without a compiler)
         self.mode, self.compile_eval, self.kwargs = mode, compile_eval, kwargs
-        self.compiled = None  # the compiled forward (kept across `fit` calls, so each shape compiles once)
+        self.model = self.compiled = None  # the compiled forward of `model` (kept across `fit` calls: each shape compiles once)
     def before_fit(self, learn):
         m = learn.model
-        if self.compiled is None:
+        if self.compiled is None or self.model is not m:   # first fit, or `learn.model` was replaced since
             if getattr(m, '_compiled_call_impl', None) is None: m.compile(mode=self.mode, **self.kwargs)
-            self.compiled = m._compiled_call_impl
+            self.model, self.compiled = m, m._compiled_call_impl
     def before_epoch(self, learn):  # `nn.Module.__call__` uses `_compiled_call_impl` when it is set
         learn.model._compiled_call_impl = self.compiled if learn.training or self.compile_eval else None
     def cleanup_fit(self, learn): learn.model._compiled_call_impl = None

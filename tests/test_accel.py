@@ -116,6 +116,11 @@ def test_channels_last_compile_and_fused_opt_on_cpu():
     first = ccb.compiled
     learn.fit(1, valid=False)
     assert ccb.compiled is first and spy.compiled == {(True, True)}   # a second fit reuses the compiled forward
+    learn.model = tiny_model()   # ... of that model only: a new model is compiled for itself, and trained
+    w0 = learn.model[0].weight.detach().clone()
+    learn.fit(1, valid=False, lr=1e-3)
+    assert ccb.model is learn.model and ccb.compiled is not first and learn.model._compiled_call_impl is None
+    assert not torch.equal(learn.model[0].weight, w0)
     learn = tiny_learner(cbs=[CompileCB(compile_eval=True, backend='eager'), spy])
     learn.fit(1)
     assert spy.compiled == {(True, True), (False, True)} and learn.model._compiled_call_impl is None
