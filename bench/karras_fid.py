@@ -66,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument('--precision', choices=['bf16', 'fp32'], default='bf16', help='autocast of the networks while sampling (CUDA)')
     p.add_argument('--weights-dir', default=None, help="where trained U-Nets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    p.add_argument('--train-only', nargs='+', choices=('karras', 'cosine'), default=None,
+                   help='train (or find) these U-Nets and stop; score them in another process')
     add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
@@ -194,6 +196,10 @@ def main(argv=None):
         if old.get('config') == json.loads(json.dumps(config)): results['rows'], results['train'] = old['rows'], old.get('train', {})
     done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
 
+    if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
+        for kind in args.train_only: train_or_load(kind, kcfg if kind == 'karras' else ccfg, args, results['train'])
+        write(results, out)
+        return results
     clf = classifier_path(args)
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)

@@ -72,6 +72,8 @@ def parse_args(argv=None):
     p.add_argument('--only', choices=['all', 'models', 'guidance'], default='all', help='which section to run')
     p.add_argument('--weights-dir', default=None, help="where trained UNets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
+    p.add_argument('--train-only', nargs='+', choices=MODELS + ('cond',), default=None,
+                   help='train (or find) these networks and stop; score them in another process')
     add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
@@ -81,6 +83,8 @@ def parse_args(argv=None):
 
 
 # ---- models ----------------------------------------------------------------------------------------------
+
+MODELS = ('emb_unet', 'emb_unet_attn', 'diffusers')   # the unconditional networks compared
 
 def build(name: str, quick: bool):
     "A fresh network for `name` (toy sizes with `quick`)."
@@ -262,6 +266,11 @@ def main(argv=None):
         if old.get('config') == json.loads(json.dumps(config)):
             for k in ('train', 'rows', 'guidance', 'reals'): results[k] = old.get(k, results[k])
 
+    ccfg = {**tcfg, 'p_uncond': args.p_uncond}   # the class-conditional model's
+    if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
+        for name in args.train_only: train_or_load(name, ccfg if name == 'cond' else tcfg, args, results['train'])
+        write(results, out)
+        return results
     clf, results['classifier'] = classifier(args)
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
@@ -276,7 +285,7 @@ def main(argv=None):
 
     if args.only in ('all', 'models'):
         done = {r['model'] for r in results['rows']}
-        for name in ('emb_unet', 'emb_unet_attn', 'diffusers'):
+        for name in MODELS:
             if name in done: continue
             model = train_or_load(name, tcfg, args, results['train'])
             imgs, secs = draw(model, n, args)
@@ -288,7 +297,7 @@ def main(argv=None):
     if args.only in ('all', 'guidance'):
         done = {r['scale'] for r in results['guidance']}
         if any(w not in done for w in SCALES):
-            model = train_or_load('cond', {**tcfg, 'p_uncond': args.p_uncond}, args, results['train'])
+            model = train_or_load('cond', ccfg, args, results['train'])
             labels = torch.arange(n) % 10
             for w in SCALES:
                 if w in done: continue

@@ -59,3 +59,15 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
     plan = bench.plan(bench.QUICK, True)
     assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
+
+
+def test_karras_and_unet_train_only_train_and_stop(tmp_path, load_script, one_thread):
+    "`--train-only NAME` (one process per compiled model on the GPU) trains, records, and scores nothing."
+    karras, unet = load_script('bench/karras_fid.py'), load_script('bench/unet_fid.py')
+    common = ['--quick', '--weights-dir', str(tmp_path)]
+    res = karras.main([*common, '--out', str(tmp_path/'k.json'), '--train-only', 'karras'])
+    assert list(res['train']) == ['karras'] and res['train']['karras']['history'] and res['rows'] == [] and 'classifier' not in res
+    assert (tmp_path/'bench_karras_quick.safetensors').exists() and (tmp_path/'bench_karras_quick_ema.safetensors').exists()
+    res = unet.main([*common, '--out', str(tmp_path/'u.json'), '--train-only', 'cond'])
+    assert list(res['train']) == ['cond'] and res['rows'] == res['guidance'] == [] and res['reals'] is None
+    assert json.loads((tmp_path/'u.json').read_text())['train']['cond']['history']   # written for the scoring process

@@ -89,9 +89,12 @@ ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosi
   ship $R/ddpm_fid.json $R/ddpm_fid.md
   ;;
 karras) # issue 5
+  for k in karras cosine; do or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --train-only $k; done   # one process each
   or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json;              ship $R/karras_fid.json $R/karras_fid.md
   ;;
 unet)   # issue 6: ONLY=models or ONLY=guidance runs one half (each trains its own models)
+  case "${ONLY:-all}" in models) nets="emb_unet emb_unet_attn diffusers";; guidance) nets=cond;; *) nets="emb_unet emb_unet_attn diffusers cond";; esac
+  for m in $nets; do or_eager $PY bench/unet_fid.py "${Q[@]}" --out $R/unet_fid.json --train-only $m; done   # one process each
   or_eager $PY bench/unet_fid.py "${Q[@]}" --only "${ONLY:-all}" --out $R/unet_fid.json; ship $R/unet_fid.json $R/unet_fid.md
   ;;
 latent) # issue 7 (needs .data/rgb64)
