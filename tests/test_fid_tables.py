@@ -1,5 +1,6 @@
 "The FID tables of bench/: one feature network for all of them, and the FID / floor ratio that makes them comparable."
 import json, re
+import pytest
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1]/'results'
@@ -12,7 +13,7 @@ def _feature_hash(d: dict) -> str | None:
 def test_fid_results_use_the_feature_network_of_the_floor():
     floor = _feature_hash(json.loads((RESULTS/'fid_floor.json').read_text()))
     assert re.fullmatch('[0-9a-f]{64}', floor)
-    for name in ('ddpm_fid.json', 'karras_fid.json', 'unet_fid.json'):
+    for name in ('ddpm_fid.json', 'karras_fid.json', 'noise_level_fid.json', 'unet_fid.json'):
         if (RESULTS/name).exists():
             assert _feature_hash(json.loads((RESULTS/name).read_text())) == floor, f'{name}: another FID classifier than fid_floor.json'
 
@@ -71,3 +72,19 @@ def test_karras_and_unet_train_only_train_and_stop(tmp_path, load_script, one_th
     res = unet.main([*common, '--out', str(tmp_path/'u.json'), '--train-only', 'cond'])
     assert list(res['train']) == ['cond'] and res['rows'] == res['guidance'] == [] and res['reals'] is None
     assert json.loads((tmp_path/'u.json').read_text())['train']['cond']['history']   # written for the scoring process
+
+
+def test_noise_level_regressor_mse_and_the_constant_baseline(load_script):
+    "Predicting 0 costs E[logit(ᾱ)²] = π²/3 for ᾱ uniform; the MSE helper measures model and baseline on the same noisings."
+    import math, torch
+    from torch import nn
+    bench = load_script('bench/noise_level_fid.py')
+    class Zero(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.zeros(1))
+        def forward(self, x): return torch.zeros(len(x), 1) * self.w
+    batches = [(torch.rand(1024, 1, 8, 8)*2 - 1, torch.zeros(1024)) for _ in range(8)]
+    r = bench.regressor_mse(Zero(), batches)
+    assert r['test_mse'] == r['constant_0_mse'] and abs(r['constant_0_mse'] - math.pi**2/3) < 0.25
+    class Half(Zero):
+        def forward(self, x): return torch.full((len(x), 1), 0.5) + 0*self.w
+    assert bench.regressor_mse(Half(), batches)['test_mse'] == pytest.approx(r['constant_0_mse'] + 0.25, abs=0.1)   # + c² - 2c·E[y], E[y]≈0

@@ -6,12 +6,12 @@
 #   bash tools/gpu_stage.sh STAGE           # on the GPU: results/*.json, copied to $OUT
 #   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
 #
-# STAGE: check | base | ddpm | karras | unet | latent | audio | ddp   (one per issue; see the runbook)
+# STAGE: check | base | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
 #        base = classifier + throughput, ddpm = bench_ddpm + ddpm_fid: the parts run alone too
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
-case "$stage" in check|base|classifier|throughput|ddpm|ddpm_fid|karras|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
+case "$stage" in check|base|classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
 if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
@@ -60,7 +60,7 @@ case "$stage" in
 check)  # every other stage at quick size, on the GPU: the CUDA code paths CI never runs; nothing goes to results/
   [ -z "$quick" ] || { echo "stage check is already quick" >&2; exit 2; }
   failed=()
-  for s in base ddpm karras unet ddp; do  # (latent and audio need data sets that do not fit beside Fashion-MNIST)
+  for s in base ddpm karras noise_level unet ddp; do  # (latent and audio need data sets that do not fit beside Fashion-MNIST)
     echo "== $(( $(date +%s) - start )) s: stage $s --quick (log: $OUT/check_$s.log)"
     OUT=$PWD/runs/gpu_quick/out bash tools/gpu_stage.sh $s --quick > "$OUT/check_$s.log" 2>&1 || failed+=($s)
     tail -n 3 "$OUT/check_$s.log"
@@ -91,6 +91,10 @@ ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosi
 karras) # issue 5
   for k in karras cosine; do or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --train-only $k; done   # one process each
   or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json;              ship $R/karras_fid.json $R/karras_fid.md
+  ;;
+noise_level)   # issue 5: a model trained without t, naive DDIM vs DDIM with the noise-level regressor's ᾱ
+  for m in regressor no_t; do or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json --train-only $m; done
+  or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json; ship $R/noise_level_fid.json $R/noise_level_fid.md
   ;;
 unet)   # issue 6: ONLY=models or ONLY=guidance runs one half (each trains its own models)
   case "${ONLY:-all}" in models) nets="emb_unet emb_unet_attn diffusers";; guidance) nets=cond;; *) nets="emb_unet emb_unet_attn diffusers cond";; esac

@@ -18,6 +18,7 @@ SOURCES = [  # (results file, what it measures, the command that writes it)
     ('bench_ddpm.json', 'course-style loop vs miniai, DDIM sampling time', 'python bench/bench_ddpm.py'),
     ('ddpm_fid.json', 'DDPM / DDIM / cosine FID', 'python bench/ddpm_fid.py --work runs/ddpm_fid'),
     ('karras_fid.json', 'Karras samplers FID at equal NFE', 'python bench/karras_fid.py --out results/karras_fid.json'),
+    ('noise_level_fid.json', 'diffusion without t: naive DDIM vs the noise-level regressor', 'python bench/noise_level_fid.py --out results/noise_level_fid.json'),
     ('unet_fid.json', 'own UNet vs diffusers, attention, guidance', 'python bench/unet_fid.py --out results/unet_fid.json'),
     ('latent_fid.json', 'latent diffusion FID', 'python bench/latent_fid.py --out results/latent_fid.json'),
     ('audio.json', 'audio diffusion evaluation', 'python bench/audio_eval.py --out results/audio.json'),
