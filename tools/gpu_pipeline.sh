@@ -9,7 +9,8 @@
 # QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/).
 # The pseudo-stage wait_classifier waits (up to 10 min) for the FID classifier's weights, carried by the next call as
 # .gpucache/models (they do not fit in the first call beside Fashion-MNIST and the wheels); it saves retraining them.
-# collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, the FID classifier's weights, every stage's log), so a
+# collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, every stage's log, and the FID classifier's
+# weights when stage classifier or base trained them), so a
 # call cut short still returns what is finished. A stage may wait for data that a later call carries: a stage
 # named audio waits (up to 10 min) for .data2/fsdd/ and installs the wheels in .whl2/ (gpu_prepare.sh audio builds
 # them; move them to .data2/ and .whl2/ so that they do not replace the first call's .data/ and .whl/).
@@ -23,7 +24,9 @@ collect() {  # wait until the stages end or $1 seconds pass, then pack everythin
   while [ ! -f $P/done ] && [ $(( $(date +%s) - t0 )) -lt "$1" ]; do sleep 5; done
   [ -f $P/done ] && echo "== pipeline finished: $(cat $P/done)" || echo "== pipeline still running after ${1} s"
   tail -n 25 $P/pipeline.log 2>/dev/null
-  tar czf $P/results.tar.gz $(ls -d .gpucache/results runs/gpu_quick/*.json .gpucache/models/*.safetensors 2>/dev/null) $P/*.log 2>/dev/null
+  # the FID classifier's weights only when a stage trained them here (the bench networks in models/ are 64 MiB each)
+  local clf=; [ -f $P/classifier.log ] || [ -f $P/base.log ] && clf=.gpucache/models/fashion_classifier.safetensors
+  tar czf $P/results.tar.gz $(ls -d .gpucache/results runs/gpu_quick/*.json $clf 2>/dev/null) $P/*.log 2>/dev/null
   split -b 15M -d $P/results.tar.gz "${OUT:-$P}/results.tar.gz.part"   # the device returns files of 16 MiB at most
   ls -la .gpucache/results 2>/dev/null || true
 }
