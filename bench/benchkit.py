@@ -1,4 +1,4 @@
-"""Pieces shared by the GPU benchmark scripts: the --compile option, and compiled training at one batch shape.
+"""Pieces shared by the GPU benchmark scripts: the --compile option, compiled training at one batch shape, results files.
 
 Compiling the training step roughly doubles a small UNet's training images/s on a GPU (results/bench_ddpm.json:
 12,550 images/s with `reduce-overhead` against 5,158 eager), but each new input shape (the last incomplete batch)
@@ -6,7 +6,9 @@ or grad mode compiles again. So the training loader drops each epoch's incomplet
 images every epoch); `CompileCB` runs validation and everything after `fit` (sampling, at other batch sizes) eagerly.
 """
 from __future__ import annotations
-import argparse
+import argparse, json, os
+from pathlib import Path
+from typing import Callable
 import torch
 from miniai.accel import CompileCB
 from miniai.core import default_device
@@ -33,3 +35,12 @@ def compile_callbacks(mode: str | None, dls, device: str | torch.device | None =
     if mode == 'none': return []
     dls.train.drop_last = True
     return [CompileCB(None if mode == 'default' else mode)]
+
+
+def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):
+    "Write `results` to the JSON file `out` atomically (temporary file, then rename) and `markdown(results)` beside it as .md."
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + '.tmp')
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    os.replace(tmp, out)
+    out.with_suffix('.md').write_text(markdown(results))

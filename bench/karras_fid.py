@@ -29,7 +29,7 @@ If the trained classifier is missing it is trained first (`train_fashion_classif
 `bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
 """
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -42,7 +42,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -148,12 +148,7 @@ def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) ->
     return torch.cat(out), nfe, time.perf_counter() - t0
 
 
-def write(results: dict, out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
-    out.with_suffix('.md').write_text(markdown(results))
+def write(results: dict, out: Path): write_results(results, out, markdown)
 
 
 def markdown(results: dict) -> str:

@@ -19,7 +19,7 @@ compiled model). Anywhere, to check that it runs (tiny networks, tiny classifier
     python bench/noise_level_fid.py --quick --out /tmp/noise_level_quick.json
 """
 from __future__ import annotations
-import argparse, json, math, os, sys, time
+import argparse, json, math, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -125,12 +125,7 @@ def draw(no_t: nn.Module, regressor: nn.Module | None, n: int, args) -> tuple[to
     return torch.cat(out), time.perf_counter() - t0
 
 
-def write(results: dict, out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
-    out.with_suffix('.md').write_text(markdown(results))
+def write(results: dict, out: Path): write_results(results, out, markdown)
 
 
 def markdown(results: dict) -> str:

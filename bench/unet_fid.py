@@ -33,14 +33,14 @@ FID/KID use notebook 05's evaluator (`fashion_image_eval`: the trained Fashion-M
 `fashion_classifier_path()` says. Trained UNets are kept in miniai's cache (`--weights-dir`) with their configuration.
 """
 from __future__ import annotations
-import argparse, hashlib, json, os, sys, time
+import argparse, hashlib, json, sys, time
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode
+from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -198,12 +198,7 @@ def classifier(args):
 
 # ---- results ---------------------------------------------------------------------------------------------
 
-def write(results: dict, out: Path):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
-    out.with_suffix('.md').write_text(markdown(results))
+def write(results: dict, out: Path): write_results(results, out, markdown)
 
 
 def _fk(r, n, reals=None):
