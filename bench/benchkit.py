@@ -2,8 +2,9 @@
 
 Compiling the training step roughly doubles a small UNet's training images/s on a GPU (results/bench_ddpm.json:
 12,550 images/s with `reduce-overhead` against 5,158 eager), but each new input shape (the last incomplete batch)
-or grad mode compiles again. So the training loader drops each epoch's incomplete batch (the shuffle drops other
-images every epoch); `CompileCB` runs validation and everything after `fit` (sampling, at other batch sizes) eagerly.
+or grad mode compiles again. So `CompileCB` makes the training loader drop each epoch's incomplete batch during `fit`
+(the shuffle drops other images every epoch), and runs validation and everything after `fit` (sampling, at other
+batch sizes) eagerly.
 """
 from __future__ import annotations
 import argparse, json, os
@@ -29,11 +30,10 @@ def compile_mode(mode: str | None, device: str | torch.device | None = None) -> 
     return mode if mode is not None and device.type == 'cuda' else 'none'
 
 
-def compile_callbacks(mode: str | None, dls, device: str | torch.device | None = None) -> list:
-    "`[CompileCB]` for training on CUDA at one batch shape (sets `dls.train.drop_last`), else `[]`."
+def compile_callbacks(mode: str | None, device: str | torch.device | None = None) -> list:
+    "`[CompileCB]` (training at one batch shape, see its `drop_last`) on CUDA, else `[]`."
     mode = compile_mode(mode, device)
     if mode == 'none': return []
-    dls.train.drop_last = True
     return [CompileCB(None if mode == 'default' else mode)]
 
 

@@ -99,7 +99,7 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
     limit = (512, 128) if args.quick else None
     dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
     ema = EMA(args.ema) if args.ema > 0 else None
-    cbs = ([ema] if ema else []) + compile_callbacks(args.compile, dls)
+    cbs = ([ema] if ema else []) + compile_callbacks(args.compile)
     if kind == 'karras': learn = karras_learner(model, dls, sigma_data=cfg['sigma_data'], lr=cfg['lr'], cbs=cbs)
     else: learn = ddpm_learner(model, dls, noisify_cosine, lr=cfg['lr'], cbs=cbs)
     synchronize(); t0 = time.perf_counter()

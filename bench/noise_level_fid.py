@@ -81,7 +81,7 @@ def train_or_load(name: str, cfg: dict, args, log: dict) -> nn.Module:
         return load_weights(model, path).to(default_device()).eval()
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(512, 256) if cfg['quick'] else None, seed=42, data_dir=args.data_dir)
-    cbs = compile_callbacks(args.compile, dls)
+    cbs = compile_callbacks(args.compile)
     learn = noise_level_learner(model, dls, lr=cfg['lr'], cbs=cbs) if name == 'regressor' else \
         ddpm_learner(model, dls, noisify_cosine, lr=cfg['lr'], cbs=cbs)
     synchronize(); t0 = time.perf_counter()

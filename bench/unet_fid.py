@@ -139,7 +139,7 @@ def train_or_load(name: str, cfg: dict, args, log: dict):
     if args.retrain: ckpt.unlink(missing_ok=True)
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(256, 64) if args.quick else None, seed=42, data_dir=args.data_dir)
-    timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(args.compile, dls)]   # a run cut short resumes from its last finished epoch
+    timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(args.compile)]   # a run cut short resumes from its last finished epoch
     if name == 'cond': learn = cond_learner(model, dls, cfg['lr'], cfg['p_uncond'], cbs=[timer, *cbs])
     else: learn = karras_learner(model, dls, lr=cfg['lr'], cbs=[timer, *cbs])
     synchronize(); t0 = time.perf_counter()

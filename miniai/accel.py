@@ -93,24 +93,37 @@ def fused_opt_func(opt_cls: type = torch.optim.AdamW,  # an optimizer class with
         return opt_cls(params, lr=lr, **{**fused, **kwargs})
     return opt_func
 
-# %% ../nbs/03_accel.ipynb #b07b9472
+# %% ../nbs/03_accel.ipynb #58fbf80d
+def _drop_incomplete_batch(dl) -> bool:
+    "Make `dl` drop each epoch's incomplete last batch, if it can and still yields a batch; whether it changed `dl`."
+    if getattr(dl, 'drop_last', True): return False  # no such option, or set already
+    try: dl.drop_last = True
+    except (AttributeError, ValueError): return False  # fixed after construction (a torch `DataLoader`)
+    if hasattr(dl, '__len__') and len(dl) == 0: dl.drop_last = False; return False  # fewer items than one batch
+    return True
+
 class CompileCB(Callback):
     "Compile the model's training step in place with `torch.compile`; validation and calls after `fit` run eagerly."
     order = 6
     def __init__(self,
                  mode: str | None = None,  # None, 'reduce-overhead' (CUDA graphs) or 'max-autotune'
                  compile_eval: bool = False,  # compile the validation phase too
+                 drop_last: bool = True,  # during `fit`, drop the training loader's incomplete last batch (one shape)
                  **kwargs):  # more `torch.compile` arguments (e.g. backend='eager' to check the wiring without a compiler)
-        self.mode, self.compile_eval, self.kwargs = mode, compile_eval, kwargs
+        self.mode, self.compile_eval, self.drop_last, self.kwargs = mode, compile_eval, drop_last, kwargs
         self.model = self.compiled = None  # the compiled forward of `model` (kept across `fit` calls: each shape compiles once)
+        self.dropping = False  # whether this `fit` set the training loader's `drop_last` (undone after it)
     def before_fit(self, learn):
         m = learn.model
         if self.compiled is None or self.model is not m:   # first fit, or `learn.model` was replaced since
             if getattr(m, '_compiled_call_impl', None) is None: m.compile(mode=self.mode, **self.kwargs)
             self.model, self.compiled = m, m._compiled_call_impl
+        self.dropping = self.drop_last and _drop_incomplete_batch(learn.dls.train)
     def before_epoch(self, learn):  # `nn.Module.__call__` uses `_compiled_call_impl` when it is set
         learn.model._compiled_call_impl = self.compiled if learn.training or self.compile_eval else None
-    def cleanup_fit(self, learn): learn.model._compiled_call_impl = None
+    def cleanup_fit(self, learn):
+        learn.model._compiled_call_impl = None
+        if self.dropping: learn.dls.train.drop_last, self.dropping = False, False
 
 # %% ../nbs/03_accel.ipynb #a8bb0f61
 def synchronize(device: torch.device | str | None = None):

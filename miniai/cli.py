@@ -170,7 +170,7 @@ def class_accuracy(images: Tensor,  # generated images (N, 1, 32, 32) in [-1, 1]
     a = label_accuracy(clf, images, labels, 10, bs)
     return dict(a, per_class=[None if v is None else round(v, 4) for v in a['per_class']])
 
-# %% ../nbs/99_cli.ipynb #412e9259
+# %% ../nbs/99_cli.ipynb #b4a31b9a
 def _versions() -> dict:
     import diffusers
     dev = default_device()
@@ -229,14 +229,13 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt'))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
     learn = cond_ddpm_learner(model, dls, noisify, p_uncond, **kw) if conditional else ddpm_learner(model, dls, noisify, **kw)
-    if compile: dls.train.drop_last = True   # one batch shape, one graph (the shuffle drops other images each epoch)
     learn.fit(epochs)
     synchronize(device)
     hist, start = learn.metrics.history, learn.start_epoch  # a resumed run trained (and recorded) epochs start..epochs-1
     train_s = sum(h['time'] for h in hist if h['phase'] == 'train')
     n_trained = sum(h['phase'] == 'train' for h in hist)
     losses = rec.values('loss').tolist()
-    n_batches = len(dls.train)
+    n_batches = len(losses)//n_trained if n_trained else len(dls.train)  # per epoch, as trained (`CompileCB` drops a last batch)
     valid = [((h['epoch'] + 1 - start)*n_batches, h['loss']) for h in hist if h['phase'] == 'eval']
     sampler = make_sampler(learn.model, schedule, method, sample_steps, quick=quick, guidance=guidance)
     grid_labels, fid_labels = (balanced_labels(n_grid), balanced_labels(n_fid)) if conditional else (None, None)

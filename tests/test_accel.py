@@ -128,6 +128,26 @@ def test_channels_last_compile_and_fused_opt_on_cpu():
     assert opt.defaults['fused'] is None and opt.defaults['eps'] == 1e-5 and opt.defaults['lr'] == 1e-3
 
 
+def test_compile_cb_drops_the_incomplete_training_batch_during_fit_only():
+    class Sizes(Callback):
+        order = 8
+        def before_fit(self, learn): self.train, self.valid = [], []
+        def before_batch(self, learn): (self.train if learn.training else self.valid).append(len(learn.batch[0]))
+    def fit(dls, **kw):
+        spy = Sizes()
+        set_seed(1)
+        Learner(tiny_model(), dls, F.cross_entropy, cbs=[TrainCB(), CompileCB(backend='eager', **kw), spy]).fit(1)
+        return spy
+    dls = tiny_dls(1, n=60)   # 60 images in batches of 16: 16, 16, 16, 12
+    spy = fit(dls)
+    assert spy.train == [16]*3 and spy.valid == [16, 16] and not dls.train.drop_last   # put back after fit
+    assert fit(dls, drop_last=False).train == [16]*3 + [12]                            # asked to keep it
+    assert fit(tiny_dls(1, n=10)).train == [10]     # fewer images than a batch: dropping would leave nothing
+    x, y = torch.zeros(20, 1, 8, 8), torch.zeros(20, dtype=torch.long)
+    tdl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    assert fit(DataLoaders(tdl, tdl)).train == [16, 4]   # a torch DataLoader cannot change after construction: kept
+
+
 def test_train_throughput_runs():
     ips = train_throughput(tiny_learner(cbs=[EMA()]), epochs=1, warmup=0)
     assert 0 < ips < float('inf')
