@@ -23,6 +23,20 @@ def add_compile_arg(p: argparse.ArgumentParser):
                    help='torch.compile the training step on CUDA (ignored elsewhere; default: %(default)s)')
 
 
+def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.ArgumentParser:
+    "A parser with the options the FID benchmarks share: --out, --quick, --n, --batch, --seed, --weights-dir, --data-dir, --compile."
+    p = argparse.ArgumentParser(description=doc.split('\n')[0])
+    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
+    p.add_argument('--quick', action='store_true', help=f'CPU smoke test: {quick}')
+    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
+    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
+    p.add_argument('--weights-dir', default=None, help=f"where trained {nets} are kept (default: cache_dir('models'))")
+    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
+    add_compile_arg(p)
+    return p
+
+
 def compile_mode(mode: str | None, device: str | torch.device | None = None) -> str:
     "The compile mode that takes effect: `mode` on CUDA, 'none' elsewhere (recorded in the benchmarks' configs)."
     if mode is not None and mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")

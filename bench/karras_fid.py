@@ -29,7 +29,7 @@ If the trained classifier is missing it is trained first (`train_fashion_classif
 `bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
 """
 from __future__ import annotations
-import argparse, json, sys, time
+import json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -42,7 +42,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -53,24 +53,16 @@ COSINE_SETTINGS = [('euler', 100, {}), ('dpmpp_2m', 20, {}), ('ddim', 100, {'eta
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
-    p.add_argument('--quick', action='store_true', help='CPU smoke test: tiny models and classifier, few samples, steps / 10')
-    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
-    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p = fid_bench_parser(__doc__, 'tiny models and classifier, few samples, steps / 10', 'U-Nets')
     p.add_argument('--epochs', type=int, default=25)
-    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
     p.add_argument('--sigma-data', type=float, default=SIGMA_DATA)
     p.add_argument('--ema', type=float, default=0.999, help='EMA decay tracked while training (0: none)')
     p.add_argument('--no-cosine', action='store_true', help='skip the cosine eps-model comparison rows')
     p.add_argument('--precision', choices=['bf16', 'fp32'], default='bf16', help='autocast of the networks while sampling (CUDA)')
-    p.add_argument('--weights-dir', default=None, help="where trained U-Nets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
     p.add_argument('--train-only', nargs='+', choices=('karras', 'cosine'), default=None,
                    help='train (or find) these U-Nets and stop; score them in another process')
-    add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
-    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     return p.parse_args(argv)
 
 
@@ -156,7 +148,7 @@ def markdown(results: dict) -> str:
     head = ['model', 'sampler', 'steps', 'NFE'] + [h for n in ns for h in (f'FID ({n:,})', f'FID / floor ({n:,})', f'KID ({n:,})')] + ['seconds']
     reals = next((r for r in results['rows'] if r['model'] == 'reals'), None)
     ratio = lambda r, n: f"{r['scores'][str(n)]['fid']/reals['scores'][str(n)]['fid']:.2f}" if reals else ''
-    lines = [f"# Karras samplers: FID/KID at equal network evaluations\n",
+    lines = ["# Karras samplers: FID/KID at equal network evaluations\n",
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
              "Samples clamped to [-1, 1]; smaller sample counts are prefixes of the largest. "

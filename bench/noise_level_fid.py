@@ -19,7 +19,7 @@ compiled model). Anywhere, to check that it runs (tiny networks, tiny classifier
     python bench/noise_level_fid.py --quick --out /tmp/noise_level_quick.json
 """
 from __future__ import annotations
-import argparse, json, math, sys, time
+import json, math, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -34,24 +34,16 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
-    p.add_argument('--quick', action='store_true', help='CPU smoke test: tiny networks and classifier, few samples and steps')
-    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
-    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p = fid_bench_parser(__doc__, 'tiny networks and classifier, few samples and steps', 'networks')
     p.add_argument('--steps', type=int, default=100, help='DDIM steps')
-    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
-    p.add_argument('--weights-dir', default=None, help="where trained networks are kept (default: cache_dir('models'))")
     p.add_argument('--train-only', nargs='+', choices=NETS, default=None, help='train (or find) these networks and stop')
-    add_compile_arg(p)
-    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     return p.parse_args(argv)
 
 

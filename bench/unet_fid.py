@@ -33,14 +33,14 @@ FID/KID use notebook 05's evaluator (`fashion_image_eval`: the trained Fashion-M
 `fashion_classifier_path()` says. Trained UNets are kept in miniai's cache (`--weights-dir`) with their configuration.
 """
 from __future__ import annotations
-import argparse, hashlib, json, sys, time
+import hashlib, json, sys, time
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_compile_arg, compile_callbacks, compile_mode, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -59,24 +59,16 @@ SCALES = (0., 1., 2., 3.)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
-    p.add_argument('--quick', action='store_true', help='CPU smoke test: toy models and classifier, few samples and steps')
-    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
-    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p = fid_bench_parser(__doc__, 'toy models and classifier, few samples and steps', 'UNets')
     p.add_argument('--epochs', type=int, default=25)
     p.add_argument('--sampler', default='lms', help='k-diffusion-style sampler of miniai.diffusion.ksamplers')
     p.add_argument('--steps', type=int, default=20, help='sampling steps')
-    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
     p.add_argument('--p-uncond', type=float, default=0.1, help='label drop probability of the conditional model')
     p.add_argument('--only', choices=['all', 'models', 'guidance'], default='all', help='which section to run')
-    p.add_argument('--weights-dir', default=None, help="where trained UNets are kept (default: cache_dir('models'))")
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
     p.add_argument('--train-only', nargs='+', choices=MODELS + ('cond',), default=None,
                    help='train (or find) these networks and stop; score them in another process')
-    add_compile_arg(p)
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
-    p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     return p.parse_args(argv)
 
 
