@@ -60,7 +60,7 @@ def load_model(path, schedule, quick, device, compile_):
 
 
 def markdown(res):
-    L = [f"# FID/KID of DDPM (linear schedule) and cosine-schedule samplers", '',
+    L = ["# FID/KID of DDPM (linear schedule) and cosine-schedule samplers", '',
          f"Written by `{res['command']}` on {res['date']} ({res['device']}, torch {res['torch']}).", '']
     if res['quick']: L += ['**Quick mode: tiny models, tiny classifier, few samples. These numbers only show that the code runs.**', '']
     L += [f"Feature model: {res['feature_model']}. Reference: {res['reference']}. Lower is better. "

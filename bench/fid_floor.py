@@ -23,8 +23,7 @@ import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
-import torch
-from miniai.core import run_environment, default_device
+from miniai.core import run_environment
 from miniai.fid import fashion_image_eval, floor_table, real_image_floor, weights_hash
 from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier, weights_metadata
 

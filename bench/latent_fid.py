@@ -18,9 +18,8 @@ On a GPU (from the repository root; needs $MINIAI_DATA or --data-dir):
 Anywhere, to check that it runs (32x32 images, a few hundred of them, toy models; figures meaningless):
     python bench/latent_fid.py --quick --out /tmp/latent_fid_quick.json
 """
-import argparse, datetime, json, math, os, platform, sys, tempfile, time
+import argparse, datetime, json, math, os, platform, sys, time
 from pathlib import Path
-import numpy as np
 import torch
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize

@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchaudio.functional as AF
 from miniai.data import CorruptDataError, MissingDataError
 from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
                           log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,

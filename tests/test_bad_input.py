@@ -6,7 +6,7 @@ exception type, that the message contains the fragment (which names the argument
 call could write to holds exactly the same files (names, sizes, contents) afterwards: no temp file, no partial
 or clobbered target. CPU only, offline, a few seconds in all.
 """
-import gzip, hashlib, re
+import gzip, hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
-from miniai.cli import class_accuracy, fid_of_samples, make_sampler, recipe, sample_to_files, save_trained, train_diffusion
+from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
 from miniai.diffusion.karras import sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.fid import ImageEval, check_feats, fid_from_feats, kid_from_feats

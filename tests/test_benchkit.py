@@ -1,5 +1,5 @@
 "bench/benchkit.py: compiled training at one batch shape."
-import pytest, torch
+import pytest
 from miniai.accel import CompileCB
 from bench.benchkit import compile_callbacks
 

@@ -38,7 +38,7 @@ def test_sample_is_seeded_and_in_range(checkpoint, tmp_path, monkeypatch):
     a, b = load_samples(tmp_path/'a'/'samples.npy'), load_samples(tmp_path/'b'/'samples.npy')
     assert a.shape == (3, 1, 32, 32) and torch.equal(a, b) and a.abs().max() <= 1
     assert r['nfe'] == 2 and (tmp_path/'a'/'samples.png').is_file()
-    c = sample_to_files(path, tmp_path/'c', n=3, steps=3, seed=6, progress=False)
+    sample_to_files(path, tmp_path/'c', n=3, steps=3, seed=6, progress=False)
     assert not torch.equal(a, load_samples(tmp_path/'c'/'samples.npy'))
 
 
@@ -133,7 +133,6 @@ def test_class_accuracy_matches_the_classifier(tiny_classifier):
 
 def test_train_conditional_end_to_end(tmp_path, tiny_classifier, monkeypatch):
     "A few seconds' conditional run: labels go in, the checkpoint remembers it, grid and FID samples cover every class."
-    import json
     from miniai.cli import train_diffusion, load_trained
     from miniai.fid import ImageEval
     monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
@@ -167,7 +166,6 @@ def test_sample_png_files_round_trip(checkpoint, tmp_path, monkeypatch):
 
 def test_train_checkpoint_resume_is_exact(tmp_path, monkeypatch):
     "A `--checkpoint` run stopped after epoch 1 and started again ends with the same weights as one uninterrupted run."
-    import json
     from safetensors.torch import load_file
     from miniai.cli import train_diffusion
     from miniai.fid import ImageEval
@@ -186,7 +184,7 @@ def test_train_checkpoint_resume_is_exact(tmp_path, monkeypatch):
     train_diffusion(out=tmp_path/'whole', **kw)
     train_diffusion(out=tmp_path/'parts', checkpoint=True, cbs=[StopAfterFirstEpoch()], **kw)
     assert torch.load(tmp_path/'parts'/'checkpoint.pt', weights_only=True)['epoch'] == 1
-    res = train_diffusion(out=tmp_path/'parts', checkpoint=True, **kw)   # the same command again: epoch 2 only
+    train_diffusion(out=tmp_path/'parts', checkpoint=True, **kw)   # the same command again: epoch 2 only
     m = json.loads((tmp_path/'parts'/'metrics.json').read_text())
     assert m['resumed_from_epoch'] == 1 and len(m['train_loss']) == 1 and 'checkpoint.pt' in m['files']
     a, b = load_file(str(tmp_path/'whole'/'model.safetensors')), load_file(str(tmp_path/'parts'/'model.safetensors'))

@@ -1,12 +1,12 @@
 """Tests for miniai.data: finding and checking Fashion-MNIST, the shipped sample, the device loader, DataLoaders.
 CPU only, no network (the hub loader is replaced). Tests that need the full set use $MINIAI_DATA and skip if it is absent."""
-import gzip, hashlib, json, os, shutil
+import gzip, os
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 import miniai.data as md
-from miniai.data import (FASHION_CLASSES, FASHION_FILES, FASHION_SHA256, CorruptDataError, DataError, DataLoaders,
+from miniai.data import (FASHION_CLASSES, FASHION_SHA256, CorruptDataError, DataError, DataLoaders,
                          DeviceImageLoader, MissingDataError, balanced_indices, cached_dataset, fashion_dls,
                          fashion_mnist_arrays, load_fashion_mnist, load_fashion_mnist_sample, read_idx, write_idx)
 

@@ -1,15 +1,14 @@
 """Tests for miniai.diffusion (ddpm, ddim, cosine) and miniai.cli: known schedule values, samplers against independent
 computations, reproducibility, a tiny model that learns, bad input, and the training command's files."""
 import json, math
-from functools import partial
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.diffusion.ddpm import (DDPMSchedule, NoisifyCB, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm,
-                                   linear_schedule, noisify_ddpm, x0_from_eps)
+from miniai.diffusion.ddpm import (NoisifyCB, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm,
+                                   linear_schedule, noisify_ddpm)
 from miniai.diffusion.ddim import ddim_sample, ddim_sigma, ddim_step, ddim_timesteps
 from miniai.diffusion.cosine import cosine_abar, cosine_ddim_sample, cosine_inv_abar, cosine_timesteps, noisify_cosine
 

@@ -1,5 +1,5 @@
 """Tests for miniai.distributed: exact sharding, and a real 2-process gloo run (torchrun) that matches one process."""
-import importlib.util, json, os, signal, subprocess, sys
+import json, os, signal, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
 """Faults: a run SIGKILLed mid-epoch resumes bit-exactly; bad checkpoints are refused untouched; atomic sample files."""
-import importlib.util, json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest

@@ -167,6 +167,8 @@ def test_stochastic_samplers_use_the_generator():
 def test_callback_and_counted_denoiser():
     seen = []
     r = sample('heun', gauss_denoiser, (4, 2), steps=5, seed=0, device='cpu', callback=seen.append)
+    assert r.x.shape == (4, 2) and r.nfe == 2*5 - 1   # Heun: two evaluations a step, one for the last (to sigma 0)
+    torch.testing.assert_close(r.x, seen[-1]['denoised'])   # the last step lands on sigma 0: the last denoised estimate
     assert [d['i'] for d in seen] == list(range(5)) and seen[0]['sigma'] == pytest.approx(80.)
     assert set(seen[0]) == {'i', 'x', 'sigma', 'denoised'}
     c = CountedDenoiser(gauss_denoiser); c(torch.zeros(2, 1), torch.ones(2)); assert c.nfe == 1

@@ -7,7 +7,7 @@ from torch import nn
 from miniai.core import set_seed
 from miniai.images import ImageSet, image_dls, images_to_float
 from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError,
-                            StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents, encode_images,
+                            StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents,
                             latent_cache_key, latent_dls, latent_stats, open_latent_cache, psnr, read_cache_header,
                             recon_mse, reconstruct, sample_batches, train_flops_per_image, write_latent_cache)
 from miniai.vae import VAEOutput, kld_loss

@@ -4,7 +4,6 @@ import pytest
 import torch
 from miniai.diffusion.noise_level import (noisify_noise_level, flat_mse, noise_level_model, NoTimeModel, estimate_abar,
                                           noise_level_ddim_sample, predict_abar)
-from miniai.diffusion.cosine import cosine_ddim_sample
 
 
 def test_noisify_noise_level():

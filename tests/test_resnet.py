@@ -8,7 +8,7 @@ from torch import nn
 
 from miniai.learner import Callback, Learner, TrainCB
 from miniai.data import DataLoaders
-from miniai.models import layers, resnet
+from miniai.models import resnet
 from miniai.models.layers import GeneralRelu, conv, init_weights, Dropout, Dropout2d, dropout_mask, is_dropout
 from miniai.models.resnet import (ResBlock, PreActResBlock, AugmentCB, fashion_classifier, classifier_features,
                                   save_weights, load_weights, load_fashion_classifier, classifier_metadata,

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from miniai.models.attention import SelfAttention2D
-from miniai.models.unet import (timestep_embedding, unet_resblock, DownBlock, UpBlock, Upsample, UNetModel,
+from miniai.models.unet import (timestep_embedding, DownBlock, UpBlock, Upsample, UNetModel,
                                 EmbResBlock, EmbUNetModel, n_params)
 
 
