@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from safetensors.torch import load_file, save_file
-from miniai.core import cache_dir, default_device
+from miniai.core import cache_dir, default_device, run_environment
 from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
@@ -119,6 +119,7 @@ def main(argv=None):
     res.update(command=' '.join(['python', 'bench/ddpm_fid.py', *(sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name(device) if cuda else str(device), torch=torch.__version__,
+               environment=run_environment(),   # (with gpu_shared_with where other stages shared the GPU)
                quick=q, epochs=epochs, reference='the 10,000 Fashion-MNIST test images' if not q else '2,000 test images',
                feature_model='tiny quick-mode classifier' if q else "notebook 04's Fashion-MNIST classifier (512-d features)")
     res.setdefault('rows', {}); res.setdefault('models', {})

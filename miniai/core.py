@@ -69,13 +69,14 @@ def quick(full: Any, small: Any) -> Any:
     "`small` in quick mode, else `full`: the one place notebooks pick their sizes."
     return small if is_quick() else full
 
-# %% ../nbs/00_core.ipynb #faf60b05
+# %% ../nbs/00_core.ipynb #e381734a
 def run_environment() -> dict:
-    "Where a measurement ran: device, GPU name (on CUDA), torch and Python versions, for results files."
+    "Where a measurement ran: device, GPU name (on CUDA), torch and Python versions, and `gpu_shared_with` if set, for results files."
     import platform
     dev = default_device()
     env = dict(device=str(dev), torch=torch.__version__, python=platform.python_version())
     if dev.type == 'cuda': env['gpu'] = torch.cuda.get_device_name(dev)
+    if os.environ.get('MINIAI_GPU_SHARED'): env['gpu_shared_with'] = os.environ['MINIAI_GPU_SHARED']
     return env
 
 # %% ../nbs/00_core.ipynb #5d0d54e2

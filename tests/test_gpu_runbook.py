@@ -60,3 +60,27 @@ def test_pipeline_runs_a_quick_stage_and_packs_its_log(tmp_path):
     (tmp_path/'all.tgz').write_bytes(b''.join(p.read_bytes() for p in parts))
     names = tarfile.open(tmp_path/'all.tgz').getnames()
     assert any(n.endswith('ddp.log') for n in names) and any(n.endswith('pipeline.log') for n in names), names
+
+
+def test_pipeline_group_runs_its_stages_at_once_and_fails_with_one_of_them(tmp_path):
+    "`a+b` starts both stages together, each told (MINIAI_GPU_SHARED) whom it shares the GPU with; a failed part ends the pipeline."
+    fake = tmp_path/'stage.sh'   # stands for tools/gpu_stage.sh: logs when it ran, fails for stage 'latent' if FAIL is set
+    fake.write_text('echo "$1 shared=${MINIAI_GPU_SHARED:-none} start=$(date +%s%N)"; sleep 2; echo "end=$(date +%s%N)"\n'
+                    '[ "$1" = latent ] && [ -n "${FAIL:-}" ] && exit 3; exit 0\n')
+    def run(*stages, **env):
+        import shutil
+        shutil.rmtree(tmp_path/'pipe', ignore_errors=True)
+        r = _pipe('start', '60', *stages, tmp_path=tmp_path, GPU_STAGE_SH=str(fake), **env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout, (tmp_path/'pipe'/'pipeline.log').read_text()
+    out, log = run('ddp+karras', 'unet')
+    assert 'pipeline finished: all stages' in out, out
+    logs = {s: (tmp_path/'pipe'/f'{s}.log').read_text() for s in ('ddp', 'karras', 'unet')}
+    assert 'shared=ddp+karras' in logs['ddp'] and 'shared=ddp+karras' in logs['karras'] and 'shared=none' in logs['unet']
+    t = {s: [int(x) for x in re.findall(r'(?:start|end)=(\d+)', v)] for s, v in logs.items()}
+    assert t['ddp'][0] < t['karras'][1] and t['karras'][0] < t['ddp'][1]   # the group's stages overlapped
+    assert t['unet'][0] >= max(t['ddp'][1], t['karras'][1])               # the next stage waited for both
+    assert '(GPU shared: ddp+karras)' in log and 'stage unet: exit 0' in log
+    out, log = run('ddp+latent', 'unet', FAIL='1')
+    assert 'stage ddp+latent failed' in out and 'stage latent: exit 3' in log and 'stage unet' not in log, out + log
+    assert "cannot be part of a group" in _pipe('start', '1', 'wait_classifier+ddp', tmp_path=tmp_path).stderr

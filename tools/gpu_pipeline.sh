@@ -6,6 +6,12 @@
 #   bash tools/gpu_pipeline.sh start SECONDS STAGE...   # first call: start the stages in order, then collect
 #   bash tools/gpu_pipeline.sh collect SECONDS          # later calls: wait up to SECONDS (less if the stages end)
 #
+# A group STAGE+STAGE... runs its stages at the same time (one process each, sharing the GPU), then the next group.
+# Small models leave an H100 idle between kernel launches and while compiling, which another process can use; the
+# price is timing: each shared stage's results record `gpu_shared_with` (MINIAI_GPU_SHARED, see
+# miniai.core.run_environment), and their images/s are not throughput figures. Run a stage alone where its timing
+# is a result (issue 4's training images/s in ddpm_fid, throughput).
+#
 # QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/).
 # The pseudo-stage wait_classifier waits (up to 10 min) for the FID classifier's weights, carried by the next call as
 # .gpucache/models (they do not fit in the first call beside Fashion-MNIST and the wheels); it saves retraining them.
@@ -17,6 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:?"usage: bash tools/gpu_pipeline.sh start SECONDS STAGE... | collect SECONDS"}; secs=${2:?"SECONDS missing"}
+STAGE_SH=${GPU_STAGE_SH:-tools/gpu_stage.sh}   # (another script only in the tests)
 P=${GPU_PIPELINE_DIR:-.gpucache/pipeline}; mkdir -p "$P"; P=$(cd "$P" && pwd)   # the pipeline's logs, pid and end marker
 
 collect() {  # wait until the stages end or $1 seconds pass, then pack everything finished so far into $OUT
@@ -36,25 +43,36 @@ case "$cmd" in
 start)
   shift 2; [ $# -gt 0 ] || { echo "no stages given" >&2; exit 2; }
   known="$(sed -n 's/^case "$stage" in \([a-z_|]*\)) ;;.*/\1/p' tools/gpu_stage.sh)|wait_classifier"
-  for s in "$@"; do [[ "|$known|" == *"|$s|"* ]] || { echo "unknown stage '$s' (stages: $known)" >&2; exit 2; }; done
+  for s in "$@"; do for part in ${s//+/ }; do   # a group a+b runs its stages at the same time
+    [[ "|$known|" == *"|$part|"* ]] || { echo "unknown stage '$part' (stages: $known)" >&2; exit 2; }
+    [[ "$s" != *+* || "$part" != wait_classifier ]] || { echo "wait_classifier cannot be part of a group ('$s')" >&2; exit 2; }
+  done; done
   [ -f $P/pid ] && kill -0 "$(cat $P/pid)" 2>/dev/null && { echo "a pipeline is running already" >&2; exit 2; }
   rm -f $P/done
   setsid bash -c '
-    P=$1; shift; t=$(date +%s)
-    for s in "$@"; do
+    P=$1; STAGE_SH=$2; shift 2; t=$(date +%s)
+    one() {   # one stage, its log in $P/STAGE.log; MINIAI_GPU_SHARED names the group it shares the GPU with
+      local s=$1
       if [ "$s" = wait_classifier ]; then   # the weights come with a later call
         f=.gpucache/models/fashion_classifier.safetensors
         for i in $(seq 120); do [ -f $f ] && break; sleep 5; done
-        [ -f $f ] && echo "classifier weights: $(sha256sum $f)" > $P/wait_classifier.log || echo "no $f after 10 min" > $P/wait_classifier.log
+        [ -f $f ] && echo "classifier weights: $(sha256sum $f)" > $P/wait_classifier.log || echo "no $f after 10 min: the stages train it" > $P/wait_classifier.log
       elif [ "$s" = audio ]; then   # its data and wheels come with a later call
         for i in $(seq 120); do [ -f .data2/fsdd/fsdd_v1.0.10.npz ] && break; sleep 5; done
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >>$P/pipeline.log 2>&1
-        MINIAI_DATA=$PWD/.data2 OUT=$P/out bash tools/gpu_stage.sh audio ${QUICK:+--quick} > $P/audio.log 2>&1
-      else OUT=$P/out MAX_MINUTES=${MAX_MINUTES:-20} bash tools/gpu_stage.sh "$s" ${QUICK:+--quick} > $P/$s.log 2>&1; fi
-      rc=$?; echo "stage $s: exit $rc at $(( $(date +%s) - t )) s" >> $P/pipeline.log
-      [ $rc -eq 0 ] || { echo "stage $s failed (exit $rc; see $P/$s.log)" > $P/done; exit 1; }
+        MINIAI_DATA=$PWD/.data2 OUT=$P/out bash $STAGE_SH audio ${QUICK:+--quick} > $P/audio.log 2>&1
+      else OUT=$P/out MAX_MINUTES=${MAX_MINUTES:-20} bash $STAGE_SH "$s" ${QUICK:+--quick} > $P/$s.log 2>&1; fi
+      local rc=$?; echo "stage $s: exit $rc at $(( $(date +%s) - t )) s${MINIAI_GPU_SHARED:+ (GPU shared: $MINIAI_GPU_SHARED)}" >> $P/pipeline.log
+      return $rc
+    }
+    for s in "$@"; do
+      if [[ "$s" == *+* ]]; then   # the group'"'"'s stages at once; it fails if one of them failed
+        pids=(); for part in ${s//+/ }; do MINIAI_GPU_SHARED=$s one $part & pids+=($!); done
+        rc=0; for pid in "${pids[@]}"; do wait $pid || rc=1; done
+      else one "$s"; rc=$?; fi
+      [ $rc -eq 0 ] || { echo "stage $s failed (exit $rc; see its log in $P/)" > $P/done; exit 1; }
     done
-    echo "all stages in $(( $(date +%s) - t )) s" > $P/done' _ "$P" "$@" < /dev/null > $P/daemon.log 2>&1 &
+    echo "all stages in $(( $(date +%s) - t )) s" > $P/done' _ "$P" "$STAGE_SH" "$@" < /dev/null > $P/daemon.log 2>&1 &
   echo $! > $P/pid; echo "== started stages $* (pid $(cat $P/pid))"
   collect "$secs";;
 collect) collect "$secs";;
