@@ -1,17 +1,19 @@
 "tools/results_tables.py: the README's results section is generated from results/ and kept in sync."
-import importlib.util, json
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location('results_tables', REPO/'tools'/'results_tables.py')
-rt = importlib.util.module_from_spec(spec); spec.loader.exec_module(rt)
+import json
+import pytest
 
 
-def test_readme_results_section_is_current():
+@pytest.fixture
+def rt(load_script):
+    "tools/results_tables.py as a module (loaded when a test asks for it, not when pytest collects this file)."
+    return load_script('tools/results_tables.py')
+
+
+def test_readme_results_section_is_current(rt):
     assert rt.main(['--check']) == 0, 'run: python tools/results_tables.py'
 
 
-def test_render_shows_rows_environment_and_missing_files(tmp_path):
+def test_render_shows_rows_environment_and_missing_files(rt, tmp_path):
     (tmp_path/'karras_fid.json').write_text(json.dumps(dict(
         environment=dict(device='cuda', gpu='H100'), epochs=25,
         rows=[dict(sampler='euler', steps=100, fid=5.2), dict(sampler='heun', steps=20, fid=4.9)])))
@@ -21,7 +23,7 @@ def test_render_shows_rows_environment_and_missing_files(tmp_path):
     assert md.count('Not measured yet.') == len(rt.SOURCES) - 1
 
 
-def test_render_shows_dicts_of_figures_as_tables(tmp_path):
+def test_render_shows_dicts_of_figures_as_tables(rt, tmp_path):
     (tmp_path/'bench_ddpm.json').write_text(json.dumps(dict(
         train_images_per_s={'course-style': 4412.3, 'miniai': 12549.6},
         throughput={'float32': dict(images_per_s=48537, autocast=False), 'bf16': dict(images_per_s=51420, autocast=True)},
