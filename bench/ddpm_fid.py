@@ -8,7 +8,8 @@ features, the 10,000 test images as reference), seeded sample sets of 10,000 and
   cosine model: DDIM 100, 50 (eta=1; the grid's last point t=0 needs no model call, so 99 and 49 evaluations)
   cosine model without EMA (its raw weights, saved beside the averaged ones): DDIM 100, to show what the EMA buys
 and random sets of real training images of both sizes (the floor). The sample set of size n is drawn with seed n
-(the same starting noise for every sampler). Each row records sampling time and images/s; each model its epochs,
+(the same starting noise for every sampler); on CUDA the networks sample under bf16 autocast (`--precision`), as in
+the other FID benchmarks. Each row records sampling time and images/s; each model its epochs,
 training wall time and training images/s.
 
 On a GPU (from the repository root; writes results/ddpm_fid.json and results/ddpm_fid.md):
@@ -64,7 +65,8 @@ def markdown(res):
          f"Written by `{res['command']}` on {res['date']} ({res['device']}, torch {res['torch']}).", '']
     if res['quick']: L += ['**Quick mode: tiny models, tiny classifier, few samples. These numbers only show that the code runs.**', '']
     L += [f"Feature model: {res['feature_model']}. Reference: {res['reference']}. Lower is better. "
-          "Sample sets are seeded (seed = number of samples). Models sample from their EMA weights, except "
+          f"Sample sets are seeded (seed = number of samples), sampled with {res.get('sampling_precision', 'fp32')} networks. "
+          "Models sample from their EMA weights, except "
           f"'{RAW}': the same training run's raw weights.", '',
           '| model | sampler | steps | model evals | samples | FID | FID / floor | KID | sampling s | images/s |',
           '|---|---|---|---|---|---|---|---|---|---|']
@@ -101,6 +103,8 @@ def main(argv=None):
     ap.add_argument('--epochs', type=int, default=None, help='training epochs (default 25; 1 with --quick)')
     add_compile_arg(ap)   # also: sampling compiles the model (default mode) unless it is 'none'
     ap.add_argument('--sample-bs', type=int, default=512, help='images per sampler call (default: %(default)s)')
+    ap.add_argument('--precision', choices=('bf16', 'fp32'), default='bf16',
+                    help='autocast of the networks while sampling, on CUDA (as in the other FID benchmarks; default: %(default)s)')
     ap.add_argument('--max-minutes', type=float, default=None, help='start no new step after this many minutes')
     ap.add_argument('--fresh', action='store_true', help='ignore earlier rows and trained models')
     a = ap.parse_args(argv)
@@ -113,14 +117,15 @@ def main(argv=None):
     work = a.work or cache_dir('ddpm_fid_quick' if q else 'ddpm_fid')
     jpath, mpath = a.out.with_suffix('.json'), a.out.with_suffix('.md')
     res = json.loads(jpath.read_text()) if jpath.exists() and not a.fresh else {}
-    if res and (res.get('quick') != q or res.get('epochs') != epochs):
-        sys.exit(f"{jpath} holds results of another configuration (quick={res.get('quick')}, epochs={res.get('epochs')}): "
-                 "use --fresh or another --out")
+    precision = a.precision if cuda else 'fp32'   # what takes effect: autocast only on CUDA
+    if res and (res.get('quick') != q or res.get('epochs') != epochs or res.get('sampling_precision', 'fp32') != precision):
+        sys.exit(f"{jpath} holds results of another configuration (quick={res.get('quick')}, epochs={res.get('epochs')}, "
+                 f"sampling_precision={res.get('sampling_precision', 'fp32')}): use --fresh or another --out")
     res.update(command=' '.join(['python', 'bench/ddpm_fid.py', *(sys.argv[1:] if argv is None else argv)]),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name(device) if cuda else str(device), torch=torch.__version__,
                environment=run_environment(),   # (with gpu_shared_with where other stages shared the GPU)
-               quick=q, epochs=epochs, reference='the 10,000 Fashion-MNIST test images' if not q else '2,000 test images',
+               quick=q, epochs=epochs, sampling_precision=precision, reference='the 10,000 Fashion-MNIST test images' if not q else '2,000 test images',
                feature_model='tiny quick-mode classifier' if q else "notebook 04's Fashion-MNIST classifier (512-d features)")
     res.setdefault('rows', {}); res.setdefault('models', {})
 
@@ -164,7 +169,8 @@ def main(argv=None):
         if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compile_mode(a.compile, device) != 'none')
         f = make_sampler(models[model], schedule, sampler, steps, quick=q)
         synchronize(device); t0 = time.perf_counter()
-        x = sample_images(f, n, bs=a.sample_bs, seed=n, device=device, progress=True)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision == 'bf16'):
+            x = sample_images(f, n, bs=a.sample_bs, seed=n, device=device, progress=True)
         synchronize(device); dt = time.perf_counter() - t0
         s = ie.scores(x)
         res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=n,

@@ -58,6 +58,11 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     assert list(res['models']) == ['cosine'] and res['rows'] == {} and 'floor' not in res
     ema, raw = load_file(str(tmp_path/'cosine'/'model.safetensors')), load_file(str(tmp_path/'cosine'/'model_raw.safetensors'))
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
+    assert res['sampling_precision'] == 'fp32'   # bf16 autocast only takes effect on CUDA
+    stored = json.loads((tmp_path/'r.json').read_text())
+    (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'bf16'}))   # rows sampled another way
+    with pytest.raises(SystemExit, match='sampling_precision=bf16'):
+        bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
     plan = bench.plan(bench.QUICK, True)
     assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
 
