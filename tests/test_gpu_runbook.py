@@ -65,7 +65,7 @@ def test_pipeline_runs_a_quick_stage_and_packs_its_log(tmp_path):
 def test_pipeline_group_runs_its_stages_at_once_and_fails_with_one_of_them(tmp_path):
     "`a+b` starts both stages together, each told (MINIAI_GPU_SHARED) whom it shares the GPU with; a failed part ends the pipeline."
     fake = tmp_path/'stage.sh'   # stands for tools/gpu_stage.sh: logs when it ran, fails for stage 'latent' if FAIL is set
-    fake.write_text('echo "$1 shared=${MINIAI_GPU_SHARED:-none} start=$(date +%s%N)"; sleep 2; echo "end=$(date +%s%N)"\n'
+    fake.write_text('echo "$1 shared=${MINIAI_GPU_SHARED:-none} start=$(date +%s%N)"; sleep 3; echo "end=$(date +%s%N)"\n'
                     '[ "$1" = latent ] && [ -n "${FAIL:-}" ] && exit 3; exit 0\n')
     def run(*stages, **env):
         import shutil
