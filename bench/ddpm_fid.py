@@ -156,9 +156,13 @@ def main(argv=None):
         del r
     if a.train_only: return res
 
-    # 2. evaluator and rows
+    # 2. evaluator, floor and rows
     ie = fid_evaluator(q, data_dir=a.data_dir)
     res['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
+    # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it
+    if not a.no_floor and 'floor' not in res:
+        res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
+        save()
     models = {}
     for model, sampler, steps, n in plan(cfg, q):
         key = f'{model}|{sampler}|{steps}|{n}'
@@ -178,9 +182,6 @@ def main(argv=None):
         print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  ({dt:.1f} s)", flush=True)
         save()
 
-    # 3. the real-image floor
-    if not a.no_floor and 'floor' not in res and not out_of_time():
-        res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
     save()
     print(f'wrote {jpath} and {mpath}')
     return res
