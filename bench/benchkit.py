@@ -7,12 +7,12 @@ or grad mode compiles again. So `CompileCB` makes the training loader drop each 
 batch sizes) eagerly.
 """
 from __future__ import annotations
-import argparse, json, os
+import argparse, json
 from pathlib import Path
 from typing import Callable
 import torch
 from miniai.accel import CompileCB
-from miniai.core import default_device
+from miniai.core import atomic_write, default_device
 
 COMPILE_MODES = ('none', 'default', 'reduce-overhead')
 
@@ -52,9 +52,6 @@ def compile_callbacks(mode: str | None, device: str | torch.device | None = None
 
 
 def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):
-    "Write `results` to the JSON file `out` atomically (temporary file, then rename) and `markdown(results)` beside it as .md."
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
+    "Write `results` to the JSON file `out` atomically (`miniai.core.atomic_write`) and `markdown(results)` beside it as .md."
+    with atomic_write(out) as tmp: tmp.write_text(json.dumps(results, indent=1, default=str))
     out.with_suffix('.md').write_text(markdown(results))
