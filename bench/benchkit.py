@@ -37,6 +37,13 @@ def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.A
     return p
 
 
+def add_models_arg(p: argparse.ArgumentParser, names: tuple[str, ...]):
+    "The `--models NAME...` option: train and score only these networks in this run (not part of the configuration)."
+    p.add_argument('--models', nargs='+', choices=names, default=list(names),
+                   help='train and score only these networks now; a later run with the others completes the same table '
+                        '(how a measurement too long for one GPU lease is split; default: all)')
+
+
 def compile_mode(mode: str | None, device: str | torch.device | None = None) -> str:
     "The compile mode that takes effect: `mode` on CUDA, 'none' elsewhere (recorded in the benchmarks' configs)."
     if mode is not None and mode not in COMPILE_MODES: raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
@@ -49,6 +56,24 @@ def compile_callbacks(mode: str | None, device: str | torch.device | None = None
     mode = compile_mode(mode, device)
     if mode == 'none': return []
     return [CompileCB(None if mode == 'default' else mode)]
+
+
+def feature_hash(results: dict) -> str | None:
+    "The sha256 of the FID feature network that a results file was scored with (`feature_model_sha256` or `classifier.weights_sha256`)."
+    return results.get('feature_model_sha256') or (results.get('classifier') or {}).get('weights_sha256')
+
+
+def refuse_other_feature_network(kept: dict, sha: str, out: Path):
+    """Stop if the rows kept from an earlier run (`kept`, a results dict) were scored with another FID feature network.
+
+    FIDs of two feature networks do not compare (their scales differ), and the FID classifier is trained again on every
+    GPU machine (its weights do not outlive a lease), so a table resumed on a later machine must check that it was the same one."""
+    prev = feature_hash(kept)
+    if prev and prev != sha:
+        raise SystemExit(f"{out} holds FIDs scored with the feature network {prev[:12]}..., but this run's FID classifier is "
+                         f"{sha[:12]}... (trained again, to other weights): FIDs of two feature networks do not compare. "
+                         "Score the table again from scratch (another --out, or remove it), or bring back the classifier "
+                         "it was scored with (results/fid_floor.json names it).")
 
 
 def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):

@@ -7,10 +7,11 @@ features, the 10,000 test images as reference), seeded sample sets of 10,000 and
   linear model: DDPM 1000 steps; DDIM 100, 50, 25 (eta=1)
   cosine model: DDIM 100, 50 (eta=1; the grid's last point t=0 needs no model call, so 99 and 49 evaluations)
   cosine model without EMA (its raw weights, saved beside the averaged ones): DDIM 100, to show what the EMA buys
-and random sets of real training images of both sizes (the floor). The sample set of size n is drawn with seed n
-(the same starting noise for every sampler); on CUDA the networks sample under bf16 autocast (`--precision`), as in
-the other FID benchmarks. Each row records sampling time and images/s; each model its epochs,
-training wall time and training images/s.
+and random sets of real training images of both sizes (the floor). Each sampler draws one seeded set of 10,000
+images (seed 10,000: the same starting noise for every sampler) and the 2,048-sample row scores its first 2,048, as
+in the other FID benchmarks (a second, separate draw of 2,048 would cost a sixth more sampling for no new
+information); on CUDA the networks sample under bf16 autocast (`--precision`). Each row records the time and images/s
+of the draw it scores; each model its epochs, training wall time and training images/s.
 
 On a GPU (from the repository root; writes results/ddpm_fid.json and results/ddpm_fid.md):
     python bench/ddpm_fid.py
@@ -35,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import add_compile_arg, compile_mode
+from bench.benchkit import add_compile_arg, add_models_arg, compile_mode, refuse_other_feature_network
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
 QUICK = dict(sizes=(64, 32), linear_ddim=(10, 5, 3), cosine_ddim=(10, 5), raw_ddim=(10,), epochs=1, floor_draws=1)
@@ -45,12 +46,12 @@ WEIGHTS = {'linear': ('linear', 'model.safetensors'), 'cosine': ('cosine', 'mode
 
 
 def plan(cfg, quick):
-    "The table's rows: (model, sampler, steps) for each sample-set size."
+    "The draws: (model, sampler, steps), one seeded set of `max(cfg['sizes'])` images each, scored at every size."
     rows = [('linear', 'ddpm', recipe('linear', quick)['linear']['n_steps'])]
     rows += [('linear', 'ddim', s) for s in cfg['linear_ddim']] + [('cosine', 'ddim', s) for s in cfg['cosine_ddim']]
     rows += [(RAW, 'ddim', s) for s in cfg['raw_ddim']]
-    # cheapest first (images x steps), so that a run stopped by --max-minutes has scored as many rows as it could
-    return sorted([(m, s, k, n) for n in cfg['sizes'] for (m, s, k) in rows], key=lambda r: r[2]*r[3])
+    # cheapest first, so that a run stopped by --max-minutes has scored as many rows as it could
+    return sorted(rows, key=lambda r: r[2])
 
 
 def load_model(path, schedule, quick, device, compile_):
@@ -65,7 +66,8 @@ def markdown(res):
          f"Written by `{res['command']}` on {res['date']} ({res['device']}, torch {res['torch']}).", '']
     if res['quick']: L += ['**Quick mode: tiny models, tiny classifier, few samples. These numbers only show that the code runs.**', '']
     L += [f"Feature model: {res['feature_model']}. Reference: {res['reference']}. Lower is better. "
-          f"Sample sets are seeded (seed = number of samples), sampled with {res.get('sampling_precision', 'fp32')} networks. "
+          f"Each sampler draws one seeded set of the largest size (seed = its size), sampled with {res.get('sampling_precision', 'fp32')} "
+          "networks; a smaller set is its prefix (sampling s and images/s are the whole draw's). "
           "Models sample from their EMA weights, except "
           f"'{RAW}': the same training run's raw weights.", '',
           '| model | sampler | steps | model evals | samples | FID | FID / floor | KID | sampling s | images/s |',
@@ -97,7 +99,7 @@ def main(argv=None):
     ap.add_argument('--out', type=Path, default=Path('results/ddpm_fid'), help='writes OUT.json and OUT.md (default: %(default)s)')
     ap.add_argument('--work', type=Path, default=None, help="trained models go here (default: miniai's cache folder)")
     ap.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
-    ap.add_argument('--models', nargs='+', choices=('linear', 'cosine'), default=['linear', 'cosine'], help='models to train and score now')
+    add_models_arg(ap, ('linear', 'cosine'))
     ap.add_argument('--no-floor', action='store_true', help='skip the real-image floor')
     ap.add_argument('--train-only', action='store_true', help='train the --models and stop (score them in another process)')
     ap.add_argument('--epochs', type=int, default=None, help='training epochs (default 25; 1 with --quick)')
@@ -158,28 +160,31 @@ def main(argv=None):
 
     # 2. evaluator, floor and rows
     ie = fid_evaluator(q, data_dir=a.data_dir)
-    res['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
+    sha = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
+    if res['rows'] or 'floor' in res: refuse_other_feature_network(res, sha, jpath)
+    res['feature_model_sha256'] = sha
     # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it
     if not a.no_floor and 'floor' not in res:
         res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
         save()
-    models = {}
-    for model, sampler, steps, n in plan(cfg, q):
-        key = f'{model}|{sampler}|{steps}|{n}'
+    models, big = {}, max(cfg['sizes'])
+    for model, sampler, steps in plan(cfg, q):
+        keys = {n: f'{model}|{sampler}|{steps}|{n}' for n in cfg['sizes']}
         schedule, wfile = WEIGHTS[model]
-        if schedule not in a.models or key in res['rows']: continue
-        if not (work/schedule/wfile).exists(): print(f'skipping {key}: no {work/schedule/wfile} yet'); continue
+        if schedule not in a.models or all(k in res['rows'] for k in keys.values()): continue
+        if not (work/schedule/wfile).exists(): print(f'skipping {model} {sampler} {steps}: no {work/schedule/wfile} yet'); continue
         if out_of_time(): break
         if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compile_mode(a.compile, device) != 'none')
         f = make_sampler(models[model], schedule, sampler, steps, quick=q)
         synchronize(device); t0 = time.perf_counter()
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision == 'bf16'):
-            x = sample_images(f, n, bs=a.sample_bs, seed=n, device=device, progress=True)
+            x = sample_images(f, big, bs=a.sample_bs, seed=big, device=device, progress=True)
         synchronize(device); dt = time.perf_counter() - t0
-        s = ie.scores(x)
-        res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=n,
-                                fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=n/dt)
-        print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  ({dt:.1f} s)", flush=True)
+        for n, key in keys.items():   # the smaller sets are prefixes of the one draw
+            s = ie.scores(x[:n])
+            res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=big,
+                                    drawn=big, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt)
+            print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  (draw of {big}: {dt:.1f} s)", flush=True)
         save()
 
     save()

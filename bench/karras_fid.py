@@ -13,7 +13,8 @@ What it does:
    (`karras_learner`: log-normal sigma, sigma_data 0.66 for [-1, 1] data, Adam eps 1e-5, one-cycle lr 1e-2,
    bf16, 25 epochs, EMA 0.999 tracked alongside; on CUDA the training step is compiled, `--compile`, and validation and
    sampling run eagerly), and the same U-Net with the cosine eps objective of
-   notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` skips it);
+   notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` leaves them out of the table; `--models karras` or
+   `--models cosine` trains and scores one of the two now, the other in a later run);
 2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
    2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
    (`fashion_image_eval`: the trained Fashion-MNIST classifier's 512-d features, the 10,000 test images as
@@ -42,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, refuse_other_feature_network, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -63,6 +64,7 @@ def parse_args(argv=None):
     p.add_argument('--train-only', nargs='+', choices=('karras', 'cosine'), default=None,
                    help='train (or find) these U-Nets and stop; score them in another process')
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
+    add_models_arg(p, ('karras', 'cosine'))
     return p.parse_args(argv)
 
 
@@ -178,9 +180,12 @@ def main(argv=None):
                   cosine=None if args.no_cosine else ccfg)
     results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[])
+    kept = {}
     if out.exists():   # continue an interrupted run with the same configuration
         old = json.loads(out.read_text())
-        if old.get('config') == json.loads(json.dumps(config)): results['rows'], results['train'] = old['rows'], old.get('train', {})
+        if old.get('config') == json.loads(json.dumps(config)):
+            kept = old; results['rows'], results['train'] = old['rows'], old.get('train', {})
+            if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
     done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
 
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
@@ -191,6 +196,7 @@ def main(argv=None):
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
+    if results['rows']: refuse_other_feature_network(kept, results['classifier']['weights_sha256'], out)
 
     def run(model_name, denoiser, settings):
         for sampler, steps, kw in settings:
@@ -210,11 +216,12 @@ def main(argv=None):
         results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0,
                                     scores={str(n): ie.scores(reals[:n]) for n in ns}, seconds=0.))
         write(results, out)
-    karras, karras_ema = train_or_load('karras', kcfg, args, results['train'])
-    run('karras', KarrasDenoiser(karras, args.sigma_data), KARRAS_SETTINGS)
-    if karras_ema is not None: run('karras+ema', KarrasDenoiser(karras_ema, args.sigma_data), EMA_SETTINGS)
-    del karras, karras_ema
-    if not args.no_cosine:
+    if 'karras' in args.models:
+        karras, karras_ema = train_or_load('karras', kcfg, args, results['train'])
+        run('karras', KarrasDenoiser(karras, args.sigma_data), KARRAS_SETTINGS)
+        if karras_ema is not None: run('karras+ema', KarrasDenoiser(karras_ema, args.sigma_data), EMA_SETTINGS)
+        del karras, karras_ema
+    if not args.no_cosine and 'cosine' in args.models:
         cosine, _ = train_or_load('cosine', ccfg, args, results['train'])
         for sampler, steps, kw in COSINE_SETTINGS:
             run('cosine', cosine if sampler == 'ddim' else EpsDenoiser(cosine), [(sampler, steps, kw)])

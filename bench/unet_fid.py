@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, refuse_other_feature_network, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -64,11 +64,11 @@ def parse_args(argv=None):
     p.add_argument('--sampler', default='lms', help='k-diffusion-style sampler of miniai.diffusion.ksamplers')
     p.add_argument('--steps', type=int, default=20, help='sampling steps')
     p.add_argument('--p-uncond', type=float, default=0.1, help='label drop probability of the conditional model')
-    p.add_argument('--only', choices=['all', 'models', 'guidance'], default='all', help='which section to run')
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
     p.add_argument('--train-only', nargs='+', choices=MODELS + ('cond',), default=None,
                    help='train (or find) these networks and stop; score them in another process')
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
+    add_models_arg(p, MODELS + ('cond',))   # `--models cond`: the guidance section alone
     return p.parse_args(argv)
 
 
@@ -248,10 +248,13 @@ def main(argv=None):
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[], guidance=[], reals=None)
+    kept = {}
     if out.exists():   # continue an interrupted run with the same configuration
         old = json.loads(out.read_text())
         if old.get('config') == json.loads(json.dumps(config)):
+            kept = old
             for k in ('train', 'rows', 'guidance', 'reals'): results[k] = old.get(k, results[k])
+            if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
 
     ccfg = {**tcfg, 'p_uncond': args.p_uncond}   # the class-conditional model's
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
@@ -262,6 +265,7 @@ def main(argv=None):
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
+    if results['rows'] or results['guidance'] or results['reals']: refuse_other_feature_network(kept, results['classifier']['weights_sha256'], out)
     n = max(ns)
 
     if results['reals'] is None:
@@ -270,10 +274,10 @@ def main(argv=None):
         results['reals'] = {'scores': scores(ie, reals, [m for m in ns if m <= len(reals)])}
         write(results, out)
 
-    if args.only in ('all', 'models'):
+    if set(MODELS) & set(args.models):
         done = {r['model'] for r in results['rows']}
         for name in MODELS:
-            if name in done: continue
+            if name in done or name not in args.models: continue
             model = train_or_load(name, tcfg, args, results['train'])
             imgs, secs = draw(model, n, args)
             results['rows'].append(dict(model=name, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
@@ -281,7 +285,7 @@ def main(argv=None):
             write(results, out)
             print(markdown(results).split('## Class')[0], flush=True)
 
-    if args.only in ('all', 'guidance'):
+    if 'cond' in args.models:
         done = {r['scale'] for r in results['guidance']}
         if any(w not in done for w in SCALES):
             model = train_or_load('cond', ccfg, args, results['train'])

@@ -17,3 +17,15 @@ def test_compile_mode_is_what_takes_effect():
     assert compile_mode('reduce-overhead', 'cuda') == 'reduce-overhead' and compile_mode('reduce-overhead', 'cpu') == 'none'
     assert compile_mode(None, 'cuda') == 'none'
     with pytest.raises(ValueError, match='compile mode'): compile_mode('max-speed', 'cpu')
+
+
+def test_feature_hash_reads_both_layouts_and_other_networks_are_refused(tmp_path):
+    "A table resumed on another GPU machine (the FID classifier trained again) must not mix FIDs of two feature networks."
+    from bench.benchkit import feature_hash, refuse_other_feature_network
+    a, b = 'a'*64, 'b'*64
+    assert feature_hash({'feature_model_sha256': a}) == a and feature_hash({'classifier': {'weights_sha256': b}}) == b
+    assert feature_hash({}) is None and feature_hash({'classifier': None}) is None
+    refuse_other_feature_network({}, a, tmp_path/'t.json')                          # nothing kept: nothing to compare
+    refuse_other_feature_network({'feature_model_sha256': a}, a, tmp_path/'t.json')  # the same network: fine
+    with pytest.raises(SystemExit, match=r't\.json holds FIDs scored with the feature network bbbbbbbbbbbb.*aaaaaaaaaaaa'):
+        refuse_other_feature_network({'classifier': {'weights_sha256': b}}, a, tmp_path/'t.json')

@@ -2,20 +2,17 @@
 import json, re
 import pytest
 from pathlib import Path
+from bench.benchkit import feature_hash
 
 RESULTS = Path(__file__).resolve().parents[1]/'results'
 
 
-def _feature_hash(d: dict) -> str | None:
-    return d.get('feature_model_sha256') or (d.get('classifier') or {}).get('weights_sha256')
-
-
 def test_fid_results_use_the_feature_network_of_the_floor():
-    floor = _feature_hash(json.loads((RESULTS/'fid_floor.json').read_text()))
+    floor = feature_hash(json.loads((RESULTS/'fid_floor.json').read_text()))
     assert re.fullmatch('[0-9a-f]{64}', floor)
     for name in ('ddpm_fid.json', 'karras_fid.json', 'noise_level_fid.json', 'unet_fid.json'):
         if (RESULTS/name).exists():
-            assert _feature_hash(json.loads((RESULTS/name).read_text())) == floor, f'{name}: another FID classifier than fid_floor.json'
+            assert feature_hash(json.loads((RESULTS/name).read_text())) == floor, f'{name}: another FID classifier than fid_floor.json'
 
 
 def test_ddpm_fid_table_divides_by_the_floor_at_the_same_sample_count(load_script):
@@ -59,12 +56,18 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     ema, raw = load_file(str(tmp_path/'cosine'/'model.safetensors')), load_file(str(tmp_path/'cosine'/'model_raw.safetensors'))
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
     assert res['sampling_precision'] == 'fp32'   # bf16 autocast only takes effect on CUDA
+    stored = json.loads((tmp_path/'r.json').read_text())   # rows scored on an earlier machine, by another FID classifier
+    (tmp_path/'r.json').write_text(json.dumps({**stored, 'feature_model_sha256': 'f'*64, 'floor': []}))
+    with pytest.raises(SystemExit, match='feature network ffffffffffff'):
+        bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine'])
     stored = json.loads((tmp_path/'r.json').read_text())
     (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'bf16'}))   # rows sampled another way
     with pytest.raises(SystemExit, match='sampling_precision=bf16'):
         bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
-    plan = bench.plan(bench.QUICK, True)
+    plan = bench.plan(bench.QUICK, True)   # one draw per (model, sampler, steps), scored at every size: no size in the plan
     assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
+    assert len(plan) == len(set(plan)) == 1 + len(bench.QUICK['linear_ddim']) + len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim'])
+    assert [s for *_, s in plan] == sorted(s for *_, s in plan)   # cheapest first
 
 
 def test_karras_and_unet_train_only_train_and_stop(tmp_path, load_script, one_thread):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Several GPU stages in one lease, back to back, without losing the device between commands (docs/gpu_runbook.md).
-# A device command may run 10 minutes, a lease lasts 30: the first call starts the stages as a detached process
-# (setsid: it outlives the call), later calls only wait and collect. Results stay under .gpucache/ on the device.
+# A device command may run 10 minutes, a lease (15 minutes of device time per task since 2026-12) longer: the first
+# call starts the stages as a detached process (setsid: it outlives the call), later calls only wait and collect.
+# Results stay under .gpucache/ on the device.
 #
 #   bash tools/gpu_pipeline.sh start SECONDS STAGE...   # first call: start the stages in order, then collect
 #   bash tools/gpu_pipeline.sh collect SECONDS          # later calls: wait up to SECONDS (less if the stages end)
@@ -12,7 +13,9 @@
 # miniai.core.run_environment), and their images/s are not throughput figures. Run a stage alone where its timing
 # is a result (issue 4's training images/s in ddpm_fid, throughput).
 #
-# QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/).
+# QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/). MODELS, MAX_MINUTES and
+# SELECT reach the stages (tools/gpu_stage.sh). Group fid_classifier with the FID stage of the lease
+# (fid_classifier+ddpm_fid): the FID classifier trains beside the diffusion model, which waits for it before scoring.
 # The pseudo-stage wait_classifier waits (up to 10 min) for the FID classifier's weights, carried by the next call as
 # .gpucache/models (they do not fit in the first call beside Fashion-MNIST and the wheels); it saves retraining them.
 # collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, every stage's log, and the FID classifier's

@@ -2,8 +2,9 @@
 # Prepare, on the development machine, what one GPU stage needs to carry (docs/gpu_runbook.md):
 #   .whl/       wheels of the packages the device image lacks, at the versions of requirements-lock.txt
 #   .data/      the data sets the stage reads
-#   .gpucache/  kept as is (the FID classifier, 20 MiB, does not fit beside Fashion-MNIST: a second call carries
-#               .gpucache/models, and the pipeline's wait_classifier stage waits for it)
+#   .gpucache/  kept as is (FID-classifier weights brought back from a lease, 20 MiB, do not fit beside Fashion-MNIST:
+#               a second call carries .gpucache/models, and the pipeline's wait_classifier stage waits for them; without
+#               them, group stage fid_classifier with the FID stage, docs/gpu_runbook.md)
 # The device takes 64 MiB in all (the working tree included), so each stage carries only what it uses.
 # Usage: bash tools/gpu_prepare.sh STAGE [DATA_ROOT]   (DATA_ROOT default: $MINIAI_DATA, else ../shared/data)
 # The device image (2026-11) has huggingface_hub 1.33 with transformers and peft, which refuse huggingface_hub 2.x:
@@ -19,7 +20,7 @@ core=(fastcore torcheval diffusers importlib_metadata zipp lazy-importer regex
 hfdata=(datasets dill multiprocess xxhash)   # the Fashion-MNIST loader keeps an HF-datasets copy in its cache
 sound=(soundfile cffi pycparser)
 case "$stage" in
-  base|classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
+  base|classifier|fid_classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
   latent) sets=(rgb64); wheels=("${core[@]}");;
   audio) sets=(fsdd); wheels=("${core[@]}" "${hfdata[@]}" "${sound[@]}");;
   *) echo "unknown stage '$stage'" >&2; exit 2;;
@@ -51,7 +52,8 @@ if [ $(( tree + carried + cache )) -lt 63 ]; then carry="['.whl', '.data', '.gpu
 else carry="['.whl', '.data']"   # the FID classifier (20 MiB) travels with the next call
   if [ -f .gpucache/models/fashion_classifier.safetensors ]; then
     echo "note: .gpucache ($cache MiB) does not fit as well: start the pipeline with wait_classifier, then carry ['.gpucache/models'] in the next call"
-  else echo "note: no FID classifier in .gpucache/models/: run stage classifier first on the device"; fi
+  else echo "note: no FID classifier in .gpucache/models/: the lease trains it (stage fid_classifier, grouped with the FID stage)"; fi
 fi
 echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=$carry"
-echo "   or, several stages in one lease: command='bash tools/gpu_pipeline.sh start 5 wait_classifier $stage ...'  carry=$carry  (docs/gpu_runbook.md)"
+group=fid_classifier+$stage; [ "$stage" = fid_classifier ] && group=fid_classifier+ddpm_fid
+echo "   or, one lease (docs/gpu_runbook.md): command='MODELS=... bash tools/gpu_pipeline.sh start 540 $group'  carry=$carry"

@@ -6,12 +6,14 @@
 #   bash tools/gpu_stage.sh STAGE           # on the GPU: results/*.json, copied to $OUT
 #   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
 #
-# STAGE: check | base | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
+# STAGE: check | base | fid_classifier | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
 #        base = classifier + throughput, ddpm = bench_ddpm + ddpm_fid: the parts run alone too
+# MODELS="a b" (ddpm_fid, karras, unet): train and score only these networks of the stage's table in this lease; a
+# later lease with the others completes the same table (results/*.json carried back seed it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
-case "$stage" in check|base|classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
+case "$stage" in check|base|classifier|fid_classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
 if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
@@ -34,8 +36,10 @@ fi
 [ -n "$quick" ] && MINIAI_CACHE=$cache  # never the real cache, even when a caller set it
 export MINIAI_DATA="${MINIAI_DATA:-$PWD/.data}" MINIAI_CACHE="${MINIAI_CACHE:-$cache}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
-mkdir -p "$R" "$OUT"
+mkdir -p "$R" "$OUT" "$MINIAI_CACHE/models"
 PY=python3
+CLF_DONE="$MINIAI_CACHE/models/fid_classifier.done"   # holds 'ok' or 'failed' once stage fid_classifier has ended
+[ "$stage" = fid_classifier ] && rm -f "$CLF_DONE"   # first of all: the stages of its group must not see an old one
 start=$(date +%s)
 
 ship() {  # copy finished results files to $OUT (the device returns at most 8 files)
@@ -47,6 +51,14 @@ step() { echo "== $(( $(date +%s) - start )) s: $*"; "$@"; }
 # models finished before the failure are kept. (On the H100, torch 2.11: 'CUDA error: misaligned address' inside the
 # CUDA graphs of the second model compiled in one process; results/logs/gpu_2026-11-23b_ddpm_fid_failed.log.)
 or_eager() { step "$@" || { echo "== $(( $(date +%s) - start )) s: failed; once more without torch.compile"; step "$@" --compile none; }; }
+# The FID classifier's weights do not outlive a lease. A stage in a group with fid_classifier (gpu_pipeline.sh sets
+# MINIAI_GPU_SHARED) trains its networks meanwhile and waits for the weights only before it scores.
+wait_fid_classifier() {
+  [[ "+${MINIAI_GPU_SHARED:-}+" == *+fid_classifier+* ]] || return 0
+  echo "== $(( $(date +%s) - start )) s: waiting for stage fid_classifier's weights"
+  for _ in $(seq 240); do [ -f "$CLF_DONE" ] && break; sleep 5; done
+  [ "$(cat "$CLF_DONE" 2>/dev/null)" = ok ] || { echo "stage fid_classifier gave no FID classifier (see its log)" >&2; exit 1; }
+}
 
 $PY - <<'EOF'
 import torch, miniai, diffusers, fastcore
@@ -67,6 +79,14 @@ check)  # every other stage at quick size, on the GPU: the CUDA code paths CI ne
   done
   [ ${#failed[@]} -eq 0 ] || { echo "== FAILED at quick size: ${failed[*]} (see $OUT/check_*.log)"; exit 1; }
   ;;
+fid_classifier)   # the FID feature network for this lease's FID stages (20 epochs, CLASSIFIER_RECIPES[20]) and its
+  # real-image floor; issue 3's accuracy record (classifier.json, with its recipe selection) is left as it is
+  # (its marker was removed when this stage started, above; quick mode: the FID stages train tiny classifiers of their own)
+  trap '[ -f "$CLF_DONE" ] || echo failed > "$CLF_DONE"' EXIT   # a failure still ends the waits of its group
+  step $PY bench/train_classifier.py "${Q[@]}" --epochs 20 --no-throughput --out $R/fid_classifier.json
+  echo ok > "$CLF_DONE"; ship $R/fid_classifier.json
+  step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                   ship $R/fid_floor.json
+  ;;
 base|classifier|throughput)   # issue 3: classifier (5 and 20 epochs with notebook 04's CLASSIFIER_RECIPES, the latter
   # saved as the FID feature model; SELECT=1 chooses the recipes again on a held-out split) and FID floor; then the
   # training and data-loading throughput
@@ -82,24 +102,30 @@ base|classifier|throughput)   # issue 3: classifier (5 and 20 epochs with notebo
   ;;
 ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosine FID table (resumable)
   [ "$stage" = ddpm_fid ] || { step $PY bench/bench_ddpm.py "${Q[@]}" --out $R/bench_ddpm.json; ship $R/bench_ddpm.json; }
-  for m in linear cosine; do   # each model trains in its own process (one set of compiled CUDA graphs per process)
+  models=${MODELS:-linear cosine}
+  for m in $models; do   # each model trains in its own process (one set of compiled CUDA graphs per process)
     or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --models $m --train-only
   done
-  or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --max-minutes "${MAX_MINUTES:-20}"
+  wait_fid_classifier
+  or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --models $models --max-minutes "${MAX_MINUTES:-20}"
   ship $R/ddpm_fid.json $R/ddpm_fid.md
   ;;
 karras) # issue 5
-  for k in karras cosine; do or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --train-only $k; done   # one process each
-  or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json;              ship $R/karras_fid.json $R/karras_fid.md
+  models=${MODELS:-karras cosine}
+  for k in $models; do or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --train-only $k; done   # one process each
+  wait_fid_classifier
+  or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --models $models; ship $R/karras_fid.json $R/karras_fid.md
   ;;
 noise_level)   # issue 5: a model trained without t, naive DDIM vs DDIM with the noise-level regressor's ᾱ
   for m in regressor no_t; do or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json --train-only $m; done
+  wait_fid_classifier
   or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json; ship $R/noise_level_fid.json $R/noise_level_fid.md
   ;;
-unet)   # issue 6: ONLY=models or ONLY=guidance runs one half (each trains its own models)
-  case "${ONLY:-all}" in models) nets="emb_unet emb_unet_attn diffusers";; guidance) nets=cond;; *) nets="emb_unet emb_unet_attn diffusers cond";; esac
-  for m in $nets; do or_eager $PY bench/unet_fid.py "${Q[@]}" --out $R/unet_fid.json --train-only $m; done   # one process each
-  or_eager $PY bench/unet_fid.py "${Q[@]}" --only "${ONLY:-all}" --out $R/unet_fid.json; ship $R/unet_fid.json $R/unet_fid.md
+unet)   # issue 6: MODELS among emb_unet emb_unet_attn diffusers (the models section) and cond (the guidance section)
+  models=${MODELS:-emb_unet emb_unet_attn diffusers cond}
+  for m in $models; do or_eager $PY bench/unet_fid.py "${Q[@]}" --out $R/unet_fid.json --train-only $m; done   # one process each
+  wait_fid_classifier
+  or_eager $PY bench/unet_fid.py "${Q[@]}" --models $models --out $R/unet_fid.json; ship $R/unet_fid.json $R/unet_fid.md
   ;;
 latent) # issue 7 (needs .data/rgb64)
   step $PY bench/latent_fid.py "${Q[@]}" --out $R/latent_fid.json --no-progress; ship $R/latent_fid.json
