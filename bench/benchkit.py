@@ -76,7 +76,12 @@ def refuse_other_feature_network(kept: dict, sha: str, out: Path):
                          "it was scored with (results/fid_floor.json names it).")
 
 
-def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):
-    "Write `results` to the JSON file `out` atomically (`miniai.core.atomic_write`) and `markdown(results)` beside it as .md."
+def write_json(results: dict, out: str | Path):
+    "Write `results` to the JSON file `out` atomically (`miniai.core.atomic_write`: never a half-written results file)."
     with atomic_write(out) as tmp: tmp.write_text(json.dumps(results, indent=1, default=str))
+
+
+def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):
+    "Write `results` to the JSON file `out` (`write_json`) and `markdown(results)` beside it as .md."
+    write_json(results, out)
     out.with_suffix('.md').write_text(markdown(results))

@@ -19,10 +19,11 @@ FID and KID, their mean and standard deviation, plus the classifier's metadata a
 size, the environment and the wall time.
 """
 from __future__ import annotations
-import argparse, json, os, sys, tempfile, time
+import argparse, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
+from bench.benchkit import write_json
 from miniai.core import run_environment
 from miniai.fid import fashion_image_eval, floor_table, real_image_floor, weights_hash
 from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier, weights_metadata
@@ -67,13 +68,9 @@ def main(argv=None):
                    seconds=dict(reference=round(t_ref, 2), floor=round(t_floor, 2)), environment=run_environment())
     table = floor_table(rows)
     results['table_markdown'] = table
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + '.tmp')
-    tmp_out.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp_out, out)
+    write_json(results, args.out)
     print(table)
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == '__main__': main()

@@ -18,9 +18,11 @@ On a GPU (from the repository root; needs $MINIAI_DATA or --data-dir):
 Anywhere, to check that it runs (32x32 images, a few hundred of them, toy models; figures meaningless):
     python bench/latent_fid.py --quick --out /tmp/latent_fid_quick.json
 """
-import argparse, datetime, json, math, os, platform, sys, time
+import argparse, datetime, math, platform, sys, time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
+from bench.benchkit import write_json
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize
 from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
@@ -162,11 +164,8 @@ def main():
         print(f"{name:48s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}", flush=True)
 
     res['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
-    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(res, indent=1, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_json(res, args.out)
+    print(f"wrote {args.out}")
 
 
 if __name__ == '__main__': main()

@@ -22,11 +22,12 @@ wall time and images/s of the whole run; then the training throughput (images/s,
 epoch, training phase only) with float32 and with bf16 mixed precision; and the environment.
 """
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
+from bench.benchkit import write_json
 from miniai.accel import synchronize, train_throughput
 from miniai.core import run_environment, default_device
 from miniai.models.resnet import (CLASSIFIER_RECIPES, QUICK_CLASSIFIER_CONFIG, classifier_accuracy,
@@ -156,12 +157,8 @@ def main(argv=None):
     if not (args.no_throughput or args.select_only):
         results['throughput'] = {'float32': throughput(cfg, False), 'bf16_mixed_precision': throughput(cfg, True)}
         print(f"training throughput (images/s): {results['throughput']}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + '.tmp')
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    write_json(results, args.out)
+    print(f"wrote {args.out}")
 
 
 if __name__ == '__main__': main()
