@@ -84,3 +84,19 @@ def test_pipeline_group_runs_its_stages_at_once_and_fails_with_one_of_them(tmp_p
     out, log = run('ddp+latent', 'unet', FAIL='1')
     assert 'stage ddp+latent failed' in out and 'stage latent: exit 3' in log and 'stage unet' not in log, out + log
     assert "cannot be part of a group" in _pipe('start', '1', 'wait_classifier+ddp', tmp_path=tmp_path).stderr
+
+
+def test_a_stage_grouped_with_fid_classifier_stops_when_that_stage_failed(tmp_path):
+    "An FID stage beside fid_classifier trains, then waits for its weights; a failed fid_classifier ends the wait with an error."
+    import os
+    marker = REPO/'runs'/'gpu_quick'/'cache'/'models'/'fid_classifier.done'   # where quick stages keep their cache
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text('failed\n')
+    env = {**os.environ, 'MINIAI_GPU_SHARED': 'fid_classifier+ddpm_fid', 'MODELS': 'cosine', 'OUT': str(tmp_path),
+           'OMP_NUM_THREADS': '1'}
+    try:
+        r = subprocess.run(['bash', str(STAGE), 'ddpm_fid', '--quick'], capture_output=True, text=True, timeout=600, env=env)
+    finally: marker.unlink(missing_ok=True)
+    assert r.returncode != 0 and "stage fid_classifier gave no FID classifier" in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert '--train-only' in r.stdout and "waiting for stage fid_classifier's weights" in r.stdout   # trained first, then waited
+    assert '--max-minutes' not in r.stdout                                                          # and never scored
