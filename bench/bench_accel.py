@@ -7,15 +7,18 @@ miniai's `Learner`, fused AdamW and each configuration below; every figure is th
 rounds after one warm-up epoch. The EMA update is also timed on its own (ms per update, foreach vs a Python loop).
 
 On a GPU (from the repository root):
-    python bench/bench_accel.py --out results/accel_throughput.json
+    python bench/bench_accel.py --out results/accel_throughput.json --compile   # with the compiled configurations (4-5 min)
+    python bench/bench_accel.py --out results/ema_cost.json                     # eager only: the EMA cost (about 2 min)
 Anywhere, to check that it runs (tiny UNet, a few batches; figures meaningless):
     python bench/bench_accel.py --quick --out /tmp/accel_quick.json
 """
-import argparse, datetime, json, math, statistics, sys, time
+import argparse, datetime, math, statistics, sys, time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
 from torch import nn
+from bench.benchkit import write_json
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
@@ -129,8 +132,7 @@ def main(argv=None):
         'n_param_tensors': sum(1 for _ in any_learn.model.parameters()),
     }
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1) + '\n')
+        write_json(report, out)
         print(f'wrote {out}')
     return report
 

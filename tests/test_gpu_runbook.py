@@ -22,12 +22,16 @@ def test_stage_scripts_exist():
     assert len(scripts) >= 9 and all((REPO/s).is_file() for s in scripts), scripts
 
 
-def test_bad_arguments_are_refused():
+def test_bad_arguments_are_refused(tmp_path):
     for args in (['bogus'], ['base', '--fast'], []):
         r = subprocess.run(['bash', str(STAGE), *args], capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and r.stderr.strip(), (args, r.stderr)
     r = subprocess.run(['bash', str(PREP), 'bogus'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown stage 'bogus'" in r.stderr
+    import os   # a throughput measurement never shares the GPU with a group
+    r = subprocess.run(['bash', str(STAGE), 'ema_cost', '--quick'], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'MINIAI_GPU_SHARED': 'ddpm_fid+ema_cost', 'OUT': str(tmp_path)})
+    assert r.returncode == 2 and 'run it alone, not in a group' in r.stderr, r.stderr
 
 
 PIPE = REPO/'tools'/'gpu_pipeline.sh'

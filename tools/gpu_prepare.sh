@@ -20,7 +20,7 @@ core=(fastcore torcheval diffusers importlib_metadata zipp lazy-importer regex
 hfdata=(datasets dill multiprocess xxhash)   # the Fashion-MNIST loader keeps an HF-datasets copy in its cache
 sound=(soundfile cffi pycparser)
 case "$stage" in
-  base|classifier|fid_classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
+  base|classifier|fid_classifier|throughput|ema_cost|ddpm|ddpm_fid|karras|noise_level|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
   latent) sets=(rgb64); wheels=("${core[@]}");;
   audio) sets=(fsdd); wheels=("${core[@]}" "${hfdata[@]}" "${sound[@]}");;
   *) echo "unknown stage '$stage'" >&2; exit 2;;

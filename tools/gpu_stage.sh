@@ -6,14 +6,14 @@
 #   bash tools/gpu_stage.sh STAGE           # on the GPU: results/*.json, copied to $OUT
 #   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
 #
-# STAGE: check | base | fid_classifier | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
+# STAGE: check | base | fid_classifier | ema_cost | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
 #        base = classifier + throughput, ddpm = bench_ddpm + ddpm_fid: the parts run alone too
 # MODELS="a b" (ddpm_fid, karras, unet): train and score only these networks of the stage's table in this lease; a
 # later lease with the others completes the same table (results/*.json carried back seed it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
-case "$stage" in check|base|classifier|fid_classifier|throughput|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
+case "$stage" in check|base|classifier|fid_classifier|throughput|ema_cost|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
 if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
@@ -102,6 +102,12 @@ base|classifier|throughput)   # issue 3: classifier (5 and 20 epochs with notebo
     step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile; ship $R/accel_throughput.json
     step $PY tools/bench_data.py --out $R/data_throughput.json; ship $R/data_throughput.json
   fi
+  ;;
+ema_cost)   # issue 3: the EMA's cost in training images/s, eagerly (interleaved rounds; about 2 minutes): what stage
+  # throughput measures without its compiled configurations, into a file of its own (accel_throughput.json keeps them).
+  # Alone on the GPU: not in a group, whose timings are shared
+  [ -z "${MINIAI_GPU_SHARED:-}" ] || { echo "stage ema_cost measures throughput: run it alone, not in a group" >&2; exit 2; }
+  step $PY bench/bench_accel.py "${Q[@]}" --out $R/ema_cost.json; ship $R/ema_cost.json
   ;;
 ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosine FID table (resumable)
   [ "$stage" = ddpm_fid ] || { step $PY bench/bench_ddpm.py "${Q[@]}" --out $R/bench_ddpm.json; ship $R/bench_ddpm.json; }

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = '<!-- results:start -->', '<!-- results:end -->'
 SOURCES = [  # (results file, what it measures, the command that writes it)
     ('classifier.json', 'Fashion-MNIST classifier accuracy and images/s', 'python bench/train_classifier.py --epochs 5 20 --out results/classifier.json (--select: choose the recipes again)'),
-    ('accel_throughput.json', 'training throughput with/without mixed precision and EMA', 'python bench/bench_accel.py --out results/accel_throughput.json'),
+    ('accel_throughput.json', 'training throughput with/without mixed precision and EMA', 'python bench/bench_accel.py --out results/accel_throughput.json --compile'),
+    ('ema_cost.json', 'EMA cost in training images/s (eager, interleaved rounds)', 'python bench/bench_accel.py --out results/ema_cost.json'),
     ('fid_floor.json', 'real-image FID/KID floor', 'python bench/fid_floor.py --out results/fid_floor.json'),
     ('data_throughput.json', 'data loading throughput', 'python tools/bench_data.py'),
     ('bench_ddpm.json', 'course-style loop vs miniai, DDIM sampling time', 'python bench/bench_ddpm.py'),
