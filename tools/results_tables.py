@@ -14,6 +14,7 @@ SOURCES = [  # (results file, what it measures, the command that writes it)
     ('classifier.json', 'Fashion-MNIST classifier accuracy and images/s', 'python bench/train_classifier.py --epochs 5 20 --out results/classifier.json (--select: choose the recipes again)'),
     ('accel_throughput.json', 'training throughput with/without mixed precision and EMA', 'python bench/bench_accel.py --out results/accel_throughput.json --compile'),
     ('ema_cost.json', 'EMA cost in training images/s (eager, interleaved rounds)', 'python bench/bench_accel.py --out results/ema_cost.json'),
+    ('fid_classifier.json', "the FID tables' feature network: notebook 04's 20-epoch classifier, trained again in each GPU lease", 'bash tools/gpu_stage.sh fid_classifier (docs/gpu_runbook.md)'),
     ('fid_floor.json', 'real-image FID/KID floor', 'python bench/fid_floor.py --out results/fid_floor.json'),
     ('data_throughput.json', 'data loading throughput', 'python tools/bench_data.py'),
     ('bench_ddpm.json', 'course-style loop vs miniai, DDIM sampling time', 'python bench/bench_ddpm.py'),
