@@ -7,7 +7,7 @@ or grad mode compiles again. So `CompileCB` makes the training loader drop each 
 batch sizes) eagerly.
 """
 from __future__ import annotations
-import argparse, json
+import argparse, datetime, json
 from pathlib import Path
 from typing import Callable
 import torch
@@ -74,6 +74,24 @@ def refuse_other_feature_network(kept: dict, sha: str, out: Path):
                          f"{sha[:12]}... (trained again, to other weights): FIDs of two feature networks do not compare. "
                          "Score the table again from scratch (another --out, or remove it), or bring back the classifier "
                          "it was scored with (results/fid_floor.json names it).")
+
+
+def log_run(results: dict, kept: dict) -> int:
+    """Add this run (its `command` and `environment`, and the date) to the runs that built the table so far (`kept`'s
+    `run_log`); return its index, which the rows it adds record as `run` (a table split across GPU leases shows which
+    machine measured which row)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+    results['run_log'] = [*kept.get('run_log', []), dict(command=results['command'], environment=results['environment'], date=now)]
+    return len(results['run_log']) - 1
+
+
+def runs_markdown(results: dict) -> list[str]:
+    "Markdown lines listing the runs that built a table (`log_run`): the command, machine and date of each."
+    log = results.get('run_log') or []
+    if not log: return []
+    where = lambda env: env.get('gpu') or env.get('device', '?')
+    return ['', f"Built by {len(log)} run(s); each row's `run` in the JSON is its index here:", ''] + \
+           [f"- run {i}: `{r['command']}` on {where(r['environment'])}, {r['date']}" for i, r in enumerate(log)]
 
 
 def write_json(results: dict, out: str | Path):

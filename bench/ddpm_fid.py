@@ -36,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import add_compile_arg, add_models_arg, compile_mode, refuse_other_feature_network
+from bench.benchkit import add_compile_arg, add_models_arg, compile_mode, log_run, refuse_other_feature_network, runs_markdown
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
 QUICK = dict(sizes=(64, 32), linear_ddim=(10, 5, 3), cosine_ddim=(10, 5), raw_ddim=(10,), epochs=1, floor_draws=1)
@@ -90,6 +90,7 @@ def markdown(res):
           "and two of our classifiers gave the same 2,048 real images 4.25 and 30.4 (`results/fid_floor.json`). "
           "So the column FID / floor (the real-image FID at the same sample count, in the same run) is the figure to "
           "compare: the course's 3.1 over its reals' 1.9 to 2.6 at 2,048 is 1.2 to 1.6.", '']
+    L += runs_markdown(res)
     return '\n'.join(L)
 
 
@@ -132,6 +133,7 @@ def main(argv=None):
                quick=q, epochs=epochs, sampling_precision=precision, reference='the 10,000 Fashion-MNIST test images' if not q else '2,000 test images',
                feature_model='tiny quick-mode classifier' if q else "notebook 04's Fashion-MNIST classifier (512-d features)")
     res.setdefault('rows', {}); res.setdefault('models', {})
+    run = log_run(res, res)
 
     def save():
         jpath.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,7 @@ def main(argv=None):
         for n, key in keys.items():   # the smaller sets are prefixes of the one draw
             s = ie.scores(x[:n])
             res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=big,
-                                    drawn=big, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt)
+                                    drawn=big, run=run, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt)
             print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  (draw of {big}: {dt:.1f} s)", flush=True)
         save()
 

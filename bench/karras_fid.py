@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, refuse_other_feature_network, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -163,6 +163,7 @@ def markdown(results: dict) -> str:
         cells += [v for n in ns for v in (f"{r['scores'][str(n)]['fid']:.3f}", ratio(r, n), f"{r['scores'][str(n)]['kid']:.5f}")]
         cells.append(f"{r['seconds']:.1f}")
         lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += runs_markdown(results)
     return '\n'.join(lines) + '\n'
 
 
@@ -187,6 +188,7 @@ def main(argv=None):
             kept = old; results['rows'], results['train'] = old['rows'], old.get('train', {})
             if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
     done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
+    run_ix = log_run(results, kept)
 
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
         for kind in args.train_only: train_or_load(kind, kcfg if kind == 'karras' else ccfg, args, results['train'])
@@ -205,7 +207,7 @@ def main(argv=None):
             if key in done: continue
             x, nfe, secs = draw(denoiser, sampler, steps, kw, ns[0], args)
             scores = {str(n): ie.scores(x[:n]) for n in ns}
-            results['rows'].append(dict(model=model_name, sampler=sampler, steps=steps, kwargs=kw, nfe=nfe,
+            results['rows'].append(dict(model=model_name, sampler=sampler, steps=steps, kwargs=kw, nfe=nfe, run=run_ix,
                                         scores=scores, seconds=round(secs, 2)))
             print(f"{model_name:12s} {sampler:16s} {steps:4d} steps {nfe:4d} NFE  " +
                   '  '.join(f"FID@{n} {s['fid']:.3f}" for n, s in scores.items()) + f"  ({secs:.0f} s)", flush=True)
@@ -213,7 +215,7 @@ def main(argv=None):
 
     if ('reals', 'train images', 0, '{}') not in done:
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
-        results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0,
+        results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0, run=run_ix,
                                     scores={str(n): ie.scores(reals[:n]) for n in ns}, seconds=0.))
         write(results, out)
     if 'karras' in args.models:

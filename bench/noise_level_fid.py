@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, refuse_other_feature_network, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -140,6 +140,7 @@ def markdown(results: dict) -> str:
     if 'test_mse' in reg:
         L += ['', f"Regressor test MSE of logit(ᾱ): {reg['test_mse']:.4f}; always 0: {reg['constant_0_mse']:.3f} "
                   f"(expected π²/3 = {reg['constant_0_mse_expected']:.3f}); course: 0.075 against about 3.5."]
+    L += runs_markdown(results)
     return '\n'.join(L) + '\n'
 
 
@@ -159,6 +160,7 @@ def main(argv=None):
             kept = old
             for k in ('train', 'rows', 'reals'): results[k] = old.get(k, results[k])
             if 'feature_model_sha256' in old: results['feature_model_sha256'] = old['feature_model_sha256']   # (kept by --train-only runs)
+    run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
         for name in args.train_only: train_or_load(name, cfgs[name], args, results['train'])
         write(results, out)
@@ -176,7 +178,7 @@ def main(argv=None):
     for name, reg in zip(SAMPLERS, (None, regressor)):
         if name in done: continue
         x, secs = draw(no_t, reg, ns[0], args)
-        results['rows'].append(dict(sampler=name, seconds=round(secs, 2), scores={str(n): ie.scores(x[:n]) for n in ns}))
+        results['rows'].append(dict(sampler=name, run=run, seconds=round(secs, 2), scores={str(n): ie.scores(x[:n]) for n in ns}))
         print(f"{name:28s} " + '  '.join(f"FID@{n} {s['fid']:.3f}" for n, s in results['rows'][-1]['scores'].items()) +
               f"  ({secs:.0f} s)", flush=True)
         write(results, out)

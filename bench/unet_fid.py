@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, refuse_other_feature_network, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -234,6 +234,7 @@ def markdown(results: dict) -> str:
     if results['reals']:
         lines += ['\n## Real training images (the floor)\n', '| ' + ' | '.join(h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')) + ' |',
                   '|' + '---|' * (2 * len(ns)), '| ' + ' | '.join(v for n in ns for v in _fk(results['reals'], n)) + ' |']
+    lines += runs_markdown(results)
     return '\n'.join(lines) + '\n'
 
 
@@ -257,6 +258,7 @@ def main(argv=None):
             if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
 
     ccfg = {**tcfg, 'p_uncond': args.p_uncond}   # the class-conditional model's
+    run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
         for name in args.train_only: train_or_load(name, ccfg if name == 'cond' else tcfg, args, results['train'])
         write(results, out)
@@ -280,7 +282,7 @@ def main(argv=None):
             if name in done or name not in args.models: continue
             model = train_or_load(name, tcfg, args, results['train'])
             imgs, secs = draw(model, n, args)
-            results['rows'].append(dict(model=name, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
+            results['rows'].append(dict(model=name, run=run, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
                                         scores=scores(ie, imgs, ns)))
             write(results, out)
             print(markdown(results).split('## Class')[0], flush=True)
@@ -293,7 +295,7 @@ def main(argv=None):
             for w in SCALES:
                 if w in done: continue
                 imgs, secs = draw(model, n, args, labels, w)
-                results['guidance'].append(dict(scale=w, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
+                results['guidance'].append(dict(scale=w, run=run, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
                                                 accuracy=accuracy(clf, imgs, labels), scores=scores(ie, imgs, ns)))
                 write(results, out)
     print(markdown(results))

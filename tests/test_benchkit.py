@@ -29,3 +29,17 @@ def test_feature_hash_reads_both_layouts_and_other_networks_are_refused(tmp_path
     refuse_other_feature_network({'feature_model_sha256': a}, a, tmp_path/'t.json')  # the same network: fine
     with pytest.raises(SystemExit, match=r't\.json holds FIDs scored with the feature network bbbbbbbbbbbb.*aaaaaaaaaaaa'):
         refuse_other_feature_network({'classifier': {'weights_sha256': b}}, a, tmp_path/'t.json')
+
+
+def test_log_run_keeps_the_runs_that_built_a_table_and_lists_them():
+    "A table completed over several GPU leases keeps every run's command, machine and date; rows record their run's index."
+    from bench.benchkit import log_run, runs_markdown
+    first = dict(command='python bench/x.py --models a', environment=dict(device='cuda', gpu='NVIDIA H200'))
+    assert log_run(first, {}) == 0 and runs_markdown({}) == []
+    second = dict(command='python bench/x.py --models b', environment=dict(device='cpu'))
+    assert log_run(second, first) == 1
+    assert [r['command'] for r in second['run_log']] == ['python bench/x.py --models a', 'python bench/x.py --models b']
+    assert first['run_log'][0]['date'] <= second['run_log'][1]['date']
+    md = '\n'.join(runs_markdown(second))
+    assert 'Built by 2 run(s)' in md and '- run 0: `python bench/x.py --models a` on NVIDIA H200' in md and '- run 1: `python bench/x.py --models b` on cpu' in md
+    assert log_run(dict(first), {}) == 0   # a table started afresh (another configuration) starts its log again

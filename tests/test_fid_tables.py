@@ -76,6 +76,7 @@ def test_karras_and_unet_train_only_train_and_stop(tmp_path, load_script, one_th
     common = ['--quick', '--weights-dir', str(tmp_path)]
     res = karras.main([*common, '--out', str(tmp_path/'k.json'), '--train-only', 'karras'])
     assert list(res['train']) == ['karras'] and res['train']['karras']['history'] and res['rows'] == [] and 'classifier' not in res
+    assert len(res['run_log']) == 1 and '--train-only karras' in res['run_log'][0]['command']
     assert (tmp_path/'bench_karras_quick.safetensors').exists() and (tmp_path/'bench_karras_quick_ema.safetensors').exists()
     res = unet.main([*common, '--out', str(tmp_path/'u.json'), '--train-only', 'cond'])
     assert list(res['train']) == ['cond'] and res['rows'] == res['guidance'] == [] and res['reals'] is None
