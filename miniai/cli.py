@@ -24,7 +24,7 @@ from .fid import ImageEval, fashion_image_eval
 from .diffusion.ddpm import (as_generator, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
                                    noisify_ddpm)
 from .diffusion.ddim import ddim_sample, ddim_timesteps
-from .diffusion.cosine import cosine_ddim_sample, noisify_cosine
+from .diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from .diffusion.guidance import GuidedModel, check_class_labels, cond_ddpm_learner, label_accuracy
 from .images import images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
@@ -67,6 +67,7 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
         raise ValueError(f"`guidance` ({guidance}) needs a class-conditional model; this one is unconditional")
     if schedule == 'cosine':
         if method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
+        cosine_timesteps(steps)   # refuses a bad `steps` now rather than at the first sample
         f = lambda net, shape, g: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=hi)
     else:
         sched = linear_schedule(**r['linear'])
@@ -206,10 +207,11 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     progress: bool = True,
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
-    epochs, bs = epochs or (1 if quick else 25), bs or (32 if quick else 512)
-    sample_steps, n_fid = sample_steps or (10 if quick else 100), (256 if quick else 2048) if n_fid is None else n_fid
-    if epochs < 1 or bs < 1 or n_grid < 1 or n_fid < 0 or not lr > 0:
-        raise ValueError(f"need epochs, bs, n_grid >= 1, n_fid >= 0 and lr > 0; got {epochs}, {bs}, {n_grid}, {n_fid}, {lr}")
+    size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
+    epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
+    if epochs < 1 or bs < 1 or sample_steps < 1 or n_grid < 1 or n_fid < 0 or not lr > 0:
+        raise ValueError(f"need epochs, bs, sample_steps, n_grid >= 1, n_fid >= 0 and lr > 0; "
+                         f"got {epochs}, {bs}, {sample_steps}, {n_grid}, {n_fid}, {lr}")
     if not 0 <= p_uncond <= 1: raise ValueError(f"`p_uncond` must be in [0, 1], got {p_uncond}")
     _check_guidance(guidance)
     if not conditional and guidance != 1: raise ValueError("`guidance` needs `conditional=True`")
@@ -220,6 +222,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                       limit=limit or ((320, 64) if quick else None))
     n_classes = 10 if conditional else None
     model = init_ddpm(diffusers_unet(**r['unet'], n_classes=n_classes))
+    make_sampler(model, schedule, method, sample_steps, quick=quick, guidance=guidance)   # bad sampler settings fail now, not after training
     if schedule == 'cosine': noisify = noisify_cosine
     else:
         abar = linear_schedule(**r['linear']).to(device).abar

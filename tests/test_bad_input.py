@@ -29,11 +29,12 @@ from miniai.diffusion.ddpm import diffusers_unet
 from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
 from miniai.diffusion.karras import sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
+from miniai.diffusion.noise_level import noise_level_ddim_sample
 from miniai.fid import ImageEval, check_feats, fid_from_feats, kid_from_feats
 from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
 from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, encode_images, open_latent_cache,
                             write_latent_cache)
-from miniai.learner import TrainLearner
+from miniai.learner import Learner, TrainLearner
 from miniai.models.unet import EmbUNetModel
 from miniai.vae import VAE, Autoencoder, kld_loss
 
@@ -73,6 +74,15 @@ def _learner(model=None, loss_func=F.mse_loss, cbs=()):
 def _nan_loss(p, y): return F.mse_loss(p, y) * NAN
 
 def _weights(m): return [p.detach().clone() for p in m.parameters()]
+
+
+def _before_training(**kw):
+    "`train_diffusion(quick=True, **kw)`, where fitting raises AssertionError: the bad argument must be refused before training."
+    def make(tmp, monkeypatch):
+        def no_fit(self, *a, **k): raise AssertionError('train_diffusion started training before refusing its arguments')
+        monkeypatch.setattr(Learner, 'fit', no_fit)
+        return lambda: train_diffusion(tmp/'run', quick=True, progress=False, **kw)
+    return make
 def _same(a, b): return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
 
 def _ckpt_truncated(tmp):
@@ -244,6 +254,8 @@ ROWS = [
     ('diffusion.ksamplers.sample', 's_churn=-1 (heun)', ValueError, '`s_churn` must be a number', _fp(lambda: sample('heun', lambda x, s: x, (2, 1, 4, 4), s_churn=-1., device=CPU))),
     ('diffusion.ksamplers.sample', "unknown sampler 'foo'", ValueError, "unknown sampler 'foo'", _fp(lambda: sample('foo', lambda x, s: x, (2, 1, 4, 4), device=CPU))),
     ('diffusion.ksamplers.sample', 'shape with a negative size', ValueError, '`shape` must be a tuple of positive ints', _fp(lambda: sample('euler', lambda x, s: x, (2, -1, 4, 4), device=CPU))),
+    ('diffusion.ksamplers.sample', 'denoiser returns 1 channel for 3', ValueError, 'the denoiser returned (2, 1, 4, 4) for samples of shape (2, 3, 4, 4)', _fp(lambda: sample('euler', lambda x, s: x[:, :1], (2, 3, 4, 4), steps=2, device=CPU))),
+    ('diffusion.ksamplers.sample', 'denoiser returns 1 channel for 3 (dpmpp_2m)', ValueError, 'the denoiser returned (2, 1, 4, 4)', _fp(lambda: sample('dpmpp_2m', lambda x, s: x[:, :1], (2, 3, 4, 4), steps=2, device=CPU))),
     ('diffusion.ksamplers.sample_euler', 'NaN in x', ValueError, '`x` contains 32 non-finite value(s)', _fp(lambda: sample_euler(lambda x, s: x, torch.full((2, 1, 4, 4), NAN), sigmas_karras(3, device=CPU)))),
     ('diffusion.ksamplers.sample_euler', 'integer x', TypeError, '`x` must be a float tensor', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4, dtype=torch.long), sigmas_karras(3, device=CPU)))),
     ('diffusion.ksamplers.sample_euler', 'increasing sigmas', ValueError, '`sigmas` must be strictly decreasing', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4), torch.tensor([0., 1., 2.])))),
@@ -261,10 +273,12 @@ ROWS = [
     ('diffusion.ddim.ddim_timesteps', 'steps > n_steps', ValueError, '`steps` must be between 1 and 10, got 11', _fp(lambda: ddim_timesteps(10, 11))),
     ('diffusion.ddim.ddim_sample', 'eta=-0.1', ValueError, '`eta` must be >= 0', _ddim(eta=-0.1)),
     ('diffusion.ddim.ddim_sample', 'eta=NaN', ValueError, '`eta` must be >= 0', _ddim(eta=NAN)),
+    ('diffusion.ddim.ddim_sample', 'eta=inf', ValueError, '`eta` must be >= 0 and finite, got inf', _ddim(eta=float('inf'))),
     ('diffusion.ddim.ddim_sample', 'shape (B,C,H) of 3 dims', ValueError, '`shape` must be (B, C, H, W)', _ddim(shape=(2, 1, 4))),
     ('diffusion.ddim.ddim_sample', 'no time steps', ValueError, 'need at least one time step (`steps` >= 1)', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [], []))),
     ('diffusion.ddim.ddim_sample', 'abars not increasing', ValueError, '`abars` must be finite, in (0, 1], and increase', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [9, 5], [0.5, 0.1]))),
     ('diffusion.cosine.cosine_timesteps', 'steps=1', ValueError, '`steps` must be >= 2', _fp(lambda: cosine_timesteps(1))),
+    ('diffusion.noise_level.noise_level_ddim_sample', 'model returns 1 channel for 3', ValueError, 'the model returned (2, 1, 4, 4) for samples of shape (2, 3, 4, 4)', _fp(lambda: noise_level_ddim_sample(lambda x, t: x[:, :1], nn.Sequential(nn.Flatten(), nn.Linear(48, 1)), (2, 3, 4, 4), steps=2))),
     ('diffusion.cosine.cosine_ddim_sample', 'steps=0', ValueError, '`steps` must be >= 2', _fp(lambda: cosine_ddim_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), steps=0))),
     ('diffusion.cosine.noisify_cosine', 'uint8 images', TypeError, '`x0` must be a float batch', _fp(lambda: noisify_cosine(u8(2, 1, 4, 4)))),
     # conditional models and guidance
@@ -295,6 +309,10 @@ ROWS = [
     ('cli.make_sampler', 'guidance for an unconditional model', ValueError, '`guidance` (2.0) needs a class-conditional model', _fp(lambda: make_sampler(_dunet(), guidance=2.))),
     ('cli.train_diffusion', 'guidance without conditional=True', ValueError, '`guidance` needs `conditional=True`', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, guidance=2.)),
     ('cli.train_diffusion', 'p_uncond=1.5', ValueError, '`p_uncond` must be in [0, 1]', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, conditional=True, p_uncond=1.5)),
+    ('cli.train_diffusion', 'sample_steps=0', ValueError, 'need epochs, bs, sample_steps, n_grid >= 1', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, sample_steps=0)),
+    ('cli.train_diffusion', 'epochs=0', ValueError, 'need epochs, bs, sample_steps, n_grid >= 1', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, epochs=0)),
+    ('cli.train_diffusion', 'more DDIM steps than the linear schedule has (before training)', ValueError, '`steps` must be between 1 and 100, got 500', _before_training(schedule='linear', sample_steps=500)),
+    ('cli.train_diffusion', 'sample_steps=1 for the cosine grid (before training)', ValueError, '`steps` must be >= 2', _before_training(sample_steps=1)),
     ('cli.class_accuracy', '3 labels for 2 images', ValueError, '3 labels for 2 images', _fp(lambda: class_accuracy(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1, 2])))),
     ('cli.fid_of_samples', 'labels.npy of floats', ValueError, 'must hold a vector of integer class labels', _float_labels),
     ('diffusion.guidance.GuidedModel', '3 labels for a batch of 2', ValueError, '3 labels for a batch of 2 images', lambda tmp: lambda: GuidedModel(_unet(), [0, 1, 2])(torch.zeros(2, 1, 8, 8), torch.rand(2))),

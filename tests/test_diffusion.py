@@ -32,7 +32,7 @@ LINEAR_VECTORS = {0: (0.9999, 0.0100), 7: (0.99864, 0.0368), 67: (0.9491, 0.2255
 def test_linear_schedule_vectors(t):
     s = linear_schedule()
     abar, noise_std = LINEAR_VECTORS[t]
-    assert s.abar[t].item() == pytest.approx(abar, rel=0.01, abs=1e-4)
+    assert s.abar[t].item() == pytest.approx(abar, rel=2e-3)   # relative only: the vectors have 3-4 significant digits
     assert (1 - s.abar[t]).sqrt().item() == pytest.approx(noise_std, abs=1e-4)
 
 def test_linear_schedule_against_numpy():

@@ -21,7 +21,7 @@ def ddim_sigma(abar_t: float,    # alpha-bar at the current (noisier) step
                eta: float = 1.,  # 0: deterministic DDIM; 1: DDPM's posterior noise
               ) -> float:
     "The standard deviation of the fresh noise in a DDIM step from `abar_t` to `abar_prev` (Song et al., eq. 16)."
-    if not eta >= 0: raise ValueError(f"`eta` must be >= 0, got {eta}")
+    if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
     if not 0 < abar_t < abar_prev <= 1:
         raise ValueError(f"need 0 < abar_t < abar_prev <= 1 (a step towards less noise), got {abar_t}, {abar_prev}")
     return eta * ((1-abar_prev)/(1-abar_t) * (1-abar_t/abar_prev))**0.5
@@ -66,7 +66,7 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
     if abars.shape != ts.shape: raise ValueError(f"`abars` must have one value per time step, got {len(abars)} for {len(ts)}")
     if not (torch.isfinite(abars).all() and (abars > 0).all() and (abars <= 1).all() and (abars.diff() > 0).all()):
         raise ValueError("`abars` must be finite, in (0, 1], and increase step by step (noisiest first)")
-    if not eta >= 0: raise ValueError(f"`eta` must be >= 0, got {eta}")
+    if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
     g = as_generator(generator, device)
     x = start_noise(shape, device, g)

@@ -17,8 +17,8 @@ from ..accel import MixedPrecision, fused_opt_func, model_device
 
 # %% auto #0
 __all__ = ['DDPMSchedule', 'linear_schedule', 'noisify_ddpm', 'DiffusersUNet', 'diffusers_unet', 'init_ddpm', 'NoisifyCB',
-           'ddpm_learner', 'as_generator', 'sampling_mode', 'start_noise', 'predict_noise', 'x0_from_eps',
-           'ddpm_sample']
+           'ddpm_learner', 'as_generator', 'sampling_mode', 'start_noise', 'check_output', 'predict_noise',
+           'x0_from_eps', 'ddpm_sample']
 
 # %% ../../nbs/06_ddpm.ipynb #bdb6a1fb
 @dataclass
@@ -197,13 +197,16 @@ def start_noise(shape: Sequence[int], # (B, C, H, W) of the samples
     if len(shape) != 4 or min(shape) < 1: raise ValueError(f"`shape` must be (B, C, H, W) with sizes >= 1, got {shape}")
     return torch.randn(shape, device=device, generator=generator)
 
+def check_output(out, x: Tensor, who: str = 'the model') -> Tensor:
+    "`out` if it is a tensor of `x`'s shape, else a clear error (no silent broadcasting of a model built for other images)."
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        raise ValueError(f"{who} returned {tuple(getattr(out, 'shape', ()))} for samples of shape {tuple(x.shape)}: "
+                         "does the sample shape match the model's channels and size?")
+    return out
+
 def predict_noise(model: Callable, x: Tensor, t: Tensor) -> Tensor:
     "Call the denoiser `model(x, t)` and check that it returns a float32 tensor of `x`'s shape."
-    eps = model(x, t)
-    if not isinstance(eps, Tensor) or eps.shape != x.shape:
-        raise ValueError(f"the model returned {tuple(getattr(eps, 'shape', ()))} for samples of shape {tuple(x.shape)}: "
-                         "does the sample shape match the model's channels and size?")
-    return eps.float()
+    return check_output(model(x, t), x).float()
 
 def x0_from_eps(x_t: Tensor, eps: Tensor, abar_t: float | Tensor,
                 clamp: float | None = 1.) -> Tensor: # clamp x0-hat to [-clamp, clamp] (None: no clamp)

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 from tqdm.auto import trange
 from ..core import check_finite, default_device
 from .karras import SIGMA_DATA, Denoiser, KarrasDenoiser, sigmas_karras
-from .ddpm import sampling_mode
+from .ddpm import check_output, sampling_mode
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'to_d', 'get_ancestral_step', 'sample_euler', 'sample_euler_ancestral', 'sample_heun', 'lms_coeffs',
@@ -44,7 +44,7 @@ def _start(x, sigmas, progress):
     if (s[1:] >= s[:-1]).any(): raise ValueError("`sigmas` must be strictly decreasing")
     return s.tolist(), trange(len(s)-1, disable=not progress)
 
-def _call(denoiser, x, sigma: float) -> Tensor: return denoiser(x, x.new_full((x.shape[0],), sigma))
+def _call(denoiser, x, sigma: float) -> Tensor: return check_output(denoiser(x, x.new_full((x.shape[0],), sigma)), x, 'the denoiser')
 def _noise(x, generator): return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 def _report(callback, i, x, sigma, denoised):
     if callback is not None: callback(dict(i=i, x=x, sigma=sigma, denoised=denoised))

@@ -13,7 +13,7 @@ from ..core import default_device, check_finite
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
-from .ddpm import as_generator, sampling_mode, start_noise, x0_from_eps
+from .ddpm import as_generator, predict_noise, sampling_mode, start_noise, x0_from_eps
 from .ddim import ddim_sigma
 from .cosine import cosine_abar, cosine_timesteps
 
@@ -113,7 +113,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
     x = start_noise(shape, device, g)
     with sampling_mode(model), sampling_mode(level_model):
         for i in tqdm(range(steps), disable=not progress, desc='DDIM (estimated ᾱ)'):
-            eps = model(x, ts[i].float().to(device).repeat(len(x))).float()
+            eps = predict_noise(model, x, ts[i].float().to(device).repeat(len(x)))
             a_hat = estimate_abar(level_model, x, band)
             sig = ddim_sigma(ab[i], ab[i+1], eta) if ab[i] < ab[i+1] else 0.
             x0 = x0_from_eps(x, eps, a_hat, clamp)
