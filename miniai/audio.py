@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_audio.ipynb #33b1a624
 from __future__ import annotations
-import io, os, warnings
+import fnmatch, io, os, warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -165,13 +165,13 @@ def load_wav_folder(folder: str | Path,           # searched recursively for `pa
                     sample_rate: int | None = None, # wanted rate (None: the first file's rate)
                     label_fn: Callable[[Path], int] | None = None, # file path -> integer label (None: unlabelled)
                     resample: bool = True,        # resample files at another rate (False: `ValueError`)
-                    pattern: str = '*.wav',       # file name pattern
+                    pattern: str = '*.wav',       # file name pattern, matched without regard to case (A.WAV too)
                     classes: list[str] | None = None, # names of the labels, if any
                    ) -> AudioClips:
     "All audio files in `folder` (sorted by path) as `AudioClips` at one sample rate."
     folder = Path(folder).expanduser()
     if not folder.is_dir(): raise MissingDataError(f"audio folder {folder} does not exist")
-    files = sorted(folder.rglob(pattern))
+    files = sorted(f for f in folder.rglob('*') if f.is_file() and fnmatch.fnmatch(f.name.lower(), pattern.lower()))
     if not files: raise MissingDataError(f"no files matching {pattern!r} in {folder} (searched recursively)")
     waves = []
     for f in tqdm(files, desc='reading audio', disable=len(files) < 500):
@@ -191,11 +191,11 @@ def _hf_row_audio(v, i) -> tuple[Tensor, int]:
         return read_wav(io.BytesIO(v['bytes']) if v.get('bytes') else v['path'])
     raise CorruptDataError(f"row {i}: the audio value is neither raw bytes/path nor a decoded array ({type(v).__name__})")
 
-def load_hf_audio(ds,                            # a `datasets.Dataset`, or the hub name of one
+def load_hf_audio(ds,                            # a `datasets.Dataset` or `DatasetDict`, or the hub name of one
                   sample_rate: int,              # wanted rate: clips at other rates are resampled
                   audio_column: str = 'audio',
-                  label_column: str | None = 'label', # integer labels (None, or absent: unlabelled)
-                  split: str = 'train',          # the split to load when `ds` is a name
+                  label_column: str | None = 'label', # class labels, integers or strings (None, or absent: unlabelled)
+                  split: str = 'train',          # the split to load when `ds` is a name or a `DatasetDict`
                   resample: bool = True,         # False: a clip at another rate is a `ValueError`
                  ) -> AudioClips:
     "Clips of a Hugging Face audio data set as `AudioClips` (decoded with soundfile, no torchcodec needed)."
@@ -205,6 +205,9 @@ def load_hf_audio(ds,                            # a `datasets.Dataset`, or the 
         except Exception as e:
             raise MissingDataError(f"Hugging Face data set {ds!r} (split {split!r}) could not be loaded: "
                                    f"{type(e).__name__}: {str(e)[:300]}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds: raise ValueError(f"the data set has no split {split!r} (splits: {list(ds)}): pass `split=`")
+        ds = ds[split]
     if audio_column not in ds.column_names: raise KeyError(f"no column {audio_column!r} (columns: {ds.column_names})")
     if isinstance(ds.features[audio_column], datasets.Audio):
         ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
@@ -214,8 +217,14 @@ def load_hf_audio(ds,                            # a `datasets.Dataset`, or the 
         waves.append(match_rate(w, rate, sample_rate, resample, name=f"row {i}"))
     labels = classes = None
     if label_column is not None and label_column in ds.column_names:
-        labels = torch.as_tensor(ds[label_column], dtype=torch.long)
-        classes = getattr(ds.features[label_column], 'names', None)
+        values, classes = list(ds[label_column]), getattr(ds.features[label_column], 'names', None)
+        if values and all(isinstance(v, str) for v in values):   # string labels: their sorted names are the classes
+            classes = sorted(set(values)); index = {c: i for i, c in enumerate(classes)}
+            values = [index[v] for v in values]
+        elif not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"column {label_column!r} must hold integer or string class labels, "
+                            f"got {sorted({type(v).__name__ for v in values})}")
+        labels = torch.as_tensor(values, dtype=torch.long)
     return AudioClips(waves, sample_rate, labels, [f'row_{i}' for i in range(len(waves))], classes)
 
 # %% ../nbs/16_audio.ipynb #77b0c51b

@@ -207,10 +207,11 @@ def _from_npz(path: Path, test_frac: float, seed: int) -> ImageSet:
 def _from_hf(ds, size, test_frac, seed, progress, name='Hugging Face data set') -> ImageSet:
     import datasets
     if isinstance(ds, datasets.DatasetDict):
-        if 'train' in ds and 'test' in ds:
-            (xt, yt, names), (xv, yv, _) = (read_hf_images(ds[s], size, progress) for s in ('train', 'test'))
+        held_out = next((s for s in ('test', 'validation') if s in ds), None)   # the held-out split, 'validation' if no 'test'
+        if 'train' in ds and held_out:
+            (xt, yt, names), (xv, yv, _) = (read_hf_images(ds[s], size, progress) for s in ('train', held_out))
             return ImageSet(xt, yt, xv, yv, names, name)
-        if len(ds) != 1: raise ValueError(f"a DatasetDict needs 'train' and 'test' splits or a single split, got {list(ds)}")
+        if len(ds) != 1: raise ValueError(f"a DatasetDict needs a 'train' split and a 'test' (or 'validation') split, or a single split, got {list(ds)}")
         ds = ds[next(iter(ds))]
     return _split_set(*read_hf_images(ds, size, progress), name, test_frac, seed)
 

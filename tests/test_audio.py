@@ -131,6 +131,13 @@ def test_wav_folder_resamples_or_refuses(tmp_path):
     assert load_wav_folder(tmp_path).sample_rate == 8000                                       # default: first file's rate
 
 
+def test_wav_folder_finds_files_whatever_the_case_of_their_extension(tmp_path):
+    write_wav(tmp_path/'A.WAV', sine(440, 800, 8000, .5), 8000, peak=None)
+    write_wav(tmp_path/'b.wav', sine(440, 800, 8000, .5), 8000, peak=None)
+    (tmp_path/'notes.txt').write_text('not audio')
+    assert load_wav_folder(tmp_path).names == ['A.WAV', 'b.wav']
+
+
 def test_wav_folder_errors(tmp_path):
     with pytest.raises(MissingDataError, match='does not exist'): load_wav_folder(tmp_path/'nope')
     with pytest.raises(MissingDataError, match="no files matching '\\*.wav'"): load_wav_folder(tmp_path)
@@ -166,6 +173,19 @@ def test_hf_audio_dataset(tmp_path):
     decoded = datasets.Dataset.from_dict({'audio': [{'array': np.zeros(10, np.float32), 'sampling_rate': 8000}]})
     assert len(load_hf_audio(decoded, 8000, label_column=None).waves[0]) == 10
     with pytest.raises(KeyError, match='no column'): load_hf_audio(ds, 8000, audio_column='sound')
+    both = datasets.DatasetDict(train=ds, test=ds.select([0]))   # what `load_dataset(name)` gives without a split
+    assert len(load_hf_audio(both, 8000).waves) == 2 and len(load_hf_audio(both, 8000, split='test').waves) == 1
+    with pytest.raises(ValueError, match=r"no split 'valid' \(splits: \['train', 'test'\]\)"): load_hf_audio(both, 8000, split='valid')
+
+
+def test_hf_audio_string_labels_become_classes(tmp_path):
+    "Labels stored as strings (a common layout) map to their sorted names; other label types are refused clearly."
+    datasets = pytest.importorskip('datasets')
+    audio = [{'array': np.zeros(10, np.float32), 'sampling_rate': 8000}]*3
+    clips = load_hf_audio(datasets.Dataset.from_dict({'audio': audio, 'label': ['wren', 'owl', 'wren']}), 8000)
+    assert clips.classes == ['owl', 'wren'] and clips.labels.tolist() == [1, 0, 1]
+    with pytest.raises(TypeError, match=r"column 'label' must hold integer or string class labels, got \['float'\]"):
+        load_hf_audio(datasets.Dataset.from_dict({'audio': audio, 'label': [0.5, 1.5, 2.5]}), 8000)
 
 
 def test_spectrogram_images_checks_the_rate():

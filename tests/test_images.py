@@ -83,6 +83,10 @@ def test_hf_dataset():
     dd = datasets.DatasetDict(train=ds, test=ds.select(range(3)))
     s = load_image_set(dd, progress=False)
     assert (len(s.train_x), len(s.test_x)) == (10, 3)
+    s = load_image_set(datasets.DatasetDict(train=ds, validation=ds.select(range(4))), progress=False)   # no 'test' split
+    assert (len(s.train_x), len(s.test_x)) == (10, 4)
+    with pytest.raises(ValueError, match=r"needs a 'train' split and a 'test' \(or 'validation'\) split"):
+        load_image_set(datasets.DatasetDict(a=ds, b=ds), progress=False)
     with pytest.raises(ValueError, match='no Image column'):
         load_image_set(datasets.Dataset.from_dict({'a': [1, 2]}), progress=False)
 
