@@ -76,6 +76,17 @@ def refuse_other_feature_network(kept: dict, sha: str, out: Path):
                          "it was scored with (results/fid_floor.json names it).")
 
 
+def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
+    """Continue the table in `out` if it has `results['config']`: copy its `keys` (and the record of the feature network
+    its FIDs were scored with, which `--train-only` runs must keep) into `results`; return the old results, or {}."""
+    if not out.exists(): return {}
+    old = json.loads(out.read_text())
+    if old.get('config') != json.loads(json.dumps(results['config'])): return {}
+    for k in (*keys, 'classifier', 'feature_model_sha256'):
+        if k in old: results[k] = old[k]
+    return old
+
+
 def log_run(results: dict, kept: dict) -> int:
     """Add this run (its `command` and `environment`, and the date) to the runs that built the table so far (`kept`'s
     `run_log`); return its index, which the rows it adds record as `run` (a table split across GPU leases shows which

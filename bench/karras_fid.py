@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -181,12 +181,7 @@ def main(argv=None):
                   cosine=None if args.no_cosine else ccfg)
     results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[])
-    kept = {}
-    if out.exists():   # continue an interrupted run with the same configuration
-        old = json.loads(out.read_text())
-        if old.get('config') == json.loads(json.dumps(config)):
-            kept = old; results['rows'], results['train'] = old['rows'], old.get('train', {})
-            if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
+    kept = resume(results, out, ('rows', 'train'))   # an interrupted run with the same configuration continues
     done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
     run_ix = log_run(results, kept)
 

@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -153,13 +153,7 @@ def main(argv=None):
     config = dict(n=ns, batch=args.batch, steps=args.steps, seed=args.seed, nets=cfgs)
     results = dict(command=' '.join(['python bench/noise_level_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[], reals=None)
-    kept = {}
-    if out.exists():   # continue an interrupted run with the same configuration
-        old = json.loads(out.read_text())
-        if old.get('config') == json.loads(json.dumps(config)):
-            kept = old
-            for k in ('train', 'rows', 'reals'): results[k] = old.get(k, results[k])
-            if 'feature_model_sha256' in old: results['feature_model_sha256'] = old['feature_model_sha256']   # (kept by --train-only runs)
+    kept = resume(results, out, ('train', 'rows', 'reals'))   # an interrupted run with the same configuration continues
     run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
         for name in args.train_only: train_or_load(name, cfgs[name], args, results['train'])

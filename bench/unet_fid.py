@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -249,13 +249,7 @@ def main(argv=None):
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[], guidance=[], reals=None)
-    kept = {}
-    if out.exists():   # continue an interrupted run with the same configuration
-        old = json.loads(out.read_text())
-        if old.get('config') == json.loads(json.dumps(config)):
-            kept = old
-            for k in ('train', 'rows', 'guidance', 'reals'): results[k] = old.get(k, results[k])
-            if 'classifier' in old: results['classifier'] = old['classifier']   # (a --train-only run keeps the rows' feature network)
+    kept = resume(results, out, ('train', 'rows', 'guidance', 'reals'))   # an interrupted run with the same configuration continues
 
     ccfg = {**tcfg, 'p_uncond': args.p_uncond}   # the class-conditional model's
     run = log_run(results, kept)

@@ -43,3 +43,17 @@ def test_log_run_keeps_the_runs_that_built_a_table_and_lists_them():
     md = '\n'.join(runs_markdown(second))
     assert 'Built by 2 run(s)' in md and '- run 0: `python bench/x.py --models a` on NVIDIA H200' in md and '- run 1: `python bench/x.py --models b` on cpu' in md
     assert log_run(dict(first), {}) == 0   # a table started afresh (another configuration) starts its log again
+
+
+def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path):
+    "Rows and the feature network's record carry over from a table of the same configuration; another one starts afresh."
+    import json
+    from bench.benchkit import resume
+    out = tmp_path/'t.json'
+    assert resume(dict(config={'n': [8]}, rows=[]), out, ('rows',)) == {}   # no file yet
+    out.write_text(json.dumps(dict(config={'n': [8]}, rows=[1, 2], train={'a': 1}, classifier={'weights_sha256': 'a'*64}, other=3)))
+    new = dict(config={'n': [8]}, rows=[], train={})
+    kept = resume(new, out, ('rows', 'train'))
+    assert kept['other'] == 3 and new == dict(config={'n': [8]}, rows=[1, 2], train={'a': 1}, classifier={'weights_sha256': 'a'*64})
+    fresh = dict(config={'n': [16]}, rows=[])
+    assert resume(fresh, out, ('rows',)) == {} and fresh == dict(config={'n': [16]}, rows=[])
