@@ -232,8 +232,15 @@ def test_pipeline_end_to_end_quick(tmp_path):
     model, learn = train_audio_diffusion(dls, sigma_data, 10, cfg, progress=False)
     losses = [h['loss'] for h in learn.metrics.history]
     assert all(np.isfinite(losses))
-    specs = generate_spectrograms(model, digits=[3, 7], scale=2., sigma_data=sigma_data, steps=2)
-    assert specs.shape == (2, 1, 64, 64) and specs.min() >= -1 and specs.max() <= 1
+    specs = generate_spectrograms(model, digits=[3, 7], scale=2., sigma_data=sigma_data, steps=2, bs=1)
+    assert specs.shape == (2, 1, 64, 64) and specs.dtype == torch.float32
+    # batch i is seeded with seed + i: the second clip is a guided sampling of digit 7 alone with seed 1
+    from miniai.diffusion.guidance import GuidedModel
+    from miniai.diffusion.ksamplers import sample
+    alone = sample('dpmpp_2m', GuidedModel(model, torch.tensor([7]), 2.), (1, 1, 64, 64), steps=2, seed=1,
+                   sigma_data=sigma_data, device='cpu').x.clamp(-1, 1)
+    torch.testing.assert_close(specs[1:], alone)
+    assert not torch.equal(specs[0], specs[1])
     waves = MEL.waveform(specs)
     assert waves.shape == (2, MEL.n_samples) and torch.isfinite(waves).all()
     back, rate = read_wav(write_wav(tmp_path/'seven.wav', waves[1], MEL.sample_rate))

@@ -197,7 +197,49 @@ def test_latent_pipeline_end_to_end(tmp_path):
     z = sample_batches(unet, 6, lat.shape[1:], steps=4, bs=4, progress=False)
     assert z.shape == (6, 4, 8, 8) and torch.isfinite(z).all()
     imgs = decode_latents(vae, z, 1/std, bs=4)
-    assert imgs.shape == (6, 3, 16, 16) and imgs.dtype == torch.float32 and imgs.min() >= -1 and imgs.max() <= 1
+    assert imgs.shape == (6, 3, 16, 16) and imgs.dtype == torch.float32
+    with torch.no_grad(): direct = vae.eval().decode(z*std).clamp(-1, 1)   # one batch, scale undone by hand
+    torch.testing.assert_close(imgs, direct, atol=1e-5, rtol=1e-5)
+    assert (imgs.abs() == 1).float().mean() < 0.5   # the clamp is a guard, not what makes the images
     rec = reconstruct(vae, imset.test_x)
     assert rec.shape == (8, 3, 16, 16) and torch.isfinite(rec).all()
     assert torch.equal(sample_batches(unet, 6, lat.shape[1:], steps=4, bs=4, progress=False), z)   # seeded: repeatable
+
+
+def _no_network(monkeypatch):
+    "No proxy, and every TCP connection refused (as on a machine without internet)."
+    import socket
+    for k in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy', 'HF_HUB_OFFLINE'):
+        monkeypatch.delenv(k, raising=False)
+    def refuse(*a, **k): raise ConnectionRefusedError(111, 'Connection refused')
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+
+
+def test_pretrained_vae_unreachable_hub_is_quick(monkeypatch):
+    "An unreachable hub is found by one probe; the cache is then tried with `local_files_only` (no minute of retries)."
+    import diffusers
+    from miniai.latents import PretrainedVAEUnavailable, hub_unreachable, load_pretrained_vae
+    _no_network(monkeypatch)
+    assert 'unreachable' in hub_unreachable()
+    calls = []
+    def fake(name, **kw): calls.append(kw); raise OSError(f"{name} does not appear to have a file named config.json.")
+    monkeypatch.setattr(diffusers.AutoencoderKL, 'from_pretrained', fake)
+    with pytest.raises(PretrainedVAEUnavailable, match='unreachable .*not in the local Hugging Face cache'):
+        load_pretrained_vae('org/vae')
+    assert calls == [dict(local_files_only=True)]
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(PretrainedVAEUnavailable, match='HF_HUB_OFFLINE is set, and it is not in the local'):
+        load_pretrained_vae('org/vae')
+    monkeypatch.setenv('HTTPS_PROXY', 'http://proxy.invalid:3128')   # behind a proxy a direct probe proves nothing
+    assert hub_unreachable() is None
+
+
+def test_pretrained_vae_from_local_folder(vae, tmp_path, monkeypatch):
+    "A saved `AutoencoderKL` folder loads without the hub, frozen, and encodes as the original."
+    from miniai.latents import load_pretrained_vae
+    _no_network(monkeypatch)
+    vae.vae.save_pretrained(tmp_path/'vae')
+    loaded = load_pretrained_vae(str(tmp_path/'vae'))
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(2, 3, 16, 16)*2 - 1
+    with torch.no_grad(): torch.testing.assert_close(loaded.encode(x), vae.encode(x))
