@@ -15,7 +15,7 @@ from torch import Tensor
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import atomic_write, default_device
+from .core import atomic_write, default_device, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
                          sha256_file, show_images)
 
@@ -201,7 +201,7 @@ def load_hf_audio(ds,                            # a `datasets.Dataset` or `Data
     "Clips of a Hugging Face audio data set as `AudioClips` (decoded with soundfile, no torchcodec needed)."
     import datasets
     if isinstance(ds, str):
-        try: ds = datasets.load_dataset(ds, split=split)
+        try: ds = load_hub_dataset(ds, split=split)
         except Exception as e:
             raise MissingDataError(f"Hugging Face data set {ds!r} (split {split!r}) could not be loaded: "
                                    f"{type(e).__name__}: {str(e)[:300]}") from None

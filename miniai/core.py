@@ -4,16 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
-import os, random
+import importlib, os, random, socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 import numpy as np
 import torch
 
 # %% auto #0
 __all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'is_quick', 'quick', 'run_environment',
-           'cache_dir', 'atomic_write', 'check_finite', 'check_shape']
+           'cache_dir', 'atomic_write', 'hub_unreachable', 'hub_offline_reason', 'hub_offline', 'load_hub_dataset',
+           'check_finite', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -103,6 +105,49 @@ def atomic_write(path: str | Path,  # the file to (re)write
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
+
+# %% ../nbs/00_core.ipynb #5b65b3b5
+_PROXY_VARS = ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy')
+
+def hub_unreachable(timeout: float = 3.0, # seconds to wait for a TCP connection
+                   ) -> str | None:
+    "Why the Hugging Face hub cannot be reached (one line), or None if it may be: a quick TCP probe, skipped behind a proxy."
+    if any(os.environ.get(k) for k in _PROXY_VARS): return None
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == 'https' else 80)
+    try: socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e: return f"{url.hostname}:{port} is unreachable ({type(e).__name__}: {e})"
+    return None
+
+def hub_offline_reason() -> str | None:
+    "Why hub calls should use the local cache only (`HF_HUB_OFFLINE` set, or the hub unreachable), or None."
+    if os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on'): return 'HF_HUB_OFFLINE is set'
+    return hub_unreachable()
+
+@contextmanager
+def hub_offline():
+    "Within the block, `huggingface_hub` and `datasets` work in offline mode (local cache only, no retries)."
+    saved = []
+    for name in ('huggingface_hub.constants', 'datasets.config'):
+        try: mod = importlib.import_module(name)
+        except ImportError: continue
+        if hasattr(mod, 'HF_HUB_OFFLINE'): saved.append((mod, mod.HF_HUB_OFFLINE)); mod.HF_HUB_OFFLINE = True
+    try: yield
+    finally:
+        for mod, value in saved: mod.HF_HUB_OFFLINE = value
+
+def load_hub_dataset(name: str, # a data set on the Hugging Face hub
+                     **kwargs,  # passed to `datasets.load_dataset` (`split=`, ...)
+                    ):
+    "`datasets.load_dataset(name)`, from the local cache only when the hub is offline or unreachable (no minute of retries)."
+    import datasets
+    why = hub_offline_reason()
+    if why is None: return datasets.load_dataset(name, **kwargs)
+    try:
+        with hub_offline(): return datasets.load_dataset(name, **kwargs)
+    except Exception as e:
+        raise ConnectionError(f"{why}, and `{name}` is not in the local Hugging Face cache ({type(e).__name__})") from None
 
 # %% ../nbs/00_core.ipynb #a162b31b
 def check_finite(x: torch.Tensor, name: str = 'input'):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from fastcore.basics import patch
-from .core import cache_dir, default_device, is_quick
+from .core import cache_dir, default_device, is_quick, load_hub_dataset
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
@@ -113,9 +113,8 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None,
 
 # %% ../nbs/01_data.ipynb #ae71d03b
 def _load_from_hub(name: str = FASHION_HUB_NAME):
-    "`datasets.load_dataset(name)` (a separate function so tests can replace it)."
-    import datasets
-    return datasets.load_dataset(name)
+    "`datasets.load_dataset(name)`, cache only when the hub is unreachable (a separate function so tests can replace it)."
+    return load_hub_dataset(name)
 
 def _hub_or_raise(tried: list[str]):
     "Load Fashion-MNIST from the hub, or raise one `MissingDataError` naming the places tried and the hub's reason."

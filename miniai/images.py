@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import check_shape, default_device, set_seed
+from .core import check_shape, default_device, load_hub_dataset, set_seed
 from .data import CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
@@ -216,8 +216,7 @@ def _from_hf(ds, size, test_frac, seed, progress, name='Hugging Face data set') 
     return _split_set(*read_hf_images(ds, size, progress), name, test_frac, seed)
 
 def _load_hub(name: str):
-    import datasets
-    try: return datasets.load_dataset(name)
+    try: return load_hub_dataset(name)
     except Exception as e:
         raise MissingDataError(f"Hugging Face data set {name!r} could not be loaded ({type(e).__name__}: "
                                f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}). Without network access, "

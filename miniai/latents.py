@@ -4,17 +4,16 @@
 
 # %% ../nbs/15_latent_diffusion.ipynb #8d25020d
 from __future__ import annotations
-import hashlib, json, math, os, socket, warnings
+import hashlib, json, math, warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
-from urllib.parse import urlparse
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import atomic_write, check_finite, default_device
+from .core import atomic_write, check_finite, default_device, hub_offline_reason
 from .data import DataLoaders
 from .fid import eval_mode, model_device, tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
@@ -23,11 +22,11 @@ from .vae import FuncMetric, VAEOutput, autoencoder_batch, kld_loss
 from .diffusion.ksamplers import sample
 
 # %% auto #0
-__all__ = ['CACHE_MAGIC', 'CACHE_HEADER', 'ConvVAE', 'PretrainedVAEUnavailable', 'hub_unreachable', 'load_pretrained_vae',
-           'conv_vae', 'recon_mse', 'perceptual_net', 'ConvVAELoss', 'conv_vae_learner', 'encode_images',
-           'decode_latents', 'reconstruct', 'psnr', 'LatentCacheError', 'CorruptCacheError', 'StaleCacheError',
-           'latent_cache_key', 'read_cache_header', 'open_latent_cache', 'write_latent_cache', 'cached_latents',
-           'latent_stats', 'DeviceTensorLoader', 'latent_dls', 'sample_batches', 'train_flops_per_image']
+__all__ = ['CACHE_MAGIC', 'CACHE_HEADER', 'ConvVAE', 'PretrainedVAEUnavailable', 'load_pretrained_vae', 'conv_vae', 'recon_mse',
+           'perceptual_net', 'ConvVAELoss', 'conv_vae_learner', 'encode_images', 'decode_latents', 'reconstruct',
+           'psnr', 'LatentCacheError', 'CorruptCacheError', 'StaleCacheError', 'latent_cache_key', 'read_cache_header',
+           'open_latent_cache', 'write_latent_cache', 'cached_latents', 'latent_stats', 'DeviceTensorLoader',
+           'latent_dls', 'sample_batches', 'train_flops_per_image']
 
 # %% ../nbs/15_latent_diffusion.ipynb #b322919e
 class ConvVAE(nn.Module):
@@ -62,26 +61,10 @@ class ConvVAE(nn.Module):
 class PretrainedVAEUnavailable(RuntimeError):
     "The pretrained VAE could not be loaded (no network, offline mode, or a missing package)."
 
-_PROXY_VARS = ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy')
-
-def hub_unreachable(timeout: float = 3.0, # seconds to wait for a TCP connection
-                   ) -> str | None:
-    "Why the Hugging Face hub cannot be reached (one line), or None if it may be: a quick TCP probe, skipped behind a proxy."
-    if any(os.environ.get(k) for k in _PROXY_VARS): return None
-    from huggingface_hub import constants
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == 'https' else 80)
-    try: socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as e: return f"{url.hostname}:{port} is unreachable ({type(e).__name__}: {e})"
-    return None
-
 def load_pretrained_vae(name: str = 'stabilityai/sd-vae-ft-ema', # a hub repository with an `AutoencoderKL`, or a local folder
                        ) -> ConvVAE:
     "Stable Diffusion's VAE from the Hugging Face hub or its cache (frozen), or `PretrainedVAEUnavailable` saying why not."
-    offline = None
-    if not Path(name).is_dir():
-        if os.environ.get('HF_HUB_OFFLINE', '').strip().lower() in ('1', 'true', 'yes', 'on'): offline = 'HF_HUB_OFFLINE is set'
-        else: offline = hub_unreachable()
+    offline = None if Path(name).is_dir() else hub_offline_reason()
     try:
         from diffusers import AutoencoderKL
         vae = AutoencoderKL.from_pretrained(name, local_files_only=offline is not None)

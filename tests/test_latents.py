@@ -218,7 +218,8 @@ def _no_network(monkeypatch):
 def test_pretrained_vae_unreachable_hub_is_quick(monkeypatch):
     "An unreachable hub is found by one probe; the cache is then tried with `local_files_only` (no minute of retries)."
     import diffusers
-    from miniai.latents import PretrainedVAEUnavailable, hub_unreachable, load_pretrained_vae
+    from miniai.core import hub_unreachable
+    from miniai.latents import PretrainedVAEUnavailable, load_pretrained_vae
     _no_network(monkeypatch)
     assert 'unreachable' in hub_unreachable()
     calls = []
@@ -243,3 +244,23 @@ def test_pretrained_vae_from_local_folder(vae, tmp_path, monkeypatch):
     assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     x = torch.rand(2, 3, 16, 16)*2 - 1
     with torch.no_grad(): torch.testing.assert_close(loaded.encode(x), vae.encode(x))
+
+
+def test_load_hub_dataset_offline_when_unreachable(monkeypatch):
+    "An unreachable hub: `load_dataset` runs once in offline mode (cache only), then the mode is restored."
+    import datasets
+    import huggingface_hub.constants as hub_constants
+    from miniai.core import load_hub_dataset
+    _no_network(monkeypatch)
+    seen = []
+    def fake(name, **kw):
+        seen.append((name, kw, hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE))
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
+    monkeypatch.setattr(datasets, 'load_dataset', fake)
+    before = (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    with pytest.raises(ConnectionError, match='unreachable .*`org/data` is not in the local Hugging Face cache'):
+        load_hub_dataset('org/data', split='test')
+    assert seen == [('org/data', dict(split='test'), True, True)]
+    assert (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+    monkeypatch.setattr(datasets, 'load_dataset', lambda name, **kw: 'from the cache')
+    assert load_hub_dataset('org/data') == 'from the cache'
