@@ -225,11 +225,11 @@ def markdown(results: dict) -> str:
         head = ['guidance scale', 'accuracy'] + [h for n in ns for h in (f'FID ({n:,})', f'FID / floor ({n:,})', f'KID ({n:,})')] + \
                [c.split(' ')[0] for c in FASHION_CLASSES]
         lines += ['\n## Class-conditional model, classifier-free guidance\n',
-                  f"Accuracy: the FID classifier's accuracy on all {max(ns):,} samples (labels i % 10).\n",
+                  f"Accuracy: the FID classifier's accuracy on all {max(ns):,} samples (labels i % 10; '-': a class with no sample).\n",
                   '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         for r in results['guidance']:
             cells = [f"{r['scale']:g}", f"{r['accuracy']['overall']:.2%}"] + [v for n in ns for v in _fk(r, n, results['reals'] or {})] + \
-                    [f"{a:.0%}" for a in r['accuracy']['per_class'].values()]
+                    ['-' if a is None else f"{a:.0%}" for a in r['accuracy']['per_class'].values()]   # None: class never drawn
             lines.append('| ' + ' | '.join(cells) + ' |')
     if results['reals']:
         lines += ['\n## Real training images (the floor)\n', '| ' + ' | '.join(h for n in ns for h in (f'FID ({n:,})', f'KID ({n:,})')) + ' |',

@@ -87,7 +87,8 @@ def fused_opt_func(opt_cls: type = torch.optim.AdamW,  # an optimizer class with
                    **kwargs) -> Callable:  # more arguments for `opt_cls` (betas, eps, weight_decay...)
     "An `opt_func(params, lr)` building `opt_cls(params, lr=lr, **kwargs)`, with `fused=True` when all parameters are on CUDA."
     def opt_func(params, lr: float = 1e-3):
-        params = list(params)
+        # parameter groups may hold generators (`m.parameters()`): make lists, or the device check below would use them up
+        params = [{**g, 'params': list(g['params'])} if isinstance(g, dict) else g for g in params]
         tensors = [p for g in params for p in (g['params'] if isinstance(g, dict) else [g])]
         fused = {'fused': True} if tensors and all(p.device.type == 'cuda' for p in tensors) else {}
         return opt_cls(params, lr=lr, **{**fused, **kwargs})
@@ -198,9 +199,14 @@ class EMA(Callback):
         finally: self.swap(model)
 
     @torch.no_grad()
-    def copy_to(self, model: nn.Module):  # a model with the same parameter shapes
-        "Copy the averaged weights into `model` for good (e.g. to save or export an averaged model)."
-        torch._foreach_copy_(self._params_of(model), self.shadow)
+    def copy_to(self, model: nn.Module):  # a model with the same parameter and buffer shapes
+        "Copy the averaged weights, and the tracked model's buffers (BatchNorm statistics), into `model` for good."
+        ps = self._params_of(model)
+        src, dst = ([], []) if model is self.model or self.model is None else (list(self.model.buffers()), list(model.buffers()))
+        if [b.shape for b in src] != [b.shape for b in dst]:
+            raise ValueError("EMA: this model's buffers do not match the tracked model's (another architecture?)")
+        torch._foreach_copy_(ps, self.shadow)
+        if dst: torch._foreach_copy_(dst, src)  # the averaged model uses the live buffers (see above)
 
     def before_epoch(self, learn):
         if self.eval_ema and not learn.training and not self._swapped: self.swap()
@@ -339,13 +345,13 @@ def checkpoint_state(learn,  # the `Learner` to save
 # %% ../nbs/03_accel.ipynb #7a7ed4e9
 def save_checkpoint(path: str | Path,  # file to write (its folder is created)
                     learn,  # the `Learner` to save
-                    epoch: int | None = None,  # finished epochs (default: `learn.epoch + 1`)
+                    epoch: int | None = None,  # finished epochs (default: `learn.epochs_done`)
                     extra: dict | None = None,  # more plain values to store
                     rng: dict | None = None) -> Path:  # random states to store (default: the current ones)
     "Write `learn`'s full training state to `path` atomically (temporary file in the same folder, then rename)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = checkpoint_state(learn, learn.epoch + 1 if epoch is None else epoch, extra, rng)
+    state = checkpoint_state(learn, learn.epochs_done if epoch is None else epoch, extra, rng)
     with atomic_write(path) as tmp, open(tmp, 'wb') as f: torch.save(state, f)
     return path
 
@@ -428,8 +434,10 @@ def load_checkpoint(path: str | Path,  # a file written by `save_checkpoint`
                     learn,  # the `Learner` to restore (same model configuration)
                     rng: bool = True) -> dict:  # also restore the random generators (needed for an exact resume)
     "Restore `learn` from `path` after checking every part fits (a refused checkpoint changes nothing); returns its info."
-    ck = read_checkpoint(path)
-    plan = _load_plan(ck, learn, f'checkpoint {path}')
+    return _restore(read_checkpoint(path), learn, f'checkpoint {path}', rng)
+
+def _restore(ck: dict, learn, where: str, rng: bool = True) -> dict:
+    plan = _load_plan(ck, learn, where)
     for _, apply in plan: apply()
     if rng: set_rng_states(ck['rng'])
     return {'epoch': ck['epoch'], 'n_epochs': ck['n_epochs'], 'loaded': [n for n, _ in plan], 'extra': ck['extra']}
@@ -450,10 +458,16 @@ class CheckpointCB(Callback):
     def before_fit(self, learn):
         self._pending, self._trained = None, -1
         if not (self.resume and self.path.exists()): return
-        info = load_checkpoint(self.path, learn)
+        ck = read_checkpoint(self.path)
+        if ck['n_epochs'] != learn.n_epochs:
+            what = f"CheckpointCB: {self.path} comes from a {ck['n_epochs']}-epoch fit, this one has {learn.n_epochs}"
+            if ck['scheds']:  # a schedule planned for another length would run out (or stop short) mid-run
+                raise CheckpointError(f"{what}: its learning-rate schedule ({', '.join(ck['scheds'])}) was planned for "
+                                      f"{ck['n_epochs']} epochs. Fit {ck['n_epochs']} epochs to finish that run, or move the "
+                                      "file away (or pass `resume=False`) to start a new one.")
+            warnings.warn(what)
+        info = _restore(ck, learn, f'checkpoint {self.path}')
         learn.start_epoch = info['epoch']
-        if info['n_epochs'] != learn.n_epochs:
-            warnings.warn(f"CheckpointCB: {self.path} comes from a {info['n_epochs']}-epoch fit, this one has {learn.n_epochs}")
         msg = 'nothing left to train' if info['epoch'] >= learn.n_epochs else f"continuing with epoch {info['epoch'] + 1}"
         print(f"CheckpointCB: resumed from {self.path} after {info['epoch']} of {learn.n_epochs} epochs; {msg}")
 

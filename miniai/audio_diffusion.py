@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import default_device
+from .core import default_device, eval_mode
 from .learner import Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from .accel import EMA, MixedPrecision, fused_opt_func
 from .models.resnet import fashion_classifier, classifier_accuracy
@@ -163,8 +163,8 @@ def heard(spec: MelSpec, images: Tensor, bs: int = 256, device: str | torch.devi
 def digit_accuracy(classifier: nn.Module, images: Tensor, digits: Tensor, bs: int = 512) -> tuple[float, Tensor]:
     "Accuracy of `classifier` on `images` labelled `digits`: overall, and per digit (10,) (NaN for absent digits)."
     dev = next(classifier.parameters()).device
-    classifier.eval()
-    preds = torch.cat([classifier(images[i:i+bs].to(dev)).argmax(1).cpu() for i in range(0, len(images), bs)])
+    with eval_mode(classifier):
+        preds = torch.cat([classifier(images[i:i+bs].to(dev)).argmax(1).cpu() for i in range(0, len(images), bs)])
     ok = (preds == digits.cpu()).float()
     per = torch.stack([ok[digits.cpu() == d].mean() if (digits == d).any() else torch.tensor(float('nan')) for d in range(10)])
     return ok.mean().item(), per

@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
 import importlib, os, random, socket
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -14,8 +14,8 @@ import torch
 
 # %% auto #0
 __all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'is_quick', 'quick', 'run_environment',
-           'cache_dir', 'atomic_write', 'hub_unreachable', 'hub_offline_reason', 'hub_offline', 'load_hub_dataset',
-           'check_finite', 'check_shape']
+           'cache_dir', 'atomic_write', 'eval_mode', 'hub_unreachable', 'hub_offline_reason', 'hub_offline',
+           'load_hub_dataset', 'check_finite', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -105,6 +105,19 @@ def atomic_write(path: str | Path,  # the file to (re)write
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
+
+# %% ../nbs/00_core.ipynb #01958063
+@contextmanager
+def eval_mode(model: torch.nn.Module, # the model to evaluate
+              no_grad: bool = True,   # also turn gradients off inside
+             ):
+    "Context manager: `model` in eval mode inside; afterwards every submodule has its own train/eval flag back."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad() if no_grad else nullcontext(): yield model
+    finally:
+        for m, training in modes: m.training = training
 
 # %% ../nbs/00_core.ipynb #5b65b3b5
 _PROXY_VARS = ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy', 'ALL_PROXY', 'all_proxy')

@@ -5,22 +5,21 @@
 # %% ../nbs/05_fid.ipynb #2e86f484
 from __future__ import annotations
 import hashlib, warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import torch
 from torch import nn, Tensor
 from safetensors.torch import save_file, load_file, safe_open
 from tqdm import tqdm
-from .core import atomic_write, cache_dir, check_finite, default_device
+from .core import atomic_write, cache_dir, check_finite, default_device, eval_mode
 from .data import DeviceImageLoader, fashion_mnist_arrays
 from .models.resnet import classifier_features, load_fashion_classifier
 
 # %% auto #0
 __all__ = ['check_feats', 'feat_stats', 'trace_sqrt_product', 'frechet_distance', 'fid_from_feats', 'poly_kernel',
-           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'eval_mode', 'model_device', 'batched_features',
-           'tensor_hash', 'weights_hash', 'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval',
-           'real_image_floor', 'floor_table']
+           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'model_device', 'batched_features', 'tensor_hash',
+           'weights_hash', 'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor',
+           'floor_table']
 
 # %% ../nbs/05_fid.ipynb #86954d7d
 def check_feats(x: Tensor,        # feature matrix (n_samples, n_features), tensor or array
@@ -72,6 +71,14 @@ def trace_sqrt_product(cov1: Tensor, # symmetric PSD matrix (d, d)
     return _drop_rounding(torch.linalg.eigvalsh((m + m.T) / 2)).sqrt().sum()
 
 # %% ../nbs/05_fid.ipynb #a9c7b57d
+def _check_covariance(c: Tensor, name: str, rtol: float = 1e-6):
+    "Raise `ValueError` unless `c` is symmetric and positive semi-definite (up to rounding, relative to its scale)."
+    scale = c.abs().max().clamp_min(1e-300)
+    if ((c - c.T).abs().max() > rtol*scale).item(): raise ValueError(f"`{name}` is not symmetric: not a covariance matrix")
+    low = torch.linalg.eigvalsh((c + c.T)/2).min()
+    if (low < -rtol*scale).item():
+        raise ValueError(f"`{name}` has a negative eigenvalue ({low.item():.3g}): not a covariance matrix")
+
 def frechet_distance(mean1: Tensor, cov1: Tensor, # mean (d,) and covariance (d, d) of the first Gaussian
                      mean2: Tensor, cov2: Tensor, # mean (d,) and covariance (d, d) of the second Gaussian
                     ) -> float:
@@ -79,8 +86,10 @@ def frechet_distance(mean1: Tensor, cov1: Tensor, # mean (d,) and covariance (d,
     d = mean1.shape[0]
     for name, t, shape in (('mean1', mean1, (d,)), ('cov1', cov1, (d, d)), ('mean2', mean2, (d,)), ('cov2', cov2, (d, d))):
         if tuple(t.shape) != shape: raise ValueError(f"`{name}` must have shape {shape}, got {tuple(t.shape)}")
+    for name, t in (('mean1', mean1), ('cov1', cov1), ('mean2', mean2), ('cov2', cov2)): check_finite(t, name)
     dev = mean1.device
     mean1, cov1, mean2, cov2 = (t.to(dev, torch.float64) for t in (mean1, cov1, mean2, cov2))
+    for name, c in (('cov1', cov1), ('cov2', cov2)): _check_covariance(c, name)
     fd = (mean1 - mean2).pow(2).sum() + cov1.trace() + cov2.trace() - 2 * trace_sqrt_product(cov1, cov2)
     return max(fd.item(), 0.)
 
@@ -135,6 +144,7 @@ def check_images(x: Tensor,                     # images to check
                  value_range: tuple = (-1., 1.), # expected range of values
                  tol: float = 0.05,             # slack allowed outside `value_range`
                  name: str = 'samples',         # name used in messages
+                 strict: bool = True,           # 16+ images all in the upper half of the range (images in [0, 1]) are an error
                 ):
     "Raise a clear error unless `x` is a finite float batch (N, *shape) within `value_range` (+- `tol`)."
     lo_r, hi_r = value_range
@@ -162,20 +172,14 @@ def check_images(x: Tensor,                     # images to check
         raise ValueError(f"`{name}` values lie in [{lo:.3g}, {hi:.3g}], outside the expected [{lo_r:g}, {hi_r:g}] "
                          f"(tolerance {tol:g}). Images in [0, 1]: use `x * 2 - 1`; in [0, 255]: `x / 127.5 - 1`; "
                          f"sampler outputs that overshoot: `x.clamp({lo_r:g}, {hi_r:g})`.")
+    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2:
+        raise ValueError(f"all {len(x)} `{name}` lie in [{lo:.3g}, {hi:.3g}], the upper half of the expected [{lo_r:g}, {hi_r:g}]: "
+                         f"images in [0, 1] need `x * 2 - 1`. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False`.")
     if len(x) >= 16 and hi - lo < 0.55 * (hi_r - lo_r):
         warnings.warn(f"`{name}` only spans [{lo:.3g}, {hi:.3g}] of the expected [{lo_r:g}, {hi_r:g}]: images in [0, 1] "
                       "need `x * 2 - 1`, images in [-0.5, 0.5] need `x * 2`.", stacklevel=2)
 
 # %% ../nbs/05_fid.ipynb #482fa1cc
-@contextmanager
-def eval_mode(model: nn.Module):
-    "Context manager: `model` in eval mode and no gradients inside, its previous train/eval mode restored after."
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(): yield model
-    finally: model.train(was_training)
-
 def model_device(model: nn.Module) -> torch.device:
     "Device of `model`'s first parameter or buffer (`default_device()` if it has none)."
     for t in (*model.parameters(), *model.buffers()): return t.device
@@ -218,29 +222,30 @@ class RefStats:
     cov: Tensor           # (d, d)
     kernel_within: Tensor # scalar: mean of k(y_i, y_j) over i != j
     key: str = ''         # what the statistics were computed from (see `weights_hash`, `tensor_hash`)
+    model_hash: str = ''  # `weights_hash` of the feature model that gave `feats` ('' if unknown)
 
     @classmethod
-    def from_feats(cls, feats: Tensor, key: str = '') -> RefStats:
+    def from_feats(cls, feats: Tensor, key: str = '', model_hash: str = '') -> RefStats:
         "Statistics of a reference feature matrix (n, d)."
         f = check_feats(feats, 'reference features')
-        return cls(f, *feat_stats(f), _kernel_within_mean(f), key)
+        return cls(f, *feat_stats(f), _kernel_within_mean(f), key, model_hash)
 
     def save(self, path: str | Path):
         "Write to a safetensors file (atomically: a temporary file, then a rename)."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         t = {k: getattr(self, k).detach().cpu().contiguous() for k in ('feats', 'mean', 'cov', 'kernel_within')}
-        with atomic_write(path) as tmp: save_file(t, str(tmp), metadata={'key': self.key})
+        with atomic_write(path) as tmp: save_file(t, str(tmp), metadata={'key': self.key, 'model_hash': self.model_hash})
 
     @classmethod
     def load(cls, path: str | Path) -> RefStats:
         "Read statistics written by `RefStats.save`."
-        with safe_open(str(path), 'pt') as f: key = (f.metadata() or {}).get('key', '')
+        with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
         t = load_file(str(path))
-        return cls(t['feats'], t['mean'], t['cov'], t['kernel_within'], key)
+        return cls(t['feats'], t['mean'], t['cov'], t['kernel_within'], meta.get('key', ''), meta.get('model_hash', ''))
 
     def to(self, device: str | torch.device) -> RefStats:
         "The same statistics on `device`."
-        return RefStats(*(getattr(self, k).to(device) for k in ('feats', 'mean', 'cov', 'kernel_within')), self.key)
+        return RefStats(*(getattr(self, k).to(device) for k in ('feats', 'mean', 'cov', 'kernel_within')), self.key, self.model_hash)
 
     def __repr__(self): return f"RefStats({len(self.feats)} samples x {self.feats.shape[1]} features, key={self.key[:12]!r})"
 
@@ -254,33 +259,44 @@ class ImageEval:
                  cache: bool | str | Path = False, # reference images only: True caches under cache_dir('fid'), a path caches there
                  img_shape: tuple = (1, 32, 32),    # expected (C, H, W) of images
                  value_range: tuple = (-1., 1.),    # expected range of image values
+                 strict_range: bool = True,         # refuse 16+ images all in the upper half of the range (see `check_images`)
                 ):
         if bs < 1: raise ValueError(f"`bs` must be >= 1, got {bs}")
         self.model, self.bs, self.img_shape, self.value_range = feature_model, bs, tuple(img_shape), tuple(value_range)
+        self.strict_range, self.model_hash = strict_range, weights_hash(feature_model)
         self.device = model_device(feature_model)
         self.ref = self._reference(ref, cache).to(self.device if self.device.type != 'mps' else 'cpu')
 
     def _reference(self, ref, cache) -> RefStats:
         "Build, load or look up the reference statistics."
-        if isinstance(ref, RefStats): return ref
-        if isinstance(ref, (str, Path)): return RefStats.load(ref)
+        if isinstance(ref, RefStats): return self._same_model(ref, 'the given RefStats')
+        if isinstance(ref, (str, Path)): return self._same_model(RefStats.load(ref), str(ref), saved=True)
         if not isinstance(ref, Tensor): raise TypeError(f"`ref` must be images, features, RefStats or a path, got {type(ref).__name__}")
         if ref.ndim == 2: return RefStats.from_feats(ref)
-        check_images(ref, self.img_shape, self.value_range, name='ref')
-        key = tensor_hash(ref) + weights_hash(self.model)
+        check_images(ref, self.img_shape, self.value_range, name='ref', strict=self.strict_range)
+        key = tensor_hash(ref) + self.model_hash
         key = hashlib.sha256(key.encode()).hexdigest()
         path = None if cache is False else cache_dir('fid')/f'ref_{key[:24]}.safetensors' if cache is True else Path(cache)
         if path is not None and path.exists():
             stats = RefStats.load(path)
             if stats.key == key: return stats
             warnings.warn(f"{path} holds statistics of another model or reference set: recomputing them")
-        stats = RefStats.from_feats(self.feats(ref, check=False), key)
+        stats = RefStats.from_feats(self.feats(ref, check=False), key, self.model_hash)
         if path is not None: stats.save(path)
+        return stats
+
+    def _same_model(self, stats: RefStats, where: str, saved: bool = False) -> RefStats:
+        "`stats`, if its features came from this feature model (or from an unknown one, with a warning for a file)."
+        if stats.model_hash and stats.model_hash != self.model_hash:
+            raise ValueError(f"{where} holds features of another feature model (weights {stats.model_hash[:12]}, this one "
+                             f"{self.model_hash[:12]}): its FIDs would be meaningless; compute them from the reference images")
+        if saved and not stats.model_hash:
+            warnings.warn(f"{where} does not record its feature model, so it cannot be checked against this one")
         return stats
 
     def feats(self, x: Tensor, check: bool = True) -> Tensor:
         "Float64 features (N, d) of images `x` (N, *img_shape), checked against the input convention first."
-        if check: check_images(x, self.img_shape, self.value_range)
+        if check: check_images(x, self.img_shape, self.value_range, strict=self.strict_range)
         return batched_features(self.model, x, self.bs)
 
     def _sample_feats(self, samples: Tensor) -> Tensor:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import atomic_write, check_finite, default_device, hub_offline_reason
+from .core import atomic_write, check_finite, default_device, eval_mode, hub_offline_reason
 from .data import DataLoaders
-from .fid import eval_mode, model_device, tensor_hash, weights_hash
+from .fid import model_device, tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .images import images_to_float
 from .vae import FuncMetric, VAEOutput, autoencoder_batch, kld_loss
@@ -165,12 +165,10 @@ def encode_images(vae: ConvVAE,          # the VAE (its encoder)
     "Posterior means of `images`, batch by batch, as float32 tensors on the VAE's device."
     if images.dtype != torch.uint8: raise TypeError(f"`images` must be uint8 (N, C, H, W), got {images.dtype}")
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1: raise ValueError(f"`bs` must be a positive int, got {bs!r}")
-    dev, was_training = model_device(vae), vae.training
-    vae.eval()
-    try:
+    dev = model_device(vae)
+    with eval_mode(vae, no_grad=False):   # a generator: a no_grad here would leak into the caller between yields
         for i in tqdm(range(0, len(images), bs), desc='encoding', disable=not progress):
             yield vae.encode(images_to_float(images[i:i+bs].to(dev, non_blocking=True))).float()
-    finally: vae.train(was_training)
 
 @torch.no_grad()
 def decode_latents(vae: ConvVAE,          # the VAE (its decoder)

@@ -68,7 +68,7 @@ class Learner:
         self.cbs = list(cbs or [])
         self.opt = self.grad_scaler = None
         self.batch = self.preds = self.loss = self.dl = None
-        self.n_epochs = self.epoch = self.start_epoch = self.iter = 0
+        self.n_epochs = self.epoch = self.start_epoch = self.iter = self.epochs_done = 0
         self.training = False
 
     def callback(self, event: str):
@@ -110,10 +110,12 @@ class Learner:
             raise ValueError("`dls.train` is empty (0 batches): nothing to train on")
 
     def _epochs(self, train: bool, valid: bool):
+        self.epochs_done = self.start_epoch
         for self.epoch in range(self.start_epoch, self.n_epochs):
             if train: self.one_epoch(True)
             if valid:
                 with torch.no_grad(): self.one_epoch(False)
+            self.epochs_done = self.epoch + 1
 
     def one_epoch(self, training: bool):
         "Run one training (`training=True`) or validation phase over `dls.train` or `dls.valid`."

@@ -1,12 +1,13 @@
 "Tests for miniai.accel: mixed precision fallback, EMA maths, exact checkpoint resume, refused checkpoints, NaN guard."
 import json, os, warnings
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
+from miniai.learner import CancelBatchException, Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
 from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
                           NonFiniteLossError, fused_opt_func, load_checkpoint, save_checkpoint, train_throughput)
 
@@ -95,6 +96,15 @@ def test_mixed_precision_with_lr_finder_and_cancelled_batches():
         def after_predict(self, learn): raise RuntimeError('boom')
     with pytest.raises(RuntimeError, match='boom'): tiny_learner(cbs=[MixedPrecision(cpu=True), Boom()]).fit(1)
     assert not torch.is_autocast_enabled('cpu')  # cleanup_batch closed autocast
+
+    class SkipOdd(Callback):   # cancels every other batch after its forward pass: autocast must close each time
+        def after_predict(self, learn):
+            self.autocast_inside = torch.is_autocast_enabled('cpu')
+            if learn.iter % 2: raise CancelBatchException()
+    skip, mcb = SkipOdd(), MetricsCB()
+    learn = tiny_learner(cbs=[MixedPrecision(cpu=True), skip, mcb])
+    learn.fit(1)
+    assert skip.autocast_inside and not torch.is_autocast_enabled('cpu') and np.isfinite(mcb.history[0]['loss'])
 
 
 # ---------------------------------------------------------------- hot-path options
@@ -364,3 +374,55 @@ def test_bench_accel_quick_runs(tmp_path, load_script):
     assert set(r['images_per_s']) == set(bench.CONFIGS) and all(v > 0 for v in r['images_per_s'].values())
     assert r['rounds'] == 1 and set(r['images_per_s_spread']) == set(bench.CONFIGS)
     assert len(r['ema_update_ms']) == 2 and all(v > 0 for v in r['ema_update_ms'].values())
+
+
+# ---------------------------------------------------------------- found by an audit of issue 3
+
+def test_fused_opt_func_keeps_generator_param_groups():
+    "Groups given as generators (`m.parameters()`) keep their parameters and options."
+    m = tiny_model()
+    groups = [{'params': m[:2].parameters(), 'lr': 1e-4}, {'params': m[2:].parameters()}]
+    opt = fused_opt_func(torch.optim.AdamW)(groups, 1e-3)
+    assert [len(g['params']) for g in opt.param_groups] == [4, 2]
+    assert [g['lr'] for g in opt.param_groups] == [1e-4, 1e-3]
+
+
+def test_ema_copy_to_exports_buffers_too():
+    "An averaged model exported with `copy_to` behaves as the tracked model under `average()`, BatchNorm included."
+    ema = EMA(0.9)
+    learn = tiny_learner(cbs=[ema])
+    learn.fit(1, valid=False)
+    x = next(iter(learn.dls.valid))[0]
+    learn.model.eval()
+    with ema.average(), torch.no_grad(): want = learn.model(x)
+    fresh = tiny_model().eval()
+    ema.copy_to(fresh)
+    with torch.no_grad(): torch.testing.assert_close(fresh(x), want)
+    assert torch.equal(fresh[1].running_mean, learn.model[1].running_mean)
+    with pytest.raises(ValueError, match='another architecture'): ema.copy_to(tiny_model(w=8))
+
+
+def test_resume_into_a_fit_of_another_length_is_refused(tmp_path):
+    "A one-cycle schedule planned for 3 epochs cannot continue in a 5-epoch fit: refused before anything loads."
+    p = tmp_path/'ck.pt'
+    tiny_learner(cbs=[CheckpointCB(p)]).fit(3)
+    learn = tiny_learner(seed=2, cbs=[CheckpointCB(p)])
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match='3-epoch fit, this one has 5: .*OneCycleCB.* Fit 3 epochs'): learn.fit(5)
+    assert states_equal(before, learn.model.state_dict())
+    set_seed(0)   # without a schedule the other length is allowed, with a warning
+    plain = Learner(tiny_model(), tiny_dls(0), F.cross_entropy, cbs=[TrainCB(), CheckpointCB(tmp_path/'plain.pt')])
+    plain.fit(2)
+    with pytest.warns(UserWarning, match='2-epoch fit, this one has 3'): plain.fit(3)
+
+
+def test_save_checkpoint_default_epoch_counts_finished_epochs(tmp_path):
+    "By default a checkpoint records the epochs whose phases all finished, not the one in progress."
+    learn = tiny_learner()
+    assert torch.load(save_checkpoint(tmp_path/'a.pt', learn), weights_only=True)['epoch'] == 0   # never trained
+    crashed = tiny_learner(cbs=[Crash(1, iter=1)])
+    with pytest.raises(KeyboardInterrupt): crashed.fit(3)
+    assert crashed.epoch == 1 and crashed.epochs_done == 1
+    assert torch.load(save_checkpoint(tmp_path/'b.pt', crashed), weights_only=True)['epoch'] == 1
+    learn.fit(2)
+    assert torch.load(save_checkpoint(tmp_path/'c.pt', learn), weights_only=True)['epoch'] == 2

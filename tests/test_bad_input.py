@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import miniai.data as mdata
-from miniai.accel import (CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
+from miniai.accel import (CheckpointCB, CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
                           save_checkpoint)
 from miniai.audio import AudioClips, MelSpec, fix_length, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
 from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
@@ -30,11 +30,12 @@ from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_f
 from miniai.diffusion.karras import sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample
-from miniai.fid import ImageEval, check_feats, fid_from_feats, kid_from_feats
+from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
 from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
 from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, encode_images, open_latent_cache,
                             write_latent_cache)
-from miniai.learner import Learner, TrainLearner
+from miniai.learner import Learner, OneCycleCB, TrainLearner
+from miniai.models.resnet import random_erase, random_flip
 from miniai.models.unet import EmbUNetModel
 from miniai.vae import VAE, Autoencoder, kld_loss
 
@@ -108,6 +109,18 @@ def _ckpt_other_ema(tmp):
     torch.save(ck, path)
     dst = _learner(cbs=[EMA(0.9)]); dst.fit(1, valid=False); before = _weights(dst.model)
     return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
+
+def _ckpt_other_length(tmp):
+    "A checkpoint of a 3-epoch one-cycle fit resumed by a 5-epoch fit: refused before anything is loaded."
+    _learner(cbs=[OneCycleCB(0.1), CheckpointCB(tmp/'ck.pt')]).fit(3, valid=False)
+    dst = _learner(cbs=[OneCycleCB(0.1), CheckpointCB(tmp/'ck.pt')]); before = _weights(dst.model)
+    return lambda: dst.fit(5, valid=False), lambda: _same(before, _weights(dst.model))
+
+def _ref_of_other_model(tmp):
+    "Reference statistics saved from one feature model, loaded for another."
+    torch.manual_seed(0)
+    RefStats.from_feats(torch.randn(20, 4), model_hash='0'*64).save(tmp/'ref.safetensors')
+    return lambda: ImageEval(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), tmp/'ref.safetensors', img_shape=(1, 8, 8))
 
 def _ckpt_bad_extra(tmp):
     learn = _learner(); learn.fit(1, valid=False)
@@ -225,6 +238,7 @@ ROWS = [
     ('accel.load_checkpoint', 'checkpoint of another model config (model untouched)', CheckpointError, 'saved from another model configuration', _ckpt_other_config),
     ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),
     ('accel.load_checkpoint', 'missing file', FileNotFoundError, 'no checkpoint at', lambda tmp: lambda: load_checkpoint(tmp/'none.pt', _learner())),
+    ('accel.CheckpointCB', 'resume into a fit of another length (model untouched)', CheckpointError, 'was planned for 3 epochs', _ckpt_other_length),
     ('accel.save_checkpoint', 'extra holding a module (no file written)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra),
     ('accel.save_checkpoint', 'extra holding a function over an existing checkpoint (old one kept)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra_keeps_old),
     # FID / KID
@@ -236,6 +250,12 @@ ROWS = [
     ('fid.ImageEval.fid', 'empty batch', ValueError, '`samples` is empty', _fid_call(torch.zeros(0, 1, 8, 8))),
     ('fid.ImageEval.fid', 'NaN in images', ValueError, '`samples` contains 1 non-finite value(s)', _fid_call(torch.zeros(4, 1, 8, 8).index_put_((torch.tensor([0]),) * 4, torch.tensor(NAN)))),
     ('fid.ImageEval.fid', 'values in [0, 255]', ValueError, '`samples` values lie in [0, 255], outside the expected [-1, 1]', _fid_call(torch.linspace(0, 255, 256).reshape(4, 1, 8, 8))),
+    ('fid.ImageEval.fid', '16 images in [0, 1]', ValueError, 'the upper half of the expected [-1, 1]: images in [0, 1] need `x * 2 - 1`', _fid_call(torch.rand(16, 1, 8, 8))),
+    ('fid.ImageEval', 'saved reference statistics of another feature model', ValueError, 'holds features of another feature model', _ref_of_other_model),
+    ('fid.frechet_distance', 'NaN in a mean', ValueError, '`mean1` contains 1 non-finite value(s)', _fp(lambda: frechet_distance(torch.tensor([NAN, 0.]), torch.eye(2), torch.zeros(2), torch.eye(2)))),
+    ('fid.frechet_distance', 'a covariance with a negative eigenvalue', ValueError, '`cov2` has a negative eigenvalue', _fp(lambda: frechet_distance(torch.zeros(2), torch.eye(2), torch.zeros(2), -torch.eye(2)))),
+    ('resnet.random_flip', 'one image (C,H,W) instead of a batch', ValueError, 'random_flip expects an image batch (N, C, H, W)', _fp(lambda: random_flip(torch.zeros(1, 8, 8)))),
+    ('resnet.random_erase', 'p=1.5', ValueError, '`p` must be a probability in [0, 1]', _fp(lambda: random_erase(torch.zeros(2, 1, 8, 8), p=1.5))),
     ('fid.ImageEval', 'bs=0', ValueError, '`bs` must be >= 1', _fp(lambda: ImageEval(nn.Flatten(), torch.randn(4, 2), bs=0))),
     ('fid.ImageEval', 'ref of an unknown type (a list)', TypeError, '`ref` must be images, features, RefStats or a path', _fp(lambda: ImageEval(nn.Flatten(), [[0.]]))),
     ('fid.ImageEval', 'NaN in reference features', ValueError, '`reference features` contains 8 non-finite value(s)', _fp(lambda: ImageEval(nn.Flatten(), torch.full((4, 2), NAN)))),

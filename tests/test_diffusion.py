@@ -177,6 +177,28 @@ def test_same_seed_same_samples(which):
     assert m.training  # the sampler restored train mode
 
 
+def test_sampling_mode_restores_every_submodule_mode():
+    "A train-mode wrapper around an eval-mode network (what `sample` builds) leaves each module as it was, also on an error."
+    from miniai.diffusion.ddpm import sampling_mode
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2), torch.nn.Dropout(0.5)).eval()
+    net[2].train()                                   # a mix: test-time dropout in an eval-mode network
+    wrapper = torch.nn.Sequential(net)               # fresh wrapper: train mode
+    modes = lambda: [o.training for o in wrapper.modules()]
+    before = modes()
+    assert before == [True, False, False, False, True]
+    with sampling_mode(wrapper): assert not any(modes()) and not torch.is_grad_enabled()
+    assert modes() == before
+    with pytest.raises(RuntimeError, match='boom'):
+        with sampling_mode(wrapper): raise RuntimeError('boom')
+    assert modes() == before
+    class Wrapper(torch.nn.Module):                  # through a sampler, wrapped on the fly
+        def __init__(self, net): super().__init__(); self.net = net
+        def forward(self, x, t): return self.net(x, t)
+    m = tiny_unet().eval()
+    ddpm_sample(Wrapper(m), (1, 1, 16, 16), linear_schedule(2, 0.05, 0.4), generator=0)
+    assert not any(o.training for o in m.modules())
+
+
 # ---------------------------------------------------------------- model, init and training
 def test_init_ddpm():
     m = diffusers_unet((16, 32, 64), layers_per_block=1)

@@ -152,7 +152,9 @@ def test_image_validation(x, err, msg):
 
 def test_image_range_tolerance_and_warning():
     check_images(torch.linspace(-1.04, 1.04, 4 * 32 * 32).reshape(4, 1, 32, 32))   # small overshoot accepted
-    with pytest.warns(UserWarning, match=r'x \* 2 - 1'): check_images(torch.rand(32, 1, 32, 32))
+    with pytest.raises(ValueError, match=r'upper half .*x \* 2 - 1'): check_images(torch.rand(32, 1, 32, 32))   # [0, 1]
+    with pytest.warns(UserWarning, match=r'x \* 2 - 1'): check_images(torch.rand(32, 1, 32, 32), strict=False)
+    check_images(torch.rand(8, 1, 32, 32))   # too few images to judge: accepted
     with pytest.warns(UserWarning, match=r'x \* 2'): check_images(torch.rand(32, 1, 32, 32) - 0.5)
     with warnings.catch_warnings():
         warnings.simplefilter('error'); check_images(torch.rand(32, 1, 32, 32) * 2 - 1)
@@ -203,6 +205,9 @@ def test_image_eval_scores_agree_with_feature_functions():
 
 def test_image_eval_rejects_bad_samples():
     ie = ImageEval(small_feature_model(), images(20, 3))
+    with pytest.raises(ValueError, match='upper half'): ie.fid((images(32, 4) + 1) / 2)   # images in [0, 1]
+    lenient = ImageEval(small_feature_model(), images(20, 3), strict_range=False)
+    with pytest.warns(UserWarning, match=r'x \* 2 - 1'): assert np.isfinite(lenient.fid((images(32, 4) + 1) / 2))
     with pytest.raises(ValueError, match='outside the expected'): ie.fid(images(8, 4) * 127.5 + 127.5)
     with pytest.raises(ValueError, match='channel'): ie.kid(torch.zeros(8, 3, 32, 32))
     with pytest.raises(ValueError, match='at least 2 samples'): ie.fid(images(1, 5))
@@ -289,3 +294,30 @@ def test_fashion_image_eval_and_floor_with_a_saved_classifier(tmp_path, monkeypa
     assert rows[0]['fid_mean'] == pytest.approx(np.mean(rows[0]['fids'])) and rows[1]['kid_std'] == pytest.approx(np.std(rows[1]['kids'], ddof=1))
     assert all(f > 0 for r in rows for f in r['fids'])
     assert '| 60 |' in floor_table(rows)
+
+
+def test_saved_reference_of_another_feature_model_refused(tmp_path):
+    "A RefStats file or object records its feature model; another model's `ImageEval` refuses it."
+    a, b, ref = small_feature_model(seed=0), small_feature_model(seed=1), images(40, 6)
+    p = tmp_path/'ref.safetensors'
+    ImageEval(a, ref).ref.save(p)
+    assert RefStats.load(p).model_hash == weights_hash(a)
+    assert ImageEval(a, p).fid(ref) < 1e-6                      # the same model: used as is
+    with pytest.raises(ValueError, match='another feature model'): ImageEval(b, p)
+    with pytest.raises(ValueError, match='another feature model'): ImageEval(b, RefStats.load(p))
+    RefStats.from_feats(batched_features(a, ref)).save(p)      # no model recorded: usable, with a warning
+    with pytest.warns(UserWarning, match='cannot be checked'): ImageEval(b, p)
+
+
+def test_frechet_distance_refuses_non_covariances():
+    d = 3
+    m, c = torch.zeros(d), torch.eye(d, dtype=torch.float64)
+    bad = c.clone(); bad[0, 0] = float('nan')
+    with pytest.raises(ValueError, match='`cov1` contains 1 non-finite'): frechet_distance(m, bad, m, c)
+    with pytest.raises(ValueError, match='`mean2`'): frechet_distance(m, c, torch.tensor([0., float('inf'), 0.]), c)
+    with pytest.raises(ValueError, match='`cov1` has a negative eigenvalue'): frechet_distance(m, -c, m, c)
+    skew = c.clone(); skew[0, 1] = 0.5
+    with pytest.raises(ValueError, match='`cov2` is not symmetric'): frechet_distance(m, c, m, skew)
+    a = torch.randn(500, d, dtype=torch.float64)
+    cov = torch.cov(a.T)    # a real covariance (symmetric up to rounding) is accepted
+    assert frechet_distance(a.mean(0), cov, a.mean(0), cov) < 1e-9

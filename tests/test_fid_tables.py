@@ -46,6 +46,17 @@ def test_karras_and_unet_tables_divide_by_the_reals_of_the_same_run(load_script)
     assert '| 45.000 |  | 0.01000 |' in unet.markdown({**res, 'reals': None})   # no floor yet: an empty cell, same columns
 
 
+def test_unet_guidance_table_marks_classes_never_drawn(load_script):
+    "With fewer samples than classes (`--n 8 2`), `label_accuracy` has no accuracy for the last classes: a '-' cell."
+    unet = load_script('bench/unet_fid.py')
+    per_class = [1., 0.5, 0., 1., 1., 0., 1., 1., None, None]
+    res = dict(config=dict(n=[8, 2], sampler='lms', steps=20), command='c', environment={}, train={}, rows=[], reals=None,
+               guidance=[dict(scale=1., accuracy=dict(overall=0.625, per_class=dict(zip(unet.FASHION_CLASSES, per_class))),
+                              scores=_scores(**{'8': 50., '2': 90.}))])
+    assert '| 1 | 62.50% | 50.000 |  | 0.01000 | 90.000 |  | 0.01000 | 100% | 50% | 0% | 100% | 100% | 0% | 100% | 100% | - | - |' \
+        in unet.markdown(res)
+
+
 def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_path, load_script, one_thread):
     "`--train-only` (one process per model on the GPU) trains and stops; the raw weights make the EMA row possible."
     import torch

@@ -3,7 +3,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from miniai.models.unet import EmbUNetModel
-from miniai.diffusion.guidance import cfg_mix, check_class_labels, GuidedModel, DropLabelCB, CondNoisifyCB
+import numpy as np
+from miniai.diffusion.guidance import cfg_mix, check_class_labels, GuidedModel, DropLabelCB, CondNoisifyCB, label_accuracy
+from miniai.diffusion.ksamplers import sample
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -44,6 +46,29 @@ def test_label_errors(model):
     with pytest.raises(ValueError, match='finite'): GuidedModel(model, 1, float('inf'))
     with pytest.raises(ValueError, match='not class-conditional'): GuidedModel(EmbUNetModel(1, 1, nfs=(8,), attn_chans=0), 1)
     assert torch.equal(check_class_labels([0, 4], 5), torch.tensor([0, 4]))
+    for bools in ([True, False], np.array([True, False]), (False,), np.bool_(True)):   # not silently labels 1 and 0
+        with pytest.raises(TypeError, match='booleans'): check_class_labels(bools, 5)
+    assert torch.equal(check_class_labels(np.array([3, 1]), 5), torch.tensor([3, 1]))
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_sampling_leaves_the_network_mode_and_batchnorm_stats(train):
+    "`sample` wraps the network in a fresh (train-mode) denoiser: the network must come back in its own mode, BN stats untouched."
+    torch.manual_seed(0)
+    m = EmbUNetModel(1, 1, nfs=(8, 16), num_layers=1, attn_chans=0, n_classes=3).train(train)
+    stats = {k: v.clone() for k, v in m.state_dict().items() if 'running' in k or 'num_batches' in k}
+    for net in (GuidedModel(m, [0, 1, 2, 0], 2.), GuidedModel(m, 1, 1.), m):
+        sample('euler', net, (4, 1, 8, 8), steps=2, seed=0, device='cpu')
+        assert [o.training for o in m.modules()] == [train] * len(list(m.modules()))
+        assert all(torch.equal(v, m.state_dict()[k]) for k, v in stats.items())
+
+
+def test_label_accuracy_restores_each_submodule_mode():
+    "The classifier is run in eval mode; afterwards each of its modules has its own mode back (a mixed model stays mixed)."
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.Dropout(0.5))
+    clf.eval(); clf[2].train()
+    a = label_accuracy(clf, torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]), n_classes=3)
+    assert 0 <= a['accuracy'] <= 1 and [o.training for o in clf.modules()] == [False, False, False, True]
 
 
 def test_drop_label_cb():

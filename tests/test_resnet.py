@@ -202,6 +202,21 @@ def test_flip_and_erase():
     assert e.min() >= x.min() and e.max() <= x.max()
 
 
+@pytest.mark.parametrize('call, msg', [
+    (lambda x: random_flip(x[0]), r'random_flip expects an image batch \(N, C, H, W\), got \(1, 8, 8\)'),
+    (lambda x: random_erase(x[:, 0]), 'random_erase expects an image batch'),
+    (lambda x: random_crop(x[0], pad=1), 'random_crop expects an image batch'),
+    (lambda x: random_flip(x, p=1.5), r'`p` must be a probability in \[0, 1\]'),
+    (lambda x: random_erase(x, p=-0.1), '`p` must be a probability'),
+    (lambda x: random_erase(x, max_frac=0.), r'`max_frac` must be in \(0, 1\]'),
+    (lambda x: random_crop(x, pad=-1), '`pad` must be an int >= 0'),
+    (lambda x: random_crop(x, pad=1.5), '`pad` must be an int >= 0'),
+])
+def test_augmentations_refuse_bad_input(call, msg):
+    "One image instead of a batch used to broadcast into (N, N, H, W); bad probabilities were used as given."
+    with pytest.raises(ValueError, match=msg): call(torch.randn(5, 1, 8, 8))
+
+
 def test_augment_cb_train_only():
     xb, yb = torch.randn(32, 1, 16, 16), torch.randint(0, 10, (32,))
     cb = AugmentCB(pad=2, flip_p=0.5, erase_p=0.5)
@@ -362,3 +377,18 @@ def test_classifier_recipes_are_the_measured_selection(load_script):
         best = max((r for r in d['selection'] if r['epochs'] == ep), key=lambda r: r['holdout_accuracy'])
         assert best['recipe'] == run['recipe'] and run['target_met']
     assert sorted(r['epochs'] for r in d['runs']) == sorted(resnet.CLASSIFIER_RECIPES)
+
+
+def test_evaluation_gives_each_submodule_its_mode_back():
+    "`classifier_accuracy` and `TestTimeDropoutCB` restore every submodule's own train/eval flag, not the model's."
+    from miniai.core import eval_mode
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Dropout(0.5), nn.Linear(8, 2)).eval()
+    model[2].train()                                  # test-time dropout kept on by hand
+    dl = [(torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 0, 1]))]
+    classifier_accuracy(model, dl)
+    assert not model.training and model[2].training   # before: `model.train(False)` switched the dropout off
+    with eval_mode(model, no_grad=False): assert not model[2].training and torch.is_grad_enabled()
+    assert model[2].training
+    learn = Learner(model, DataLoaders(dl, dl), F.cross_entropy, cbs=[TrainCB(), TTDropoutCB()], lr=0.)
+    learn.fit(1)                                      # ends with validation: the model is left in eval mode
+    assert not model.training and model[2].training   # TestTimeDropoutCB gave the dropout its own mode back

@@ -45,6 +45,16 @@ def test_timestep_embedding_known_numbers():
     with pytest.raises(ValueError, match='dim'): timestep_embedding(torch.zeros(2), 0)
 
 
+def test_timestep_embedding_checks_its_arguments():
+    "A Python number works like a tensor; a period that is not a finite number > 1, or a non-finite `t`, is an error."
+    torch.testing.assert_close(timestep_embedding(0.5, 4), timestep_embedding(torch.tensor([0.5]), 4))
+    torch.testing.assert_close(timestep_embedding([0.5, 2], 4), timestep_embedding(torch.tensor([0.5, 2.]), 4))
+    for bad in (float('nan'), float('inf'), 0, 1, -5., True, '10'):
+        with pytest.raises(ValueError, match='max_period'): timestep_embedding(torch.tensor([0.5]), 4, max_period=bad)
+    with pytest.raises(ValueError, match='finite'): timestep_embedding(torch.tensor([float('nan'), 1.]), 4)
+    with pytest.raises(ValueError, match='dim'): timestep_embedding(torch.zeros(2), 4.0)
+
+
 # ---- blocks and shapes ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('size', [28, 32, 7])
@@ -92,6 +102,20 @@ def test_emb_resblock_scale_and_shift():
         torch.testing.assert_close(blk(x, torch.randn(2, 6)), ref)
 
 
+def test_emb_resblock_projects_the_silu_of_the_embedding():
+    "With random projection weights: scale, shift = Linear(SiLU(emb)) split in two, applied as conv1(x)*(1+scale)+shift."
+    torch.manual_seed(0)
+    blk = EmbResBlock(6, 4, 8).eval()
+    x, emb = torch.randn(2, 4, 5, 5), 3 * torch.randn(2, 6)        # large, mostly negative entries: SiLU matters
+    with torch.no_grad():
+        proj = (emb * torch.sigmoid(emb)) @ blk.emb_proj.weight.T + blk.emb_proj.bias   # SiLU and Linear by hand
+        scale, shift = proj[:, :8, None, None], proj[:, 8:, None, None]
+        ref = blk.conv2(blk.conv1(x) * (1 + scale) + shift) + blk.idconv(x)
+        torch.testing.assert_close(blk(x, emb), ref)
+        blk.emb_act = torch.nn.Identity()                           # the test sees a missing activation
+        assert not torch.allclose(blk(x, emb), ref, atol=1e-3)
+
+
 def test_embedding_changes_output():
     m = tiny_unet().eval()
     x = torch.randn(2, 1, 8, 8)
@@ -110,6 +134,18 @@ def test_attention_placement():
     assert n_attn(EmbUNetModel(1, 1, nfs=(8, 16, 32), attn_chans=0)) == 0
     m2 = EmbUNetModel(1, 1, nfs=(8, 16, 32, 64), num_layers=1, attn_chans=8, attn_start=2)
     assert [n_attn(b) for b in m2.down_blocks] == [0, 0, 1, 1] and [n_attn(b) for b in m2.up_blocks] == [2, 2, 0, 0]
+    m3 = EmbUNetModel(1, 1, nfs=(8, 16), num_layers=1, attn_chans=8, attn_start=0)     # 0: attention everywhere
+    assert [n_attn(b) for b in m3.down_blocks] == [1, 1] and [n_attn(b) for b in m3.up_blocks] == [2, 2]
+    m4 = EmbUNetModel(1, 1, nfs=(8, 16), attn_chans=8, attn_start=2, mid_attn=True)    # len(nfs): the middle only
+    assert n_attn(m4) == n_attn(m4.mid_block) == 1
+    assert n_attn(EmbUNetModel(1, 1, nfs=(8, 16), attn_chans=0, attn_start=2)) == 0
+
+
+@pytest.mark.parametrize('bad,msg', [(-1, 'attn_start'), (4, 'attn_start'), (1.5, 'attn_start'), (True, 'attn_start'),
+                                     (3, 'places no attention')])
+def test_attn_start_is_checked(bad, msg):
+    "`attn_start` must be an int in 0..len(nfs); asking for attention (attn_chans > 0) that it places nowhere is an error."
+    with pytest.raises((ValueError, TypeError), match=msg): EmbUNetModel(1, 1, nfs=(8, 16, 32), attn_chans=8, attn_start=bad)
 
 
 def test_bad_inputs():
@@ -126,6 +162,18 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='unconditional model'): tiny_unet()(x, torch.rand(2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match='attn_chans'): EmbUNetModel(1, 1, nfs=(8, 16), attn_chans=3)
     with pytest.raises(ValueError, match='nfs'): EmbUNetModel(1, 1, nfs=())
+    for kw, msg in [(dict(nfs=(8.0, 16.0)), 'nfs'), (dict(nfs=(8, True)), 'nfs'), (dict(attn_chans=8.0), 'attn_chans'),
+                    (dict(num_layers=1.5), 'num_layers'), (dict(n_classes=2.5), 'n_classes')]:
+        with pytest.raises((ValueError, TypeError), match=msg): EmbUNetModel(1, 1, **{'nfs': (8, 16), **kw})
+    with pytest.raises((ValueError, TypeError), match='nfs'): UNetModel(1, 1, nfs=(8.0, 16.0))
+
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_labels_of_any_integer_dtype(dtype):
+    "Class labels of any integer dtype are cast to long: the same output as torch.long labels."
+    m = tiny_unet(n_classes=3).eval()
+    x, t, c = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([2, 0])
+    with torch.no_grad(): torch.testing.assert_close(m(x, t, c.to(dtype)), m(x, t, c))
 
 
 def test_null_class_is_default():

@@ -11,7 +11,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm import tqdm
-from ..core import default_device, check_finite
+from ..core import default_device, check_finite, eval_mode
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 
@@ -180,14 +180,9 @@ def as_generator(seed: int | torch.Generator | None, # a seed, a generator, or N
     return torch.Generator(torch.device(device)).manual_seed(int(seed))
 
 @contextmanager
-def sampling_mode(model: Callable):
-    "Run `model` under `no_grad` in eval mode, restoring its train/eval state afterwards."
-    training = model.training if isinstance(model, nn.Module) else None
-    if training: model.eval()
-    try:
-        with torch.no_grad(): yield
-    finally:
-        if training: model.train()
+def sampling_mode(model: Callable): # a denoiser: an `nn.Module` (switched to eval mode inside) or any callable
+    "Run `model` under `no_grad` in eval mode, giving every submodule its own train/eval flag back afterwards."
+    with eval_mode(model) if isinstance(model, nn.Module) else torch.no_grad(): yield   # `eval_mode`: see notebook 00
 
 def start_noise(shape: Sequence[int], # (B, C, H, W) of the samples
                 device: str | torch.device,

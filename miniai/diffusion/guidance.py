@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn, Tensor
 from ..learner import Callback
+from ..core import eval_mode
 from .ddpm import ddpm_learner
 
 # %% auto #0
@@ -30,12 +31,12 @@ def check_class_labels(labels: Tensor | int | list, # requested classes (an int,
                        name: str = 'labels',        # name used in error messages
                       ) -> Tensor:
     "Validate requested class labels (integers in 0..n_classes-1) and return them as a long tensor."
-    if isinstance(labels, bool) or (isinstance(labels, Tensor) and labels.dtype == torch.bool):
-        raise TypeError(f"`{name}` must be integer class indices, got booleans")
     if not isinstance(labels, Tensor):
         if isinstance(labels, float) or (isinstance(labels, (list, tuple)) and any(isinstance(o, float) for o in labels)):
             raise TypeError(f"`{name}` must be integer class indices, got {labels!r}")
         labels = torch.as_tensor(labels)
+    if labels.dtype == torch.bool:   # after `as_tensor`: lists and NumPy arrays of booleans too, not labels 1 and 0
+        raise TypeError(f"`{name}` must be integer class indices, got booleans")
     if labels.numel() == 0: raise ValueError(f"`{name}` is empty")
     if labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"`{name}` must be an integer tensor (torch.long), got {labels.dtype}")
@@ -121,11 +122,9 @@ def label_accuracy(clf: nn.Module,   # a classifier returning logits (used on it
     "How often `clf` sees the requested class: {'accuracy': overall, 'per_class': list (None for a class not requested)}."
     labels = check_class_labels(labels, n_classes).reshape(-1).cpu()
     if len(labels) != len(images): raise ValueError(f"{len(labels)} labels for {len(images)} images")
-    dev, was_training = next(clf.parameters()).device, clf.training
-    clf.eval()
-    try:
-        with torch.no_grad(): pred = torch.cat([clf(b.to(dev).float()).argmax(1).cpu() for b in images.split(bs)])
-    finally: clf.train(was_training)
+    dev = next(clf.parameters()).device
+    with eval_mode(clf):   # eval mode and no gradients; each submodule gets its own train/eval flag back
+        pred = torch.cat([clf(b.to(dev).float()).argmax(1).cpu() for b in images.split(bs)])
     hit = (pred == labels).double()
     count = torch.bincount(labels, minlength=n_classes)
     per_class = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, labels, hit) / count.clamp_min(1)

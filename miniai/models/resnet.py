@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from fastcore.meta import delegates
 from ..accel import MixedPrecision, fused_opt_func
-from ..core import atomic_write, cache_dir, check_shape, default_device, set_seed
+from ..core import atomic_write, cache_dir, check_shape, default_device, eval_mode, set_seed
 from ..data import fashion_dls
 from ..learner import (BatchTransformCB, Callback, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB,
                             TrainCB)
@@ -189,20 +189,28 @@ def load_fashion_classifier(path: str | Path | None = None,   # default: `fashio
 # %% ../../nbs/04_resnet.ipynb #dcaf88d1
 class TestTimeDropoutCB(Callback):
     "Keep every dropout module (PyTorch's and miniai's) in training mode, also during validation."
+    def before_fit(self, learn): self.modes = [(m, m.training) for m in learn.model.modules() if is_dropout(m)]
     def before_epoch(self, learn):
-        for m in learn.model.modules():
-            if is_dropout(m): m.train()
+        for m, _ in self.modes: m.train()
 
     def cleanup_fit(self, learn):
-        for m in learn.model.modules():
-            if is_dropout(m): m.train(learn.model.training)
+        for m, training in self.modes: m.training = training   # each dropout's own mode from before `fit`
 
 # %% ../../nbs/04_resnet.ipynb #79e100d6
+def _check_prob(p: float, name: str):
+    if not 0 <= p <= 1: raise ValueError(f"`{name}` must be a probability in [0, 1], got {p}")
+
+def _check_batch(x: torch.Tensor, fn: str):
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"{fn} expects an image batch (N, C, H, W), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+
 def random_crop(x: torch.Tensor,  # batch (N, C, H, W)
                 pad: int = 2,     # maximum shift in pixels
                 fill: float | None = None, # value of the padding; None repeats the border pixels
                ) -> torch.Tensor:
     "Pad each image by `pad` and crop it back to (H, W) at its own random offset (batched, on `x`'s device)."
+    _check_batch(x, 'random_crop')
+    if not isinstance(pad, int) or pad < 0: raise ValueError(f"`pad` must be an int >= 0, got {pad!r}")
     if pad == 0: return x
     n, c, h, w = x.shape
     xp = F.pad(x, (pad,)*4, mode='replicate') if fill is None else F.pad(x, (pad,)*4, value=fill)
@@ -216,6 +224,7 @@ def random_flip(x: torch.Tensor, # batch (N, C, H, W)
                 p: float = 0.5,  # probability of flipping each image
                ) -> torch.Tensor:
     "Mirror each image left-right with probability `p`."
+    _check_batch(x, 'random_flip'); _check_prob(p, 'p')
     flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
     return torch.where(flip, x.flip(-1), x)
 
@@ -224,6 +233,8 @@ def random_erase(x: torch.Tensor,    # batch (N, C, H, W)
                  max_frac: float = 0.4, # largest height and width of the rectangle, as a fraction of the image's
                 ) -> torch.Tensor:
     "Replace a random rectangle of each image (with probability `p`) by noise with the batch's mean and std."
+    _check_batch(x, 'random_erase'); _check_prob(p, 'p')
+    if not 0 < max_frac <= 1: raise ValueError(f"`max_frac` must be in (0, 1], got {max_frac}")
     n, c, h, w = x.shape
     dev = x.device
     size = torch.rand(2, n, 1, device=dev) * max_frac
@@ -238,9 +249,6 @@ def random_erase(x: torch.Tensor,    # batch (N, C, H, W)
     return torch.where(mask, noise, x)
 
 # %% ../../nbs/04_resnet.ipynb #509bfb01
-def _check_prob(p: float, name: str):
-    if not 0 <= p <= 1: raise ValueError(f"`{name}` must be a probability in [0, 1], got {p}")
-
 class AugmentCB(BatchTransformCB):
     "Batched augmentation of the training inputs on their device: random crop with padding, flip, random erase."
     def __init__(self,
@@ -275,16 +283,14 @@ def classifier_accuracy(model: nn.Module, # a classifier returning logits
                         tta: bool = False, # test-time augmentation: average the probabilities of each image and its mirror image
                        ) -> float:
     "Fraction of the items of `dl` that `model` (in eval mode) classifies correctly."
-    was_training, dev = model.training, next(model.parameters()).device
-    model.eval()
+    dev = next(model.parameters()).device
     correct, n = torch.zeros((), dtype=torch.long, device=dev), 0
-    try:
+    with eval_mode(model):
         for xb, yb in dl:
             xb = xb.to(dev)
             scores = model(xb).softmax(1) + model(xb.flip(-1)).softmax(1) if tta else model(xb)
             correct += (scores.argmax(1) == yb.to(dev)).sum()
             n += len(yb)
-    finally: model.train(was_training)
     if n == 0: raise ValueError("`dl` yielded no batches")
     return correct.item() / n
 

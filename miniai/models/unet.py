@@ -4,7 +4,7 @@
 
 # %% ../../nbs/11_unet.ipynb #261734da
 from __future__ import annotations
-import math
+import math, numbers
 from functools import partial
 from typing import Callable, Sequence
 import torch
@@ -93,9 +93,19 @@ def _check_images(x: Tensor, in_channels: int, name: str = 'x'):
         raise ValueError(f"`{name}` must be a batch of images (B, {in_channels}, H, W), got {shape}")
     if not x.is_floating_point(): raise TypeError(f"`{name}` must be a floating-point tensor, got {x.dtype}")
 
+def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)   # not 8.0, not True
+
+def _check_int(v, name: str, lo: int = 0, hi: int | None = None) -> int:
+    "`v` if it is an int in `lo..hi`, else a TypeError or ValueError naming the argument `name`."
+    if not _is_int(v): raise TypeError(f"`{name}` must be an int, got {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        raise ValueError(f"`{name}` must be an int in {lo}..{hi}, got {v}" if hi is not None else f"`{name}` must be an int >= {lo}, got {v}")
+    return v
+
 def _check_nfs(nfs: Sequence[int], num_layers: int):
-    if len(nfs) < 1 or any(int(n) != n or n < 1 for n in nfs): raise ValueError(f"`nfs` must be positive channel counts, got {nfs}")
-    if num_layers < 1: raise ValueError(f"`num_layers` must be >= 1, got {num_layers}")
+    if len(nfs) < 1 or not all(_is_int(n) and n >= 1 for n in nfs):
+        raise ValueError(f"`nfs` must be positive channel counts (ints), got {nfs}")
+    _check_int(num_layers, 'num_layers', 1)
 
 class UNetModel(nn.Module):
     "A UNet without time input: conv in, down blocks, a middle res block, up blocks, pre-activation conv out."
@@ -128,14 +138,19 @@ class UNetModel(nn.Module):
         return self.conv_out(x)
 
 # %% ../../nbs/11_unet.ipynb #e97409b7
-def timestep_embedding(t: Tensor,              # noise levels / time steps, shape (B,) (or a scalar)
+def timestep_embedding(t: Tensor | float,      # noise levels / time steps, shape (B,) (or a scalar; numbers and lists are converted)
                        dim: int,               # embedding size
-                       max_period: float = 10000., # the slowest frequency is 1/max_period
+                       max_period: float = 10000., # the slowest frequency is 1/max_period (a finite number > 1)
                       ) -> Tensor:
     "Sinusoidal embedding `(B, dim)`: `[sin(t f_j), cos(t f_j)]` with `f_j = max_period**(-j/(dim//2 - 1))`."
-    if dim < 1: raise ValueError(f"`dim` must be >= 1, got {dim}")
+    if not _is_int(dim) or dim < 1: raise ValueError(f"`dim` must be an int >= 1, got {dim!r}")
+    if isinstance(max_period, bool) or not isinstance(max_period, numbers.Real) or not math.isfinite(max_period) or max_period <= 1:
+        raise ValueError(f"`max_period` must be a finite number > 1, got {max_period!r}")
+    if not isinstance(t, Tensor): t = torch.as_tensor(t, dtype=torch.float32)
     if t.ndim > 1: raise ValueError(f"`t` must be a scalar or a vector (B,), got shape {tuple(t.shape)}")
     t = t.reshape(-1).float()
+    if t.device.type == 'cpu' and not torch.compiler.is_compiling() and not bool(torch.isfinite(t).all()):   # free on the CPU only
+        raise ValueError("`t` must be finite, got NaN or inf")
     exponent = -math.log(max_period) * torch.linspace(0, 1, dim // 2, device=t.device)
     emb = t[:, None] * exponent.exp()[None, :]
     emb = torch.cat([emb.sin(), emb.cos()], dim=-1)
@@ -185,7 +200,7 @@ def _check_labels(c: Tensor, n_classes: int, batch: int):
     "Dtype and shape checks (no device sync); the range is checked only where it is free (CPU tensors)."
     if not isinstance(c, Tensor): raise TypeError(f"class labels `c` must be a tensor, got {type(c).__name__}")
     if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
-        raise TypeError(f"class labels `c` must be an integer tensor (torch.long), got {c.dtype}")
+        raise TypeError(f"class labels `c` must be an integer tensor (any integer dtype, used as torch.long), got {c.dtype}")
     if c.ndim > 1 or c.numel() not in (1, batch):
         raise ValueError(f"class labels `c` must have shape ({batch},) or be a single label, got {tuple(c.shape)}")
     if c.device.type == 'cpu' and not torch.compiler.is_compiling() and c.numel() and (bool((c < 0).any()) or bool((c > n_classes).any())):
@@ -200,15 +215,20 @@ class EmbUNetModel(nn.Module):
                  nfs: Sequence[int] = (224, 448, 672, 896), # channels of each level
                  num_layers: int = 1,      # res blocks per down block (up blocks get one more)
                  attn_chans: int = 8,      # channels per attention head (0: no attention anywhere)
-                 attn_start: int = 1,      # first down block with attention (up blocks mirror it)
+                 attn_start: int = 1,      # first down block with attention, 0..len(nfs) (up blocks mirror it)
                  n_classes: int | None = None, # number of classes for a class-conditional model (None: unconditional)
                  mid_attn: bool = False,   # attention in the middle block too (diffusers has it; the lesson did not)
                 ):
         super().__init__()
         _check_nfs(nfs, num_layers)
-        if attn_chans < 0: raise ValueError(f"`attn_chans` must be >= 0, got {attn_chans}")
-        if n_classes is not None and n_classes < 1: raise ValueError(f"`n_classes` must be >= 1 or None, got {n_classes}")
+        _check_int(attn_chans, 'attn_chans')
+        if n_classes is not None and (not _is_int(n_classes) or n_classes < 1):
+            raise ValueError(f"`n_classes` must be >= 1 or None (an int), got {n_classes!r}")
         self.in_channels, self.n_classes, n = in_channels, n_classes, len(nfs)
+        _check_int(attn_start, 'attn_start', 0, n)
+        if attn_chans and attn_start == n and not mid_attn:
+            raise ValueError(f"`attn_start={n}` (len(nfs)) places no attention in any block, yet `attn_chans={attn_chans}` asks for it: "
+                             f"use attn_start < {n}, mid_attn=True, or attn_chans=0")
         self.n_temb, n_emb = nfs[0], 4 * nfs[0]
         self.emb_mlp = nn.Sequential(preact_lin(self.n_temb, n_emb, norm=nn.BatchNorm1d), preact_lin(n_emb, n_emb))
         self.cond_emb = nn.Embedding(n_classes + 1, n_emb) if n_classes else None
@@ -234,12 +254,12 @@ class EmbUNetModel(nn.Module):
             return emb
         if c is None: c = torch.full((batch,), self.n_classes, device=emb.device, dtype=torch.long)
         _check_labels(c, self.n_classes, batch)
-        return emb + self.cond_emb(c.reshape(-1).expand(batch))
+        return emb + self.cond_emb(c.reshape(-1).long().expand(batch))   # any integer dtype (uint8, int16...) works
 
     def forward(self,
                 x: Tensor,                # images (B, in_channels, H, W)
                 t: Tensor | float,        # noise levels (B,), or one for all
-                c: Tensor | None = None,  # class labels (B,) for a conditional model; None: the null class
+                c: Tensor | None = None,  # class labels (B,), any integer dtype, for a conditional model; None: the null class
                ) -> Tensor:
         "Predict `(B, out_channels, H, W)` from noisy images `x` at noise level `t` (and class `c`)."
         _check_images(x, self.in_channels)
