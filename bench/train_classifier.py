@@ -142,7 +142,7 @@ def main(argv=None):
     results = dict(command=' '.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
                    config={k: v for k, v in cfg.items() if k not in ('data_dir', 'progress')},
                    environment=dict(run_environment(), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32, matmul_precision=torch.get_float32_matmul_precision()), runs=[])
-    if args.select: results.update(candidates=CANDIDATES, holdout=HOLDOUT if not args.quick else 500, selection=[])
+    if args.select: results.update(candidates=CANDIDATES, holdout=HOLDOUT if not args.quick else QUICK_CLASSIFIER_CONFIG['limit'][1], selection=[])
     for i, ep in enumerate(epochs):
         is_saved = ep == longest and i == epochs.index(longest)
         run_cfg, recipe = {**CLASSIFIER_RECIPES.get(ep, {}), **cfg}, None

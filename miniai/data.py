@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #b9a66bf2
 from __future__ import annotations
-import gzip, hashlib, json, os, shutil, struct, uuid
+import gzip, hashlib, json, math, os, shutil, struct, uuid, warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 import numpy as np
@@ -70,9 +70,12 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise CorruptDataError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()!r}, expected 000008xx)")
     ndim = raw[3]
     header = 4 + 4*ndim
+    if len(raw) < header:
+        raise CorruptDataError(f"{path}: header cut short: {ndim} dimensions need {header} header bytes, the file has {len(raw)}")
     shape = struct.unpack(f'>{ndim}I', raw[4:header])
-    if len(raw) - header != int(np.prod(shape)):
-        raise CorruptDataError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes) but holds {len(raw)-header} bytes")
+    size = math.prod(shape)   # exact (np.prod could overflow on a garbled header)
+    if len(raw) - header != size:
+        raise CorruptDataError(f"{path}: header says shape {shape} ({size} bytes) but holds {len(raw)-header} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 def write_idx(arr: np.ndarray, path: str | Path):
@@ -126,10 +129,28 @@ def _hub_or_raise(tried: list[str]):
                                f"  - Hugging Face hub `{FASHION_HUB_NAME}`: {reason}\n{_HOW_TO}") from None
 
 # %% ../nbs/01_data.ipynb #64ac5176
+def _int_arg(v, name: str, lo: int) -> int:
+    "`v` as an int, or a `TypeError` (not an integer) or `ValueError` (below `lo`) naming the argument."
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"`{name}` must be an int, got {v!r}")
+    if v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v}")
+    return int(v)
+
+def _class_labels(labels) -> torch.Tensor:
+    "`labels` (tensor, array or list of integers) as a non-empty 1-D int64 CPU tensor, or a clear error."
+    if isinstance(labels, np.ndarray):
+        if not np.issubdtype(labels.dtype, np.integer): raise TypeError(f"`labels` must be integers, got {labels.dtype}")
+        labels = torch.from_numpy(labels.astype(np.int64))
+    t = torch.as_tensor(labels)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool: raise TypeError(f"`labels` must be integers, got {t.dtype}")
+    if t.ndim != 1 or len(t) == 0: raise ValueError(f"`labels` must be 1-D, one label per item, got shape {tuple(t.shape)}")
+    return t.long().cpu()
+
 def balanced_indices(labels: torch.Tensor | np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
     "Sorted indices of a class-balanced subset of `n` items: the first ones of each class in order (remainder to the lowest classes)."
-    labels = (torch.from_numpy(np.array(labels, dtype=np.int64)) if isinstance(labels, np.ndarray) else torch.as_tensor(labels)).long().cpu()
-    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    labels, n = _class_labels(labels), _int_arg(n, 'n', 0)
+    n_classes = int(labels.max()) + 1 if n_classes is None else _int_arg(n_classes, 'n_classes', 1)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= n_classes: raise ValueError(f"labels must be in [0, {n_classes}), got [{lo}, {hi}]")
     counts = torch.bincount(labels, minlength=n_classes)
     quota = torch.full((n_classes,), n // n_classes, dtype=torch.long)
     quota[:n % n_classes] += 1
@@ -452,8 +473,8 @@ def __iter__(self: DeviceImageLoader) -> Iterator[tuple[torch.Tensor, ...]]:
 # %% ../nbs/01_data.ipynb #f4252b3a
 @patch
 def state_dict(self: DeviceImageLoader) -> dict:
-    "State for exact resume: the shuffle generator (and, mid-epoch, the epoch's start state and batches done)."
-    if self._epoch_state is None: return {'generator': self.generator.get_state(), 'batches_done': 0}
+    "State for exact resume: the shuffle generator, and the epoch's batches done (mid-epoch, or loaded and not yet resumed)."
+    if self._epoch_state is None: return {'generator': self.generator.get_state(), 'batches_done': self._resume_pos}
     return {'generator': self._epoch_state.clone(), 'batches_done': self._pos + 1}
 
 @patch
@@ -518,7 +539,10 @@ def fashion_dls(bs: int = 512,                      # batch size
     if sample: xt, yt = fashion_mnist_arrays('train', sample=True)
     if holdout: (xt, yt), (xv, yv) = _holdout_split(xt, yt, holdout)
     else: xv, yv = fashion_mnist_arrays('test', data_dir, sample=sample)
-    (xt, yt), (xv, yv) = _subset(xt, yt, n_train), _subset(xv, yv, n_test)
+    src = 'the shipped sample' if sample else 'Fashion-MNIST'
+    tsplit = f"training split of {src}" + (f" (after holding out {holdout})" if holdout else '')
+    vsplit = f"held-out part of the training split of {src}" if holdout else f"test split of {src}"
+    (xt, yt), (xv, yv) = _subset(xt, yt, n_train, 'n_train', tsplit), _subset(xv, yv, n_test, 'n_test', vsplit)
     kw = dict(bs=bs, pad=pad, value_range=value_range, device=device)
     return DataLoaders(DeviceImageLoader(xt, yt, shuffle=True, seed=seed, **kw), DeviceImageLoader(xv, yv, shuffle=False, **kw))
 
@@ -529,8 +553,10 @@ def _holdout_split(x, y, n):
     keep, held = torch.from_numpy(np.sort(perm[n:])), torch.from_numpy(np.sort(perm[:n]))
     return (x[keep], y[keep]), (x[held], y[held])
 
-def _subset(x, y, n):
-    "Class-balanced first `n` items of (x, y) (all if n is None or too large)."
+def _subset(x, y, n, name: str, split: str):
+    "Class-balanced first `n` items of (x, y); all of them if n is None, or with a warning naming `split` if it holds fewer."
+    if n is not None and n > len(y):
+        warnings.warn(f"`limit` asks for {name}={n} images but the {split} has only {len(y)}: using all {len(y)}", stacklevel=3)
     if n is None or n >= len(y): return x, y
     keep = balanced_indices(y, n, n_classes=10)
     return x[keep], y[keep]

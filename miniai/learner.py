@@ -289,7 +289,7 @@ class ProgressCB(Callback):
         self.losses, self.val_losses, self._pending, self.rows = [], [], [], []
         mcb = getattr(learn, 'metrics', None)
         self._seen = len(mcb.history) if mcb is not None else 0
-        learn.progress = self
+        learn.progress, self.bar = self, None
         # under the LR finder (defined below) show bars only: it draws its own plot
         self.live = not any('LRFinderCB' in (c.__name__ for c in type(cb).__mro__) for cb in learn.cbs)
         if self.nb:
@@ -334,7 +334,9 @@ class ProgressCB(Callback):
             if new: self._table.update(HTML(_html_table(self.rows)))
             if self.plot: self._draw()
 
-    def cleanup_epoch(self, learn): self.bar.close()
+    def cleanup_epoch(self, learn):
+        if self.bar is None: return   # the phase was cancelled (by an earlier callback) before its bar was made
+        self.bar.close(); self.bar = None
 
     def _draw(self):
         import io

@@ -1,6 +1,7 @@
 """Tests for miniai.data: finding and checking Fashion-MNIST, the shipped sample, the device loader, DataLoaders.
 CPU only, no network (the hub loader is replaced). Tests that need the full set use $MINIAI_DATA and skip if it is absent."""
-import gzip, os
+import gzip, hashlib, os
+from collections import Counter
 from pathlib import Path
 import numpy as np
 import pytest
@@ -111,6 +112,24 @@ def test_read_idx_checks_magic_and_size(tmp_path):
     with pytest.raises(CorruptDataError, match='holds 104 bytes'): read_idx(tmp_path/'short')
     with pytest.raises(CorruptDataError, match='magic'): read_idx(tmp_path/'magic')
     with pytest.raises(CorruptDataError, match='gzip'): read_idx(tmp_path/'notgz.gz')
+
+@pytest.mark.parametrize('what, raw, msg', [
+    ('empty file', b'', 'magic'),
+    ('header cut inside the magic', bytes([0, 0]), 'magic'),
+    ('header cut inside the sizes', bytes([0, 0, 8, 3, 0, 0, 0, 5, 0, 0]), 'header'),
+    ('sizes missing', bytes([0, 0, 8, 1]), 'header'),
+    ('wrong magic', bytes([1, 0, 8, 1, 0, 0, 0, 1, 7]), 'magic'),
+    ('not unsigned bytes (float32 type code)', bytes([0, 0, 0x0D, 1, 0, 0, 0, 1]) + bytes(4), 'unsigned bytes'),
+    ('payload too short', bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 7]), 'holds 2 bytes'),
+    ('payload too long', bytes([0, 0, 8, 1, 0, 0, 0, 1, 7, 7]), 'holds 2 bytes'),
+    ('sizes overflowing 64 bits', bytes([0, 0, 8, 3]) + b'\xff'*12 + bytes(1), 'holds 1 bytes'),
+])
+@pytest.mark.parametrize('gz', [False, True])
+def test_read_idx_every_malformed_file_is_corrupt_data(tmp_path, what, raw, msg, gz):
+    p = tmp_path/('x-idx.gz' if gz else 'x-idx')
+    p.write_bytes(gzip.compress(raw) if gz else raw)
+    with pytest.raises(CorruptDataError, match=msg) as e: read_idx(p)
+    assert str(p) in str(e.value), what
 
 def test_cached_dataset_rebuilds_stale_or_broken(tmp_path):
     import datasets
@@ -240,6 +259,25 @@ def test_exact_resume_between_and_within_epochs():
     # an abandoned epoch (peek) counts as over
     e = mk(); next(iter(e)); assert e.state_dict()['batches_done'] == 0
 
+def test_state_dict_right_after_load_keeps_the_mid_epoch_position():
+    "A checkpoint taken after `load_state_dict` but before the resumed epoch starts must not lose the position."
+    ids = torch.arange(103)
+    mk = lambda seed=7: DeviceImageLoader(torch.zeros(103, 1, 1, dtype=torch.uint8), ids, bs=10, shuffle=True, seed=seed, device='cpu')
+    ref = mk(); ref_epochs = [[yb for _, yb in ref] for _ in range(2)]
+    a = mk(); list(a); it = iter(a)
+    for _ in range(4): next(it)
+    sd = a.state_dict(); del it
+    b = mk(seed=999); b.load_state_dict(sd)
+    sd2 = b.state_dict()                                           # nothing iterated yet
+    assert sd2['batches_done'] == sd['batches_done'] == 4 and torch.equal(sd2['generator'], sd['generator'])
+    assert b.state_dict()['batches_done'] == 4                     # asking twice changes nothing
+    iter(b)                                                        # an iterator never started is not an epoch
+    c = mk(seed=123); c.load_state_dict(sd2)                       # a checkpoint of the checkpoint
+    for dl in (b, c):
+        rest = [yb for _, yb in dl]
+        assert len(rest) == 7 and all(torch.equal(u, v) for u, v in zip(rest, ref_epochs[1][4:]))
+        assert dl.state_dict()['batches_done'] == 0                # after the resumed epoch: between epochs
+
 def test_fashion_dls_sample_shapes_and_balance(monkeypatch):
     _no_data(monkeypatch)
     dls = fashion_dls(bs=64, sample=True, device='cpu', seed=1, limit=(300, 100))
@@ -248,11 +286,47 @@ def test_fashion_dls_sample_shapes_and_balance(monkeypatch):
     assert torch.equal(torch.bincount(dls.valid.labels), torch.full((10,), 10))
     assert dls.train.shuffle and not dls.valid.shuffle
 
+@pytest.mark.parametrize('kw, n, msg', [
+    (dict(limit=(2001, 100)), (2000, 100), 'n_train=2001 .* training split of the shipped sample has only 2000: using all 2000'),
+    (dict(limit=(100, 1001)), (100, 1000), 'n_test=1001 .* test split of the shipped sample has only 1000'),
+    (dict(limit=1500), (1500, 1000), 'n_test=1500 .* has only 1000'),
+    (dict(limit=(1600, None), holdout=500), (1500, 500), r'n_train=1600 .*\(after holding out 500\) has only 1500'),
+    (dict(limit=(None, 501), holdout=500), (1500, 500), 'n_test=501 .* held-out .* has only 500'),
+])
+def test_fashion_dls_limit_beyond_the_split_warns(monkeypatch, kw, n, msg):
+    "A `limit` larger than the split takes all of it, never silently: a warning names the split and its size."
+    _no_data(monkeypatch)
+    with pytest.warns(UserWarning, match=msg) as rec: dls = fashion_dls(bs=64, sample=True, device='cpu', **kw)
+    assert (dls.train.dataset_len, dls.valid.dataset_len) == n and len(rec) == 1
+    assert rec[0].filename == __file__                                       # points at the caller of fashion_dls
+
+def test_fashion_dls_limit_within_the_split_is_quiet(monkeypatch, recwarn):
+    _no_data(monkeypatch)
+    dls = fashion_dls(bs=64, sample=True, device='cpu', limit=(2000, 1000))   # exactly the split: all of it
+    assert (dls.train.dataset_len, dls.valid.dataset_len) == (2000, 1000)
+    assert not [w for w in recwarn if 'limit' in str(w.message)]
+
 def test_balanced_indices():
     y = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 2])
     assert balanced_indices(y, 3).tolist() == [0, 1, 2]
     assert balanced_indices(y, 7).tolist() == [0, 1, 2, 3, 4, 5, 6]   # quotas 3, 2, 2: the first ones of each class
     with pytest.raises(ValueError, match='exceeds'): balanced_indices(y, 12)
+    assert balanced_indices(y, 0).tolist() == [] and balanced_indices(y.numpy().astype(np.uint8), np.int64(3)).tolist() == [0, 1, 2]
+
+@pytest.mark.parametrize('args, err, msg', [
+    ((torch.tensor([0, 1, 1]), -5), ValueError, '`n` must be >= 0'),
+    ((torch.tensor([0, 1, 1]), 3.0), TypeError, '`n` must be an int'),
+    ((torch.tensor([0, 1, 1]), True), TypeError, '`n` must be an int'),
+    ((torch.tensor([0, 1, 2]), 2, 2), ValueError, r'labels must be in \[0, 2\)'),
+    ((torch.tensor([0, -1, 1]), 2), ValueError, r'labels must be in \[0, 2\)'),
+    ((torch.tensor([0., 1.]), 1), TypeError, 'integers'),
+    ((np.array([0.5, 1.0]), 1), TypeError, 'integers'),
+    ((torch.tensor([[0, 1]]), 1), ValueError, 'one label per item'),
+    ((torch.tensor([0, 1]), 1, 0), ValueError, '`n_classes` must be'),
+    ((torch.tensor([0, 1]), 1, 2.0), TypeError, '`n_classes` must be'),
+])
+def test_balanced_indices_rejects_bad_arguments(args, err, msg):
+    with pytest.raises(err, match=msg): balanced_indices(*args)
 
 # ---- DataLoaders over Hugging Face data sets ------------------------------------------------------------------
 def test_dataloaders_from_dd_tiny():
@@ -299,6 +373,18 @@ def test_show_images_grid_and_ranges():
     with pytest.raises(ValueError, match='titles'): show_images(x[:2], titles=['a'])
     plt.close('all')
 
+def _items(dl):
+    "Each (image, label) of a loader as a hashable key: the SHA-256 of the whole image's bytes, and the label."
+    return [(hashlib.sha256(im.cpu().numpy().tobytes()).hexdigest(), int(l)) for im, l in zip(dl.images, dl.labels)]
+
+def test_items_compare_whole_images():
+    "The check below must see a mix-up that per-pixel sorting cannot: two images swapping one pixel."
+    x, y = _toy()
+    mixed = x.clone(); mixed[0, 0, 0], mixed[1, 0, 0] = x[1, 0, 0], x[0, 0, 0]
+    assert x[0, 0, 0] != x[1, 0, 0] and torch.equal(mixed.flatten(1).sort(0).values, x.flatten(1).sort(0).values)
+    mk = lambda im: DeviceImageLoader(im, y, device='cpu')
+    assert Counter(_items(mk(mixed))) != Counter(_items(mk(x)))
+
 def test_fashion_dls_holdout_is_a_fixed_disjoint_split(monkeypatch):
     _no_data(monkeypatch)
     full = fashion_dls(bs=64, sample=True, device='cpu')
@@ -306,9 +392,11 @@ def test_fashion_dls_holdout_is_a_fixed_disjoint_split(monkeypatch):
     n = full.train.dataset_len
     assert (a.train.dataset_len, a.valid.dataset_len) == (n - 500, 500)
     assert torch.equal(a.valid.images, b.valid.images)             # the same split whatever the shuffle seed
-    # held-out + kept images are exactly the training images (a partition), and none is a test image's slot
-    both = torch.cat([a.train.images, a.valid.images]).flatten(1)
-    assert torch.equal(both.sort(0).values, full.train.images.flatten(1).sort(0).values)
-    assert not torch.equal(a.valid.images, full.valid.images[:500])
+    # whole images (with their labels): kept + held out are exactly the training set, each image once (a partition) ...
+    train, held, everything = _items(a.train), _items(a.valid), _items(full.train)
+    assert len(set(everything)) == n                               # (the sample has no duplicate images)
+    assert Counter(train) + Counter(held) == Counter(everything)
+    assert not set(train) & set(held)                              # ... so no held-out image is also trained on
+    assert not {h for h, _ in held} & {h for h, _ in _items(full.valid)}   # and none is a test image
     with pytest.raises(ValueError, match='leaves no training images'): fashion_dls(sample=True, device='cpu', holdout=n)
     with pytest.raises(ValueError, match='`holdout` must be'): fashion_dls(sample=True, device='cpu', holdout=-1)

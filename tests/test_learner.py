@@ -331,6 +331,20 @@ def test_progress_cb_without_metrics_and_file_argument():
     assert buf.getvalue() == ''   # nothing to log, but no crash
 
 
+@pytest.mark.parametrize('notebook', [False, True])
+def test_progress_cb_survives_a_phase_cancelled_before_it_starts(notebook, capsys):
+    "A callback that runs before ProgressCB cancels a phase in `before_epoch`: no bar was made, cleanup must not fail."
+    class SkipTrain(Callback):
+        order = 0
+        def before_epoch(self, learn):
+            if learn.training: raise CancelEpochException()
+    elog = EventLog(order=100)
+    prog = ProgressCB(notebook=notebook, file=io.StringIO())
+    _mse().fit(2, cbs=[SkipTrain(), MetricsCB(), prog, elog])
+    assert elog.names().count('before_epoch') == 2 and elog.names().count('cleanup_epoch') == 4   # only the valid phases ran
+    assert prog.bar is None and prog.losses == [] and [r['phase'] for r in prog.rows] == ['eval', 'eval']
+
+
 # ---------------------------------------------------------------- LR finder
 def test_lr_find_stops_on_divergence_and_restores():
     torch.manual_seed(0)
