@@ -279,3 +279,79 @@ def test_train_diffusion_writes_outputs(tmp_path):
     sd = load_file(str(tmp_path/'model.safetensors'))
     with res['ema'].average(): ref = {k: v.detach().clone() for k, v in res['learn'].model.state_dict().items()}
     assert sd.keys() == ref.keys() and all(torch.equal(sd[k], ref[k].cpu()) for k in sd)  # the averaged weights
+
+
+# ---------------------------------------------------------------- the lesson-22 cutoff, and validation
+def _course_cosine_ddim(steps, eta, seed, cutoff, shape=(2, 1, 4, 4), a=0.7, b=0.05, clamp=1.):
+    "Lesson 22's cosine DDIM (spec, section 2.2) in float64 for the model eps = a x + b t/1000, with the sampler's draws."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).double()
+    ts = np.linspace(1 - 1/steps, 0, steps)
+    for t in ts[:-1]:                                    # no model call at t = 0 (already clean)
+        ab, ab1 = math.cos(t*math.pi/2)**2, math.cos((t - 1/steps)*math.pi/2)**2 if t - 1/steps > 1e-9 else 1.
+        eps = a*x + b*float(np.float32(t))/1000
+        x0 = ((x - math.sqrt(1 - ab)*eps)/math.sqrt(ab)).clamp(-clamp, clamp)
+        sig = eta*math.sqrt((1 - ab1)/(1 - ab))*math.sqrt(1 - ab/ab1)
+        if 1 - ab1 <= sig**2 + cutoff: sig = 0.
+        x = math.sqrt(ab1)*x0 + math.sqrt(1 - ab1 - sig**2)*eps
+        if sig > 0: x = x + sig*torch.randn(shape, generator=g).double()
+    return x, g
+
+@pytest.mark.parametrize('steps,eta', [(10, 1.), (20, 1.), (20, 0.5)])
+def test_cosine_ddim_cutoff_matches_the_lesson(steps, eta):
+    "Default cutoff 0.01: the lesson's sampler, draw for draw; cutoff=0: plain DDIM (noise in every step but the last)."
+    f = linear_denoiser()
+    for cutoff, kw in ((0.01, {}), (0., dict(cutoff=0.))):
+        g = torch.Generator().manual_seed(4)
+        out = cosine_ddim_sample(f, (2, 1, 4, 4), steps, eta=eta, generator=g, **kw)
+        ref, g_ref = _course_cosine_ddim(steps, eta, 4, cutoff)
+        torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(g.get_state(), g_ref.get_state())   # no noise drawn (and thrown away) in a silenced step
+    out, plain = (cosine_ddim_sample(f, (2, 1, 4, 4), steps, eta=eta, generator=4, cutoff=c) for c in (0.01, 0.))
+    assert (out - plain).abs().max() > 1e-3          # the cutoff does change the last steps
+
+def test_ddim_sigma_cutoff():
+    ab, ab1 = 0.9, 0.975
+    sig = ddim_sigma(ab, ab1, 1.)
+    assert 1 - ab1 - sig**2 == pytest.approx((1 - ab1)**2*ab/((1 - ab)*ab1), rel=1e-10)   # about 0.0058
+    assert ddim_sigma(ab, ab1, 1., cutoff=0.01) == 0. and ddim_sigma(ab, ab1, 1., cutoff=0.005) == sig
+    assert ddim_sigma(ab, ab1, 1., cutoff=0.) == sig and ddim_sigma(0.1, 0.2, 1., cutoff=0.01) == ddim_sigma(0.1, 0.2, 1.)
+    x, eps, z = (torch.randn(2, 3, generator=torch.Generator().manual_seed(k), dtype=torch.float64) for k in range(3))
+    assert torch.equal(ddim_step(x, eps, ab, ab1, 1., z, cutoff=0.01)[1], ddim_step(x, eps, ab, ab1, 0.)[1])
+    for bad in (-0.1, 1., float('nan')):
+        with pytest.raises(ValueError, match='`cutoff` must be in'): ddim_sigma(ab, ab1, 1., cutoff=bad)
+
+@pytest.mark.parametrize('clamp', [0., -1., float('nan'), True, '1', torch.tensor(1.)])
+def test_samplers_refuse_a_bad_clamp_before_any_model_call(clamp):
+    from miniai.diffusion.ddpm import x0_from_eps, check_clamp
+    calls = []
+    def f(x, t): calls.append(1); return torch.zeros_like(x)
+    s = linear_schedule(4, 0.05, 0.4)
+    ts = ddim_timesteps(4, 2)
+    msg = r'`clamp` must be None \(no clamp\) or a number > 0'
+    with pytest.raises(ValueError, match=msg): ddpm_sample(f, (1, 1, 4, 4), s, clamp=clamp)
+    with pytest.raises(ValueError, match=msg): ddim_sample(f, (1, 1, 4, 4), ts, s.abar[ts], clamp=clamp)
+    with pytest.raises(ValueError, match=msg): cosine_ddim_sample(f, (1, 1, 4, 4), 3, clamp=clamp)
+    with pytest.raises(ValueError, match=msg): ddim_step(torch.zeros(2), torch.zeros(2), 0.5, 0.9, clamp=clamp)
+    with pytest.raises(ValueError, match=msg): x0_from_eps(torch.zeros(2), torch.zeros(2), 0.5, clamp=clamp)
+    assert not calls
+    assert check_clamp(None) is None and check_clamp(2) == 2 and check_clamp(float('inf')) == float('inf')
+
+def test_ddim_refuses_a_bad_cutoff_before_any_model_call():
+    calls = []
+    def f(x, t): calls.append(1); return torch.zeros_like(x)
+    s = linear_schedule(4, 0.05, 0.4)
+    ts = ddim_timesteps(4, 2)
+    for bad in (-0.01, 1., float('nan')):
+        with pytest.raises(ValueError, match='`cutoff` must be in'): ddim_sample(f, (1, 1, 4, 4), ts, s.abar[ts], cutoff=bad)
+        with pytest.raises(ValueError, match='`cutoff` must be in'): cosine_ddim_sample(f, (1, 1, 4, 4), 3, cutoff=bad)
+    assert not calls
+
+def test_samplers_refuse_samples_that_overflow():
+    "Finite noise predictions, but x0-hat overflows (no clamp): one check at the end reports the non-finite samples."
+    s = linear_schedule(4, 0.05, 0.4)
+    ts = ddim_timesteps(4, 2)
+    huge = lambda x, t: torch.full_like(x, 3e38)
+    with pytest.raises(ValueError, match='`samples` contains'): ddpm_sample(huge, (1, 1, 4, 4), s, clamp=None)
+    with pytest.raises(ValueError, match='`samples` contains'): ddim_sample(huge, (1, 1, 4, 4), ts, s.abar[ts], clamp=None)
+    with pytest.raises(ValueError, match='`samples` contains'): cosine_ddim_sample(huge, (1, 1, 4, 4), 3, clamp=None)

@@ -287,3 +287,154 @@ def test_sample_runs_a_bare_network_in_eval_mode_as_karras_denoiser():
     x0 = torch.randn((3, 1, 2, 2), generator=torch.Generator('cpu').manual_seed(0))*80
     exact = x0*0.5/math.sqrt(80**2 + 0.25)
     assert ((r.x - exact).abs() < 0.08*exact.abs()).all()   # Euler, 50 steps: 5% low
+
+
+# --- one step by hand: the stochastic samplers' formulas, with the sampler's own noise draws -----------------------
+# A denoiser that depends on sigma (so an evaluation at the wrong level shows), the ideal one for N(0, C) data, and the
+# expected results computed here in float64 from the papers' formulas. The samplers draw their fresh noise from the
+# generator in order, as torch.randn(x.shape, dtype=x.dtype): `_draws` replays those draws.
+
+C = 0.5
+
+def shrink_denoiser(x, sigma):
+    "D(x; s) = x C/(C + s^2), one s per row."
+    return x*C/(C + sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype)**2)
+
+def D(x, s): return x*C/(C + s*s)   # the same for a Python float s: the tests' own arithmetic
+
+SHAPE = (3, 5)
+
+def _x():
+    return 2*torch.randn(SHAPE, generator=torch.Generator().manual_seed(100), dtype=torch.float64)
+
+def _draws(k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(SHAPE, generator=g, dtype=torch.float64) for _ in range(k)]
+
+def _gen(seed=0): return torch.Generator().manual_seed(seed)
+
+def _sig(*s): return torch.tensor(s, dtype=torch.float64)
+
+def _close(a, b): torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('eta', [0.5, 1., 1.5])
+def test_euler_ancestral_one_step_by_hand(eta):
+    "sigma_up = min(s1, eta s1 sqrt(s0^2 - s1^2)/s0), sigma_down = sqrt(s1^2 - sigma_up^2): Euler to sigma_down, then sigma_up z."
+    s0, s1 = 2., 0.7
+    x, (z,) = _x(), _draws(1)
+    out = sample_euler_ancestral(shrink_denoiser, x, _sig(s0, s1), generator=_gen(), eta=eta)
+    up = min(s1, eta*s1*math.sqrt(s0**2 - s1**2)/s0)      # eta = 1.5 hits the cap: up = s1, down = 0
+    down = math.sqrt(s1**2 - up**2)
+    _close(out, x + (x - D(x, s0))/s0*(down - s0) + up*z)
+    if eta == 1.5: _close(out, D(x, s0) + s1*z)            # down = 0: the denoised estimate plus noise of std s1
+    # the final step to 0 adds no noise: it lands on the denoised estimate
+    x1 = out.clone()
+    _close(sample_euler_ancestral(shrink_denoiser, x, _sig(s0, s1, 0.), generator=_gen(), eta=eta), D(x1, s1))
+
+
+def _heun_step(x, s_hat, s_next):
+    "One Heun step from s_hat to s_next (Karras et al. 2022, Alg. 2, lines 6-10): Euler, then the trapezoid if s_next > 0."
+    d = (x - D(x, s_hat))/s_hat
+    x_e = x + (s_next - s_hat)*d
+    if s_next == 0: return x_e
+    return x + (s_next - s_hat)*(d + (x_e - D(x_e, s_next))/s_next)/2
+
+
+@pytest.mark.parametrize('s_churn,gamma', [(5., math.sqrt(2) - 1), (0.3, 0.3)])   # capped / not capped
+@pytest.mark.parametrize('s_noise', [1., 0.5])
+def test_heun_churn_one_step_by_hand(s_churn, gamma, s_noise):
+    "gamma = min(s_churn/n, sqrt 2 - 1); s_hat = (1 + gamma) s0; x_hat = x + s_noise sqrt(s_hat^2 - s0^2) z; Heun from s_hat."
+    s0, s1 = 2., 0.7
+    x, (z,) = _x(), _draws(1)
+    out = sample_heun(shrink_denoiser, x, _sig(s0, s1), generator=_gen(), s_churn=s_churn, s_noise=s_noise)
+    s_hat = s0*(1 + gamma)
+    x_hat = x + s_noise*math.sqrt(s_hat**2 - s0**2)*z
+    _close(out, _heun_step(x_hat, s_hat, s1))
+    # and with the trailing 0: the last step is an Euler step from its own s_hat (churned as well)
+    out2 = sample_heun(shrink_denoiser, x, _sig(s0, s1, 0.), generator=_gen(), s_churn=s_churn, s_noise=s_noise)
+    g2 = min(s_churn/2, math.sqrt(2) - 1)
+    z1, z2 = _draws(2)
+    xa = _heun_step(x + s_noise*math.sqrt((s0*(1 + g2))**2 - s0**2)*z1, s0*(1 + g2), s1)
+    _close(out2, _heun_step(xa + s_noise*math.sqrt((s1*(1 + g2))**2 - s1**2)*z2, s1*(1 + g2), 0.))
+
+
+def test_heun_churn_is_spread_over_the_steps():
+    "gamma = s_churn/n with n the number of steps (here 2): 0.5 -> 0.25 per step, below the cap."
+    x = _x()
+    z1, z2 = _draws(2)
+    out = sample_heun(shrink_denoiser, x, _sig(2., 0.7, 0.3), generator=_gen(), s_churn=0.5)
+    xa = _heun_step(x + math.sqrt(2.5**2 - 2.**2)*z1, 2.5, 0.7)
+    _close(out, _heun_step(xa + math.sqrt(0.875**2 - 0.7**2)*z2, 0.875, 0.3))
+
+
+@pytest.mark.parametrize('s_tmin,s_tmax', [(0.5, 1.), (0.7, 0.7)])   # the window [s_tmin, s_tmax] is inclusive
+def test_heun_churn_only_inside_the_window(s_tmin, s_tmax):
+    "gamma = 0 where sigma_i is outside [s_tmin, s_tmax]: no noise drawn there, the step evaluated at sigma_i itself."
+    x = _x()
+    z, = _draws(1)     # the first (and only) draw is used at step 1, sigma = 0.7
+    out = sample_heun(shrink_denoiser, x, _sig(2., 0.7, 0.3), generator=_gen(), s_churn=0.8, s_tmin=s_tmin, s_tmax=s_tmax,
+                      s_noise=0.5)
+    gamma = min(0.8/2, math.sqrt(2) - 1)          # 0.4: below the cap
+    xa = _heun_step(x, 2., 0.7)                   # sigma 2 > s_tmax: plain Heun
+    s_hat = 0.7*(1 + gamma)
+    _close(out, _heun_step(xa + 0.5*math.sqrt(s_hat**2 - 0.49)*z, s_hat, 0.3))
+    # a window that holds no sigma_i: deterministic Heun, and the generator is not touched
+    g = _gen()
+    _close(sample_heun(shrink_denoiser, x, _sig(2., 0.7, 0.3), generator=g, s_churn=0.8, s_tmin=3.), _heun_step(xa, 0.7, 0.3))
+    assert torch.equal(g.get_state(), _gen().get_state())
+
+
+@pytest.mark.parametrize('eta,s_noise', [(1., 1.), (1., 0.5), (0.5, 0.7)])
+def test_dpmpp_2m_sde_two_steps_by_hand(eta, s_noise):
+    """SDE-DPM-Solver++(2M), midpoint form, h = ln(s_i/s_{i+1}):
+    x' = (s_{i+1}/s_i) e^{-eta h} x + (1 - e^{-(1+eta) h}) (D_i + h/(2 h_prev) (D_i - D_{i-1})) + s_noise s_{i+1} sqrt(1 - e^{-2 eta h}) z."""
+    s = [2., 0.7, 0.3, 0.]
+    x0 = _x()
+    z1, z2 = _draws(2)
+    out = sample_dpmpp_2m_sde(shrink_denoiser, x0, _sig(*s), generator=_gen(), eta=eta, s_noise=s_noise)
+    h1, h2 = math.log(s[0]/s[1]), math.log(s[1]/s[2])
+    d0 = D(x0, s[0])
+    x1 = s[1]/s[0]*math.exp(-eta*h1)*x0 + (1 - math.exp(-(1 + eta)*h1))*d0 + s_noise*s[1]*math.sqrt(1 - math.exp(-2*eta*h1))*z1
+    d1 = D(x1, s[1])
+    x2 = (s[2]/s[1]*math.exp(-eta*h2)*x1 + (1 - math.exp(-(1 + eta)*h2))*(d1 + h2/(2*h1)*(d1 - d0))
+          + s_noise*s[2]*math.sqrt(1 - math.exp(-2*eta*h2))*z2)
+    _close(out, D(x2, s[2]))        # the last step, to 0, is the denoised estimate
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('bad', [0., -0.5, float('nan'), float('inf'), -float('inf')])
+def test_noisify_karras_refuses_bad_noise_levels(bad):
+    x0 = torch.zeros(3, 1, 2, 2)
+    with pytest.raises(ValueError, match='finite noise levels > 0'): noisify_karras(x0, sigma=torch.tensor([0.5, bad, 1.]))
+    with pytest.raises(ValueError, match='finite noise levels > 0'): noisify_karras(x0, sigma=bad)
+
+
+def test_noisify_karras_noise_level_forms_and_sigma_data():
+    from miniai.diffusion.karras import check_noise_levels
+    x0 = torch.zeros(3, 1, 2, 2)
+    (_, c), _ = noisify_karras(x0, sigma=2.)        # one level for every image
+    torch.testing.assert_close(c, torch.full((3,), math.log(2.)/4))
+    (_, c), _ = noisify_karras(x0, sigma=torch.tensor([[1.], [2.], [3.]]))   # (B, 1) is (B,)
+    assert c.shape == (3,)
+    assert check_noise_levels(torch.tensor([1, 2, 3]), 3).dtype == torch.float32   # integer levels become floats
+    with pytest.raises(ValueError, match='one noise level per image'): noisify_karras(x0, sigma=torch.ones(2))
+    for sd in (0., -1., float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='`sigma_data` must be a finite number > 0'): noisify_karras(x0, sd)
+    with pytest.raises(ValueError, match='`std`'): sample_sigmas(4, std=-1., device='cpu')
+    with pytest.raises(ValueError, match='`n`'): sample_sigmas(-1, device='cpu')
+
+
+@pytest.mark.parametrize('name', list(SAMPLERS))
+def test_samplers_called_directly_refuse_non_finite_results(name):
+    "A diverged denoiser: every sampler, called without `sample`, raises at the end instead of returning NaN images."
+    calls = []
+    def nan_after_one(x, sigma):
+        calls.append(1)
+        return gauss_denoiser(x, sigma)*(float('nan') if len(calls) == 2 else 1.)
+    with pytest.raises(FloatingPointError, match='non-finite values'):
+        SAMPLERS[name](nan_after_one, torch.randn(2, 3)*80, sigmas_karras(4, device='cpu'), generator=_gen())
+    assert len(calls) >= 3   # the check is at the end, not at the bad step
+    with pytest.raises(FloatingPointError, match=r'non-finite values.*after \d+ model evaluations'):
+        sample(name, lambda x, s: x*float('inf'), (2, 3), steps=3, device='cpu')

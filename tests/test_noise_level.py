@@ -72,3 +72,106 @@ def test_noise_level_ddim_reaches_the_data_distribution():
     assert torch.equal(y, z)
     with pytest.raises(ValueError, match='band'):
         noise_level_ddim_sample(eps_model, level_model, (2, 1, 4, 4), steps=4, band=0.5)
+
+
+# --- the sampler's arithmetic, against an independent float64 re-implementation of lesson 22's sampler -------------
+# An eps-model that ignores t, and a "regressor" whose estimates differ from the schedule and from each other (one of
+# them far off, so the clamp around the median matters). The samplers draw x_T, then the fresh noise of each step, from
+# the generator in that order, as torch.randn(shape) (float32): the reference replays those draws.
+import numpy as np
+
+SHAPE = (5, 1, 2, 3)
+ABAR_HAT = torch.tensor([0.9, 0.1, 0.3, 0.35, 0.4])   # median 0.35: 0.9 is clamped to 0.7, 0.1 up to 0.175
+
+def lin_eps(x, t): return 0.3*x + 0.1
+def fixed_level(x): return ABAR_HAT.logit()[:, None]
+
+
+def reference_sample(steps, eta, seed, cutoff=0.01, band=2., clamp=None):
+    "The lesson-22 DDIM with the regressor's ᾱ in x0-hat (spec, section 4.4), in NumPy float64."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(SHAPE, generator=g).double().numpy()
+    a = ABAR_HAT.double().numpy()
+    m = np.median(a)                                    # 5 values: the middle one, no convention to agree on
+    a = np.clip(a, m/band, min(m*band, 1.)).reshape(-1, 1, 1, 1)
+    ts = np.linspace(1 - 1/steps, 0, steps)
+    ab = list(np.cos(ts*np.pi/2)**2) + [1.]
+    for i in range(steps):
+        eps = 0.3*x + 0.1
+        x0 = (x - np.sqrt(1 - a)*eps)/np.sqrt(a)
+        if clamp is not None: x0 = np.clip(x0, -clamp, clamp)
+        ab_t, ab1 = ab[i], ab[i+1]
+        sig = eta*np.sqrt((1 - ab1)/(1 - ab_t)*(1 - ab_t/ab1)) if ab_t < ab1 else 0.
+        if 1 - ab1 <= sig**2 + cutoff: sig = 0.         # the lesson's rule ("set to zero if very small")
+        x = np.sqrt(ab1)*x0 + np.sqrt(max(1 - ab1 - sig**2, 0.))*eps
+        if sig > 0: x = x + sig*torch.randn(SHAPE, generator=g).double().numpy()
+    return x
+
+
+def naive_x0(x, ab): return (x - np.sqrt(1 - ab)*(0.3*x + 0.1))/np.sqrt(ab)
+
+
+def test_noise_level_ddim_uses_the_clamped_estimate_not_the_schedule():
+    "Two steps (t = 0.5, then 0): x0-hat is computed with the regressor's median-clamped ᾱ, twice; not with ᾱ(0.5) = 0.5."
+    out = noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=2, eta=1., clamp=None, generator=3)
+    ref = reference_sample(2, 1., 3)
+    np.testing.assert_allclose(out.double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    a = np.array([0.7, 0.175, 0.3, 0.35, 0.4]).reshape(-1, 1, 1, 1)       # the clamp, by hand
+    xT = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)).double().numpy()
+    x1 = (xT - np.sqrt(1 - a)*(0.3*xT + 0.1))/np.sqrt(a)
+    np.testing.assert_allclose(out.double().numpy(), (x1 - np.sqrt(1 - a)*(0.3*x1 + 0.1))/np.sqrt(a), rtol=1e-5, atol=1e-5)
+    naive = naive_x0(xT, 0.5)
+    assert np.abs(out.double().numpy() - naive).max() > 0.1        # a naive DDIM lands elsewhere
+
+
+@pytest.mark.parametrize('steps,eta', [(3, 1.), (10, 1.), (10, 0.5), (6, 0.)])
+def test_noise_level_ddim_matches_the_reference(steps, eta):
+    "Several steps with fresh noise: the re-noising uses the *scheduled* ᾱ of the next step and σ from the schedule."
+    out = noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=steps, eta=eta, clamp=None, generator=7)
+    np.testing.assert_allclose(out.double().numpy(), reference_sample(steps, eta, 7), rtol=1e-4, atol=1e-4)
+    clamped = noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=steps, eta=eta, clamp=1., generator=7)
+    np.testing.assert_allclose(clamped.double().numpy(), reference_sample(steps, eta, 7, clamp=1.), rtol=1e-4, atol=1e-4)
+
+
+def test_noise_level_ddim_cutoff():
+    "With 10 steps and eta=1 the lesson's cutoff silences the step t=0.2 -> 0.1: cutoff=0 draws noise there, and differs."
+    with_cut = noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=10, eta=1., clamp=None, generator=7)
+    no_cut = noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=10, eta=1., clamp=None, generator=7, cutoff=0.)
+    np.testing.assert_allclose(no_cut.double().numpy(), reference_sample(10, 1., 7, cutoff=0.), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(with_cut.double().numpy(), reference_sample(10, 1., 7), rtol=1e-4, atol=1e-4)
+    assert (with_cut - no_cut).abs().max() > 1e-3
+
+
+def test_noise_level_ddim_eta_draws_noise(monkeypatch):
+    "The same starting noise: eta=0 ignores the generator afterwards, eta>0 draws fresh noise from it."
+    import miniai.diffusion.noise_level as nl
+    xT = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(nl, 'start_noise', lambda shape, device, g=None: xT.clone())
+    run = lambda eta, seed: nl.noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=6, eta=eta, clamp=None,
+                                                       generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0., 1), run(0., 2))
+    assert (run(1., 1) - run(1., 2)).abs().max() > 1e-2
+    assert (run(0.5, 1) - run(0.5, 2)).abs().max() > 1e-2
+    monkeypatch.undo()
+    # without the patch: eta=0 takes exactly one draw (x_T) from the generator, eta=1 more
+    for eta, n_draws in ((0., 1), (1., 1 + 4)):   # 6 steps: noise in the 4 from t=5/6 to 2/6; none into ᾱ=1 or at t=0
+        g = torch.Generator().manual_seed(5)
+        noise_level_ddim_sample(lin_eps, fixed_level, SHAPE, steps=6, eta=eta, clamp=None, generator=g)
+        g2 = torch.Generator().manual_seed(5)
+        for _ in range(n_draws): torch.randn(SHAPE, generator=g2)
+        assert torch.equal(g.get_state(), g2.get_state()), eta
+
+
+@pytest.mark.parametrize('kw,msg', [(dict(clamp=0.), '`clamp` must be None'), (dict(clamp=-1.), '`clamp` must be None'),
+                                    (dict(clamp=float('nan')), '`clamp` must be None'), (dict(eta=-0.5), '`eta` must be >= 0'),
+                                    (dict(cutoff=-0.1), '`cutoff` must be in'), (dict(steps=1), '`steps` must be >= 2')])
+def test_noise_level_ddim_refuses_bad_arguments_before_any_model_call(kw, msg):
+    calls = []
+    def eps(x, t): calls.append(1); return torch.zeros_like(x)
+    with pytest.raises(ValueError, match=msg): noise_level_ddim_sample(eps, fixed_level, SHAPE, **dict(dict(steps=4), **kw))
+    assert not calls
+
+
+def test_noise_level_ddim_refuses_non_finite_samples():
+    with pytest.raises(ValueError, match='non-finite'):
+        noise_level_ddim_sample(lambda x, t: x*float('inf'), fixed_level, SHAPE, steps=3, clamp=None)

@@ -45,7 +45,8 @@ def cosine_ddim_sample(model: Callable,      # denoiser: `model(x_t, t) -> eps`,
                        shape: Sequence[int], # (B, C, H, W) of the samples
                        steps: int = 100,     # points of the time grid (steps-1 model evaluations)
                        eta: float = 1.,      # 0: deterministic; 1: DDPM-like noise
+                       cutoff: float = 0.01, # no fresh noise where 1-ᾱ_next-σ² <= cutoff (the lesson's rule; 0: plain DDIM)
                        **kwargs) -> Tensor:  # passed to `ddim_sample` (generator, clamp, progress, callback)
     "DDIM sampling of a cosine-schedule model over `cosine_timesteps(steps)`."
     ts = cosine_timesteps(steps)
-    return ddim_sample(model, shape, ts.float(), cosine_abar(ts), eta=eta, **kwargs)
+    return ddim_sample(model, shape, ts.float(), cosine_abar(ts), eta=eta, cutoff=cutoff, **kwargs)

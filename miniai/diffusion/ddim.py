@@ -10,7 +10,7 @@ from torch import nn, Tensor
 from tqdm import tqdm
 from ..core import default_device, check_finite
 from ..accel import model_device
-from .ddpm import as_generator, sampling_mode, start_noise, predict_noise, x0_from_eps
+from .ddpm import as_generator, sampling_mode, start_noise, predict_noise, x0_from_eps, check_clamp
 
 # %% auto #0
 __all__ = ['ddim_sigma', 'ddim_step', 'ddim_timesteps', 'ddim_sample']
@@ -19,12 +19,15 @@ __all__ = ['ddim_sigma', 'ddim_step', 'ddim_timesteps', 'ddim_sample']
 def ddim_sigma(abar_t: float,    # alpha-bar at the current (noisier) step
                abar_prev: float, # alpha-bar at the step we move to (less noisy, larger)
                eta: float = 1.,  # 0: deterministic DDIM; 1: DDPM's posterior noise
+               cutoff: float = 0., # no fresh noise (0) where 1-abar_prev-σ² <= cutoff (lesson 22: 0.01); 0: off
               ) -> float:
     "The standard deviation of the fresh noise in a DDIM step from `abar_t` to `abar_prev` (Song et al., eq. 16)."
     if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
+    if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
     if not 0 < abar_t < abar_prev <= 1:
         raise ValueError(f"need 0 < abar_t < abar_prev <= 1 (a step towards less noise), got {abar_t}, {abar_prev}")
-    return eta * ((1-abar_prev)/(1-abar_t) * (1-abar_t/abar_prev))**0.5
+    sig = eta * ((1-abar_prev)/(1-abar_t) * (1-abar_t/abar_prev))**0.5
+    return 0. if cutoff > 0 and 1-abar_prev-sig**2 <= cutoff else sig
 
 def ddim_step(x_t: Tensor,        # current noisy images
               eps: Tensor,        # the model's noise prediction for `x_t`
@@ -33,9 +36,10 @@ def ddim_step(x_t: Tensor,        # current noisy images
               eta: float = 1.,    # noise knob: 0 deterministic, 1 DDPM-like
               noise: Tensor | None = None, # the fresh noise z (default: drawn from the global RNG when needed)
               clamp: float | None = 1.,    # clamp x0-hat to [-clamp, clamp]
+              cutoff: float = 0.,          # see `ddim_sigma`: no fresh noise where 1-abar_prev-σ² <= cutoff
              ) -> tuple[Tensor, Tensor]:
     "One DDIM step from `abar_t` to `abar_prev`: returns `(x0_hat, x_prev)`."
-    sig = ddim_sigma(abar_t, abar_prev, eta)
+    sig = ddim_sigma(abar_t, abar_prev, eta, cutoff)
     x0 = x0_from_eps(x_t, eps, abar_t, clamp)
     x_prev = abar_prev**0.5*x0 + max(1-abar_prev-sig**2, 0.)**0.5*eps
     if sig > 0: x_prev = x_prev + sig*(torch.randn_like(x_t) if noise is None else noise)
@@ -59,6 +63,7 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
                 clamp: float | None = 1., # clamp x0-hat to [-clamp, clamp]
                 progress: bool = False,   # show a progress bar
                 callback: Callable | None = None, # called with a dict (i, t, x, denoised) after every step
+                cutoff: float = 0.,       # no fresh noise where 1-ᾱ_next-σ² <= cutoff (see `ddim_sigma`; 0: off)
                ) -> Tensor:
     "DDIM sampling (Song et al. 2020) through time steps `ts` with alpha-bars `abars`, ending at alpha-bar 1."
     ts, abars = torch.as_tensor(ts), torch.as_tensor(abars, dtype=torch.float64)
@@ -67,6 +72,8 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
     if not (torch.isfinite(abars).all() and (abars > 0).all() and (abars <= 1).all() and (abars.diff() > 0).all()):
         raise ValueError("`abars` must be finite, in (0, 1], and increase step by step (noisiest first)")
     if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
+    if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
+    check_clamp(clamp)
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
     g = as_generator(generator, device)
     x = start_noise(shape, device, g)
@@ -77,9 +84,9 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
             if ab[i] == 1.: break  # already clean (only a last time step can be): nothing left to do
             eps = predict_noise(model, x, t_dev[i].repeat(len(x)))
             finite &= torch.isfinite(eps).all()  # checked once at the end: no host sync per step
-            sig = ddim_sigma(ab[i], ab[i+1], eta)
+            sig = ddim_sigma(ab[i], ab[i+1], eta, cutoff)
             noise = torch.randn(x.shape, device=device, generator=g) if sig > 0 else None
-            x0, x = ddim_step(x, eps, ab[i], ab[i+1], eta, noise, clamp)
+            x0, x = ddim_step(x, eps, ab[i], ab[i+1], eta, noise, clamp, cutoff)
             if callback is not None: callback(dict(i=i, t=ts[i].item(), x=x, denoised=x0))
     if not finite: raise ValueError("the model predicted non-finite noise (NaN or inf) during sampling")
     check_finite(x, 'samples')

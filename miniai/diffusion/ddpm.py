@@ -4,6 +4,7 @@
 
 # %% ../../nbs/06_ddpm.ipynb #eecc4100
 from __future__ import annotations
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -18,7 +19,7 @@ from ..accel import MixedPrecision, fused_opt_func, model_device
 # %% auto #0
 __all__ = ['DDPMSchedule', 'linear_schedule', 'noisify_ddpm', 'DiffusersUNet', 'diffusers_unet', 'init_ddpm', 'NoisifyCB',
            'ddpm_learner', 'as_generator', 'sampling_mode', 'start_noise', 'check_output', 'predict_noise',
-           'x0_from_eps', 'ddpm_sample']
+           'check_clamp', 'x0_from_eps', 'ddpm_sample']
 
 # %% ../../nbs/06_ddpm.ipynb #bdb6a1fb
 @dataclass
@@ -203,9 +204,16 @@ def predict_noise(model: Callable, x: Tensor, t: Tensor) -> Tensor:
     "Call the denoiser `model(x, t)` and check that it returns a float32 tensor of `x`'s shape."
     return check_output(model(x, t), x).float()
 
+def check_clamp(clamp: float | None) -> float | None: # None (no clamp) or the bound of x0-hat
+    "`clamp` if it is None or a number > 0, else a `ValueError` (a clamp of 0 or less would zero or flip x0-hat)."
+    if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, numbers.Real) or not clamp > 0):
+        raise ValueError(f"`clamp` must be None (no clamp) or a number > 0 (x0-hat is clamped to [-clamp, clamp]), got {clamp!r}")
+    return clamp
+
 def x0_from_eps(x_t: Tensor, eps: Tensor, abar_t: float | Tensor,
                 clamp: float | None = 1.) -> Tensor: # clamp x0-hat to [-clamp, clamp] (None: no clamp)
     "The clean image implied by noise `eps` in `x_t` at alpha-bar `abar_t`, optionally clamped."
+    check_clamp(clamp)   # a Python number: no GPU sync
     x0 = (x_t - (1-abar_t)**0.5 * eps) / abar_t**0.5
     return x0 if clamp is None else x0.clamp(-clamp, clamp)
 
@@ -219,6 +227,7 @@ def ddpm_sample(model: Callable,           # denoiser: `model(x_t, t) -> eps`, t
                 callback: Callable | None = None, # called with a dict (i, t, x, denoised) after every step
                ) -> Tensor:
     "Ancestral DDPM sampling (Ho et al. 2020, algorithm 2): T steps from pure noise; returns the images."
+    check_clamp(clamp)
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
     g = as_generator(generator, device)
     x = start_noise(shape, device, g)

@@ -15,8 +15,8 @@ from .ddpm import ddpm_learner
 from .cosine import cosine_inv_abar
 
 # %% auto #0
-__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'noisify_karras', 'denoise', 'Denoiser', 'KarrasDenoiser',
-           'EpsDenoiser', 'sigmas_karras', 'karras_learner']
+__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'check_noise_levels', 'noisify_karras', 'denoise', 'Denoiser',
+           'KarrasDenoiser', 'EpsDenoiser', 'sigmas_karras', 'karras_learner']
 
 # %% ../../nbs/10_karras.ipynb #bcd9fa6e
 SIGMA_DATA = 0.66 # std of Fashion-MNIST padded to 32x32 in [-1, 1] (0.33 for [-0.5, 0.5])
@@ -42,10 +42,28 @@ def sample_sigmas(n: int,                     # number of noise levels
                   generator: torch.Generator | None = None, # optional seeded noise source
                  ) -> Tensor:
     "Training noise levels, log-normal: ln σ ~ N(mean, std²) (Karras et al. 2022, section 5)."
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"`n` must be an integer >= 0, got {n!r}")
+    if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
+        raise ValueError(f"`mean` must be finite and `std` finite and >= 0, got mean={mean!r}, std={std!r}")
     device = default_device() if device is None else device
     return (torch.randn(n, device=device, generator=generator)*std + mean).exp()
 
 # %% ../../nbs/10_karras.ipynb #d2996164
+def check_noise_levels(sigma: Tensor | float, # noise levels: one per image, or one for all
+                       n: int,                # number of images
+                       device=None,           # where the levels are needed (default: where they are)
+                      ) -> Tensor:
+    "`sigma` as a float tensor of shape (n,) on `device`, or a `ValueError` unless every level is finite and > 0."
+    sigma = torch.as_tensor(sigma, device=device)
+    if not sigma.is_floating_point(): sigma = sigma.float()
+    if sigma.ndim == 0: sigma = sigma.expand(n)
+    if sigma.numel() != n: raise ValueError(f"`sigma` must hold one noise level per image ({n}), got shape {tuple(sigma.shape)}")
+    sigma = sigma.reshape(n)
+    ok = torch.isfinite(sigma) & (sigma > 0)
+    if not ok.all():   # one host sync, only for levels given by hand (the log-normal draws are > 0)
+        raise ValueError(f"`sigma` must hold finite noise levels > 0 (σ = 0 has no target: c_out = 0), got {sigma[~ok][:4].tolist()}")
+    return sigma
+
 def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), on the device
                    sigma_data: float = SIGMA_DATA, # standard deviation of the data
                    sigma: Tensor | None = None,    # noise levels (B,) (default: log-normal draws)
@@ -53,7 +71,10 @@ def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), 
                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
     "Karras training pair: `((c_in*(x0 + σ n), c_noise(σ)), target)`, computed on `x0`'s device."
     if not x0.is_floating_point(): raise TypeError(f"`x0` must be a float tensor (images scaled to the data range), got {x0.dtype}")
-    if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not 0 < sigma_data < math.inf:
+        raise ValueError(f"`sigma_data` must be a finite number > 0, got {sigma_data!r}")
+    if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)  # > 0 by construction
+    else: sigma = check_noise_levels(sigma, len(x0), x0.device)
     sig = sigma.reshape(-1, *([1]*(x0.ndim-1))).to(x0.dtype)
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     c_skip, c_out, c_in = scalings(sig, sigma_data)

@@ -49,6 +49,13 @@ def _noise(x, generator): return torch.randn(x.shape, generator=generator, devic
 def _report(callback, i, x, sigma, denoised):
     if callback is not None: callback(dict(i=i, x=x, sigma=sigma, denoised=denoised))
 
+def _finish(x: Tensor) -> Tensor:
+    "`x`, after one check at the end of a run (one host sync, not one per step) that nothing diverged."
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("the samples hold non-finite values (NaN or inf) at the end of sampling: the denoiser "
+                                 "returned NaN/inf or the steps diverged (check the model's weights, `sigma_data` and `sigmas`)")
+    return x
+
 # %% ../../nbs/10b_ksamplers.ipynb #4ba21cf8
 @torch.no_grad()
 def sample_euler(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
@@ -63,7 +70,7 @@ def sample_euler(denoiser: Callable,      # D(x, sigma) -> estimate of the clean
     for i in steps:
         den = _call(denoiser, x, sig[i]); _report(callback, i, x, sig[i], den)
         x = x + to_d(x, sig[i], den)*(sig[i+1] - sig[i])
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #85662b10
 @torch.no_grad()
@@ -80,7 +87,7 @@ def sample_euler_ancestral(denoiser: Callable, x: Tensor, sigmas: Tensor,
         down, up = get_ancestral_step(sig[i], sig[i+1], eta)
         x = x + to_d(x, sig[i], den)*(down - sig[i])
         if up > 0: x = x + _noise(x, generator)*up
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #f43ec6ef
 @torch.no_grad()
@@ -106,7 +113,7 @@ def sample_heun(denoiser: Callable, x: Tensor, sigmas: Tensor,
         x_next = x + d*dt
         if sig[i+1] > 0: x_next = x + (d + to_d(x_next, sig[i+1], _call(denoiser, x_next, sig[i+1])))/2*dt
         x = x_next
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #746ed54e
 def lms_coeffs(sigmas: list[float], # the schedule, as floats
@@ -135,7 +142,7 @@ def sample_lms(denoiser: Callable, x: Tensor, sigmas: Tensor,
         den = _call(denoiser, x, sig[i]); _report(callback, i, x, sig[i], den)
         ds = [to_d(x, sig[i], den)] + ds[:order-1]   # newest first
         x = x + sum(c*d for c, d in zip(lms_coeffs(sig, i, len(ds)), ds))
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #8a55444e
 @torch.no_grad()
@@ -155,7 +162,7 @@ def sample_dpmpp_2m(denoiser: Callable, x: Tensor, sigmas: Tensor,
             x = x*(sig[i+1]/sig[i]) - d*math.expm1(-h)
             h_prev = h
         prev = den
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #92b3eeff
 @torch.no_grad()
@@ -180,7 +187,7 @@ def sample_dpmpp_2m_sde(denoiser: Callable, x: Tensor, sigmas: Tensor,
             if eta > 0: x = x + _noise(x, generator)*(sig[i+1]*math.sqrt(-math.expm1(-2*eh))*s_noise)
             h_prev = h
         prev = den
-    return x
+    return _finish(x)
 
 # %% ../../nbs/10b_ksamplers.ipynb #6acd6eaa
 class CountedDenoiser:
@@ -231,8 +238,9 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
     if generator is None and seed is not None: generator = torch.Generator(device).manual_seed(seed)
     x = torch.randn(tuple(shape), generator=generator, device=device)*sigma_max
     with sampling_mode(counted.denoiser):
-        x = fn(counted, x, sigmas, generator=generator, progress=progress, callback=callback, **kwargs)
-    if not torch.isfinite(x).all():  # one check per sample set, not per step: a diverged model is an error, not an image
+        try: x = fn(counted, x, sigmas, generator=generator, progress=progress, callback=callback, **kwargs)
+        except FloatingPointError as e: raise FloatingPointError(f"{e} [after {counted.nfe} model evaluations]") from None
+    if fn not in SAMPLERS.values() and not torch.isfinite(x).all():  # the built-in samplers check already (`_finish`)
         raise FloatingPointError(f"the samples hold non-finite values after {counted.nfe} model evaluations: "
                                  "the denoiser returned NaN/inf (check the model's weights and `sigma_data`)")
     return Samples(x, counted.nfe)

@@ -13,7 +13,7 @@ from ..core import default_device, check_finite
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
-from .ddpm import as_generator, predict_noise, sampling_mode, start_noise, x0_from_eps
+from .ddpm import as_generator, predict_noise, sampling_mode, start_noise, x0_from_eps, check_clamp
 from .ddim import ddim_sigma
 from .cosine import cosine_abar, cosine_timesteps
 
@@ -103,9 +103,12 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
                             generator: int | torch.Generator | None = None, # seed or generator (on the model's device)
                             progress: bool = False, # show a progress bar
                             callback: Callable | None = None, # called with dict(i, t, x, denoised, abar) after each step
+                            cutoff: float = 0.01,   # no fresh noise where 1-ᾱ_next-σ² <= cutoff (the lesson's rule, `ddim_sigma`)
                            ) -> Tensor:
     "DDIM on the cosine schedule where x0-hat uses each image's ᾱ as estimated by `level_model` (lesson 22)."
     if not band >= 1: raise ValueError(f"`band` must be >= 1, got {band}")
+    ddim_sigma(0.5, 1., eta, cutoff)   # checks `eta` and `cutoff` before any model call
+    check_clamp(clamp)
     ts = cosine_timesteps(steps)
     ab = cosine_abar(ts).tolist() + [1.]
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
@@ -115,7 +118,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
         for i in tqdm(range(steps), disable=not progress, desc='DDIM (estimated ᾱ)'):
             eps = predict_noise(model, x, ts[i].float().to(device).repeat(len(x)))
             a_hat = estimate_abar(level_model, x, band)
-            sig = ddim_sigma(ab[i], ab[i+1], eta) if ab[i] < ab[i+1] else 0.
+            sig = ddim_sigma(ab[i], ab[i+1], eta, cutoff) if ab[i] < ab[i+1] else 0.
             x0 = x0_from_eps(x, eps, a_hat, clamp)
             x = ab[i+1]**0.5*x0 + max(1 - ab[i+1] - sig**2, 0.)**0.5*eps
             if sig > 0: x = x + sig*torch.randn(x.shape, device=device, generator=g)
