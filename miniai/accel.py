@@ -450,9 +450,10 @@ class CheckpointCB(Callback):
     def __init__(self,
                  path: str | Path,  # checkpoint file (overwritten each time)
                  every: int = 1,  # save after every `every` epochs (and after the last one)
-                 resume: bool = True):  # if `path` exists when `fit` starts, load it and continue from its epoch
+                 resume: bool = True,  # if `path` exists when `fit` starts, load it and continue from its epoch
+                 extra: Callable | None = None):  # `extra(learn) -> dict` of plain values stored in each checkpoint
         if every < 1: raise ValueError(f"`every` must be >= 1, got {every}")
-        self.path, self.every, self.resume = Path(path), every, resume
+        self.path, self.every, self.resume, self.extra = Path(path), every, resume, extra
         self._pending, self._trained = None, -1
 
     def before_fit(self, learn):
@@ -472,7 +473,8 @@ class CheckpointCB(Callback):
         print(f"CheckpointCB: resumed from {self.path} after {info['epoch']} of {learn.n_epochs} epochs; {msg}")
 
     def _save(self, learn, done: int, rng: dict | None = None):
-        if done % self.every == 0 or done == learn.n_epochs: save_checkpoint(self.path, learn, epoch=done, rng=rng)
+        if done % self.every == 0 or done == learn.n_epochs:
+            save_checkpoint(self.path, learn, epoch=done, rng=rng, extra=self.extra(learn) if self.extra else None)
 
     def _flush(self, learn):
         if self._pending is not None: self._save(learn, *self._pending)

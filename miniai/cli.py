@@ -4,9 +4,10 @@
 
 # %% ../nbs/99_cli.ipynb #053eb10e
 from __future__ import annotations
-import argparse, json, math, platform, time
+import argparse, json, math, platform, re, time
 import numpy as np
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
@@ -17,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from .core import atomic_write, cache_dir, default_device, set_seed
 from .data import fashion_dls
 from .learner import RecorderCB, rec_loss
-from .accel import EMA, CheckpointCB, CompileCB, model_device, synchronize
+from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, model_device, read_checkpoint,
+                          synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
 from .fid import ImageEval, fashion_image_eval
@@ -114,7 +116,7 @@ def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
                     path: str | Path,
                     ncols: int = 8,
                     pad: int = 2) -> Path:
-    "Save grey images in [-1, 1] as one PNG grid (white padding)."
+    "Save grey images in [-1, 1] as one PNG grid (white padding), written atomically."
     import matplotlib.pyplot as plt
     n, c, h, w = images.shape
     nrows = math.ceil(n / ncols)
@@ -122,19 +124,19 @@ def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
     x = torch.cat([x, torch.ones(nrows*ncols - n, h + pad, w + pad)])
     grid = x.reshape(nrows, ncols, h + pad, w + pad).permute(0, 2, 1, 3).reshape(nrows*(h + pad), ncols*(w + pad))
     grid = F.pad(grid, (0, pad, 0, pad), value=1.)
-    plt.imsave(path, ((grid + 1)/2).clamp(0, 1).numpy(), cmap='gray', vmin=0, vmax=1)
+    with atomic_write(path) as tmp: plt.imsave(tmp, ((grid + 1)/2).clamp(0, 1).numpy(), cmap='gray', vmin=0, vmax=1, format='png')
     return Path(path)
 
 def save_loss_plot(losses: Sequence[float],   # training loss per batch
                    valid: Sequence[tuple],     # (batch number, validation loss) per epoch
                    path: str | Path) -> Path:
-    "Save the training loss per batch and the validation loss per epoch as a PNG."
+    "Save the training loss per batch and the validation loss per epoch as a PNG (written atomically)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(6, 3.5)); ax = fig.add_subplot()
     ax.plot(range(1, len(losses) + 1), losses, lw=0.8, label='train (per batch)')
     if valid: ax.plot(*zip(*valid), 'o-', label='valid (per epoch)')
     ax.set_yscale('log'); ax.set_xlabel('batch'); ax.set_ylabel('MSE on the noise'); ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches='tight')
+    with atomic_write(path) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
     return Path(path)
 
 # %% ../nbs/99_cli.ipynb #30596435
@@ -181,6 +183,32 @@ def _versions() -> dict:
 def _check_guidance(scale: float, name: str = '`guidance`'):
     if not (math.isfinite(scale) and scale >= 0): raise ValueError(f"{name} must be a finite number >= 0, got {scale}")
 
+def _check_train_args(epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond, classifier):
+    "Refuse, before any work, every value `train_diffusion` would otherwise only trip over after training."
+    if epochs < 1 or bs < 1 or sample_steps < 1 or n_grid < 1 or n_fid < 0 or not lr > 0:
+        raise ValueError(f"need epochs, bs, sample_steps, n_grid >= 1, n_fid >= 0 and lr > 0; "
+                         f"got {epochs}, {bs}, {sample_steps}, {n_grid}, {n_fid}, {lr}")
+    if n_fid == 1: raise ValueError("`n_fid` must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got 1")
+    if not math.isfinite(lr): raise ValueError(f"`lr` must be a finite number, got {lr}")
+    if not 0 <= ema_decay < 1: raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}")
+    if not 0 <= p_uncond <= 1: raise ValueError(f"`p_uncond` must be in [0, 1], got {p_uncond}")
+    if classifier is not None and not Path(classifier).is_file(): raise FileNotFoundError(f"no classifier weights at {classifier}")
+
+# %% ../nbs/99_cli.ipynb #e0e2d7dd
+def _saved_history(path: Path | None, settings: dict) -> dict:
+    "Loss history of the run checkpointed at `path` (empty if there is none), after checking it trained with `settings`."
+    if path is None or not path.exists(): return dict(log=[], losses=torch.zeros(0))
+    extra = read_checkpoint(path)['extra'] or {}
+    if 'settings' not in extra:
+        raise CheckpointError(f"{path} does not record the settings it was trained with (an older miniai wrote it), so "
+                              "resuming it cannot be checked: move it away, or choose another output folder, to start a new run")
+    saved = extra['settings']
+    diff = [f"{k} {saved.get(k)!r} (checkpoint) vs {v!r} (now)" for k, v in settings.items() if saved.get(k) != v]
+    if diff: raise CheckpointError(f"{path} was trained with other settings: {', '.join(diff)}. Resume with the checkpoint's "
+                                   "settings, or move it away (or choose another output folder) to start a new run")
+    return extra['history']
+
+# %% ../nbs/99_cli.ipynb #e2a098b6
 def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     schedule: str = 'cosine',  # 'cosine' or 'linear' (see `recipe`)
                     epochs: int | None = None, # default 25 (1 with `quick`)
@@ -209,37 +237,44 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
     epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
-    if epochs < 1 or bs < 1 or sample_steps < 1 or n_grid < 1 or n_fid < 0 or not lr > 0:
-        raise ValueError(f"need epochs, bs, sample_steps, n_grid >= 1, n_fid >= 0 and lr > 0; "
-                         f"got {epochs}, {bs}, {sample_steps}, {n_grid}, {n_fid}, {lr}")
-    if not 0 <= p_uncond <= 1: raise ValueError(f"`p_uncond` must be in [0, 1], got {p_uncond}")
+    _check_train_args(epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond, classifier)
     _check_guidance(guidance)
     if not conditional and guidance != 1: raise ValueError("`guidance` needs `conditional=True`")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
+    # bad sampler settings fail now, not after training (a stand-in model: `make_sampler` only reads its `n_classes` here)
+    make_sampler(SimpleNamespace(n_classes=n_classes), schedule, method, sample_steps, quick=quick, guidance=guidance)
+    settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
+                    limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
+                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
+    out = Path(out)
+    before = _saved_history(out/'checkpoint.pt' if checkpoint else None, settings)
+    out.mkdir(parents=True, exist_ok=True)
     r, device, t_start = recipe(schedule, quick), default_device(), time.perf_counter()
+    # the FID classifier is checked (or trained, if missing) before the model, so that no training is wasted on it
+    clf = fid_classifier_file(quick, classifier, data_dir, progress) if n_fid and (evaluator is None or conditional) else None
+    ie = (evaluator or fid_evaluator(quick, clf, data_dir, progress)) if n_fid else None
     set_seed(seed)
-    dls = fashion_dls(bs=bs, data_dir=data_dir, value_range=r['value_range'], seed=seed,
-                      limit=limit or ((320, 64) if quick else None))
-    n_classes = 10 if conditional else None
+    dls = fashion_dls(bs=bs, data_dir=data_dir, value_range=r['value_range'], seed=seed, limit=limit)
     model = init_ddpm(diffusers_unet(**r['unet'], n_classes=n_classes))
-    make_sampler(model, schedule, method, sample_steps, quick=quick, guidance=guidance)   # bad sampler settings fail now, not after training
     if schedule == 'cosine': noisify = noisify_cosine
     else:
         abar = linear_schedule(**r['linear']).to(device).abar
         noisify = lambda x0: noisify_ddpm(x0, abar)
     ema, rec = EMA(ema_decay), RecorderCB(loss=rec_loss)
+    # the whole run's history: the checkpoint's epochs (if resumed) and this fit's
+    history = lambda learn: dict(log=before['log'] + learn.metrics.history, losses=torch.cat([before['losses'], rec.values('loss')]))
     cbs = [ema, rec, *cbs] + ([CompileCB(None if compile == 'default' else compile)] if compile else [])
-    if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt'))
+    if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn))))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
     learn = cond_ddpm_learner(model, dls, noisify, p_uncond, **kw) if conditional else ddpm_learner(model, dls, noisify, **kw)
     learn.fit(epochs)
     synchronize(device)
-    hist, start = learn.metrics.history, learn.start_epoch  # a resumed run trained (and recorded) epochs start..epochs-1
+    run, start = history(learn), learn.start_epoch  # a resumed run trained epochs start..epochs-1 now, the others before
+    hist, losses = run['log'], run['losses'].tolist()
     train_s = sum(h['time'] for h in hist if h['phase'] == 'train')
     n_trained = sum(h['phase'] == 'train' for h in hist)
-    losses = rec.values('loss').tolist()
     n_batches = len(losses)//n_trained if n_trained else len(dls.train)  # per epoch, as trained (`CompileCB` drops a last batch)
-    valid = [((h['epoch'] + 1 - start)*n_batches, h['loss']) for h in hist if h['phase'] == 'eval']
+    valid = [((h['epoch'] + 1)*n_batches, h['loss']) for h in hist if h['phase'] == 'eval']
     sampler = make_sampler(learn.model, schedule, method, sample_steps, quick=quick, guidance=guidance)
     grid_labels, fid_labels = (balanced_labels(n_grid), balanced_labels(n_fid)) if conditional else (None, None)
     with ema.average():
@@ -255,9 +290,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     save_loss_plot(losses, valid, out/'loss.png')
     scores, acc = {}, {}
     if fid_samples is not None:
-        ie = evaluator or fid_evaluator(quick, classifier, data_dir, progress)
         scores = ie.scores(fid_samples)
-        if conditional: acc = class_accuracy(fid_samples, fid_labels, quick, classifier, data_dir)
+        if conditional: acc = class_accuracy(fid_samples, fid_labels, quick, clf, data_dir)
     metrics = dict(
         schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick),
         n_fid=n_fid, fid=scores.get('fid'), kid=scores.get('kid'), fid_note=None if n_fid else 'skipped (n_fid=0)',
@@ -267,12 +301,12 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, precision=precision, compile=compile,
         n_train=dls.train.dataset_len, train_loss=[h['loss'] for h in hist if h['phase'] == 'train'],
         valid_loss=[h['loss'] for h in hist if h['phase'] == 'eval'],
-        resumed_from_epoch=start or None,  # losses, seconds and images/s then cover only the epochs of this run
+        resumed_from_epoch=start or None,  # losses, seconds and images/s still cover every epoch (earlier ones from the checkpoint)
         train_seconds=round(train_s, 2), train_images_per_s=round(n_trained*dls.train.dataset_len/train_s, 1) if train_s else None,
         fid_sampling_seconds=round(sample_s, 2) if n_fid else None, wall_seconds=round(time.perf_counter() - t_start, 1),
         params=sum(p.numel() for p in model.parameters()), **_versions(),
         files=['samples.png', 'loss.png', 'model.safetensors', 'metrics.json'] + (['checkpoint.pt'] if checkpoint else []))
-    (out/'metrics.json').write_text(json.dumps(metrics, indent=2))
+    with atomic_write(out/'metrics.json') as tmp: tmp.write_text(json.dumps(metrics, indent=2))
     return dict(metrics=metrics, learn=learn, ema=ema, sampler=sampler)
 
 # %% ../nbs/99_cli.ipynb #0ce45017
@@ -304,6 +338,28 @@ def load_trained(path: str | Path,  # `model.safetensors` written by `train_diff
     model.load_state_dict(load_file(str(path)))
     return model.to(device or default_device()).eval(), cfg
 
+def _files_like(folder: Path, pattern: str) -> list[Path]:
+    "Files in `folder` whose name matches `pattern`, and `atomic_write` temporaries of such files (`.NAME.PID.tmp`)."
+    if not folder.is_dir(): return []
+    ours = lambda name: re.fullmatch(pattern, name) or re.fullmatch(rf'\.(?:{pattern})\.\d+\.tmp', name)
+    return [f for f in folder.iterdir() if f.is_file() and ours(f.name)]
+
+def _sample_outputs(out: Path) -> list[Path]:
+    "The files an earlier `sample_to_files` wrote in `out`: samples.npy, samples.png, labels.npy, png/00000.png, ... (nothing else)."
+    return _files_like(out, r'samples\.npy|samples\.png|labels\.npy') + _files_like(out/'png', r'\d{5,}\.png')
+
+def _check_sample_out(out: Path, force: bool, flag: str = '`force=True`'):
+    "Refuse a non-empty output folder unless `force`: old and new samples mixed would pass for one sample set."
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"the output folder {out} is not empty: pass {flag} to replace the files an earlier `sample` wrote "
+                              "there (samples.npy, samples.png, labels.npy, png/NNNNN.png; other files are kept), or choose another folder")
+
+def _remove_sample_outputs(out: Path):
+    "Delete an earlier sample set from `out` (only `_sample_outputs`), and its `png/` folder if that is then empty."
+    for f in _sample_outputs(out): f.unlink()
+    if (out/'png').is_dir() and not any((out/'png').iterdir()): (out/'png').rmdir()
+
 def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder) from `train_diffusion`
                     out: str | Path,         # folder for samples.npy and samples.png
                     n: int = 64,             # number of samples
@@ -315,8 +371,11 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
                     labels: int | Sequence[int] | None = None, # conditional models: classes to draw, repeated to `n` (default: all in turn)
                     guidance: float = 1.,    # conditional models: classifier-free guidance scale (0 unconditional, 1 conditional)
                     png: bool = False,       # also write every sample as an 8-bit grey PNG in `out/png/`
+                    force: bool = False,     # write into a non-empty `out`, replacing an earlier sample set there (only its files)
                     progress: bool = True) -> dict:
-    "Draw `n` seeded samples from a trained checkpoint; write `samples.npy` (in [-1, 1]), a `samples.png` grid (and `labels.npy`)."
+    "Draw `n` seeded samples from a checkpoint into a new or empty `out`: samples.npy (in [-1, 1]), a samples.png grid (and labels.npy)."
+    out = Path(out)
+    _check_sample_out(out, force)
     model, cfg = load_trained(checkpoint)
     n_classes = cfg.get('n_classes')
     if n_classes is None and (labels is not None or guidance != 1):
@@ -328,7 +387,7 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
         labels = labels[torch.arange(n) % len(labels)]
     sampler = make_sampler(model, cfg['schedule'], method, steps, eta=eta, quick=cfg.get('quick', False), guidance=guidance)
     x = sample_images(sampler, n, bs=bs, seed=seed, device=model_device(model), progress=progress, labels=labels)
-    out = Path(out)
+    _remove_sample_outputs(out)   # an earlier, larger set would leave PNGs (or labels) behind
     files = [save_samples(out/'samples.npy', x), save_image_grid(x[:80 if n_classes else 64], out/'samples.png',
                                                                   ncols=n_classes if n_classes else 8)]
     if labels is not None: files.append(save_samples(out/'labels.npy', labels))
@@ -392,7 +451,7 @@ def fid_of_samples(samples: str | Path | Tensor, # an `.npy` file or folder of P
 def _positive(kind):
     def parse(s):
         v = kind(s)
-        if not v > 0: raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
         return v
     return parse
 
@@ -420,7 +479,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--conditional', action='store_true', help='class-conditional model with classifier-free guidance (notebook 13)')
     t.add_argument('--p-uncond', type=float, default=0.1, help='with --conditional: probability of training without the label (default: %(default)s)')
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
-    t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run resumes)')
+    t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
+                   'resumes; the training settings must be the same)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     sm = sub.add_parser('sample', help='draw seeded samples from a trained model (writes samples.npy and samples.png)',
                         description="Rebuild a model written by `miniai train` and draw seeded samples.")
@@ -435,6 +495,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument('--label', type=int, nargs='+', metavar='CLASS', help='conditional models: classes to draw, repeated to -n (default: all classes in turn)')
     sm.add_argument('--guidance', type=float, default=1., help='conditional models: classifier-free guidance scale, >= 0: 0 unconditional, 1 conditional (default: %(default)s)')
     sm.add_argument('--png', action='store_true', help='also write every sample as an 8-bit PNG in OUT/png/ (`miniai fid` reads such a folder)')
+    sm.add_argument('--force', action='store_true', help='write into a non-empty OUT: replace the files an earlier `sample` wrote there '
+                    '(samples.npy, samples.png, labels.npy, png/NNNNN.png); other files are kept')
     sm.add_argument('--no-progress', action='store_true', help='no progress bars')
     fd = sub.add_parser('fid', help='FID/KID of a sample set (.npy of images in [-1, 1]) against the Fashion-MNIST test set',
                         description="Score a sample set with the FID/KID of notebook 05.")
@@ -453,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.command == 'sample': return _main_sample(p, a)
     if a.command == 'fid': return _main_fid(a)
-    if a.n_fid is not None and a.n_fid < 0: p.error(f"--n-fid must be >= 0, got {a.n_fid}")
+    if a.n_fid is not None and (a.n_fid < 0 or a.n_fid == 1): p.error(f"--n-fid must be 0 (skip FID) or >= 2, got {a.n_fid}")
+    if a.classifier and not Path(a.classifier).is_file(): p.error(f"--classifier: no weights file at {a.classifier}")
     if a.sampler == 'ddpm' and a.schedule != 'linear': p.error("--sampler ddpm needs --schedule linear")
     if not 0 <= a.ema_decay < 1: p.error(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
     if a.schedule == 'cosine' and a.sample_steps == 1: p.error("--sample-steps must be >= 2 for the cosine schedule")
@@ -462,15 +525,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e: p.error(str(e))
     if a.guidance != 1 and not a.conditional: p.error("--guidance needs --conditional")
     torch.set_float32_matmul_precision('high')  # TF32 matmuls on GPUs that have them (sampling runs in float32)
-    res = train_diffusion(out=a.out, schedule=a.schedule, epochs=a.epochs, bs=a.bs, lr=a.lr, seed=a.seed, quick=a.quick,
-                          data_dir=a.data_dir, method=a.sampler, sample_steps=a.sample_steps, n_fid=a.n_fid,
-                          ema_decay=a.ema_decay, precision=None if a.precision == 'fp32' else a.precision,
-                          compile=a.compile, classifier=a.classifier, conditional=a.conditional, p_uncond=a.p_uncond,
-                          guidance=a.guidance, checkpoint=a.checkpoint, progress=not a.no_progress)
+    try:
+        res = train_diffusion(out=a.out, schedule=a.schedule, epochs=a.epochs, bs=a.bs, lr=a.lr, seed=a.seed, quick=a.quick,
+                              data_dir=a.data_dir, method=a.sampler, sample_steps=a.sample_steps, n_fid=a.n_fid,
+                              ema_decay=a.ema_decay, precision=None if a.precision == 'fp32' else a.precision,
+                              compile=a.compile, classifier=a.classifier, conditional=a.conditional, p_uncond=a.p_uncond,
+                              guidance=a.guidance, checkpoint=a.checkpoint, progress=not a.no_progress)
+    except CheckpointError as e: p.exit(2, f"{p.prog} train: error: {e}\n")  # refused before training: other settings, bad file
     m = res['metrics']
     fid = 'FID skipped' if m['fid'] is None else f"FID {m['fid']:.2f}  KID {m['kid']:.4f} ({m['n_fid']} samples, {m['feature_model']})"
     if m['class_accuracy'] is not None: fid += f"; class accuracy {m['class_accuracy']:.1%} at guidance {m['guidance']:g}"
-    ips = 'no epoch left to train' if m['train_images_per_s'] is None else f"{m['train_images_per_s']:,.0f} images/s"
+    ips = 'no images/s' if m['train_images_per_s'] is None else f"{m['train_images_per_s']:,.0f} images/s"
+    if m['resumed_from_epoch'] == m['epochs']: ips = 'no epoch left to train (losses and timings from the checkpoint)'
     print(f"{m['schedule']} model, {m['epochs']} epoch(s), {ips}; {fid}\n"
           f"wrote {', '.join(m['files'])} to {Path(a.out).resolve()}")
     return 0
@@ -479,6 +545,8 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     if a.eta < 0: p.error(f"--eta must be >= 0, got {a.eta}")
     try: _check_guidance(a.guidance, '--guidance')
     except ValueError as e: p.error(str(e))
+    try: _check_sample_out(Path(a.out), a.force, '--force')
+    except FileExistsError as e: p.error(str(e))
     cfg = trained_config(a.checkpoint)
     n_classes = cfg.get('n_classes')
     if n_classes is None and (a.label is not None or a.guidance != 1):
@@ -487,7 +555,7 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         try: check_class_labels(a.label, n_classes, '--label')
         except ValueError as e: p.error(str(e))
     r = sample_to_files(a.checkpoint, a.out, n=a.n, method=a.sampler, steps=a.steps, eta=a.eta, seed=a.seed, bs=a.bs,
-                        labels=a.label, guidance=a.guidance, png=a.png, progress=not a.no_progress)
+                        labels=a.label, guidance=a.guidance, png=a.png, force=a.force, progress=not a.no_progress)
     cond = f", guidance {r['guidance']:g}" if r['conditional'] else ''
     print(f"{r['n']} samples ({r['schedule']} model, {r['sampler']} {r['steps']} steps, {r['nfe']} model calls each, seed {r['seed']}{cond})"
           f"\nwrote {', '.join(r['files'])}")

@@ -9,7 +9,7 @@ from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import CancelBatchException, Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
 from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
-                          NonFiniteLossError, fused_opt_func, load_checkpoint, save_checkpoint, train_throughput)
+                          NonFiniteLossError, fused_opt_func, load_checkpoint, read_checkpoint, save_checkpoint, train_throughput)
 
 
 
@@ -326,6 +326,20 @@ def test_checkpoint_every_and_resume_flag(tmp_path):
     learn = tiny_learner(cbs=[CheckpointCB(tmp_path/'c.pt', resume=False)])
     learn.fit(1)
     assert torch.load(tmp_path/'c.pt', weights_only=True)['epoch'] == 1  # started over, overwrote
+
+
+def test_checkpoint_cb_stores_extra_at_each_save(tmp_path):
+    seen = []
+    def extra(learn):
+        seen.append(learn.epochs_done)
+        return dict(saves=len(seen), tag='run-a')
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'c.pt', every=2, extra=extra)]).fit(3)
+    assert len(seen) == 2  # called once per save (epochs 2 and 3), not once per epoch
+    assert read_checkpoint(tmp_path/'c.pt')['extra'] == dict(saves=2, tag='run-a')
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'d.pt')]).fit(1)
+    assert read_checkpoint(tmp_path/'d.pt')['extra'] is None
+    with pytest.raises((TypeError, ValueError)):   # only plain values may be stored
+        tiny_learner(cbs=[CheckpointCB(tmp_path/'e.pt', extra=lambda learn: dict(model=learn.model))]).fit(1)
 
 
 def test_evaluation_only_fit_does_not_checkpoint(tmp_path):

@@ -27,7 +27,7 @@ from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
 from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
-from miniai.diffusion.karras import sigmas_karras
+from miniai.diffusion.karras import noisify_karras, sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample
 from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
@@ -156,6 +156,11 @@ def _cache_damaged(tmp):
     b = bytearray(p.read_bytes()); b[-1] ^= 0xFF; p.write_bytes(bytes(b))
     return lambda: open_latent_cache(p)
 
+def _idx_short_header(tmp):
+    p = tmp/'x-idx3-ubyte'
+    p.write_bytes(bytes([0, 0, 8, 3, 0, 0]))  # 3 dimensions announced, their sizes cut off
+    return lambda: read_idx(p)
+
 def _idx_truncated(tmp):
     p = tmp/'x-idx3-ubyte.gz'
     write_idx(np.zeros((3, 4, 4), np.uint8), p)
@@ -222,7 +227,11 @@ ROWS = [
     ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
     ('data.fashion_mnist_arrays', 'missing data_dir (no $MINIAI_DATA, hub offline)', MissingDataError, 'no_such_dir: no such folder', _fashion_missing),
     ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),
+    ('data.read_idx', 'IDX header cut short', CorruptDataError, 'header cut short: 3 dimensions need 16 header bytes', _idx_short_header),
     ('data.write_idx', 'float array', ValueError, 'write_idx needs a uint8 array', _fp(lambda: write_idx(np.zeros((2, 2)), '/nonexistent/x.idx'))),
+    ('data.balanced_indices', 'n=-5', ValueError, '`n` must be >= 0', _fp(lambda: balanced_indices(torch.tensor([0, 1]), -5))),
+    ('data.balanced_indices', 'n=3.0 (not an int)', TypeError, '`n` must be an int', _fp(lambda: balanced_indices(torch.tensor([0, 1]), 3.0))),
+    ('data.balanced_indices', 'label 11 with n_classes=10', ValueError, 'labels must be in [0, 10)', _fp(lambda: balanced_indices(torch.tensor([0, 11]), 2, n_classes=10))),
     ('data.balanced_indices', 'n larger than the class counts allow', ValueError, 'cannot take 10 class-balanced items', _fp(lambda: balanced_indices(torch.tensor([0, 0, 1]), 10))),
     ('latents.DeviceTensorLoader', 'empty data set (N=0)', TypeError, '`x` must be a non-empty float tensor', _fp(lambda: DeviceTensorLoader(torch.zeros(0, 4), device=CPU))),
     ('latents.DeviceTensorLoader', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceTensorLoader(torch.zeros(4, 4), bs=0, device=CPU))),
@@ -281,10 +290,15 @@ ROWS = [
     ('diffusion.ksamplers.sample_euler', 'increasing sigmas', ValueError, '`sigmas` must be strictly decreasing', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4), torch.tensor([0., 1., 2.])))),
     ('diffusion.ksamplers.sample_euler', 'NaN in sigmas', ValueError, '`sigmas` must be finite and >= 0', _fp(lambda: sample_euler(lambda x, s: x, torch.zeros(2, 1, 4, 4), torch.tensor([2., NAN, 0.])))),
     ('diffusion.ksamplers.sample_lms', 'order=5', ValueError, '`order` must be 1, 2, 3 or 4', _fp(lambda: sample_lms(lambda x, s: x, torch.zeros(2, 1, 4, 4), sigmas_karras(3, device=CPU), order=5))),
+    ('diffusion.karras.noisify_karras', 'sigma=0', ValueError, '`sigma` must hold finite noise levels > 0', _fp(lambda: noisify_karras(torch.zeros(2, 1, 4, 4), sigma=torch.tensor([0., 1.])))),
+    ('diffusion.karras.noisify_karras', 'sigma=NaN', ValueError, '`sigma` must hold finite noise levels > 0', _fp(lambda: noisify_karras(torch.zeros(2, 1, 4, 4), sigma=torch.tensor([NAN, 1.])))),
+    ('diffusion.ksamplers.sample_euler', 'denoiser output overflows to inf', FloatingPointError, 'non-finite values (NaN or inf) at the end of sampling', _fp(lambda: sample_euler(lambda x, s: x*1e38*1e38, torch.ones(2, 1, 4, 4), sigmas_karras(3, device=CPU)))),
     ('diffusion.karras.sigmas_karras', 'rho=0', ValueError, '`rho` must be finite and > 0', _fp(lambda: sigmas_karras(5, rho=0., device=CPU))),
     # DDPM / DDIM / cosine
     ('diffusion.ddpm.linear_schedule', 'n_steps=0', ValueError, '`n_steps` must be >= 1', _fp(lambda: linear_schedule(0))),
     ('diffusion.ddpm.linear_schedule', 'beta_min > beta_max', ValueError, 'need 0 < beta_min <= beta_max < 1', _fp(lambda: linear_schedule(10, beta_min=0.1, beta_max=0.01))),
+    ('diffusion.ddpm.ddpm_sample', 'clamp=0', ValueError, '`clamp` must be None (no clamp) or a number > 0', _fp(lambda: ddpm_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), linear_schedule(10), clamp=0.))),
+    ('diffusion.cosine.cosine_ddim_sample', 'clamp=NaN', ValueError, '`clamp` must be None (no clamp) or a number > 0', _fp(lambda: cosine_ddim_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), steps=3, clamp=NAN))),
     ('diffusion.ddpm.ddpm_sample', 'shape (B,H,W) without channels', ValueError, '`shape` must be (B, C, H, W)', _fp(lambda: ddpm_sample(lambda x, t: torch.zeros_like(x), (2, 4, 4), linear_schedule(10)))),
     ('diffusion.ddpm.ddpm_sample', 'model returns another shape', ValueError, 'the model returned (2, 0, 4, 4) for samples of shape (2, 1, 4, 4)', _fp(lambda: ddpm_sample(lambda x, t: x[:, :0], (2, 1, 4, 4), linear_schedule(10)))),
     ('diffusion.ddpm.ddpm_sample', 'model predicts NaN', ValueError, 'the model predicted non-finite noise', _fp(lambda: ddpm_sample(lambda x, t: x * NAN, (2, 1, 4, 4), linear_schedule(10)))),

@@ -1,5 +1,6 @@
 """The `miniai sample` and `miniai fid` commands (the `train` command is tested in test_diffusion.py)."""
 import json
+from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -185,8 +186,9 @@ def test_train_checkpoint_resume_is_exact(tmp_path, monkeypatch):
     train_diffusion(out=tmp_path/'parts', checkpoint=True, cbs=[StopAfterFirstEpoch()], **kw)
     assert torch.load(tmp_path/'parts'/'checkpoint.pt', weights_only=True)['epoch'] == 1
     train_diffusion(out=tmp_path/'parts', checkpoint=True, **kw)   # the same command again: epoch 2 only
-    m = json.loads((tmp_path/'parts'/'metrics.json').read_text())
-    assert m['resumed_from_epoch'] == 1 and len(m['train_loss']) == 1 and 'checkpoint.pt' in m['files']
+    m, whole = (json.loads((tmp_path/d/'metrics.json').read_text()) for d in ('parts', 'whole'))
+    assert m['resumed_from_epoch'] == 1 and 'checkpoint.pt' in m['files']
+    assert (m['train_loss'], m['valid_loss']) == (whole['train_loss'], whole['valid_loss'])  # both epochs: one from the checkpoint
     a, b = load_file(str(tmp_path/'whole'/'model.safetensors')), load_file(str(tmp_path/'parts'/'model.safetensors'))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -207,3 +209,124 @@ def test_compiled_training_sees_one_batch_shape(monkeypatch, tmp_path):
                         limit=(74, 16), progress=False, cbs=[cb])
         sizes[compile_] = cb.n
     assert sizes == {None: {32, 10}, 'default': {32}}
+
+
+# --- refusing what would go wrong later: resumes with other settings, bad arguments, used sample folders ---
+
+TRAIN_KW = dict(quick=True, limit=(64, 32), bs=32, epochs=1, sample_steps=3, n_grid=4, n_fid=0, progress=False)
+
+@pytest.fixture(scope='module')
+def _finished_run(tmp_path_factory):
+    "A tiny finished `checkpoint=True` run (trained once for the tests below; each copies it)."
+    from miniai.cli import train_diffusion
+    out = tmp_path_factory.mktemp('finished')/'run'
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('MINIAI_DEVICE', 'cpu')
+        train_diffusion(out=out, checkpoint=True, **TRAIN_KW)
+    return out
+
+@pytest.fixture
+def finished_run(_finished_run, tmp_path, monkeypatch):
+    "A copy of the tiny finished run in this test's folder (sampling on the CPU)."
+    import shutil
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    return Path(shutil.copytree(_finished_run, tmp_path/'run'))
+
+def _no_training(monkeypatch):
+    "From here on, loading the data or fitting fails the test: what follows must be refused before any work."
+    from miniai.learner import Learner
+    def fail(*a, **k): raise AssertionError('started working before refusing the arguments')
+    monkeypatch.setattr('miniai.cli.fashion_dls', fail)
+    monkeypatch.setattr(Learner, 'fit', fail)
+
+
+def test_train_resume_refuses_other_settings(finished_run, monkeypatch, capsys):
+    "A checkpoint stores its run's training settings; resuming with others is refused, naming each difference."
+    from miniai.accel import CheckpointError
+    from miniai.cli import train_diffusion
+    tmp_path = finished_run
+    extra = torch.load(tmp_path/'checkpoint.pt', weights_only=True)['extra']
+    assert extra['settings']['lr'] == 4e-3 and extra['settings']['limit'] == [64, 32] and len(extra['history']['losses']) == 2
+    metrics = (tmp_path/'metrics.json').read_bytes()
+    _no_training(monkeypatch)
+    for change, names in ((dict(lr=1e-2), ['lr']), (dict(bs=16, seed=1), ['bs', 'seed']), (dict(epochs=2), ['epochs']),
+                          (dict(schedule='linear'), ['schedule']), (dict(conditional=True), ['conditional', 'p_uncond']),
+                          (dict(ema_decay=0.9, limit=(32, 32)), ['ema_decay', 'limit'])):
+        with pytest.raises(CheckpointError, match='was trained with other settings') as e:
+            train_diffusion(out=tmp_path, checkpoint=True, **{**TRAIN_KW, **change})
+        assert all(f'{n} ' in str(e.value) for n in names), (change, str(e.value))
+    with pytest.raises(SystemExit) as e:
+        main(['train', '--quick', '--out', str(tmp_path), '--checkpoint', '--lr', '0.01', '--no-progress'])
+    assert e.value.code == 2 and 'lr 0.004 (checkpoint) vs 0.01 (now)' in capsys.readouterr().err
+    assert (tmp_path/'metrics.json').read_bytes() == metrics   # refused runs change nothing
+
+
+def test_train_finished_rerun_keeps_history(finished_run, monkeypatch):
+    "Starting a finished `--checkpoint` run again trains nothing; metrics.json and loss.png keep every epoch's losses."
+    from miniai.cli import train_diffusion
+    tmp_path = finished_run
+    m1, png = json.loads((tmp_path/'metrics.json').read_text()), (tmp_path/'loss.png').read_bytes()
+    res = train_diffusion(out=tmp_path, checkpoint=True, **{**TRAIN_KW, 'n_grid': 8})   # sampling settings may change
+    m2 = json.loads((tmp_path/'metrics.json').read_text())
+    assert res['learn'].start_epoch == 1 and m2['resumed_from_epoch'] == 1 and len(m2['train_loss']) == 1
+    for k in ('train_loss', 'valid_loss', 'train_seconds', 'train_images_per_s'): assert m2[k] == m1[k], k
+    assert (tmp_path/'loss.png').read_bytes() == png
+    # metrics.json is replaced atomically: a write that fails half-way leaves the old file whole
+    write_text = Path.write_text
+    def half(self, s, *a, **k):
+        if 'metrics.json' not in self.name: return write_text(self, s, *a, **k)
+        write_text(self, s[:20]); raise OSError('disk full')
+    monkeypatch.setattr(Path, 'write_text', half)
+    with pytest.raises(OSError, match='disk full'): train_diffusion(out=tmp_path, checkpoint=True, **TRAIN_KW)
+    assert json.loads((tmp_path/'metrics.json').read_text()) == m2 and not list(tmp_path.glob('.*'))
+
+
+def test_train_bad_arguments_fail_before_any_work(tmp_path, monkeypatch, capsys):
+    from miniai.cli import train_diffusion
+    _no_training(monkeypatch)
+    for kw, err, msg in ((dict(classifier=tmp_path/'none.safetensors', n_fid=4), FileNotFoundError, 'no classifier weights'),
+                         (dict(n_fid=1), ValueError, '`n_fid` must be 0'), (dict(lr=float('inf')), ValueError, '`lr` must be a finite'),
+                         (dict(lr=float('nan')), ValueError, 'lr > 0'), (dict(ema_decay=1.), ValueError, '`ema_decay`')):
+        with pytest.raises(err, match=msg): train_diffusion(out=tmp_path/'run', **{**TRAIN_KW, **kw})
+    for bad, msg in ((['--lr', 'inf'], '--lr'), (['--lr', 'nan'], '--lr'), (['--n-fid', '1'], '--n-fid'),
+                     (['--classifier', str(tmp_path/'none.safetensors')], '--classifier')):
+        with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
+        assert e.value.code == 2 and msg in capsys.readouterr().err, bad
+    assert not (tmp_path/'run').exists()
+
+
+def test_pictures_are_written_atomically(tmp_path, monkeypatch):
+    "A PNG write that fails half-way leaves the previous file whole, and no temporary file."
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from miniai.cli import save_image_grid, save_loss_plot
+    x = torch.zeros(4, 1, 8, 8)
+    grid, loss = save_image_grid(x, tmp_path/'g.png', ncols=2), save_loss_plot([1., .5], [(2, .7)], tmp_path/'l.png')
+    old = grid.read_bytes(), loss.read_bytes()
+    def half(fname, *a, **k): Path(fname).write_bytes(b'half a png'); raise OSError('disk full')
+    monkeypatch.setattr(plt, 'imsave', half)
+    monkeypatch.setattr(Figure, 'savefig', lambda self, fname, *a, **k: half(fname))
+    with pytest.raises(OSError): save_image_grid(x, grid)
+    with pytest.raises(OSError): save_loss_plot([1.], [], loss)
+    assert (grid.read_bytes(), loss.read_bytes()) == old and sorted(p.name for p in tmp_path.iterdir()) == ['g.png', 'l.png']
+
+
+def test_sample_refuses_a_used_folder(checkpoint, cond_checkpoint, tmp_path, monkeypatch, capsys):
+    "No mix of an old and a new sample set: a non-empty --out needs --force, which removes only `sample`'s own files."
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    (upath, _), (cpath, _) = checkpoint, cond_checkpoint
+    out = tmp_path/'s'
+    main(['sample', str(cpath), '--out', str(out), '-n', '6', '--steps', '3', '--png', '--no-progress'])  # with labels.npy
+    (out/'notes.txt').write_text('mine'); (out/'png'/'keep.txt').write_text('mine too')
+    with pytest.raises(SystemExit) as e: main(['sample', str(upath), '--out', str(out), '-n', '2', '--steps', '3', '--no-progress'])
+    assert e.value.code == 2 and '--force' in capsys.readouterr().err
+    with pytest.raises(FileExistsError, match='force=True'): sample_to_files(upath, out, n=2, steps=3, progress=False)
+    assert len(load_samples(out/'samples.npy')) == 6   # refused: nothing changed
+    main(['sample', str(upath), '--out', str(out), '-n', '2', '--steps', '3', '--png', '--force', '--no-progress'])
+    assert sorted(f.name for f in out.iterdir()) == ['notes.txt', 'png', 'samples.npy', 'samples.png']  # the old labels.npy went
+    assert sorted(f.name for f in (out/'png').iterdir()) == ['00000.png', '00001.png', 'keep.txt']
+    assert len(load_samples(out/'samples.npy')) == 2 and (out/'notes.txt').read_text() == 'mine'
+    sample_to_files(upath, out, n=2, steps=3, force=True, progress=False)   # no PNGs this time: the old ones go
+    assert sorted(f.name for f in (out/'png').iterdir()) == ['keep.txt']
+    (tmp_path/'file').write_text('x')
+    with pytest.raises(FileExistsError, match='is a file'): sample_to_files(upath, tmp_path/'file', n=2, force=True)
