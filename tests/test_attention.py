@@ -89,3 +89,49 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match='positive divisor'): SelfAttention(32, 0)
     with pytest.raises(ValueError, match=r'expects \(batch, 8, H, W\)'): SelfAttention2D(8, 4)(torch.randn(1, 4, 3, 3))
     with pytest.raises(ValueError, match=r'expects \(batch, seq, 8\)'): SelfAttention(8, 4)(torch.randn(1, 3, 3, 8))
+
+
+def einsum_attention_f64(sa: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    "From scratch in float64 with einsum: LayerNorm, qkv, heads as consecutive channel groups, softmax over keys, proj."
+    W = {k: v.detach().double() for k, v in sa.state_dict().items()}
+    x = x.double()
+    b, s, c = x.shape
+    h = (x - x.mean(-1, keepdim=True)) / (x.var(-1, unbiased=False, keepdim=True) + sa.norm.eps).sqrt()
+    h = h * W['norm.weight'] + W['norm.bias']
+    q, k, v = (h @ W['qkv.weight'].T + W['qkv.bias']).split(c, dim=-1)
+    d = c // sa.nheads
+    q, k, v = (o.reshape(b, s, sa.nheads, d) for o in (q, k, v))
+    w = torch.softmax(torch.einsum('bqhd,bkhd->bhqk', q, k) / math.sqrt(d), dim=-1)
+    return torch.einsum('bhqk,bkhd->bqhd', w, v).reshape(b, s, c) @ W['proj.weight'].T + W['proj.bias']
+
+
+@pytest.mark.parametrize('ni,attn_chans', [(16, 4), (12, 12)])
+def test_matches_float64_einsum(ni, attn_chans):
+    "In float64 the module and the from-scratch formula agree to 1e-10 (scaling 1/sqrt(d), softmax axis, head layout)."
+    torch.manual_seed(5)
+    sa = SelfAttention(ni, attn_chans).double()
+    with torch.no_grad():                       # non-trivial LayerNorm affine and larger weights: sharper attention
+        sa.norm.weight.uniform_(0.5, 2); sa.norm.bias.normal_(); sa.qkv.weight.mul_(3)
+    x = torch.randn(2, 17, ni, dtype=torch.float64)
+    with torch.no_grad(): torch.testing.assert_close(sa(x), einsum_attention_f64(sa, x), atol=1e-10, rtol=1e-10)
+
+
+def test_weights_sum_to_one_over_keys():
+    "If every position has the same value vector, attention returns it whatever q and k are: each query's weights sum to 1."
+    torch.manual_seed(6)
+    sa = SelfAttention(8, 4)
+    with torch.no_grad():
+        sa.qkv.weight[16:].zero_()                 # v = its bias, the same at every position
+        sa.qkv.weight[:16].mul_(4)                 # sharp, uneven q.k scores
+        x = torch.randn(2, 11, 8)
+        ref = sa.proj(sa.qkv.bias[16:]).expand(2, 11, 8)
+        torch.testing.assert_close(sa(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_2d_attention_has_no_residual():
+    "SelfAttention2D returns the attention alone (EmbResBlock adds the residual): a zero output projection gives zeros."
+    torch.manual_seed(7)
+    sa2 = SelfAttention2D(8, 4)
+    with torch.no_grad():
+        sa2.proj.weight.zero_(); sa2.proj.bias.zero_()
+        assert torch.equal(sa2(torch.randn(1, 8, 3, 4)), torch.zeros(1, 8, 3, 4))

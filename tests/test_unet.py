@@ -45,6 +45,16 @@ def test_timestep_embedding_known_numbers():
     with pytest.raises(ValueError, match='dim'): timestep_embedding(torch.zeros(2), 0)
 
 
+def test_timestep_embedding_at_zero_and_fastest_slowest_frequencies():
+    "t=0: sin half all 0, cos half all 1; column 0 is sin(t) (frequency 1), column h-1 is sin(t/max_period)."
+    out = timestep_embedding(torch.zeros(3), 10)
+    assert torch.equal(out, torch.cat([torch.zeros(3, 5), torch.ones(3, 5)], 1))
+    t = torch.tensor([0.7, 3.])
+    out = timestep_embedding(t, 10, max_period=50.)
+    torch.testing.assert_close(out[:, 0], t.sin()); torch.testing.assert_close(out[:, 5], t.cos())
+    torch.testing.assert_close(out[:, 4], (t / 50).sin()); torch.testing.assert_close(out[:, 9], (t / 50).cos())
+    torch.testing.assert_close(timestep_embedding(t, 10), timestep_embedding(t, 10, max_period=10000.))   # the default
+
 def test_timestep_embedding_checks_its_arguments():
     "A Python number works like a tensor; a period that is not a finite number > 1, or a non-finite `t`, is an error."
     torch.testing.assert_close(timestep_embedding(0.5, 4), timestep_embedding(torch.tensor([0.5]), 4))
@@ -115,6 +125,97 @@ def test_emb_resblock_projects_the_silu_of_the_embedding():
         blk.emb_act = torch.nn.Identity()                           # the test sees a missing activation
         assert not torch.allclose(blk(x, emb), ref, atol=1e-3)
 
+
+def attention_f64(sa: SelfAttention2D, x: torch.Tensor) -> torch.Tensor:
+    "Self-attention over the pixels of `x` from scratch in float64: LayerNorm, qkv, per-head softmax(q k^T/sqrt(d)) v, proj."
+    W = {k: v.detach().double() for k, v in sa.state_dict().items()}
+    b, c, hh, ww = x.shape
+    s = x.double().reshape(b, c, hh * ww).transpose(1, 2)                          # (B, S, C), pixels row by row
+    s = (s - s.mean(-1, keepdim=True)) / (s.var(-1, unbiased=False, keepdim=True) + sa.norm.eps).sqrt()
+    s = s * W['norm.weight'] + W['norm.bias']
+    q, k, v = (s @ W['qkv.weight'].T + W['qkv.bias']).split(c, dim=-1)
+    nh = sa.nheads; d = c // nh
+    q, k, v = (o.reshape(b, hh * ww, nh, d) for o in (q, k, v))                  # head i owns channels i*d..(i+1)*d
+    w = torch.softmax(torch.einsum('bqhd,bkhd->bhqk', q, k) / math.sqrt(d), dim=-1)   # each query's weights sum to 1 over keys
+    o = torch.einsum('bhqk,bkhd->bqhd', w, v).reshape(b, hh * ww, c)
+    o = o @ W['proj.weight'].T + W['proj.bias']
+    return o.transpose(1, 2).reshape(b, c, hh, ww)
+
+
+def test_emb_resblock_zero_convs_is_the_identity_path():
+    "With conv2 (and the attention's output projection) zeroed, the block is its skip path: x, or idconv(x) if ni != nf."
+    torch.manual_seed(0)
+    x, emb = torch.randn(2, 8, 5, 5), torch.randn(2, 6)
+    for blk in (EmbResBlock(6, 8).eval(), EmbResBlock(6, 8, attn_chans=4).eval(), EmbResBlock(6, 8, 4).eval()):
+        with torch.no_grad():
+            blk.conv2[-1].weight.zero_(); blk.conv2[-1].bias.zero_()
+            if blk.attn is not None: blk.attn.proj.weight.zero_(); blk.attn.proj.bias.zero_()
+            if isinstance(blk.idconv, torch.nn.Identity): torch.testing.assert_close(blk(x, emb), x)
+            else: torch.testing.assert_close(blk(x, emb), blk.idconv(x))
+    assert isinstance(EmbResBlock(6, 8).idconv, torch.nn.Identity) and isinstance(EmbResBlock(6, 8, 4).idconv, torch.nn.Conv2d)
+
+
+def test_emb_resblock_attention_is_added_to_the_res_output():
+    "With attention, the block is h + attn(h) with h the res block's output (attention checked from scratch in float64)."
+    torch.manual_seed(0)
+    blk = EmbResBlock(6, 4, 8, attn_chans=4).eval()
+    x, emb = torch.randn(2, 4, 5, 3), torch.randn(2, 6)
+    with torch.no_grad():
+        scale, shift = blk.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = blk.conv2(blk.conv1(x) * (1 + scale) + shift) + blk.idconv(x)
+        ref = h.double() + attention_f64(blk.attn, h)
+        torch.testing.assert_close(blk(x, emb).double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_upblock_concatenates_x_then_the_last_skip():
+    "Each res block of an UpBlock sees cat([x, skips.pop()]) (x first), the last skip first; then upsampling to skips[-1]'s size."
+    torch.manual_seed(0)
+    up = UpBlock(4, 6, 8, add_up=True, num_layers=2).eval()
+    x = torch.randn(1, 6, 5, 5)
+    s_keep, s1, s2 = torch.randn(1, 3, 9, 9), torch.randn(1, 4, 5, 5), torch.randn(1, 8, 5, 5)
+    skips = [s_keep, s1, s2]
+    with torch.no_grad():
+        y = up.resnets[0](torch.cat([x, s2], 1))
+        y = up.resnets[1](torch.cat([y, s1], 1))
+        ref = up.up.conv(F.interpolate(y, size=(9, 9), mode='nearest'))
+        torch.testing.assert_close(up(x, skips), ref)
+    assert len(skips) == 1 and skips[0] is s_keep
+
+
+def hand_unet_forward(m: EmbUNetModel, x, t, c):
+    "The forward pass of `tiny_unet(nfs=(8, 16, 16))` (num_layers=1) written out level by level, skips named."
+    emb = m.emb_mlp(torch.from_numpy(hand_embedding(t.numpy(), 8)).float()) + m.cond_emb(c)
+    x0 = m.conv_in(x)
+    a0 = m.down_blocks[0].resnets[0](x0, emb); b0 = m.down_blocks[0].down(a0)
+    a1 = m.down_blocks[1].resnets[0](b0, emb); b1 = m.down_blocks[1].down(a1)
+    a2 = m.down_blocks[2].resnets[0](b1, emb)
+    u = m.mid_block(a2, emb)
+    u0, u1, u2 = m.up_blocks
+    u = u0.resnets[1](torch.cat([u0.resnets[0](torch.cat([u, a2], 1), emb), b1], 1), emb)
+    u = u0.up.conv(F.interpolate(u, size=a1.shape[-2:], mode='nearest'))
+    u = u1.resnets[1](torch.cat([u1.resnets[0](torch.cat([u, a1], 1), emb), b0], 1), emb)
+    u = u1.up.conv(F.interpolate(u, size=a0.shape[-2:], mode='nearest'))
+    u = u2.resnets[1](torch.cat([u2.resnets[0](torch.cat([u, a0], 1), emb), x0], 1), emb)
+    assert u2.up is None
+    return m.conv_out(u)
+
+
+def test_emb_unet_matches_hand_forward():
+    "The whole model against the hand-written forward: embedding MLP + class embedding, per-sample t, skip wiring, middle."
+    m = tiny_unet(n_classes=3).eval()
+    x, t, c = torch.randn(3, 1, 9, 9), torch.tensor([0.05, 0.5, 3.]), torch.tensor([0, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, t, c), hand_unet_forward(m, x, t, c), atol=1e-5, rtol=1e-5)
+
+
+def test_emb_unet_samples_are_independent_in_eval():
+    "In eval mode each sample's output depends only on its own image, noise level and label (no mixing across the batch)."
+    m = tiny_unet(n_classes=3).eval()
+    x, t, c = torch.randn(3, 1, 8, 8), torch.tensor([0.05, 0.5, 3.]), torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        out = m(x, t, c)
+        for i in range(3): torch.testing.assert_close(out[i:i+1], m(x[i:i+1], t[i:i+1], c[i:i+1]), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(m(x[:1], t[:1], c[:1]), m(x[:1], t[:1], c[1:2]), atol=1e-4)   # the label matters
 
 def test_embedding_changes_output():
     m = tiny_unet().eval()
