@@ -7,7 +7,8 @@ import torch
 from miniai.data import CorruptDataError, MissingDataError
 from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
                           log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,
-                          spectral_convergence, spectrogram_images, to_uint8, from_uint8, write_wav, fsdd_label, FSDD_FILE)
+                          spectral_convergence, spectrogram_images, to_uint8, from_uint8, write_wav, fsdd_label, FSDD_FILE,
+                          db_to_image, image_to_db)
 
 MEL = MelSpec()
 needs_fsdd = pytest.mark.skipif(not (os.environ.get('MINIAI_DATA') and
@@ -43,6 +44,60 @@ def test_db_scale_of_a_sine():
     assert mid.argmax(1).tolist() == [band, band]
     assert abs(mid[0].max().item() - 1) < 0.03
     assert abs(mid[0].max().item() - mid[1].max().item() - 0.5) < 0.005
+
+
+def _htk_band_centres(spec):
+    "Centre frequencies (Hz) of the mel bands by hand: HTK mel scale, n_mels + 2 equally spaced edges from f_min to sr/2."
+    hz2mel, mel2hz = lambda f: 2595*np.log10(1 + f/700), lambda m: 700*(10**(m/2595) - 1)
+    return mel2hz(np.linspace(hz2mel(spec.f_min), hz2mel(spec.f_max or spec.sample_rate/2), spec.n_mels + 2))[1:-1]
+
+
+def test_mel_centres_by_hand():
+    "`mel_centers` is the STFT bin nearest each hand-computed band centre (within half a bin)."
+    want, bin_hz = _htk_band_centres(MEL), MEL.sample_rate/MEL.n_fft
+    assert np.abs(mel_centers(MEL).numpy() - want).max() <= bin_hz/2 + 0.1
+
+
+@pytest.mark.parametrize('band', [20, 35, 50, 60])
+def test_sine_lights_the_predicted_mel_row_in_every_frame(band):
+    "A sine on the STFT bin nearest a band's hand-computed centre is brightest in that row (frequency on the rows) in every frame."
+    bin_hz = MEL.sample_rate/MEL.n_fft
+    f = round(_htk_band_centres(MEL)[band]/bin_hz)*bin_hz
+    x = MEL.spectrogram(sine(f, MEL.n_samples, MEL.sample_rate, .5))[0, 0]
+    assert x.shape == (MEL.n_mels, MEL.n_frames)
+    assert x[:, 2:-2].argmax(0).tolist() == [band]*(MEL.n_frames - 4)
+
+
+def test_image_db_mapping_round_trip():
+    "dB range <-> [-1, 1]: ends map to ends, each way inverts the other, values outside are clipped."
+    d = torch.linspace(-80, 0, 161)
+    assert db_to_image(torch.tensor([-80., -40., 0.]), MEL).tolist() == [-1., 0., 1.]
+    assert image_to_db(torch.tensor([-1., 0., 1.]), MEL).tolist() == [-80., -40., 0.]
+    assert torch.allclose(image_to_db(db_to_image(d, MEL), MEL), d, atol=1e-4)
+    assert db_to_image(torch.tensor([-200., 30.]), MEL).tolist() == [-1., 1.]
+
+
+@pytest.mark.parametrize('freq', [440., 2500.])
+def test_round_trip_keeps_the_level(freq):
+    "waveform(spectrogram(x)) has about the RMS of x (the dB mapping and reference power are undone) and the same image."
+    torch.manual_seed(0)
+    x = sine(freq, MEL.n_samples, MEL.sample_rate, .5)
+    s = MEL.spectrogram(x)
+    y = MEL.waveform(s)[0]
+    rms = lambda w: w[1000:-1000].pow(2).mean().sqrt().item()
+    assert 0.85 < rms(y)/rms(x) < 1.15
+    loud = s > 0                                                                  # above -40 dB: the tone itself
+    assert (MEL.spectrogram(y) - s)[loud].abs().mean() < 0.1                      # heard again, ~the same picture
+
+
+def test_griffin_lim_iterations_default_to_the_spec():
+    "`MelSpec(n_iter=k).waveform(s)` runs k iterations (the same as `waveform(s, n_iter=k)`)."
+    from dataclasses import replace
+    s = MEL.spectrogram(sine(700., MEL.n_samples, MEL.sample_rate, .5))
+    torch.manual_seed(0); a = replace(MEL, n_iter=2).waveform(s)
+    torch.manual_seed(0); b = MEL.waveform(s, n_iter=2)
+    torch.manual_seed(0); c = MEL.waveform(s)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 def test_spectrogram_input_errors():
@@ -188,6 +243,13 @@ def test_hf_audio_string_labels_become_classes(tmp_path):
         load_hf_audio(datasets.Dataset.from_dict({'audio': audio, 'label': [0.5, 1.5, 2.5]}), 8000)
 
 
+def test_subset_keeps_labels_and_names_aligned():
+    clips = AudioClips([torch.full((3,), float(i)) for i in range(5)], 8000, torch.tensor([9, 8, 7, 6, 5]), classes=list('abcdefghij'))
+    sub = clips.subset(torch.tensor([4, 1]))
+    assert sub.labels.tolist() == [5, 8] and sub.names == ['clip_4', 'clip_1'] and [w[0].item() for w in sub.waves] == [4., 1.]
+    assert sub.sample_rate == 8000 and sub.classes == clips.classes
+
+
 def test_spectrogram_images_checks_the_rate():
     clips = AudioClips([torch.zeros(100)], 16000)
     with pytest.raises(ValueError, match='16000 Hz but the spectrogram expects 8000 Hz'): spectrogram_images(clips, MEL)
@@ -200,6 +262,7 @@ def test_fsdd_official_split_and_resampling():
     test = load_fsdd('test')
     assert len(test) == 300 and test.labels.bincount().tolist() == [30]*10 and test.sample_rate == 8000
     assert all(n.split('_')[2] in ('0.wav', '1.wav', '2.wav', '3.wav', '4.wav') for n in test.names)   # takes 0-4
+    assert test.labels.tolist() == [fsdd_label(n) for n in test.names]     # each label is the digit its file name says
     up = load_fsdd('test', sample_rate=16000)
     assert up.sample_rate == 16000 and abs(len(up.waves[0]) - 2*len(test.waves[0])) <= 1
     with pytest.raises(ValueError, match='recorded at 8000 Hz'): load_fsdd('test', sample_rate=16000, resample=False)
@@ -218,6 +281,86 @@ def test_simple_diffusion_shapes_and_token_grid():
         blk, perm = EmbTransformerBlk(8, 16, 8).eval(), torch.randperm(5)
         x, emb = torch.randn(2, 5, 16), torch.randn(2, 8)
         torch.testing.assert_close(blk(x[:, perm], emb), blk(x, emb)[:, perm], atol=1e-5, rtol=1e-5)
+
+
+class ZeroNet(torch.nn.Module):
+    "A Karras network whose output is 0: samples are scaled noise (about sigma_data*noise), so they depend on seed and sigma_data."
+    def __init__(self, n_classes=None):
+        super().__init__()
+        self.p, self.n_classes = torch.nn.Parameter(torch.zeros(())), n_classes
+    def forward(self, x, t, c=None): return x*self.p
+
+
+def test_generate_spectrograms_clamps_and_seeds_each_batch():
+    from miniai.audio_diffusion import generate_spectrograms
+    from miniai.diffusion.ksamplers import sample
+    m = ZeroNet()
+    x = generate_spectrograms(m, 3, sigma_data=5., shape=(1, 8, 8), steps=3, bs=2, seed=4)
+    raw = torch.cat([sample('dpmpp_2m', m, (b, 1, 8, 8), steps=3, seed=4 + i, sigma_data=5., device='cpu').x for i, b in enumerate((2, 1))])
+    assert raw.abs().max() > 2                                        # unclamped samples leave [-1, 1] ...
+    torch.testing.assert_close(x, raw.clamp(-1, 1))                  # ... the images do not
+
+
+def test_heard_is_the_griffin_lim_round_trip():
+    from miniai.audio_diffusion import heard
+    s = MEL.spectrogram(torch.stack([sine(f, MEL.n_samples, MEL.sample_rate, .5) for f in (500., 1200.)]))
+    torch.manual_seed(0); h = heard(MEL, s, bs=1, device='cpu')
+    torch.manual_seed(0); want = torch.cat([MEL.spectrogram(MEL.waveform(s[i:i+1])) for i in range(2)])
+    assert torch.equal(h, want) and not torch.equal(h, s)
+
+
+def test_digit_accuracy_by_hand():
+    "A stub classifier that predicts the digit written in pixel (0, 0): overall and per-digit accuracies counted by hand."
+    from miniai.audio_diffusion import digit_accuracy
+    class Reads(torch.nn.Module):
+        def __init__(self): super().__init__(); self.p = torch.nn.Parameter(torch.zeros(()))
+        def forward(self, x): return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 10).float() + self.p
+    preds = torch.tensor([1, 1, 2, 3, 3, 3])
+    digits = torch.tensor([1, 2, 2, 3, 4, 4])
+    images = preds.float().view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+    acc, per = digit_accuracy(Reads(), images, digits, bs=4)
+    assert acc == pytest.approx(3/6)
+    want = [float('nan'), 1., .5, 1., 0.] + [float('nan')]*5      # digit 2: one of two right; digit 4: none; absent: NaN
+    torch.testing.assert_close(per, torch.tensor(want), equal_nan=True)
+
+
+def test_digit_features_are_the_classifier_body():
+    from miniai.audio_diffusion import digit_classifier, digit_features
+    torch.manual_seed(0)
+    m = digit_classifier((4, 8)).eval()
+    x = torch.randn(3, 1, 64, 64)
+    with torch.no_grad():
+        f = digit_features(m)(x)
+        assert f.shape == (3, 8)
+        torch.testing.assert_close(m[-3:](f), m(x))                   # the head on the features gives the logits
+
+
+def test_evaluate_generation_scores_what_was_asked(monkeypatch):
+    "The floor uses k real training clips per digit with their own labels; conditional samples are scored against the digits asked for."
+    import miniai.audio_diffusion as ad
+    asked, scored = [], {}
+    def fake_gen(model, n=None, digits=None, scale=1., seed=0, **kw):
+        asked.append((model, None if digits is None else torch.as_tensor(digits).clone(), scale))
+        if digits is None: return torch.full((n, 1, 8, 8), -1.)
+        return torch.as_tensor(digits).float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()   # an image shows its digit
+    def fake_scores(ie, clf, spec, images, digits=None):
+        scored[len(scored)] = (images, digits); return dict(n=len(images))
+    monkeypatch.setattr(ad, 'generate_spectrograms', fake_gen)
+    monkeypatch.setattr(ad, 'ImageEval', lambda *a, **k: None)
+    monkeypatch.setattr(ad, 'audio_scores', fake_scores)
+    y = torch.arange(40) % 10
+    x = y.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    dls = type('D', (), dict(train=[(x, y)], valid=[(x[:10], y[:10])]))()
+    cfg = {**ad.AUDIO_QUICK_CONFIG, 'n_per_digit': 2, 'n_uncond': 3, 'guidance': (1., 3.)}
+    res = ad.evaluate_generation(ad.digit_classifier((4, 8)), 'uncond', 'cond', dls, .5, cfg)
+    assert list(res) == ['real train clips (floor)', 'unconditional', 'conditional, w=1', 'conditional, w=3']
+    (fi, fd), (ui, ud) = scored[0], scored[1]
+    assert fd.bincount().tolist() == [2]*10 and torch.equal(fi[:, 0, 0, 0].long(), fd)
+    assert ud is None and len(ui) == 3
+    for k, w in ((2, 1.), (3, 3.)):
+        img, d = scored[k]
+        assert torch.equal(img[:, 0, 0, 0].long(), d) and d.bincount().tolist() == [2]*10
+    assert [(m, s) for m, _, s in asked] == [('uncond', 1.), ('cond', 1.), ('cond', 3.)]
 
 
 @needs_fsdd

@@ -3,10 +3,11 @@ import math, os, warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from miniai.core import set_seed
 from miniai.images import ImageSet, image_dls, images_to_float
-from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError,
+from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError, encode_images,
                             StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents,
                             latent_cache_key, latent_dls, latent_stats, open_latent_cache, psnr, read_cache_header,
                             recon_mse, reconstruct, sample_batches, train_flops_per_image, write_latent_cache)
@@ -264,3 +265,68 @@ def test_load_hub_dataset_offline_when_unreachable(monkeypatch):
     assert (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
     monkeypatch.setattr(datasets, 'load_dataset', lambda name, **kw: 'from the cache')
     assert load_hub_dataset('org/data') == 'from the cache'
+
+
+class StubVAE(nn.Module):
+    "A VAE with a known latent map: encode = 3*avgpool2(x) + 1 (x in [-1, 1]); decode = its inverse, nearest-upsampled."
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(3.))
+    def encode(self, x): return F.avg_pool2d(x, 2)*self.w + 1
+    def decode(self, z): return F.interpolate((z - 1)/self.w, scale_factor=2)
+
+
+def test_latent_scale_round_trip_with_a_stub_vae():
+    "Images -> latents (pixels in [-1, 1]) -> scaled to unit std for the loaders -> decoded with the scale undone -> images."
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (10, 3, 4, 4), generator=g, dtype=torch.uint8)
+    vae = StubVAE()
+    x = imgs.double()/255*2 - 1                                       # [-1, 1], by hand
+    pooled = (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2])/4
+    lat = torch.cat(list(encode_images(vae, imgs, bs=4, progress=False)))
+    torch.testing.assert_close(lat, (3*pooled + 1).float(), atol=1e-5, rtol=0)
+    mean, std = latent_stats(lat)
+    want_std = (3*pooled + 1).std(unbiased=False).item()
+    assert std == pytest.approx(want_std, rel=1e-5) and mean == pytest.approx((3*pooled + 1).mean().item(), rel=1e-5)
+    dls = latent_dls(lat, lat[:3], 1/std, bs=4, device='cpu', seed=0)
+    torch.testing.assert_close(dls.train.x, lat/std); torch.testing.assert_close(dls.valid.x, lat[:3]/std)
+    scaled = torch.cat([b[0] for b in dls.valid])
+    back = decode_latents(vae, scaled, scale=1/std, bs=2)             # the scale is undone exactly once
+    up = pooled.repeat_interleave(2, -1).repeat_interleave(2, -2).float()
+    torch.testing.assert_close(back, up[:3], atol=1e-5, rtol=0)
+    torch.testing.assert_close(reconstruct(vae, imgs, bs=3), up, atol=1e-5, rtol=0)
+    far = decode_latents(vae, torch.full((1, 3, 2, 2), 100.), scale=1.)   # decoded images are clamped to [-1, 1]
+    assert (far == 1).all()
+
+
+class ZeroNet(nn.Module):
+    "A Karras network whose output is 0: the denoiser is then c_skip(sigma)*x, so samples depend on seed and sigma_data."
+    def __init__(self):
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+    def forward(self, x, t): return x*self.p
+
+
+def test_sample_batches_seeds_each_batch_and_passes_sigma_data():
+    from miniai.diffusion.ksamplers import sample
+    m = ZeroNet()
+    z = sample_batches(m, 5, (1, 4, 4), sigma_data=0.5, steps=3, bs=2, seed=7, progress=False)
+    want = [sample('dpmpp_2m', m, (b, 1, 4, 4), steps=3, seed=7 + i, sigma_data=0.5, device='cpu').x for i, b in enumerate((2, 2, 1))]
+    torch.testing.assert_close(z, torch.cat(want))
+    assert not torch.allclose(z[:2], z[2:4])                            # batches are not repeats of one seed
+    other = sample_batches(m, 2, (1, 4, 4), sigma_data=1., steps=3, bs=2, seed=7, progress=False)
+    assert not torch.allclose(other, z[:2])                             # sigma_data reaches the sampler
+
+
+def test_conv_vae_forward_samples_the_posterior(vae):
+    "forward: recon = decode(mean + exp(logvar/2)*eps); mu and logvar are the halves of the encoder's moments."
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))*2 - 1
+    with torch.no_grad():
+        mean, logvar = vae.vae.quant_conv(vae.vae.encoder(x)).chunk(2, 1)   # the moments, by hand
+        torch.manual_seed(5); o = vae(x)
+        torch.manual_seed(5); eps = torch.randn_like(mean)
+        want = vae.vae.decode(mean + (0.5*logvar.clamp(-30, 20)).exp()*eps).sample
+        torch.testing.assert_close(vae.encode(x), mean)
+    torch.testing.assert_close(o.mu, mean); torch.testing.assert_close(o.logvar, logvar.clamp(-30, 20))
+    torch.testing.assert_close(o.recon, want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(): assert (o.recon - vae.decode(mean)).abs().max() > 1e-4   # a sample, not the mean

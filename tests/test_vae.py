@@ -120,3 +120,20 @@ def test_autoencoder_learns():
     xv = torch.cat([b[0] for b in dls.valid]).flatten(1)
     blind = F.binary_cross_entropy(xv.mean(0, keepdim=True).clamp(1e-4, 1 - 1e-4).expand_as(xv), xv).item()
     assert ev[-1] < 0.9*blind
+
+
+def test_vae_forward_decodes_a_reparameterised_sample():
+    "recon = dec(mu + exp(logvar/2)*eps) with eps the next N(0, 1) draw (not dec(mu)); the outputs are the heads' mu and logvar."
+    set_seed(0)
+    m = VAE(784, 32, 4).eval()             # eval: BatchNorm uses its running statistics, the decoder is deterministic
+    with torch.no_grad():
+        m.lv[-1].bias.fill_(1.5)           # log-variances around 1.5: std, variance and 0 noise all differ clearly
+        x = torch.rand(5, 784)
+        h = m.enc(x)
+        mu, lv = m.mu(h), m.lv(h)          # the heads, computed by hand
+        torch.manual_seed(1); o = m(x)
+        torch.manual_seed(1); eps = torch.randn(5, 4)
+        want = m.dec(mu + (lv/2).exp()*eps)
+    torch.testing.assert_close(o.mu, mu); torch.testing.assert_close(o.logvar, lv)
+    torch.testing.assert_close(o.recon, want)
+    assert (o.recon - m.dec(mu)).abs().max() > 1e-2    # the sample is not the mean
