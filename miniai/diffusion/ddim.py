@@ -13,17 +13,23 @@ from ..accel import model_device
 from .ddpm import as_generator, sampling_mode, start_noise, predict_noise, x0_from_eps, check_clamp
 
 # %% auto #0
-__all__ = ['ddim_sigma', 'ddim_step', 'ddim_timesteps', 'ddim_sample']
+__all__ = ['check_ddim_noise', 'ddim_sigma', 'ddim_step', 'ddim_timesteps', 'ddim_sample']
 
 # %% ../../nbs/07_ddim.ipynb #59511c6f
+def check_ddim_noise(eta: float,   # DDIM's noise knob: 0 deterministic, 1 DDPM-like
+                     cutoff: float, # no fresh noise where 1-abar_prev-σ² <= cutoff; 0: off
+                    ):
+    "A `ValueError` unless `eta` is finite and >= 0 and `cutoff` is in [0, 1) (checked once, before any model call)."
+    if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
+    if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
+
 def ddim_sigma(abar_t: float,    # alpha-bar at the current (noisier) step
                abar_prev: float, # alpha-bar at the step we move to (less noisy, larger)
                eta: float = 1.,  # 0: deterministic DDIM; 1: DDPM's posterior noise
                cutoff: float = 0., # no fresh noise (0) where 1-abar_prev-σ² <= cutoff (lesson 22: 0.01); 0: off
               ) -> float:
     "The standard deviation of the fresh noise in a DDIM step from `abar_t` to `abar_prev` (Song et al., eq. 16)."
-    if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
-    if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
+    check_ddim_noise(eta, cutoff)
     if not 0 < abar_t < abar_prev <= 1:
         raise ValueError(f"need 0 < abar_t < abar_prev <= 1 (a step towards less noise), got {abar_t}, {abar_prev}")
     sig = eta * ((1-abar_prev)/(1-abar_t) * (1-abar_t/abar_prev))**0.5
@@ -71,8 +77,7 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
     if abars.shape != ts.shape: raise ValueError(f"`abars` must have one value per time step, got {len(abars)} for {len(ts)}")
     if not (torch.isfinite(abars).all() and (abars > 0).all() and (abars <= 1).all() and (abars.diff() > 0).all()):
         raise ValueError("`abars` must be finite, in (0, 1], and increase step by step (noisiest first)")
-    if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
-    if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
+    check_ddim_noise(eta, cutoff)
     check_clamp(clamp)
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
     g = as_generator(generator, device)

@@ -14,7 +14,7 @@ from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycl
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
 from .ddpm import as_generator, predict_noise, sampling_mode, start_noise, x0_from_eps, check_clamp
-from .ddim import ddim_sigma
+from .ddim import check_ddim_noise, ddim_sigma
 from .cosine import cosine_abar, cosine_timesteps
 
 # %% auto #0
@@ -107,7 +107,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
                            ) -> Tensor:
     "DDIM on the cosine schedule where x0-hat uses each image's ᾱ as estimated by `level_model` (lesson 22)."
     if not band >= 1: raise ValueError(f"`band` must be >= 1, got {band}")
-    ddim_sigma(0.5, 1., eta, cutoff)   # checks `eta` and `cutoff` before any model call
+    check_ddim_noise(eta, cutoff)
     check_clamp(clamp)
     ts = cosine_timesteps(steps)
     ab = cosine_abar(ts).tolist() + [1.]
