@@ -183,16 +183,35 @@ def _versions() -> dict:
 def _check_guidance(scale: float, name: str = '`guidance`'):
     if not (math.isfinite(scale) and scale >= 0): raise ValueError(f"{name} must be a finite number >= 0, got {scale}")
 
-def _check_train_args(epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond, classifier):
-    "Refuse, before any work, every value `train_diffusion` would otherwise only trip over after training."
-    if epochs < 1 or bs < 1 or sample_steps < 1 or n_grid < 1 or n_fid < 0 or not lr > 0:
-        raise ValueError(f"need epochs, bs, sample_steps, n_grid >= 1, n_fid >= 0 and lr > 0; "
-                         f"got {epochs}, {bs}, {sample_steps}, {n_grid}, {n_fid}, {lr}")
-    if n_fid == 1: raise ValueError("`n_fid` must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got 1")
-    if not math.isfinite(lr): raise ValueError(f"`lr` must be a finite number, got {lr}")
-    if not 0 <= ema_decay < 1: raise ValueError(f"`ema_decay` must be in [0, 1), got {ema_decay}")
-    if not 0 <= p_uncond <= 1: raise ValueError(f"`p_uncond` must be in [0, 1], got {p_uncond}")
-    if classifier is not None and not Path(classifier).is_file(): raise FileNotFoundError(f"no classifier weights at {classifier}")
+_FLAGS = dict(method='--sampler')  # command-line flags not spelled `--` + the argument's name
+
+def _arg(k: str, cli: bool) -> str:
+    "An argument's name in an error: `n_fid` for a Python call, --n-fid for the command line."
+    return _FLAGS.get(k, f"--{k.replace('_', '-')}") if cli else f"`{k}`"
+
+def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond,
+                      classifier, conditional, guidance, cli: bool = False) -> tuple:
+    "`train_diffusion`'s sizes with their defaults filled in, after refusing every value it would only trip over after training."
+    a = lambda k: _arg(k, cli)
+    size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
+    epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
+    for k, v in dict(epochs=epochs, bs=bs, sample_steps=sample_steps, n_grid=n_grid).items():
+        if v < 1: raise ValueError(f"{a(k)} must be >= 1, got {v}")
+    if not (math.isfinite(lr) and lr > 0): raise ValueError(f"{a('lr')} must be a finite number > 0, got {lr}")
+    if n_fid < 0 or n_fid == 1:
+        raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
+    if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
+    if not 0 <= p_uncond <= 1: raise ValueError(f"{a('p_uncond')} must be in [0, 1], got {p_uncond}")
+    _check_guidance(guidance, a('guidance'))
+    if not conditional and guidance != 1: raise ValueError(f"{a('guidance')} needs {'--conditional' if cli else '`conditional=True`'}")
+    if classifier is not None and not Path(classifier).is_file():
+        raise FileNotFoundError(f"{a('classifier')}: no classifier weights at {classifier}")
+    try:  # the sampler settings (a stand-in model: `make_sampler` only reads its `n_classes` here)
+        make_sampler(SimpleNamespace(n_classes=10 if conditional else None), schedule, method, sample_steps, quick=quick, guidance=guidance)
+    except ValueError as e:
+        raise ValueError(f"{a('method')} {method!r} with {a('schedule')} {schedule!r} and {a('sample_steps')} {sample_steps}: {e}") from e
+    return epochs, bs, sample_steps, n_fid
+
 
 # %% ../nbs/99_cli.ipynb #e0e2d7dd
 def _saved_history(path: Path | None, settings: dict) -> dict:
@@ -235,14 +254,9 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     progress: bool = True,
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
-    size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
-    epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
-    _check_train_args(epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond, classifier)
-    _check_guidance(guidance)
-    if not conditional and guidance != 1: raise ValueError("`guidance` needs `conditional=True`")
+    epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
+                                                        ema_decay, p_uncond, classifier, conditional, guidance)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
-    # bad sampler settings fail now, not after training (a stand-in model: `make_sampler` only reads its `n_classes` here)
-    make_sampler(SimpleNamespace(n_classes=n_classes), schedule, method, sample_steps, quick=quick, guidance=guidance)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
                     compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
@@ -471,6 +485,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--schedule', choices=SCHEDULES, default='cosine', help='model family (default: %(default)s)')
     t.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only with --schedule linear (default: %(default)s)")
     t.add_argument('--sample-steps', type=_positive(int), help='DDIM steps (default 100; 10 with --quick)')
+    t.add_argument('--n-grid', type=_positive(int), default=64, help='images in samples.png (default: %(default)s)')
     t.add_argument('--n-fid', type=int, help='samples for FID/KID (default 2048; 256 with --quick; 0 skips FID)')
     t.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains; trained if missing)')
     t.add_argument('--ema-decay', type=float, default=0.999, help='EMA decay of the weights (default: %(default)s)')
@@ -515,22 +530,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.command == 'sample': return _main_sample(p, a)
     if a.command == 'fid': return _main_fid(a)
-    if a.n_fid is not None and (a.n_fid < 0 or a.n_fid == 1): p.error(f"--n-fid must be 0 (skip FID) or >= 2, got {a.n_fid}")
-    if a.classifier and not Path(a.classifier).is_file(): p.error(f"--classifier: no weights file at {a.classifier}")
-    if a.sampler == 'ddpm' and a.schedule != 'linear': p.error("--sampler ddpm needs --schedule linear")
-    if not 0 <= a.ema_decay < 1: p.error(f"--ema-decay must be in [0, 1), got {a.ema_decay}")
-    if a.schedule == 'cosine' and a.sample_steps == 1: p.error("--sample-steps must be >= 2 for the cosine schedule")
-    if not 0 <= a.p_uncond <= 1: p.error(f"--p-uncond must be in [0, 1], got {a.p_uncond}")
-    try: _check_guidance(a.guidance, '--guidance')
-    except ValueError as e: p.error(str(e))
-    if a.guidance != 1 and not a.conditional: p.error("--guidance needs --conditional")
+    kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
+              n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
+              conditional=a.conditional, guidance=a.guidance)
+    try: _check_train_args(**kw, cli=True)  # `train_diffusion`'s own checks, with the errors naming the flags
+    except (ValueError, FileNotFoundError) as e: p.error(str(e))
     torch.set_float32_matmul_precision('high')  # TF32 matmuls on GPUs that have them (sampling runs in float32)
     try:
-        res = train_diffusion(out=a.out, schedule=a.schedule, epochs=a.epochs, bs=a.bs, lr=a.lr, seed=a.seed, quick=a.quick,
-                              data_dir=a.data_dir, method=a.sampler, sample_steps=a.sample_steps, n_fid=a.n_fid,
-                              ema_decay=a.ema_decay, precision=None if a.precision == 'fp32' else a.precision,
-                              compile=a.compile, classifier=a.classifier, conditional=a.conditional, p_uncond=a.p_uncond,
-                              guidance=a.guidance, checkpoint=a.checkpoint, progress=not a.no_progress)
+        res = train_diffusion(out=a.out, seed=a.seed, data_dir=a.data_dir, precision=None if a.precision == 'fp32' else a.precision,
+                              compile=a.compile, checkpoint=a.checkpoint, progress=not a.no_progress, **kw)
     except CheckpointError as e: p.exit(2, f"{p.prog} train: error: {e}\n")  # refused before training: other settings, bad file
     m = res['metrics']
     fid = 'FID skipped' if m['fid'] is None else f"FID {m['fid']:.2f}  KID {m['kid']:.4f} ({m['n_fid']} samples, {m['feature_model']})"

@@ -286,10 +286,13 @@ def test_train_bad_arguments_fail_before_any_work(tmp_path, monkeypatch, capsys)
     _no_training(monkeypatch)
     for kw, err, msg in ((dict(classifier=tmp_path/'none.safetensors', n_fid=4), FileNotFoundError, 'no classifier weights'),
                          (dict(n_fid=1), ValueError, '`n_fid` must be 0'), (dict(lr=float('inf')), ValueError, '`lr` must be a finite'),
-                         (dict(lr=float('nan')), ValueError, 'lr > 0'), (dict(ema_decay=1.), ValueError, '`ema_decay`')):
+                         (dict(lr=float('nan')), ValueError, '`lr` must be a finite number > 0'), (dict(ema_decay=1.), ValueError, '`ema_decay`'),
+                         (dict(n_grid=0), ValueError, '`n_grid` must be >= 1'), (dict(method='ddpm'), ValueError, "`method` 'ddpm' with `schedule` 'cosine'")):
         with pytest.raises(err, match=msg): train_diffusion(out=tmp_path/'run', **{**TRAIN_KW, **kw})
     for bad, msg in ((['--lr', 'inf'], '--lr'), (['--lr', 'nan'], '--lr'), (['--n-fid', '1'], '--n-fid'),
-                     (['--classifier', str(tmp_path/'none.safetensors')], '--classifier')):
+                     (['--classifier', str(tmp_path/'none.safetensors')], '--classifier'), (['--n-grid', '0'], '--n-grid'),
+                     (['--sampler', 'ddpm'], "--sampler 'ddpm' with --schedule 'cosine'"), (['--sample-steps', '1'], '--sample-steps 1: `steps` must be >= 2'),
+                     (['--ema-decay', '1'], '--ema-decay must be in [0, 1)'), (['--guidance', '2'], '--guidance needs --conditional')):
         with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, bad
     assert not (tmp_path/'run').exists()
