@@ -194,7 +194,9 @@ def batched_features(model: nn.Module, # feature model: (B, C, H, W) images -> (
     dev = model_device(model)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     with eval_mode(model):
-        out = torch.cat([model(x[i:i+bs].to(dev, dtype, non_blocking=True)).flatten(1).float() for i in range(0, len(x), bs)])
+        # half-precision features are widened to float32 on the device (MPS has no float64); float64 ones stay exact
+        out = torch.cat([model(x[i:i+bs].to(dev, dtype, non_blocking=True)).flatten(1).to(torch.promote_types(dtype, torch.float32))
+                         for i in range(0, len(x), bs)])
     return (out.cpu() if out.device.type == 'mps' else out).double()
 
 # %% ../nbs/05_fid.ipynb #ebc93dfe

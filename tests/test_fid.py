@@ -127,6 +127,8 @@ def test_mmd2_with_precomputed_reference_term():
     (torch.full((10, 3), float('nan')), torch.randn(10, 3), ValueError, 'non-finite'),
     (torch.randn(10, 3), torch.randn(10, 3) * float('inf'), ValueError, 'non-finite'),
     (torch.randn(10, 3, dtype=torch.complex64), torch.randn(10, 3), TypeError, 'real numbers'),
+    (torch.ones(10, 3, dtype=torch.bool), torch.randn(10, 3), TypeError, 'real numbers'),
+    (torch.randn(10, 0), torch.randn(10, 0), ValueError, 'no feature columns'),
 ])
 def test_feature_validation(a, b, err, msg):
     for fn in (fid_from_feats, kid_from_feats):
@@ -321,3 +323,91 @@ def test_frechet_distance_refuses_non_covariances():
     a = torch.randn(500, d, dtype=torch.float64)
     cov = torch.cov(a.T)    # a real covariance (symmetric up to rounding) is accepted
     assert frechet_distance(a.mean(0), cov, a.mean(0), cov) < 1e-9
+
+
+# ---------------------------------------------------------------- edge cases and boundaries (found by mutation testing)
+
+def test_fid_and_kid_of_two_rows_by_hand():
+    "Two 1-d points per set, by hand: FID = (1-3)^2 + (sqrt 2 - sqrt 8)^2 = 6; KID = 1 + 216 - 2 * 1360 / 4 = -463."
+    a, b = torch.tensor([[0.], [2.]]), torch.tensor([[1.], [5.]])
+    assert fid_from_feats(a, b) == pytest.approx(6., rel=1e-12)
+    assert kid_from_feats(a, b) == pytest.approx(-463., rel=1e-12)
+
+def test_fid_is_never_negative():
+    "FID of a set with itself rounds to tiny negative values before the clamp (e.g. seed 0 here): the result is >= 0."
+    for s in range(10):
+        g = torch.Generator().manual_seed(s)
+        x = torch.randn(50, 20, dtype=f64, generator=g) @ torch.randn(20, 20, dtype=f64, generator=g)
+        assert 0. <= fid_from_feats(x, x) < 1e-8
+
+def test_frechet_distance_checks_shapes_and_symmetry_relative_to_scale():
+    "A mean of the wrong shape is refused; the symmetry test is relative: rounding-level asymmetry of a large covariance passes."
+    m, c = torch.zeros(3, dtype=f64), torch.eye(3, dtype=f64)
+    with pytest.raises(ValueError, match='`mean2` must have shape'): frechet_distance(m, c, torch.zeros(1, dtype=f64), c)
+    big = torch.tensor([[2., 1., 0.], [1., 2., 1.], [0., 1., 2.]], dtype=f64) * 1e8
+    big_r = big.clone(); big_r[0, 1] += 1e-2                 # relative asymmetry 5e-11: rounding
+    assert frechet_distance(m, big_r, m, big) == pytest.approx(0., abs=1e-3)
+    skew = c.clone(); skew[0, 1] += 1e-4                      # relative asymmetry 1e-4: not a covariance
+    with pytest.raises(ValueError, match='`cov1` is not symmetric'): frechet_distance(m, skew, m, c)
+
+def test_kernel_sum_in_blocks_matches_numpy():
+    "The blocked kernel sum (blocks of 2 rows of `a`, the last one short) equals the full NumPy sum."
+    from miniai.fid import _kernel_sum
+    g = torch.Generator().manual_seed(8)
+    a, b = torch.randn(9, 4, dtype=f64, generator=g), torch.randn(3, 4, dtype=f64, generator=g)
+    expected = ((a.numpy() @ b.numpy().T / 4 + 1) ** 3).sum()
+    assert _kernel_sum(a, b, max_elems=7).item() == pytest.approx(expected, rel=1e-12)
+    assert _kernel_sum(a, b).item() == pytest.approx(expected, rel=1e-12)
+
+def test_kid_subsets_seed_and_parameters():
+    "Subsets of all rows (equal set sizes) reproduce the full estimate; the seed changes the draws; n_subsets >= 1."
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(30, 5, dtype=f64, generator=g), torch.randn(30, 5, dtype=f64, generator=g) + 0.3
+    full = kid_from_feats(x, y)
+    assert kid_from_feats(x, y, n_subsets=3, subset_size=30) == pytest.approx(full, rel=1e-12)
+    assert kid_from_feats(x, y, n_subsets=2, subset_size=1000) == pytest.approx(full, rel=1e-12)
+    assert kid_from_feats(x, y, n_subsets=2, subset_size=10, seed=0) != kid_from_feats(x, y, n_subsets=2, subset_size=10, seed=1)
+    with pytest.raises(ValueError, match='n_subsets >= 1'): kid_from_feats(x, y, n_subsets=0)
+
+def test_image_range_checks_at_16_images():
+    "16 images are enough to judge the range: [0, 1] images are refused and narrow spans warn."
+    x = torch.rand(16, 1, 32, 32) * 0.9 + 0.05
+    with pytest.raises(ValueError, match='upper half'): check_images(x)
+    check_images(x[:15])                                                   # 15: too few to judge
+    with pytest.warns(UserWarning, match='only spans'): check_images(torch.linspace(-0.5, 0.5, 16 * 1024).reshape(16, 1, 32, 32))
+
+def test_batched_features_casts_to_the_model_dtype_and_checks_bs():
+    "float32 images through a float64 model give that model's features, exactly (no float32 rounding); bs < 1 is refused."
+    m = small_feature_model(d=8).double().eval()
+    x = images(10, 0)
+    with torch.no_grad(): expected = torch.cat([m(x[i:i+4].double()) for i in range(0, 10, 4)])
+    f = batched_features(m, x, bs=4)
+    assert f.dtype == f64 and torch.equal(f, expected)
+    with pytest.raises(ValueError, match='`bs` must be >= 1'): batched_features(m, x, bs=0)
+
+def test_hashes_see_dtype_shape_and_buffers():
+    "Equal bytes with another dtype or shape hash differently; a changed BatchNorm buffer changes the weights hash."
+    from miniai.fid import tensor_hash
+    z = torch.zeros(4, dtype=torch.int32)
+    assert tensor_hash(z) == tensor_hash(z.clone())
+    assert len({tensor_hash(z), tensor_hash(z.view(2, 2)), tensor_hash(z.view(torch.int64)), tensor_hash(z.view(torch.float32))}) == 4
+    m = small_feature_model()
+    h = weights_hash(m)
+    with torch.no_grad(): m[1].running_mean += 1.
+    assert weights_hash(m) != h
+
+def test_image_eval_refuses_a_reference_with_other_features():
+    "A reference of 5-d features with a 24-d feature model: a clear error naming both sizes."
+    ie = ImageEval(small_feature_model(d=24), torch.randn(50, 5, dtype=f64))
+    with pytest.raises(ValueError, match='gives 24 features but the reference has 5'): ie.fid(images(8, 1))
+
+def test_floor_table_format():
+    "One row formatted by hand: thousands separator, 3 decimals for FID, 5 for KID, the number of draws."
+    row = {'n': 10_000, 'fid_mean': 1.5, 'fid_std': 0.25, 'kid_mean': 1e-3, 'kid_std': 2e-4, 'fids': [1.25, 1.75], 'kids': [8e-4, 1.2e-3]}
+    assert floor_table([row]).splitlines()[-1] == '| 10,000 | 1.500 ± 0.250 | 0.00100 ± 0.00020 | 2 |'
+
+@needs_data
+def test_fashion_sizes_larger_than_the_split_refused():
+    "Asking for more images than a split holds is an error, not a silently smaller set."
+    with pytest.raises(ValueError, match='`n` must be in'): fashion_fid_images('test', n=10_001)
+    with pytest.raises(ValueError, match='fewer than the 10001'): real_image_floor(None, sizes=(10, 10_001), split='test', progress=False)
