@@ -392,3 +392,155 @@ def test_evaluation_gives_each_submodule_its_mode_back():
     learn = Learner(model, DataLoaders(dl, dl), F.cross_entropy, cbs=[TrainCB(), TTDropoutCB()], lr=0.)
     learn.fit(1)                                      # ends with validation: the model is left in eval mode
     assert not model.training and model[2].training   # TestTimeDropoutCB gave the dropout its own mode back
+
+
+# ---------------------------------------------------------------- hand-computed references (mutation-testing additions)
+def _bn_eval(h, bn):
+    "BatchNorm in eval mode written out: (h - mean) / sqrt(var + eps) * weight + bias, per channel."
+    c = lambda t: t[:, None, None]
+    return (h - c(bn.running_mean)) / c(bn.running_var + bn.eps).sqrt() * c(bn.weight) + c(bn.bias)
+
+
+def _random_bn_stats(module):
+    "Running statistics and affine parameters away from their defaults, so that a misplaced norm shows."
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            nf = bn.num_features
+            bn.running_mean.copy_(torch.randn(nf)); bn.running_var.copy_(torch.rand(nf) + 0.5)
+            with torch.no_grad(): bn.weight.copy_(torch.randn(nf)); bn.bias.copy_(torch.randn(nf))
+    return module.double().eval()
+
+
+def _grelu(x, leak=0.1, sub=0.4): return torch.where(x > 0, x, leak*x) - sub
+
+
+def _pool2(x): return x.unflatten(2, (-1, 2)).unflatten(4, (-1, 2)).mean((3, 5))   # 2x2 average, even sizes
+
+
+def test_conv_is_conv_then_norm_then_act():
+    "conv(...) = act(norm(conv2d(x))) with 'same' padding, checked against the ops written out in float64."
+    c = _random_bn_stats(conv(3, 5, ks=3, stride=2, act=GeneralRelu(0.1, 0.4), norm=nn.BatchNorm2d))
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    bn = next(m for m in c if isinstance(m, nn.BatchNorm2d))
+    want = _grelu(_bn_eval(F.conv2d(x, c[0].weight, stride=2, padding=1), bn))
+    torch.testing.assert_close(c(x), want)
+
+
+@pytest.mark.parametrize('ni,nf,stride', [(4, 4, 1), (4, 6, 2)])
+def test_resblock_forward_by_hand(ni, nf, stride):
+    "ResBlock = act(bn2(conv2_stride(act(bn1(conv1(x))))) + idconv(pool(x))), no act between bn2 and the sum."
+    rb = _random_bn_stats(ResBlock(ni, nf, stride=stride, act=GeneralRelu(0.1, 0.4), norm=nn.BatchNorm2d))
+    (c1, bn1, _), (c2, bn2) = rb.convs
+    x = torch.randn(2, ni, 8, 8, dtype=torch.float64)
+    h = _grelu(_bn_eval(F.conv2d(x, c1.weight, padding=1), bn1))          # first conv keeps the size
+    h = _bn_eval(F.conv2d(h, c2.weight, stride=stride, padding=1), bn2)  # the second one strides
+    s = _pool2(x) if stride == 2 else x
+    if ni != nf: s = F.conv2d(s, rb.idpath[-1].weight, rb.idpath[-1].bias)
+    torch.testing.assert_close(rb(x), _grelu(h + s))
+
+
+def test_preact_resblock_forward_by_hand():
+    "PreActResBlock = conv2(act(bn2(conv1(act(bn1(x)))))) + idconv(pool(x)), with nothing applied after the sum."
+    b = _random_bn_stats(PreActResBlock(4, 6, stride=2, act=GeneralRelu(0.1, 0.4), norm=nn.BatchNorm2d))
+    (bn1, _, c1), (bn2, _, c2) = b.convs
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    h = F.conv2d(_grelu(_bn_eval(x, bn1)), c1.weight, c1.bias, padding=1)
+    h = F.conv2d(_grelu(_bn_eval(h, bn2)), c2.weight, c2.bias, stride=2, padding=1)
+    s = F.conv2d(_pool2(x), b.idpath[-1].weight, b.idpath[-1].bias)
+    torch.testing.assert_close(b(x), h + s)
+
+
+@pytest.mark.parametrize('leaky', [0., 1.])
+def test_init_weights_gain_follows_the_slope(leaky):
+    "Kaiming std sqrt(2/(1+a^2)/fan_in), fan_in = in_channels*k*k: a=1 (linear) gives 1/sqrt(fan_in), a=0 sqrt(2) times that."
+    c = nn.Conv2d(64, 256, 3)
+    init_weights(c, leaky=leaky)
+    want = (2/(1 + leaky**2) / (64*9))**0.5
+    assert abs(c.weight.std().item() - want) / want < 0.02 and (c.bias == 0).all()
+
+
+@pytest.mark.parametrize('act', [GeneralRelu(0.5, 0.4), nn.LeakyReLU(0.5)])
+def test_classifier_init_uses_the_activation_slope(act):
+    "fashion_classifier initialises for its activation's negative slope (0.5 here: gain sqrt(2/1.25))."
+    model = fashion_classifier(nfs=(8, 256), act=act)
+    w = model[2].convs[1][0].weight                                    # Conv2d(256, 256, 3)
+    want = (2/1.25 / (256*9))**0.5
+    assert abs(w.std().item() - want) / want < 0.02
+
+
+def test_classifier_layout_and_dropout_probability():
+    "Lesson 19's layout: a 5x5 stem conv, then 3x3 stride-2 blocks; both dropouts use `drop`."
+    model = fashion_classifier(nfs=(4, 8, 16), drop=0.3)
+    assert model[0].convs[0][0].kernel_size == (5, 5) and model[0].convs[0][0].stride == (1, 1)
+    assert all(b.convs[1][0].stride == (2, 2) and b.convs[0][0].kernel_size == (3, 3) for b in model[2:4])
+    assert model[1].p == 0.3 and model[-3].p == 0.3
+
+
+def test_dropout2d_channels_of_one_image_are_independent():
+    "Dropout2d draws one keep/drop per (image, channel): an image with 40 channels almost always has both kinds."
+    y = Dropout2d(0.5)(torch.ones(200, 40, 2, 2))
+    dropped = (y == 0).all(-1).all(-1)                                   # (N, C)
+    mixed = dropped.any(1) & ~dropped.all(1)
+    assert mixed.float().mean() > 0.95                                    # P(all same) = 2 * 0.5**40 per image
+    rate = dropped.float().mean(0)                                        # per channel: 0.5 +- 4 std errors (0.14)
+    assert 0.36 < rate.min() and rate.max() < 0.64
+
+
+def test_random_crop_reaches_every_offset():
+    "Offsets are uniform on 0..2*pad in each direction: with pad=1 all 9 windows show up among 300 images."
+    x = torch.randn(300, 1, 5, 5)
+    y = random_crop(x, pad=1, fill=0.)
+    xp = F.pad(x, (1,)*4)
+    offs = set()
+    for i in range(len(x)):
+        hits = [(r, c) for r in range(3) for c in range(3) if torch.equal(y[i], xp[i, :, r:r+5, c:c+5])]
+        assert len(hits) == 1
+        offs.add(hits[0])
+    assert offs == {(r, c) for r in range(3) for c in range(3)}
+
+
+def test_random_erase_rectangle_size_and_placement():
+    "Height/width are ceil(u * max_frac * size) <= ceil(max_frac * size); the rectangle can touch every border."
+    x = torch.randn(400, 1, 10, 10)
+    diff = (random_erase(x, p=1., max_frac=0.4) != x)[:, 0]
+    rows, cols = diff.any(2), diff.any(1)                                 # (N, H), (N, W)
+    assert rows.any(1).all()                                              # p=1: every image erased
+    assert rows.sum(1).max() == 4 and cols.sum(1).max() == 4             # ceil(0.4*10) = 4, reached
+    assert rows[:, 0].any() and rows[:, -1].any() and cols[:, 0].any() and cols[:, -1].any()
+
+
+def test_random_erase_noise_has_the_batch_statistics_and_per_image_choice():
+    "Erased pixels are noise with the batch's mean and std (clamped to its range); each image is erased with prob p."
+    x = torch.randn(400, 1, 16, 16) * 0.5 + 2
+    e = random_erase(x, p=1., max_frac=1.)
+    vals = e[e != x]
+    assert abs(vals.mean().item() - 2) < 0.05 and abs(vals.std().item() - 0.5) < 0.05
+    erased = (random_erase(x, p=0.5) != x).flatten(1).any(1).float().mean().item()
+    assert 0.4 < erased < 0.6                                             # 4 standard errors: 0.1
+
+
+def test_features_stop_before_the_head_dropout():
+    "The features are the body's output: the head's Dropout (kept on for test-time dropout) does not touch them."
+    model = fashion_classifier(nfs=(4, 8), drop=0.5).eval()
+    x = torch.rand(4, 1, 32, 32)*2 - 1
+    want = classifier_features(model)(x)
+    model[-3].train()                                                     # only the head's dropout in training mode
+    feats = resnet.ClassifierFeatures(model)
+    assert torch.equal(feats(x), want) and torch.equal(feats(x), want)
+
+
+def test_load_fashion_classifier_restores_drop(tmp_path):
+    "The dropout probability stored in the metadata is the rebuilt model's, not the default."
+    path = save_weights(fashion_classifier(nfs=(4, 8), drop=0.3), tmp_path/'w.safetensors', classifier_metadata((4, 8), 0.3))
+    rebuilt = load_fashion_classifier(path, device='cpu')
+    assert rebuilt[1].p == 0.3 and rebuilt[-3].p == 0.3
+
+
+def test_load_weights_reports_missing_keys(tmp_path):
+    "A file lacking some of the model's tensors is a ValueError naming them; strict=False loads the common ones."
+    saved = nn.Sequential(nn.Linear(3, 4))
+    path = save_weights(saved, tmp_path/'w.safetensors')
+    with pytest.raises(ValueError, match=r"missing \['1.weight', '1.bias'\] \(2\)"):
+        load_weights(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), path)
+    bigger = load_weights(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), path, strict=False)
+    assert torch.equal(bigger[0].weight, saved[0].weight) and torch.equal(bigger[0].bias, saved[0].bias)
