@@ -144,3 +144,148 @@ def test_classifier_learns_and_features():
     assert ie.fid(images_to_float(s.test_x)) == pytest.approx(0, abs=1e-6)      # the reference against itself
     assert ie.fid(images_to_float(s.test_x[s.test_y == 0])) > 1                  # one class only: far from the mix
     with pytest.raises(ValueError): image_classifier(0)
+
+
+# ---------------------------------------------------------------- details found by mutation testing
+def test_resize_crops_rows_centrally_and_chunks_do_not_matter():
+    tall = torch.arange(14, dtype=torch.uint8).view(1, 1, 14, 1).expand(1, 3, 14, 10)
+    assert torch.equal(resize_images(tall, 10), tall[:, :, 2:12])                          # centre crop of the rows too
+    x = torch.from_numpy(rand_images(5, 12, 12, channels_last=False))
+    assert torch.equal(resize_images(x, 4, chunk=2), torch.cat([resize_images(x[i:i+1], 4) for i in range(5)]))
+
+
+def test_resize_matches_pil_bicubic():
+    "Downsizing 40 -> 8 agrees with PIL's (antialiased) bicubic resize to within 1 grey level."
+    from PIL import Image
+    x = rand_images(1, 40, 40, seed=2)
+    ref = np.asarray(Image.fromarray(x[0]).resize((8, 8), Image.BICUBIC)).astype(int)
+    out = resize_images(torch.from_numpy(x).permute(0, 3, 1, 2), 8)[0].permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(out - ref).max() <= 1
+
+
+def test_images_to_uint8_clamps():
+    assert images_to_uint8(torch.tensor([-3., -1., 0., 1., 2.5])).tolist() == [0, 0, 128, 255, 255]
+
+
+def test_npz_rgba_drops_alpha_and_negative_labels_fail(tmp_path):
+    x = rand_images(6)
+    rgba = np.concatenate([x, np.zeros_like(x[..., :1])], -1)
+    np.savez(tmp_path/'rgba.npz', images=rgba)
+    s = load_image_set(tmp_path/'rgba.npz', test_frac=0.5)
+    got = torch.cat([s.train_x, s.test_x]).permute(0, 2, 3, 1).reshape(6, -1)
+    assert sorted(map(bytes, got.numpy())) == sorted(map(bytes, x.reshape(6, -1)))      # RGB kept, alpha dropped
+    np.savez(tmp_path/'neg.npz', images=x, labels=np.array([0, 1, -1, 0, 1, 0]))
+    with pytest.raises(CorruptDataError, match='negative'): load_image_set(tmp_path/'neg.npz')
+
+
+def test_limit_takes_class_balanced_subsets(tmp_path):
+    x, y = rand_images(60), np.repeat(np.arange(3), 20)
+    np.savez(tmp_path/'set.npz', images=x, labels=y)
+    full = load_image_set(tmp_path/'set.npz', test_frac=0.5)
+    s = load_image_set(tmp_path/'set.npz', test_frac=0.5, limit=(6, 3))
+    assert torch.bincount(s.train_y).tolist() == [2, 2, 2] and torch.bincount(s.test_y).tolist() == [1, 1, 1]
+    train_rows, test_rows = (set(map(bytes, a.reshape(len(a), -1).numpy())) for a in (full.train_x, full.test_x))
+    assert all(bytes(r) in train_rows for r in s.train_x.reshape(6, -1).numpy())            # subsets of their own split
+    assert all(bytes(r) in test_rows for r in s.test_x.reshape(3, -1).numpy())
+    s = load_image_set(tmp_path/'set.npz', test_frac=0.5, limit=(None, 100))
+    assert (len(s.train_x), len(s.test_x)) == (30, 30)
+
+
+def test_hf_prefers_test_split_over_validation():
+    import datasets
+    from PIL import Image
+    ds = datasets.Dataset.from_dict({'img': [Image.fromarray(a) for a in rand_images(6, 8, 8)]},
+                                    features=datasets.Features({'img': datasets.Image()}))
+    s = load_image_set(datasets.DatasetDict(train=ds, validation=ds.select(range(4)), test=ds.select(range(3))), progress=False)
+    assert (len(s.train_x), len(s.test_x)) == (6, 3) and s.class_names == ['all']
+
+
+def test_image_dls_full_shuffled_train_batches_and_all_test_images():
+    from miniai.images import ImageSet, image_dls
+    x, y = torch.from_numpy(rand_images(15, channels_last=False)), torch.arange(15) % 3
+    dls = image_dls(ImageSet(x[:10], y[:10], x[10:], y[10:], ['a', 'b', 'c'], 'synthetic'), bs=4, device='cpu', seed=0)
+    assert [len(b[1]) for b in dls.train] == [4, 4]                                          # the short last batch dropped
+    xb, yb = map(torch.cat, zip(*dls.valid))
+    assert torch.equal(yb, y[10:]) and torch.allclose(xb, x[10:].double().div(127.5).sub(1).float(), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the simple-diffusion UNet (notebook 17; no test file of its own)
+def _zero_branches(blk):
+    "Zero the attention output, the MLP's last layer and the embedding projection: the block's residual branches."
+    for lin in (blk.attn.proj, blk.mlp[-1], blk.emb_proj): torch.nn.init.zeros_(lin.weight); torch.nn.init.zeros_(lin.bias)
+    return blk
+
+
+def test_learn_emb_ss_starts_as_identity_and_checks_shape():
+    from miniai.models.simple_diffusion import LearnEmbSS
+    e, x = LearnEmbSS(3, 2), torch.randn(4, 3, 2)
+    assert torch.equal(e(x), x)                                          # zero-initialised: x*(1+0) + 0
+    with torch.no_grad(): e.scale[1, 0], e.shift[2, 1] = 1., 5.
+    want = x.clone(); want[:, 1, 0] *= 2; want[:, 2, 1] += 5
+    torch.testing.assert_close(e(x), want)
+    with pytest.raises(ValueError, match=r'expects \(batch, 3, 2\)'): e(torch.randn(4, 2, 3))
+
+
+def test_emb_transformer_blk_scale_shift_from_silu_of_embedding():
+    "With the residual branches at zero and emb_proj = identity: x*(1 + silu(e)[:C]) + silu(e)[C:]."
+    from miniai.models.simple_diffusion import EmbTransformerBlk
+    blk = _zero_branches(EmbTransformerBlk(16, 8, 4))
+    with torch.no_grad(): blk.emb_proj.weight.copy_(torch.eye(16))
+    x, e = torch.randn(2, 5, 8, dtype=torch.float64), torch.randn(2, 16, dtype=torch.float64)
+    se = e/(1 + torch.exp(-e))
+    want = x*(1 + se[:, None, :8]) + se[:, None, 8:]
+    torch.testing.assert_close(blk.double()(x, e), want)
+
+
+def test_emb_transformer_blk_keeps_the_attention_residual():
+    "Attention branch only (MLP and emb branches at zero): the output is x + attn(x), not attn(x)."
+    from miniai.models.simple_diffusion import EmbTransformerBlk
+    blk = EmbTransformerBlk(4, 8, 4)
+    for lin in (blk.mlp[-1], blk.emb_proj): torch.nn.init.zeros_(lin.weight); torch.nn.init.zeros_(lin.bias)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad(): torch.testing.assert_close(blk(x, torch.randn(2, 4)) - x, blk.attn(x))
+
+
+def test_emb_transformer_blk_mlp_sees_normalised_tokens():
+    "MLP branch only: it sees LayerNorm(x), so f(c*x) - c*x == f(x) - x for any c > 0."
+    from miniai.models.simple_diffusion import EmbTransformerBlk
+    blk = EmbTransformerBlk(4, 8, 4)
+    for lin in (blk.attn.proj, blk.emb_proj): torch.nn.init.zeros_(lin.weight); torch.nn.init.zeros_(lin.bias)
+    x, e = torch.randn(2, 5, 8), torch.randn(2, 4)
+    with torch.no_grad(): torch.testing.assert_close(blk(10*x, e) - 10*x, blk(x, e) - x, atol=1e-4, rtol=1e-4)
+
+
+def test_transformer_mid_keeps_pixel_positions_on_a_wide_grid():
+    "Identity blocks: TransformerMid is x + shift of the pixel's own (row-major) token, on a non-square grid."
+    from miniai.models.simple_diffusion import TransformerMid
+    mid = TransformerMid(4, 8, (2, 3), n_mids=2, attn_chans=4)
+    for blk in mid.blocks: _zero_branches(blk)
+    x, e = torch.randn(2, 8, 2, 3), torch.randn(2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(mid(x, e), x)
+        mid.pos.shift[:, 0] = torch.arange(6.)                       # token k = row*3 + col gets +k on channel 0
+        want = x.clone(); want[:, 0] += torch.arange(6.).view(2, 3)
+        torch.testing.assert_close(mid(x, e), want)
+
+
+def test_simple_diffusion_grid_and_mid_settings():
+    import math
+    from miniai.models.attention import SelfAttention2D
+    from miniai.models.simple_diffusion import SimpleDiffusion
+    m = SimpleDiffusion(nfs=(4, 8, 16), img_size=(30, 18), n_mids=3, mid_attn_chans=4)
+    assert m.grid == (math.ceil(math.ceil(30/2)/2), math.ceil(math.ceil(18/2)/2)) == (8, 5)   # stride-2, padding-1 convs
+    assert len(m.mid_block.blocks) == 3 and m.mid_block.blocks[0].attn.nheads == 16//4
+    assert not any(isinstance(mod, SelfAttention2D) for mod in m.modules())                    # no conv attention
+
+
+def test_init_simple_diffusion_makes_res_blocks_their_shortcut():
+    "After init every res block is its shortcut plus a constant (the zeroed conv's bias), whatever the input."
+    from miniai.models.simple_diffusion import SimpleDiffusion, init_simple_diffusion
+    m = init_simple_diffusion(SimpleDiffusion(nfs=(4, 8), img_size=8, n_mids=1, mid_attn_chans=4)).eval()
+    emb = torch.randn(2, 16)
+    with torch.no_grad():
+        for r in (m.down_blocks[1].resnets[0], m.up_blocks[0].resnets[0]):
+            ni = r.conv1[-1].in_channels
+            d1, d2 = ((r(x, emb) - r.idconv(x)) for x in (torch.randn(2, ni, 4, 4), 3*torch.randn(2, ni, 4, 4)))
+            torch.testing.assert_close(d1, d2)                                          # independent of the input...
+            torch.testing.assert_close(d1, d1[:, :, :1, :1].expand_as(d1))               # ...and of the position

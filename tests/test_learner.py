@@ -419,3 +419,97 @@ def test_recorder_keeps_losses_on_device_and_plots():
     assert isinstance(rec.recs['lr'][0], float)
     assert len(rec.values('loss')) == 2*len(line_dls().train)
     fig = rec.plot(); assert len(fig.axes) == 2
+
+
+# ---------------------------------------------------------------- contract details (found by mutation testing)
+def test_fit_resets_start_epoch_and_counts_epochs_done():
+    "Every `fit` starts from epoch 0 unless a callback resumes it; `epochs_done` counts only finished epochs."
+    class Resume(Callback):
+        order = 80
+        def before_fit(self, learn): learn.start_epoch = 2
+    learn = _mse()
+    learn.fit(3, cbs=[Resume()])
+    assert learn.epochs_done == 3
+    log = EventLog(); learn.fit(2, cbs=[log])                       # no resume this time: epochs 0 and 1
+    assert sorted({e for ev, e, *_ in log.log if ev == 'before_epoch'}) == [0, 1] and learn.epochs_done == 2
+    learn.fit(3, cbs=[RaiseAt('before_batch', CancelFitException, lambda l: l.epoch == 1)])
+    assert learn.epochs_done == 1                                   # epoch 1 was interrupted
+
+
+def test_fit_checks_its_arguments():
+    learn = _mse()
+    for bad in (0, -1, 1.5): pytest.raises(ValueError, learn.fit, bad)
+    with pytest.raises(ValueError, match='empty'): Learner(nn.Linear(1, 1), NS(train=[], valid=[]), cbs=[TrainCB()]).fit(1)
+    with pytest.raises(ValueError, match='dls.valid'): Learner(nn.Linear(1, 1), NS(train=line_dls().train), cbs=[TrainCB()]).fit(1)
+
+
+def test_device_cb_moves_model_and_batch():
+    "DeviceCB('meta') puts the parameters and the batch on the meta device before anything else sees them."
+    seen = []
+    class Look(Callback):
+        def before_batch(self, learn): seen.append(learn.batch[0].device.type); raise CancelFitException()
+    model = nn.Linear(1, 1)
+    Learner(model, line_dls(), cbs=[Look(), DeviceCB('meta')]).fit(1)
+    assert model.weight.device.type == 'meta' and seen == ['meta']
+
+
+def test_batch_transform_validation_only():
+    seen = []
+    class Look(Callback):
+        def predict(self, learn): seen.append((learn.training, learn.batch[0].flatten()[0].item()))
+    dls = NS(train=[(torch.zeros(2, 1), torch.zeros(2, 1))], valid=[(torch.zeros(2, 1), torch.zeros(2, 1))])
+    learn = Learner(nn.Linear(1, 1), dls, cbs=[TrainCB(), Look(), BatchTransformCB(lambda b: (b[0] + 5, b[1]), on_train=False)])
+    learn.fit(1)
+    assert seen == [(True, 0.0), (False, 5.0)]
+
+
+def test_batch_size_skips_non_tensor_items():
+    assert batch_size(('file.png', torch.zeros(4, 2))) == 4 and batch_size([[], {'y': torch.zeros(6)}]) == 6
+    assert batch_size(torch.tensor(3.)) == 1 and batch_size(('a', 'b')) is None
+
+
+def test_metrics_use_target_after_n_inp_inputs():
+    "With two model inputs the metric's target is batch[2], not batch[1]."
+    from torcheval.metrics import MeanSquaredError
+    class First(nn.Module):
+        def forward(self, a, b): return a
+    y = torch.arange(6.)
+    dls = NS(train=[], valid=[(y.clone(), y + 10, y)])            # preds == target exactly, batch[1] is 10 away
+    mcb = MetricsCB(mse=MeanSquaredError())
+    Learner(First(), dls, F.mse_loss, cbs=[TrainCB(n_inp=2), mcb]).fit(1, train=False)
+    assert mcb.history[-1]['mse'] == 0 and mcb.history[-1]['loss'] == 0
+
+
+def test_metrics_are_reset_every_phase():
+    "Training batches are all wrong, validation batches all right: accuracy 0 then 1 every epoch (no carry-over)."
+    class PassThrough(nn.Module):
+        def __init__(self): super().__init__(); self.p = nn.Parameter(torch.zeros(()))
+        def forward(self, x): return x + 0*self.p
+    logits = torch.eye(3)[torch.tensor([0, 1, 2, 0])]
+    y = torch.tensor([0, 1, 2, 0])
+    dls = NS(train=[(logits, (y + 1) % 3)], valid=[(logits, y)])
+    mcb = MetricsCB(acc=MulticlassAccuracy())
+    Learner(PassThrough(), dls, F.cross_entropy, lr=0., cbs=[TrainCB(), mcb]).fit(2)
+    assert [(h['phase'], h['acc']) for h in mcb.history] == [('train', 0.), ('eval', 1.)]*2
+
+
+def test_format_log_known_line():
+    from miniai.learner import format_log
+    assert format_log(dict(epoch=3, phase='eval', loss=0.123456, time=75.34)) == 'epoch 3  phase eval  loss 0.1235  time 01:15.3'
+    assert format_log(dict(time=3599.96)) == 'time 60:00.0'
+
+
+def test_progress_cb_val_losses_are_eval_losses_at_batch_count():
+    "`val_losses` pairs (training batches so far, eval loss of that epoch), as `plot_losses` draws them."
+    learn, mcb, prog = _mse(), MetricsCB(), ProgressCB(notebook=False, file=io.StringIO())
+    learn.fit(2, cbs=[mcb, prog])
+    n, ev = len(line_dls().train), [h['loss'] for h in mcb.history if h['phase'] == 'eval']
+    assert prog.val_losses == [(n, ev[0]), (2*n, ev[1])] and ev[0] != ev[1]
+
+
+def test_lr_find_needs_no_validation_set():
+    "The LR finder trains only, so `dls` without `valid` is fine."
+    torch.manual_seed(0)
+    learn = Learner(nn.Linear(1, 1), NS(train=line_dls(400, 20).train), F.mse_loss, cbs=[TrainCB()])
+    finder = learn.lr_find(show_plot=False)
+    assert len(finder.losses) > 1
