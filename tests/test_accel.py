@@ -9,7 +9,8 @@ from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import CancelBatchException, Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
 from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
-                          NonFiniteLossError, fused_opt_func, load_checkpoint, read_checkpoint, save_checkpoint, train_throughput)
+                          NonFiniteLossError, fused_opt_func, load_checkpoint, read_checkpoint, save_checkpoint, to_channels_last,
+                          train_throughput)
 
 
 
@@ -440,3 +441,241 @@ def test_save_checkpoint_default_epoch_counts_finished_epochs(tmp_path):
     assert torch.load(save_checkpoint(tmp_path/'b.pt', crashed), weights_only=True)['epoch'] == 1
     learn.fit(2)
     assert torch.load(save_checkpoint(tmp_path/'c.pt', learn), weights_only=True)['epoch'] == 2
+
+
+# ---------------------------------------------------------------- found by mutation testing
+
+def test_float16_with_cpu_flag_still_falls_back_to_float32():
+    "`cpu=True` enables bfloat16 autocast only: float16 on a CPU has no GradScaler, so it stays float32."
+    spy, mp = Spy(), MixedPrecision(torch.float16, cpu=True)
+    learn = tiny_learner(cbs=[mp, spy])
+    with pytest.warns(UserWarning, match='float16 needs CUDA'): learn.fit(1, valid=False)
+    assert not mp.enabled and learn.grad_scaler is None and set(spy.dtypes) == {torch.float32}
+
+
+def test_grad_scaler_kept_across_fits_and_cleared_without_float16(monkeypatch):
+    "On CUDA float16 creates one GradScaler and keeps it (and its scale) for later fits; other settings clear it."
+    import miniai.accel as accel
+    from types import SimpleNamespace
+    made = []
+    class FakeScaler:
+        def __init__(self, device): made.append(device)
+    monkeypatch.setattr(torch.amp, 'GradScaler', FakeScaler)
+    monkeypatch.setattr(accel, 'model_device', lambda model: torch.device('cuda'))
+    learn = SimpleNamespace(model=nn.Linear(2, 2), grad_scaler=None)
+    mp = MixedPrecision(torch.float16)
+    mp.before_fit(learn); first = learn.grad_scaler
+    mp.before_fit(learn)
+    assert isinstance(first, FakeScaler) and learn.grad_scaler is first and made == ['cuda'] and mp.enabled
+    MixedPrecision(torch.bfloat16).before_fit(learn)
+    assert learn.grad_scaler is None   # bfloat16 needs no scaler: a stale one would keep scaling the loss
+
+
+def test_autocast_is_closed_before_backward():
+    "Autocast covers the forward pass and the loss only; backward runs outside it."
+    class BackwardSpy(Callback):
+        order = 15
+        def __init__(self): self.inside = []
+        def after_backward(self, learn): self.inside.append(torch.is_autocast_enabled('cpu'))
+    spy = BackwardSpy()
+    tiny_learner(cbs=[MixedPrecision(cpu=True), spy]).fit(1, valid=False)
+    assert spy.inside and not any(spy.inside)
+
+
+def test_to_channels_last_converts_only_4d_float_tensors_and_keeps_containers():
+    "Integer and non-4-D tensors are left as they are; tuples, lists and dicts keep their types."
+    f4, u4, f3 = torch.randn(2, 3, 4, 5), torch.zeros(2, 3, 4, 5, dtype=torch.uint8), torch.randn(3, 4, 5)
+    out = to_channels_last((f4, [u4, {'a': f4, 'b': f3}], 7))
+    assert type(out) is tuple and type(out[1]) is list and type(out[1][1]) is dict and out[2] == 7
+    cl = lambda t: t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    assert cl(out[0]) and cl(out[1][1]['a']) and torch.equal(out[0], f4)
+    assert out[1][0].is_contiguous() and not cl(out[1][0]) and out[1][1]['b'] is f3
+
+
+def test_fused_opt_func_default_lr():
+    "Called without `lr`, the optimizer gets 1e-3; on the CPU `fused` is not requested."
+    opt = fused_opt_func(torch.optim.SGD, momentum=0.9)(tiny_model().parameters())
+    assert opt.defaults['lr'] == 1e-3 and opt.defaults['momentum'] == 0.9 and not opt.defaults.get('fused')
+
+
+def test_ema_matches_float64_reference_over_two_fits():
+    "The average continues across fits (warm-up count included): checked against a float64 recomputation."
+    class Record(Callback):
+        order = 30   # after EMA (20) updated: the weights the average just took in
+        def __init__(self): self.ws = []
+        def before_fit(self, learn):
+            if not self.ws: self.ws.append([p.detach().double().clone() for p in learn.model.parameters()])
+        def after_step(self, learn): self.ws.append([p.detach().double().clone() for p in learn.model.parameters()])
+    ema, rec = EMA(0.3), Record()   # the warm-up decay passes 0.3 after 3 updates: both branches of the min
+    learn = tiny_learner(cbs=[ema, rec])
+    learn.fit(1)
+    learn.fit(1, valid=False)
+    avg = rec.ws[0]
+    for n, w in enumerate(rec.ws[1:]):
+        d = min(0.3, (1 + n)/(10 + n))
+        avg = [d*a + (1 - d)*x for a, x in zip(avg, w)]
+    assert ema.n_updates == len(rec.ws) - 1 == 2*len(learn.dls.train)
+    for s, a in zip(ema.shadow, avg): torch.testing.assert_close(s.double(), a, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_decay_range():
+    "Decay 0 is allowed (the average is the latest weights); decay 1 would never move and is refused."
+    with pytest.raises(ValueError, match=r'\[0, 1\)'): EMA(1.0)
+    lin = nn.Linear(2, 2)
+    ema = EMA(0.); ema.track(lin)
+    with torch.no_grad(): lin.weight.add_(1.)
+    ema.update()
+    assert torch.equal(ema.shadow[0], lin.weight)
+
+
+def test_ema_explicit_swap_of_tracked_model_and_foreign_models():
+    "`swap(model)` of the tracked model counts as swapped (no saving); a model of other shapes is refused."
+    model = tiny_model()
+    ema = EMA(); ema.track(model)
+    ema.swap(model)
+    with pytest.raises(RuntimeError, match='swap the weights back'): ema.state_dict()
+    ema.swap(model)
+    assert ema.state_dict()['n_updates'] == 0
+    with pytest.raises(ValueError, match='another architecture'): ema.swap(tiny_model(w=8))
+
+
+def test_ema_state_for_other_parameter_names_is_refused():
+    "An EMA state with the right shapes but other parameter names does not load."
+    a, b = EMA(), EMA()
+    a.track(nn.Sequential(nn.Linear(3, 2)))
+    b.track(nn.Sequential(nn.Identity(), nn.Linear(3, 2)))   # same shapes, names '1.weight', '1.bias'
+    with pytest.raises(ValueError, match='other parameters'): b.load_state_dict(a.state_dict())
+
+
+def test_eval_ema_with_checkpoint_saves_raw_weights(tmp_path):
+    "With eval_ema, the weights are swapped back before CheckpointCB saves: the file holds the raw model and the average."
+    ema = EMA(0.9, eval_ema=True)
+    learn = tiny_learner(cbs=[ema, CheckpointCB(tmp_path/'c.pt')])
+    learn.fit(2)
+    ck = read_checkpoint(tmp_path/'c.pt')
+    assert ck['epoch'] == 2 and states_equal(ck['model'], learn.model.state_dict())
+    assert all(torch.equal(ck['ema']['shadow'][n], s) for n, s in zip(ema.names, ema.shadow))
+    assert not any(torch.equal(s, p) for s, p in zip(ema.shadow, learn.model.parameters()))
+
+
+def test_train_throughput_is_training_images_per_second(monkeypatch):
+    "Images (not batches) of the timed epochs only, divided by the timed seconds; warm-up epochs train but are not counted."
+    import miniai.accel as accel
+    from types import SimpleNamespace
+    clock = iter([10., 12.])
+    monkeypatch.setattr(accel, 'time', SimpleNamespace(perf_counter=lambda: next(clock)))
+    class Epochs(Callback):
+        def __init__(self): self.phases = []
+        def before_epoch(self, learn): self.phases.append(learn.training)
+    spy = Epochs()
+    ips = train_throughput(tiny_learner(cbs=[spy]), epochs=2, warmup=1)
+    assert ips == 2*64/2. and spy.phases == [True]*3   # 64 images an epoch, 2 timed epochs in 2 s
+
+
+def test_checkpoint_restores_python_numpy_and_torch_random_states(tmp_path):
+    "`load_checkpoint` puts back every generator (NumPy's cached Gaussian included); `rng=False` leaves them alone."
+    import random
+    learn = tiny_learner()
+    np.random.seed(0); np.random.randn(1)   # odd count: NumPy keeps the second Gaussian of the pair
+    draw = lambda: (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist())
+    p = save_checkpoint(tmp_path/'r.pt', learn)
+    first = draw()
+    load_checkpoint(p, learn)
+    assert draw() == first
+    load_checkpoint(p, learn)
+    draw()
+    nxt = draw()
+    load_checkpoint(p, learn); draw()
+    load_checkpoint(p, learn, rng=False)
+    assert draw() == nxt   # not rewound
+
+
+def test_torch_dataloader_generator_is_checkpointed(tmp_path):
+    "A torch DataLoader shuffled by its own `generator` reshuffles the same way after loading a checkpoint."
+    x, y = torch.zeros(32, 1, 8, 8), torch.arange(32)
+    tdl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True,
+                                      generator=torch.Generator().manual_seed(0))
+    learn = Learner(tiny_model(), DataLoaders(tdl, tdl), F.cross_entropy, cbs=[TrainCB()])
+    order = lambda: torch.cat([yb for _, yb in tdl]).tolist()
+    p = save_checkpoint(tmp_path/'g.pt', learn)
+    first = order()
+    assert order() != first
+    load_checkpoint(p, learn, rng=False)
+    assert order() == first
+
+
+def test_optimizer_with_other_parameter_groups_is_refused(tmp_path):
+    "Same optimizer class, other parameter groups: refused, nothing loaded."
+    def two_groups(params, lr):
+        ps = list(params)
+        return torch.optim.AdamW([{'params': ps[:2]}, {'params': ps[2:]}], lr=lr)
+    p = save_checkpoint(tmp_path/'a.pt', _trained_with_state(1))
+    target = _trained_with_state(2, opt_func=two_groups)
+    before = _snapshot(target)
+    with pytest.raises(CheckpointError, match='parameter groups differ'): load_checkpoint(p, target)
+    after = _snapshot(target)
+    assert states_equal(before[0], after[0]) and before[1:] == after[1:]
+
+
+def test_checkpoint_of_a_model_missing_layers_is_refused(tmp_path):
+    "A model with a layer the checkpoint lacks is refused with the missing keys named."
+    p = save_checkpoint(tmp_path/'a.pt', _trained_with_state(1))
+    target = tiny_learner(seed=2)
+    target.model.append(nn.Linear(4, 4))
+    with pytest.raises(CheckpointError, match=r'missing: 6\.weight, 6\.bias'): load_checkpoint(p, target)
+
+
+def test_load_checkpoint_into_unfitted_learner_restores_ema(tmp_path):
+    "Outside `fit`, an EMA callback that never tracked a model starts tracking this one and takes the saved average."
+    src = _trained_with_state(1)
+    p = save_checkpoint(tmp_path/'a.pt', src)
+    ema = EMA()
+    target = tiny_learner(seed=2, cbs=[ema])
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        info = load_checkpoint(p, target)   # no optimizer or scheduler yet: those parts are skipped, with a warning each
+    assert {'optimizer', 'scheduler'} <= {w for m in ws for w in ('optimizer', 'scheduler') if w in str(m.message)}
+    assert 'ema' in info['loaded'] and ema.model is target.model and ema.n_updates == 1
+    assert all(torch.equal(a, b) for a, b in zip(ema.shadow, next(cb for cb in src.cbs if isinstance(cb, EMA)).shadow))
+
+
+def test_resume_is_bit_exact_with_random_work_between_epochs(tmp_path):
+    "A callback drawing random numbers at each epoch start: the checkpoint stores the states from the end of training."
+    class Jitter(Callback):   # a per-epoch random input scale (drawn before CheckpointCB saves the previous epoch)
+        order = 50
+        def before_epoch(self, learn): self.scale = 1 + 0.1*torch.randn(())
+        def before_batch(self, learn): learn.batch = (learn.batch[0].float()*self.scale, *learn.batch[1:])
+    straight = tiny_learner(seed=1, cbs=[Jitter()])
+    straight.fit(3, valid=False)
+    path = tmp_path/'run.pt'
+    with pytest.raises(KeyboardInterrupt): tiny_learner(seed=1, cbs=[Jitter(), CheckpointCB(path), Crash(2, 1)]).fit(3, valid=False)
+    resumed = tiny_learner(seed=2, cbs=[Jitter(), CheckpointCB(path)])
+    resumed.fit(3, valid=False)
+    assert states_equal(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_nan_guard_names_the_first_bad_batch_and_catches_inf():
+    "Several bad batches before a check: the first is named; an infinite loss stops training too."
+    learn = Learner(tiny_model(), tiny_dls(1, n=160), F.cross_entropy,
+                    cbs=[TrainCB(), NanGuardCB(every=4), InjectNaN(1), InjectNaN(2)])
+    with pytest.raises(NonFiniteLossError, match=r'batch 1 \(noticed at batch 3\)'): learn.fit(1, valid=False)
+    class InfLoss(Callback):
+        order = 30
+        def after_loss(self, learn):
+            if learn.iter == 1: learn.loss = learn.loss*float('inf')
+    learn = Learner(tiny_model(), tiny_dls(1), F.cross_entropy, cbs=[TrainCB(), NanGuardCB(every=2), InfLoss()])
+    with pytest.raises(NonFiniteLossError, match=r'loss became inf at epoch 0, batch 1'): learn.fit(1, valid=False)
+
+
+def test_model_device_of_buffer_only_and_empty_models(monkeypatch):
+    "A model without parameters reports its buffers' device; one with neither, the default device."
+    import miniai.accel as accel
+    monkeypatch.setattr(accel, 'default_device', lambda: torch.device('meta'))
+    assert accel.model_device(nn.BatchNorm1d(3, affine=False)) == torch.device('cpu')
+    assert accel.model_device(nn.ReLU()) == torch.device('meta')
+
+
+def test_checkpoint_of_another_format_version_is_refused(tmp_path):
+    "A dict saved with another `format` tag (an older or newer layout) is not read as a checkpoint."
+    torch.save({'format': 'miniai-checkpoint-0', 'epoch': 1}, tmp_path/'old.pt')
+    with pytest.raises(CheckpointError, match='not a miniai checkpoint'): read_checkpoint(tmp_path/'old.pt')
