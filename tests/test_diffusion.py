@@ -355,3 +355,142 @@ def test_samplers_refuse_samples_that_overflow():
     with pytest.raises(ValueError, match='`samples` contains'): ddpm_sample(huge, (1, 1, 4, 4), s, clamp=None)
     with pytest.raises(ValueError, match='`samples` contains'): ddim_sample(huge, (1, 1, 4, 4), ts, s.abar[ts], clamp=None)
     with pytest.raises(ValueError, match='`samples` contains'): cosine_ddim_sample(huge, (1, 1, 4, 4), 3, clamp=None)
+
+
+# ---------------------------------------------------------------- schedule, noising and sampler details
+def test_linear_schedule_refuses_bad_betas():
+    "beta_min <= beta_max, both in (0, 1): a reversed or out-of-range pair is an error, equal ends are allowed."
+    for lo, hi in ((0.02, 1e-4), (0., 0.02), (1e-4, 1.)):
+        with pytest.raises(ValueError, match='beta_min <= beta_max'): linear_schedule(10, lo, hi)
+    torch.testing.assert_close(linear_schedule(3, 0.1, 0.1).beta, torch.full((3,), 0.1, dtype=torch.float64))
+
+def test_schedule_to_keeps_every_field_in_place():
+    "`to` moves each of beta, alpha, abar, sigma to its own field, as float32 by default."
+    s = linear_schedule(5, 0.1, 0.3)
+    s32, s64 = s.to('cpu'), s.to('cpu', torch.float64)
+    beta = np.linspace(0.1, 0.3, 5)
+    for k, ref in (('beta', beta), ('alpha', 1 - beta), ('abar', np.cumprod(1 - beta)), ('sigma', np.sqrt(beta))):
+        assert getattr(s32, k).dtype == torch.float32
+        np.testing.assert_allclose(getattr(s64, k).numpy(), ref, rtol=1e-12)
+
+def test_noisify_ddpm_draws_every_step_from_zero():
+    "t is uniform over 0..T-1, the first step (t = 0) included."
+    abar = linear_schedule(3, 0.1, 0.3).to('cpu').abar
+    (_, t), _ = noisify_ddpm(torch.zeros(600, 1, 2, 2), abar, torch.Generator().manual_seed(0))
+    counts = torch.bincount(t, minlength=3)
+    assert len(counts) == 3 and (counts > 150).all()
+
+def test_ddpm_learner_recipe():
+    "Lesson 22's recipe: MSE on the noise, Adam with eps=1e-5, one-cycle peak 4e-3, the batch noised first (n_inp=2)."
+    from miniai.learner import TrainCB
+    learn = ddpm_learner(torch.nn.Linear(2, 2), None, noisify_cosine, progress=False, device='cpu')
+    assert learn.lr == 4e-3 and learn.loss_func is F.mse_loss and learn.n_inp == 2
+    opt = learn.opt_func(learn.model.parameters(), learn.lr)
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]['eps'] == 1e-5 and opt.param_groups[0]['lr'] == 4e-3
+    assert isinstance(learn.cbs[0], NoisifyCB) and learn.cbs[0].noisify is noisify_cosine
+    assert any(isinstance(cb, TrainCB) and cb.n_inp == 2 for cb in learn.cbs)
+
+def test_ddpm_sample_refuses_an_empty_shape():
+    "A zero-size dimension is a shape error, not an empty result."
+    s = linear_schedule(2, 0.05, 0.4)
+    for shape in ((0, 1, 4, 4), (1, 1, 0, 4)):
+        with pytest.raises(ValueError, match=r'`shape` must be \(B, C, H, W\) with sizes >= 1'):
+            ddpm_sample(lambda x, t: x, shape, s)
+
+def test_ddpm_sample_returns_float32_for_any_model_dtype():
+    "A model predicting in float64 or bfloat16 still gives float32 samples (the prediction is cast)."
+    s = linear_schedule(3, 0.05, 0.4)
+    for dt in (torch.float64, torch.bfloat16):
+        seen = []
+        out = ddpm_sample(lambda x, t: (0.5*x).to(dt), (1, 1, 4, 4), s, generator=0,
+                          callback=lambda d: seen.append(d['x'].dtype))
+        assert out.dtype == torch.float32 and set(seen) == {torch.float32}
+
+def test_x0_from_eps_clamps_to_the_given_bound():
+    "x0-hat = (x_t - sqrt(1-abar) eps)/sqrt(abar), clamped to [-clamp, clamp] (not always [-1, 1])."
+    from miniai.diffusion.ddpm import x0_from_eps
+    x, eps = torch.tensor([3., -0.3, 0.6]), torch.tensor([0., 0., 1.])   # abar 0.25: x0 = 2x - sqrt(3) eps
+    raw = [6., -0.6, 1.2 - math.sqrt(3)]
+    torch.testing.assert_close(x0_from_eps(x, eps, 0.25, clamp=None), torch.tensor(raw))
+    torch.testing.assert_close(x0_from_eps(x, eps, 0.25, clamp=2.5), torch.tensor([2.5, -0.6, raw[2]]))
+    torch.testing.assert_close(x0_from_eps(x, eps, 0.25, clamp=0.5), torch.tensor([0.5, -0.5, -0.5]))
+
+def test_ddpm_sample_honours_a_wider_clamp():
+    "With clamp=3 the last step returns x0-hat clamped to [-3, 3], values beyond 1 kept."
+    s = linear_schedule(4, 0.01, 0.3)
+    seen = []
+    out = ddpm_sample(lambda x, t: -3*x, (2, 1, 4, 4), s, generator=0, clamp=3., callback=lambda d: seen.append(dict(d)))
+    x_in, ab0 = seen[-2]['x'], s.abar[0].item()
+    expected = ((x_in + 3*(1 - ab0)**0.5*x_in)/ab0**0.5).clamp(-3, 3)
+    assert (expected.abs() > 1.5).any()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+def test_ddpm_callback_counts_steps_and_times():
+    "The callback sees i = 0, 1, ... T-1 while t runs T-1 down to 0."
+    seen = []
+    ddpm_sample(lambda x, t: 0*x, (1, 1, 2, 2), linear_schedule(5, 0.05, 0.4), generator=0, callback=seen.append)
+    assert [d['i'] for d in seen] == [0, 1, 2, 3, 4] and [d['t'] for d in seen] == [4, 3, 2, 1, 0]
+
+def test_ddpm_sample_uses_the_given_generator():
+    "A generator passed in is the one drawn from: its state advances by exactly the sampler's draws."
+    s = linear_schedule(3, 0.05, 0.4)
+    g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    out = ddpm_sample(lambda x, t: 0*x, (1, 1, 2, 2), s, generator=g)
+    for _ in range(3): torch.randn(1, 1, 2, 2, generator=ref)   # x_T and the noise of steps t=2 and t=1
+    assert torch.equal(g.get_state(), ref.get_state())
+    assert torch.equal(out, ddpm_sample(lambda x, t: 0*x, (1, 1, 2, 2), s, generator=7))
+
+
+# ---------------------------------------------------------------- the diffusers adapter
+@pytest.fixture(scope='module')
+def cond_unet():
+    "A randomly initialised (not zeroed) tiny class-conditional UNet: its output depends on t and c."
+    torch.manual_seed(0)
+    return diffusers_unet((8, 16), norm_groups=4, attention=(False, False), layers_per_block=1, n_classes=3).eval()
+
+def test_diffusers_unet_scales_time(cond_unet):
+    "With t_scale=1000 the UNet sees t*1000: the same network at t_scale=1 given 1000t agrees, given t does not."
+    from miniai.diffusion.ddpm import DiffusersUNet
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.3, 0.7])
+    scaled = DiffusersUNet(cond_unet.unet, t_scale=1000.)
+    with torch.no_grad():
+        out = scaled(x, t)
+        torch.testing.assert_close(out, cond_unet(x, t*1000))
+        assert (out - cond_unet(x, t)).abs().max() > 1e-3
+
+def test_diffusers_unet_null_class(cond_unet):
+    "n_classes real classes plus a null class (index n_classes): c=None means the null class, labels 0..n_classes accepted."
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert cond_unet.n_classes == 3 and cond_unet.unet.config.num_class_embeds == 4
+    with torch.no_grad():
+        torch.testing.assert_close(cond_unet(x, 5), cond_unet(x, 5, torch.full((2,), 3)))
+        assert (cond_unet(x, 5, torch.tensor([0, 2])) - cond_unet(x, 5)).abs().max() > 1e-3
+    for bad in ([4, 0], [-1, 0]):
+        with pytest.raises(ValueError, match=r'in 0\.\.2 \(or 3, the null class\)'): cond_unet(x, 5, torch.tensor(bad))
+
+def test_diffusers_unet_default_attention():
+    "Default: self-attention at every level but the first, mirrored on the way up."
+    cfg = diffusers_unet((8, 16, 32), norm_groups=4, layers_per_block=1).unet.config
+    assert tuple(cfg.down_block_types) == ('DownBlock2D', 'AttnDownBlock2D', 'AttnDownBlock2D')
+    assert tuple(cfg.up_block_types) == ('AttnUpBlock2D', 'AttnUpBlock2D', 'UpBlock2D')
+
+
+# ---------------------------------------------------------------- cosine details
+def test_noisify_cosine_time_range():
+    "t is drawn in [0, t_max]: clamped at 0.999 by default, at t_max when given."
+    x0 = torch.zeros(20_000, 1, 1, 1)
+    (_, t), _ = noisify_cosine(x0, torch.Generator().manual_seed(0))
+    assert t.max().item() == pytest.approx(0.999, abs=1e-7) and (t == t.max()).sum() > 5   # ~0.1% of draws hit the clamp
+    (_, t), _ = noisify_cosine(x0, torch.Generator().manual_seed(0), t_max=0.5)
+    assert t.max().item() == 0.5 and abs((t == 0.5).double().mean().item() - 0.5) < 0.02 and t.min() < 0.01
+
+def test_cosine_timesteps_needs_two_points():
+    with pytest.raises(ValueError, match='`steps` must be >= 2'): cosine_timesteps(1)
+    assert cosine_timesteps(2).tolist() == [0.5, 0.]
+
+def test_cosine_ddim_sample_defaults_to_eta_one():
+    "The default is the lesson's eta=1 (stochastic), not deterministic DDIM."
+    f = linear_denoiser()
+    run = lambda **kw: cosine_ddim_sample(f, (2, 1, 4, 4), 10, generator=3, **kw)
+    default = run()
+    assert torch.equal(default, run(eta=1.)) and (default - run(eta=0.)).abs().max() > 1e-3

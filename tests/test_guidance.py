@@ -95,3 +95,54 @@ def test_cond_noisify_cb():
     CondNoisifyCB(noisify).before_batch(learn)
     xt, t, y, target = learn.batch
     assert torch.equal(xt, torch.ones(4, 1, 2, 2)) and torch.equal(y, torch.arange(4)) and torch.equal(target, torch.zeros(4, 1, 2, 2))
+
+
+def test_cfg_mix_refuses_mismatched_shapes():
+    "No broadcasting between the two predictions."
+    with pytest.raises(ValueError, match='differ in shape'): cfg_mix(torch.zeros(2, 1, 4, 4), torch.zeros(1, 1, 4, 4), 2.)
+    torch.testing.assert_close(cfg_mix(torch.tensor([3.]), torch.tensor([1.]), 2.5), torch.tensor([6.]))   # 1 + 2.5*2
+
+
+def test_drop_label_cb_checks_p_and_uses_its_generator():
+    "p must be in [0, 1]; the drops come from the callback's generator (same seed, same drops)."
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match='`p` must be in'): DropLabelCB(bad, 5)
+    y = torch.randint(0, 5, (1000,), generator=torch.Generator().manual_seed(0))
+    def drops(seed):
+        torch.manual_seed(seed)   # the global RNG differs between the two calls: it must not matter
+        learn = SimpleNamespace(batch=(None, y), training=True)
+        DropLabelCB(0.5, 5, generator=torch.Generator().manual_seed(3)).before_batch(learn)
+        return learn.batch[1] == 5
+    a = drops(0)
+    assert torch.equal(a, drops(1))
+    assert torch.equal(a, torch.rand(1000, generator=torch.Generator().manual_seed(3)) < 0.5)
+
+
+def test_cond_ddpm_learner_drops_labels_before_noising():
+    "cond_ddpm_learner: labels dropped (default p 0.1, null class = n_classes) before the batch is noised, n_inp = 3."
+    from miniai.diffusion.guidance import cond_ddpm_learner
+    from miniai.learner import run_cbs, TrainCB
+    net = torch.nn.Linear(2, 2); net.n_classes = 5
+    noisify = lambda x0: ((x0 + 1, torch.full((len(x0),), 0.25)), -x0)
+    learn = cond_ddpm_learner(net, None, noisify, progress=False, device='cpu')
+    drop = next(cb for cb in learn.cbs if isinstance(cb, DropLabelCB))
+    assert drop.p == 0.1 and drop.null_class == 5 and learn.n_inp == 3
+    assert any(isinstance(cb, TrainCB) and cb.n_inp == 3 for cb in learn.cbs)
+    learn = cond_ddpm_learner(net, None, noisify, p_uncond=1., progress=False, device='cpu')
+    learn.training, learn.batch = True, (torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 3]))
+    run_cbs([cb for cb in learn.cbs if isinstance(cb, (DropLabelCB, CondNoisifyCB))], 'before_batch', learn)
+    xt, t, y, target = learn.batch
+    assert torch.equal(y, torch.full((4,), 5)) and torch.equal(t, torch.full((4,), 0.25))
+    assert torch.equal(xt, torch.ones(4, 1, 2, 2)) and torch.equal(target, torch.zeros(4, 1, 2, 2))
+
+
+def test_label_accuracy_values():
+    "Overall and per-class hit rates of a known classifier, exact fractions; None for a class never requested."
+    clf = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad(): clf.weight.copy_(torch.eye(4))          # predicts the index of the largest pixel
+    pred = torch.tensor([0, 0, 1, 2, 2, 2])
+    images = torch.nn.functional.one_hot(pred, 4).float()
+    labels = torch.tensor([0, 1, 1, 2, 2, 0])                     # hits: yes, no, yes, yes, yes, no
+    a = label_accuracy(clf, images, labels, n_classes=4, bs=4)
+    assert a['accuracy'] == 4/6
+    assert a['per_class'] == [0.5, 0.5, 1.0, None]

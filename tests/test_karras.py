@@ -438,3 +438,61 @@ def test_samplers_called_directly_refuse_non_finite_results(name):
     assert len(calls) >= 3   # the check is at the end, not at the bad step
     with pytest.raises(FloatingPointError, match=r'non-finite values.*after \d+ model evaluations'):
         sample(name, lambda x, s: x*float('inf'), (2, 3), steps=3, device='cpu')
+
+
+# --- defaults and plumbing of the preconditioning -----------------------------------------------------------------
+
+def test_default_sigma_data_is_fashion_mnist_std():
+    "SIGMA_DATA = 0.66 (Fashion-MNIST in [-1, 1]) is the default of scalings, noisify_karras, denoise and KarrasDenoiser."
+    from miniai.diffusion.karras import SIGMA_DATA
+    assert SIGMA_DATA == 0.66
+    np.testing.assert_allclose(torch.stack(scalings(torch.tensor([0.64]))).flatten().numpy(), [0.51538, 0.45946, 1.08773], atol=6e-6)
+    n = torch.randn(2, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    (xin, _), target = noisify_karras(torch.zeros(2, 1, 2, 2), sigma=1., generator=torch.Generator().manual_seed(1))
+    tv = 1 + 0.66**2                                      # sigma = 1, x0 = 0: x = n, target = -sd n/sqrt(tv)
+    torch.testing.assert_close(xin, n/math.sqrt(tv))
+    torch.testing.assert_close(target, -0.66*n/math.sqrt(tv))
+    seen = []
+    def spy(xin, c): seen.append(xin); return torch.zeros_like(xin)
+    x, sig = torch.ones(2, 1, 2, 2), torch.tensor([1., 2.])
+    for out in (denoise(spy, x, sig), KarrasDenoiser(spy)(x, sig)):   # F = 0: D = c_skip x
+        torch.testing.assert_close(out, (0.66**2/(sig**2 + 0.66**2)).reshape(-1, 1, 1, 1)*x)
+        torch.testing.assert_close(seen.pop(), x/(sig**2 + 0.66**2).sqrt().reshape(-1, 1, 1, 1))
+
+
+def test_karras_denoiser_uses_its_sigma_data():
+    "KarrasDenoiser(model, sigma_data) scales with that sigma_data, not the default."
+    seen = []
+    def spy(xin, c): seen.append(xin); return torch.ones_like(xin)
+    x, sig = torch.full((2, 1, 2, 2), 2.), torch.tensor([0.5, 3.])
+    out = KarrasDenoiser(spy, sigma_data=0.5)(x, sig)
+    s4 = sig.reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(seen[0], x/(s4**2 + 0.25).sqrt())
+    torch.testing.assert_close(out, 0.25/(s4**2 + 0.25)*x + s4*0.5/(s4**2 + 0.25).sqrt())
+
+
+def test_sigmas_karras_refuses_bad_ends():
+    "sigma_min must be strictly below sigma_max, and every parameter finite (checked by sigmas_karras itself)."
+    with pytest.raises(ValueError, match='smaller'): sigmas_karras(5, 1., 1., device='cpu')
+    for kw in (dict(sigma_max=float('inf')), dict(sigma_max=float('nan')), dict(rho=float('inf')), dict(sigma_min=float('nan'))):
+        with pytest.raises(ValueError, match='must be finite and > 0'): sigmas_karras(5, device='cpu', **kw)
+
+
+def test_sigmas_karras_ends_exactly():
+    "The schedule starts at sigma_max and its last nonzero level is sigma_min, to float32 precision."
+    for n, lo, hi, rho in ((20, 0.01, 80., 7.), (7, 0.002, 160., 7.), (100, 0.03, 14.6, 3.)):
+        s = sigmas_karras(n, lo, hi, rho, device='cpu')
+        assert s.dtype == torch.float32 and s[0].item() == np.float32(hi) and s[-2].item() == np.float32(lo)
+
+
+def test_karras_learner_recipe():
+    "Lesson 23: one-cycle peak lr 1e-2, and the training pairs use the learner's sigma_data."
+    from miniai.diffusion.ddpm import NoisifyCB
+    from miniai.diffusion.karras import karras_learner
+    learn = karras_learner(torch.nn.Linear(2, 2), None, sigma_data=0.5, progress=False, device='cpu')
+    assert learn.lr == 1e-2
+    noisify = next(cb for cb in learn.cbs if isinstance(cb, NoisifyCB)).noisify
+    sig = torch.tensor([0.5, 1., 2., 4.])
+    (xin, _), target = noisify(torch.zeros(4, 1, 2, 2), sigma=sig)
+    # x0 = 0: c_in x = sigma n/sqrt(sigma^2 + sd^2) and target = -sd n/sqrt(sigma^2 + sd^2), so target/xin = -sd/sigma
+    torch.testing.assert_close(target/xin, (-0.5/sig).reshape(-1, 1, 1, 1).expand(4, 1, 2, 2))
