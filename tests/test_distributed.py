@@ -1,16 +1,22 @@
 """Tests for miniai.distributed: exact sharding, and a real 2-process gloo run (torchrun) that matches one process."""
-import json, os, signal, subprocess, sys
+import json, os, signal, subprocess, sys, tempfile, warnings
+from datetime import timedelta
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.learner import Learner, MetricsCB, TrainCB
-from miniai.distributed import (DistributedCB, ShardedLoader, all_gather_cat, all_reduce_sum, sample_across_ranks,
-                                shard_items, shard_range)
+from miniai.learner import Callback, CancelFitException, Learner, MetricsCB, TrainCB
+from miniai.distributed import (DistributedCB, ShardedLoader, StepCheckpointCB, _check_same, _rank_seed, all_gather_cat,
+                                all_reduce_sum, barrier, cleanup_distributed, get_rank, get_world_size, init_distributed,
+                                is_main_process, load_samples, reduce_metrics, remove_stale_tmp, sample_across_ranks,
+                                save_samples, shard_items, shard_range, unwrap_model)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO/'tools'/'train_ddp_demo.py'
@@ -120,6 +126,143 @@ def test_distributed_cb_under_torchrun_without_init_says_what_to_do(monkeypatch)
     with pytest.raises(RuntimeError, match='init_distributed'): tiny_learner([DistributedCB()]).fit(1)
 
 
+def test_without_a_process_group_this_is_rank_0_of_1(monkeypatch):
+    "No torchrun (WORLD_SIZE unset or 1): rank 0 of 1, the main process; barrier and init/cleanup do nothing."
+    assert not dist.is_initialized()
+    for world in (None, '1'):
+        if world is None: monkeypatch.delenv('WORLD_SIZE', raising=False)
+        else: monkeypatch.setenv('WORLD_SIZE', world)
+        assert init_distributed() == (0, 1) and not dist.is_initialized()
+    assert (get_rank(), get_world_size(), is_main_process()) == (0, 1, True)
+    assert barrier() is None
+    cleanup_distributed()
+
+
+def test_as_many_items_as_ranks_gives_each_rank_one():
+    "n == world_size is allowed: every rank gets exactly one item, none is left out."
+    shards = [ShardedLoader(loader(2, 1), r, 2) for r in range(2)]
+    got = [[b[1].tolist() for b in s] for s in shards]
+    assert [len(g) for g in got] == [1, 1] and sorted(g[0][0] for g in got) == [0, 1]
+    assert all(s.left_out == 0 for s in shards)
+
+
+def test_shard_items_shuffles_with_its_own_copy_of_the_generator():
+    "A shuffled shard draws its order from a copy of the generator state; the original generator does not move."
+    base = loader(12, 4, seed=5)
+    before = base.generator.get_state()
+    shard = shard_items(base, 1, 2)  # items 6..11
+    assert shard.generator is not base.generator
+    got = torch.cat([b[1] for b in shard])
+    assert torch.equal(base.generator.get_state(), before)
+    g = torch.Generator(); g.set_state(before)
+    assert torch.equal(got, 6 + torch.randperm(6, generator=g))
+
+
+def test_rank_seeds_differ_by_seed_rank_and_epoch_and_repeat():
+    "Every (seed, epoch, rank) gets its own 63-bit seed, the same on every call."
+    keys = [(s, e, r) for s in (0, 1) for e in range(3) for r in range(4)]
+    seeds = [_rank_seed(*k) for k in keys]
+    assert len(set(seeds)) == len(keys) and seeds == [_rank_seed(*k) for k in keys]
+    assert all(isinstance(x, int) and 0 <= x < 2**63 for x in seeds)
+
+
+def test_sample_across_ranks_allows_as_many_samples_as_processes():
+    "n == world_size (1 here) is allowed; fewer samples than processes is refused."
+    assert torch.equal(sample_across_ranks(lambda s, c: torch.full((c, 2), float(s)), 1, bs=4, progress=False), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match='`n`'): sample_across_ranks(lambda s, c: torch.zeros(c), 0)
+
+
+def test_save_and_load_samples_round_trip_and_refuse_bad_input(tmp_path):
+    "Half/bfloat16 saved as float32, integers exactly; wrong suffix, empty, NaN/inf, missing or truncated files refused."
+    for dt in (torch.float16, torch.bfloat16):
+        x = torch.tensor([[0.5, -2.], [3., 0.25]], dtype=dt)
+        y = load_samples(save_samples(tmp_path/f'{dt}.npy', x))
+        assert y.dtype == torch.float32 and torch.equal(y, x.float())
+    a = np.arange(6, dtype=np.int16).reshape(2, 3)
+    assert np.array_equal(load_samples(save_samples(tmp_path/'sub'/'i.npy', a)).numpy(), a)
+    with pytest.raises(ValueError, match='.npy'): save_samples(tmp_path/'x.pt', a)
+    with pytest.raises(ValueError, match='empty'): save_samples(tmp_path/'e.npy', torch.zeros(0, 3))
+    for bad in (float('inf'), float('nan')):
+        with pytest.raises(ValueError, match='non-finite'): save_samples(tmp_path/'n.npy', torch.tensor([1., bad]))
+    assert not (tmp_path/'n.npy').exists()
+    assert torch.isinf(load_samples(save_samples(tmp_path/'n.npy', torch.tensor([1., float('inf')]), allow_nonfinite=True))[1])
+    with pytest.raises(FileNotFoundError): load_samples(tmp_path/'missing.npy')
+    (tmp_path/'cut.npy').write_bytes((tmp_path/'sub'/'i.npy').read_bytes()[:-5])
+    with pytest.raises(ValueError, match='not a complete'): load_samples(tmp_path/'cut.npy')
+    assert not list(tmp_path.rglob('*.tmp'))
+
+
+def dead_pid():
+    "The id of a process that has exited (and been reaped)."
+    p = subprocess.Popen(['true']); p.wait()
+    return p.pid
+
+
+def test_remove_stale_tmp_deletes_only_files_of_dead_writers(tmp_path):
+    "Temporary files of exited writers of `path` go; this process's, a live process's, and other files stay."
+    path, dead = tmp_path/'ck.pt', dead_pid()
+    stale = tmp_path/f'.ck.pt.{dead}.tmp'
+    keep = [tmp_path/f'.ck.pt.{os.getpid()}.tmp', tmp_path/f'.ck.pt.{os.getppid()}.tmp', tmp_path/'.ck.pt.x1.tmp',
+            tmp_path/f'.other.pt.{dead}.tmp']
+    for f in [stale, *keep]: f.write_bytes(b'partial')
+    assert remove_stale_tmp(path) == [stale]
+    assert not stale.exists() and all(f.exists() for f in keep)
+
+
+class StopAt(Callback):
+    "Stop `fit` after training step `n` (after the checkpoint callbacks of that step), as if the run were killed."
+    order = 95
+    def __init__(self, n): self.n, self.steps = n, 0
+    def after_batch(self, learn):
+        if learn.training:
+            self.steps += 1
+            if self.steps == self.n: raise CancelFitException()
+
+
+def test_step_checkpoint_saves_every_n_steps_but_not_at_the_end_of_an_epoch(tmp_path):
+    "4 batches an epoch: every 3 steps saves after batch 3; every 2 steps, stopped after batch 4, still holds batch 2."
+    with pytest.raises(ValueError, match='every_steps'): StepCheckpointCB(tmp_path/'x.pt', every_steps=0)
+    for every, stop, done in ((3, 3, 3), (2, 4, 2)):
+        ck = tmp_path/f'ck{every}.pt'
+        tiny_learner([StepCheckpointCB(ck, every), StopAt(stop)]).fit(2)
+        extra = torch.load(ck, weights_only=True)['extra']
+        assert extra['mid_epoch'] and extra['batches_done'] == done and extra['metrics']['count'] == 16*done
+
+
+def test_step_checkpoint_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, capsys):
+    "Killed after step 3 (saved at step 2), resumed: the same history (epoch sums carried over) and weights as one run."
+    ck = tmp_path/'ck.pt'
+    tiny_learner([StepCheckpointCB(ck, 2), StopAt(3)]).fit(2)
+    stale = tmp_path/f'.ck.pt.{dead_pid()}.tmp'
+    stale.write_bytes(b'partial')
+    capsys.readouterr()
+    resumed, straight = tiny_learner([StepCheckpointCB(ck, 2)]), tiny_learner()
+    resumed.fit(2); straight.fit(2)
+    assert 'in the middle of epoch 1: continuing after its batch 2 of 4' in capsys.readouterr().out
+    assert not stale.exists()
+    h1, h2 = resumed.metrics.history, straight.metrics.history
+    assert [(h['epoch'], h['phase']) for h in h1] == [(h['epoch'], h['phase']) for h in h2]
+    assert [h['loss'] for h in h1] == pytest.approx([h['loss'] for h in h2], rel=1e-6)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(resumed.model.parameters(), straight.model.parameters()))
+
+
+def test_step_checkpoint_resume_after_a_whole_epoch_or_with_other_metrics(tmp_path, capsys):
+    "An end-of-epoch checkpoint is not called mid-epoch; saved sums of other metrics are not forced onto the new ones."
+    from torcheval.metrics import MulticlassAccuracy
+    ck = tmp_path/'ck.pt'
+    tiny_learner([StepCheckpointCB(ck, 100), StopAt(5)]).fit(2)  # saved after epoch 1 only
+    capsys.readouterr()
+    tiny_learner([StepCheckpointCB(ck, 100)]).fit(2)
+    out = capsys.readouterr().out
+    assert 'resumed' in out and 'middle' not in out
+    ck.unlink()
+    tiny_learner([StepCheckpointCB(ck, 2), StopAt(3)]).fit(2)  # mid-epoch, MetricsCB without metrics
+    learn = tiny_learner([StepCheckpointCB(ck, 2)])
+    learn.cbs = [MetricsCB(acc=MulticlassAccuracy()) if isinstance(cb, MetricsCB) else cb for cb in learn.cbs]
+    learn.fit(2)
+    assert [h['epoch'] for h in learn.metrics.history] == [0, 0, 1, 1] and 'acc' in learn.metrics.history[-1]
+
+
 # ---------------------------------------------------------------- two real processes (gloo) against one
 
 
@@ -160,3 +303,87 @@ def test_two_gloo_processes_match_one_process(tmp_path, cpu_one_thread, ddp_demo
     straight = demo.main([*common, '--bs', 16, '--out', tmp_path/'straight'])
     assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(resumed.model.parameters(), straight.model.parameters()))
     assert resumed.metrics.history[-1]['loss'] == pytest.approx(straight.metrics.history[-1]['loss'], rel=1e-4)
+
+
+# ---------------------------------------------------------------- two forked gloo processes (in-process speed)
+
+def _rank_main(rank, world, store, fn):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=world, timeout=timedelta(seconds=30))
+    try: fn(rank, world)
+    finally: dist.destroy_process_group()
+
+
+def run_ranks(fn, world=2):
+    "Run `fn(rank, world)` in `world` forked processes joined in a gloo group; an assertion failing on any rank fails the test."
+    with tempfile.TemporaryDirectory() as d:
+        mp.start_processes(_rank_main, args=(world, f'{d}/store', fn), nprocs=world, join=True, start_method='fork')
+
+
+def _collectives(rank, world):
+    barrier()
+    assert (get_rank(), get_world_size(), is_main_process()) == (rank, 2, rank == 0)
+    # all_gather_cat: 2 rows on rank 0, 3 on rank 1 -> 5 rows in rank order, no padding rows
+    x = torch.arange(10*rank, 10*rank + 2 + rank).reshape(-1, 1).expand(-1, 2)
+    assert torch.equal(all_gather_cat(x), torch.tensor([0, 1, 10, 11, 12]).reshape(-1, 1).expand(-1, 2))
+    with pytest.raises(ValueError, match='different item shapes'): all_gather_cat(torch.zeros(2, 1 + rank))
+    # all_reduce_sum: the sum, and the input left as it was
+    y = torch.tensor([1., 2.]) * (rank + 1)
+    assert torch.equal(all_reduce_sum(y), torch.tensor([3., 6.])) and torch.equal(y, torch.tensor([1., 2.]) * (rank + 1))
+    # sample_across_ranks: 5 samples, rank 0 makes 0..2, rank 1 makes 3..4; all of them on both
+    calls = []
+    def fn(s, c): calls.append((s, c)); return torch.arange(s, s + c) * 10.
+    assert torch.equal(sample_across_ranks(fn, 5, bs=2, progress=False), torch.arange(5) * 10.)
+    assert calls == ([(0, 2), (2, 1)] if rank == 0 else [(3, 2)])
+    # reduce_metrics: loss sums and counts added, accuracy over the items of both ranks
+    from torcheval.metrics import MulticlassAccuracy
+    mcb = MetricsCB(acc=MulticlassAccuracy())
+    mcb.loss_sum, mcb.count = torch.tensor(3. + rank), 4 + 2*rank  # (3 + 4) / (4 + 6)
+    preds = torch.eye(3)[[0, 1, 2, 0]] if rank == 0 else torch.eye(3)[[1, 2]]
+    targ = torch.tensor([0, 1, 2, 1]) if rank == 0 else torch.tensor([0, 0])
+    mcb.metrics['acc'].update(preds, targ)  # 3 of 4 right on rank 0, 0 of 2 on rank 1: 3 of 6 together
+    reduce_metrics(mcb)
+    assert float(mcb.loss_sum) == 7. and mcb.count == 10 and float(mcb.metrics['acc'].compute()) == 0.5
+    # _check_same: equal values pass, different ones raise on every rank
+    _check_same((5, 'a'), 'x')
+    with pytest.raises(RuntimeError, match='differs between ranks'): _check_same(rank, 'the rank')
+    model = nn.Linear(2, 1)
+    assert unwrap_model(DistributedDataParallel(model)) is model and unwrap_model(model) is model
+
+
+def test_collectives_reductions_and_sampling_on_two_processes():
+    "all_gather_cat with unequal parts, all_reduce_sum, sampling, metric reduction and checks on 2 gloo processes."
+    run_ranks(_collectives)
+
+
+class CountCB(Callback):
+    "Counts the training batches it sees (a stand-in for a rank-0-only callback such as ProgressCB)."
+    def __init__(self): self.n = 0
+    def after_batch(self, learn): self.n += learn.training
+
+
+def _distributed_fit(rank, world):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 256, (67, 1, 4, 4), dtype=torch.uint8, generator=g), torch.randint(0, 3, (67,), generator=g)
+    dls = DataLoaders(DeviceImageLoader(x, y, bs=16, shuffle=True, seed=0, device='cpu'), DeviceImageLoader(x, y, bs=16, device='cpu'))
+    dls.train.load_state_dict({'generator': dls.train.generator.get_state(), 'batches_done': 1})
+    count = CountCB()
+    cbs = [TrainCB(), MetricsCB(), DistributedCB(main_only=(CountCB,)), count]
+    learn = Learner(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), dls, F.cross_entropy, cbs=cbs)
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        learn.fit(1)
+    # 67 items, global batch 32: the last global batch has 3 items, 1 of them is left out (rank 0 warns, once)
+    msgs = [str(w.message) for w in ws if 'left out' in str(w.message)]
+    assert len(msgs) == (rank == 0) and all('1 item(s)' in m for m in msgs)
+    assert learn.dls is dls and learn.dls.train.state_dict()['batches_done'] == 0  # the original loader, starting afresh
+    assert count.n == (2 if rank == 0 else 0) and count in learn.cbs  # resumed at global batch 1 of 3; on rank 0 only
+    # ranks built with different data refuse to start (on every rank) instead of hanging
+    bad = DataLoaders(DeviceImageLoader(x[:64 + rank], y[:64 + rank], bs=16, device='cpu'), dls.valid)
+    with pytest.raises(RuntimeError, match='differs between ranks'):
+        Learner(nn.Linear(16, 3), bad, F.cross_entropy, cbs=[TrainCB(), DistributedCB()]).fit(1)
+
+
+def test_distributed_cb_on_two_processes_warns_once_checks_data_and_restores_loaders():
+    "DistributedCB on 2 gloo processes: rank-0-only callbacks and warning, mismatched data refused, loaders restored."
+    run_ranks(_distributed_fit)
