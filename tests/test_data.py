@@ -400,3 +400,220 @@ def test_fashion_dls_holdout_is_a_fixed_disjoint_split(monkeypatch):
     assert not {h for h, _ in held} & {h for h, _ in _items(full.valid)}   # and none is a test image
     with pytest.raises(ValueError, match='leaves no training images'): fashion_dls(sample=True, device='cpu', holdout=n)
     with pytest.raises(ValueError, match='`holdout` must be'): fashion_dls(sample=True, device='cpu', holdout=-1)
+
+# ---- added by mutation testing: properties the tests above did not pin down ------------------------------------
+def test_read_idx_edge_headers(tmp_path):
+    "A valid empty payload reads; the second magic byte is checked; a size that wraps in 64 bits is still exact."
+    write_idx(np.zeros((0,), dtype=np.uint8), tmp_path/'empty.gz')
+    assert read_idx(tmp_path/'empty.gz').shape == (0,)
+    (tmp_path/'m1').write_bytes(bytes([0, 1, 8, 1, 0, 0, 0, 1, 7]))
+    with pytest.raises(CorruptDataError, match='magic'): read_idx(tmp_path/'m1')
+    (tmp_path/'wrap').write_bytes(bytes([0, 0, 8, 4]) + bytes([0, 1, 0, 0])*4)   # 65536**4 == 2**64 (0 mod 2**64), no payload
+    with pytest.raises(CorruptDataError, match='holds 0 bytes'): read_idx(tmp_path/'wrap')
+
+def test_data_dir_is_searched_before_miniai_data(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'env'))
+    assert md.fashion_mnist_dirs(tmp_path/'a') == [tmp_path/'a', tmp_path/'a'/'fashion_mnist', tmp_path/'env'/'fashion_mnist']
+
+def test_check_arrays_rejects_wrong_image_shape_or_labels(tmp_path):
+    "A verified split with images not (N,28,28) or a label above 9 is reported as corrupt."
+    x, y = np.zeros((10_000, 28, 28), np.uint8), np.full(10_000, 9)
+    md._check_arrays(x, y, 'test', tmp_path)                              # a good split passes
+    for bx, by in ((np.zeros((10_000, 28, 27), np.uint8), y), (np.zeros((10_000, 784), np.uint8), y), (x, np.full(10_000, 10))):
+        with pytest.raises(CorruptDataError, match='test split'): md._check_arrays(bx, by, 'test', tmp_path)
+
+def _ids_loader(seed=7, n=103):
+    return DeviceImageLoader(torch.zeros(n, 1, 1, dtype=torch.uint8), torch.arange(n), bs=10, shuffle=True, seed=seed, device='cpu')
+
+def test_checkpoint_within_a_resumed_epoch_counts_all_batches():
+    "Resume at batch 4, take 2 more, checkpoint: it says 6 batches done and resumes at batch 6 of the same epoch."
+    ref = _ids_loader(); ref_epochs = [[yb for _, yb in ref] for _ in range(2)]
+    a = _ids_loader(); list(a); it = iter(a)
+    for _ in range(4): next(it)
+    sd = a.state_dict(); del it
+    b = _ids_loader(seed=999); b.load_state_dict(sd); it = iter(b)
+    assert torch.equal(next(it)[1], ref_epochs[1][4]) and torch.equal(next(it)[1], ref_epochs[1][5])
+    sd2 = b.state_dict(); del it
+    assert sd2['batches_done'] == 6
+    c = _ids_loader(seed=1); c.load_state_dict(sd2)
+    rest = [yb for _, yb in c]
+    assert len(rest) == 5 and all(torch.equal(u, v) for u, v in zip(rest, ref_epochs[1][6:]))
+
+def test_load_state_dict_mid_epoch_replaces_the_running_epoch():
+    "Loading a checkpoint while an epoch is running: the next `state_dict` is the loaded one, not the running epoch's."
+    src = _ids_loader(); it = iter(src)
+    for _ in range(3): next(it)
+    sd = src.state_dict(); del it
+    a = _ids_loader(seed=5); it = iter(a); next(it)
+    a.load_state_dict(sd)
+    got = a.state_dict()
+    assert got['batches_done'] == 3 and torch.equal(got['generator'], sd['generator'])
+
+def test_abandoning_an_old_iterator_keeps_the_new_epochs_position():
+    "Closing a stale iterator after a newer epoch started must not reset the newer epoch's position."
+    dl = _ids_loader()
+    it1 = iter(dl); next(it1)
+    it2 = iter(dl); next(it2); next(it2)
+    it1.close()
+    assert dl.state_dict()['batches_done'] == 2
+    it2.close()
+    assert dl.state_dict()['batches_done'] == 0
+
+@pytest.mark.parametrize('kw, err, msg', [
+    (dict(value_range=(0., float('inf'))), ValueError, 'value_range'),
+    (dict(value_range=(float('nan'), 1.)), ValueError, 'value_range'),
+    (dict(images=torch.zeros(0, 28, 28, dtype=torch.uint8)), ValueError, 'empty'),
+    (dict(pad=1.5), ValueError, 'pad'),
+])
+def test_loader_more_argument_errors(kw, err, msg):
+    args = dict(images=torch.zeros(4, 28, 28, dtype=torch.uint8), labels=None, bs=2, device='cpu') | kw
+    with pytest.raises(err, match=msg): DeviceImageLoader(**args)
+
+def test_fashion_dls_quick_mode_falls_back_to_the_sample(monkeypatch, capsys):
+    "In quick mode, with the full set nowhere, `fashion_dls()` uses the shipped sample (with a note) instead of failing."
+    _no_data(monkeypatch); monkeypatch.setenv('MINIAI_QUICK', '1')
+    dls = fashion_dls(bs=500, device='cpu')
+    assert (dls.train.dataset_len, dls.valid.dataset_len) == (2000, 1000) and 'sample' in capsys.readouterr().out
+
+def test_fashion_dls_limit_equal_to_an_unbalanced_split_takes_it_all(monkeypatch, recwarn):
+    "A limit equal to the held-out split's size takes it whole, even when its classes are not balanced."
+    _no_data(monkeypatch)
+    dls = fashion_dls(bs=64, sample=True, device='cpu', holdout=500, limit=(1500, 500))
+    assert (dls.train.dataset_len, dls.valid.dataset_len) == (1500, 500)
+    assert len(set(torch.bincount(dls.valid.labels, minlength=10).tolist())) > 1   # really unbalanced
+    assert not [w for w in recwarn if 'limit' in str(w.message)]
+
+def test_fashion_dls_seed_fixes_the_training_order(monkeypatch):
+    _no_data(monkeypatch)
+    first = lambda seed: next(iter(fashion_dls(bs=64, sample=True, device='cpu', seed=seed, limit=(300, 100)).train))[1]
+    assert torch.equal(first(3), first(3)) and not torch.equal(first(3), first(4))
+
+def test_arrays_to_dataset_non_square_and_label_range():
+    "Non-square images keep their (H, W) orientation; a label equal to the number of classes is refused."
+    from miniai.data import arrays_to_dataset
+    g = np.random.default_rng(1)
+    grey, rgb = g.integers(0, 256, (2, 3, 5), dtype=np.uint8), g.integers(0, 256, (2, 4, 6, 3), dtype=np.uint8)
+    for ims in (grey, rgb):
+        ds = arrays_to_dataset(ims, np.array([0, 9]))
+        assert np.array_equal(np.array(ds[1]['image']), ims[1]) and ds['label'] == [0, 9]
+    with pytest.raises(ValueError, match='labels'): arrays_to_dataset(grey, np.array([0, 10]))
+
+def test_show_images_default_grid_shared_range_and_clipping():
+    "Default grid is ceil(sqrt(n)) columns; the float range is decided once for the batch; out-of-range pixels clip."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from miniai.data import show_image, show_images
+    a, b = torch.full((4, 4), -1.), torch.full((4, 4), 0.5)     # b alone would read as [0, 1]; with a, as [-1, 1]
+    axs = show_images([a, b, b, b, b])
+    assert axs.shape == (2, 3)
+    np.testing.assert_allclose(axs[0, 1].images[0].get_array(), np.full((4, 4), 0.75))
+    ax = show_image(torch.tensor([[-3., 0.5, 2.]]), value_range=(0., 1.))
+    np.testing.assert_allclose(ax.images[0].get_array(), [[0., 0.5, 1.]])
+    plt.close('all')
+
+def test_dataloaders_from_dd_shuffles_only_train():
+    import datasets
+    from torch.utils.data import RandomSampler, SequentialSampler
+    ds = datasets.Dataset.from_dict({'a': list(range(6))})
+    dls = DataLoaders.from_dd(datasets.DatasetDict({'train': ds, 'validation': ds}), bs=2)
+    assert isinstance(dls.train.sampler, RandomSampler) and isinstance(dls.valid.sampler, SequentialSampler)
+
+# ---- miniai.core (device, seeding, quick mode, atomic_write, ...) ------------------------------------------------
+import random
+import miniai.core as core
+
+@pytest.fixture
+def auto_device(monkeypatch):
+    "No override, no $MINIAI_DEVICE: the automatic choice."
+    monkeypatch.setattr(core, '_device_override', None); monkeypatch.delenv('MINIAI_DEVICE', raising=False)
+
+def test_default_device_prefers_cuda_then_mps_then_cpu(auto_device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: True)
+    assert core.default_device() == torch.device('cuda')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert core.default_device() == torch.device('mps')
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: False)
+    assert core.default_device() == torch.device('cpu')
+
+def test_set_default_device_beats_the_environment(auto_device, monkeypatch):
+    monkeypatch.setenv('MINIAI_DEVICE', 'meta')
+    assert core.default_device() == torch.device('meta')
+    core.set_default_device('cpu')
+    d = core.default_device()
+    assert isinstance(d, torch.device) and d == torch.device('cpu')
+    core.set_default_device(None)
+    assert core.default_device() == torch.device('meta')
+
+def test_to_device_and_to_cpu_keep_nesting():
+    x = torch.ones(2, requires_grad=True)
+    moved = core.to_device({'a': (x, [x]), 'n': 3}, 'meta')
+    assert isinstance(moved['a'], tuple) and isinstance(moved['a'][1], list) and moved['n'] == 3
+    assert moved['a'][0].device.type == 'meta' and moved['a'][1][0].device.type == 'meta'
+    back = core.to_cpu({'h': (x.half()*2,), 'b': [x.bfloat16()], 'i': torch.arange(3)})
+    assert isinstance(back['h'], tuple) and back['h'][0].dtype == torch.float32 and back['b'][0].dtype == torch.float32
+    assert not back['h'][0].requires_grad and back['i'].dtype == torch.int64
+
+def test_set_seed_seeds_python_numpy_and_torch():
+    draw = lambda: (random.random(), np.random.rand(), torch.rand(1).item())
+    core.set_seed(123); a = draw()
+    core.set_seed(123); b = draw()
+    core.set_seed(124); c = draw()
+    assert a == b and all(u != v for u, v in zip(a, c))
+
+@pytest.mark.parametrize('val, want', [('1', True), (' Yes ', True), ('TRUE', True), ('on', True), ('0', False), ('no', False), ('', False)])
+def test_is_quick_and_quick(monkeypatch, val, want):
+    monkeypatch.setenv('MINIAI_QUICK', val)
+    assert core.is_quick() is want and core.quick('full', 'small') == ('small' if want else 'full')
+
+def test_cache_dir_creates_folders_and_expands_home(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.setenv('MINIAI_CACHE', '~/c')
+    p = core.cache_dir('x', 'y')
+    assert p == tmp_path/'c'/'x'/'y' and p.is_dir()
+
+def test_atomic_write_replaces_only_on_success(tmp_path, monkeypatch):
+    "New parent folders are made; a failed block leaves the old file and no temporary; data is synced before the rename."
+    p = tmp_path/'new'/'sub'/'f.txt'
+    synced = []
+    real_fsync = os.fsync
+    def fsync(fd): synced.append(p.read_text() if p.exists() else None); real_fsync(fd)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    with core.atomic_write(p) as tmp: tmp.write_text('one')
+    assert p.read_text() == 'one' and synced == [None]        # at fsync time the target was not yet replaced
+    with pytest.raises(RuntimeError):
+        with core.atomic_write(p) as tmp: tmp.write_text('two'); raise RuntimeError('boom')
+    assert p.read_text() == 'one' and sorted(q.name for q in p.parent.iterdir()) == ['f.txt']
+
+def test_eval_mode_turns_gradients_off_by_default():
+    m = torch.nn.Linear(2, 2)
+    with core.eval_mode(m): assert not m.training and not torch.is_grad_enabled()
+    assert m.training and torch.is_grad_enabled()
+
+def test_hub_offline_reason_accepts_true_spellings(monkeypatch):
+    monkeypatch.setattr(core, 'hub_unreachable', lambda: None)
+    for v in ('true', ' YES', 'on', '1'):
+        monkeypatch.setenv('HF_HUB_OFFLINE', v); assert core.hub_offline_reason() == 'HF_HUB_OFFLINE is set'
+    monkeypatch.setenv('HF_HUB_OFFLINE', '0'); assert core.hub_offline_reason() is None
+
+def test_hub_offline_sets_and_restores_the_flags(monkeypatch):
+    "Inside the block both libraries are offline; afterwards each flag has its old value back (here: online)."
+    import datasets, huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, 'HF_HUB_OFFLINE', False); monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', False)
+    with core.hub_offline(): assert hc.HF_HUB_OFFLINE is True and datasets.config.HF_HUB_OFFLINE is True
+    assert hc.HF_HUB_OFFLINE is False and datasets.config.HF_HUB_OFFLINE is False
+
+def test_check_finite_and_check_shape():
+    x = torch.zeros(3, 4); x[1, 2] = float('nan'); x[0, 0] = float('inf')
+    with pytest.raises(ValueError, match=r'`w` contains 2 non-finite'): core.check_finite(x, 'w')
+    core.check_finite(torch.zeros(3)); core.check_finite(torch.arange(3))
+    core.check_shape(torch.zeros(2, 3), (None, 3))
+    for bad in ((None,), (None, 3, 1), (2, 4)):
+        with pytest.raises(ValueError, match=r'`x` must have shape'): core.check_shape(torch.zeros(2, 3), bad, 'x')
+
+def test_run_environment_records_a_shared_gpu(monkeypatch):
+    monkeypatch.setenv('MINIAI_GPU_SHARED', '3 jobs')
+    env = core.run_environment()
+    assert env['gpu_shared_with'] == '3 jobs' and env['torch'] == torch.__version__ and env['device'] == str(core.default_device())
+    monkeypatch.delenv('MINIAI_GPU_SHARED')
+    assert 'gpu_shared_with' not in core.run_environment()
