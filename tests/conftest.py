@@ -3,9 +3,26 @@ import importlib.util
 from pathlib import Path
 import pytest
 import torch
+from miniai.learner import Callback, CancelFitException
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO/'tools'/'train_ddp_demo.py'
+
+
+class StopAfterStep(Callback):
+    "Raise `exc` after training step `n` of a fit (order 95: after that step's checkpoint callbacks), as if stopped or killed."
+    order = 95
+    def __init__(self, n: int, exc: type = CancelFitException): self.n, self.exc, self.steps = n, exc, 0
+    def after_batch(self, learn):
+        if learn.training:
+            self.steps += 1
+            if self.steps == self.n: raise self.exc()
+
+
+@pytest.fixture
+def stop_after_step():
+    "`stop_after_step(n, exc=CancelFitException)`: a callback that ends a fit after training step n (KeyboardInterrupt: a kill)."
+    return StopAfterStep
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.learner import Callback, CancelFitException, Learner, MetricsCB, TrainCB
+from miniai.learner import Callback, Learner, MetricsCB, TrainCB
 from miniai.distributed import (DistributedCB, ShardedLoader, StepCheckpointCB, _check_same, _rank_seed, all_gather_cat,
                                 all_reduce_sum, barrier, cleanup_distributed, get_rank, get_world_size, init_distributed,
                                 is_main_process, load_samples, reduce_metrics, remove_stale_tmp, sample_across_ranks,
@@ -209,30 +209,20 @@ def test_remove_stale_tmp_deletes_only_files_of_dead_writers(tmp_path):
     assert not stale.exists() and all(f.exists() for f in keep)
 
 
-class StopAt(Callback):
-    "Stop `fit` after training step `n` (after the checkpoint callbacks of that step), as if the run were killed."
-    order = 95
-    def __init__(self, n): self.n, self.steps = n, 0
-    def after_batch(self, learn):
-        if learn.training:
-            self.steps += 1
-            if self.steps == self.n: raise CancelFitException()
-
-
-def test_step_checkpoint_saves_every_n_steps_but_not_at_the_end_of_an_epoch(tmp_path):
+def test_step_checkpoint_saves_every_n_steps_but_not_at_the_end_of_an_epoch(tmp_path, stop_after_step):
     "4 batches an epoch: every 3 steps saves after batch 3; every 2 steps, stopped after batch 4, still holds batch 2."
     with pytest.raises(ValueError, match='every_steps'): StepCheckpointCB(tmp_path/'x.pt', every_steps=0)
     for every, stop, done in ((3, 3, 3), (2, 4, 2)):
         ck = tmp_path/f'ck{every}.pt'
-        tiny_learner([StepCheckpointCB(ck, every), StopAt(stop)]).fit(2)
+        tiny_learner([StepCheckpointCB(ck, every), stop_after_step(stop)]).fit(2)
         extra = torch.load(ck, weights_only=True)['extra']
         assert extra['mid_epoch'] and extra['batches_done'] == done and extra['metrics']['count'] == 16*done
 
 
-def test_step_checkpoint_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, capsys):
+def test_step_checkpoint_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, stop_after_step, capsys):
     "Killed after step 3 (saved at step 2), resumed: the same history (epoch sums carried over) and weights as one run."
     ck = tmp_path/'ck.pt'
-    tiny_learner([StepCheckpointCB(ck, 2), StopAt(3)]).fit(2)
+    tiny_learner([StepCheckpointCB(ck, 2), stop_after_step(3)]).fit(2)
     stale = tmp_path/f'.ck.pt.{dead_pid()}.tmp'
     stale.write_bytes(b'partial')
     capsys.readouterr()
@@ -246,17 +236,17 @@ def test_step_checkpoint_resumes_mid_epoch_like_an_uninterrupted_run(tmp_path, c
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(resumed.model.parameters(), straight.model.parameters()))
 
 
-def test_step_checkpoint_resume_after_a_whole_epoch_or_with_other_metrics(tmp_path, capsys):
+def test_step_checkpoint_resume_after_a_whole_epoch_or_with_other_metrics(tmp_path, stop_after_step, capsys):
     "An end-of-epoch checkpoint is not called mid-epoch; saved sums of other metrics are not forced onto the new ones."
     from torcheval.metrics import MulticlassAccuracy
     ck = tmp_path/'ck.pt'
-    tiny_learner([StepCheckpointCB(ck, 100), StopAt(5)]).fit(2)  # saved after epoch 1 only
+    tiny_learner([StepCheckpointCB(ck, 100), stop_after_step(5)]).fit(2)  # saved after epoch 1 only
     capsys.readouterr()
     tiny_learner([StepCheckpointCB(ck, 100)]).fit(2)
     out = capsys.readouterr().out
     assert 'resumed' in out and 'middle' not in out
     ck.unlink()
-    tiny_learner([StepCheckpointCB(ck, 2), StopAt(3)]).fit(2)  # mid-epoch, MetricsCB without metrics
+    tiny_learner([StepCheckpointCB(ck, 2), stop_after_step(3)]).fit(2)  # mid-epoch, MetricsCB without metrics
     learn = tiny_learner([StepCheckpointCB(ck, 2)])
     learn.cbs = [MetricsCB(acc=MulticlassAccuracy()) if isinstance(cb, MetricsCB) else cb for cb in learn.cbs]
     learn.fit(2)

@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from miniai.learner import Callback
 from miniai.accel import CheckpointCB, CheckpointError, read_checkpoint
 from miniai.distributed import StepCheckpointCB, load_samples, remove_stale_tmp, save_samples
 
@@ -63,23 +62,13 @@ def test_sigkill_mid_epoch_then_resume_is_bit_exact(tmp_path, cpu_one_thread, dd
     assert read_checkpoint(ck)['epoch'] == 3
 
 
-class Crash(Callback):
-    "Raise KeyboardInterrupt after training step `at` (counted over the whole fit)."
-    order = 95
-    def __init__(self, at): self.at, self.n = at, 0
-    def after_batch(self, learn):
-        if learn.training:
-            self.n += 1
-            if self.n == self.at: raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize('crash_at,every', [(7, 2), (16, 4), (23, 5), (40, 1)])
-def test_step_checkpoints_resume_bit_exactly_in_process(tmp_path, cpu_one_thread, ddp_demo, crash_at, every):
+def test_step_checkpoints_resume_bit_exactly_in_process(tmp_path, cpu_one_thread, ddp_demo, stop_after_step, crash_at, every):
     demo = ddp_demo
     straight = demo.main(COMMON)
     args = demo.parse_args([*COMMON, '--checkpoint', tmp_path/'ck.pt', '--every-steps', every])
     learn = demo.build(args)
-    with pytest.raises(KeyboardInterrupt): learn.fit(3, cbs=[Crash(crash_at)])
+    with pytest.raises(KeyboardInterrupt): learn.fit(3, cbs=[stop_after_step(crash_at, KeyboardInterrupt)])
     resumed = demo.build(demo.parse_args([*COMMON, '--seed', 5, '--checkpoint', tmp_path/'ck.pt', '--every-steps', every]))
     resumed.fit(3)  # another seed: everything that matches comes from the checkpoint
     assert all(torch.equal(a, b) for a, b in zip(straight.model.parameters(), resumed.model.parameters()))
