@@ -467,10 +467,22 @@ class CheckpointCB(Callback):
                                       f"{ck['n_epochs']} epochs. Fit {ck['n_epochs']} epochs to finish that run, or move the "
                                       "file away (or pass `resume=False`) to start a new one.")
             warnings.warn(what)
+        self._check_steps(ck, learn)
         info = _restore(ck, learn, f'checkpoint {self.path}')
         learn.start_epoch = info['epoch']
         msg = 'nothing left to train' if info['epoch'] >= learn.n_epochs else f"continuing with epoch {info['epoch'] + 1}"
         print(f"CheckpointCB: resumed from {self.path} after {info['epoch']} of {learn.n_epochs} epochs; {msg}")
+
+    def _check_steps(self, ck: dict, learn):
+        "Refuse a checkpoint whose schedule was planned for another number of steps (batches per epoch differ)."
+        for k, s in _schedulers(learn).items():
+            planned, now = ck['scheds'].get(k, {}).get('state', {}).get('total_steps'), s.state_dict().get('total_steps')
+            if planned is not None and now is not None and planned != now:
+                raise CheckpointError(
+                    f"CheckpointCB: {self.path}'s learning-rate schedule {k} was planned for {planned} steps, this fit's for "
+                    f"{now} ({learn.n_epochs} epochs of {len(learn.dls.train)} batches): the training loader gives another "
+                    "number of batches per epoch (another batch size or data set, or `drop_last`, which `CompileCB` sets). "
+                    "Resume with the loader of the checkpoint's run, or move the file away (or pass `resume=False`) to start a new one.")
 
     def _save(self, learn, done: int, rng: dict | None = None):
         if done % self.every == 0 or done == learn.n_epochs:

@@ -431,6 +431,25 @@ def test_resume_into_a_fit_of_another_length_is_refused(tmp_path):
     with pytest.warns(UserWarning, match='2-epoch fit, this one has 3'): plain.fit(3)
 
 
+def test_resume_over_another_number_of_batches_per_epoch_is_refused(tmp_path, stop_after_step):
+    "A compiled run (`CompileCB` drops the incomplete batch) resumed eagerly would overrun its one-cycle schedule: refused."
+    p = tmp_path/'ck.pt'
+    def learner(drop_last, cbs=()):
+        set_seed(1)
+        dls = tiny_dls(1, n=60)   # 3 full batches of 16 and one of 12
+        dls.train.drop_last = drop_last
+        return Learner(tiny_model(), dls, F.cross_entropy, cbs=[TrainCB(), OneCycleCB(1e-2), CheckpointCB(p), *cbs],
+                       opt_func=torch.optim.AdamW)
+    learner(True, [stop_after_step(4)]).fit(2)   # stopped in epoch 2; the checkpoint holds epoch 1 of 3 steps each
+    learn = learner(False)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"planned for 6 steps, this fit's for 8 \(2 epochs of 4 batches\).*drop_last"):
+        learn.fit(2)
+    assert states_equal(before, learn.model.state_dict())
+    resumed = learner(True); resumed.fit(2)   # the same loader as the checkpoint's run finishes it
+    assert resumed.cbs[1].sched.last_epoch == 6
+
+
 def test_save_checkpoint_default_epoch_counts_finished_epochs(tmp_path):
     "By default a checkpoint records the epochs whose phases all finished, not the one in progress."
     learn = tiny_learner()

@@ -146,3 +146,18 @@ def test_label_accuracy_values():
     a = label_accuracy(clf, images, labels, n_classes=4, bs=4)
     assert a['accuracy'] == 4/6
     assert a['per_class'] == [0.5, 0.5, 1.0, None]
+
+
+def test_guided_model_moves_its_labels_to_the_images_device_once():
+    "Labels given on the CPU go to the images' device at the first call and stay (a copy per step would wait for the GPU)."
+    seen = []
+    class Echo(torch.nn.Module):
+        n_classes = 10
+        def forward(self, x, t, c): seen.append(c); return x
+    g = GuidedModel(Echo(), [1, 2], 1.)
+    x = torch.zeros(2, 1, 4, 4, device='meta')   # another device than the labels', without a GPU
+    g(x, torch.zeros(2, device='meta'))
+    assert g.labels.device.type == 'meta' and seen[-1].device.type == 'meta'
+    before = g.labels
+    g(x, torch.zeros(2, device='meta'))
+    assert g.labels is before   # moved once, not at every call

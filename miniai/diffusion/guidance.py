@@ -67,7 +67,8 @@ class GuidedModel(nn.Module):
         "Guided prediction for noisy images `x` (B, ...) at noise levels `t` (B,) (or one for all)."
         n = len(x)
         if len(self.labels) not in (1, n): raise ValueError(f"{len(self.labels)} labels for a batch of {n} images")
-        c = self.labels.to(x.device).expand(n)
+        if self.labels.device != x.device: self.labels = self.labels.to(x.device)  # once: a copy per call waits for the GPU
+        c = self.labels.expand(n)
         if self.scale == 1: return self.model(x, t, c)
         null = torch.full_like(c, self.null_class)
         if self.scale == 0: return self.model(x, t, null)

@@ -114,9 +114,10 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
     device = model_device(model) if isinstance(model, nn.Module) else default_device()
     g = as_generator(generator, device)
     x = start_noise(shape, device, g)
+    t_dev = ts.float().to(device)  # once: a copy to the GPU at every step would wait for it
     with sampling_mode(model), sampling_mode(level_model):
         for i in tqdm(range(steps), disable=not progress, desc='DDIM (estimated ᾱ)'):
-            eps = predict_noise(model, x, ts[i].float().to(device).repeat(len(x)))
+            eps = predict_noise(model, x, t_dev[i].repeat(len(x)))
             a_hat = estimate_abar(level_model, x, band)
             sig = ddim_sigma(ab[i], ab[i+1], eta, cutoff) if ab[i] < ab[i+1] else 0.
             x0 = x0_from_eps(x, eps, a_hat, clamp)
