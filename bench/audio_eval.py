@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
+from bench.benchkit import write_json
 from miniai.accel import synchronize
 from miniai.core import run_environment, default_device, set_seed
 from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
@@ -75,6 +76,7 @@ def main(argv=None):
     out['round_trip'] = {f'{it} GL iterations': round_trip_quality(spec, waves, n_iter=it) for it in (1, 8, 32, 64)}
     out['round_trip']['n_clips'] = len(test_waves)
     print('round trip:', json.dumps(out['round_trip']), flush=True)
+    write_json(out, args.out)   # after every phase (atomically): a lease cut short still returns what finished
 
     dls = fsdd_dls(bs=cfg['bs'], spec=spec, data_dir=args.data_dir, limit=cfg['limit'], seed=args.seed)
     sigma_data = all_items(dls.train)[0].std().item()
@@ -83,6 +85,7 @@ def main(argv=None):
     (clf, acc), secs = timed(train_digit_classifier, dls, cfg['clf_epochs'], cfg['clf_lr'], cfg['clf_nfs'])
     out['classifier'] = dict(test_accuracy=acc, n_test=dls.valid.dataset_len, train_seconds=secs)
     print(f"classifier: test accuracy {acc:.4f} ({secs:.0f} s)", flush=True)
+    write_json(out, args.out)
 
     out['diffusion'], models = {}, {}
     for name, n_classes in (('unconditional', None), ('conditional', 10)):
@@ -92,10 +95,12 @@ def main(argv=None):
                                       train_seconds=secs, images_per_s=cfg['epochs']*dls.train.dataset_len/secs,
                                       **{f'final_{k}_loss': v for k, v in last_losses(learn).items()})
         print(f"{name}: {json.dumps(out['diffusion'][name])}", flush=True)
+        write_json(out, args.out)
 
     scores, secs = timed(evaluate_generation, clf, models['unconditional'], models['conditional'], dls, sigma_data, cfg, spec)
     out['scores'], out['eval_seconds'] = scores, secs
     print(scores_table(scores, acc), flush=True)
+    write_json(out, args.out)
 
     if args.wavs:
         digits = torch.arange(10).repeat_interleave(3)
@@ -105,10 +110,9 @@ def main(argv=None):
             write_wav(Path(args.wavs)/f'{DIGITS[d]}_{i % 3}.wav', w, spec.sample_rate)
         out['wavs'] = str(args.wavs)
 
-    out['total_seconds'] = time.perf_counter() - t_start
-    path = Path(args.out); path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path} ({out['total_seconds']:.0f} s)")
+    out['total_seconds'] = time.perf_counter() - t_start   # only in a finished run's file
+    write_json(out, args.out)
+    print(f"wrote {args.out} ({out['total_seconds']:.0f} s)")
 
 
 if __name__ == '__main__': main()

@@ -87,6 +87,21 @@ def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
     return old
 
 
+def forget_rows(results: dict, key: str, belongs: Callable[[dict], bool], network: str):
+    """Drop the rows of `results[key]` (a list, or a dict of rows) that `belongs` to `network`, which is trained again.
+
+    Trained weights do not outlive a GPU lease, so a table finished in a later lease trains its networks again; rows of
+    two training runs of one network must not sit in one table (the EMA-vs-raw comparison, the guidance scales), so
+    its earlier rows are scored again from the new weights."""
+    rows = results.get(key)
+    if not rows: return
+    if isinstance(rows, dict): kept = {k: r for k, r in rows.items() if not belongs(r)}
+    else: kept = [r for r in rows if not belongs(r)]
+    if len(kept) < len(rows):
+        print(f"{network}: trained again, so its {len(rows) - len(kept)} earlier `{key}` row(s) are scored again", flush=True)
+    results[key] = kept
+
+
 def log_run(results: dict, kept: dict) -> int:
     """Add this run (its `command` and `environment`, and the date) to the runs that built the table so far (`kept`'s
     `run_log`); return its index, which the rows it adds record as `run` (a table split across GPU leases shows which

@@ -17,7 +17,7 @@ On a GPU (from the repository root; writes results/ddpm_fid.json and results/ddp
     python bench/ddpm_fid.py
 It resumes: trained models (in --work) and finished rows (in the JSON) are kept, so it can run in parts, e.g. on a
 machine with a time limit per command: `--models linear`, then `--models cosine`, then with no option for the rest;
-`--max-minutes` stops starting new work after that many minutes. If notebook 04's classifier is missing it is
+`--max-minutes` stops starting new work after that many minutes; `--deadline` (a Unix time) skips a draw that would end after it. If notebook 04's classifier is missing it is
 trained first (20 epochs). Trained models go to --work (default: miniai's cache folder, $MINIAI_CACHE); on a machine
 whose home folder does not survive between commands, point both inside the checkout, e.g.
 `MINIAI_CACHE=$PWD/.cache/miniai python bench/ddpm_fid.py --work runs/ddpm_fid --max-minutes 9` (both git-ignored).
@@ -36,7 +36,8 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import add_compile_arg, add_models_arg, compile_mode, log_run, refuse_other_feature_network, runs_markdown
+from bench.benchkit import (add_compile_arg, add_models_arg, compile_mode, forget_rows, log_run, refuse_other_feature_network,
+                            runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
 QUICK = dict(sizes=(64, 32), linear_ddim=(10, 5, 3), cosine_ddim=(10, 5), raw_ddim=(10,), epochs=1, floor_draws=1)
@@ -52,6 +53,12 @@ def plan(cfg, quick):
     rows += [(RAW, 'ddim', s) for s in cfg['raw_ddim']]
     # cheapest first, so that a run stopped by --max-minutes has scored as many rows as it could
     return sorted(rows, key=lambda r: r[2])
+
+
+def draw_fits(deadline: float | None, evaluations: int, rate: float | None, now: float | None = None) -> bool:
+    "Whether a draw of `evaluations` network calls ends by `deadline` (Unix time) at `rate` calls/s (unknown: if it starts before)."
+    if deadline is None: return True
+    return (time.time() if now is None else now) + (evaluations/rate if rate else 0.) <= deadline
 
 
 def load_model(path, schedule, quick, device, compile_):
@@ -80,7 +87,10 @@ def markdown(res):
     for f in res.get('floor', []):
         L.append(f"| real images (floor, {len(f['fids'])} draws) | - | - | - | {f['n']:,} | {f['fid_mean']:.3f}"
                  f"{'' if f['fid_std'] != f['fid_std'] else ' ± %.3f' % f['fid_std']} | 1 | {f['kid_mean']:.5f} | - | - |")
-    L += ['', '| model | epochs | training wall s | training images/s | last train / valid loss |', '|---|---|---|---|---|']
+    L += ['', "Training wall seconds and images/s include `torch.compile`'s first epoch and, on a GPU lease, a GPU shared with "
+          "the FID classifier's training (`gpu_shared_with` in the JSON's environment): not throughput figures, which are "
+          "`results/bench_ddpm.json`'s.", '',
+          '| model | epochs | training wall s | training images/s | last train / valid loss |', '|---|---|---|---|---|']
     for name, m in res['models'].items():
         L.append(f"| {name} | {m['epochs']} | {m['train_seconds']:.0f} | {m['train_images_per_s']:,.0f} | "
                  f"{m['train_loss'][-1]:.4f} / {m['valid_loss'][-1]:.4f} |")
@@ -111,6 +121,9 @@ def main(argv=None):
     ap.add_argument('--precision', choices=('bf16', 'fp32'), default='bf16',
                     help='autocast of the networks while sampling, on CUDA (as in the other FID benchmarks; default: %(default)s)')
     ap.add_argument('--max-minutes', type=float, default=None, help='start no new step after this many minutes')
+    ap.add_argument('--deadline', type=float, default=None,
+                    help='a Unix time (tools/gpu_pipeline.sh: its start + MAX_MINUTES): start no draw that would end after it, '
+                         'by the fastest sampling rate measured so far in this process')
     ap.add_argument('--fresh', action='store_true', help='ignore earlier rows and trained models')
     a = ap.parse_args(argv)
     t_start, q = time.perf_counter(), a.quick
@@ -136,8 +149,7 @@ def main(argv=None):
     run = log_run(res, res)
 
     def save():
-        jpath.parent.mkdir(parents=True, exist_ok=True)
-        jpath.write_text(json.dumps(res, indent=1) + '\n')
+        write_json(res, jpath)   # atomically: a collect that packs it meanwhile never gets half a file
         if res['rows'] or res['models']: mpath.write_text(markdown(res))
     def out_of_time():
         over = a.max_minutes is not None and time.perf_counter() - t_start > 60*a.max_minutes
@@ -150,6 +162,7 @@ def main(argv=None):
         if (wdir/'model.safetensors').exists() and name in res['models'] and not a.fresh: continue
         if out_of_time(): save(); return res
         print(f'== training the {name} model ({epochs} epochs) in {wdir}', flush=True)
+        forget_rows(res, 'rows', lambda r: WEIGHTS[r['model']][0] == name, name)   # (e.g. 'cosine' and its raw weights' rows)
         r = train_diffusion(out=wdir, schedule=name, epochs=epochs, quick=q, data_dir=a.data_dir, n_fid=0,
                             compile=None if compile_mode(a.compile, device) == 'none' else a.compile, progress=True)
         m = r['metrics']
@@ -171,22 +184,28 @@ def main(argv=None):
     if not a.no_floor and 'floor' not in res:
         res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
         save()
-    models, big = {}, max(cfg['sizes'])
+    models, big, rate = {}, max(cfg['sizes']), None   # rate: network evaluations per second of the fastest draw so far
     for model, sampler, steps in plan(cfg, q):
         keys = {n: f'{model}|{sampler}|{steps}|{n}' for n in cfg['sizes']}
         schedule, wfile = WEIGHTS[model]
         if schedule not in a.models or all(k in res['rows'] for k in keys.values()): continue
         if not (work/schedule/wfile).exists(): print(f'skipping {model} {sampler} {steps}: no {work/schedule/wfile} yet'); continue
         if out_of_time(): break
+        nfe = sampler_nfe(schedule, sampler, steps, q)
+        if not draw_fits(a.deadline, big*nfe, rate):
+            print(f"skipping {model} {sampler} {steps}: {'past the deadline' if not rate else f'{big*nfe/rate:.0f} s at {rate:,.0f} evaluations/s'}"
+                  f" would end after --deadline (in {a.deadline - time.time():.0f} s)", flush=True)
+            continue   # a later, cheaper draw (another model) may still fit
         if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compile_mode(a.compile, device) != 'none')
         f = make_sampler(models[model], schedule, sampler, steps, quick=q)
         synchronize(device); t0 = time.perf_counter()
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision == 'bf16'):
             x = sample_images(f, big, bs=a.sample_bs, seed=big, device=device, progress=True)
         synchronize(device); dt = time.perf_counter() - t0
+        rate = max(rate or 0., big*nfe/dt)
         for n, key in keys.items():   # the smaller sets are prefixes of the one draw
             s = ie.scores(x[:n])
-            res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=sampler_nfe(schedule, sampler, steps, q), n=n, seed=big,
+            res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=nfe, n=n, seed=big,
                                     drawn=big, run=run, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt)
             print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  (draw of {big}: {dt:.1f} s)", flush=True)
         save()

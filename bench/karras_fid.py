@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
                                   train_fashion_classifier, weights_metadata)
 
@@ -76,8 +76,9 @@ def unet(quick: bool):
     return init_ddpm(net)
 
 
-def train_or_load(kind: str, cfg: dict, args, log: dict):
+def train_or_load(kind: str, cfg: dict, args, results: dict):
     "Train the `kind` ('karras' or 'cosine') U-Net, or load it if weights with the same configuration exist."
+    log = results['train']
     folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
     tag = 'quick' if args.quick else 'full'
     path, ema_path = folder/f'bench_{kind}_{tag}.safetensors', folder/f'bench_{kind}_{tag}_ema.safetensors'
@@ -89,6 +90,7 @@ def train_or_load(kind: str, cfg: dict, args, log: dict):
         ema_model = load_weights(unet(args.quick), ema_path) if ema_path.exists() else None
         log[kind] = json.loads(weights_metadata(path).get('train', '{}'))
         return model.to(default_device()), (ema_model.to(default_device()) if ema_model is not None else None)
+    forget_rows(results, 'rows', lambda r: r['model'] in (kind, f'{kind}+ema'), kind)   # raw and EMA rows: one training run
     set_seed(42)
     limit = (512, 128) if args.quick else None
     dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
@@ -134,7 +136,7 @@ def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) ->
             shape = (min(args.batch, n - i), 1, 32, 32)
             if sampler == 'ddim':   # the cosine model's own sampler (notebook 08)
                 g = torch.Generator(dev).manual_seed(args.seed + k)
-                x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, **kw), steps
+                x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, **kw), steps - 1   # the grid ends at t=0: no call there
             else:
                 x, nfe = sample(sampler, denoiser_or_model, shape, steps=steps, seed=args.seed + k, device=dev, **kw)
             out.append(x.float().clamp(-1, 1).cpu())
@@ -154,6 +156,7 @@ def markdown(results: dict) -> str:
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
              "Samples clamped to [-1, 1]; smaller sample counts are prefixes of the largest. "
+             "Rows `karras` and `cosine` sample the raw weights, `karras+ema` the same run's EMA average. "
              "Seconds: time to draw the largest sample set. FID / floor: FID over the reals' FID at the same count "
              "(an FID's scale depends on the feature network, the ratio does not; the course's Karras samplers: about 2 "
              "over its reals' 2.6).\n",
@@ -182,11 +185,11 @@ def main(argv=None):
     results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
                    config=config, environment=run_environment(), train={}, rows=[])
     kept = resume(results, out, ('rows', 'train'))   # an interrupted run with the same configuration continues
-    done = {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}
+    done = lambda: {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}   # (training again forgets rows)
     run_ix = log_run(results, kept)
 
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
-        for kind in args.train_only: train_or_load(kind, kcfg if kind == 'karras' else ccfg, args, results['train'])
+        for kind in args.train_only: train_or_load(kind, kcfg if kind == 'karras' else ccfg, args, results)
         write(results, out)
         return results
     clf = classifier_path(args)
@@ -199,7 +202,7 @@ def main(argv=None):
         for sampler, steps, kw in settings:
             steps = steps_of(steps)
             key = (model_name, sampler, steps, json.dumps(kw, sort_keys=True))
-            if key in done: continue
+            if key in done(): continue
             x, nfe, secs = draw(denoiser, sampler, steps, kw, ns[0], args)
             scores = {str(n): ie.scores(x[:n]) for n in ns}
             results['rows'].append(dict(model=model_name, sampler=sampler, steps=steps, kwargs=kw, nfe=nfe, run=run_ix,
@@ -208,18 +211,18 @@ def main(argv=None):
                   '  '.join(f"FID@{n} {s['fid']:.3f}" for n, s in scores.items()) + f"  ({secs:.0f} s)", flush=True)
             write(results, out)
 
-    if ('reals', 'train images', 0, '{}') not in done:
+    if ('reals', 'train images', 0, '{}') not in done():
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
         results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0, run=run_ix,
                                     scores={str(n): ie.scores(reals[:n]) for n in ns}, seconds=0.))
         write(results, out)
     if 'karras' in args.models:
-        karras, karras_ema = train_or_load('karras', kcfg, args, results['train'])
+        karras, karras_ema = train_or_load('karras', kcfg, args, results)
         run('karras', KarrasDenoiser(karras, args.sigma_data), KARRAS_SETTINGS)
         if karras_ema is not None: run('karras+ema', KarrasDenoiser(karras_ema, args.sigma_data), EMA_SETTINGS)
         del karras, karras_ema
     if not args.no_cosine and 'cosine' in args.models:
-        cosine, _ = train_or_load('cosine', ccfg, args, results['train'])
+        cosine, _ = train_or_load('cosine', ccfg, args, results)
         for sampler, steps, kw in COSINE_SETTINGS:
             run('cosine', cosine if sampler == 'ddim' else EpsDenoiser(cosine), [(sampler, steps, kw)])
     write(results, out)

@@ -68,7 +68,7 @@ def train_unet(model, dls, sigma_data, epochs, lr, args):
     return dict(epochs=epochs, steps=epochs*len(dls.train), train_s=t.s, final=learn.metrics.history[-1])
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', default='results/latent_fid.json', help='results file (JSON)')
     p.add_argument('--quick', action='store_true', help='toy sizes (checks that it runs; figures meaningless)')
@@ -83,7 +83,7 @@ def main():
     p.add_argument('--cache', default=None, help="latent cache folder (default: miniai's cache_dir('latents'))")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', dest='progress', action='store_false')
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = dict(QUICK if args.quick else FULL)
     if args.size: cfg['size'] = args.size
     steps = args.steps or cfg['steps']
@@ -104,6 +104,7 @@ def main():
     res['fid_classifier'] = dict(nfs=cfg['clf_nfs'], epochs=cfg['clf_epochs'], test_accuracy=acc, train_s=t.s,
                                  features=cfg['clf_nfs'][-1])
     print(f"FID classifier: test accuracy {acc:.3f}", flush=True)
+    write_json(res, args.out)   # after every phase: a lease cut short still returns what finished
 
     vae = None
     if args.pretrained_vae:
@@ -114,6 +115,7 @@ def main():
     rec = reconstruct(vae, imset.test_x)
     res['vae'].update(test_mse=torch.nn.functional.mse_loss(rec, xt).item(), test_psnr_db=psnr(rec, xt))
     print(f"VAE: held-out MSE {res['vae']['test_mse']:.4f}, PSNR {res['vae']['test_psnr_db']:.2f} dB", flush=True)
+    write_json(res, args.out)
 
     root = Path(args.cache) if args.cache else cache_dir('latents')
     tag = f"{Path(str(imset.source)).stem}_{imset.shape[-1]}{'_quick' if args.quick else ''}"
@@ -133,6 +135,7 @@ def main():
     res['latent_unet'] = dict(params=n_params(ldm), train_flops_per_image=flops_lat,
                               **train_unet(ldm, dls, 1., cfg['epochs'], cfg['lr'], args))
     res['latent_unet']['train_flops'] = flops_lat*res['latent_unet']['steps']*cfg['bs']
+    write_json(res, args.out)
 
     u = cfg['unet']
     pix_cfg = {**u, 'nfs': (u['nfs'][0]//2, *u['nfs']), 'attn_start': u.get('attn_start', 1) + 1}
@@ -146,22 +149,22 @@ def main():
                              sigma_data=pix_sd, train_flops_per_image=flops_pix,
                              **train_unet(pix, pix_dls, pix_sd, pix_epochs, cfg['lr'], args))
     res['pixel_unet']['train_flops'] = flops_pix*res['pixel_unet']['steps']*cfg['bs']
+    write_json(res, args.out)
 
     n = len(imset.test_x)
     pick = torch.randperm(len(imset.train_x), generator=torch.Generator().manual_seed(args.seed))[:n]
     kw = dict(sampler=args.sampler, steps=steps, bs=cfg['sample_bs'], seed=args.seed + 100, progress=args.progress)
-    rows = {}
-    rows['real training images'] = (images_to_float(imset.train_x[pick]), None)
-    rows['VAE reconstructions (training images)'] = (reconstruct(vae, imset.train_x[pick]), None)
-    with Timer() as t: z = sample_batches(ldm, n, lat.shape[1:], 1., **kw); x = decode_latents(vae, z, scale)
-    rows['latent diffusion samples'] = (x, t.s)
-    with Timer() as t: x = sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1)
-    rows['pixel diffusion samples (same training FLOPs)'] = (x, t.s)
-    res['fid'] = []
-    for name, (x, secs) in rows.items():
+    def score(name, draw, sampled=True):   # each row scored and written as soon as its images exist (a lease cut short keeps it)
+        with Timer() as t: x = draw()
         s = ie.scores(x)
-        res['fid'].append(dict(images=name, n=s['n'], fid=s['fid'], kid=s['kid'], sampling_s=secs))
+        res['fid'].append(dict(images=name, n=s['n'], fid=s['fid'], kid=s['kid'], sampling_s=t.s if sampled else None))
         print(f"{name:48s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}", flush=True)
+        write_json(res, args.out)
+    res['fid'] = []
+    score('real training images', lambda: images_to_float(imset.train_x[pick]), sampled=False)
+    score('VAE reconstructions (training images)', lambda: reconstruct(vae, imset.train_x[pick]), sampled=False)
+    score('latent diffusion samples', lambda: decode_latents(vae, sample_batches(ldm, n, lat.shape[1:], 1., **kw), scale))
+    score('pixel diffusion samples (same training FLOPs)', lambda: sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1))
 
     res['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
     write_json(res, args.out)

@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -63,14 +63,16 @@ def build(name: str, cfg: dict) -> nn.Module:
     return NoTimeModel(init_ddpm(unet))
 
 
-def train_or_load(name: str, cfg: dict, args, log: dict) -> nn.Module:
+def train_or_load(name: str, cfg: dict, args, results: dict) -> nn.Module:
     "Network `name` trained with `cfg`: loaded if saved weights have that recipe, else trained and saved (eval mode)."
+    log = results['train']
     path = Path(args.weights_dir or cache_dir('models'))/f"bench_noise_level_{name}_{'quick' if cfg['quick'] else 'full'}.safetensors"
     model, meta = build(name, cfg), {'config': json.dumps(cfg, sort_keys=True)}
     if path.exists() and weights_metadata(path).get('config') == meta['config']:
         print(f"{name}: loading {path}", flush=True)
         log[name] = json.loads(weights_metadata(path).get('train', '{}'))
         return load_weights(model, path).to(default_device()).eval()
+    forget_rows(results, 'rows', lambda r: True, name)   # both rows sample the no-t model; the second also uses the regressor
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(512, 256) if cfg['quick'] else None, seed=42, data_dir=args.data_dir)
     cbs = compile_callbacks(args.compile)
@@ -156,7 +158,7 @@ def main(argv=None):
     kept = resume(results, out, ('train', 'rows', 'reals'))   # an interrupted run with the same configuration continues
     run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
-        for name in args.train_only: train_or_load(name, cfgs[name], args, results['train'])
+        for name in args.train_only: train_or_load(name, cfgs[name], args, results)
         write(results, out)
         return results
     ie = fid_evaluator(args.quick, data_dir=args.data_dir)
@@ -166,8 +168,8 @@ def main(argv=None):
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
         results['reals'] = {str(n): ie.scores(reals[:n]) for n in ns}
         write(results, out)
-    regressor = train_or_load('regressor', cfgs['regressor'], args, results['train'])
-    no_t = train_or_load('no_t', cfgs['no_t'], args, results['train'])
+    regressor = train_or_load('regressor', cfgs['regressor'], args, results)
+    no_t = train_or_load('no_t', cfgs['no_t'], args, results)
     done = {r['sampler'] for r in results['rows']}
     for name, reg in zip(SAMPLERS, (None, regressor)):
         if name in done: continue

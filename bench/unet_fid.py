@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -116,8 +116,9 @@ def cond_learner(model, dls, lr: float, p_uncond: float, cbs=()) -> Learner:
                    opt_func=partial(torch.optim.Adam, eps=1e-5, fused=dev.type == 'cuda'))
 
 
-def train_or_load(name: str, cfg: dict, args, log: dict):
+def train_or_load(name: str, cfg: dict, args, results: dict):
     "Train network `name`, or load it if weights with the same configuration exist."
+    log = results['train']
     folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
     path = folder/f"bench_unet_{name}_{'quick' if args.quick else 'full'}.safetensors"
     meta = {'config': json.dumps({**cfg, 'model': name}, sort_keys=True)}
@@ -127,10 +128,14 @@ def train_or_load(name: str, cfg: dict, args, log: dict):
         log[name] = json.loads(weights_metadata(path).get('train', '{}'))
         return load_weights(model, path).to(default_device()).eval()
     print(f"{name}: training ({n_params(model):,} parameters)", flush=True)
+    if name == 'cond': forget_rows(results, 'guidance', lambda r: True, name)   # every guidance scale from one training run
+    else: forget_rows(results, 'rows', lambda r: r['model'] == name, name)
     ckpt = path.with_name(f"{path.stem}_{hashlib.sha256(meta['config'].encode()).hexdigest()[:10]}.ckpt")
     if args.retrain: ckpt.unlink(missing_ok=True)
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(256, 64) if args.quick else None, seed=42, data_dir=args.data_dir)
+    dls.train.drop_last = True   # as CompileCB does: the eager retry of a failed compiled run (gpu_stage.sh) resumes its
+    # checkpoint, whose one-cycle schedule counts full batches only (CheckpointCB refuses another count)
     timer, cbs = TrainTimer(), [CheckpointCB(ckpt), *compile_callbacks(args.compile)]   # a run cut short resumes from its last finished epoch
     if name == 'cond': learn = cond_learner(model, dls, cfg['lr'], cfg['p_uncond'], cbs=[timer, *cbs])
     else: learn = karras_learner(model, dls, lr=cfg['lr'], cbs=[timer, *cbs])
@@ -176,11 +181,11 @@ def accuracy(clf, imgs: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def classifier(args):
-    "The FID classifier (eval mode) and a description; quick mode trains a tiny one in memory."
-    if args.quick and not args.classifier:
-        learn = train_fashion_classifier(epochs=1, progress=False, data_dir=args.data_dir, **QUICK_CLASSIFIER_CONFIG)
-        return learn.model.eval(), {'path': None, 'note': 'quick: tiny classifier trained in memory for 1 epoch'}
+    "The FID classifier (eval mode) and a description; quick mode trains a tiny one once (cached, as karras_fid's)."
     path = Path(args.classifier) if args.classifier else fashion_classifier_path()
+    if args.quick and not args.classifier:   # one for every run, so that a quick table resumes under the same features
+        path = cache_dir('models')/'fashion_classifier_quick.safetensors'
+        if not path.exists(): train_fashion_classifier(epochs=1, save_to=path, progress=False, data_dir=args.data_dir, **QUICK_CLASSIFIER_CONFIG)
     if not path.exists():
         print(f"no classifier at {path}: training it (20 epochs)", flush=True)
         train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
@@ -254,7 +259,7 @@ def main(argv=None):
     ccfg = {**tcfg, 'p_uncond': args.p_uncond}   # the class-conditional model's
     run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
-        for name in args.train_only: train_or_load(name, ccfg if name == 'cond' else tcfg, args, results['train'])
+        for name in args.train_only: train_or_load(name, ccfg if name == 'cond' else tcfg, args, results)
         write(results, out)
         return results
     clf, results['classifier'] = classifier(args)
@@ -274,7 +279,7 @@ def main(argv=None):
         done = {r['model'] for r in results['rows']}
         for name in MODELS:
             if name in done or name not in args.models: continue
-            model = train_or_load(name, tcfg, args, results['train'])
+            model = train_or_load(name, tcfg, args, results)
             imgs, secs = draw(model, n, args)
             results['rows'].append(dict(model=name, run=run, sample_seconds=round(secs, 1), sample_images_per_s=n / secs,
                                         scores=scores(ie, imgs, ns)))
@@ -284,7 +289,8 @@ def main(argv=None):
     if 'cond' in args.models:
         done = {r['scale'] for r in results['guidance']}
         if any(w not in done for w in SCALES):
-            model = train_or_load('cond', ccfg, args, results['train'])
+            model = train_or_load('cond', ccfg, args, results)
+            done = {r['scale'] for r in results['guidance']}   # none if it was trained again (`forget_rows`)
             labels = torch.arange(n) % 10
             for w in SCALES:
                 if w in done: continue

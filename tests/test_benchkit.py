@@ -57,3 +57,40 @@ def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path):
     assert kept['other'] == 3 and new == dict(config={'n': [8]}, rows=[1, 2], train={'a': 1}, classifier={'weights_sha256': 'a'*64})
     fresh = dict(config={'n': [16]}, rows=[])
     assert resume(fresh, out, ('rows',)) == {} and fresh == dict(config={'n': [16]}, rows=[])
+
+
+def test_forget_rows_drops_only_the_retrained_networks_rows_in_lists_and_dicts(capsys):
+    "A network trained again (a later GPU lease) must not leave rows of its earlier training run in the table."
+    from bench.benchkit import forget_rows
+    res = dict(rows=[dict(model='reals'), dict(model='karras'), dict(model='karras+ema'), dict(model='cosine')], guidance=[])
+    forget_rows(res, 'rows', lambda r: r['model'] in ('karras', 'karras+ema'), 'karras')
+    assert res['rows'] == [dict(model='reals'), dict(model='cosine')] and '2 earlier `rows` row(s)' in capsys.readouterr().out
+    forget_rows(res, 'guidance', lambda r: True, 'cond')
+    assert res['guidance'] == [] and capsys.readouterr().out == ''   # nothing to forget, nothing said
+    table = dict(rows={'cosine|ddim|100|2048': dict(model='cosine'), 'linear|ddim|100|2048': dict(model='linear')})
+    forget_rows(table, 'rows', lambda r: r['model'] == 'cosine', 'cosine')
+    assert table['rows'] == {'linear|ddim|100|2048': dict(model='linear')}   # still a dict, keyed as before
+    empty = dict(rows={})
+    forget_rows(empty, 'rows', lambda r: True, 'x'); assert empty['rows'] == {}
+
+
+def test_karras_fid_forgets_the_rows_of_a_network_it_trains_again(tmp_path, load_script, monkeypatch, one_thread):
+    "Loading the lease's weights keeps the rows; training again (weights lost with a lease) drops karras and karras+ema rows only."
+    import json
+    from types import SimpleNamespace
+    karras = load_script('bench/karras_fid.py')
+    class NoTraining:   # the learner's recipe is not under test here: fitting does nothing
+        metrics = SimpleNamespace(history=[])
+        def fit(self, n): pass
+    monkeypatch.setattr(karras, 'karras_learner', lambda *a, **k: NoTraining())
+    out = tmp_path/'k.json'
+    argv = ['--quick', '--ema', '0', '--weights-dir', str(tmp_path), '--out', str(out), '--train-only', 'karras']
+    karras.main(argv)
+    res = json.loads(out.read_text())
+    res['rows'] = [dict(model=m, sampler='euler', steps=2, kwargs={}, nfe=2, run=0, seconds=0.,
+                       scores={n: dict(fid=1., kid=0., n=int(n)) for n in ('32', '16')}) for m in ('reals', 'karras', 'karras+ema', 'cosine')]
+    out.write_text(json.dumps(res))
+    assert [r['model'] for r in karras.main(argv)['rows']] == ['reals', 'karras', 'karras+ema', 'cosine']   # loaded: kept
+    (tmp_path/'bench_karras_quick.safetensors').unlink()   # a new lease: the weights are gone
+    assert [r['model'] for r in karras.main(argv)['rows']] == ['reals', 'cosine']
+    assert [r['model'] for r in json.loads(out.read_text())['rows']] == ['reals', 'cosine']   # written for the scoring process

@@ -75,6 +75,11 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'bf16'}))   # rows sampled another way
     with pytest.raises(SystemExit, match='sampling_precision=bf16'):
         bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
+    stored = {k: v for k, v in stored.items() if k not in ('feature_model_sha256', 'floor')}
+    (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'fp32'}))
+    res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor',
+                      '--deadline', '1'])   # long past: no draw starts
+    assert res['rows'] == {}
     plan = bench.plan(bench.QUICK, True)   # one draw per (model, sampler, steps), scored at every size: no size in the plan
     assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
     assert len(plan) == len(set(plan)) == 1 + len(bench.QUICK['linear_ddim']) + len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim'])
@@ -108,3 +113,22 @@ def test_noise_level_regressor_mse_and_the_constant_baseline(load_script):
     class Half(Zero):
         def forward(self, x): return torch.full((len(x), 1), 0.5) + 0*self.w
     assert bench.regressor_mse(Half(), batches)['test_mse'] == pytest.approx(r['constant_0_mse'] + 0.25, abs=0.1)   # + c² - 2c·E[y], E[y]≈0
+
+
+def test_karras_table_counts_the_network_calls_it_labels(load_script, one_thread):
+    "The NFE column is the number of network calls per image: the cosine DDIM grid of `steps` points makes steps-1."
+    import argparse, torch
+    karras = load_script('bench/karras_fid.py')
+    calls = []
+    def eps_model(x, t): calls.append(len(x)); return torch.zeros_like(x)
+    args = argparse.Namespace(batch=4, seed=0, precision='fp32')
+    x, nfe, _ = karras.draw(eps_model, 'ddim', 10, {'eta': 1.}, 4, args)
+    assert x.shape == (4, 1, 32, 32) and nfe == len(calls) == 9
+
+
+def test_ddpm_fid_starts_no_draw_that_would_end_after_the_deadline(load_script):
+    "A draw starts only if the fastest rate measured so far says it ends in time; before any draw, only if it is not too late."
+    bench = load_script('bench/ddpm_fid.py')
+    assert bench.draw_fits(None, 10**9, None)                                     # no deadline: everything
+    assert bench.draw_fits(100., 10**9, None, now=99.) and not bench.draw_fits(100., 1, None, now=101.)
+    assert bench.draw_fits(100., 20_000, 1000., now=80.) and not bench.draw_fits(100., 20_001, 1000., now=80.)

@@ -32,3 +32,20 @@ def test_render_shows_dicts_of_figures_as_tables(rt, tmp_path):
     assert '| train_images_per_s | value |' in md and '| miniai | 12,550 |' in md and '| course-style | 4,412 |' in md
     assert '|  | images_per_s | autocast |' in md and '| bf16 | 51420 | True |' in md
     assert '| a |\n|---|\n| 1 |' in md   # a ready table is kept where the file has no rows
+
+
+def test_render_spreads_nested_scores_into_columns_and_keeps_pipes_in_their_cell(rt, tmp_path):
+    "karras/unet/noise_level rows keep their FIDs in `scores` by sample count; ddpm_fid's row keys contain '|'."
+    (tmp_path/'karras_fid.json').write_text(json.dumps(dict(rows=[
+        dict(model='karras', sampler='heun', steps=20, nfe=39, kwargs={}, scores={'10000': dict(fid=4.25, kid=0.003, n=10000)}),
+        dict(model='karras', sampler='euler_ancestral', steps=40, nfe=40, kwargs={'eta': 0.5}, scores={'10000': dict(fid=5.5, kid=0.004, n=10000)})])))
+    (tmp_path/'karras_fid.md').write_text('# table\n')
+    (tmp_path/'ddpm_fid.json').write_text(json.dumps(dict(
+        rows={'cosine|ddim|100|2048': dict(model='cosine', fid=3.5)},
+        floor=[dict(n=2048, fid_mean=0.6, fids=[0.6, 0.6])])))
+    md = rt.render(tmp_path)
+    assert '| model | sampler | steps | nfe | scores 10000 fid | scores 10000 kid | scores 10000 n | kwargs eta |' in md
+    assert '| karras | heun | 20 | 39 | 4.25 | 0.003 | 10000 |  |' in md and '| 5.5 | 0.004 | 10000 | 0.5 |' in md
+    assert '| cosine\\|ddim\\|100\\|2048 | cosine | 3.5 |' in md
+    assert '`floor`:\n\n| n | fid_mean |\n|---|---|\n| 2048 | 0.6 |' in md   # the lists of single draws stay out
+    assert '[`results/karras_fid.md`](results/karras_fid.md)' in md and '[`results/ddpm_fid.md`]' not in md

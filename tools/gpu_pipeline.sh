@@ -13,12 +13,13 @@
 # miniai.core.run_environment), and their images/s are not throughput figures. Run a stage alone where its timing
 # is a result (issue 4's training images/s in ddpm_fid, throughput).
 #
-# QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/). MODELS, MAX_MINUTES and
-# SELECT reach the stages (tools/gpu_stage.sh). Group fid_classifier with the FID stage of the lease
+# QUICK=1 runs the stages at quick size (a wiring test, anywhere; nothing goes to results/). MODELS and SELECT reach the
+# stages (tools/gpu_stage.sh); MAX_MINUTES (default 11) after the pipeline's start is DEADLINE, after which ddpm_fid
+# starts no draw that its measured rate says would end later (stages after it, e.g. ema_cost, keep their time). Group fid_classifier with the FID stage of the lease
 # (fid_classifier+ddpm_fid): the FID classifier trains beside the diffusion model, which waits for it before scoring.
 # The pseudo-stage wait_classifier waits (up to 10 min) for the FID classifier's weights, carried by the next call as
 # .gpucache/models (they do not fit in the first call beside Fashion-MNIST and the wheels); it saves retraining them.
-# collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, every stage's log, and the FID classifier's
+# collect writes $OUT/results.tar.gz.part* (join them with cat; .gpucache/results/, every stage's log (stage check's too), and the FID classifier's
 # weights when stage classifier or base trained them), so a
 # call cut short still returns what is finished. A stage may wait for data that a later call carries: a stage
 # named audio waits (up to 10 min) for .data2/fsdd/ and installs the wheels in .whl2/ (gpu_prepare.sh audio builds
@@ -36,7 +37,7 @@ collect() {  # wait until the stages end or $1 seconds pass, then pack everythin
   tail -n 25 $P/pipeline.log 2>/dev/null
   # the FID classifier's weights only when a stage trained them here (the bench networks in models/ are 64 MiB each)
   local clf=; [ -f $P/classifier.log ] || [ -f $P/base.log ] && clf=.gpucache/models/fashion_classifier.safetensors
-  tar czf $P/results.tar.gz $(ls -d .gpucache/results runs/gpu_quick/*.json $clf 2>/dev/null) $P/*.log 2>/dev/null
+  tar czf $P/results.tar.gz $(ls -d .gpucache/results runs/gpu_quick/*.json $clf $P/out/*.log 2>/dev/null) $P/*.log 2>/dev/null
   split -b 15M -d $P/results.tar.gz "${OUT:-$P}/results.tar.gz.part"   # the device returns files of 16 MiB at most
   ls -la .gpucache/results 2>/dev/null || true
 }
@@ -54,6 +55,7 @@ start)
   rm -f $P/done
   setsid bash -c '
     P=$1; STAGE_SH=$2; shift 2; t=$(date +%s)
+    export DEADLINE=$(( t + ${MAX_MINUTES:-11}*60 ))   # ddpm_fid starts no draw that would end after it
     one() {   # one stage, its log in $P/STAGE.log; MINIAI_GPU_SHARED names the group it shares the GPU with
       local s=$1
       if [ "$s" = wait_classifier ]; then   # the weights come with a later call
@@ -64,7 +66,7 @@ start)
         for i in $(seq 120); do [ -f .data2/fsdd/fsdd_v1.0.10.npz ] && break; sleep 5; done
         python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl2/*.whl >>$P/pipeline.log 2>&1
         MINIAI_DATA=$PWD/.data2 OUT=$P/out bash $STAGE_SH audio ${QUICK:+--quick} > $P/audio.log 2>&1
-      else OUT=$P/out MAX_MINUTES=${MAX_MINUTES:-20} bash $STAGE_SH "$s" ${QUICK:+--quick} > $P/$s.log 2>&1; fi
+      else OUT=$P/out bash $STAGE_SH "$s" ${QUICK:+--quick} > $P/$s.log 2>&1; fi
       local rc=$?; echo "stage $s: exit $rc at $(( $(date +%s) - t )) s${MINIAI_GPU_SHARED:+ (GPU shared: $MINIAI_GPU_SHARED)}" >> $P/pipeline.log
       return $rc
     }

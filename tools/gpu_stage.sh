@@ -116,7 +116,7 @@ ddpm|ddpm_fid)   # issue 4: course-style loop vs miniai, then the DDPM/DDIM/cosi
     or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --models $m --train-only
   done
   wait_fid_classifier
-  or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --models $models --max-minutes "${MAX_MINUTES:-20}"
+  or_eager $PY bench/ddpm_fid.py "${Q[@]}" --work "$MINIAI_CACHE/ddpm_fid" --out $R/ddpm_fid --models $models ${DEADLINE:+--deadline $DEADLINE}
   ship $R/ddpm_fid.json $R/ddpm_fid.md
   ;;
 karras) # issue 5
@@ -126,7 +126,7 @@ karras) # issue 5
   or_eager $PY bench/karras_fid.py "${Q[@]}" --out $R/karras_fid.json --models $models; ship $R/karras_fid.json $R/karras_fid.md
   ;;
 noise_level)   # issue 5: a model trained without t, naive DDIM vs DDIM with the noise-level regressor's ᾱ
-  for m in regressor no_t; do or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json --train-only $m; done
+  for m in no_t regressor; do or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json --train-only $m; done
   wait_fid_classifier
   or_eager $PY bench/noise_level_fid.py "${Q[@]}" --out $R/noise_level_fid.json; ship $R/noise_level_fid.json $R/noise_level_fid.md
   ;;

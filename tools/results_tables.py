@@ -30,12 +30,21 @@ SOURCES = [  # (results file, what it measures, the command that writes it)
 
 def _fmt(v):
     if isinstance(v, float): return f'{v:,.0f}' if abs(v) >= 1000 else f'{v:.4g}'
-    if isinstance(v, (list, dict)): return json.dumps(v)[:60]
-    return str(v)
+    if isinstance(v, (list, dict)): v = json.dumps(v)[:60]
+    return str(v).replace('|', '\\|')   # a key such as 'cosine|ddim|100|2048' stays in one cell
+
+
+def _flat(row: dict, prefix: str = '') -> dict:
+    "A row with its nested dicts spread into columns: {'scores': {'2048': {'fid': 5}}} -> {'scores 2048 fid': 5}."
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict): out.update(_flat(v, f'{prefix}{k} '))
+        else: out[f'{prefix}{k}'] = v
+    return out
 
 
 def _table(rows: list) -> list[str]:
-    rows = [r for r in rows if isinstance(r, dict)]
+    rows = [_flat(r) for r in rows if isinstance(r, dict)]
     if not rows: return []
     keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, (list, dict))))
     return ['| ' + ' | '.join(keys) + ' |', '|' + '---|'*len(keys)] + \
@@ -67,7 +76,9 @@ def render(results_dir: Path = REPO/'results') -> str:
                 out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
             elif isinstance(v, dict) and not any(isinstance(x, (list, dict)) for x in v.values()):   # {name: value}
                 out += ['', *_table([{key: k, 'value': x} for k, x in v.items()])]
-            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection'): out += ['', *([f'`{key}`:', ''] if key == 'selection' else []), *_table(v)]
+            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection', 'floor'):
+                out += ['', *([f'`{key}`:', ''] if key in ('selection', 'floor') else []), *_table(v)]
+        if path.with_suffix('.md').exists(): out += ['', f'The same figures as its script lays them out: [`results/{path.stem}.md`](results/{path.stem}.md).']
         out.append('')
     out.append(END)
     return '\n'.join(out)
