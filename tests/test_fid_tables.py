@@ -132,3 +132,16 @@ def test_ddpm_fid_starts_no_draw_that_would_end_after_the_deadline(load_script):
     assert bench.draw_fits(None, 10**9, None)                                     # no deadline: everything
     assert bench.draw_fits(100., 10**9, None, now=99.) and not bench.draw_fits(100., 1, None, now=101.)
     assert bench.draw_fits(100., 20_000, 1000., now=80.) and not bench.draw_fits(100., 20_001, 1000., now=80.)
+
+
+def test_noise_level_regressor_samples_in_float32_inside_autocast(load_script):
+    "The ᾱ estimates the sampler uses are the float32 ones whose test MSE the table reports, even where the UNet runs in bf16."
+    import torch
+    bench = load_script('bench/noise_level_fid.py')
+    torch.manual_seed(0)
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
+    x = torch.randn(4, 1, 4, 4)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert lin(x).dtype == torch.bfloat16
+        y = bench.Float32(lin)(x.bfloat16())
+    assert y.dtype == torch.float32 and torch.allclose(y, lin(x.bfloat16().float()))
