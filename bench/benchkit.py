@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable
 import torch
 from miniai.accel import CompileCB
-from miniai.core import atomic_write, default_device
+from miniai.core import atomic_write, cache_dir, default_device
+from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier
 
 COMPILE_MODES = ('none', 'default', 'reduce-overhead')
 
@@ -85,6 +86,21 @@ def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
     for k in (*keys, 'classifier', 'feature_model_sha256'):
         if k in old: results[k] = old[k]
     return old
+
+
+def fid_classifier_path(args) -> Path:
+    """The FID classifier's weights for a bench script's `args` (`classifier`, `quick`, `data_dir`), trained if missing:
+    `--classifier`, else notebook 04's (20 epochs); quick mode one tiny classifier (1 epoch), cached, so that a quick
+    table resumes under the same features."""
+    if args.quick and not args.classifier:
+        path = cache_dir('models')/'fashion_classifier_quick.safetensors'
+        if not path.exists(): train_fashion_classifier(epochs=1, save_to=path, progress=False, data_dir=args.data_dir, **QUICK_CLASSIFIER_CONFIG)
+        return path
+    path = Path(args.classifier) if args.classifier else fashion_classifier_path()
+    if not path.exists():
+        print(f"no classifier at {path}: training it (20 epochs)", flush=True)
+        train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
+    return path
 
 
 def forget_rows(results: dict, key: str, belongs: Callable[[dict], bool], network: str):

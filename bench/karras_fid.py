@@ -43,9 +43,8 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
-from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_weights, save_weights,
-                                  train_fashion_classifier, weights_metadata)
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from miniai.models.resnet import load_weights, save_weights, weights_metadata
 
 KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
                    ('lms', 20, {}), ('dpmpp_2m', 20, {}), ('dpmpp_2m', 10, {}), ('dpmpp_2m_sde', 20, {})]
@@ -110,19 +109,6 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
         save_weights(ema_model, ema_path, meta)
     log[kind] = train
     return model.eval(), ema_model   # eager again after fit (`CompileCB`): sampling batches differ from training's
-
-
-def classifier_path(args) -> Path:
-    if args.classifier: return Path(args.classifier)
-    if args.quick:
-        path = cache_dir('models')/'fashion_classifier_quick.safetensors'
-        if not path.exists(): train_fashion_classifier(epochs=1, save_to=path, progress=False, **QUICK_CLASSIFIER_CONFIG)
-        return path
-    path = fashion_classifier_path()
-    if not path.exists():
-        print(f"no classifier at {path}: training it (20 epochs)", flush=True)
-        train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
-    return path
 
 
 def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) -> tuple[torch.Tensor, int, float]:
@@ -192,7 +178,7 @@ def main(argv=None):
         for kind in args.train_only: train_or_load(kind, kcfg if kind == 'karras' else ccfg, args, results)
         write(results, out)
         return results
-    clf = classifier_path(args)
+    clf = fid_classifier_path(args)
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -50,9 +50,7 @@ from miniai.diffusion.karras import noisify_karras, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB, label_accuracy
 from miniai.fid import ImageEval, fashion_fid_images, fashion_image_eval, weights_hash
-from miniai.models.resnet import (QUICK_CLASSIFIER_CONFIG, classifier_features, fashion_classifier_path,
-                                  load_fashion_classifier, load_weights, save_weights, train_fashion_classifier,
-                                  weights_metadata)
+from miniai.models.resnet import classifier_features, load_fashion_classifier, load_weights, save_weights, weights_metadata
 from miniai.models.unet import EmbUNetModel, n_params
 
 SCALES = (0., 1., 2., 3.)
@@ -181,14 +179,8 @@ def accuracy(clf, imgs: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 def classifier(args):
-    "The FID classifier (eval mode) and a description; quick mode trains a tiny one once (cached, as karras_fid's)."
-    path = Path(args.classifier) if args.classifier else fashion_classifier_path()
-    if args.quick and not args.classifier:   # one for every run, so that a quick table resumes under the same features
-        path = cache_dir('models')/'fashion_classifier_quick.safetensors'
-        if not path.exists(): train_fashion_classifier(epochs=1, save_to=path, progress=False, data_dir=args.data_dir, **QUICK_CLASSIFIER_CONFIG)
-    if not path.exists():
-        print(f"no classifier at {path}: training it (20 epochs)", flush=True)
-        train_fashion_classifier(epochs=20, save_to=path, data_dir=args.data_dir)
+    "The FID classifier (eval mode) and a description (`fid_classifier_path`: trained if missing)."
+    path = fid_classifier_path(args)
     meta = {k: v for k, v in weights_metadata(path).items() if k != 'fashion_classifier'}
     return load_fashion_classifier(path), {'path': str(path), **meta}
 

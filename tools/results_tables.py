@@ -46,7 +46,7 @@ def _flat(row: dict, prefix: str = '') -> dict:
 def _table(rows: list) -> list[str]:
     rows = [_flat(r) for r in rows if isinstance(r, dict)]
     if not rows: return []
-    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, (list, dict))))
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, list)))   # (`_flat` left no dicts)
     return ['| ' + ' | '.join(keys) + ' |', '|' + '---|'*len(keys)] + \
            ['| ' + ' | '.join(_fmt(r.get(k, '')) for k in keys) + ' |' for r in rows]
 
