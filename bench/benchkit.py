@@ -64,25 +64,51 @@ def feature_hash(results: dict) -> str | None:
     return results.get('feature_model_sha256') or (results.get('classifier') or {}).get('weights_sha256')
 
 
-def refuse_other_feature_network(kept: dict, sha: str, out: Path):
-    """Stop if the rows kept from an earlier run (`kept`, a results dict) were scored with another FID feature network.
+def set_aside(out: Path, why: str) -> Path:
+    """Move the results file `out` (and its .md) into `superseded/` beside it, under a name no file has yet, and say so
+    with `why`: a table that cannot be continued is kept for the record, never overwritten or silently dropped."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    folder = out.parent/'superseded'
+    folder.mkdir(parents=True, exist_ok=True)
+    dest, i = folder/f'{out.stem}-{stamp}{out.suffix}', 1
+    while dest.exists(): dest, i = folder/f'{out.stem}-{stamp}-{i}{out.suffix}', i + 1
+    out.replace(dest)
+    if out.with_suffix('.md').exists(): out.with_suffix('.md').replace(dest.with_suffix('.md'))
+    print(f"{out}: {why}. It is set aside as {dest}; this run starts the table again.", flush=True)
+    return dest
+
+
+def start_again_if_other_feature_network(kept: dict, results: dict, sha: str, out: Path, scored: dict) -> bool:
+    """If the FIDs kept from `out` (`kept`, the results read from it) were scored with another feature network than `sha`,
+    set the file aside (`set_aside`) and reset the scored entries of `results` (`scored`: key -> empty value); whether it did.
 
     FIDs of two feature networks do not compare (their scales differ), and the FID classifier is trained again on every
-    GPU machine (its weights do not outlive a lease), so a table resumed on a later machine must check that it was the same one."""
+    GPU machine (its weights do not outlive a lease), so a table resumed on a later machine must check that it was the
+    same one. Rather than lose the lease's work, the old table is kept aside whole and this run's rows start a new one;
+    the trained networks' records stay (they do not depend on the feature network)."""
     prev = feature_hash(kept)
-    if prev and prev != sha:
-        raise SystemExit(f"{out} holds FIDs scored with the feature network {prev[:12]}..., but this run's FID classifier is "
-                         f"{sha[:12]}... (trained again, to other weights): FIDs of two feature networks do not compare. "
-                         "Score the table again from scratch (another --out, or remove it), or bring back the classifier "
-                         "it was scored with (results/fid_floor.json names it).")
+    if not prev or prev == sha or not out.exists(): return False
+    dest = set_aside(out, f"its FIDs were scored with the feature network {prev[:12]}..., but this run's FID classifier is "
+                          f"{sha[:12]}... (trained again, to other weights), and FIDs of two feature networks do not compare. "
+                          "To continue the old table instead, bring back the classifier it was scored with")
+    results.update(scored)
+    results['superseded'] = [*results.get('superseded', []), dict(file=str(dest), feature_model_sha256=prev)]
+    return True
 
 
 def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
     """Continue the table in `out` if it has `results['config']`: copy its `keys` (and the record of the feature network
-    its FIDs were scored with, which `--train-only` runs must keep) into `results`; return the old results, or {}."""
+    its FIDs were scored with, which `--train-only` runs must keep) into `results`; return the old results, or {}.
+    A table of another configuration is set aside (`set_aside`), not overwritten."""
     if not out.exists(): return {}
     old = json.loads(out.read_text())
-    if old.get('config') != json.loads(json.dumps(results['config'])): return {}
+    new = json.loads(json.dumps(results['config']))
+    if old.get('config') != new:
+        was = old.get('config') or {}
+        diff = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in sorted({*was, *new}) if was.get(k) != new.get(k)] \
+            if isinstance(was, dict) else [f'{was!r} -> {new!r}']
+        set_aside(out, f"it holds another configuration ({'; '.join(diff)[:400]})")
+        return {}
     for k in (*keys, 'classifier', 'feature_model_sha256'):
         if k in old: results[k] = old[k]
     return old

@@ -36,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import (add_compile_arg, add_models_arg, compile_mode, forget_rows, log_run, refuse_other_feature_network,
+from bench.benchkit import (add_compile_arg, add_models_arg, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
                             runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
@@ -79,12 +79,12 @@ def markdown(res):
           f"'{RAW}': the same training run's raw weights.", '',
           '| model | sampler | steps | model evals | samples | FID | FID / floor | KID | sampling s | images/s |',
           '|---|---|---|---|---|---|---|---|---|---|']
-    floor = {f['n']: f['fid_mean'] for f in res.get('floor', [])}
+    floor = {f['n']: f['fid_mean'] for f in (res.get('floor') or [])}
     for r in sorted(res['rows'].values(), key=lambda r: (-r['n'], r['model'] != 'linear', r['model'], r['sampler'] != 'ddpm', -r['steps'])):
         ratio = f"{r['fid']/floor[r['n']]:.2f}" if floor.get(r['n']) else '-'
         L.append(f"| {r['model']} | {r['sampler'].upper()} | {r['steps']} | {r['nfe']} | {r['n']:,} | {r['fid']:.3f} | {ratio} "
                  f"| {r['kid']:.5f} | {r['sampling_s']:.1f} | {r['images_per_s']:,.1f} |")
-    for f in res.get('floor', []):
+    for f in (res.get('floor') or []):
         L.append(f"| real images (floor, {len(f['fids'])} draws) | - | - | - | {f['n']:,} | {f['fid_mean']:.3f}"
                  f"{'' if f['fid_std'] != f['fid_std'] else ' ± %.3f' % f['fid_std']} | 1 | {f['kid_mean']:.5f} | - | - |")
     L += ['', "Training wall seconds and images/s include `torch.compile`'s first epoch and, on a GPU lease, a GPU shared with "
@@ -178,12 +178,13 @@ def main(argv=None):
     # 2. evaluator, floor and rows
     ie = fid_evaluator(q, data_dir=a.data_dir)
     sha = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if res['rows'] or 'floor' in res: refuse_other_feature_network(res, sha, jpath)
+    if res['rows'] or res.get('floor'): start_again_if_other_feature_network(res, res, sha, jpath, dict(rows={}, floor=None))
     res['feature_model_sha256'] = sha
     # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it
-    if not a.no_floor and 'floor' not in res:
+    if not a.no_floor and not res.get('floor'):
         res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
         save()
+    compiled = compile_mode(a.compile, device) != 'none'
     models, big, rate = {}, max(cfg['sizes']), None   # rate: network evaluations per second of the fastest draw so far
     for model, sampler, steps in plan(cfg, q):
         keys = {n: f'{model}|{sampler}|{steps}|{n}' for n in cfg['sizes']}
@@ -196,7 +197,7 @@ def main(argv=None):
             print(f"skipping {model} {sampler} {steps}: {'past the deadline' if not rate else f'{big*nfe/rate:.0f} s at {rate:,.0f} evaluations/s'}"
                   f" would end after --deadline (in {a.deadline - time.time():.0f} s)", flush=True)
             continue   # a later, cheaper draw (another model) may still fit
-        if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compile_mode(a.compile, device) != 'none')
+        if model not in models: models[model] = load_model(work/schedule/wfile, schedule, q, device, compiled)
         f = make_sampler(models[model], schedule, sampler, steps, quick=q)
         synchronize(device); t0 = time.perf_counter()
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision == 'bf16'):
@@ -206,7 +207,8 @@ def main(argv=None):
         for n, key in keys.items():   # the smaller sets are prefixes of the one draw
             s = ie.scores(x[:n])
             res['rows'][key] = dict(model=model, sampler=sampler, steps=steps, nfe=nfe, n=n, seed=big,
-                                    drawn=big, run=run, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt)
+                                    drawn=big, run=run, fid=s['fid'], kid=s['kid'], sampling_s=dt, images_per_s=big/dt,
+                                    sample_bs=a.sample_bs, compiled=compiled)   # (how it was drawn: rows of a table may come from several runs)
             print(f"{key:28s} FID {s['fid']:8.3f}  KID {s['kid']:.5f}  (draw of {big}: {dt:.1f} s)", flush=True)
         save()
 

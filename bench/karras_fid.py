@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
 
 KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
@@ -182,7 +182,7 @@ def main(argv=None):
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows']: refuse_other_feature_network(kept, results['classifier']['weights_sha256'], out)
+    if results['rows']: start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[]))
 
     def run(model_name, denoiser, settings):
         for sampler, steps, kw in settings:

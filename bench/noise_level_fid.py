@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -72,7 +72,8 @@ def train_or_load(name: str, cfg: dict, args, results: dict) -> nn.Module:
         print(f"{name}: loading {path}", flush=True)
         log[name] = json.loads(weights_metadata(path).get('train', '{}'))
         return load_weights(model, path).to(default_device()).eval()
-    forget_rows(results, 'rows', lambda r: True, name)   # both rows sample the no-t model; the second also uses the regressor
+    # both rows sample the no-t model; only the second uses the regressor
+    forget_rows(results, 'rows', lambda r: name == 'no_t' or r['sampler'] == SAMPLERS[1], name)
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(512, 256) if cfg['quick'] else None, seed=42, data_dir=args.data_dir)
     cbs = compile_callbacks(args.compile)
@@ -171,7 +172,8 @@ def main(argv=None):
         return results
     ie = fid_evaluator(args.quick, data_dir=args.data_dir)
     results['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows'] or results['reals']: refuse_other_feature_network(kept, results['feature_model_sha256'], out)
+    if results['rows'] or results['reals']:
+        start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None))
     if results['reals'] is None:
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
         results['reals'] = {str(n): ie.scores(reals[:n]) for n in ns}

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, refuse_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -258,7 +258,8 @@ def main(argv=None):
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows'] or results['guidance'] or results['reals']: refuse_other_feature_network(kept, results['classifier']['weights_sha256'], out)
+    if results['rows'] or results['guidance'] or results['reals']:
+        start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None))
     n = max(ns)
 
     if results['reals'] is None:

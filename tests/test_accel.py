@@ -517,6 +517,22 @@ def test_fused_opt_func_default_lr():
     assert opt.defaults['lr'] == 1e-3 and opt.defaults['momentum'] == 0.9 and not opt.defaults.get('fused')
 
 
+def test_fused_opt_func_asks_for_fused_only_when_every_parameter_is_on_cuda():
+    "`fused=True` exactly when all parameters (of every group) are CUDA tensors; an explicit `fused` argument wins."
+    from types import SimpleNamespace
+    on = lambda dev: SimpleNamespace(device=torch.device(dev))   # stand-ins: only `.device` is read
+    seen = []
+    def opt_cls(params, lr, **kw): seen.append(kw); return params
+    cuda, cpu = on('cuda'), on('cpu')
+    fused_opt_func(opt_cls, eps=1e-5)([cuda, cuda], 1e-3)
+    fused_opt_func(opt_cls)([cuda, cpu], 1e-3)
+    fused_opt_func(opt_cls)([{'params': iter([cuda])}, {'params': [cpu]}], 1e-3)
+    fused_opt_func(opt_cls)([{'params': iter([cuda])}, {'params': [cuda]}], 1e-3)
+    fused_opt_func(opt_cls)([], 1e-3)
+    fused_opt_func(opt_cls, fused=False)([cuda], 1e-3)
+    assert seen == [dict(fused=True, eps=1e-5), {}, {}, dict(fused=True), {}, dict(fused=False)]
+
+
 def test_ema_matches_float64_reference_over_two_fits():
     "The average continues across fits (warm-up count included): checked against a float64 recomputation."
     class Record(Callback):

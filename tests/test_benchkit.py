@@ -19,16 +19,38 @@ def test_compile_mode_is_what_takes_effect():
     with pytest.raises(ValueError, match='compile mode'): compile_mode('max-speed', 'cpu')
 
 
-def test_feature_hash_reads_both_layouts_and_other_networks_are_refused(tmp_path):
+def test_a_table_scored_by_another_feature_network_is_set_aside_whole_not_mixed(tmp_path, capsys):
     "A table resumed on another GPU machine (the FID classifier trained again) must not mix FIDs of two feature networks."
-    from bench.benchkit import feature_hash, refuse_other_feature_network
+    import json
+    from bench.benchkit import feature_hash, start_again_if_other_feature_network
     a, b = 'a'*64, 'b'*64
     assert feature_hash({'feature_model_sha256': a}) == a and feature_hash({'classifier': {'weights_sha256': b}}) == b
     assert feature_hash({}) is None and feature_hash({'classifier': None}) is None
-    refuse_other_feature_network({}, a, tmp_path/'t.json')                          # nothing kept: nothing to compare
-    refuse_other_feature_network({'feature_model_sha256': a}, a, tmp_path/'t.json')  # the same network: fine
-    with pytest.raises(SystemExit, match=r't\.json holds FIDs scored with the feature network bbbbbbbbbbbb.*aaaaaaaaaaaa'):
-        refuse_other_feature_network({'classifier': {'weights_sha256': b}}, a, tmp_path/'t.json')
+    out = tmp_path/'t.json'
+    old = dict(classifier={'weights_sha256': b}, rows=[1, 2], reals={'8': 3.}, train={'karras': 'log'})
+    out.write_text(json.dumps(old)); out.with_suffix('.md').write_text('old table')
+    res = dict(old, rows=[1, 2], classifier={'weights_sha256': a})
+    assert not start_again_if_other_feature_network({}, res, a, out, dict(rows=[]))                       # nothing kept
+    assert not start_again_if_other_feature_network({'feature_model_sha256': a}, res, a, out, dict(rows=[]))  # the same network
+    assert res['rows'] == [1, 2] and out.exists() and capsys.readouterr().out == ''
+    assert start_again_if_other_feature_network(old, res, a, out, dict(rows=[], reals=None))
+    (aside,) = (tmp_path/'superseded').glob('t-*.json')
+    assert json.loads(aside.read_text()) == old and aside.with_suffix('.md').read_text() == 'old table'   # kept whole
+    assert not out.exists() and not out.with_suffix('.md').exists()
+    assert res['rows'] == [] and res['reals'] is None and res['train'] == {'karras': 'log'}   # scores reset, training records kept
+    assert res['superseded'] == [dict(file=str(aside), feature_model_sha256=b)]
+    said = capsys.readouterr().out
+    assert 'feature network bbbbbbbbbbbb' in said and 'aaaaaaaaaaaa' in said and str(aside) in said
+
+
+def test_set_aside_never_overwrites_an_earlier_aside_file(tmp_path):
+    "Two tables set aside within one second keep distinct names."
+    from bench.benchkit import set_aside
+    out = tmp_path/'t.json'
+    names = set()
+    for i in range(3):
+        out.write_text(str(i)); names.add(set_aside(out, 'test'))
+    assert len(names) == 3 and sorted(p.read_text() for p in names) == ['0', '1', '2']
 
 
 def test_log_run_keeps_the_runs_that_built_a_table_and_lists_them():
@@ -45,8 +67,8 @@ def test_log_run_keeps_the_runs_that_built_a_table_and_lists_them():
     assert log_run(dict(first), {}) == 0   # a table started afresh (another configuration) starts its log again
 
 
-def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path):
-    "Rows and the feature network's record carry over from a table of the same configuration; another one starts afresh."
+def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path, capsys):
+    "Rows and the feature network's record carry over from a table of the same configuration; another one is set aside."
     import json
     from bench.benchkit import resume
     out = tmp_path/'t.json'
@@ -57,6 +79,9 @@ def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path):
     assert kept['other'] == 3 and new == dict(config={'n': [8]}, rows=[1, 2], train={'a': 1}, classifier={'weights_sha256': 'a'*64})
     fresh = dict(config={'n': [16]}, rows=[])
     assert resume(fresh, out, ('rows',)) == {} and fresh == dict(config={'n': [16]}, rows=[])
+    (aside,) = (tmp_path/'superseded').glob('t-*.json')   # the other configuration's table is kept, not overwritten
+    assert json.loads(aside.read_text())['rows'] == [1, 2] and not out.exists()
+    assert "n [8] -> [16]" in capsys.readouterr().out
 
 
 def test_forget_rows_drops_only_the_retrained_networks_rows_in_lists_and_dicts(capsys):
@@ -94,3 +119,32 @@ def test_karras_fid_forgets_the_rows_of_a_network_it_trains_again(tmp_path, load
     (tmp_path/'bench_karras_quick.safetensors').unlink()   # a new lease: the weights are gone
     assert [r['model'] for r in karras.main(argv)['rows']] == ['reals', 'cosine']
     assert [r['model'] for r in json.loads(out.read_text())['rows']] == ['reals', 'cosine']   # written for the scoring process
+
+
+def test_noise_level_fid_forgets_only_the_rows_that_used_the_retrained_network(tmp_path, load_script, monkeypatch, one_thread):
+    "Both rows sample the no-t model, only the corrected DDIM uses the regressor: retraining it keeps the naive row."
+    import argparse
+    from types import SimpleNamespace
+    nl = load_script('bench/noise_level_fid.py')
+    class NoTraining:   # the recipes are not under test here: fitting does nothing
+        metrics, model = SimpleNamespace(history=[]), None
+        def fit(self, n): pass
+    monkeypatch.setattr(nl, 'noise_level_learner', lambda *a, **k: NoTraining())
+    monkeypatch.setattr(nl, 'ddpm_learner', lambda *a, **k: NoTraining())
+    monkeypatch.setattr(nl, 'regressor_mse', lambda *a, **k: {})
+    args = argparse.Namespace(weights_dir=str(tmp_path), data_dir=None, compile='none')
+    cfgs = nl.configs(True)
+    rows = lambda: [dict(sampler=s) for s in nl.SAMPLERS]
+    res = dict(train={}, rows=rows())
+    for name in ('regressor', 'no_t'): nl.train_or_load(name, cfgs[name], args, res)   # both trained: every row forgotten
+    assert res['rows'] == []
+    res['rows'] = rows()
+    for name in ('regressor', 'no_t'): nl.train_or_load(name, cfgs[name], args, res)   # both loaded: every row kept
+    assert res['rows'] == rows()
+    (tmp_path/'bench_noise_level_regressor_quick.safetensors').unlink()
+    nl.train_or_load('regressor', cfgs['regressor'], args, res)
+    assert res['rows'] == [dict(sampler=nl.SAMPLERS[0])]
+    res['rows'] = rows()
+    (tmp_path/'bench_noise_level_no_t_quick.safetensors').unlink()
+    nl.train_or_load('no_t', cfgs['no_t'], args, res)
+    assert res['rows'] == []

@@ -68,10 +68,14 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
     assert res['sampling_precision'] == 'fp32'   # bf16 autocast only takes effect on CUDA
     stored = json.loads((tmp_path/'r.json').read_text())   # rows scored on an earlier machine, by another FID classifier
-    (tmp_path/'r.json').write_text(json.dumps({**stored, 'feature_model_sha256': 'f'*64, 'floor': []}))
-    with pytest.raises(SystemExit, match='feature network ffffffffffff'):
-        bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine'])
+    floor = [dict(n=32, fid_mean=9., fids=[9.])]
+    (tmp_path/'r.json').write_text(json.dumps({**stored, 'feature_model_sha256': 'f'*64, 'floor': floor}))
+    res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor', '--deadline', '1'])
+    (aside,) = (tmp_path/'superseded').glob('r-*.json')   # the old table is kept whole; this run starts a new one
+    assert json.loads(aside.read_text())['floor'] == floor and res['floor'] is None and res['feature_model_sha256'] != 'f'*64
+    assert res['superseded'][0]['feature_model_sha256'] == 'f'*64 and list(res['models']) == ['cosine']   # training record kept
     stored = json.loads((tmp_path/'r.json').read_text())
+    assert stored['feature_model_sha256'] == res['feature_model_sha256']
     (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'bf16'}))   # rows sampled another way
     with pytest.raises(SystemExit, match='sampling_precision=bf16'):
         bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
@@ -80,6 +84,9 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor',
                       '--deadline', '1'])   # long past: no draw starts
     assert res['rows'] == {}
+    res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor', '--sample-bs', '32'])
+    assert len(res['rows']) == 2*(len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim']))   # both sizes of each draw
+    assert all(r['sample_bs'] == 32 and r['compiled'] is False for r in res['rows'].values())   # how each row was drawn
     plan = bench.plan(bench.QUICK, True)   # one draw per (model, sampler, steps), scored at every size: no size in the plan
     assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
     assert len(plan) == len(set(plan)) == 1 + len(bench.QUICK['linear_ddim']) + len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim'])
