@@ -178,8 +178,9 @@ def main(argv=None):
     # 2. evaluator, floor and rows
     ie = fid_evaluator(q, data_dir=a.data_dir)
     sha = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if res['rows'] or res.get('floor'): start_again_if_other_feature_network(res, res, sha, jpath, dict(rows={}, floor=None))
+    again = (res['rows'] or res.get('floor')) and start_again_if_other_feature_network(res, res, sha, jpath, dict(rows={}, floor=None))
     res['feature_model_sha256'] = sha
+    if again: save()   # at once: a retry after a failure must find the models' records, not retrain them
     # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it
     if not a.no_floor and not res.get('floor'):
         res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)

@@ -182,7 +182,8 @@ def main(argv=None):
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows']: start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[]))
+    if results['rows'] and start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[])):
+        write(results, out)   # at once: a retry after a failure continues the new table
 
     def run(model_name, denoiser, settings):
         for sampler, steps, kw in settings:

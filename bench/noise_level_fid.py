@@ -172,8 +172,9 @@ def main(argv=None):
         return results
     ie = fid_evaluator(args.quick, data_dir=args.data_dir)
     results['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows'] or results['reals']:
-        start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None))
+    if (results['rows'] or results['reals']) and \
+            start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None)):
+        write(results, out)   # at once: a retry after a failure continues the new table
     if results['reals'] is None:
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
         results['reals'] = {str(n): ie.scores(reals[:n]) for n in ns}

@@ -258,8 +258,9 @@ def main(argv=None):
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows'] or results['guidance'] or results['reals']:
-        start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None))
+    if (results['rows'] or results['guidance'] or results['reals']) and \
+            start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None)):
+        write(results, out)   # at once: a retry after a failure continues the new table
     n = max(ns)
 
     if results['reals'] is None:

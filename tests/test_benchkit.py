@@ -148,3 +148,24 @@ def test_noise_level_fid_forgets_only_the_rows_that_used_the_retrained_network(t
     (tmp_path/'bench_noise_level_no_t_quick.safetensors').unlink()
     nl.train_or_load('no_t', cfgs['no_t'], args, res)
     assert res['rows'] == []
+
+
+def test_karras_fid_sets_aside_a_table_of_another_feature_network_and_writes_the_new_one_at_once(tmp_path, load_script, monkeypatch, one_thread):
+    "Rows of another FID classifier go aside whole; the new table (training records kept) is on disk before anything can fail."
+    import json
+    karras = load_script('bench/karras_fid.py')
+    out = tmp_path/'k.json'
+    argv = ['--quick', '--ema', '0', '--weights-dir', str(tmp_path), '--out', str(out)]
+    res = dict(karras.main(argv + ['--train-only', 'karras']))
+    res['classifier'] = {'weights_sha256': 'f'*64}
+    res['rows'] = [dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0, run=0, seconds=0.,
+                        scores={n: dict(fid=1., kid=0., n=int(n)) for n in ('32', '16')})]
+    out.write_text(json.dumps(res))
+    def crash(*a, **k): raise RuntimeError('cut short')
+    monkeypatch.setattr(karras, 'fashion_fid_images', crash)   # the first thing scored after the check
+    with pytest.raises(RuntimeError, match='cut short'): karras.main(argv)
+    (aside,) = (tmp_path/'superseded').glob('k-*.json')
+    assert json.loads(aside.read_text())['rows'] == res['rows']
+    new = json.loads(out.read_text())
+    assert new['rows'] == [] and new['classifier']['weights_sha256'] not in (None, 'f'*64) and 'karras' in new['train']
+    assert new['superseded'][0]['feature_model_sha256'] == 'f'*64

@@ -57,7 +57,7 @@ def test_unet_guidance_table_marks_classes_never_drawn(load_script):
         in unet.markdown(res)
 
 
-def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_path, load_script, one_thread):
+def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_path, load_script, one_thread, monkeypatch):
     "`--train-only` (one process per model on the GPU) trains and stops; the raw weights make the EMA row possible."
     import torch
     from safetensors.torch import load_file
@@ -70,12 +70,15 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     stored = json.loads((tmp_path/'r.json').read_text())   # rows scored on an earlier machine, by another FID classifier
     floor = [dict(n=32, fid_mean=9., fids=[9.])]
     (tmp_path/'r.json').write_text(json.dumps({**stored, 'feature_model_sha256': 'f'*64, 'floor': floor}))
-    res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor', '--deadline', '1'])
+    def crash(*a, **k): raise RuntimeError('cut short')
+    monkeypatch.setattr(bench, 'real_image_floor', crash)   # the run fails right after it set the old table aside
+    with pytest.raises(RuntimeError, match='cut short'):
+        bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine'])
     (aside,) = (tmp_path/'superseded').glob('r-*.json')   # the old table is kept whole; this run starts a new one
+    res = json.loads((tmp_path/'r.json').read_text())    # written at once: a retry does not train the model again
     assert json.loads(aside.read_text())['floor'] == floor and res['floor'] is None and res['feature_model_sha256'] != 'f'*64
     assert res['superseded'][0]['feature_model_sha256'] == 'f'*64 and list(res['models']) == ['cosine']   # training record kept
-    stored = json.loads((tmp_path/'r.json').read_text())
-    assert stored['feature_model_sha256'] == res['feature_model_sha256']
+    stored = res
     (tmp_path/'r.json').write_text(json.dumps({**stored, 'sampling_precision': 'bf16'}))   # rows sampled another way
     with pytest.raises(SystemExit, match='sampling_precision=bf16'):
         bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
