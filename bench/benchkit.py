@@ -92,7 +92,7 @@ def start_again_if_other_feature_network(kept: dict, results: dict, sha: str, ou
                           f"{sha[:12]}... (trained again, to other weights), and FIDs of two feature networks do not compare. "
                           "To continue the old table instead, bring back the classifier it was scored with")
     results.update(scored)
-    results['superseded'] = [*results.get('superseded', []), dict(file=str(dest), feature_model_sha256=prev)]
+    results['superseded'] = [*results.get('superseded', []), dict(file=str(dest), reason='another FID feature network', feature_model_sha256=prev)]
     return True
 
 
@@ -107,7 +107,8 @@ def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
         was = old.get('config') or {}
         diff = [f"{k} {was.get(k)!r} -> {new.get(k)!r}" for k in sorted({*was, *new}) if was.get(k) != new.get(k)] \
             if isinstance(was, dict) else [f'{was!r} -> {new!r}']
-        set_aside(out, f"it holds another configuration ({'; '.join(diff)[:400]})")
+        why = f"another configuration ({'; '.join(diff)[:400]})"
+        results['superseded'] = [dict(file=str(set_aside(out, f'it holds {why}')), reason=why)]
         return {}
     for k in (*keys, 'classifier', 'feature_model_sha256'):
         if k in old: results[k] = old[k]

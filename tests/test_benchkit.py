@@ -38,7 +38,7 @@ def test_a_table_scored_by_another_feature_network_is_set_aside_whole_not_mixed(
     assert json.loads(aside.read_text()) == old and aside.with_suffix('.md').read_text() == 'old table'   # kept whole
     assert not out.exists() and not out.with_suffix('.md').exists()
     assert res['rows'] == [] and res['reals'] is None and res['train'] == {'karras': 'log'}   # scores reset, training records kept
-    assert res['superseded'] == [dict(file=str(aside), feature_model_sha256=b)]
+    assert res['superseded'] == [dict(file=str(aside), reason='another FID feature network', feature_model_sha256=b)]
     said = capsys.readouterr().out
     assert 'feature network bbbbbbbbbbbb' in said and 'aaaaaaaaaaaa' in said and str(aside) in said
 
@@ -78,8 +78,9 @@ def test_resume_continues_a_table_of_the_same_configuration_only(tmp_path, capsy
     kept = resume(new, out, ('rows', 'train'))
     assert kept['other'] == 3 and new == dict(config={'n': [8]}, rows=[1, 2], train={'a': 1}, classifier={'weights_sha256': 'a'*64})
     fresh = dict(config={'n': [16]}, rows=[])
-    assert resume(fresh, out, ('rows',)) == {} and fresh == dict(config={'n': [16]}, rows=[])
+    assert resume(fresh, out, ('rows',)) == {}
     (aside,) = (tmp_path/'superseded').glob('t-*.json')   # the other configuration's table is kept, not overwritten
+    assert fresh == dict(config={'n': [16]}, rows=[], superseded=[dict(file=str(aside), reason='another configuration (n [8] -> [16])')])
     assert json.loads(aside.read_text())['rows'] == [1, 2] and not out.exists()
     assert "n [8] -> [16]" in capsys.readouterr().out
 

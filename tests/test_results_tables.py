@@ -49,3 +49,12 @@ def test_render_spreads_nested_scores_into_columns_and_keeps_pipes_in_their_cell
     assert '| cosine\\|ddim\\|100\\|2048 | cosine | 3.5 |' in md
     assert '`floor`:\n\n| n | fid_mean |\n|---|---|\n| 2048 | 0.6 |' in md   # the lists of single draws stay out
     assert '[`results/karras_fid.md`](results/karras_fid.md)' in md and '[`results/ddpm_fid.md`]' not in md
+
+
+def test_render_lists_the_tables_a_table_replaced(rt, tmp_path):
+    "A table that set an older one aside (another feature network or configuration) says which, and why."
+    (tmp_path/'unet_fid.json').write_text(json.dumps(dict(rows=[dict(model='cond', fid=3.)], superseded=[
+        dict(file='results/superseded/unet_fid-20270101T000000Z.json', reason='another FID feature network', feature_model_sha256='ab'*32)])))
+    md = rt.render(tmp_path)
+    assert 'Replaces these tables, set aside' in md and '| file | reason | feature_model_sha256 |' in md
+    assert '| results/superseded/unet_fid-20270101T000000Z.json | another FID feature network |' in md

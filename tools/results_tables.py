@@ -76,8 +76,10 @@ def render(results_dir: Path = REPO/'results') -> str:
                 out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
             elif isinstance(v, dict) and not any(isinstance(x, (list, dict)) for x in v.values()):   # {name: value}
                 out += ['', *_table([{key: k, 'value': x} for k, x in v.items()])]
-            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection', 'floor'):
-                out += ['', *([f'`{key}`:', ''] if key in ('selection', 'floor') else []), *_table(v)]
+            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection', 'floor', 'superseded'):
+                label = {'selection': '`selection`:', 'floor': '`floor`:',
+                         'superseded': 'Replaces these tables, set aside (`bench.benchkit.set_aside`):'}.get(key)
+                out += ['', *([label, ''] if label else []), *_table(v)]
         if path.with_suffix('.md').exists(): out += ['', f'The same figures as its script lays them out: [`results/{path.stem}.md`](results/{path.stem}.md).']
         out.append('')
     out.append(END)
