@@ -110,7 +110,7 @@ def resume(results: dict, out: Path, keys: tuple[str, ...]) -> dict:
         why = f"another configuration ({'; '.join(diff)[:400]})"
         results['superseded'] = [dict(file=str(set_aside(out, f'it holds {why}')), reason=why)]
         return {}
-    for k in (*keys, 'classifier', 'feature_model_sha256'):
+    for k in (*keys, 'classifier', 'feature_model_sha256', 'superseded'):
         if k in old: results[k] = old[k]
     return old
 
