@@ -30,7 +30,7 @@ If the trained classifier is missing it is trained first (`train_fashion_classif
 `bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
 """
 from __future__ import annotations
-import json, sys, time
+import json, sys, time, uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -86,10 +86,14 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     if not args.retrain and path.exists() and weights_metadata(path).get('config') == meta['config']:
         print(f"{kind}: loading {path}", flush=True)
         load_weights(model, path)
-        ema_model = load_weights(unet(args.quick), ema_path) if ema_path.exists() else None
+        run = weights_metadata(path).get('run')   # the EMA average of this very training run, never an older one
+        paired = run and ema_path.exists() and weights_metadata(ema_path).get('run') == run
+        ema_model = load_weights(unet(args.quick), ema_path) if paired else None
         log[kind] = json.loads(weights_metadata(path).get('train', '{}'))
         return model.to(default_device()), (ema_model.to(default_device()) if ema_model is not None else None)
     forget_rows(results, 'rows', lambda r: r['model'] in (kind, f'{kind}+ema'), kind)   # raw and EMA rows: one training run
+    ema_path.unlink(missing_ok=True)   # an older run's average must not be paired with the weights trained now
+    meta['run'] = uuid.uuid4().hex     # ties the raw weights to their EMA average
     set_seed(42)
     limit = (512, 128) if args.quick else None
     dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
