@@ -64,8 +64,9 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = dict(AUDIO_QUICK_CONFIG if args.quick else AUDIO_CONFIG)
     if args.epochs is not None: cfg['epochs'] = args.epochs
-    t_start, out = time.perf_counter(), dict(config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-                                             environment=run_environment(), quick=args.quick)
+    command = ' '.join(['python bench/audio_eval.py', *(sys.argv[1:] if argv is None else argv)])
+    t_start, out = time.perf_counter(), dict(command=command, seed=args.seed, quick=args.quick, environment=run_environment(),
+                                             config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
     spec = MelSpec()
     set_seed(args.seed)
 
@@ -97,7 +98,8 @@ def main(argv=None):
         print(f"{name}: {json.dumps(out['diffusion'][name])}", flush=True)
         write_json(out, args.out)
 
-    scores, secs = timed(evaluate_generation, clf, models['unconditional'], models['conditional'], dls, sigma_data, cfg, spec)
+    scores, secs = timed(evaluate_generation, clf, models['unconditional'], models['conditional'], dls, sigma_data, cfg, spec,
+                         seed=args.seed)   # the floor clips, the sampling noise and the Griffin-Lim phases
     out['scores'], out['eval_seconds'] = scores, secs
     print(scores_table(scores, acc), flush=True)
     write_json(out, args.out)

@@ -88,7 +88,7 @@ def main(argv=None):
     if args.size: cfg['size'] = args.size
     steps = args.steps or cfg['steps']
     dev = default_device()
-    res = dict(command=' '.join(sys.argv), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
+    res = dict(command=' '.join(['python bench/latent_fid.py', *(sys.argv[1:] if argv is None else argv)]), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name() if dev.type == 'cuda' else str(dev), torch=torch.__version__,
                python=platform.python_version(), config=cfg, sampler=args.sampler, sampling_steps=steps)
 

@@ -1,0 +1,480 @@
+"""What bench/latent_fid.py and bench/audio_eval.py put in their results JSON, phase by phase (training replaced by stand-ins).
+
+Every heavy step (data loading, training, sampling, FID) is replaced in the script's namespace by a stand-in that records
+how it was called and returns known values, so the tests check the bookkeeping: which phase wrote what, the seeds,
+sample counts, quick vs full configurations, and the figures derived from what the steps return.
+"""
+import json, math
+from pathlib import Path
+from types import SimpleNamespace
+import pytest
+import torch
+from torch import nn
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+# ---------------------------------------------------------------- bench/latent_fid.py
+
+N_TRAIN, N_TEST, LAT_SHAPE = 10, 4, (4, 2, 2)
+FLOPS = {'latent': 1000, 'pixel': 3000}
+
+
+class Loader(list):
+    "A stand-in training loader: only its length (batches per epoch) matters."
+
+
+class FakeLearn:
+    def __init__(self, log, kind, n_batches, history):
+        self.log, self.kind = log, kind
+        self.dls = SimpleNamespace(train=Loader(range(n_batches)))
+        self.metrics = SimpleNamespace(history=history)
+    def fit(self, epochs): self.log.append((self.kind + '_fit', epochs))
+
+
+class FakeIE:
+    "FID evaluator stand-in: the k-th scored set gets FID 10*(k+1), KID (k+1)/100 and n = len(x) + 1000."
+    def __init__(self, log): self.log, self.seen = log, []
+    def scores(self, x):
+        self.seen.append(x.clone()); k = len(self.seen)
+        return dict(n=len(x) + 1000, fid=10.*k, kid=k/100)
+
+
+def _latent_stubs(bench, monkeypatch, tmp_path):
+    "Replace latent_fid's heavy steps; returns (log of calls, list of JSON snapshots written, the FakeIE)."
+    log, snaps = [], []
+    ie = FakeIE(log)
+    # train image i is filled with the value 10*i (test images: 200 + i), so a picked subset can be read back
+    train_x = torch.stack([torch.full((3, 8, 8), 10*i, dtype=torch.uint8) for i in range(N_TRAIN)])
+    test_x = torch.stack([torch.full((3, 8, 8), 200 + i, dtype=torch.uint8) for i in range(N_TEST)])
+    imset = SimpleNamespace(source=Path('/d/clothing64.npz'), shape=(3, 8, 8), train_x=train_x, test_x=test_x, n_classes=2)
+    lat = torch.arange(N_TRAIN*math.prod(LAT_SHAPE), dtype=torch.float32).reshape(N_TRAIN, *LAT_SHAPE)
+    lat_test = -torch.ones(N_TEST, *LAT_SHAPE)
+
+    def load_image_set(source, data_dir, size, limit, seed):
+        log.append(('load', dict(source=source, size=size, limit=limit, seed=seed))); return imset
+    def train_image_classifier(im, epochs, nfs, seed, progress):
+        log.append(('clf', dict(epochs=epochs, nfs=nfs, seed=seed))); return 'clf', 0.75
+    def image_fid_eval(clf, x):
+        log.append(('ie', x)); return ie
+    def set_seed(s): log.append(('seed', s))
+    def conv_vae(**kw): log.append(('conv_vae', kw)); m = nn.Linear(2, 3); m.kind = 'vae'; return m   # 9 parameters
+    def ConvVAELoss(kl, net, w): log.append(('vae_loss', dict(kl=kl, net=net, w=w))); return 'loss'
+    def perceptual_net(clf): return 'pnet(' + clf + ')'
+    def image_dls(im, bs, seed): log.append(('image_dls', dict(bs=bs, seed=seed))); return SimpleNamespace(train=Loader(range(3 if bs == 32 else 5)))
+    def conv_vae_learner(vae, dls, loss, lr, progress):
+        log.append(('vae_learner', dict(lr=lr, loss=loss))); return FakeLearn(log, 'vae', len(dls.train), [{'loss': 1.}])
+    def reconstruct(vae, x): log.append(('reconstruct', x)); return bench.images_to_float(x) + 0.1
+    def cached_latents(path, vae, x, progress):
+        log.append(('cache', (Path(path).name, x))); return lat if len(x) == N_TRAIN else lat_test
+    def latent_stats(l): log.append(('stats', l)); return 0.5, 4.0
+    def EmbUNetModel(cin, cout, **cfg):
+        log.append(('unet', dict(cin=cin, cout=cout, **cfg)))
+        m = nn.Linear(1, 2 if cin == 3 else 3); m.kind = 'pixel' if cin == 3 else 'latent'; return m   # 4 / 6 parameters
+    def latent_dls(l, lt, scale, bs, seed):
+        log.append(('latent_dls', dict(l=l, lt=lt, scale=scale, bs=bs, seed=seed))); return SimpleNamespace(train=Loader(range(7)))
+    def train_flops_per_image(model, shape): log.append(('flops', (model.kind, tuple(shape)))); return FLOPS[model.kind]
+    def karras_learner(model, dls, sigma_data, lr, progress):
+        log.append(('karras', dict(kind=model.kind, sigma_data=sigma_data, lr=lr)))
+        return FakeLearn(log, model.kind, len(dls.train), [{'loss': 9.}, {'loss': 2.}])
+    def sample_batches(model, n, shape, sd, sampler, steps, bs, seed, progress):
+        log.append(('sample', dict(kind=model.kind, n=n, shape=tuple(shape), sd=sd, sampler=sampler, steps=steps, bs=bs, seed=seed)))
+        return torch.full((n, *shape), 3.)          # out of [-1, 1]: the pixel samples must be clamped
+    def decode_latents(vae, l, scale): log.append(('decode', dict(l=l, scale=scale))); return torch.full((len(l), 3, 8, 8), 0.25)
+    real_write = bench.write_json
+    def write_json(res, out): snaps.append(json.loads(json.dumps(res, default=str))); real_write(res, out)
+    for k, v in dict(load_image_set=load_image_set, train_image_classifier=train_image_classifier, image_fid_eval=image_fid_eval,
+                     set_seed=set_seed, conv_vae=conv_vae, ConvVAELoss=ConvVAELoss, perceptual_net=perceptual_net,
+                     image_dls=image_dls, conv_vae_learner=conv_vae_learner, reconstruct=reconstruct,
+                     cached_latents=cached_latents, latent_stats=latent_stats, EmbUNetModel=EmbUNetModel, latent_dls=latent_dls,
+                     train_flops_per_image=train_flops_per_image, karras_learner=karras_learner, sample_batches=sample_batches,
+                     decode_latents=decode_latents, write_json=write_json).items():
+        monkeypatch.setattr(bench, k, v)
+    return log, snaps, ie
+
+
+def _run_latent(load_script, monkeypatch, tmp_path, *extra):
+    bench = load_script('bench/latent_fid.py')
+    log, snaps, ie = _latent_stubs(bench, monkeypatch, tmp_path)
+    out = tmp_path/'latent.json'
+    bench.main(['--quick', '--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', *extra])
+    return bench, log, snaps, ie, json.loads(out.read_text())
+
+
+def _calls(log, name): return [v for k, v in log if k == name]
+
+
+def test_latent_fid_partial_files_grow_one_phase_at_a_time(tmp_path, load_script, monkeypatch):
+    "latent_fid writes after the classifier, the VAE, each U-Net and each FID row, each file holding only finished phases."
+    _, _, snaps, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    keys = [set(s) - {'command', 'quick', 'started', 'device', 'torch', 'python', 'config', 'sampler', 'sampling_steps', 'data'}
+            for s in snaps]
+    assert keys[0] == {'fid_classifier'}
+    assert keys[1] == {'fid_classifier', 'vae'}
+    assert keys[2] == {'fid_classifier', 'vae', 'latents', 'latent_unet'}
+    assert keys[3] == keys[2] | {'pixel_unet'}
+    assert [len(s['fid']) for s in snaps[4:8]] == [1, 2, 3, 4] and all('finished' not in s for s in snaps[:8])
+    assert len(snaps) == 9 and 'finished' in snaps[8] and snaps[8] == json.loads(json.dumps(res))
+    assert 'train_flops' in snaps[2]['latent_unet'] and 'train_flops' in snaps[3]['pixel_unet']
+
+
+def test_latent_fid_rows_are_the_four_image_sets_in_order(tmp_path, load_script, monkeypatch):
+    "The FID table has real, VAE-reconstructed, latent and pixel rows with the evaluator's n, FID, KID; sampling time only for samples."
+    _, _, _, ie, res = _run_latent(load_script, monkeypatch, tmp_path)
+    rows = res['fid']
+    assert [r['images'] for r in rows] == ['real training images', 'VAE reconstructions (training images)',
+                                           'latent diffusion samples', 'pixel diffusion samples (same training FLOPs)']
+    assert [r['n'] for r in rows] == [N_TEST + 1000]*4        # the evaluator's n, not the script's
+    assert [r['fid'] for r in rows] == [10., 20., 30., 40.] and [r['kid'] for r in rows] == [.01, .02, .03, .04]
+    assert rows[0]['sampling_s'] is None and rows[1]['sampling_s'] is None
+    assert rows[2]['sampling_s'] >= 0 and rows[3]['sampling_s'] >= 0
+
+
+def test_latent_fid_floor_rows_use_the_seeded_pick_of_training_images(tmp_path, load_script, monkeypatch):
+    "The real and reconstructed floor rows use the first n_test of randperm(n_train, seed) of the training images, as floats."
+    _, log, _, ie, _ = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '3')
+    pick = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(3))[:N_TEST]
+    want = (pick*10).float()/127.5 - 1
+    assert torch.equal(ie.seen[0][:, 0, 0, 0], want)
+    assert torch.allclose(ie.seen[1][:, 0, 0, 0], want + 0.1)          # reconstructions of the same images
+    rec = _calls(log, 'reconstruct')
+    assert torch.equal(rec[0][:, 0, 0, 0], torch.tensor([200, 201, 202, 203], dtype=torch.uint8))  # held-out MSE on test images
+    assert torch.equal(rec[1][:, 0, 0, 0], (pick*10).to(torch.uint8))
+
+
+def test_latent_fid_samples_n_test_images_with_seed_plus_100_and_clamps_pixels(tmp_path, load_script, monkeypatch):
+    "Both diffusion models draw n_test samples with seed+100, the given sampler/steps; latents decoded with the scale, pixels clamped."
+    _, log, _, ie, res = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '5', '--steps', '3', '--sampler', 'euler')
+    lat_s, pix_s = _calls(log, 'sample')
+    assert lat_s == dict(kind='latent', n=N_TEST, shape=LAT_SHAPE, sd=1., sampler='euler', steps=3, bs=128, seed=105)
+    assert pix_s == dict(kind='pixel', n=N_TEST, shape=(3, 8, 8), sd=res['pixel_unet']['sigma_data'], sampler='euler', steps=3,
+                         bs=128, seed=105)
+    (dec,) = _calls(log, 'decode')
+    assert dec['scale'] == 0.25 and dec['l'].shape == (N_TEST, *LAT_SHAPE)
+    assert torch.equal(ie.seen[2], torch.full((N_TEST, 3, 8, 8), 0.25))
+    assert torch.equal(ie.seen[3], torch.ones(N_TEST, 3, 8, 8))        # 3.0 clamped to 1
+    assert res['sampler'] == 'euler' and res['sampling_steps'] == 3
+
+
+def test_latent_fid_default_steps_come_from_the_config(tmp_path, load_script, monkeypatch):
+    "Without --steps the quick config's 8 sampling steps are used and recorded."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    assert res['sampling_steps'] == 8 and [s['steps'] for s in _calls(log, 'sample')] == [8, 8]
+    assert res['sampler'] == 'dpmpp_2m'
+
+
+def test_latent_fid_data_classifier_and_vae_records(tmp_path, load_script, monkeypatch):
+    "data counts, the classifier record (seed+42, feature width = last nfs) and the VAE record (steps, weights, held-out MSE/PSNR)."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '2', '--kl-weight', '0.5')
+    assert res['data'] == dict(source='/d/clothing64.npz', shape=[3, 8, 8], n_train=N_TRAIN, n_test=N_TEST, n_classes=2)
+    assert _calls(log, 'load') == [dict(source='clothing64', size=32, limit=(256, 96), seed=2)]
+    assert _calls(log, 'clf') == [dict(epochs=1, nfs=(8, 16, 32), seed=44)]
+    fc = res['fid_classifier']
+    assert fc['test_accuracy'] == 0.75 and fc['features'] == 32 and fc['epochs'] == 1 and fc['nfs'] == [8, 16, 32]
+    v = res['vae']
+    assert v['kind'] == 'trained AutoencoderKL' and v['params'] == 9 and v['epochs'] == 1
+    assert v['steps'] == 1*3                      # vae_epochs x batches per epoch (bs 32 -> 3 stand-in batches)
+    assert v['kl_weight'] == 0.5 and v['perceptual_weight'] == 0.
+    assert v['test_mse'] == pytest.approx(0.01, rel=1e-4)
+    assert v['test_psnr_db'] == pytest.approx(10*math.log10(4/0.01), rel=1e-4)
+    assert _calls(log, 'vae_loss') == [dict(kl=0.5, net=None, w=0.)]
+    assert ('vae_fit', 1) in log
+
+
+def test_latent_fid_perceptual_weight_uses_the_classifier(tmp_path, load_script, monkeypatch):
+    "With --perceptual w the VAE loss gets the classifier's perceptual net and weight w, and the record says so."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path, '--perceptual', '0.3')
+    assert _calls(log, 'vae_loss') == [dict(kl=1e-4, net='pnet(clf)', w=0.3)]
+    assert res['vae']['perceptual_weight'] == 0.3 and res['vae']['kl_weight'] == 1e-4
+
+
+def test_latent_fid_seeds_of_each_phase(tmp_path, load_script, monkeypatch):
+    "Seeds: seed for the data, seed+1 for the VAE (init and loader), seed+2 for both U-Nets and their loaders."
+    _, log, _, _, _ = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '7')
+    assert _calls(log, 'seed') == [7, 8, 9, 9]
+    assert [d['seed'] for d in _calls(log, 'image_dls')] == [8, 9]
+    assert [d['bs'] for d in _calls(log, 'image_dls')] == [32, 64]
+    (ld,) = _calls(log, 'latent_dls')
+    assert ld['seed'] == 9 and ld['bs'] == 64 and ld['scale'] == 0.25
+
+
+def test_latent_fid_latent_caches_and_stats(tmp_path, load_script, monkeypatch):
+    "Latent caches are named <stem>_<size>_quick_{train,test}.lat; scale is 1/std; compression = pixels / latent values."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    caches = _calls(log, 'cache')
+    assert [c[0] for c in caches] == ['clothing64_8_quick_train.lat', 'clothing64_8_quick_test.lat']
+    assert len(caches[0][1]) == N_TRAIN and len(caches[1][1]) == N_TEST
+    (st,) = _calls(log, 'stats')
+    assert len(st) == N_TRAIN                       # statistics of the training latents
+    (ld,) = _calls(log, 'latent_dls')
+    assert len(ld['l']) == N_TRAIN and len(ld['lt']) == N_TEST
+    L = res['latents']
+    assert L['shape'] == list(LAT_SHAPE) and L['mean'] == 0.5 and L['std'] == 4.0 and L['scale'] == 0.25
+    assert L['compression'] == 3*8*8/(4*2*2)
+
+
+def test_latent_fid_unet_records_and_equal_flops_pixel_epochs(tmp_path, load_script, monkeypatch):
+    "U-Net records: steps = epochs x batches, flops = per image x steps x bs; pixel epochs match the latent model's training FLOPs."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    lu, pu = res['latent_unet'], res['pixel_unet']
+    assert lu['params'] == 6 and lu['epochs'] == 2 and lu['steps'] == 2*7 and lu['final'] == {'loss': 2.}
+    assert lu['train_flops_per_image'] == 1000 and lu['train_flops'] == 1000*14*64
+    # latent: 14 steps x 1000 FLOPs; pixel: 5 batches/epoch x 3000 FLOPs -> 14000/15000 = 0.93 -> 1 epoch
+    assert pu['epochs'] == 1 and pu['steps'] == 5 and pu['params'] == 4 and pu['final'] == {'loss': 2.}
+    assert pu['train_flops_per_image'] == 3000 and pu['train_flops'] == 3000*5*64
+    assert pu['config'] == dict(nfs=[8, 16, 32], num_layers=1, attn_chans=0, attn_start=2)
+    u_lat, u_pix = _calls(log, 'unet')
+    assert u_lat == dict(cin=4, cout=4, nfs=(16, 32), num_layers=1, attn_chans=0)
+    assert u_pix == dict(cin=3, cout=3, nfs=(8, 16, 32), num_layers=1, attn_chans=0, attn_start=2)
+    k_lat, k_pix = _calls(log, 'karras')
+    assert k_lat['sigma_data'] == 1. and k_lat['lr'] == 3e-3
+    sd = (torch.arange(N_TRAIN)*10).float().div(127.5).sub(1).repeat_interleave(3*8*8).std().item()
+    assert k_pix['sigma_data'] == pytest.approx(sd) and pu['sigma_data'] == pytest.approx(sd)   # std of the training pixels
+    assert ('latent_fit', 2) in log and ('pixel_fit', 1) in log
+
+
+def test_latent_fid_pixel_epochs_round_to_the_nearest_whole_epoch(tmp_path, load_script, monkeypatch):
+    "pixel epochs = round(latent steps x latent FLOPs / pixel FLOPs / pixel batches): 14*1000*3/(300*5) = 28."
+    FLOPS_SAVE = dict(FLOPS)
+    FLOPS.update(latent=3000, pixel=300)     # ratio 14*3000/300/5 = 28
+    try: _, _, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    finally: FLOPS.update(FLOPS_SAVE)
+    assert res['pixel_unet']['epochs'] == 28 and res['pixel_unet']['steps'] == 28*5
+    FLOPS.update(latent=1000, pixel=4000)    # 14000/20000 = 0.7 -> round 1
+    try: _, _, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    finally: FLOPS.update(FLOPS_SAVE)
+    assert res['pixel_unet']['epochs'] == 1
+    FLOPS.update(latent=1000, pixel=1300)    # 14000/6500 = 2.15 -> 2 (not 3)
+    try: _, _, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    finally: FLOPS.update(FLOPS_SAVE)
+    assert res['pixel_unet']['epochs'] == 2
+    FLOPS.update(latent=1000, pixel=1100)    # 14000/5500 = 2.55 -> 3 (not 2)
+    try: _, _, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    finally: FLOPS.update(FLOPS_SAVE)
+    assert res['pixel_unet']['epochs'] == 3
+    FLOPS.update(latent=10, pixel=100000)    # far below one epoch: still at least 1
+    try: _, _, _, _, res = _run_latent(load_script, monkeypatch, tmp_path)
+    finally: FLOPS.update(FLOPS_SAVE)
+    assert res['pixel_unet']['epochs'] == 1
+
+
+def test_latent_fid_quick_and_full_configs_and_size_override(tmp_path, load_script, monkeypatch):
+    "--quick records quick=True and the QUICK config; --size overrides the image size passed to the loader and recorded."
+    bench, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path, '--size', '16')
+    assert res['quick'] is True and res['config']['size'] == 16 and _calls(log, 'load')[0]['size'] == 16
+    assert res['config']['clf_epochs'] == 1 and res['config']['epochs'] == 2
+    assert bench.QUICK['size'] == 32                # the override does not leak into the module's config
+    assert bench.FULL['steps'] == 40 and bench.QUICK['steps'] == 8 and bench.FULL['size'] is None
+
+
+def test_latent_fid_full_config_without_quick(tmp_path, load_script, monkeypatch):
+    "Without --quick the FULL config is used: no resize, no limit, 30 classifier epochs, 40 steps, and no _quick cache tag."
+    bench = load_script('bench/latent_fid.py')
+    log, snaps, ie = _latent_stubs(bench, monkeypatch, tmp_path)
+    monkeypatch.setattr(bench, 'cached_latents', lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt(a[0])))
+    out = tmp_path/'full.json'
+    with pytest.raises(KeyboardInterrupt) as e:
+        bench.main(['--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', '--seed', '1'])
+    assert Path(e.value.args[0]).name == 'clothing64_8_train.lat'
+    res = json.loads(out.read_text())
+    assert res['quick'] is False and res['sampling_steps'] == 40 and res['config']['vae_epochs'] == 100
+    assert _calls(log, 'load') == [dict(source='clothing64', size=None, limit=None, seed=1)]
+    assert _calls(log, 'clf')[0]['epochs'] == 30 and _calls(log, 'clf')[0]['seed'] == 43
+    assert res['vae']['steps'] == 100*5            # bs 64 -> 5 stand-in batches
+
+
+# ---------------------------------------------------------------- bench/audio_eval.py
+
+class FakeClock:
+    "perf_counter stand-in: every call advances by 2 s."
+    def __init__(self): self.t = 100.
+    def perf_counter(self): self.t += 2.; return self.t
+
+
+def _audio_stubs(bench, monkeypatch, tmp_path):
+    log, snaps = [], []
+    n_samples = 16
+    def load_fsdd(split, data_dir):
+        log.append(('load', split)); return SimpleNamespace(waves=[torch.ones(5 + i) for i in range(60)])
+    class Spec:
+        sample_rate = 8000
+        def __init__(self): self.n_samples = n_samples
+        def waveform(self, specs): log.append(('waveform', specs)); return [torch.zeros(4) for _ in range(len(specs))]
+    def round_trip_quality(spec, waves, n_iter):
+        log.append(('rt', (n_iter, len(waves)))); return dict(sc=1./n_iter, lsd=float(n_iter))
+    train_y = torch.arange(20) % 10
+    train_x = torch.stack([torch.full((1, 2, 2), float(i % 2)) for i in range(20)])      # std: of 0/1 values
+    class DL:
+        def __init__(self, n): self.dataset_len = n
+    dls = SimpleNamespace(train=DL(20), valid=DL(7))
+    def fsdd_dls(bs, spec, data_dir, limit, seed):
+        log.append(('dls', dict(bs=bs, limit=limit, seed=seed))); return dls
+    def all_items(dl):
+        log.append(('all_items', dl)); return (train_x, train_y) if dl is dls.train else (torch.zeros(7, 1, 2, 2), torch.zeros(7))
+    def train_digit_classifier(d, epochs, lr, nfs):
+        log.append(('clf', dict(epochs=epochs, lr=lr, nfs=nfs))); return 'clf', 0.6
+    def train_audio_diffusion(d, sd, n_classes, cfg, seed):
+        log.append(('train', dict(n_classes=n_classes, sd=sd, epochs=cfg['epochs'], seed=seed)))
+        m = nn.Linear(2, 3 if n_classes is None else 5)     # 9 / 15 parameters
+        m.n_classes = n_classes
+        hist = [dict(phase='train', loss=5.), dict(phase='eval', loss=6.), dict(phase='train', loss=1.), dict(phase='eval', loss=2.)]
+        return m, SimpleNamespace(metrics=SimpleNamespace(history=hist))
+    def evaluate_generation(clf, unc, cond, d, sd, cfg, spec, seed):
+        log.append(('eval', dict(clf=clf, unc=unc.n_classes, cond=cond.n_classes, sd=sd, n_uncond=cfg['n_uncond'], seed=seed)))
+        return {'real train clips (floor)': dict(n=20, fid=1.), 'conditional, w=3': dict(n=20, fid=5., accuracy=0.5)}
+    def generate_spectrograms(model, digits, scale, sigma_data, sampler, steps, seed):
+        log.append(('gen', dict(n_classes=model.n_classes, digits=digits.tolist(), scale=scale, sd=sigma_data, steps=steps, seed=seed)))
+        return torch.zeros(len(digits), 1, 2, 2)
+    def write_wav(path, w, rate): log.append(('wav', (Path(path).name, rate)))
+    real_write = bench.write_json
+    def write_json(res, out): snaps.append(json.loads(json.dumps(res, default=str))); real_write(res, out)
+    for k, v in dict(load_fsdd=load_fsdd, MelSpec=Spec, round_trip_quality=round_trip_quality, fsdd_dls=fsdd_dls,
+                     all_items=all_items, train_digit_classifier=train_digit_classifier, train_audio_diffusion=train_audio_diffusion,
+                     evaluate_generation=evaluate_generation, generate_spectrograms=generate_spectrograms, write_wav=write_wav,
+                     write_json=write_json, time=FakeClock(), set_seed=lambda s: log.append(('seed', s))).items():
+        monkeypatch.setattr(bench, k, v)
+    return log, snaps
+
+
+def _run_audio(load_script, monkeypatch, tmp_path, *extra, quick=True):
+    bench = load_script('bench/audio_eval.py')
+    log, snaps = _audio_stubs(bench, monkeypatch, tmp_path)
+    out = tmp_path/'audio.json'
+    bench.main((['--quick'] if quick else []) + ['--out', str(out), *extra])
+    return bench, log, snaps, json.loads(out.read_text())
+
+
+def test_audio_eval_partial_files_grow_one_phase_at_a_time(tmp_path, load_script, monkeypatch):
+    "audio_eval writes after the round trip, the classifier, each diffusion model and the scores; total_seconds only at the end."
+    _, _, snaps, res = _run_audio(load_script, monkeypatch, tmp_path)
+    keys = [set(s) - {'config', 'environment', 'quick', 'command', 'seed'} for s in snaps]
+    assert keys[0] == {'round_trip'}
+    assert keys[1] == {'round_trip', 'sigma_data', 'classifier'}
+    assert keys[2] == keys[1] | {'diffusion'} and list(snaps[2]['diffusion']) == ['unconditional']
+    assert keys[3] == keys[2] and list(snaps[3]['diffusion']) == ['unconditional', 'conditional']
+    assert keys[4] == keys[3] | {'scores', 'eval_seconds'}
+    assert len(snaps) == 6 and keys[5] == keys[4] | {'total_seconds'}
+
+
+def test_audio_eval_round_trip_table(tmp_path, load_script, monkeypatch):
+    "The round trip is measured at 1, 8, 32 and 64 Griffin-Lim iterations on the first 40 test clips (quick), fixed to n_samples."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path)
+    assert _calls(log, 'load') == ['test']
+    assert _calls(log, 'rt') == [(1, 40), (8, 40), (32, 40), (64, 40)]
+    rt = res['round_trip']
+    assert list(rt) == ['1 GL iterations', '8 GL iterations', '32 GL iterations', '64 GL iterations', 'n_clips']
+    assert rt['8 GL iterations'] == dict(sc=1/8, lsd=8.) and rt['n_clips'] == 40
+
+
+def test_audio_eval_full_mode_keeps_every_test_clip(tmp_path, load_script, monkeypatch):
+    "Without --quick all test clips go through the round trip, and the full AUDIO_CONFIG is used and recorded."
+    bench, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, quick=False)
+    assert res['round_trip']['n_clips'] == 60 and _calls(log, 'rt')[0] == (1, 60)
+    assert res['quick'] is False and res['config']['epochs'] == 200 and res['config']['clf_nfs'] == [16, 32, 64, 128]
+    assert _calls(log, 'dls') == [dict(bs=128, limit=None, seed=42)]
+
+
+def test_audio_eval_classifier_and_data_records(tmp_path, load_script, monkeypatch):
+    "Loaders get the config's bs/limit and --seed; sigma_data is the std of the training spectrograms; n_test is the valid set."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--seed', '9')
+    assert _calls(log, 'seed') == [9]
+    assert _calls(log, 'dls') == [dict(bs=32, limit=(256, 100), seed=9)]
+    sd = torch.tensor([float(i % 2) for i in range(20)]).repeat_interleave(4).std().item()
+    assert res['sigma_data'] == pytest.approx(sd)
+    assert _calls(log, 'clf') == [dict(epochs=2, lr=1e-2, nfs=(8, 16, 32))]
+    c = res['classifier']
+    assert c['test_accuracy'] == 0.6 and c['n_test'] == 7 and c['train_seconds'] == 2.
+
+
+def test_audio_eval_diffusion_records(tmp_path, load_script, monkeypatch):
+    "Unconditional (no classes) then conditional (10) models with --seed; params, epochs, images/s and the last epoch's losses."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--seed', '5', '--epochs', '3')
+    tr = _calls(log, 'train')
+    assert [t['n_classes'] for t in tr] == [None, 10] and [t['seed'] for t in tr] == [5, 5] and [t['epochs'] for t in tr] == [3, 3]
+    assert tr[0]['sd'] == res['sigma_data']
+    d = res['diffusion']
+    assert d['unconditional']['params'] == 9 and d['conditional']['params'] == 15
+    for r in d.values():
+        assert r['epochs'] == 3 and r['train_seconds'] == 2. and r['images_per_s'] == 3*20/2.
+        assert r['final_train_loss'] == 1. and r['final_eval_loss'] == 2.
+    assert res['config']['epochs'] == 3
+
+
+def test_audio_eval_epochs_zero_overrides_the_config(tmp_path, load_script, monkeypatch):
+    "--epochs 0 is an override like any other (not ignored as falsy)."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--epochs', '0')
+    assert res['config']['epochs'] == 0 and [t['epochs'] for t in _calls(log, 'train')] == [0, 0]
+
+
+def test_audio_eval_scores_from_the_right_models(tmp_path, load_script, monkeypatch):
+    "The scores phase gets the classifier, the unconditional then the conditional model, and --seed; its table and time are stored."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--seed', '6')
+    (e,) = _calls(log, 'eval')
+    assert e['clf'] == 'clf' and e['unc'] is None and e['cond'] == 10 and e['sd'] == res['sigma_data'] and e['n_uncond'] == 20
+    assert e['seed'] == 6 and res['seed'] == 6 and res['command'].endswith('--seed 6')
+    assert res['scores']['conditional, w=3'] == dict(n=20, fid=5., accuracy=0.5) and res['eval_seconds'] == 2.
+    assert 'wavs' not in res
+    # clock: start 102; round trip none; clf 104-106; diffusion 108-110, 112-114; eval 116-118; total at 120
+    assert res['total_seconds'] == 120. - 102.
+
+
+def test_audio_eval_last_losses_reads_the_final_epoch_of_each_phase(load_script):
+    "last_losses returns the most recent train and eval losses, and None for a phase never run."
+    bench = load_script('bench/audio_eval.py')
+    h = [dict(phase='train', loss=3.), dict(phase='eval', loss=4.), dict(phase='train', loss=1.)]
+    learn = SimpleNamespace(metrics=SimpleNamespace(history=h))
+    assert bench.last_losses(learn) == {'train': 1., 'eval': 4.}
+    assert bench.last_losses(SimpleNamespace(metrics=SimpleNamespace(history=h[:1]))) == {'train': 3., 'eval': None}
+
+
+def test_audio_eval_timed_returns_result_and_elapsed_seconds(load_script, monkeypatch):
+    "timed(fn, *args, **kw) returns fn's result and the positive elapsed time."
+    bench = load_script('bench/audio_eval.py')
+    monkeypatch.setattr(bench, 'time', FakeClock())
+    r, s = bench.timed(lambda a, b=0: a + b, 2, b=3)
+    assert r == 5 and s == 2.
+
+
+def test_audio_eval_wavs_three_per_digit_at_the_last_guidance_scale(tmp_path, load_script, monkeypatch):
+    "--wavs writes zero_0..nine_2 from the conditional model at the last guidance scale, seed --seed; the folder is recorded."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--wavs', str(tmp_path/'w'), '--seed', '4')
+    (g,) = _calls(log, 'gen')
+    assert g['n_classes'] == 10 and g['scale'] == 3. and g['seed'] == 4 and g['steps'] == 4 and g['sd'] == res['sigma_data']
+    assert g['digits'] == [d for d in range(10) for _ in range(3)]
+    names = [n for n, _ in _calls(log, 'wav')]
+    assert names == [f'{w}_{i}.wav' for w in ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
+                     for i in range(3)]
+    assert {r for _, r in _calls(log, 'wav')} == {8000}
+    assert res['wavs'] == str(tmp_path/'w') and 'total_seconds' in res
+
+
+def test_latent_fid_pretrained_vae_unavailable_falls_back_to_training(tmp_path, load_script, monkeypatch):
+    "--pretrained-vae without the hub records the error and trains the VAE instead (the run goes on)."
+    bench = load_script('bench/latent_fid.py')
+    log, snaps, ie = _latent_stubs(bench, monkeypatch, tmp_path)
+    def unavailable(): raise bench.PretrainedVAEUnavailable('hub unreachable')
+    monkeypatch.setattr(bench, 'load_pretrained_vae', unavailable)
+    out = tmp_path/'p.json'
+    bench.main(['--quick', '--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', '--pretrained-vae'])
+    res = json.loads(out.read_text())
+    assert res['vae_pretrained_error'] == 'hub unreachable' and res['vae']['kind'] == 'trained AutoencoderKL'
+    assert len(_calls(log, 'conv_vae')) == 1 and 'finished' in res
+
+
+def test_latent_fid_pretrained_vae_is_used_when_available(tmp_path, load_script, monkeypatch):
+    "--pretrained-vae with the hub uses that VAE (no VAE training) and records its kind with the held-out MSE/PSNR."
+    bench = load_script('bench/latent_fid.py')
+    log, snaps, ie = _latent_stubs(bench, monkeypatch, tmp_path)
+    monkeypatch.setattr(bench, 'load_pretrained_vae', lambda: nn.Linear(1, 1))
+    out = tmp_path/'p.json'
+    bench.main(['--quick', '--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', '--pretrained-vae'])
+    res = json.loads(out.read_text())
+    assert _calls(log, 'conv_vae') == [] and 'vae_pretrained_error' not in res
+    assert res['vae']['kind'] == 'pretrained stabilityai/sd-vae-ft-ema' and res['vae']['test_mse'] == pytest.approx(0.01, rel=1e-4)
+    assert set(snaps[1]) - set(snaps[0]) == {'vae'}
+
+
+def test_latent_fid_records_the_command_it_was_given(tmp_path, load_script, monkeypatch):
+    "The results file names the arguments `main` ran with (also when called in-process, not only from the command line)."
+    *_, res = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '4')
+    assert res['command'].startswith('python bench/latent_fid.py --quick --out ') and res['command'].endswith('--no-progress --seed 4')
