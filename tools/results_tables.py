@@ -34,6 +34,11 @@ def _fmt(v):
     return str(v).replace('|', '\\|')   # a key such as 'cosine|ddim|100|2048' stays in one cell
 
 
+def _plain(v) -> bool:
+    "A scalar, or a list of scalars (one table cell)."
+    return not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v))
+
+
 def _flat(row: dict, prefix: str = '') -> dict:
     "A row with its nested dicts spread into columns: {'scores': {'2048': {'fid': 5}}} -> {'scores 2048 fid': 5}."
     out = {}
@@ -74,8 +79,9 @@ def render(results_dir: Path = REPO/'results') -> str:
                 continue
             if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):   # {name: {figure: value}}
                 out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
-            elif isinstance(v, dict) and not any(isinstance(x, (list, dict)) for x in v.values()):   # {name: value}
-                out += ['', *_table([{key: k, 'value': x} for k, x in v.items()])]
+            elif isinstance(v, dict) and all(_plain(x) for x in v.values()):   # {name: value or [values]}, e.g. [min, max] spreads
+                cell = lambda x: '[' + ', '.join(_fmt(y) for y in x) + ']' if isinstance(x, list) else x
+                out += ['', *_table([{key: k, 'value': cell(x)} for k, x in v.items()])]
             elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection', 'floor', 'superseded'):
                 label = {'selection': '`selection`:', 'floor': '`floor`:',
                          'superseded': 'Replaces these tables, set aside (`bench.benchkit.set_aside`):'}.get(key)
