@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import write_json
+from bench.benchkit import command_line, write_json
 from miniai.accel import synchronize
 from miniai.core import run_environment, default_device, set_seed
 from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
@@ -64,8 +64,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = dict(AUDIO_QUICK_CONFIG if args.quick else AUDIO_CONFIG)
     if args.epochs is not None: cfg['epochs'] = args.epochs
-    command = ' '.join(['python bench/audio_eval.py', *(sys.argv[1:] if argv is None else argv)])
-    t_start, out = time.perf_counter(), dict(command=command, seed=args.seed, quick=args.quick, environment=run_environment(),
+    t_start, out = time.perf_counter(), dict(command=command_line(__file__, argv), seed=args.seed, quick=args.quick, environment=run_environment(),
                                              config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
     spec = MelSpec()
     set_seed(args.seed)

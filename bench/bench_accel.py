@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 import torch.nn.functional as F
 from torch import nn
-from bench.benchkit import write_json
+from bench.benchkit import command_line, write_json
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
@@ -119,7 +119,7 @@ def main(argv=None):
     step_ms = 1000*bs/base
     report = {
         'what': 'training images/s of the lesson-22 UNet (noise prediction, fused AdamW), after one warm-up epoch',
-        'command': ' '.join(['python', 'bench/bench_accel.py', *(sys.argv[1:] if argv is None else argv)]),
+        'command': command_line(__file__, argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),
         'torch': torch.__version__, 'quick': a.quick, 'model_params': n_params,

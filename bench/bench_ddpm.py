@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from miniai.core import default_device, set_seed
 from miniai.data import DataLoaders, DeviceImageLoader, fashion_mnist_arrays
+from bench.benchkit import command_line
 from miniai.learner import Callback, CancelFitException
 from miniai.accel import CompileCB, synchronize
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm, ddpm_learner, linear_schedule
@@ -181,7 +182,7 @@ def main(argv=None):
     report = {
         'what': 'training images/s of the lesson-22 UNet on Fashion-MNIST (cosine noising): course-style loop vs miniai; '
                 'DDIM sampling seconds',
-        'command': ' '.join(['python', 'bench/bench_ddpm.py', *(sys.argv[1:] if argv is None else argv)]),
+        'command': command_line(__file__, argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),
         'torch': torch.__version__, 'quick': q, 'model_params': n_params, 'batch_size': bs, 'timed_steps': steps,

@@ -7,7 +7,7 @@ or grad mode compiles again. So `CompileCB` makes the training loader drop each 
 batch sizes) eagerly.
 """
 from __future__ import annotations
-import argparse, datetime, json
+import argparse, datetime, json, sys
 from pathlib import Path
 from typing import Callable
 import torch
@@ -59,6 +59,11 @@ def compile_callbacks(mode: str | None, device: str | torch.device | None = None
     return [CompileCB(None if mode == 'default' else mode)]
 
 
+def command_line(script: str, argv=None) -> str:
+    "The command that ran the bench script `script` (its `__file__`) with `argv` (default: this process's arguments), for a results file."
+    return ' '.join(['python', f'bench/{Path(script).name}', *(sys.argv[1:] if argv is None else argv)])
+
+
 def feature_hash(results: dict) -> str | None:
     "The sha256 of the FID feature network that a results file was scored with (`feature_model_sha256` or `classifier.weights_sha256`)."
     return results.get('feature_model_sha256') or (results.get('classifier') or {}).get('weights_sha256')
@@ -81,13 +86,14 @@ def set_aside(out: Path, why: str) -> Path:
 def start_again_if_other_feature_network(kept: dict, results: dict, sha: str, out: Path, scored: dict) -> bool:
     """If the FIDs kept from `out` (`kept`, the results read from it) were scored with another feature network than `sha`,
     set the file aside (`set_aside`) and reset the scored entries of `results` (`scored`: key -> empty value); whether it did.
+    A table with nothing scored yet (every `scored` entry empty) is continued as it is.
 
     FIDs of two feature networks do not compare (their scales differ), and the FID classifier is trained again on every
     GPU machine (its weights do not outlive a lease), so a table resumed on a later machine must check that it was the
     same one. Rather than lose the lease's work, the old table is kept aside whole and this run's rows start a new one;
     the trained networks' records stay (they do not depend on the feature network)."""
     prev = feature_hash(kept)
-    if not prev or prev == sha or not out.exists(): return False
+    if not any(results.get(k) for k in scored) or not prev or prev == sha or not out.exists(): return False
     dest = set_aside(out, f"its FIDs were scored with the feature network {prev[:12]}..., but this run's FID classifier is "
                           f"{sha[:12]}... (trained again, to other weights), and FIDs of two feature networks do not compare. "
                           "To continue the old table instead, bring back the classifier it was scored with")

@@ -36,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import (add_compile_arg, add_models_arg, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
+from bench.benchkit import (add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
                             runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
@@ -139,7 +139,7 @@ def main(argv=None):
     if res and (res.get('quick') != q or res.get('epochs') != epochs or res.get('sampling_precision', 'fp32') != precision):
         sys.exit(f"{jpath} holds results of another configuration (quick={res.get('quick')}, epochs={res.get('epochs')}, "
                  f"sampling_precision={res.get('sampling_precision', 'fp32')}): use --fresh or another --out")
-    res.update(command=' '.join(['python', 'bench/ddpm_fid.py', *(sys.argv[1:] if argv is None else argv)]),
+    res.update(command=command_line(__file__, argv),
                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name(device) if cuda else str(device), torch=torch.__version__,
                environment=run_environment(),   # (with gpu_shared_with where other stages shared the GPU)
@@ -178,7 +178,7 @@ def main(argv=None):
     # 2. evaluator, floor and rows
     ie = fid_evaluator(q, data_dir=a.data_dir)
     sha = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    again = (res['rows'] or res.get('floor')) and start_again_if_other_feature_network(res, res, sha, jpath, dict(rows={}, floor=None))
+    again = start_again_if_other_feature_network(res, res, sha, jpath, dict(rows={}, floor=None))
     res['feature_model_sha256'] = sha
     if again: save()   # at once: a retry after a failure must find the models' records, not retrain them
     # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it

@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
 
 KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
@@ -83,13 +83,14 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     path, ema_path = folder/f'bench_{kind}_{tag}.safetensors', folder/f'bench_{kind}_{tag}_ema.safetensors'
     meta = {'config': json.dumps(cfg, sort_keys=True)}
     model = unet(args.quick)
-    if not args.retrain and path.exists() and weights_metadata(path).get('config') == meta['config']:
+    saved = weights_metadata(path) if path.exists() else {}
+    if not args.retrain and saved.get('config') == meta['config']:
         print(f"{kind}: loading {path}", flush=True)
         load_weights(model, path)
-        run = weights_metadata(path).get('run')   # the EMA average of this very training run, never an older one
+        run = saved.get('run')   # the EMA average of this very training run, never an older one
         paired = run and ema_path.exists() and weights_metadata(ema_path).get('run') == run
         ema_model = load_weights(unet(args.quick), ema_path) if paired else None
-        log[kind] = json.loads(weights_metadata(path).get('train', '{}'))
+        log[kind] = json.loads(saved.get('train', '{}'))
         return model.to(default_device()), (ema_model.to(default_device()) if ema_model is not None else None)
     forget_rows(results, 'rows', lambda r: r['model'] in (kind, f'{kind}+ema'), kind)   # raw and EMA rows: one training run
     ema_path.unlink(missing_ok=True)   # an older run's average must not be paired with the weights trained now
@@ -172,7 +173,7 @@ def main(argv=None):
     ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)
-    results = dict(command=' '.join(['python bench/karras_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
+    results = dict(command=command_line(__file__, argv),
                    config=config, environment=run_environment(), train={}, rows=[])
     kept = resume(results, out, ('rows', 'train'))   # an interrupted run with the same configuration continues
     done = lambda: {(r['model'], r['sampler'], r['steps'], json.dumps(r['kwargs'], sort_keys=True)) for r in results['rows']}   # (training again forgets rows)
@@ -186,7 +187,7 @@ def main(argv=None):
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
     ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if results['rows'] and start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[])):
+    if start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[])):
         write(results, out)   # at once: a retry after a failure continues the new table
 
     def run(model_name, denoiser, settings):

@@ -22,7 +22,7 @@ import argparse, datetime, math, platform, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import write_json
+from bench.benchkit import command_line, write_json
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize
 from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
@@ -88,7 +88,7 @@ def main(argv=None):
     if args.size: cfg['size'] = args.size
     steps = args.steps or cfg['steps']
     dev = default_device()
-    res = dict(command=' '.join(['python bench/latent_fid.py', *(sys.argv[1:] if argv is None else argv)]), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
+    res = dict(command=command_line(__file__, argv), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name() if dev.type == 'cuda' else str(dev), torch=torch.__version__,
                python=platform.python_version(), config=cfg, sampler=args.sampler, sampling_steps=steps)
 

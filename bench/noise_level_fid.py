@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -162,7 +162,7 @@ def main(argv=None):
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
     cfgs = configs(args.quick)
     config = dict(n=ns, batch=args.batch, steps=args.steps, seed=args.seed, nets=cfgs)
-    results = dict(command=' '.join(['python bench/noise_level_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
+    results = dict(command=command_line(__file__, argv),
                    config=config, environment=run_environment(), train={}, rows=[], reals=None)
     kept = resume(results, out, ('train', 'rows', 'reals'))   # an interrupted run with the same configuration continues
     run = log_run(results, kept)
@@ -172,8 +172,7 @@ def main(argv=None):
         return results
     ie = fid_evaluator(args.quick, data_dir=args.data_dir)
     results['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if (results['rows'] or results['reals']) and \
-            start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None)):
+    if start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None)):
         write(results, out)   # at once: a retry after a failure continues the new table
     if results['reals'] is None:
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)

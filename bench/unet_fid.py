@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -244,7 +244,7 @@ def main(argv=None):
     tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
-    results = dict(command=' '.join(['python bench/unet_fid.py'] + (sys.argv[1:] if argv is None else list(argv))),
+    results = dict(command=command_line(__file__, argv),
                    config=config, environment=run_environment(), train={}, rows=[], guidance=[], reals=None)
     kept = resume(results, out, ('train', 'rows', 'guidance', 'reals'))   # an interrupted run with the same configuration continues
 
@@ -258,8 +258,7 @@ def main(argv=None):
     ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
          fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if (results['rows'] or results['guidance'] or results['reals']) and \
-            start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None)):
+    if start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None)):
         write(results, out)   # at once: a retry after a failure continues the new table
     n = max(ns)
 

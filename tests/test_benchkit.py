@@ -170,3 +170,23 @@ def test_karras_fid_sets_aside_a_table_of_another_feature_network_and_writes_the
     new = json.loads(out.read_text())
     assert new['rows'] == [] and new['classifier']['weights_sha256'] not in (None, 'f'*64) and 'karras' in new['train']
     assert new['superseded'][0]['feature_model_sha256'] == 'f'*64
+
+
+def test_command_line_names_the_script_and_its_arguments(monkeypatch):
+    "A results file's command: `python bench/NAME.py` and the arguments `main` ran with (this process's when none are given)."
+    from bench.benchkit import command_line
+    assert command_line('/any/where/bench/karras_fid.py', ('--quick', '--n', '8')) == 'python bench/karras_fid.py --quick --n 8'
+    monkeypatch.setattr('sys.argv', ['bench/x.py', '--out', 'r.json'])
+    assert command_line('bench/x.py') == 'python bench/x.py --out r.json' and command_line('bench/x.py', []) == 'python bench/x.py'
+
+
+def test_a_table_with_nothing_scored_yet_is_continued_under_any_feature_network(tmp_path):
+    "Only scored entries tie a table to a feature network: a table of training records alone is not set aside."
+    import json
+    from bench.benchkit import start_again_if_other_feature_network
+    out = tmp_path/'t.json'
+    old = dict(classifier={'weights_sha256': 'b'*64}, rows=[], reals=None, train={'no_t': 'log'})
+    out.write_text(json.dumps(old))
+    res = dict(old)
+    assert not start_again_if_other_feature_network(old, res, 'a'*64, out, dict(rows=[], reals=None))
+    assert out.exists() and res == old and not (tmp_path/'superseded').exists()
