@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from safetensors.torch import load_file, save_file
-from miniai.core import cache_dir, default_device, run_environment
+from miniai.core import atomic_write, cache_dir, default_device, run_environment
 from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
@@ -163,14 +163,18 @@ def main(argv=None):
         if out_of_time(): save(); return res
         print(f'== training the {name} model ({epochs} epochs) in {wdir}', flush=True)
         forget_rows(res, 'rows', lambda r: WEIGHTS[r['model']][0] == name, name)   # (e.g. 'cosine' and its raw weights' rows)
+        # the table records a model only once both its weights files are written: a run stopped in between (after
+        # train_diffusion wrote model.safetensors, before model_raw) trains it again instead of pairing files of two runs
+        res['models'].pop(name, None); save()
+        for f in {w for s, w in WEIGHTS.values() if s == name}: (wdir/f).unlink(missing_ok=True)
         r = train_diffusion(out=wdir, schedule=name, epochs=epochs, quick=q, data_dir=a.data_dir, n_fid=0,
                             compile=None if compile_mode(a.compile, device) == 'none' else a.compile, progress=True)
+        raw = {k: v.detach().cpu().contiguous() for k, v in r['learn'].model.state_dict().items()}   # outside `ema.average()`
+        with atomic_write(wdir/'model_raw.safetensors') as tmp: save_file(raw, str(tmp))
         m = r['metrics']
         res['models'][name] = {k: m[k] for k in ('epochs', 'bs', 'lr', 'train_seconds', 'train_images_per_s', 'wall_seconds',
                                                  'train_loss', 'valid_loss', 'ema_decay', 'compile', 'params')}
         res['models'][name]['weights'] = str(wdir/'model.safetensors')
-        raw = {k: v.detach().cpu().contiguous() for k, v in r['learn'].model.state_dict().items()}   # outside `ema.average()`
-        save_file(raw, str(wdir/'model_raw.safetensors'))
         save()
         del r
     if a.train_only: return res

@@ -288,3 +288,43 @@ def test_ddpm_each_row_samples_its_own_weights_file_from_one_seed(ddpm, tmp_path
     assert loaded == {work/'linear'/'model.safetensors': ['linear'], work/'cosine'/'model.safetensors': ['cosine'],
                       work/'cosine'/'model_raw.safetensors': ['cosine']}   # each loaded once, with its schedule
     assert seeds == {64} and len(res['rows']) == 2*len(ddpm.plan(ddpm.QUICK, True))
+
+
+def test_ddpm_a_training_stopped_before_both_weights_files_is_trained_again(ddpm, tmp_path, monkeypatch, capsys):
+    "A run stopped after train_diffusion wrote model.safetensors but before model_raw: no record, no old raw file; the next run trains again."
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    work, calls = tmp_path/'w', []
+    (work/'cosine').mkdir(parents=True)
+    (work/'cosine'/'model_raw.safetensors').write_text('an earlier run')   # must never be paired with the new average
+    rec = dict(epochs=1, train_seconds=1., train_images_per_s=1., train_loss=[1.], valid_loss=[1.])
+    (tmp_path/'r.json').write_text(json.dumps(dict(quick=True, epochs=1, rows={}, models=dict(cosine=rec))))
+    argv = ['--quick', '--work', str(work), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only', '--fresh']
+    def killed(out, schedule, **kw):
+        calls.append(schedule); (Path(out)/'model.safetensors').write_text('new average'); raise KeyboardInterrupt
+    monkeypatch.setattr(ddpm, 'train_diffusion', killed)
+    with pytest.raises(KeyboardInterrupt): ddpm.main(argv)
+    assert 'cosine' not in json.loads((tmp_path/'r.json').read_text())['models']
+    assert not (work/'cosine'/'model_raw.safetensors').exists()
+    def trained(out, schedule, **kw):
+        r = _fake_train(tmp_path, calls)(out, schedule, **kw); (Path(out)/'model.safetensors').write_text('average'); return r
+    monkeypatch.setattr(ddpm, 'train_diffusion', trained)
+    res = ddpm.main(argv[:-1])   # the same command without --fresh: the model has no record, so it trains
+    assert calls == ['cosine', 'cosine'] and 'cosine' in res['models']
+    assert (work/'cosine'/'model_raw.safetensors').stat().st_size > 100   # this run's raw weights
+    calls.clear(); ddpm.main(argv[:-1])
+    assert calls == []   # recorded now: not trained a third time
+
+
+def test_ddpm_training_one_model_keeps_the_other_models_weights(ddpm, tmp_path, monkeypatch, capsys):
+    "Training linear removes only linear's weights file; cosine's average and raw weights stay."
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    work = tmp_path/'w'
+    for f in ('linear/model.safetensors', 'cosine/model.safetensors', 'cosine/model_raw.safetensors'):
+        (work/f).parent.mkdir(parents=True, exist_ok=True); (work/f).write_text('w')
+    seen = []
+    def train(out, schedule, **kw):
+        seen.append(sorted(p.relative_to(work).as_posix() for p in work.rglob('*.safetensors')))
+        return _fake_train(tmp_path, [])(out, schedule, **kw)
+    monkeypatch.setattr(ddpm, 'train_diffusion', train)
+    ddpm.main(['--quick', '--work', str(work), '--out', str(tmp_path/'r'), '--models', 'linear', '--train-only'])
+    assert seen == [['cosine/model.safetensors', 'cosine/model_raw.safetensors']]
