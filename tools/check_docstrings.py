@@ -2,7 +2,7 @@
 """List exported miniai names (in `__all__`) that lack a docstring, and exported functions/classes that no
 notebook uses outside the cell that defines them (no example).
 
-    python tools/check_docstrings.py            # report; exit status 1 if any gap
+    python tools/check_docstrings.py            # report; exit status 1 if any gap (a module that fails to import is one)
     python tools/check_docstrings.py --no-examples   # docstrings only
 
 A name "has an example" when some code cell of some notebook in nbs/ mentions it (as a whole word) and that
@@ -22,7 +22,7 @@ def modules():
     res = {}
     for n in sorted(names):
         try: res[n] = importlib.import_module(n)
-        except Exception as e: print(f'IMPORT FAILED {n}: {type(e).__name__}: {e}')
+        except Exception as e: res[n] = None; print(f'IMPORT FAILED {n}: {type(e).__name__}: {e}')
     return res
 
 
@@ -51,7 +51,10 @@ def main():
     args = ap.parse_args()
     cells = list(code_cells())
     no_doc, no_example, n_names, seen = [], [], 0, set()
-    for mname, mod in modules().items():
+    mods = modules()
+    failed = [m for m, mod in mods.items() if mod is None]   # their names cannot be checked: a gap too
+    for mname, mod in mods.items():
+        if mod is None: continue
         for name in getattr(mod, '__all__', []):
             obj, patched = getattr(mod, name, None), False
             if obj is None:   # fastcore's @patch binds the module-level name to None: find the patched method
@@ -76,7 +79,8 @@ def main():
     if not args.no_examples:
         print(f'\nno example in any notebook ({len(no_example)}):')
         for m, n in no_example: print(f'  {m}.{n}')
-    return 1 if no_doc or no_example else 0
+    if failed: print(f'\nmodules that failed to import ({len(failed)}), names unchecked: {", ".join(failed)}')
+    return 1 if no_doc or no_example or failed else 0
 
 
 if __name__ == '__main__': sys.exit(main())

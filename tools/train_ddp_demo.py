@@ -12,7 +12,7 @@ Rank 0 writes to --out: history.json (MetricsCB history, combined over processes
 weights), predictions.npy with --predict; every rank writes rank<R>.json and losses_rank<R>.npy (its own batch losses).
 """
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, os, sys, time
 from functools import partial
 from pathlib import Path
 import torch
@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--n-train', type=int, help='training images, a class-balanced subset (0: all)')
     p.add_argument('--n-valid', type=int, help='test images used for validation (0: all)')
     p.add_argument('--hidden', type=int, help='hidden units of the 2-layer classifier')
-    p.add_argument('--lr', type=float, help='peak learning rate of the one-cycle schedule (SGD, momentum 0.9)')
+    p.add_argument('--lr', type=float, help='peak learning rate of the one-cycle schedule (SGD, whose momentum the '
+                   'schedule cycles between 0.95 and 0.85)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--noise', type=float, default=0., help='std of Gaussian noise added to training images on the device '
                    '(random numbers in every step: an exact resume must restore the random generators)')
@@ -99,8 +100,8 @@ class RankReportCB(Callback):
     def before_epoch(self, learn):
         if self.callbacks is None: self.callbacks = sorted(type(cb).__name__ for cb in learn.cbs)
         if learn.training: synchronize(); self.t0 = time.perf_counter()
-    def after_epoch(self, learn):
-        if learn.training: synchronize(); self.train_seconds += time.perf_counter() - self.t0
+    def cleanup_epoch(self, learn):   # (not after_epoch, which a fit stopped by --max-steps skips: its steps still count)
+        if learn.training and hasattr(self, 't0'): synchronize(); self.train_seconds += time.perf_counter() - self.t0; del self.t0
     def after_batch(self, learn):
         if learn.training: self.items += len(learn.batch[0])
 
@@ -148,12 +149,14 @@ def write_outputs(args, learn, seconds: float):
     if args.results:
         dev = default_device()
         cmd = ' '.join(map(str, sys.argv[1:] if args.argv is None else args.argv))
-        res = {'command': f'torchrun --standalone --nproc_per_node={world} tools/train_ddp_demo.py {cmd}'.strip(),
+        local = int(os.environ.get('LOCAL_WORLD_SIZE', world))   # processes per machine (torchrun sets it)
+        launch = f'--standalone --nproc_per_node={world}' if local == world else f'--nnodes={world//local} --nproc_per_node={local}'
+        res = {'command': f'torchrun {launch} tools/train_ddp_demo.py {cmd}'.strip(),
                'world_size': world, 'device': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else str(dev),
                'bs_per_process': args.bs, 'global_batch': args.bs*world, 'epochs': args.epochs, 'hidden': args.hidden,
                'train_images': learn.dls.train.dataset_len, 'fit_seconds': round(seconds, 2),
                'train_seconds': round(report.train_seconds, 2),  # training phases only (rank 0), first epoch included
-               'train_images_per_s': round(report.items*world/report.train_seconds, 1),
+               'train_images_per_s': round(report.items*world/report.train_seconds, 1) if report.train_seconds else None,
                'final': history[-1] if history else None}
         args.results.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(args.results, json.dumps(res, indent=1).encode())
