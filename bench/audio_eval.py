@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import command_line, write_json
+from bench.benchkit import count, command_line, write_json
 from miniai.accel import synchronize
 from miniai.core import run_environment, default_device, set_seed
 from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument('--out', required=True, help='JSON results file')
     p.add_argument('--quick', action='store_true', help="notebook 17b's quick-mode sizes (CPU smoke test)")
     p.add_argument('--data-dir', default=None, help='folder with fsdd/fsdd_v1.0.10.npz (default: $MINIAI_DATA)')
-    p.add_argument('--epochs', type=int, default=None, help='override the diffusion epochs of the config')
+    p.add_argument('--epochs', type=count(), default=None, help='override the diffusion epochs of the config')
     p.add_argument('--wavs', default=None, help='also write 3 generated clips per digit (w = last guidance scale) here')
     p.add_argument('--seed', type=int, default=42)
     return p.parse_args(argv)

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 import torch.nn.functional as F
 from torch import nn
-from bench.benchkit import command_line, write_json
+from bench.benchkit import count, command_line, write_json
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
@@ -92,10 +92,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='tiny UNet and a few batches (checks that it runs, e.g. on a CPU)')
     ap.add_argument('--out', type=Path, default=None, help='JSON file to write (default: results/accel_throughput.json, none with --quick)')
-    ap.add_argument('--bs', type=int, default=None, help='batch size (default 512; 4 with --quick)')
-    ap.add_argument('--batches', type=int, default=None, help='batches per epoch (default 40; 2 with --quick)')
-    ap.add_argument('--epochs', type=int, default=None, help='timed epochs per configuration and round (default 1)')
-    ap.add_argument('--rounds', type=int, default=None, help='timing rounds, configurations interleaved; the median is reported (default 3; 1 with --quick)')
+    ap.add_argument('--bs', type=count(), default=None, help='batch size (default 512; 4 with --quick)')
+    ap.add_argument('--batches', type=count(), default=None, help='batches per epoch (default 40; 2 with --quick)')
+    ap.add_argument('--epochs', type=count(), default=None, help='timed epochs per configuration and round (default 1)')
+    ap.add_argument('--rounds', type=count(), default=None, help='timing rounds, configurations interleaved; the median is reported (default 3; 1 with --quick)')
     ap.add_argument('--compile', action='store_true', help='also measure torch.compile configurations')
     a = ap.parse_args(argv)
     bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or 1

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from miniai.core import default_device, set_seed
 from miniai.data import DataLoaders, DeviceImageLoader, fashion_mnist_arrays
-from bench.benchkit import command_line
+from bench.benchkit import count, command_line
 from miniai.learner import Callback, CancelFitException
 from miniai.accel import CompileCB, synchronize
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm, ddpm_learner, linear_schedule
@@ -147,12 +147,12 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true', help='tiny UNet, a few steps, no compile (checks that it runs, e.g. on a CPU)')
     ap.add_argument('--out', type=Path, default=None, help='JSON file (default: results/bench_ddpm.json)')
     ap.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
-    ap.add_argument('--bs', type=int, default=None, help='batch size (default 512; 16 with --quick)')
-    ap.add_argument('--steps', type=int, default=None, help='timed training steps per variant (default 100; 3 with --quick)')
-    ap.add_argument('--warmup', type=int, default=None, help='untimed steps first (default 30; 1 with --quick)')
-    ap.add_argument('--workers', type=int, default=None, help='DataLoader workers of the course-style loop (default 8; 2 with --quick)')
-    ap.add_argument('--sample-n', type=int, default=None, help='images for the sampling timing (default 2048; 8 with --quick)')
-    ap.add_argument('--sample-steps', type=int, default=None, help='DDIM steps for the sampling timing (default 100; 3 with --quick)')
+    ap.add_argument('--bs', type=count(), default=None, help='batch size (default 512; 16 with --quick)')
+    ap.add_argument('--steps', type=count(), default=None, help='timed training steps per variant (default 100; 3 with --quick)')
+    ap.add_argument('--warmup', type=count(), default=None, help='untimed steps first (default 30; 1 with --quick)')
+    ap.add_argument('--workers', type=count(0), default=None, help='DataLoader workers of the course-style loop (default 8; 2 with --quick)')
+    ap.add_argument('--sample-n', type=count(), default=None, help='images for the sampling timing (default 2048; 8 with --quick)')
+    ap.add_argument('--sample-steps', type=count(), default=None, help='DDIM steps for the sampling timing (default 100; 3 with --quick)')
     ap.add_argument('--no-compile', action='store_true', help='skip the torch.compile variants')
     a = ap.parse_args(argv)
     q = a.quick

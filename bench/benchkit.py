@@ -18,6 +18,16 @@ from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_pat
 COMPILE_MODES = ('none', 'default', 'reduce-overhead')
 
 
+def count(lo: int = 1) -> Callable[[str], int]:
+    "An argparse type: a whole number >= `lo` (images, steps, epochs...); 0 would otherwise fall back to a default or crash late."
+    def parse(s: str) -> int:
+        v = int(s)   # (a ValueError: argparse says "invalid count value")
+        if v < lo: raise argparse.ArgumentTypeError(f'must be >= {lo}, got {v}')
+        return v
+    parse.__name__ = 'count'
+    return parse
+
+
 def add_compile_arg(p: argparse.ArgumentParser):
     "The `--compile MODE` option of a benchmark that trains (default: reduce-overhead, i.e. CUDA graphs)."
     p.add_argument('--compile', choices=COMPILE_MODES, default='reduce-overhead',
@@ -29,8 +39,8 @@ def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.A
     p = argparse.ArgumentParser(description=doc.split('\n')[0])
     p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
     p.add_argument('--quick', action='store_true', help=f'CPU smoke test: {quick}')
-    p.add_argument('--n', type=int, nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
-    p.add_argument('--batch', type=int, default=2048, help='images per sampling batch')
+    p.add_argument('--n', type=count(), nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
+    p.add_argument('--batch', type=count(), default=2048, help='images per sampling batch')
     p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
     p.add_argument('--weights-dir', default=None, help=f"where trained {nets} are kept (default: cache_dir('models'))")
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')

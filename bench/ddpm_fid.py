@@ -36,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import (add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
+from bench.benchkit import (count, add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
                             runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
@@ -113,9 +113,9 @@ def main(argv=None):
     add_models_arg(ap, ('linear', 'cosine'))
     ap.add_argument('--no-floor', action='store_true', help='skip the real-image floor')
     ap.add_argument('--train-only', action='store_true', help='train the --models and stop (score them in another process)')
-    ap.add_argument('--epochs', type=int, default=None, help='training epochs (default 25; 1 with --quick)')
+    ap.add_argument('--epochs', type=count(), default=None, help='training epochs (default 25; 1 with --quick)')
     add_compile_arg(ap)   # also: sampling compiles the model (default mode) unless it is 'none'
-    ap.add_argument('--sample-bs', type=int, default=2000,
+    ap.add_argument('--sample-bs', type=count(), default=2000,
                     help='images per sampler call (default: %(default)s, which divides 10,000: one shape for the compiled model; '
                          'bench_ddpm measured compiled bf16 DDIM at batch 2048 twice as fast as eager)')
     ap.add_argument('--precision', choices=('bf16', 'fp32'), default='bf16',

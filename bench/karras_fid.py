@@ -43,7 +43,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
 
 KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
@@ -54,7 +54,7 @@ COSINE_SETTINGS = [('euler', 100, {}), ('dpmpp_2m', 20, {}), ('ddim', 100, {'eta
 
 def parse_args(argv=None):
     p = fid_bench_parser(__doc__, 'tiny models and classifier, few samples, steps / 10', 'U-Nets')
-    p.add_argument('--epochs', type=int, default=25)
+    p.add_argument('--epochs', type=count(), default=25)
     p.add_argument('--sigma-data', type=float, default=SIGMA_DATA)
     p.add_argument('--ema', type=float, default=0.999, help='EMA decay tracked while training (0: none)')
     p.add_argument('--no-cosine', action='store_true', help='skip the cosine eps-model comparison rows')

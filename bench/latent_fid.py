@@ -22,7 +22,7 @@ import argparse, datetime, math, platform, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import command_line, write_json
+from bench.benchkit import count, command_line, write_json
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize
 from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
@@ -74,12 +74,12 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='toy sizes (checks that it runs; figures meaningless)')
     p.add_argument('--source', default='clothing64', help="image set: a name, an .npz, an image folder, or 'hf:name'")
     p.add_argument('--data-dir', default=None, help='folder searched for named image sets (default: $MINIAI_DATA)')
-    p.add_argument('--size', type=int, default=None, help='resize images to SIZE x SIZE (default: as stored; quick: 32)')
+    p.add_argument('--size', type=count(), default=None, help='resize images to SIZE x SIZE (default: as stored; quick: 32)')
     p.add_argument('--pretrained-vae', action='store_true', help="use Stable Diffusion's VAE from the hub if reachable")
     p.add_argument('--perceptual', type=float, default=0., help='weight of the perceptual term of the VAE loss')
     p.add_argument('--kl-weight', type=float, default=1e-4, help='weight of the KL term of the VAE loss')
     p.add_argument('--sampler', default='dpmpp_2m', help='Karras-schedule sampler (miniai.diffusion.ksamplers.SAMPLERS)')
-    p.add_argument('--steps', type=int, default=None, help='sampling steps (default 40; quick 8)')
+    p.add_argument('--steps', type=count(), default=None, help='sampling steps (default 40; quick 8)')
     p.add_argument('--cache', default=None, help="latent cache folder (default: miniai's cache_dir('latents'))")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', dest='progress', action='store_false')

@@ -34,7 +34,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -42,7 +42,7 @@ SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
 
 def parse_args(argv=None):
     p = fid_bench_parser(__doc__, 'tiny networks and classifier, few samples and steps', 'networks')
-    p.add_argument('--steps', type=int, default=100, help='DDIM steps')
+    p.add_argument('--steps', type=count(), default=100, help='DDIM steps')
     p.add_argument('--train-only', nargs='+', choices=NETS, default=None, help='train (or find) these networks and stop')
     return p.parse_args(argv)
 

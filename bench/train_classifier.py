@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import write_json
+from bench.benchkit import count, write_json
 from miniai.accel import synchronize, train_throughput
 from miniai.core import run_environment, default_device
 from miniai.models.resnet import (CLASSIFIER_RECIPES, QUICK_CLASSIFIER_CONFIG, classifier_accuracy,
@@ -69,12 +69,12 @@ HOLDOUT = 10_000
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--epochs', type=int, nargs='+', default=[5, 20], help='one training run per value')
+    p.add_argument('--epochs', type=count(), nargs='+', default=[5, 20], help='one training run per value')
     p.add_argument('--out', required=True, help='JSON results file')
     p.add_argument('--quick', action='store_true', help='tiny model, 1 epoch on a subset (CPU smoke test)')
     p.add_argument('--save', default=None, help='weights of the longest run (default: fashion_classifier_path(); none in --quick)')
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
-    p.add_argument('--bs', type=int, default=None, help="batch size (default: the run's recipe)")
+    p.add_argument('--bs', type=count(), default=None, help="batch size (default: the run's recipe)")
     p.add_argument('--lr', type=float, default=None, help="peak learning rate (default: the run's recipe)")
     p.add_argument('--erase-p', type=float, default=None, help='random-erase probability of the augmentation')
     p.add_argument('--no-augment', action='store_true')

@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -58,9 +58,9 @@ SCALES = (0., 1., 2., 3.)
 
 def parse_args(argv=None):
     p = fid_bench_parser(__doc__, 'toy models and classifier, few samples and steps', 'UNets')
-    p.add_argument('--epochs', type=int, default=25)
+    p.add_argument('--epochs', type=count(), default=25)
     p.add_argument('--sampler', default='lms', help='k-diffusion-style sampler of miniai.diffusion.ksamplers')
-    p.add_argument('--steps', type=int, default=20, help='sampling steps')
+    p.add_argument('--steps', type=count(), default=20, help='sampling steps')
     p.add_argument('--p-uncond', type=float, default=0.1, help='label drop probability of the conditional model')
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
     p.add_argument('--train-only', nargs='+', choices=MODELS + ('cond',), default=None,

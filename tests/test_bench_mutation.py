@@ -32,7 +32,18 @@ def test_fid_bench_parser_defaults_and_types(bk):
     assert type(a.batch) is int and all(type(n) is int for n in a.n)
 
 
-@pytest.mark.parametrize('argv', [[], ['--out', 'r.json', '--compile', 'max-autotune'], ['--out', 'r.json', '--batch', 'many']])
+def test_count_type_takes_whole_numbers_from_its_lower_bound(bk):
+    "`count(lo)` parses '7' to 7 and refuses numbers below lo (0 for a count of images) and non-integers, naming the option."
+    p = argparse.ArgumentParser(); p.add_argument('--n', type=bk.count()); p.add_argument('--workers', type=bk.count(0))
+    assert p.parse_args(['--n', '7', '--workers', '0']) == argparse.Namespace(n=7, workers=0)
+    for argv, msg in ((['--n', '0'], 'argument --n: must be >= 1, got 0'), (['--workers', '-1'], 'must be >= 0, got -1'),
+                      (['--n', '2.5'], "argument --n: invalid count value: '2.5'")):
+        with pytest.raises(argparse.ArgumentError, match=msg):
+            p.exit_on_error = False; p.parse_args(argv)
+
+
+@pytest.mark.parametrize('argv', [[], ['--out', 'r.json', '--compile', 'max-autotune'], ['--out', 'r.json', '--batch', 'many'],
+                                  ['--out', 'r.json', '--batch', '0'], ['--out', 'r.json', '--n', '2048', '0']])
 def test_fid_bench_parser_refuses_bad_command_lines(bk, argv, capsys):
     "No --out, an unknown compile mode or a non-integer batch is a usage error, not a run with a surprise."
     with pytest.raises(SystemExit): bk.fid_bench_parser('Doc.', 'q').parse_args(argv)

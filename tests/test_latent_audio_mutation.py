@@ -400,10 +400,12 @@ def test_audio_eval_diffusion_records(tmp_path, load_script, monkeypatch):
     assert res['config']['epochs'] == 3
 
 
-def test_audio_eval_epochs_zero_overrides_the_config(tmp_path, load_script, monkeypatch):
-    "--epochs 0 is an override like any other (not ignored as falsy)."
-    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--epochs', '0')
-    assert res['config']['epochs'] == 0 and [t['epochs'] for t in _calls(log, 'train')] == [0, 0]
+def test_audio_eval_epochs_overrides_the_config_and_zero_is_refused(tmp_path, load_script, monkeypatch, capsys):
+    "--epochs 2 overrides the config's epochs for both diffusion models; --epochs 0 (nothing to train) is refused before any work."
+    _, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--epochs', '2')
+    assert res['config']['epochs'] == 2 and [t['epochs'] for t in _calls(log, 'train')] == [2, 2]
+    with pytest.raises(SystemExit): _run_audio(load_script, monkeypatch, tmp_path/'zero', '--epochs', '0')
+    assert 'argument --epochs: must be >= 1, got 0' in capsys.readouterr().err and not (tmp_path/'zero').exists()
 
 
 def test_audio_eval_scores_from_the_right_models(tmp_path, load_script, monkeypatch):
