@@ -13,7 +13,7 @@ Fashion-MNIST is read from --data-dir or $MINIAI_DATA. The weights go to --save,
 Each run uses its recipe from `CLASSIFIER_RECIPES` (notebook 04; other epoch counts: the learner's defaults), and
 options given on the command line override it. With --select, each run's recipe is first chosen among CANDIDATES by the accuracy on 10,000 images held out from the
 training set (never by test accuracy); the chosen recipe is then trained on all 60,000 images and scored on the test
-set. The selection table goes to the JSON too. `CANDIDATES_BY_EPOCHS` says which recipes each run compares (for --epochs 5 20,
+set (the chosen recipe's settings then win over the command line's, which set what the candidates leave open). The selection table goes to the JSON too. `CANDIDATES_BY_EPOCHS` says which recipes each run compares (for --epochs 5 20,
 5 recipes of 5 epochs and 5 of 20: 6.5 minutes on an H100, measured; `CLASSIFIER_RECIPES` holds what it chose there).
 
 The JSON holds, per run: epochs, test accuracy (plain, and with flip test-time augmentation, which only suits a
