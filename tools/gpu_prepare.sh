@@ -55,5 +55,9 @@ else carry="['.whl', '.data']"   # the FID classifier (20 MiB) travels with the 
   else echo "note: no FID classifier in .gpucache/models/: the lease trains it (stage fid_classifier, grouped with the FID stage)"; fi
 fi
 echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=$carry"
-group=fid_classifier+$stage; [ "$stage" = fid_classifier ] && group=fid_classifier+ddpm_fid
+case "$stage" in   # fid_classifier trains beside an FID stage on Fashion-MNIST; ema_cost and throughput measure alone
+  ddpm|ddpm_fid|karras|noise_level|unet) group=fid_classifier+$stage;;
+  fid_classifier) group=fid_classifier+ddpm_fid;;
+  *) group=$stage;;
+esac
 echo "   or, one lease (docs/gpu_runbook.md): command='MODELS=... bash tools/gpu_pipeline.sh start 540 $group'  carry=$carry"

@@ -39,11 +39,18 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONUNBUFFERED=1
 mkdir -p "$R" "$OUT" "$MINIAI_CACHE/models"
 PY=python3
 CLF_DONE="$MINIAI_CACHE/models/fid_classifier.done"   # holds 'ok' or 'failed' once stage fid_classifier has ended
-[ "$stage" = fid_classifier ] && rm -f "$CLF_DONE"   # first of all: the stages of its group must not see an old one
+if [ "$stage" = fid_classifier ]; then   # first of all: the stages of its group must not see an old marker, and any
+  rm -f "$CLF_DONE"                      # failure from here on (even the environment check below) ends their wait at once
+  trap '[ -f "$CLF_DONE" ] || echo failed > "$CLF_DONE"' EXIT
+fi
 start=$(date +%s)
 
-ship() {  # copy finished results files to $OUT (the device returns at most 8 files)
-  for f in "$@"; do [ -f "$f" ] && cp "$f" "$OUT/"; done
+ship() {  # copy finished results files to $OUT (the device returns at most 8 files, of 16 MiB each at most)
+  for f in "$@"; do [ -f "$f" ] || continue
+    if [ "$(stat -c %s "$f")" -gt $((15 << 20)) ]; then   # (the FID classifier's weights: about 20 MiB) in parts: cat them
+      split -b 15M -d "$f" "$OUT/$(basename "$f").part"; echo "== $(basename "$f") comes back in parts: cat $(basename "$f").part* > $(basename "$f")"
+    else cp "$f" "$OUT/"; fi
+  done
   echo "== $(( $(date +%s) - start )) s: shipped $*"
 }
 step() { echo "== $(( $(date +%s) - start )) s: $*"; "$@"; }
@@ -82,7 +89,6 @@ check)  # every other stage at quick size, on the GPU: the CUDA code paths CI ne
 fid_classifier)   # the FID feature network for this lease's FID stages (20 epochs, CLASSIFIER_RECIPES[20]) and its
   # real-image floor; issue 3's accuracy record (classifier.json, with its recipe selection) is left as it is
   # (its marker was removed when this stage started, above; quick mode: the FID stages train tiny classifiers of their own)
-  trap '[ -f "$CLF_DONE" ] || echo failed > "$CLF_DONE"' EXIT   # a failure still ends the waits of its group
   step $PY bench/train_classifier.py "${Q[@]}" --epochs 20 --no-throughput --out $R/fid_classifier.json
   echo ok > "$CLF_DONE"; ship $R/fid_classifier.json
   step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                   ship $R/fid_floor.json
