@@ -27,12 +27,15 @@ fi
 
 echo "== 2/3 notebooks (nbdev_test, MINIAI_QUICK=$MINIAI_QUICK, $workers workers)"
 log=$(mktemp)
-nbs=$(find nbs -name '*.ipynb' ! -name '_*' ! -path '*/.*' | wc -l)
+nbs=$(find nbs -name '*.ipynb' ! -path '*/_*' ! -path '*/.*' | wc -l)   # what nbdev_test runs (it skips names and folders '_*', '.*')
 # one thread per notebook process: $workers notebooks share the cores, more threads only contend
 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" nbdev_test --n_workers "$workers" --do_print --timing 2>&1 | tee "$log"
 nb_rc=${PIPESTATUS[0]}
-nb_pass=$(grep -c '^- Completed' "$log" || true)
-nb_fail=$((nbs - nb_pass))
+# nbdev_test prints "- Completed" for every notebook it ran, failed ones too, and lists the failed ones after this header
+nb_ran=$(grep -c '^- Completed' "$log" || true)
+nb_fail=$(awk '/^nbdev Tests Failed On The Following Notebooks:/ {f=1; next} f && /^\t/ {n++} END {print n+0}' "$log")
+nb_pass=$((nb_ran - nb_fail))
+[ "$nb_ran" -lt "$nbs" ] && { echo "$((nbs - nb_ran)) of $nbs notebooks did not run"; nb_fail=$((nbs - nb_pass)); }
 [ "$nb_rc" -ne 0 ] && [ "$nb_fail" -eq 0 ] && nb_fail=1
 echo "notebooks: $nb_pass passed, $nb_fail failed"
 [ "$nb_fail" -ne 0 ] && status=1
@@ -40,7 +43,7 @@ echo "notebooks: $nb_pass passed, $nb_fail failed"
 echo "== 3/3 pytest"
 python -m pytest tests -q -p no:cacheprovider 2>&1 | tee "$log"
 py_rc=${PIPESTATUS[0]}
-last=$(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)
+last=$(grep -E '[0-9]+ (passed|failed|errors?)' "$log" | tail -1)   # the summary line (errors only: collection errors)
 py_pass=$(echo "$last" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || echo 0)
 py_fail=$(echo "$last" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s+=$1} END {print s+0}')
 [ "$py_rc" -ne 0 ] && [ "$py_fail" -eq 0 ] && py_fail=1
