@@ -62,3 +62,21 @@ def load_script():
 def ddp_demo():
     "tools/train_ddp_demo.py as a module (its `main(argv)` trains in this process and returns the learner)."
     return _load_script(str(DEMO.relative_to(REPO)))
+
+
+def _fashion_link_copy(src, dst, corrupt: str | None = None, drop: str | None = None):
+    "`dst` holding links to the four Fashion-MNIST files in `src`, except `corrupt` (a copy with a changed byte); `drop` left out."
+    from miniai.data import FASHION_SHA256
+    dst.mkdir()
+    for n in FASHION_SHA256:
+        if n == drop: continue
+        if n == corrupt:
+            b = bytearray((src/n).read_bytes()); b[len(b)//2] ^= 0xFF; (dst/n).write_bytes(bytes(b))
+        else: (dst/n).symlink_to(src/n)
+    return dst
+
+
+@pytest.fixture
+def fashion_link_copy():
+    "`fashion_link_copy(src, dst, corrupt=None, drop=None)`: a cheap copy of the original files, one damaged or missing."
+    return _fashion_link_copy

@@ -279,12 +279,17 @@ def test_ddpm_retraining_cosine_forgets_its_raw_weight_rows_too(ddpm, tmp_path, 
     assert (tmp_path/'w'/'cosine'/'model_raw.safetensors').exists()
 
 
+def _weights_files(work):
+    "Stand-ins for the three weights files the ddpm_fid table samples, in `work`."
+    for f in ('linear/model.safetensors', 'cosine/model.safetensors', 'cosine/model_raw.safetensors'):
+        (work/f).parent.mkdir(parents=True, exist_ok=True); (work/f).write_text('w')
+
+
 def test_ddpm_each_row_samples_its_own_weights_file_from_one_seed(ddpm, tmp_path, monkeypatch, capsys):
     "linear and cosine rows load model.safetensors, the raw row the cosine run's model_raw.safetensors; every draw uses seed = size."
     monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
     work = tmp_path/'w'
-    for f in ('linear/model.safetensors', 'cosine/model.safetensors', 'cosine/model_raw.safetensors'):
-        (work/f).parent.mkdir(parents=True, exist_ok=True); (work/f).write_text('w')
+    _weights_files(work)
     rec = dict(epochs=1, train_seconds=1., train_images_per_s=1., train_loss=[1.], valid_loss=[1.])
     (tmp_path/'r.json').write_text(json.dumps(dict(quick=True, epochs=1, rows={}, models=dict(linear=rec, cosine=rec))))
     loaded, seeds = {}, set()
@@ -330,8 +335,7 @@ def test_ddpm_training_one_model_keeps_the_other_models_weights(ddpm, tmp_path, 
     "Training linear removes only linear's weights file; cosine's average and raw weights stay."
     monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
     work = tmp_path/'w'
-    for f in ('linear/model.safetensors', 'cosine/model.safetensors', 'cosine/model_raw.safetensors'):
-        (work/f).parent.mkdir(parents=True, exist_ok=True); (work/f).write_text('w')
+    _weights_files(work)
     seen = []
     def train(out, schedule, **kw):
         seen.append(sorted(p.relative_to(work).as_posix() for p in work.rglob('*.safetensors')))

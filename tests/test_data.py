@@ -25,16 +25,6 @@ def _isolated(tmp_path, monkeypatch):
 
 def _no_data(monkeypatch): monkeypatch.delenv('MINIAI_DATA', raising=False)
 
-def _copy_with_links(tmp_path, corrupt=None, drop=None):
-    "A copy of the full set in tmp_path/fm: links to the originals, except `corrupt` (a damaged copy); `drop` left out."
-    d = tmp_path/'fm'; d.mkdir()
-    for n in FASHION_SHA256:
-        if n == drop: continue
-        if n == corrupt:
-            b = bytearray((FULL/n).read_bytes()); b[len(b)//2] ^= 0xFF; (d/n).write_bytes(bytes(b))
-        else: (d/n).symlink_to(FULL/n)
-    return d
-
 # ---- full data: counts, balance, pixel statistics -------------------------------------------------------------
 @needs_full
 def test_full_arrays_counts_balance_stats():
@@ -63,9 +53,9 @@ def test_load_fashion_mnist_dataset_dict_and_cache(tmp_path):
     assert len(entries) == 1 and (entries[0]/'complete.json').is_file()
 
 @needs_full
-def test_data_dir_argument_plain_or_with_subfolder(tmp_path, monkeypatch):
+def test_data_dir_argument_plain_or_with_subfolder(tmp_path, monkeypatch, fashion_link_copy):
     _no_data(monkeypatch)
-    d = _copy_with_links(tmp_path)
+    d = fashion_link_copy(FULL, tmp_path/'fm')
     for arg in (d, tmp_path/'parent'):
         if arg != d: (tmp_path/'parent').mkdir(); (tmp_path/'parent'/'fashion_mnist').symlink_to(d)
         x, y = fashion_mnist_arrays('test', data_dir=arg)
@@ -73,9 +63,9 @@ def test_data_dir_argument_plain_or_with_subfolder(tmp_path, monkeypatch):
 
 # ---- errors: corrupt and missing copies -----------------------------------------------------------------------
 @needs_full
-def test_checksum_mismatch_is_one_clear_error(tmp_path, monkeypatch):
+def test_checksum_mismatch_is_one_clear_error(tmp_path, monkeypatch, fashion_link_copy):
     _no_data(monkeypatch)
-    d = _copy_with_links(tmp_path, corrupt='t10k-labels-idx1-ubyte.gz')
+    d = fashion_link_copy(FULL, tmp_path/'fm', corrupt='t10k-labels-idx1-ubyte.gz')
     for f in (lambda: load_fashion_mnist(d), lambda: fashion_mnist_arrays('train', data_dir=d)):
         with pytest.raises(CorruptDataError) as e: f()
         msg = str(e.value)
@@ -96,9 +86,9 @@ def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
         assert e.value.__cause__ is None and e.value.__suppress_context__   # one error, not a chain
 
 @needs_full
-def test_incomplete_copy_is_reported(tmp_path, monkeypatch):
+def test_incomplete_copy_is_reported(tmp_path, monkeypatch, fashion_link_copy):
     _no_data(monkeypatch)
-    d = _copy_with_links(tmp_path, drop='train-labels-idx1-ubyte.gz')
+    d = fashion_link_copy(FULL, tmp_path/'fm', drop='train-labels-idx1-ubyte.gz')
     with pytest.raises(MissingDataError, match='missing train-labels-idx1-ubyte.gz'): fashion_mnist_arrays('test', data_dir=d)
 
 def test_read_idx_checks_magic_and_size(tmp_path):

@@ -341,32 +341,21 @@ def test_output_is_byte_reproducible_and_gzip_readable(made):
     for n in SAMPLE_FILES: gzip.decompress((a/n).read_bytes())
 
 
-def _partial_copy(src, dst, corrupt=None, drop=None):
-    "dst holding links to the originals, one of them corrupted (a changed byte) or left out."
-    dst.mkdir()
-    for n in FASHION_SHA256:
-        if n == drop: continue
-        if n == corrupt:
-            b = bytearray((src/n).read_bytes()); b[len(b)//2] ^= 0xFF; (dst/n).write_bytes(bytes(b))
-        else: (dst/n).symlink_to(src/n)
-    return dst
-
-
 @needs_source
-def test_a_corrupted_original_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+def test_a_corrupted_original_is_refused_and_nothing_is_written(tmp_path, monkeypatch, fashion_link_copy):
     "A copy with a wrong checksum: CorruptDataError naming the file and SHA-256; the output folder is not written."
     src = _source(); monkeypatch.delenv('MINIAI_DATA')
-    d = _partial_copy(src, tmp_path/'bad', corrupt='t10k-labels-idx1-ubyte.gz')
+    d = fashion_link_copy(src, tmp_path/'bad', corrupt='t10k-labels-idx1-ubyte.gz')
     with pytest.raises(CorruptDataError, match=r't10k-labels-idx1-ubyte\.gz: SHA-256'):
         _make(d, '--train-per-class', 1, '--test-per-class', 1, '--out', tmp_path/'out')
     assert not (tmp_path/'out').exists() or not any((tmp_path/'out').iterdir())
 
 
 @needs_source
-def test_missing_files_give_a_clear_error(tmp_path, monkeypatch):
+def test_missing_files_give_a_clear_error(tmp_path, monkeypatch, fashion_link_copy):
     "A folder without all 4 files (and no $MINIAI_DATA): exit with a message naming the folders tried and the missing file."
     src = _source(); monkeypatch.delenv('MINIAI_DATA')
-    d = _partial_copy(src, tmp_path/'part', drop='train-labels-idx1-ubyte.gz')
+    d = fashion_link_copy(src, tmp_path/'part', drop='train-labels-idx1-ubyte.gz')
     with pytest.raises(SystemExit) as e:
         _make(d, '--train-per-class', 1, '--test-per-class', 1, '--out', tmp_path/'out')
     msg = str(e.value.code)
