@@ -344,6 +344,8 @@ def waveform(self: MelSpec,
              n_iter: int | None = None, # Griffin-Lim iterations (default `self.n_iter`)
             ) -> Tensor:
     "Waveforms (B, n_samples) of spectrogram images: dB -> power, inverse mel filters, Griffin-Lim."
+    n_iter = self.n_iter if n_iter is None else n_iter
+    if not isinstance(n_iter, int) or n_iter < 1: raise ValueError(f"`n_iter` must be an int >= 1, got {n_iter!r}")
     if images.dtype == torch.uint8: images = from_uint8(images)
     if images.ndim == 4 and images.shape[1] == 1: images = images[:, 0]
     if images.ndim != 3 or tuple(images.shape[1:]) != (self.n_mels, self.n_frames):
@@ -351,7 +353,7 @@ def waveform(self: MelSpec,
     window, _, pinv = _mel_basis(self, images.device)
     power = 10**(image_to_db(images.float(), self)/10)*ref_power(self)
     linear = torch.relu(pinv @ power)
-    return AF.griffinlim(linear, window, self.n_fft, self.hop_length, self.n_fft, power=2., n_iter=n_iter or self.n_iter,
+    return AF.griffinlim(linear, window, self.n_fft, self.hop_length, self.n_fft, power=2., n_iter=n_iter,
                          momentum=0.99, length=self.n_samples, rand_init=True)
 
 # %% ../nbs/16_audio.ipynb #e3d94259

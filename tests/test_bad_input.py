@@ -386,6 +386,7 @@ ROWS = [
     ('audio.MelSpec.spectrogram', 'waveforms of the wrong length', ValueError, 'waveforms must be (B, ', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, 10)))),
     ('audio.MelSpec.spectrogram', 'integer waveforms', TypeError, 'waveforms must be floats', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, MelSpec().n_samples, dtype=torch.int16)))),
     ('audio.MelSpec.waveform', 'spectrograms of the wrong shape', ValueError, 'spectrograms must be (B, 1, ', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 8, 8)))),
+    ('audio.MelSpec.waveform', 'n_iter=0 (was silently the default 32)', ValueError, '`n_iter` must be an int >= 1, got 0', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 64, 64), n_iter=0))),
     ('audio.spectrogram_images', 'clips at 8 kHz for a 16 kHz MelSpec', ValueError, 'clips are at 8000 Hz but the spectrogram expects 16000 Hz', _clips_8k),
 ]
 

@@ -246,6 +246,9 @@ def test_classifier_and_features():
     with pytest.raises(ValueError, match='shape'): feats(torch.rand(2, 1, 28, 28))
     with pytest.raises(TypeError): classifier_features(nn.Sequential(nn.Linear(2, 2)))
     assert fashion_classifier(nfs=(8, 16, 32, 64))(x).shape == (6, 10)
+    small = fashion_classifier(nfs=(8, 16, 32, 64))       # in training mode, as made
+    assert classifier_features(small)(x).shape == (6, 64)  # (B, nfs[-1])
+    assert not any(m.training for m in small.modules())    # the head too: no classifier left half in training mode
 
 
 def test_weights_round_trip(tmp_path):
@@ -392,6 +395,19 @@ def test_evaluation_gives_each_submodule_its_mode_back():
     learn = Learner(model, DataLoaders(dl, dl), F.cross_entropy, cbs=[TrainCB(), TTDropoutCB()], lr=0.)
     learn.fit(1)                                      # ends with validation: the model is left in eval mode
     assert not model.training and model[2].training   # TestTimeDropoutCB gave the dropout its own mode back
+
+
+def test_test_time_dropout_leaves_no_half_trained_model():
+    "A dropout that followed the model's mode before `fit` follows it after: no model in eval mode with dropout on."
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Dropout(0.5), Dropout(0.5), nn.Linear(8, 2))
+    dl = [(torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 0, 1]))]
+    learn = Learner(model, DataLoaders(dl, dl), F.cross_entropy, cbs=[TrainCB(), TTDropoutCB()], lr=0.)
+    learn.fit(1, train=False)                         # a fresh model (train mode), evaluated only
+    assert not any(m.training for m in model.modules())
+    x = torch.randn(4, 1, 4, 4)
+    assert torch.equal(model(x), model(x))           # deterministic afterwards
+    model.train(); learn.fit(1)                       # trained, then validated: eval mode again, dropout off too
+    assert not any(m.training for m in model.modules())
 
 
 # ---------------------------------------------------------------- hand-computed references (mutation-testing additions)

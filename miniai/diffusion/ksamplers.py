@@ -21,7 +21,7 @@ __all__ = ['SAMPLERS', 'to_d', 'get_ancestral_step', 'sample_euler', 'sample_eul
 
 # %% ../../nbs/10b_ksamplers.ipynb #b24a9ed3
 def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
-    "Slope of the probability-flow ODE, dx/dσ = (x - D(x;σ))/σ (Karras et al. 2022, eq. 3 with σ(t) = t)."
+    "Slope of the probability-flow ODE, dx/dσ = (x - D(x;σ))/σ (Karras et al. 2022, eq. 1 with the score of eq. 3, σ(t) = t)."
     return (x - denoised)/sigma
 
 def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.) -> tuple[float, float]:
@@ -65,7 +65,7 @@ def sample_euler(denoiser: Callable,      # D(x, sigma) -> estimate of the clean
                  progress: bool = False,  # show a progress bar
                  callback: Callable | None = None, # called after each evaluation with dict(i, x, sigma, denoised)
                 ) -> Tensor:
-    "Euler's method on the probability-flow ODE (Karras et al. 2022, Alg. 2 without its correction); 1 NFE/step."
+    "Euler's method on the probability-flow ODE (Karras et al. 2022, Alg. 1 without its 2nd-order correction); 1 NFE/step."
     sig, steps = _start(x, sigmas, progress)
     for i in steps:
         den = _call(denoiser, x, sig[i]); _report(callback, i, x, sig[i], den)

@@ -124,8 +124,10 @@ class ClassifierFeatures(nn.Module):
         return self.body(x)
 
 def classifier_features(model: nn.Sequential) -> ClassifierFeatures:
-    "Feature extractor sharing `model`'s weights, in eval mode: (B,1,32,32) images in [-1,1] -> (B,512) features."
-    return ClassifierFeatures(model).eval()
+    "Feature extractor sharing `model`'s layers, in eval mode (`model` too): (B,1,32,32) in [-1,1] -> (B, nfs[-1]) features."
+    feats = ClassifierFeatures(model)   # checks `model` first
+    model.eval()   # the whole classifier, not only the shared body: no model left half in training mode
+    return feats.eval()
 
 # %% ../../nbs/04_resnet.ipynb #380d2a8b
 def save_weights(model: nn.Module,            # the model whose `state_dict` is saved
@@ -189,12 +191,15 @@ def load_fashion_classifier(path: str | Path | None = None,   # default: `fashio
 # %% ../../nbs/04_resnet.ipynb #dcaf88d1
 class TestTimeDropoutCB(Callback):
     "Keep every dropout module (PyTorch's and miniai's) in training mode, also during validation."
-    def before_fit(self, learn): self.modes = [(m, m.training) for m in learn.model.modules() if is_dropout(m)]
+    def before_fit(self, learn):
+        self.model_mode = learn.model.training
+        self.modes = [(m, m.training) for m in learn.model.modules() if is_dropout(m)]
     def before_epoch(self, learn):
         for m, _ in self.modes: m.train()
 
     def cleanup_fit(self, learn):
-        for m, training in self.modes: m.training = training   # each dropout's own mode from before `fit`
+        "A dropout that followed the model's mode before `fit` follows it again; one set apart keeps its own mode."
+        for m, training in self.modes: m.training = learn.model.training if training == self.model_mode else training
 
 # %% ../../nbs/04_resnet.ipynb #79e100d6
 def _check_prob(p: float, name: str):
