@@ -15,7 +15,8 @@ The FSDD is read from --data-dir or $MINIAI_DATA (fsdd/fsdd_v1.0.10.npz). The JS
 - `diffusion`: per model (unconditional, conditional) the parameter count, final train/eval losses, training time;
 - `scores`: per set of clips (real training clips = the floors, unconditional samples, conditional samples per guidance
   scale) the FID against the test clips on the classifier's features, as generated and as heard (after Griffin-Lim),
-  and for the conditional sets the accuracy of the classifier on the requested digits, overall and per digit;
+  and for the real and conditional sets the accuracy of the classifier on the intended digits, overall (as generated
+  and as heard) and per digit (as heard);
 - `config`, `environment`, and the total wall time.
 With --wavs DIR, a few generated clips per digit are also written as WAV files.
 """

@@ -1,6 +1,6 @@
 """Pieces shared by the GPU benchmark scripts: the --compile option, compiled training at one batch shape, results files.
 
-Compiling the training step roughly doubles a small UNet's training images/s on a GPU (results/bench_ddpm.json:
+Compiling the training step more than doubles a small UNet's training images/s on a GPU (results/bench_ddpm.json:
 12,550 images/s with `reduce-overhead` against 5,158 eager), but each new input shape (the last incomplete batch)
 or grad mode compiles again. So `CompileCB` makes the training loader drop each epoch's incomplete batch during `fit`
 (the shuffle drops other images every epoch), and runs validation and everything after `fit` (sampling, at other

@@ -97,7 +97,8 @@ def markdown(res):
     L += ['', "Target (issue 4): cosine DDIM-100 at or below the course's 3.1 on the 2,048-sample protocol (the course's "
           "22_cosine notebook: 3.2 and 3.1 at 100 steps, 4.4 at 50; 2,048 unseeded samples, its own classifier's features). "
           "An FID is only comparable under one feature network: scaling the features by c scales every FID by c squared, "
-          "and two of our classifiers gave the same 2,048 real images 4.25 and 30.4 (`results/fid_floor.json`). "
+          "and two of our classifiers gave random draws of 2,048 real images 4.25 (`results/logs/gpu_2026-11-23_base.log`) "
+          "and 30.4 (`results/fid_floor.json`). "
           "So the column FID / floor (the real-image FID at the same sample count, in the same run) is the figure to "
           "compare: the course's 3.1 over its reals' 1.9 to 2.6 at 2,048 is 1.2 to 1.6.", '']
     L += runs_markdown(res)

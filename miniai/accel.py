@@ -15,10 +15,10 @@ from .core import atomic_write, default_device
 from .learner import Callback, batch_size
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'model_device', 'MixedPrecision', 'to_channels_last', 'ChannelsLastCB', 'fused_opt_func',
-           'CompileCB', 'synchronize', 'EMA', 'train_throughput', 'CheckpointError', 'rng_states', 'set_rng_states',
-           'checkpoint_state', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'CheckpointCB',
-           'NonFiniteLossError', 'NanGuardCB']
+__all__ = ['CHECKPOINT_FORMAT', 'model_device', 'MixedPrecision', 'check_precision', 'precision_callbacks', 'to_channels_last',
+           'ChannelsLastCB', 'fused_opt_func', 'CompileCB', 'synchronize', 'EMA', 'train_throughput', 'CheckpointError',
+           'rng_states', 'set_rng_states', 'checkpoint_state', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'CheckpointCB', 'NonFiniteLossError', 'NanGuardCB']
 
 # %% ../nbs/03_accel.ipynb #44e7b11c
 def model_device(model: nn.Module) -> torch.device:
@@ -66,6 +66,20 @@ class MixedPrecision(Callback):
         self._ctx = None
     def after_loss(self, learn): self._exit_autocast()
     def cleanup_batch(self, learn): self._exit_autocast()
+
+# %% ../nbs/03_accel.ipynb #c320c942
+def check_precision(precision: str | None) -> str | None: # 'bf16', 'fp16' or None
+    "`precision` itself if it is 'bf16', 'fp16' or None, else a `ValueError` that names it."
+    if precision not in ('bf16', 'fp16', None):
+        raise ValueError(f"`precision` must be 'bf16', 'fp16' or None, got {precision!r}")
+    return precision
+
+def precision_callbacks(precision: str | None,  # 'bf16', 'fp16' (with a GradScaler) or None (float32)
+                        device: str | torch.device,  # the training device: mixed precision is used on CUDA only
+                       ) -> list[Callback]:
+    "`[MixedPrecision(dtype)]` for `precision` on CUDA, else `[]`; a bad `precision` is refused on every device."
+    if check_precision(precision) is None or torch.device(device).type != 'cuda': return []
+    return [MixedPrecision(torch.bfloat16 if precision == 'bf16' else torch.float16)]
 
 # %% ../nbs/03_accel.ipynb #e345b52e
 def to_channels_last(x: Any) -> Any:
@@ -201,6 +215,7 @@ class EMA(Callback):
     @torch.no_grad()
     def copy_to(self, model: nn.Module):  # a model with the same parameter and buffer shapes
         "Copy the averaged weights, and the tracked model's buffers (BatchNorm statistics), into `model` for good."
+        if self._swapped: raise RuntimeError("EMA: swap the weights back before `copy_to` (inside `average()` the average is in the model)")
         ps = self._params_of(model)
         src, dst = ([], []) if model is self.model or self.model is None else (list(self.model.buffers()), list(model.buffers()))
         if [b.shape for b in src] != [b.shape for b in dst]:
@@ -221,19 +236,20 @@ class EMA(Callback):
         return {'decay': self.decay, 'warmup': self.warmup, 'n_updates': self.n_updates,
                 'shadow': dict(zip(self.names, self.shadow))}
 
-    def check_state_dict(self, sd: dict):
-        "Raise `ValueError` naming the problem if `sd` does not fit the tracked model's parameters."
-        names = list(sd.get('shadow', {}))
-        if names != self.names:
-            miss, extra = [n for n in self.names if n not in names], [n for n in names if n not in self.names]
+    def check_state_dict(self, sd: dict, model: nn.Module | None = None): # default: the tracked model's parameters
+        "Raise `ValueError` naming the problem if `sd` does not fit the tracked model's (or `model`'s) parameters."
+        own = list(zip(self.names, self.shadow)) if model is None else list(model.named_parameters())
+        names, own_names = list(sd.get('shadow', {})), [n for n, _ in own]
+        if names != own_names:
+            miss, extra = [n for n in own_names if n not in names], [n for n in names if n not in own_names]
             raise ValueError(f"EMA state is for other parameters (missing {miss[:3]}, unexpected {extra[:3]})")
-        bad = [f"{n}: {tuple(t.shape)} vs {tuple(s.shape)}" for n, t, s in zip(names, sd['shadow'].values(), self.shadow)
+        bad = [f"{n}: {tuple(t.shape)} vs {tuple(s.shape)}" for (n, s), t in zip(own, sd['shadow'].values())
                if t.shape != s.shape]
         if bad: raise ValueError(f"EMA state has other shapes: {bad[:3]}")
 
     @torch.no_grad()
     def load_state_dict(self, sd: dict):
-        "Restore `state_dict()` output (validated first: nothing changes if it does not fit)."
+        "Restore the average and update count of `state_dict()` output (checked first: a misfit changes nothing)."
         self.check_state_dict(sd)
         torch._foreach_copy_(self.shadow, [t.to(s.device) for t, s in zip(sd['shadow'].values(), self.shadow)])
         self.n_updates = int(sd['n_updates'])
@@ -416,10 +432,13 @@ def _load_plan(ck: dict, learn, where: str) -> list:
     elif ck['grad_scaler']: skip('grad scaler', 'this learner trains without float16 mixed precision')
     ema = _find_ema(learn)
     if ck['ema'] is not None and ema is not None:
-        if not ema.shadow or ema.model is not learn.model: ema.track(learn.model)
-        try: ema.check_state_dict(ck['ema'])
+        retrack = not ema.shadow or ema.model is not learn.model   # done when applied: a refusal changes nothing
+        try: ema.check_state_dict(ck['ema'], learn.model if retrack else None)
         except ValueError as e: raise CheckpointError(f"{where}: {e}") from None
-        plan.append(('ema', lambda: ema.load_state_dict(ck['ema'])))
+        def load_ema():
+            if retrack: ema.track(learn.model)
+            ema.load_state_dict(ck['ema'])
+        plan.append(('ema', load_ema))
     elif ck['ema'] is not None: skip('EMA', 'no EMA callback in this learner')
     elif ema is not None: skip('EMA', 'the checkpoint has none; the average restarts from the current weights')
     for name, st in _loader_states(learn).items():

@@ -333,7 +333,7 @@ def sine(freq: float, n_samples: int, sample_rate: int, amplitude: float = 1.) -
     return amplitude*torch.sin(2*torch.pi*freq*torch.arange(n_samples)/sample_rate)
 
 def mel_centers(spec: MelSpec) -> Tensor:
-    "Centre frequency (Hz) of each mel band: where its triangular filter peaks."
+    "Frequency (Hz) of the STFT bin where each mel band's triangular filter peaks: its centre, to within one bin."
     _, fb, _ = _mel_basis(spec, torch.device('cpu'))
     return fb.argmax(0)*spec.sample_rate/spec.n_fft
 

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 from .core import default_device, eval_mode
 from .learner import Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
-from .accel import EMA, MixedPrecision, fused_opt_func
+from .accel import EMA, MixedPrecision, fused_opt_func, precision_callbacks
 from .models.resnet import fashion_classifier, classifier_accuracy
 from .diffusion.ddpm import NoisifyCB
 from .diffusion.karras import noisify_karras
@@ -55,9 +55,10 @@ def digit_classifier(nfs: Sequence[int] = (16, 32, 64, 128), # channels of the s
     return fashion_classifier(nfs, drop)
 
 def digit_features(model: nn.Sequential) -> nn.Sequential:
-    "The classifier without its head (shared weights, eval mode): spectrograms -> (B, nfs[-1]) pooled features."
+    "The classifier without its head (shared weights; puts `model` in eval mode): spectrograms -> (B, nfs[-1]) pooled features."
     if not (isinstance(model, nn.Sequential) and len(model) > 4 and isinstance(model[-4], nn.Flatten)):
         raise TypeError("`model` must be a `digit_classifier` (an nn.Sequential ending in Flatten, Dropout, Linear, BatchNorm1d)")
+    model.eval()   # the whole classifier, not only the shared body: no model left half in training mode
     return model[:-3].eval()
 
 def train_digit_classifier(dls,                      # DataLoaders of (spectrograms, digits), e.g. `fsdd_dls`
@@ -97,9 +98,7 @@ def diffusion_learner(model: nn.Module,         # network F(c_in x, c_noise[, di
     else: core, n_inp = [NoisifyCB(noisify)], 2
     cbs = [*core, TrainCB(n_inp), OneCycleCB(lr), MetricsCB(), *cbs]
     if progress: cbs.append(ProgressCB())
-    if precision and device.type == 'cuda':
-        if precision not in ('bf16', 'fp16'): raise ValueError(f"`precision` must be 'bf16', 'fp16' or None, got {precision!r}")
-        cbs.append(MixedPrecision(torch.bfloat16 if precision == 'bf16' else torch.float16))
+    cbs += precision_callbacks(precision, device)
     return Learner(model.to(device), dls, F.mse_loss, lr=lr, cbs=cbs,
                    opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5), n_inp=n_inp)
 
@@ -116,7 +115,7 @@ def train_audio_diffusion(dls,                        # FSDD spectrogram DataLoa
                           seed: int = 42,
                           progress: bool = True,
                          ) -> tuple[SimpleDiffusion, Learner]:
-    "Train `simple_diffusion(cfg, n_classes)` for `cfg['epochs']` (EMA weights copied in at the end); returns it in eval mode and its Learner."
+    "Train `simple_diffusion(cfg, n_classes)` for `cfg['epochs']` (EMA weights copied in at the end if `cfg['ema']`); returns it in eval mode and its Learner."
     torch.manual_seed(seed)
     model = simple_diffusion(cfg, n_classes)
     ema = [EMA(cfg['ema'])] if cfg.get('ema') else []

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from .core import atomic_write, cache_dir, default_device, set_seed
 from .data import fashion_dls
 from .learner import RecorderCB, rec_loss
-from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, model_device, read_checkpoint,
-                          synchronize)
+from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
+                          read_checkpoint, synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
 from .fid import ImageEval, fashion_image_eval
@@ -142,7 +142,7 @@ def save_loss_plot(losses: Sequence[float],   # training loss per batch
 # %% ../nbs/99_cli.ipynb #30596435
 def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (trained in seconds)
                         classifier: str | Path | None = None, # weights of a trained classifier (default: the usual path)
-                        data_dir: str | Path | None = None,   # Fashion-MNIST folder (default: `$MINIAI_DATA`)
+                        data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                         progress: bool = True) -> Path:
     "Path of the Fashion-MNIST classifier used for FID and class accuracy, training it first if there is none yet."
     path = Path(classifier) if classifier else (cache_dir('models')/'fashion_classifier_tiny.safetensors' if quick
@@ -156,7 +156,7 @@ def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (t
 
 def fid_evaluator(quick: bool = False,  # tiny classifier and 2,000 reference images (CPU checks)
                   classifier: str | Path | None = None, # weights of a trained classifier (default: the usual path)
-                  data_dir: str | Path | None = None,   # Fashion-MNIST folder (default: `$MINIAI_DATA`)
+                  data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                   progress: bool = True) -> ImageEval:
     "The FID/KID evaluator of notebook 05, training its classifier first if there is none yet."
     path = fid_classifier_file(quick, classifier, data_dir, progress)
@@ -235,7 +235,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     lr: float = 4e-3,          # peak learning rate (one-cycle)
                     seed: int = 42,            # seeds the model init, the data order, the noise and the samples
                     quick: bool = False,       # tiny model, few images, one short epoch: a CPU check
-                    data_dir: str | Path | None = None, # Fashion-MNIST folder (default `$MINIAI_DATA`)
+                    data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                     limit: tuple | None = None,  # (n_train, n_test) subsets; default all ((320, 64) with `quick`)
                     method: str = 'ddim',      # sampler: 'ddim' or (linear) 'ddpm'
                     sample_steps: int | None = None, # DDIM steps, default 100 (10 with `quick`)
@@ -256,6 +256,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
                                                         ema_decay, p_uncond, classifier, conditional, guidance)
+    check_precision(precision)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
@@ -309,7 +310,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     metrics = dict(
         schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick),
         n_fid=n_fid, fid=scores.get('fid'), kid=scores.get('kid'), fid_note=None if n_fid else 'skipped (n_fid=0)',
-        feature_model='tiny quick-mode classifier (not comparable)' if quick and evaluator is None else 'fashion classifier (notebook 04)',
+        feature_model='the evaluator passed in' if evaluator is not None else
+                      'tiny quick-mode classifier (not comparable)' if quick else 'fashion classifier (notebook 04)',
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
         epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, precision=precision, compile=compile,
@@ -473,7 +475,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='miniai', description="miniai: diffusion models from scratch (fast.ai part 2 style).")
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     t = sub.add_parser('train', help='train a diffusion model on Fashion-MNIST and score it with FID/KID',
-                       description="Train the cosine-schedule diffusion model (notebook 08) on Fashion-MNIST; write "
+                       description="Train the cosine-schedule diffusion model (notebook 08; --schedule linear: notebook 06's DDPM) "
+                                   "on Fashion-MNIST; write "
                                    "samples.png, loss.png, model.safetensors and metrics.json (FID/KID) to --out.")
     t.add_argument('--out', default='miniai_run', help='output folder (default: %(default)s)')
     t.add_argument('--quick', action='store_true', help='tiny model, 320 images, 1 epoch, tiny FID classifier: a CPU check in about a minute')
@@ -481,16 +484,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--bs', type=_positive(int), help='batch size (default 512; 32 with --quick)')
     t.add_argument('--lr', type=_positive(float), default=4e-3, help='peak learning rate of the one-cycle schedule (default: %(default)s)')
     t.add_argument('--seed', type=int, default=42, help='seed of init, data order, noise and samples (default: %(default)s)')
-    t.add_argument('--data-dir', help='Fashion-MNIST folder with the 4 IDX .gz files (default: $MINIAI_DATA)')
+    t.add_argument('--data-dir', help='Fashion-MNIST folder with the 4 IDX .gz files (default: $MINIAI_DATA/fashion_mnist, else the Hugging Face hub)')
     t.add_argument('--schedule', choices=SCHEDULES, default='cosine', help='model family (default: %(default)s)')
     t.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only with --schedule linear (default: %(default)s)")
     t.add_argument('--sample-steps', type=_positive(int), help='DDIM steps (default 100; 10 with --quick)')
     t.add_argument('--n-grid', type=_positive(int), default=64, help='images in samples.png (default: %(default)s)')
     t.add_argument('--n-fid', type=int, help='samples for FID/KID (default 2048; 256 with --quick; 0 skips FID)')
-    t.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains; trained if missing)')
+    t.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains, a tiny one with --quick; trained if missing)')
     t.add_argument('--ema-decay', type=float, default=0.999, help='EMA decay of the weights (default: %(default)s)')
     t.add_argument('--precision', choices=('bf16', 'fp16', 'fp32'), default='bf16', help='mixed precision on CUDA (default: %(default)s)')
-    t.add_argument('--compile', choices=('default', 'reduce-overhead'), help='torch.compile the model (CUDA)')
+    t.add_argument('--compile', choices=('default', 'reduce-overhead'),
+                   help="torch.compile the training step (meant for CUDA; each epoch's last incomplete batch is dropped)")
     t.add_argument('--conditional', action='store_true', help='class-conditional model with classifier-free guidance (notebook 13)')
     t.add_argument('--p-uncond', type=float, default=0.1, help='with --conditional: probability of training without the label (default: %(default)s)')
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
@@ -503,7 +507,7 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument('--out', default='miniai_samples', help='output folder (default: %(default)s)')
     sm.add_argument('-n', '--n', type=_positive(int), default=64, help='number of samples (default: %(default)s)')
     sm.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only for a linear-schedule model (default: %(default)s)")
-    sm.add_argument('--steps', type=_positive(int), default=100, help='DDIM steps (default: %(default)s)')
+    sm.add_argument('--steps', type=_positive(int), default=100, help='DDIM steps; ddpm takes every step of the schedule (default: %(default)s)')
     sm.add_argument('--eta', type=float, default=1., help='DDIM noise, >= 0 (default: %(default)s)')
     sm.add_argument('--seed', type=int, default=0, help='seed of the sample set (default: %(default)s)')
     sm.add_argument('--bs', type=_positive(int), default=512, help='images per batch (default: %(default)s)')
@@ -516,9 +520,9 @@ def _parser() -> argparse.ArgumentParser:
     fd = sub.add_parser('fid', help='FID/KID of a sample set (.npy of images in [-1, 1]) against the Fashion-MNIST test set',
                         description="Score a sample set with the FID/KID of notebook 05.")
     fd.add_argument('samples', help='an .npy file of images (N, 1, 32, 32) in [-1, 1] (e.g. from `miniai sample`), or a folder of 32x32 grey PNGs')
-    fd.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains; trained if missing)')
+    fd.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains, a tiny one with --quick; trained if missing)')
     fd.add_argument('--quick', action='store_true', help='tiny classifier and 2,000 reference images: a CPU check, not comparable')
-    fd.add_argument('--data-dir', help='Fashion-MNIST folder (default: $MINIAI_DATA)')
+    fd.add_argument('--data-dir', help='Fashion-MNIST folder (default: $MINIAI_DATA/fashion_mnist, else the Hugging Face hub)')
     fd.add_argument('--labels', help='labels.npy of a conditional sample set (as `miniai sample` writes it): adds the class accuracy')
     fd.add_argument('--json', help='also write the scores to this JSON file')
     fd.add_argument('--no-progress', action='store_true', help='no progress bars')

@@ -60,7 +60,7 @@ class CorruptDataError(ValueError, DataError):
 
 # %% ../nbs/01_data.ipynb #5d99426c
 def read_idx(path: str | Path) -> np.ndarray:
-    "Read an (optionally gzipped) IDX file of unsigned bytes into a NumPy array, checking its header."
+    "Read an (optionally gzipped) IDX file of unsigned bytes into a read-only NumPy array, checking its header."
     path = Path(path)
     opener = gzip.open if path.suffix == '.gz' else open
     try:
@@ -103,7 +103,7 @@ def verify_files(folder: Path, expected: dict[str, str]):
                                    f"original file: replace it (or remove the folder to use another source).\n{_HOW_TO}")
 
 def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
-    "First folder holding all 4 verified Fashion-MNIST files (or None), and a note on every folder rejected."
+    "First folder with the 4 files (or None), notes on those rejected; a bad checksum raises `CorruptDataError`."
     tried = []
     for d in fashion_mnist_dirs(data_dir):
         present = [n for n in FASHION_SHA256 if (d/n).is_file()]
@@ -357,7 +357,7 @@ def show_images(ims,                          # a batch tensor (N,...) or a list
                 titles: Sequence[str] | None = None,
                 imsize: float = 1.5,          # inches per image
                 suptitle: str | None = None,
-                value_range: tuple | None = None, # range of float pixels; default decided once for the whole batch
+                value_range: tuple | None = None, # range of float pixels; default: per batch of tensors, else per image
                 **kwargs):
     "Show images in a grid (default: as square as possible) with optional titles; returns the axes array."
     ims = list(ims)
@@ -519,7 +519,7 @@ def fashion_dls(bs: int = 512,                      # batch size
                 device: str | torch.device | None = None,
                 limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
                 seed: int | None = None,            # seed of the training loader's shuffle generator
-                sample: bool = False,               # use the shipped sample (3,000 images)
+                sample: bool = False,               # use the shipped sample (3,000 images); fallback when `limit` or quick
                 holdout: int = 0,                   # if > 0: validate on this many training images (a fixed random split) instead of the test set
                ) -> DataLoaders:
     "Fashion-MNIST `DataLoaders` of `DeviceImageLoader`s: train (shuffled) and test (or a held-out part of train), on the device."

@@ -46,7 +46,7 @@ def barrier():
 def init_distributed(backend: str | None = None,  # 'nccl' (CUDA) or 'gloo' (CPU); default: from `default_device()`
                      timeout: float = 600.,  # seconds a collective waits for a missing process before failing
                     ) -> tuple[int, int]:
-    "Join the process group described by `torchrun`'s environment; returns `(rank, world_size)`, `(0, 1)` without `torchrun`."
+    "Join the process group described by `torchrun`'s environment; returns `(rank, world_size)`, `(0, 1)` without `torchrun`; on CUDA it selects GPU `LOCAL_RANK`."
     if dist.is_available() and dist.is_initialized(): return get_rank(), get_world_size()
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world <= 1: return 0, 1
@@ -291,6 +291,7 @@ def load_samples(path: str | Path) -> torch.Tensor:
     if not path.is_file(): raise FileNotFoundError(f"no sample file at {path}")
     try: a = np.load(path, allow_pickle=False)
     except Exception as e: raise ValueError(f"{path} is not a complete .npy sample file ({type(e).__name__}: {e})") from e
+    if not isinstance(a, np.ndarray): raise ValueError(f"{path} is not a .npy sample file (an .npz archive of several arrays?)")
     return torch.from_numpy(a)
 
 # %% ../nbs/18_distributed.ipynb #e5475324

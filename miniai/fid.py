@@ -127,7 +127,7 @@ def mmd2_unbiased(x: Tensor, # features of the first set (n, d), float64
 def kid_from_feats(a: Tensor, # features of the first set (n_a, d)
                    b: Tensor, # features of the second set (n_b, d)
                    n_subsets: int | None = None, # None: one estimate from all pairs; else average over this many random subsets
-                   subset_size: int = 1000, # rows drawn (without replacement) from each set per subset
+                   subset_size: int = 1000, # rows drawn per set and subset (no replacement; capped at the smaller set)
                    seed: int = 0, # seed of the subset draws
                   ) -> float:
     "KID: unbiased MMD^2 with the kernel (x.y/d + 1)^3, from all pairs or averaged over random subsets."
@@ -146,7 +146,7 @@ def check_images(x: Tensor,                     # images to check
                  name: str = 'samples',         # name used in messages
                  strict: bool = True,           # 16+ images all in the upper half of the range (images in [0, 1]) are an error
                 ):
-    "Raise a clear error unless `x` is a finite float batch (N, *shape) within `value_range` (+- `tol`)."
+    "Raise unless `x` is a finite float batch (N, *shape) within `value_range` (+- `tol`); warn on a narrow span."
     lo_r, hi_r = value_range
     if not isinstance(x, Tensor): raise TypeError(f"`{name}` must be a torch.Tensor of images, got {type(x).__name__}")
     if not x.is_floating_point():
@@ -333,7 +333,7 @@ def _to_fid_range(images_u8: Tensor) -> Tensor:
                              device='cpu').get_batch(torch.arange(len(images_u8)))[0]
 
 def fashion_fid_images(split: str = 'test',  # 'train' or 'test'
-                       data_dir: str | Path | None = None, # Fashion-MNIST folder (default: `$MINIAI_DATA`, see `fashion_mnist_arrays`)
+                       data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub; see `fashion_mnist_arrays`)
                        n: int | None = None, # a random subset of `n` images (None: all of them, in order)
                        seed: int = 0,        # seed of the subset
                       ) -> Tensor:
@@ -345,13 +345,13 @@ def fashion_fid_images(split: str = 'test',  # 'train' or 'test'
     return _to_fid_range(x)
 
 def fashion_image_eval(classifier_path: str | Path | None = None, # weights of the trained classifier (default: `fashion_classifier_path()`)
-                       data_dir: str | Path | None = None, # Fashion-MNIST folder (default: `$MINIAI_DATA`)
+                       data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                        bs: int = 512,                      # batch size of feature extraction
                        device: str | torch.device | None = None, # default: `default_device()`
                        cache: bool | str | Path = True,    # cache the reference statistics (see `ImageEval`)
                        n_ref: int | None = None,           # use a random subset of the test set as reference (quick runs only)
                       ) -> ImageEval:
-    "`ImageEval` with the trained Fashion-MNIST classifier's 512-d features and the 10,000 test images as reference."
+    "`ImageEval` with the trained classifier's features (512-d with the default `nfs`) and test images as reference."
     try: model = load_fashion_classifier(classifier_path, device)
     except FileNotFoundError as e: raise FileNotFoundError(f"FID needs the trained Fashion-MNIST classifier: {e}") from None
     return ImageEval(classifier_features(model), fashion_fid_images('test', data_dir, n=n_ref), bs=bs, cache=cache)
@@ -361,7 +361,7 @@ def real_image_floor(ie: ImageEval,  # the evaluator (e.g. `fashion_image_eval()
                      sizes: tuple = (512, 2048, 10_000), # numbers of real images per evaluation
                      n_draws: int = 3,  # independent random draws per size
                      split: str = 'train', # where the real images come from
-                     data_dir: str | Path | None = None, # Fashion-MNIST folder (default: `$MINIAI_DATA`)
+                     data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                      seed: int = 0,     # seed of the draws
                      progress: bool = True, # show a progress bar
                     ) -> list[dict]:

@@ -241,7 +241,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
                    limit: tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets (quick runs)
                    progress: bool = True,             # progress bars while reading image files
                   ) -> ImageSet:
-    "Load an RGB image set as uint8 tensors (N, 3, H, W) + labels, with a class-balanced held-out test split."
+    "Load an RGB image set (uint8 (N, 3, H, W) + labels) with a test split: the source's own, else a class-balanced one."
     if isinstance(source, str) and source in IMAGE_SETS: s = _from_npz(_find_named(source, data_dir), test_frac, seed)
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):
@@ -331,10 +331,12 @@ def train_image_classifier(imset: ImageSet,         # training split used for tr
     return model.eval(), classifier_accuracy(model, dls.valid)
 
 # %% ../nbs/14b_images.ipynb #9775bfbb
-def image_fid_eval(classifier: nn.Sequential,  # a trained `image_classifier`
+def image_fid_eval(classifier: nn.Sequential,  # a trained `image_classifier` (put in eval mode)
                    ref: Tensor,                # reference images: uint8 (N, C, H, W), or floats in [-1, 1]
                    bs: int = 256,              # batch size of feature extraction
                   ) -> ImageEval:
     "`ImageEval` (notebook 05) with the classifier's penultimate features and `ref` as the reference set."
     ref = images_to_float(ref) if ref.dtype == torch.uint8 else ref
-    return ImageEval(ImageFeatures(classifier).eval(), ref, bs=bs, img_shape=tuple(ref.shape[1:]))
+    feats = ImageFeatures(classifier)   # checks `classifier` first
+    classifier.eval()   # the whole classifier, not only the shared body
+    return ImageEval(feats.eval(), ref, bs=bs, img_shape=tuple(ref.shape[1:]))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
-from .accel import MixedPrecision, fused_opt_func
+from .accel import fused_opt_func, precision_callbacks
 from .core import atomic_write, check_finite, default_device, eval_mode, hub_offline_reason
 from .data import DataLoaders
 from .fid import model_device, tensor_hash, weights_hash
@@ -142,7 +142,7 @@ def conv_vae_learner(vae: ConvVAE,                    # the VAE to train
                      dls: DataLoaders,                # loaders of `(images in [-1, 1], labels)`, e.g. `image_dls`
                      loss: ConvVAELoss | None = None, # default `ConvVAELoss()`
                      lr: float = 1e-3,                # peak of the one-cycle schedule
-                     precision: str | None = 'bf16',  # 'bf16' or None; CUDA only
+                     precision: str | None = 'bf16',  # 'bf16', 'fp16' (with a GradScaler) or None; CUDA only
                      progress: bool = True,           # progress bars and the metrics table
                      plot: bool = False,              # live loss plot (in a notebook)
                      device: str | torch.device | None = None, # default `default_device()`
@@ -151,7 +151,7 @@ def conv_vae_learner(vae: ConvVAE,                    # the VAE to train
     loss = loss or ConvVAELoss()
     device = torch.device(device or default_device())
     cbs = [DeviceCB(device), BatchTransformCB(autoencoder_batch), TrainCB(), OneCycleCB(lr), MetricsCB(**loss.metrics())]
-    if precision and device.type == 'cuda': cbs.append(MixedPrecision())
+    cbs += precision_callbacks(precision, device)
     if progress: cbs.append(ProgressCB(plot=plot))
     return Learner(vae, dls, loss, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
 

@@ -136,7 +136,7 @@ class FuncMetric(Mean):
     "A torcheval `Mean` of `fn(preds, target)` over batches (weighted by batch size): logs one part of a loss."
     def __init__(self,
                  fn: Callable[..., Tensor], # `fn(preds, target)` -> scalar tensor (a batch mean)
-                 device: torch.device | None = None):
+                 device: torch.device | None = None): # device of the sums (None: the CPU; `MetricsCB` moves it)
         super().__init__(device=device)
         self.fn = fn
 

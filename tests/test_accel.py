@@ -417,6 +417,41 @@ def test_ema_copy_to_exports_buffers_too():
     with pytest.raises(ValueError, match='another architecture'): ema.copy_to(tiny_model(w=8))
 
 
+def test_ema_copy_to_inside_average_is_refused():
+    "Inside `average()` the model holds the average and the shadow the live weights: `copy_to` would export the wrong ones."
+    ema = EMA(0.9)
+    learn = tiny_learner(cbs=[ema])
+    learn.fit(1, valid=False)
+    with ema.average():
+        with pytest.raises(RuntimeError, match='swap the weights back'): ema.copy_to(tiny_model())
+    fresh = tiny_model()
+    ema.copy_to(fresh)
+    assert all(torch.equal(p, s) for p, s in zip(fresh.parameters(), ema.shadow))
+
+
+def test_refused_ema_state_leaves_the_ema_as_it_was(tmp_path):
+    "A checkpoint whose EMA state does not fit is refused before the EMA is touched (it keeps its model and average)."
+    ck = read_checkpoint(save_checkpoint(tmp_path/'a.pt', _trained_with_state(1)))
+    ck['ema']['shadow'] = {'x.' + n: t for n, t in ck['ema']['shadow'].items()}   # other parameter names
+    torch.save(ck, tmp_path/'b.pt')
+    ema, other = EMA(), tiny_model()
+    ema.track(other)
+    before = [s.clone() for s in ema.shadow]
+    target = tiny_learner(seed=2, cbs=[ema])
+    with pytest.raises(CheckpointError, match='other parameters'): load_checkpoint(tmp_path/'b.pt', target)
+    assert ema.model is other and all(torch.equal(a, b) for a, b in zip(before, ema.shadow))
+
+
+def test_precision_callbacks():
+    "Mixed precision on CUDA only, float16 with its scaler's dtype; a bad value refused on every device."
+    from miniai.accel import precision_callbacks
+    assert precision_callbacks('bf16', 'cpu') == [] and precision_callbacks(None, 'cuda') == []
+    assert [cb.dtype for cb in precision_callbacks('fp16', torch.device('cuda'))] == [torch.float16]
+    assert [cb.dtype for cb in precision_callbacks('bf16', 'cuda:0')] == [torch.bfloat16]
+    for bad in ('bf61', '', 'fp32', torch.float16):
+        with pytest.raises(ValueError, match="must be 'bf16', 'fp16' or None"): precision_callbacks(bad, 'cpu')
+
+
 def test_resume_into_a_fit_of_another_length_is_refused(tmp_path):
     "A one-cycle schedule planned for 3 epochs cannot continue in a 5-epoch fit: refused before anything loads."
     p = tmp_path/'ck.pt'

@@ -333,6 +333,9 @@ def test_digit_features_are_the_classifier_body():
         f = digit_features(m)(x)
         assert f.shape == (3, 8)
         torch.testing.assert_close(m[-3:](f), m(x))                   # the head on the features gives the logits
+    fresh = digit_classifier((4, 8))                                   # in training mode, as made
+    digit_features(fresh)
+    assert not any(mod.training for mod in fresh.modules())            # the head too: no classifier left half in training mode
 
 
 def test_evaluate_generation_scores_what_was_asked(monkeypatch):

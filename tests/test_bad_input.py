@@ -23,16 +23,18 @@ from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, Missi
                          fashion_dls, fashion_mnist_arrays, read_idx, write_idx)
 from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
-from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
+from miniai.diffusion.ddpm import ddpm_learner, ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
+from miniai.audio_diffusion import diffusion_learner
+from miniai.distributed import load_samples
 from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
 from miniai.diffusion.karras import noisify_karras, sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample
 from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
 from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
-from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, encode_images, open_latent_cache,
+from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, conv_vae_learner, encode_images, open_latent_cache,
                             write_latent_cache)
 from miniai.learner import Learner, OneCycleCB, TrainLearner
 from miniai.models.resnet import random_erase, random_flip
@@ -75,6 +77,11 @@ def _learner(model=None, loss_func=F.mse_loss, cbs=()):
 def _nan_loss(p, y): return F.mse_loss(p, y) * NAN
 
 def _weights(m): return [p.detach().clone() for p in m.parameters()]
+
+
+def _npz_samples(tmp):
+    np.savez(tmp/'samples.npz', x=np.zeros((2, 1, 4, 4), np.float32))
+    return lambda: load_samples(tmp/'samples.npz')
 
 
 def _before_training(**kw):
@@ -347,6 +354,14 @@ ROWS = [
     ('cli.train_diffusion', 'epochs=0', ValueError, '`epochs` must be >= 1, got 0', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, epochs=0)),
     ('cli.train_diffusion', 'more DDIM steps than the linear schedule has (before training)', ValueError, '`steps` must be between 1 and 100, got 500', _before_training(schedule='linear', sample_steps=500)),
     ('cli.train_diffusion', 'sample_steps=1 for the cosine grid (before training)', ValueError, '`steps` must be >= 2', _before_training(sample_steps=1)),
+    ('cli.train_diffusion', "precision='bf61' (before any work)", ValueError, "`precision` must be 'bf16', 'fp16' or None, got 'bf61'", _before_training(precision='bf61')),
+    ('diffusion.ddpm.ddpm_learner', "precision='bf61' on a CPU (was accepted off CUDA)", ValueError, "`precision` must be 'bf16', 'fp16' or None, got 'bf61'",
+     _fp(lambda: ddpm_learner(nn.Linear(1, 1), None, noisify_cosine, precision='bf61', progress=False, device='cpu'))),
+    ('latents.conv_vae_learner', "precision='fp61' on a CPU (was accepted, and 'fp16' trained in bf16)", ValueError, "`precision` must be 'bf16', 'fp16' or None, got 'fp61'",
+     _fp(lambda: conv_vae_learner(nn.Linear(1, 1), None, precision='fp61', progress=False, device='cpu'))),
+    ('audio_diffusion.diffusion_learner', "precision='bf61' on a CPU (was accepted off CUDA)", ValueError, "`precision` must be 'bf16', 'fp16' or None, got 'bf61'",
+     _fp(lambda: diffusion_learner(nn.Linear(1, 1), None, 0.5, precision='bf61', progress=False, device='cpu'))),
+    ('distributed.load_samples', '.npz archive instead of .npy', ValueError, 'is not a .npy sample file', _npz_samples),
     ('cli.class_accuracy', '3 labels for 2 images', ValueError, '3 labels for 2 images', _fp(lambda: class_accuracy(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1, 2])))),
     ('cli.fid_of_samples', 'labels.npy of floats', ValueError, 'must hold a vector of integer class labels', _float_labels),
     ('diffusion.guidance.GuidedModel', '3 labels for a batch of 2', ValueError, '3 labels for a batch of 2 images', lambda tmp: lambda: GuidedModel(_unet(), [0, 1, 2])(torch.zeros(2, 1, 8, 8), torch.rand(2))),

@@ -276,6 +276,7 @@ def test_train_diffusion_writes_outputs(tmp_path):
     m = json.loads((tmp_path/'metrics.json').read_text())
     assert {p.name for p in tmp_path.iterdir()} >= {'samples.png', 'loss.png', 'model.safetensors', 'metrics.json'}
     assert math.isfinite(m['fid']) and m['nfe'] == 2 and m['epochs'] == 1 and m['n_train'] == 64
+    assert m['feature_model'] == 'the evaluator passed in'   # not the quick-mode classifier's name
     sd = load_file(str(tmp_path/'model.safetensors'))
     with res['ema'].average(): ref = {k: v.detach().clone() for k, v in res['learn'].model.state_dict().items()}
     assert sd.keys() == ref.keys() and all(torch.equal(sd[k], ref[k].cpu()) for k in sd)  # the averaged weights

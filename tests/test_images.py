@@ -140,7 +140,9 @@ def test_classifier_learns_and_features():
     f = ImageFeatures(model).eval()
     assert f(images_to_float(x[:3])).shape == (3, 8)
     with pytest.raises(ValueError, match=r'\(\*, 3, \*, \*\)'): f(torch.zeros(2, 1, 16, 16))
+    model.train()
     ie = image_fid_eval(model, s.test_x)
+    assert not any(m.training for m in model.modules())   # the whole classifier in eval mode, head included
     assert ie.fid(images_to_float(s.test_x)) == pytest.approx(0, abs=1e-6)      # the reference against itself
     assert ie.fid(images_to_float(s.test_x[s.test_y == 0])) > 1                  # one class only: far from the mix
     with pytest.raises(ValueError): image_classifier(0)

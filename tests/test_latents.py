@@ -330,3 +330,14 @@ def test_conv_vae_forward_samples_the_posterior(vae):
     torch.testing.assert_close(o.mu, mean); torch.testing.assert_close(o.logvar, logvar.clamp(-30, 20))
     torch.testing.assert_close(o.recon, want, atol=1e-5, rtol=1e-5)
     with torch.no_grad(): assert (o.recon - vae.decode(mean)).abs().max() > 1e-4   # a sample, not the mean
+
+
+@pytest.mark.parametrize('precision, dtype', [('fp16', torch.float16), ('bf16', torch.bfloat16), (None, None)])
+def test_conv_vae_learner_mixed_precision_is_the_one_asked_for(precision, dtype):
+    "On CUDA the VAE trains in the precision asked for ('fp16' was silently bf16); the learner is only built here."
+    from miniai.accel import MixedPrecision
+    from miniai.latents import conv_vae_learner
+    learn = conv_vae_learner(nn.Linear(1, 1), None, precision=precision, progress=False, device='cuda')
+    assert [cb.dtype for cb in learn.cbs if isinstance(cb, MixedPrecision)] == ([dtype] if dtype else [])
+    cpu = conv_vae_learner(nn.Linear(1, 1), None, precision=precision, progress=False, device='cpu')
+    assert not any(isinstance(cb, MixedPrecision) for cb in cpu.cbs)     # float32 on a CPU

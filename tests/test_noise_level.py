@@ -35,6 +35,11 @@ def test_noise_level_model_and_no_time_model():
     assert out.shape == (5, 1)
     a = predict_abar(m, torch.randn(5, 1, 32, 32))
     assert a.shape == (5,) and ((a > 0) & (a < 1)).all()
+    m.train()                                  # just trained: dropout on, BatchNorm in batch mode
+    bn = next(mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d))
+    stats, x = bn.running_mean.clone(), torch.randn(5, 1, 32, 32)
+    torch.testing.assert_close(predict_abar(m, x), predict_abar(m, x))   # eval mode inside: no dropout
+    assert torch.equal(bn.running_mean, stats) and m.training             # statistics untouched, mode given back
     seen = []
     inner = lambda x, t: (seen.append(t), x)[1]
     nt = NoTimeModel(inner)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from ..core import default_device, check_finite, eval_mode
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
-from ..accel import MixedPrecision, fused_opt_func, model_device
+from ..accel import fused_opt_func, model_device, precision_callbacks
 
 # %% auto #0
 __all__ = ['DDPMSchedule', 'linear_schedule', 'noisify_ddpm', 'DiffusersUNet', 'diffusers_unet', 'init_ddpm', 'NoisifyCB',
@@ -130,7 +130,7 @@ def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channe
 
 # %% ../../nbs/06_ddpm.ipynb #2d06f822
 def init_ddpm(model: nn.Module) -> nn.Module:
-    "Zero each ResNet's second conv and the output conv, orthogonal downsamplers (for a diffusers `UNet2DModel`)."
+    "Zero conv2 of the down/up (not mid) ResNets and conv_out; orthogonal downsamplers (diffusers `UNet2DModel`)."
     unet = getattr(model, 'unet', model)
     for block in (*unet.down_blocks, *unet.up_blocks):
         for res in block.resnets: nn.init.zeros_(res.conv2.weight)
@@ -155,7 +155,7 @@ def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -
                  noisify: Callable,       # x0 -> ((x_t, t), eps), on the device
                  lr: float = 4e-3,        # peak of the one-cycle schedule
                  cbs: Sequence = (),      # extra callbacks (EMA, checkpoints...)
-                 precision: str | None = 'bf16', # 'bf16', 'fp16' (with a GradScaler) or None; ignored on a CPU
+                 precision: str | None = 'bf16', # 'bf16', 'fp16' (with a GradScaler) or None; used on CUDA only (a bad value is refused anywhere)
                  progress: bool = True,   # progress bars and the metrics table
                  plot: bool = False,      # live loss plot (in a notebook)
                  device: str | torch.device | None = None, # default `default_device()`
@@ -167,9 +167,7 @@ def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -
     prepare = [NoisifyCB(noisify)] if prepare is None else list(prepare)
     cbs = [*prepare, TrainCB(n_inp=n_inp), OneCycleCB(lr), MetricsCB(), *cbs]
     if progress: cbs.append(ProgressCB(plot=plot))
-    if precision and device.type == 'cuda':
-        if precision not in ('bf16', 'fp16'): raise ValueError(f"`precision` must be 'bf16', 'fp16' or None, got {precision!r}")
-        cbs.append(MixedPrecision(torch.bfloat16 if precision == 'bf16' else torch.float16))
+    cbs += precision_callbacks(precision, device)
     opt = fused_opt_func(torch.optim.Adam, eps=1e-5)
     return Learner(model.to(device), dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=opt, n_inp=n_inp)
 
@@ -201,7 +199,7 @@ def check_output(out, x: Tensor, who: str = 'the model') -> Tensor:
     return out
 
 def predict_noise(model: Callable, x: Tensor, t: Tensor) -> Tensor:
-    "Call the denoiser `model(x, t)` and check that it returns a float32 tensor of `x`'s shape."
+    "Call the denoiser `model(x, t)`, check that it returns a tensor of `x`'s shape, and return that as float32."
     return check_output(model(x, t), x).float()
 
 def check_clamp(clamp: float | None) -> float | None: # None (no clamp) or the bound of x0-hat

@@ -117,7 +117,7 @@ class CondNoisifyCB(Callback):
 def label_accuracy(clf: nn.Module,   # a classifier returning logits (used on its own device, in eval mode)
                    images: Tensor,   # generated images (N, ...) the classifier takes
                    labels: Tensor,   # the class each image was drawn for (N,)
-                   n_classes: int = 10,
+                   n_classes: int = 10, # number of classes (valid labels are 0..n_classes-1)
                    bs: int = 512,    # images classified at a time
                   ) -> dict:
     "How often `clf` sees the requested class: {'accuracy': overall, 'per_class': list (None for a class not requested)}."

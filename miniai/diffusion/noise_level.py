@@ -9,7 +9,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from ..core import default_device, check_finite
+from ..core import default_device, check_finite, eval_mode
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
@@ -48,7 +48,7 @@ def flat_mse(preds: Tensor, targets: Tensor) -> Tensor:
 def noise_level_model(nfs: Sequence[int] = DEFAULT_NFS, # channels of the stem and of each stride-2 block
                       drop: float = 0.2,                # dropout probability
                      ) -> nn.Sequential:
-    "Notebook 04's ResNet with a 1-output head: (B, 1, 32, 32) noisy images -> (B, 1) predicted logit(ᾱ)."
+    "Notebook 04_resnet's ResNet with a 1-output head: (B, 1, 32, 32) noisy images -> (B, 1) predicted logit(ᾱ)."
     body = fashion_classifier(nfs, drop)[:-2]   # drop the 10-class Linear and its BatchNorm1d
     return nn.Sequential(*body, nn.Linear(nfs[-1], 1, bias=False))
 
@@ -68,10 +68,9 @@ def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
     return Learner(model.to(device), dls, flat_mse, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.Adam, eps=1e-5))
 
 # %% ../../nbs/09_noise_pred.ipynb #70fd406f
-@torch.no_grad()
 def predict_abar(level_model: nn.Module, x: Tensor) -> Tensor:
-    "ᾱ of each noisy image in `x` as estimated by `level_model`: `sigmoid(logit)`, shape (B,)."
-    return level_model(x).float().sigmoid().flatten()
+    "ᾱ of each noisy image in `x` as estimated by `level_model` (in eval mode, no gradients): `sigmoid(logit)`, shape (B,)."
+    with eval_mode(level_model): return level_model(x).float().sigmoid().flatten()
 
 # %% ../../nbs/09_noise_pred.ipynb #d46bd365
 class NoTimeModel(nn.Module):
@@ -85,7 +84,7 @@ class NoTimeModel(nn.Module):
 # %% ../../nbs/09_noise_pred.ipynb #51f7bce8
 def estimate_abar(level_model: nn.Module, # predicts logit(ᾱ) of noisy images
                   x: Tensor,              # noisy images (B, C, H, W)
-                  band: float = 2.,       # keep estimates within [median/band, median*band]
+                  band: float = 2.,       # keep estimates within [median/band, median*band], capped at 1
                  ) -> Tensor:
     "Per-image ᾱ from `level_model`, clamped around the batch median, shaped (B, 1, 1, 1)."
     a = predict_abar(level_model, x)
@@ -98,7 +97,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
                             shape: Sequence[int],   # (B, C, H, W) of the samples
                             steps: int = 100,       # DDIM steps over the cosine schedule
                             eta: float = 1.,        # 0: deterministic; 1: DDPM-like noise
-                            band: float = 2.,       # clamp each ᾱ estimate to [median/band, median*band]
+                            band: float = 2.,       # clamp each ᾱ estimate to [median/band, median*band], capped at 1
                             clamp: float | None = 1., # clamp x0-hat to [-clamp, clamp]
                             generator: int | torch.Generator | None = None, # seed or generator (on the model's device)
                             progress: bool = False, # show a progress bar

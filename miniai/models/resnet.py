@@ -237,7 +237,7 @@ def random_erase(x: torch.Tensor,    # batch (N, C, H, W)
                  p: float = 0.25,    # probability of erasing a rectangle in each image
                  max_frac: float = 0.4, # largest height and width of the rectangle, as a fraction of the image's
                 ) -> torch.Tensor:
-    "Replace a random rectangle of each image (with probability `p`) by noise with the batch's mean and std."
+    "Fill a random rectangle of each image (probability `p`) with noise of the batch's mean and std, clipped to its range."
     _check_batch(x, 'random_erase'); _check_prob(p, 'p')
     if not 0 < max_frac <= 1: raise ValueError(f"`max_frac` must be in (0, 1], got {max_frac}")
     n, c, h, w = x.shape
@@ -303,14 +303,14 @@ def fashion_classifier_learner(bs: int = 256,          # batch size
                                lr: float = 1e-2,       # peak learning rate of the one-cycle schedule
                                nfs: Sequence[int] = DEFAULT_NFS, # channels (see `fashion_classifier`)
                                drop: float = 0.1,      # dropout probability
-                               augment: bool = True,   # GPU batch augmentation (`AugmentCB`) in training
+                               augment: bool = True,   # batch augmentation on the device (`AugmentCB`) in training
                                erase_p: float = 0.,    # random-erase probability of the augmentation
-                               crop_pad: int = 1,      # random shift of the augmentation's crop, in pixels (0: flips only)
+                               crop_pad: int = 1,      # random shift of the augmentation's crop, in pixels (0: no crop)
                                label_smoothing: float = 0., # label smoothing of the cross-entropy loss (0: none)
                                mixed_precision: bool | None = None, # bf16 autocast (`MixedPrecision`); None: on CUDA only
                                limit: tuple[int, int] | None = None, # (n_train, n_test) class-balanced subsets (quick mode)
                                holdout: int = 0,       # if > 0: validate on this many held-out training images, not the test set
-                               data_dir: str | Path | None = None,   # Fashion-MNIST folder (default: `$MINIAI_DATA`)
+                               data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, hub)
                                device: str | torch.device | None = None, # default: `default_device()`
                                seed: int | None = 42,  # seeds the model init, the shuffling and the augmentation
                                progress: bool = True,  # progress bars and per-epoch metrics

@@ -100,7 +100,7 @@ class SimpleDiffusion(EmbUNetModel):
         self.mid_block = TransformerMid(4*nfs[0], nfs[-1], self.grid, n_mids, mid_attn_chans)
 
 def init_simple_diffusion(model: SimpleDiffusion) -> SimpleDiffusion:
-    "Zero the last conv of every res block (each starts as its shortcut), as the lesson's `init_ddpm` did."
+    "Zero the last conv of every res block (each starts as its shortcut plus that conv's bias), as the lesson's `init_ddpm` did."
     for blk in (*model.down_blocks, *model.up_blocks):
         for r in blk.resnets: nn.init.zeros_(r.conv2[-1].weight)
     return model

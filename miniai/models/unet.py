@@ -139,7 +139,7 @@ class UNetModel(nn.Module):
 
 # %% ../../nbs/11_unet.ipynb #e97409b7
 def timestep_embedding(t: Tensor | float,      # noise levels / time steps, shape (B,) (or a scalar; numbers and lists are converted)
-                       dim: int,               # embedding size
+                       dim: int,               # embedding size (if odd, the last column is zero)
                        max_period: float = 10000., # the slowest frequency is 1/max_period (a finite number > 1)
                       ) -> Tensor:
     "Sinusoidal embedding `(B, dim)`: `[sin(t f_j), cos(t f_j)]` with `f_j = max_period**(-j/(dim//2 - 1))`."
