@@ -44,6 +44,11 @@ def test_label_errors(model):
         with pytest.raises((ValueError, TypeError), match=msg): GuidedModel(model, bad, 2.)
     with pytest.raises(ValueError, match='3 labels for a batch of 2'): GuidedModel(model, [0, 1, 2], 2.)(torch.randn(2, 1, 8, 8), torch.rand(2))
     with pytest.raises(ValueError, match='finite'): GuidedModel(model, 1, float('inf'))
+    for bad in (np.bool_(True), torch.tensor(2.), '2'):                # not numbers: refused, named
+        with pytest.raises(ValueError, match='finite number'): GuidedModel(model, 1, bad)
+    x, t = torch.randn(2, 1, 8, 8), torch.rand(2)
+    with torch.no_grad():                                                # numpy scalars are numbers too
+        assert torch.equal(GuidedModel(model, 1, np.float32(2.))(x, t), GuidedModel(model, 1, 2.)(x, t))
     with pytest.raises(ValueError, match='not class-conditional'): GuidedModel(EmbUNetModel(1, 1, nfs=(8,), attn_chans=0), 1)
     assert torch.equal(check_class_labels([0, 4], 5), torch.tensor([0, 4]))
     for bools in ([True, False], np.array([True, False]), (False,), np.bool_(True)):   # not silently labels 1 and 0

@@ -560,3 +560,13 @@ def test_load_weights_reports_missing_keys(tmp_path):
         load_weights(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), path)
     bigger = load_weights(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), path, strict=False)
     assert torch.equal(bigger[0].weight, saved[0].weight) and torch.equal(bigger[0].bias, saved[0].bias)
+
+
+def test_importing_miniai_writes_nothing(tmp_path):
+    "No module creates folders at import (resnet's FASHION_CLASSIFIER_PATH constant made `$MINIAI_CACHE/models`)."
+    import subprocess, sys
+    code = ("import importlib, pkgutil, miniai\n"
+            "for m in pkgutil.walk_packages(miniai.__path__, 'miniai.'): importlib.import_module(m.name)")
+    env = {**os.environ, 'MINIAI_CACHE': str(tmp_path/'cache'), 'HF_HUB_OFFLINE': '1'}
+    subprocess.run([sys.executable, '-c', code], env=env, check=True, timeout=300)
+    assert not (tmp_path/'cache').exists()

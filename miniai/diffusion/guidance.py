@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_conditional.ipynb #4f925ac1
 from __future__ import annotations
-import math
+import math, numbers
 from typing import Callable
 import torch
 from torch import nn, Tensor
@@ -58,7 +58,7 @@ class GuidedModel(nn.Module):
         super().__init__()
         null_class = getattr(model, 'n_classes', None) if null_class is None else null_class
         if null_class is None: raise ValueError("`model` is not class-conditional (no `n_classes`): pass `null_class`")
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale):
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool) or not math.isfinite(scale):
             raise ValueError(f"`scale` must be a finite number, got {scale!r}")
         self.model, self.scale, self.null_class = model, float(scale), int(null_class)
         self.register_buffer('labels', check_class_labels(labels, self.null_class).reshape(-1), persistent=False)

@@ -23,11 +23,11 @@ from .layers import (GeneralRelu, LayerLike, Dropout, Dropout2d, check_dropout_p
                                   is_dropout, make_act, make_norm)
 
 # %% auto #0
-__all__ = ['DEFAULT_NFS', 'FASHION_CLASSIFIER_PATH', 'QUICK_CLASSIFIER_CONFIG', 'CLASSIFIER_RECIPES', 'ResBlock', 'preact_conv',
-           'PreActResBlock', 'fashion_classifier', 'ClassifierFeatures', 'classifier_features', 'save_weights',
-           'weights_metadata', 'load_weights', 'fashion_classifier_path', 'classifier_metadata',
-           'load_fashion_classifier', 'TestTimeDropoutCB', 'random_crop', 'random_flip', 'random_erase', 'AugmentCB',
-           'classifier_accuracy', 'fashion_classifier_learner', 'train_fashion_classifier']
+__all__ = ['DEFAULT_NFS', 'QUICK_CLASSIFIER_CONFIG', 'CLASSIFIER_RECIPES', 'ResBlock', 'preact_conv', 'PreActResBlock',
+           'fashion_classifier', 'ClassifierFeatures', 'classifier_features', 'save_weights', 'weights_metadata',
+           'load_weights', 'fashion_classifier_path', 'classifier_metadata', 'load_fashion_classifier',
+           'TestTimeDropoutCB', 'random_crop', 'random_flip', 'random_erase', 'AugmentCB', 'classifier_accuracy',
+           'fashion_classifier_learner', 'train_fashion_classifier']
 
 # %% ../../nbs/04_resnet.ipynb #0a15f6cd
 def _id_path(ni: int, nf: int, stride: int) -> nn.Sequential:
@@ -170,7 +170,6 @@ def fashion_classifier_path() -> Path:
     env = os.environ.get('MINIAI_CLASSIFIER')
     return Path(env).expanduser() if env else cache_dir('models')/'fashion_classifier.safetensors'
 
-FASHION_CLASSIFIER_PATH = fashion_classifier_path()
 
 def classifier_metadata(nfs: Sequence[int], drop: float, **extra) -> dict[str, str]:
     "Metadata for `save_weights` that lets `load_fashion_classifier` rebuild the model (`extra`: e.g. epochs, accuracy)."
