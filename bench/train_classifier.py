@@ -14,7 +14,8 @@ Each run uses its recipe from `CLASSIFIER_RECIPES` (notebook 04; other epoch cou
 options given on the command line override it. With --select, each run's recipe is first chosen among CANDIDATES by the accuracy on 10,000 images held out from the
 training set (never by test accuracy); the chosen recipe is then trained on all 60,000 images and scored on the test
 set (the chosen recipe's settings then win over the command line's, which set what the candidates leave open). The selection table goes to the JSON too. `CANDIDATES_BY_EPOCHS` says which recipes each run compares (for --epochs 5 20,
-5 recipes of 5 epochs and 5 of 20: 6.5 minutes on an H100, measured; `CLASSIFIER_RECIPES` holds what it chose there).
+5 recipes of 5 epochs and 5 of 20: 6.2 minutes on an H100, measured (results/classifier.json's `selection`);
+`CLASSIFIER_RECIPES` holds what it chose there).
 
 The JSON holds, per run: epochs, test accuracy (plain, and with flip test-time augmentation, which only suits a
 model trained with flips: every Fashion-MNIST shoe points left) (and the target from issue 3: 93.2% after 5 epochs, 94.5% after 20),

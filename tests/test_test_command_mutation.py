@@ -136,6 +136,14 @@ def test_library_out_of_sync_fails(checkout, pre, cmd):
     assert total(out) == (8, 0) and 'python' in rec
 
 
+def test_uncommitted_library_changes_fail_with_their_own_message(checkout):
+    "miniai/ edited but not committed, with an export that changes nothing: a failure that says so, not 'out of sync'."
+    (checkout/'miniai'/'core.py').write_text('x = 1\nw = 0\n')
+    rc, out, rec = run_test_sh(checkout)
+    assert rc != 0 and 'uncommitted changes' in out and 'out of sync' not in out
+    assert total(out) == (8, 0) and 'python' in rec
+
+
 def test_nbdev_export_failure_stops_the_run(checkout):
     "nbdev_export exiting non-zero: a non-zero exit at once, without running notebooks or pytest."
     rc, out, rec = run_test_sh(checkout, FAKE_EXPORT_RC=1)

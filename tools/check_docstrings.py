@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""List exported miniai names (in `__all__`) that lack a docstring, and exported functions/classes that no
-notebook uses outside the cell that defines them (no example).
+"""List exported miniai names (in `__all__`) without a docstring, and exported functions/classes without an example.
+
+No example: no notebook uses the name outside the cell that defines it.
 
     python tools/check_docstrings.py            # report; exit status 1 if any gap (a module that fails to import is one)
     python tools/check_docstrings.py --no-examples   # docstrings only
 
-A name "has an example" when some code cell of some notebook in nbs/ mentions it (as a whole word) and that
-cell is not the cell where it is defined (`def name`/`class name`) and is not a `show_doc(...)` cell.
-Constants and other non-callables need a docstring only if they are classes or functions."""
+A name "has an example" when some code cell of some notebook in nbs/ mentions it (as a whole word, not as an attribute
+`x.name` unless it is a fastcore @patch method) and that cell is not the cell where it is defined (a top-level
+`def name`, `class name` or `name = ...`) and is not a `show_doc(...)` cell.
+Only functions and classes are checked: constants and other objects in `__all__` need neither (a name in `__all__`
+that the module does not define is a gap)."""
 import argparse, ast, importlib, inspect, json, pkgutil, re, sys
 from pathlib import Path
 

@@ -24,8 +24,8 @@ if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcor
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# Data and caches inside the checkout (carried folders; git-ignored). The FID classifier trained by `base` lives in
-# $MINIAI_CACHE/models/, where every later stage looks for it.
+# Data and caches inside the checkout (carried folders; git-ignored). The FID classifier trained by `base`, `classifier`
+# or `fid_classifier` lives in $MINIAI_CACHE/models/, where every later stage looks for it.
 # Results are written under .gpucache/results/: an ignored folder that a warm device keeps between calls (a call that
 # does not carry .gpucache), so a stage cut short by the time limit resumes there; results/ files carried from the
 # development machine seed it. (A quick run keeps everything in runs/gpu_quick/, away from the real cache.)
@@ -76,7 +76,8 @@ print(run_environment())
 EOF
 
 case "$stage" in
-check)  # every other stage at quick size, on the GPU: the CUDA code paths CI never runs; nothing goes to results/
+check)  # stages base ddpm karras noise_level unet ddp at quick size (between them every script of the other
+  # Fashion-MNIST stages), on the GPU: the CUDA code paths CI never runs; nothing goes to results/
   [ -z "$quick" ] || { echo "stage check is already quick" >&2; exit 2; }
   failed=()
   for s in base ddpm karras noise_level unet ddp; do  # (latent and audio need data sets that do not fit beside Fashion-MNIST)

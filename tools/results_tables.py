@@ -2,8 +2,9 @@
 """Regenerate the README's "Measured results" section from the files in results/ (run after a GPU measurement).
 
 Each results file is rendered as written by its command: its scalar figures as a list, its `rows` (or `runs`)
-and each dict of figures as a table, a ready `table_markdown` as is, and the machine it ran on. A file that does not exist yet is listed as not measured, with the
-command that produces it. Usage: python tools/results_tables.py [--check]   (--check: exit 1 if README is stale)
+and each dict of figures as a table, a ready `table_markdown` as is (where there are no `rows`), and the machine
+it ran on. A file that does not exist yet is listed as not measured, with the command that produces it.
+Usage: python tools/results_tables.py [--check]   (--check: exit 1 if README is stale)
 """
 import json, sys
 from pathlib import Path

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # miniai's test command (the one in README.md; .ci/run calls it).
-# 1. the library must be in sync with the notebooks (nbdev_export changes nothing),
+# 1. the library must be in sync with the notebooks (nbdev_export changes nothing; in a git checkout, miniai/ must
+#    also have no uncommitted changes),
 # 2. every notebook runs top to bottom (nbdev_test, quick mode unless MINIAI_QUICK is set otherwise),
 # 3. pytest,
 # and a final line "total: N passed, N failed" covering notebooks and tests.
@@ -12,11 +13,16 @@ status=0
 
 echo "== 1/3 nbdev_export: is miniai/ in sync with nbs/?"
 if git rev-parse --git-dir >/dev/null 2>&1; then
-  before=$(git status --porcelain -- miniai)
+  state() { git status --porcelain -- miniai; git --no-pager diff HEAD -- miniai; }   # files and their contents
+  before=$(state)
   nbdev_export || { echo "nbdev_export failed"; exit 1; }
-  after=$(git status --porcelain -- miniai)
-  if [ "$before" != "$after" ] || [ -n "$(git status --porcelain -- miniai)" ]; then
+  after=$(state)
+  if [ "$before" != "$after" ]; then
     echo "FAIL: nbdev_export changed miniai/ -- the library is out of sync with the notebooks:"
+    git status --porcelain -- miniai; git --no-pager diff --stat -- miniai
+    status=1
+  elif [ -n "$after" ]; then
+    echo "FAIL: miniai/ has uncommitted changes (the export matches the notebooks; commit both):"
     git status --porcelain -- miniai; git --no-pager diff --stat -- miniai
     status=1
   else echo "in sync"; fi
