@@ -68,9 +68,10 @@ def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
     return Learner(model.to(device), dls, flat_mse, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.Adam, eps=1e-5))
 
 # %% ../../nbs/09_noise_pred.ipynb #70fd406f
-def predict_abar(level_model: nn.Module, x: Tensor) -> Tensor:
-    "ᾱ of each noisy image in `x` as estimated by `level_model` (in eval mode, no gradients): `sigmoid(logit)`, shape (B,)."
-    with eval_mode(level_model): return level_model(x).float().sigmoid().flatten()
+def predict_abar(level_model: nn.Module | Callable, x: Tensor) -> Tensor:
+    "ᾱ of each noisy image in `x` as estimated by `level_model` (a module in eval mode, no gradients): `sigmoid(logit)`, (B,)."
+    with eval_mode(level_model) if isinstance(level_model, nn.Module) else torch.no_grad():
+        return level_model(x).float().sigmoid().flatten()
 
 # %% ../../nbs/09_noise_pred.ipynb #d46bd365
 class NoTimeModel(nn.Module):
