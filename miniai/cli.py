@@ -479,7 +479,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "on Fashion-MNIST; write "
                                    "samples.png, loss.png, model.safetensors and metrics.json (FID/KID) to --out.")
     t.add_argument('--out', default='miniai_run', help='output folder (default: %(default)s)')
-    t.add_argument('--quick', action='store_true', help='tiny model, 320 images, 1 epoch, tiny FID classifier: a CPU check in about a minute')
+    t.add_argument('--quick', action='store_true', help='tiny model, 320 images, 1 epoch, tiny FID classifier: a CPU check in under a minute')
     t.add_argument('--epochs', type=_positive(int), help='epochs (default 25; 1 with --quick)')
     t.add_argument('--bs', type=_positive(int), help='batch size (default 512; 32 with --quick)')
     t.add_argument('--lr', type=_positive(float), default=4e-3, help='peak learning rate of the one-cycle schedule (default: %(default)s)')
