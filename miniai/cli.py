@@ -149,7 +149,8 @@ def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (t
                                                 else fashion_classifier_path())
     if not path.exists():
         if classifier: raise FileNotFoundError(f"no classifier weights at {path}")
-        print(f"No Fashion-MNIST classifier at {path}: training one first ({'tiny, 1 epoch' if quick else '20 epochs'}).")
+        print(f"No Fashion-MNIST classifier at {path}: training one first "
+              f"({'tiny, 1 epoch' if quick else '20 epochs: a few minutes on a GPU, far longer on a CPU (--quick: a tiny one)'}).")
         if quick: train_fashion_classifier(epochs=1, save_to=path, data_dir=data_dir, progress=False, **QUICK_CLASSIFIER_CONFIG)
         else: train_fashion_classifier(epochs=20, save_to=path, data_dir=data_dir, progress=progress)
     return path
@@ -160,7 +161,7 @@ def fid_evaluator(quick: bool = False,  # tiny classifier and 2,000 reference im
                   progress: bool = True) -> ImageEval:
     "The FID/KID evaluator of notebook 05, training its classifier first if there is none yet."
     path = fid_classifier_file(quick, classifier, data_dir, progress)
-    return fashion_image_eval(path, data_dir=data_dir, n_ref=2000 if quick else None)
+    return fashion_image_eval(path, data_dir=data_dir, n_ref=2000 if quick else None, allow_sample=quick)
 
 def class_accuracy(images: Tensor,  # generated images (N, 1, 32, 32) in [-1, 1]
                    labels: Tensor,  # the class each image was drawn for (N,)

@@ -43,11 +43,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 # %% ../nbs/01_data.ipynb #e51d0c44
-_HOW_TO = ("How to provide Fashion-MNIST: (1) pass `data_dir=` a folder holding the 4 original IDX .gz files "
+_HOW_TO = ("How to provide Fashion-MNIST: (1) pass `data_dir=` (command line: `--data-dir`) a folder holding the 4 original IDX .gz files "
            f"({', '.join(FASHION_SHA256)}) or a folder with a `fashion_mnist/` subfolder holding them; "
            "(2) or set the environment variable MINIAI_DATA to a folder with a `fashion_mnist/` subfolder; "
            f"(3) or allow network access to the Hugging Face hub (`{FASHION_HUB_NAME}`). "
-           "For a quick look without any of these, use the sample shipped with miniai (`sample=True`).")
+           "For a quick look without any of these, use the sample shipped with miniai (`sample=True`; quick mode, "
+           "`MINIAI_QUICK=1` or `--quick`, falls back to it by itself).")
 
 class DataError(Exception):
     "Base class of miniai's data-loading errors."
@@ -88,10 +89,12 @@ def write_idx(arr: np.ndarray, path: str | Path):
 
 # %% ../nbs/01_data.ipynb #5e62f19c
 def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    "Folders searched for the Fashion-MNIST IDX files, in order: `data_dir`, `data_dir/fashion_mnist`, `$MINIAI_DATA/fashion_mnist`."
+    "Folders searched for the Fashion-MNIST IDX files, in order: `data_dir`, `data_dir/fashion_mnist`, `$MINIAI_DATA/fashion_mnist`, `$MINIAI_DATA`."
     dirs = []
     if data_dir is not None: dirs += [Path(data_dir).expanduser(), Path(data_dir).expanduser()/'fashion_mnist']
-    if os.environ.get('MINIAI_DATA'): dirs.append(Path(os.environ['MINIAI_DATA']).expanduser()/'fashion_mnist')
+    if os.environ.get('MINIAI_DATA'):   # the data root (README) or, an easy slip, the fashion_mnist folder itself
+        root = Path(os.environ['MINIAI_DATA']).expanduser()
+        dirs += [root/'fashion_mnist', root]
     return dirs
 
 def verify_files(folder: Path, expected: dict[str, str]):
@@ -104,6 +107,8 @@ def verify_files(folder: Path, expected: dict[str, str]):
 
 def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
     "First folder with the 4 files (or None), notes on those rejected; a bad checksum raises `CorruptDataError`."
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():   # a typo must not fall through to other copies
+        raise MissingDataError(f"`data_dir` {data_dir} is not a folder; nothing else was searched.\n{_HOW_TO}")
     tried = []
     for d in fashion_mnist_dirs(data_dir):
         present = [n for n in FASHION_SHA256 if (d/n).is_file()]

@@ -336,9 +336,11 @@ def fashion_fid_images(split: str = 'test',  # 'train' or 'test'
                        data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub; see `fashion_mnist_arrays`)
                        n: int | None = None, # a random subset of `n` images (None: all of them, in order)
                        seed: int = 0,        # seed of the subset
+                       allow_sample: bool = False, # quick checks: the shipped sample if the full set is found nowhere (`n` capped at its size)
                       ) -> Tensor:
     "Fashion-MNIST images in the FID convention: float32 (N, 1, 32, 32) in [-1, 1], on the CPU."
-    x, _ = fashion_mnist_arrays(split, data_dir)
+    x, _ = fashion_mnist_arrays(split, data_dir, allow_sample=allow_sample)
+    if n is not None and allow_sample: n = min(n, len(x))
     if n is not None:
         if not 1 <= n <= len(x): raise ValueError(f"`n` must be in [1, {len(x)}], got {n}")
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
@@ -350,11 +352,13 @@ def fashion_image_eval(classifier_path: str | Path | None = None, # weights of t
                        device: str | torch.device | None = None, # default: `default_device()`
                        cache: bool | str | Path = True,    # cache the reference statistics (see `ImageEval`)
                        n_ref: int | None = None,           # use a random subset of the test set as reference (quick runs only)
+                       allow_sample: bool = False,         # quick runs: the shipped sample's test images if the full set is found nowhere
                       ) -> ImageEval:
     "`ImageEval` with the trained classifier's features (512-d with the default `nfs`) and test images as reference."
     try: model = load_fashion_classifier(classifier_path, device)
     except FileNotFoundError as e: raise FileNotFoundError(f"FID needs the trained Fashion-MNIST classifier: {e}") from None
-    return ImageEval(classifier_features(model), fashion_fid_images('test', data_dir, n=n_ref), bs=bs, cache=cache)
+    ref = fashion_fid_images('test', data_dir, n=n_ref, allow_sample=allow_sample)
+    return ImageEval(classifier_features(model), ref, bs=bs, cache=cache)
 
 # %% ../nbs/05_fid.ipynb #e9998611
 def real_image_floor(ie: ImageEval,  # the evaluator (e.g. `fashion_image_eval()`)

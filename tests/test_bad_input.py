@@ -232,7 +232,7 @@ ROWS = [
     ('data.fashion_dls', 'holdout=-1', ValueError, '`holdout` must be a number of training images >= 0', _fp(lambda: fashion_dls(holdout=-1, sample=True, device=CPU))),
     ('data.fashion_dls', 'holdout >= the training set', ValueError, 'leaves no training images', _fp(lambda: fashion_dls(holdout=10**6, sample=True, device=CPU))),
     ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
-    ('data.fashion_mnist_arrays', 'missing data_dir (no $MINIAI_DATA, hub offline)', MissingDataError, 'no_such_dir: no such folder', _fashion_missing),
+    ('data.fashion_mnist_arrays', 'missing data_dir (not looked for elsewhere)', MissingDataError, 'no_such_dir is not a folder; nothing else was searched', _fashion_missing),
     ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),
     ('data.read_idx', 'IDX header cut short', CorruptDataError, 'header cut short: 3 dimensions need 16 header bytes', _idx_short_header),
     ('data.write_idx', 'float array', ValueError, 'write_idx needs a uint8 array', _fp(lambda: write_idx(np.zeros((2, 2)), '/nonexistent/x.idx'))),

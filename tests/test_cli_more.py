@@ -360,3 +360,17 @@ def test_force_removes_leftover_temporaries(_ckpts, tmp_path, monkeypatch):
     sample_to_files(_ckpts['cosine'], out, n=2, steps=2, force=True, progress=False)
     assert sorted(f.name for f in out.iterdir()) == ['.notes.txt.1.tmp', 'png', 'samples.npy', 'samples.png']
     assert [f.name for f in (out/'png').iterdir()] == ['.keep.1.tmp']
+
+
+def test_quick_fid_works_with_no_data_set_anywhere(tmp_path, monkeypatch):
+    "Quick mode needs no local copy and no network: the FID reference falls back to the shipped sample's test images."
+    from miniai.cli import fid_evaluator
+    from miniai.data import MissingDataError
+    from miniai.models.resnet import classifier_metadata, fashion_classifier, save_weights
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
+    clf = save_weights(fashion_classifier(nfs=(4, 8)), tmp_path/'clf.safetensors', classifier_metadata((4, 8), 0.1, epochs=0))
+    ie = fid_evaluator(quick=True, classifier=clf, progress=False)
+    assert len(ie.ref.feats) == 1000                                   # the sample's 100 test images per class
+    with pytest.raises(MissingDataError, match='not found'): fid_evaluator(quick=False, classifier=clf, progress=False)

@@ -403,7 +403,24 @@ def test_read_idx_edge_headers(tmp_path):
 
 def test_data_dir_is_searched_before_miniai_data(tmp_path, monkeypatch):
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'env'))
-    assert md.fashion_mnist_dirs(tmp_path/'a') == [tmp_path/'a', tmp_path/'a'/'fashion_mnist', tmp_path/'env'/'fashion_mnist']
+    assert md.fashion_mnist_dirs(tmp_path/'a') == [tmp_path/'a', tmp_path/'a'/'fashion_mnist', tmp_path/'env'/'fashion_mnist',
+                                                   tmp_path/'env']
+
+
+@needs_full
+def test_miniai_data_may_name_the_fashion_mnist_folder_itself(tmp_path, monkeypatch, fashion_link_copy):
+    "`MINIAI_DATA=.../fashion_mnist` (the folder itself, an easy slip) is found too, not only its parent."
+    folder = fashion_link_copy(FULL, tmp_path/'fashion_mnist')
+    monkeypatch.setenv('MINIAI_DATA', str(folder))
+    assert md.find_fashion_mnist()[0] == folder
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallthrough(tmp_path, monkeypatch):
+    "A mistyped `data_dir` (or --data-dir) must not silently use $MINIAI_DATA's copy instead."
+    monkeypatch.setenv('MINIAI_DATA', '/work/does/not/matter')
+    with pytest.raises(MissingDataError, match='is not a folder; nothing else was searched'):
+        md.fashion_mnist_arrays('test', tmp_path/'typo')
+    with pytest.raises(MissingDataError, match='--data-dir'): md.find_fashion_mnist(tmp_path/'typo')
 
 def test_check_arrays_rejects_wrong_image_shape_or_labels(tmp_path):
     "A verified split with images not (N,28,28) or a label above 9 is reported as corrupt."

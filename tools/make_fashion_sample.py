@@ -10,7 +10,7 @@ Fashion-MNIST is MIT-licensed, (c) 2017 Zalando SE: the licence note travels wit
 """
 import argparse, json
 from pathlib import Path
-from miniai.data import (FASHION_FILES, FASHION_SHA256, SAMPLE_MANIFEST, SAMPLE_PREFIX, balanced_indices,
+from miniai.data import (FASHION_FILES, FASHION_SHA256, MissingDataError, SAMPLE_MANIFEST, SAMPLE_PREFIX, balanced_indices,
                          find_fashion_mnist, read_idx, sha256_file, write_idx)
 
 LICENSE = """Fashion-MNIST sample shipped with miniai
@@ -52,7 +52,8 @@ def main():
     p.add_argument('--test-per-class', type=int, default=100)
     p.add_argument('--out', default=str(Path(__file__).resolve().parent.parent/'miniai'/'assets'))
     a = p.parse_args()
-    folder, tried = find_fashion_mnist(a.data_dir)   # also looks in $MINIAI_DATA; verifies checksums
+    try: folder, tried = find_fashion_mnist(a.data_dir)   # also looks in $MINIAI_DATA; verifies checksums
+    except MissingDataError as e: raise SystemExit(f"Fashion-MNIST not found: {e}") from None   # data_dir is not a folder
     if folder is None: raise SystemExit('Fashion-MNIST not found:\n' + '\n'.join(tried))
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     man = {'source': 'Fashion-MNIST (zalandoresearch/fashion-mnist), MIT License, (c) 2017 Zalando SE',
