@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #053eb10e
 from __future__ import annotations
-import argparse, json, math, platform, re, time
+import argparse, json, math, os, platform, re, sys, time
 import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +16,7 @@ from tqdm import tqdm
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from .core import atomic_write, cache_dir, default_device, set_seed
-from .data import fashion_dls
+from .data import DataError, fashion_dls
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
                           read_checkpoint, synchronize)
@@ -32,10 +32,10 @@ from .images import images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels', 'save_image_grid',
-           'save_loss_plot', 'fid_classifier_file', 'fid_evaluator', 'class_accuracy', 'train_diffusion',
-           'save_trained', 'trained_config', 'load_trained', 'sample_to_files', 'save_png_files', 'load_sample_images',
-           'load_labels', 'fid_of_samples', 'main']
+__all__ = ['SCHEDULES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels',
+           'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator', 'class_accuracy',
+           'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files', 'save_png_files',
+           'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
 
 # %% ../nbs/99_cli.ipynb #2826c310
 SCHEDULES = ('cosine', 'linear')
@@ -553,6 +553,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{m['schedule']} model, {m['epochs']} epoch(s), {ips}; {fid}\n"
           f"wrote {', '.join(m['files'])} to {Path(a.out).resolve()}")
     return 0
+
+USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError)  # a bad file, setting or data set
+
+def console_main(argv: Sequence[str] | None = None) -> int:
+    "The `miniai` console command: `main`, with `USER_ERRORS` reported in one line and status 1 (MINIAI_DEBUG=1: raised)."
+    try: return main(argv)
+    except USER_ERRORS as e:
+        if os.environ.get('MINIAI_DEBUG'): raise
+        cmd = next((s for s in (sys.argv[1:] if argv is None else argv) if not s.startswith('-')), '')
+        print(f"miniai {cmd}: error: {e}\n(MINIAI_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     if a.eta < 0: p.error(f"--eta must be >= 0, got {a.eta}")

@@ -333,3 +333,19 @@ def test_sample_refuses_a_used_folder(checkpoint, cond_checkpoint, tmp_path, mon
     assert sorted(f.name for f in (out/'png').iterdir()) == ['keep.txt']
     (tmp_path/'file').write_text('x')
     with pytest.raises(FileExistsError, match='is a file'): sample_to_files(upath, tmp_path/'file', n=2, force=True)
+
+
+def test_console_command_reports_user_errors_in_one_line(tmp_path, monkeypatch, capsys):
+    "The `miniai` command (console_main): a missing file is one line and status 1; MINIAI_DEBUG=1 raises; main raises."
+    import configparser
+    from miniai.cli import console_main
+    monkeypatch.delenv('MINIAI_DEBUG', raising=False)
+    assert console_main(['fid', str(tmp_path/'none.npy'), '--quick']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"miniai fid: error: no sample file at {tmp_path/'none.npy'}") and 'Traceback' not in err
+    assert console_main(['sample', str(tmp_path/'nope'), '--out', str(tmp_path/'o')]) == 1
+    assert capsys.readouterr().err.startswith('miniai sample: error: ')
+    monkeypatch.setenv('MINIAI_DEBUG', '1')
+    with pytest.raises(FileNotFoundError): console_main(['fid', str(tmp_path/'none.npy'), '--quick'])
+    cfg = configparser.ConfigParser(); cfg.read(Path(__file__).resolve().parents[1]/'settings.ini')
+    assert cfg['DEFAULT']['console_scripts'] == 'miniai=miniai.cli:console_main'   # what `pip install` wires up
