@@ -9,7 +9,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from ..core import default_device, check_finite, eval_mode
+from ..core import default_device, check_finite
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
@@ -70,8 +70,7 @@ def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
 # %% ../../nbs/09_noise_pred.ipynb #70fd406f
 def predict_abar(level_model: nn.Module | Callable, x: Tensor) -> Tensor:
     "ᾱ of each noisy image in `x` as estimated by `level_model` (a module in eval mode, no gradients): `sigmoid(logit)`, (B,)."
-    with eval_mode(level_model) if isinstance(level_model, nn.Module) else torch.no_grad():
-        return level_model(x).float().sigmoid().flatten()
+    with sampling_mode(level_model): return level_model(x).float().sigmoid().flatten()
 
 # %% ../../nbs/09_noise_pred.ipynb #d46bd365
 class NoTimeModel(nn.Module):
