@@ -168,7 +168,7 @@ def main(argv=None):
         # train_diffusion wrote model.safetensors, before model_raw) trains it again instead of pairing files of two runs
         res['models'].pop(name, None); save()
         for f in {w for s, w in WEIGHTS.values() if s == name}: (wdir/f).unlink(missing_ok=True)
-        r = train_diffusion(out=wdir, schedule=name, epochs=epochs, quick=q, data_dir=a.data_dir, n_fid=0,
+        r = train_diffusion(out=wdir, schedule=name, epochs=epochs, quick=q, data_dir=a.data_dir, n_fid=0, force=True,
                             compile=None if compile_mode(a.compile, device) == 'none' else a.compile, progress=True)
         raw = {k: v.detach().cpu().contiguous() for k, v in r['learn'].model.state_dict().items()}   # outside `ema.average()`
         with atomic_write(wdir/'model_raw.safetensors') as tmp: save_file(raw, str(tmp))

@@ -159,7 +159,7 @@ class EMA(Callback):
         if not 0. <= decay < 1.: raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay, self.warmup, self.eval_ema = decay, warmup, eval_ema
         self.model, self.names, self.params, self.shadow = None, [], [], []
-        self.n_updates, self._swapped = 0, False
+        self.n_updates, self._swapped, self._eval_swap = 0, False, False
 
     def track(self, model: nn.Module):  # the model to average (from its current weights)
         "Start a new average of `model`'s parameters, initialised to their current values."
@@ -167,7 +167,7 @@ class EMA(Callback):
         self.names = [n for n, _ in model.named_parameters()]
         self.params = [p for _, p in model.named_parameters()]
         self.shadow = [p.detach().clone() for p in self.params]
-        self.n_updates, self._swapped = 0, False
+        self.n_updates, self._swapped, self._eval_swap = 0, False, False
 
     def current_decay(self) -> float:
         "Decay used by the next update: `min(decay, (1+n)/(10+n))` after n updates with warm-up, else `decay`."
@@ -177,6 +177,8 @@ class EMA(Callback):
     @torch.no_grad()
     def update(self):
         "One EMA step on all parameters at once: `avg = d*avg + (1-d)*w` (a single `_foreach_lerp_`)."
+        if self._swapped: raise RuntimeError("EMA: the model holds the average (inside `average()`): training it there would "
+                                             "average the average; train outside `average()`")
         torch._foreach_lerp_(self.shadow, self.params, 1. - self.current_decay())
         self.n_updates += 1
 
@@ -196,21 +198,32 @@ class EMA(Callback):
         return ps
 
     @torch.no_grad()
-    def swap(self, model: nn.Module | None = None):  # default: the tracked model
-        "Exchange `model`'s parameters with the averaged ones (a second call swaps them back)."
+    def swap(self, model: nn.Module | None = None):  # the tracked model (the default) only
+        "Exchange the tracked model's parameters with the averaged ones (a second call swaps them back)."
+        if model is not None and model is not self.model:   # the shadow would then hold another model's weights
+            raise ValueError("EMA.swap exchanges the tracked model's weights only: for another model use `average(model)` "
+                             "(inside a `with`) or `copy_to(model)` (for good)")
         if not self.shadow: raise RuntimeError("EMA: nothing averaged yet (call `track(model)` or fit first)")
-        ps = self._params_of(model)
-        tmp = [p.detach().clone() for p in ps]
-        torch._foreach_copy_(ps, self.shadow)
+        tmp = [p.detach().clone() for p in self.params]
+        torch._foreach_copy_(self.params, self.shadow)
         torch._foreach_copy_(self.shadow, tmp)
-        if model is None or model is self.model: self._swapped = not self._swapped
+        self._swapped = not self._swapped
 
     @contextmanager
-    def average(self, model: nn.Module | None = None):  # default: the tracked model
-        "Context manager: inside it, `model` holds the averaged weights (e.g. for sampling); restored on exit."
-        self.swap(model)
-        try: yield self.model if model is None else model
-        finally: self.swap(model)
+    def average(self, model: nn.Module | None = None):  # default: the tracked model; else one of the same parameter shapes
+        "Context manager: inside it, `model` holds the averaged weights (e.g. for sampling); its own come back on exit."
+        if self._swapped: raise RuntimeError("EMA: the tracked model already holds the average (inside `average()` or `swap()`)")
+        if model is None or model is self.model:
+            self.swap()
+            try: yield self.model
+            finally: self.swap()
+            return
+        ps = self._params_of(model)
+        keep = [p.detach().clone() for p in ps]
+        with torch.no_grad(): torch._foreach_copy_(ps, self.shadow)
+        try: yield model
+        finally:
+            with torch.no_grad(): torch._foreach_copy_(ps, keep)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module):  # a model with the same parameter and buffer shapes
@@ -224,9 +237,9 @@ class EMA(Callback):
         if dst: torch._foreach_copy_(dst, src)  # the averaged model uses the live buffers (see above)
 
     def before_epoch(self, learn):
-        if self.eval_ema and not learn.training and not self._swapped: self.swap()
-    def _swap_back(self):
-        if self._swapped: self.swap()
+        if self.eval_ema and not learn.training and not self._swapped: self.swap(); self._eval_swap = True
+    def _swap_back(self):  # only its own `eval_ema` swap: a fit inside `average()` leaves the average in place
+        if self._eval_swap: self.swap(); self._eval_swap = False
     def after_epoch(self, learn): self._swap_back()  # before CheckpointCB (order 80) saves the model
     def cleanup_epoch(self, learn): self._swap_back()
 
@@ -250,6 +263,7 @@ class EMA(Callback):
     @torch.no_grad()
     def load_state_dict(self, sd: dict):
         "Restore the average and update count of `state_dict()` output (checked first: a misfit changes nothing)."
+        if self._swapped: raise RuntimeError("EMA: swap the weights back before loading an average")
         self.check_state_dict(sd)
         torch._foreach_copy_(self.shadow, [t.to(s.device) for t, s in zip(sd['shadow'].values(), self.shadow)])
         self.n_updates = int(sd['n_updates'])

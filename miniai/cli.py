@@ -13,8 +13,9 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm import tqdm
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from . import __version__
 from .core import atomic_write, cache_dir, default_device, set_seed
 from .data import DataError, fashion_dls
 from .learner import RecorderCB, rec_loss
@@ -28,11 +29,11 @@ from .diffusion.ddpm import (as_generator, ddpm_learner, ddpm_sample, diffusers_
 from .diffusion.ddim import ddim_sample, ddim_timesteps
 from .diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from .diffusion.guidance import GuidedModel, check_class_labels, cond_ddpm_learner, label_accuracy
-from .images import images_to_float, images_to_uint8
+from .images import IMAGE_SUFFIXES, images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels',
+__all__ = ['SCHEDULES', 'TRAIN_FILES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels',
            'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator', 'class_accuracy',
            'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files', 'save_png_files',
            'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
@@ -178,7 +179,7 @@ def class_accuracy(images: Tensor,  # generated images (N, 1, 32, 32) in [-1, 1]
 def _versions() -> dict:
     import diffusers
     dev = default_device()
-    return dict(python=platform.python_version(), torch=torch.__version__, diffusers=diffusers.__version__,
+    return dict(miniai=__version__, python=platform.python_version(), torch=torch.__version__, diffusers=diffusers.__version__,
                 device=str(dev), gpu=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else None)
 
 def _check_guidance(scale: float, name: str = '`guidance`'):
@@ -215,6 +216,19 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
 
 
 # %% ../nbs/99_cli.ipynb #e0e2d7dd
+TRAIN_FILES = ('samples.png', 'loss.png', 'model.safetensors', 'metrics.json', 'checkpoint.pt')
+
+def _check_train_out(out: Path, force: bool, checkpoint: bool, cli: bool = False):
+    "Refuse an `out` that holds an earlier run, unless `force`, or `checkpoint` continues that run from its checkpoint.pt."
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+    if force or (checkpoint and (out/'checkpoint.pt').is_file()): return
+    old = [f for f in TRAIN_FILES if (out/f).exists()]
+    if old:
+        flag, ck = ('--force', '--checkpoint') if cli else ('`force=True`', '`checkpoint=True`')
+        cont = f", continue it from its checkpoint with {ck}" if 'checkpoint.pt' in old else ''
+        raise FileExistsError(f"the output folder {out} holds an earlier run ({', '.join(old)}): pass {flag} to overwrite "
+                              f"it{cont}, or choose another folder")
+
 def _saved_history(path: Path | None, settings: dict) -> dict:
     "Loss history of the run checkpointed at `path` (empty if there is none), after checking it trained with `settings`."
     if path is None or not path.exists(): return dict(log=[], losses=torch.zeros(0))
@@ -251,6 +265,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
+                    force: bool = False,       # overwrite an earlier run's files in `out` (refused otherwise, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
                     progress: bool = True,
                    ) -> dict:
@@ -263,6 +278,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
                     compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
     out = Path(out)
+    _check_train_out(out, force, checkpoint)
     before = _saved_history(out/'checkpoint.pt' if checkpoint else None, settings)
     out.mkdir(parents=True, exist_ok=True)
     r, device, t_start = recipe(schedule, quick), default_device(), time.perf_counter()
@@ -336,7 +352,11 @@ def save_trained(model: nn.Module, path: str | Path, config: dict) -> Path:
 def trained_config(path: str | Path) -> dict:
     "The recipe stored in a `model.safetensors` written by `train_diffusion` (or its folder), read without loading weights."
     path = _weights_file(path)
-    with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
+    except SafetensorError as e:
+        raise ValueError(f"{path} is not a safetensors weights file ({e}): pass the model.safetensors that `miniai train` writes, "
+                         "or its folder") from e
     if 'miniai' not in meta: raise ValueError(f"{path} has no miniai model config in its metadata: was it written by `miniai train`?")
     return json.loads(meta['miniai'])
 
@@ -435,6 +455,8 @@ def load_sample_images(path: str | Path) -> Tensor:
         ims = [torch.from_numpy(np.array(Image.open(f).convert('L'))) for f in files]
         if len({im.shape for im in ims}) > 1: raise ValueError(f"the images in {path} do not all have the same size")
         return images_to_float(torch.stack(ims)[:, None])
+    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+        raise ValueError(f"{path} is one image: pass the folder of sample PNGs (or an .npy sample file)")
     return load_samples(path)
 
 def load_labels(path: str | Path) -> Tensor:
@@ -474,6 +496,7 @@ def _positive(kind):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='miniai', description="miniai: diffusion models from scratch (fast.ai part 2 style).")
+    p.add_argument('--version', action='version', version=f'miniai {__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     t = sub.add_parser('train', help='train a diffusion model on Fashion-MNIST and score it with FID/KID',
                        description="Train the cosine-schedule diffusion model (notebook 08; --schedule linear: notebook 06's DDPM) "
@@ -501,6 +524,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
                    'resumes; the training settings must be the same)')
+    t.add_argument('--force', action='store_true', help='overwrite the files of an earlier run in OUT (refused otherwise, unless --checkpoint continues it)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     sm = sub.add_parser('sample', help='draw seeded samples from a trained model (writes samples.npy and samples.png)',
                         description="Rebuild a model written by `miniai train` and draw seeded samples.")
@@ -527,24 +551,28 @@ def _parser() -> argparse.ArgumentParser:
     fd.add_argument('--labels', help='labels.npy of a conditional sample set (as `miniai sample` writes it): adds the class accuracy')
     fd.add_argument('--json', help='also write the scores to this JSON file')
     fd.add_argument('--no-progress', action='store_true', help='no progress bars')
+    p.commands = dict(train=t, sample=sm, fid=fd)  # each command's parser: its errors show its own usage line
     return p
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Entry point of the `miniai` console command."
     p = _parser()
     a = p.parse_args(argv)
+    p = p.commands[a.command]
     if a.command == 'sample': return _main_sample(p, a)
     if a.command == 'fid': return _main_fid(a)
     kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
               n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
               conditional=a.conditional, guidance=a.guidance)
-    try: _check_train_args(**kw, cli=True)  # `train_diffusion`'s own checks, with the errors naming the flags
-    except (ValueError, FileNotFoundError) as e: p.error(str(e))
+    try:  # `train_diffusion`'s own checks, with the errors naming the flags
+        _check_train_args(**kw, cli=True)
+        _check_train_out(Path(a.out), a.force, a.checkpoint, cli=True)
+    except (ValueError, FileNotFoundError, FileExistsError) as e: p.error(str(e))
     torch.set_float32_matmul_precision('high')  # TF32 matmuls on GPUs that have them (sampling runs in float32)
     try:
         res = train_diffusion(out=a.out, seed=a.seed, data_dir=a.data_dir, precision=None if a.precision == 'fp32' else a.precision,
-                              compile=a.compile, checkpoint=a.checkpoint, progress=not a.no_progress, **kw)
-    except CheckpointError as e: p.exit(2, f"{p.prog} train: error: {e}\n")  # refused before training: other settings, bad file
+                              compile=a.compile, checkpoint=a.checkpoint, force=a.force, progress=not a.no_progress, **kw)
+    except CheckpointError as e: p.exit(2, f"{p.prog}: error: {e}\n")  # refused before training: other settings, bad file
     m = res['metrics']
     fid = 'FID skipped' if m['fid'] is None else f"FID {m['fid']:.2f}  KID {m['kid']:.4f} ({m['n_fid']} samples, {m['feature_model']})"
     if m['class_accuracy'] is not None: fid += f"; class accuracy {m['class_accuracy']:.1%} at guidance {m['guidance']:g}"
@@ -554,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"wrote {', '.join(m['files'])} to {Path(a.out).resolve()}")
     return 0
 
-USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError)  # a bad file, setting or data set
+USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, TypeError)  # a bad file, setting or data set
 
 def console_main(argv: Sequence[str] | None = None) -> int:
     "The `miniai` console command: `main`, with `USER_ERRORS` reported in one line and status 1 (MINIAI_DEBUG=1: raised)."

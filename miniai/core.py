@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
-import importlib, os, random, socket
+import importlib, os, random, socket, stat
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -90,6 +90,13 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #b1f91bf9
+def _file_mode(path: Path) -> int:
+    "Permission bits for a file written at `path`: those of the file there, else `0o666` less the umask (as `open` does)."
+    try: return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError: pass
+    mask = os.umask(0); os.umask(mask)
+    return 0o666 & ~mask
+
 @contextmanager
 def atomic_write(path: str | Path,  # the file to (re)write
                  fsync: bool = True,  # flush the data to disk before the rename
@@ -102,6 +109,7 @@ def atomic_write(path: str | Path,  # the file to (re)write
         yield tmp
         if fsync:
             with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()

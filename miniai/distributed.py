@@ -285,13 +285,19 @@ def save_samples(path: str | Path,  # an `.npy` file to write (its folder is cre
         with open(tmp, 'wb') as f: np.save(f, a, allow_pickle=False)
     return path
 
+_FILE_KINDS = {b'PK': 'a zip archive, e.g. an .npz of several arrays', b'\x89PNG': 'a PNG image', b'\xff\xd8': 'a JPEG image',
+               b'{': 'text, JSON?', b'[': 'text, JSON?'}
+
 def load_samples(path: str | Path) -> torch.Tensor:
     "Read a sample set written by `save_samples` as a tensor; a clear error if the file is missing, truncated or not `.npy`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no sample file at {path}")
+    with open(path, 'rb') as f: head = f.read(6)
+    if head != b'\x93NUMPY':   # numpy's magic string: say what the file is rather than "pickled data"
+        what = next((w for magic, w in _FILE_KINDS.items() if head.startswith(magic)), 'no numpy header' if head else 'an empty file')
+        raise ValueError(f"{path} is not a .npy sample file ({what})")
     try: a = np.load(path, allow_pickle=False)
     except Exception as e: raise ValueError(f"{path} is not a complete .npy sample file ({type(e).__name__}: {e})") from e
-    if not isinstance(a, np.ndarray): raise ValueError(f"{path} is not a .npy sample file (an .npz archive of several arrays?)")
     return torch.from_numpy(a)
 
 # %% ../nbs/18_distributed.ipynb #e5475324

@@ -159,7 +159,9 @@ def check_images(x: Tensor,                     # images to check
         raise ValueError(f"`{name}` must have shape {want}, got {tuple(x.shape)}: add the channel axis with `x[:, None]`")
     if x.ndim != len(shape) + 1: raise ValueError(f"`{name}` must have shape {want}, got {tuple(x.shape)}")
     if x.shape[1] != shape[0]:
-        raise ValueError(f"`{name}` must have {shape[0]} channel(s), got {x.shape[1]} (shape {tuple(x.shape)}, expected {want})")
+        last = x.shape[-1] == shape[0] and tuple(x.shape[1:3]) == tuple(shape[1:])   # (N, H, W, C), as PIL and numpy lay images out
+        raise ValueError(f"`{name}` must have {shape[0]} channel(s), got {x.shape[1]} (shape {tuple(x.shape)}, expected {want})"
+                         + (": the channels come last, use `x.permute(0, 3, 1, 2)`" if last else ''))
     if tuple(x.shape[2:]) != tuple(shape[1:]):
         hint = ''
         if tuple(x.shape[2:]) == (28, 28) and tuple(shape[1:]) == (32, 32):

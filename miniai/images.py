@@ -39,12 +39,18 @@ def class_balanced_split(labels: Tensor | np.ndarray, # integer class labels (N,
     if y.ndim != 1 or len(y) < 2: raise ValueError(f"`labels` must be a vector of 2 or more labels, got shape {tuple(y.shape)}")
     counts = torch.bincount(y - y.min())
     quota = (counts.double()*test_frac).round().long().clamp(min=1).minimum(counts - 1).clamp(min=0)
-    key = torch.rand(len(y), generator=torch.Generator().manual_seed(seed))
-    order = torch.argsort((y - y.min()).double()*2 + key)       # grouped by class, random within each class
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(y); rank[order] = torch.arange(len(y)) - starts[(y - y.min())[order]]
-    test = rank < quota[y - y.min()]
+    test = _pick_per_class(y, quota, seed)
     return (~test).nonzero()[:, 0], test.nonzero()[:, 0]
+
+def _pick_per_class(y: Tensor, quota: Tensor, seed: int) -> Tensor:
+    "Boolean mask choosing `quota[c]` random items of every class `c` (labels `y` counted from `y.min()`)."
+    c = y - y.min()
+    key = torch.rand(len(y), generator=torch.Generator().manual_seed(seed))
+    order = torch.argsort(c.double()*2 + key)       # grouped by class, random within each class
+    counts = torch.bincount(c)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(y); rank[order] = torch.arange(len(y)) - starts[c[order]]
+    return rank < quota[c]
 
 # %% ../nbs/14b_images.ipynb #6c163998
 def resize_images(x: Tensor,      # uint8 images (N, C, H, W)
@@ -228,9 +234,10 @@ def _is_hf(x) -> bool:
     return isinstance(x, (datasets.Dataset, datasets.DatasetDict))
 
 def _subset(x, y, n, seed):
-    "A class-balanced random subset of about `n` items (all of them if n is None or too large)."
+    "A class-balanced random subset of about `n` items, at least one of every class (all items if n is None or too large)."
     if n is None or n >= len(y): return x, y
-    keep = class_balanced_split(y, n/len(y), seed)[1]
+    counts = torch.bincount(y - y.min())
+    keep = _pick_per_class(y, (counts.double()*n/len(y)).round().long().clamp(min=1).minimum(counts), seed)
     return x[keep], y[keep]
 
 def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, an .npz path, an image folder, a HF data set, or 'hf:name'

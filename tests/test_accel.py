@@ -599,14 +599,52 @@ def test_ema_decay_range():
 
 
 def test_ema_explicit_swap_of_tracked_model_and_foreign_models():
-    "`swap(model)` of the tracked model counts as swapped (no saving); a model of other shapes is refused."
+    "`swap(model)` of the tracked model counts as swapped (no saving); `swap` of another model is refused (the shadow would hold it)."
     model = tiny_model()
     ema = EMA(); ema.track(model)
     ema.swap(model)
     with pytest.raises(RuntimeError, match='swap the weights back'): ema.state_dict()
+    with pytest.raises(RuntimeError, match='swap the weights back'): ema.load_state_dict({})
     ema.swap(model)
     assert ema.state_dict()['n_updates'] == 0
-    with pytest.raises(ValueError, match='another architecture'): ema.swap(tiny_model(w=8))
+    shadow = [s.clone() for s in ema.shadow]
+    for other in (tiny_model(), tiny_model(w=8)):
+        with pytest.raises(ValueError, match="tracked model's weights only"): ema.swap(other)
+    assert all(torch.equal(a, b) for a, b in zip(shadow, ema.shadow))
+    with pytest.raises(ValueError, match='another architecture'):
+        with ema.average(tiny_model(w=8)): pass
+
+
+def test_ema_average_lends_the_average_to_another_model():
+    "`average(other)` puts the average in a model of the same shapes for the block; its weights and the EMA come back unchanged."
+    ema = EMA(0.5)
+    learn = tiny_learner(cbs=[ema])
+    learn.fit(1, valid=False)
+    other = tiny_model()
+    own, shadow = [p.detach().clone() for p in other.parameters()], [s.clone() for s in ema.shadow]
+    with ema.average(other) as m:
+        assert m is other and all(torch.equal(p, s) for p, s in zip(other.parameters(), shadow))
+        assert not ema._swapped
+    assert all(torch.equal(p, w) for p, w in zip(other.parameters(), own))
+    assert all(torch.equal(a, b) for a, b in zip(ema.shadow, shadow))
+
+
+def test_ema_validation_fit_inside_average_keeps_the_average_until_the_block_ends():
+    "A learner holding the EMA callback, validated inside `average()`: the callback must not swap back what it did not swap."
+    ema = EMA(0.9)
+    learn = tiny_learner(cbs=[ema])
+    learn.fit(2, valid=False)
+    live, avg = [p.detach().clone() for p in learn.model.parameters()], [s.clone() for s in ema.shadow]
+    with ema.average():
+        learn.fit(1, train=False)
+        assert all(torch.equal(p, a) for p, a in zip(learn.model.parameters(), avg))   # still the average
+    assert not ema._swapped
+    assert all(torch.equal(p, w) for p, w in zip(learn.model.parameters(), live))     # the live weights are back
+    assert all(torch.equal(s, a) for s, a in zip(ema.shadow, avg))
+    with ema.average():
+        with pytest.raises(RuntimeError, match='average the average'): learn.fit(1, valid=False)
+        with pytest.raises(RuntimeError, match='already holds the average'):
+            with ema.average(): pass
 
 
 def test_ema_state_for_other_parameter_names_is_refused():

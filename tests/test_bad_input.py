@@ -204,6 +204,34 @@ def _checkpoint(n_classes=None, **kw):
         return lambda: sample_to_files(tmp/'model.safetensors', tmp/'out', n=2, steps=2, progress=False, **kw)
     return call
 
+def _earlier_run(tmp):
+    "An output folder that holds another run's files: a new run there is refused before any work."
+    (tmp/'run').mkdir()
+    for f in ('model.safetensors', 'metrics.json'): (tmp/'run'/f).write_text('an earlier run')
+    return lambda: train_diffusion(tmp/'run', quick=True, progress=False)
+
+def _text_file(name: str, call):
+    "A JSON file where a weights or sample file belongs."
+    def make(tmp):
+        (tmp/name).write_text('{"fid": 1.0}')
+        return lambda: call(tmp/name)
+    return make
+
+def _one_png(tmp):
+    from PIL import Image
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp/'00000.png')
+    return lambda: fid_of_samples(tmp/'00000.png', quick=True, progress=False)
+
+def _ema_tracking():
+    ema = EMA(); ema.track(nn.Linear(2, 2))
+    return ema
+
+def _ema_update_in_average(tmp):
+    ema = _ema_tracking()
+    def call():
+        with ema.average(): ema.update()
+    return call
+
 def _float_labels(tmp):
     np.save(tmp/'samples.npy', np.zeros((2, 1, 32, 32), np.float32)); np.save(tmp/'labels.npy', np.zeros(2, np.float32))
     return lambda: fid_of_samples(tmp/'samples.npy', labels=tmp/'labels.npy', quick=True, progress=False)
@@ -262,6 +290,7 @@ ROWS = [
     ('fid.ImageEval.fid', 'a single image (C,H,W)', ValueError, '`samples` must be a batch (N, 1, 8, 8)', _fid_call(torch.zeros(1, 8, 8))),
     ('fid.ImageEval.fid', '(N,H,W) without channel axis', ValueError, 'add the channel axis', _fid_call(torch.zeros(4, 8, 8))),
     ('fid.ImageEval.fid', '3 channels for a 1-channel model', ValueError, '`samples` must have 1 channel(s), got 3', _fid_call(torch.zeros(4, 3, 8, 8))),
+    ('fid.ImageEval.fid', 'channels-last images (N,H,W,C)', ValueError, 'the channels come last, use `x.permute(0, 3, 1, 2)`', _fid_call(torch.zeros(4, 8, 8, 1))),
     ('fid.ImageEval.fid', 'wrong image size', ValueError, '`samples` images must be 8x8, got 9x9', _fid_call(torch.zeros(4, 1, 9, 9))),
     ('fid.ImageEval.fid', 'empty batch', ValueError, '`samples` is empty', _fid_call(torch.zeros(0, 1, 8, 8))),
     ('fid.ImageEval.fid', 'NaN in images', ValueError, '`samples` contains 1 non-finite value(s)', _fid_call(torch.zeros(4, 1, 8, 8).index_put_((torch.tensor([0]),) * 4, torch.tensor(NAN)))),
@@ -361,7 +390,16 @@ ROWS = [
      _fp(lambda: conv_vae_learner(nn.Linear(1, 1), None, precision='fp61', progress=False, device='cpu'))),
     ('audio_diffusion.diffusion_learner', "precision='bf61' on a CPU (was accepted off CUDA)", ValueError, "`precision` must be 'bf16', 'fp16' or None, got 'bf61'",
      _fp(lambda: diffusion_learner(nn.Linear(1, 1), None, 0.5, precision='bf61', progress=False, device='cpu'))),
-    ('distributed.load_samples', '.npz archive instead of .npy', ValueError, 'is not a .npy sample file', _npz_samples),
+    ('distributed.load_samples', '.npz archive instead of .npy', ValueError, 'is not a .npy sample file (a zip archive, e.g. an .npz of several arrays)', _npz_samples),
+    ('distributed.load_samples', 'a JSON file', ValueError, 'is not a .npy sample file (text, JSON?)', _text_file('metrics.json', load_samples)),
+    ('cli.sample_to_files', 'a JSON file as the checkpoint', ValueError, 'is not a safetensors weights file',
+     _text_file('metrics.json', lambda f: sample_to_files(f, f.parent/'out', n=2, progress=False))),
+    ('cli.fid_of_samples', 'one PNG image instead of their folder', ValueError, 'is one image: pass the folder of sample PNGs', _one_png),
+    ('cli.train_diffusion', 'an output folder that holds an earlier run (nothing overwritten)', FileExistsError,
+     'holds an earlier run (model.safetensors, metrics.json): pass `force=True`', _earlier_run),
+    ('accel.EMA.swap', 'a model other than the tracked one', ValueError, "EMA.swap exchanges the tracked model's weights only",
+     _fp(lambda: _ema_tracking().swap(nn.Linear(2, 2)))),
+    ('accel.EMA.update', 'inside `average()` (training the average)', RuntimeError, 'would average the average', _ema_update_in_average),
     ('cli.class_accuracy', '3 labels for 2 images', ValueError, '3 labels for 2 images', _fp(lambda: class_accuracy(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1, 2])))),
     ('cli.fid_of_samples', 'labels.npy of floats', ValueError, 'must hold a vector of integer class labels', _float_labels),
     ('diffusion.guidance.GuidedModel', '3 labels for a batch of 2', ValueError, '3 labels for a batch of 2 images', lambda tmp: lambda: GuidedModel(_unet(), [0, 1, 2])(torch.zeros(2, 1, 8, 8), torch.rand(2))),

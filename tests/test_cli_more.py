@@ -7,6 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch import nn
+import miniai
 from miniai.cli import (_check_train_args, load_trained, main, make_sampler, recipe, sample_images, sample_to_files,
                         sampler_nfe, save_image_grid, save_trained, train_diffusion)
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm, linear_schedule, ddpm_sample
@@ -79,6 +81,37 @@ def test_train_passes_cli_settings(tmp_path, monkeypatch):
                         (['--conditional', '--p-uncond', '0.3', '--guidance', '2'], dict(conditional=True, p_uncond=0.3, guidance=2.))):
         with pytest.raises(_Stop): main(['train', '--quick', '--out', str(tmp_path/'r'), '--no-progress'] + extra)
         assert {k: seen[-1][k] for k in want} == want, extra
+
+
+def test_train_refuses_a_folder_with_an_earlier_run(tmp_path, monkeypatch, capsys):
+    "`miniai train` into a folder holding a run stops before any work (status 2) unless --force, or --checkpoint continues it."
+    seen = []
+    def fake(**kw): seen.append(kw); raise _Stop()
+    monkeypatch.setattr('miniai.cli.train_diffusion', fake)
+    run = tmp_path/'r'; run.mkdir(); (run/'metrics.json').write_text('{}')
+    args = ['train', '--quick', '--out', str(run), '--no-progress']
+    with pytest.raises(SystemExit) as e: main(args)
+    assert e.value.code == 2 and 'holds an earlier run (metrics.json): pass --force to overwrite it' in capsys.readouterr().err
+    assert seen == []
+    with pytest.raises(_Stop): main(args + ['--force'])
+    assert seen[-1]['force'] is True
+    with pytest.raises(SystemExit): main(args + ['--checkpoint'])          # no checkpoint.pt: nothing to continue
+    (run/'checkpoint.pt').write_bytes(b'')
+    with pytest.raises(SystemExit) as e: main(args)
+    assert 'continue it from its checkpoint with --checkpoint' in capsys.readouterr().err
+    with pytest.raises(_Stop): main(args + ['--checkpoint'])
+    assert seen[-1]['checkpoint'] is True and seen[-1]['force'] is False
+    (tmp_path/'file').write_text('')
+    with pytest.raises(SystemExit): main(['train', '--quick', '--out', str(tmp_path/'file')])
+    assert 'is a file, not a folder' in capsys.readouterr().err
+
+
+def test_saved_weights_have_the_permissions_of_any_new_file(tmp_path):
+    "safetensors creates its files readable by their owner only; `save_trained` gives them the mode `open` would."
+    save_trained(nn.Linear(2, 2), tmp_path/'model.safetensors', {})
+    (tmp_path/'plain').write_text('')
+    mode = lambda f: (tmp_path/f).stat().st_mode & 0o777
+    assert mode('model.safetensors') == mode('plain')
 
 
 def test_data_wiring(tmp_path, monkeypatch):
@@ -215,6 +248,12 @@ def test_grid_and_fid_samples_are_seeded_draws_of_the_saved_model(cosine_run):
     m = cosine_run.metrics
     assert (m['fid'], m['kid'], m['n_fid'], m['nfe'], m['n_train']) == (1.5, 0.25, 4, 2, 64)
     assert m['resumed_from_epoch'] is None and m['ema_decay'] == 0.05 and cfg['ema_decay'] == 0.05 and cfg['epochs'] == 1
+    assert m['miniai'] == miniai.__version__ and m['torch'] == torch.__version__   # the versions that made the run
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as e: main(['--version'])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f'miniai {miniai.__version__}'
 
 
 def test_resume_refuses_checkpoint_without_settings_or_other_precision(cosine_run, tmp_path, monkeypatch):

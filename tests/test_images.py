@@ -193,6 +193,15 @@ def test_limit_takes_class_balanced_subsets(tmp_path):
     assert (len(s.train_x), len(s.test_x)) == (30, 30)
 
 
+def test_limit_keeps_every_class_even_a_rare_one(tmp_path):
+    "A class-balanced `limit` keeps at least one item of each class, even of a class with a single test image."
+    y = np.array([0]*40 + [1]*40 + [2]*2)          # class 2: one train and one test image (test_frac=0.5)
+    np.savez(tmp_path/'set.npz', images=rand_images(len(y)), labels=y)
+    s = load_image_set(tmp_path/'set.npz', test_frac=0.5, limit=(8, 4))
+    assert torch.bincount(s.test_y, minlength=3).tolist() == [2, 2, 1]
+    assert torch.bincount(s.train_y, minlength=3).tolist() == [4, 4, 1]
+
+
 def test_hf_prefers_test_split_over_validation():
     import datasets
     from PIL import Image
