@@ -1,0 +1,124 @@
+"Properties of the training and evaluation core that a hand-made mutation check found unpinned by the other tests."
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+from types import SimpleNamespace as NS
+import miniai.fid as fid
+from miniai.accel import EMA, CheckpointCB, load_checkpoint, read_checkpoint, save_checkpoint
+from miniai.data import DeviceImageLoader
+from miniai.fid import ImageEval, fashion_fid_images, kid_from_feats, real_image_floor
+from miniai.learner import Learner, OneCycleCB, RecorderCB, TrainCB
+
+
+def line_learner(n=60, bs=20, cbs=()):
+    "A 1-D linear regression learner on plain lists of batches (3 training batches per epoch)."
+    torch.manual_seed(0)
+    x = torch.randn(n, 1); y = 3*x - 1
+    batches = [(x[i:i+bs], y[i:i+bs]) for i in range(0, n, bs)]
+    return Learner(nn.Linear(1, 1), NS(train=batches, valid=batches[:1]), F.mse_loss, lr=0.05, cbs=[TrainCB(), *cbs])
+
+
+# ---------------------------------------------------------------- fid
+
+def test_kid_subsets_are_equal_sized_fresh_draws_without_replacement(monkeypatch):
+    "Each KID subset takes min(subset_size, n_a, n_b) distinct rows from each set, redrawn for every subset."
+    seen = []
+    def spy(x, y, y_within=None):
+        seen.append((x[:, 0].tolist(), y[:, 0].tolist()))
+        return torch.zeros((), dtype=torch.float64)
+    monkeypatch.setattr(fid, 'mmd2_unbiased', spy)
+    a = torch.arange(20.)[:, None].repeat(1, 3)            # row i holds i: rows are identifiable
+    b = 100 + torch.arange(6.)[:, None].repeat(1, 3)
+    kid_from_feats(a, b, n_subsets=4, subset_size=1000)
+    assert len(seen) == 4
+    assert all(len(xa) == len(yb) == 6 for xa, yb in seen)                    # capped at the smaller set, for both sets
+    assert all(len(set(xa)) == 6 and set(xa) <= set(range(20)) for xa, _ in seen)   # no replacement
+    assert len({tuple(sorted(xa)) for xa, _ in seen}) > 1                      # a fresh subset of `a` per draw
+
+
+def test_real_image_floor_draws_are_independent_random_sets():
+    "The n_draws real-image sets of one size differ, so their FIDs differ and the std is their sample std."
+    torch.manual_seed(0)
+    model = nn.Conv2d(1, 4, 8, stride=8)                    # 32x32 -> 4x4x4 = 64 features
+    ie = ImageEval(model, fashion_fid_images('test', n=64), bs=64)
+    (row,) = real_image_floor(ie, sizes=(16,), n_draws=3, progress=False)
+    assert len(set(row['fids'])) == 3 and len(set(row['kids'])) == 3
+    assert row['fid_std'] == pytest.approx(np.std(row['fids'], ddof=1)) and row['fid_std'] > 0
+
+
+# ---------------------------------------------------------------- accel
+
+def test_checkpoint_saves_and_restores_the_grad_scaler_scale(tmp_path):
+    "A checkpoint carries the GradScaler's grown scale and a load puts it back (float16 resumes need it)."
+    learn = line_learner()
+    learn.grad_scaler = torch.amp.GradScaler('cpu', init_scale=16., growth_interval=1)   # doubles after each finite step
+    learn.fit(1, valid=False)
+    assert learn.grad_scaler.get_scale() == 16. * 2**3
+    path = save_checkpoint(tmp_path/'ck.pt', learn)
+    assert read_checkpoint(path)['grad_scaler']['scale'] == 128.
+    other = line_learner()
+    other.opt = other.opt_func(other.model.parameters(), other.lr)
+    other.grad_scaler = torch.amp.GradScaler('cpu')          # default scale 65536
+    load_checkpoint(path, other)
+    assert other.grad_scaler.get_scale() == 128. and other.grad_scaler.state_dict() == learn.grad_scaler.state_dict()
+
+
+def test_lr_find_leaves_the_ema_untouched():
+    "The LR finder's throw-away steps do not enter the EMA average or its update count."
+    ema = EMA(0.9)
+    learn = line_learner(cbs=[ema])
+    learn.fit(1, valid=False)
+    shadow, n = [s.clone() for s in ema.shadow], ema.n_updates
+    learn.lr_find(max_epochs=1, show_plot=False)
+    assert ema.n_updates == n == 3 and all(torch.equal(a, b) for a, b in zip(shadow, ema.shadow))
+
+
+def test_lr_find_neither_writes_nor_resumes_from_the_checkpoint(tmp_path):
+    "lr_find with a CheckpointCB in the learner leaves the checkpoint file as it was and does not resume from it."
+    path = tmp_path/'run.pt'
+    learn = line_learner(cbs=[CheckpointCB(path)])
+    learn.fit(1, valid=False)
+    saved = path.read_bytes()
+    finder = learn.lr_find(max_epochs=1, show_plot=False)
+    assert len(finder.losses) > 0 and path.read_bytes() == saved
+
+
+# ---------------------------------------------------------------- learner
+
+def test_one_cycle_cb_default_schedule_is_one_cycle_lr_over_the_whole_fit():
+    "OneCycleCB(max_lr) gives the lrs of OneCycleLR(max_lr, total_steps=epochs*len(train)) with its defaults."
+    rec = RecorderCB()
+    learn = line_learner(cbs=[OneCycleCB(0.1), rec])
+    learn.fit(4)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.05)
+    sched, ref = OneCycleLR(opt, max_lr=0.1, total_steps=4*3), []
+    for _ in range(12): ref.append(opt.param_groups[0]['lr']); opt.step(); sched.step()
+    assert rec.values('lr').tolist() == pytest.approx(ref, rel=1e-6)
+
+
+# ---------------------------------------------------------------- data
+
+def _order(dl): return torch.cat([yb for _, yb in dl]).tolist()
+
+def test_unseeded_loader_shuffle_follows_torch_global_seed():
+    "With seed=None the shuffle generator is seeded from torch's global RNG: the same global seed, the same order."
+    x, y = torch.zeros(32, 2, 2, dtype=torch.uint8), torch.arange(32)
+    def make(s):
+        torch.manual_seed(s)
+        return DeviceImageLoader(x, y, bs=8, shuffle=True, device='cpu')
+    assert _order(make(0)) == _order(make(0)) != _order(make(1))
+
+
+def test_shuffled_batches_keep_each_image_with_its_label():
+    "Shuffled (and padded) batches pair every image with its own label."
+    n = 50
+    x = torch.arange(n, dtype=torch.uint8)[:, None, None].expand(n, 3, 3).contiguous()   # image i is filled with i
+    dl = DeviceImageLoader(x, torch.arange(n), bs=16, shuffle=True, pad=1, value_range=(0., 255.), device='cpu', seed=0)
+    ys = []
+    for xb, yb in dl:
+        assert torch.equal(xb[:, 0, 1:-1, 1:-1], yb[:, None, None].float().expand(-1, 3, 3)) and (xb[:, 0, 0] == 0).all()
+        ys += yb.tolist()
+    assert sorted(ys) == list(range(n)) and ys != list(range(n))
