@@ -1,0 +1,101 @@
+"Properties of miniai.core, miniai.cli and miniai.distributed that a hand-made mutation check found unpinned by the other tests."
+import os
+import stat
+import pytest
+import torch
+from torch import nn
+import miniai.distributed as distributed
+from safetensors.torch import load_file
+from miniai.cli import balanced_labels, save_trained, trained_config
+from miniai.core import atomic_write, check_finite, eval_mode, set_seed
+from miniai.data import DeviceImageLoader
+from miniai.distributed import ShardedLoader, load_samples, remove_stale_tmp, save_samples
+
+
+# ---------------------------------------------------------------- core
+
+def test_eval_mode_restores_each_submodules_own_flag():
+    "After the block a training model gets back a submodule that was in eval mode, still in eval mode."
+    m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.BatchNorm1d(2)))
+    m.train(); m[1].eval(); m[2][0].eval()
+    before = [mod.training for mod in m.modules()]
+    with eval_mode(m): assert not any(mod.training for mod in m.modules())
+    assert [mod.training for mod in m.modules()] == before == [True, True, False, True, False]
+
+
+def test_eval_mode_keeps_gradients_when_asked():
+    "With no_grad=False the model is in eval mode but gradients flow inside the block."
+    m = nn.Linear(2, 1)
+    with eval_mode(m, no_grad=False):
+        assert not m.training and torch.is_grad_enabled()
+        m(torch.ones(1, 2)).sum().backward()
+    assert m.weight.grad is not None and torch.equal(m.weight.grad, torch.ones(1, 2))
+
+
+def test_set_seed_seeds_torch_with_the_seed_itself():
+    "set_seed(s) leaves torch's generator exactly as torch.manual_seed(s) does, for large seeds too."
+    for s in (0, 1000, 12345, 2**40 + 7):
+        torch.manual_seed(s); want = torch.rand(4)
+        set_seed(s); assert torch.equal(torch.rand(4), want)
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    "Rewriting an existing file keeps its permission bits (here 0o664), whatever the umask."
+    p = tmp_path/'f.txt'
+    p.write_text('old'); os.chmod(p, 0o664)
+    with atomic_write(p) as tmp: tmp.write_text('new')
+    assert p.read_text() == 'new' and stat.S_IMODE(p.stat().st_mode) == 0o664
+
+
+def test_check_finite_refuses_inf_without_nan():
+    "An infinite value alone (no NaN) is refused, with the count of bad values."
+    for bad in (float('inf'), float('-inf')):
+        x = torch.zeros(4); x[2] = bad
+        with pytest.raises(ValueError, match='1 non-finite'): check_finite(x, 'x')
+
+
+# ---------------------------------------------------------------- cli
+
+def test_balanced_labels_cycle_through_the_classes():
+    "Labels go 0, 1, ..., n_classes-1 and start again: image i gets class i % n_classes."
+    assert balanced_labels(20).tolist() == list(range(10))*2
+    assert balanced_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+# ---------------------------------------------------------------- distributed
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.uint8, torch.float64, torch.float32])
+def test_save_samples_keeps_the_dtype_of_a_tensor(tmp_path, dtype):
+    "Only half precision is widened: integer and float32/float64 tensors come back with their own dtype and values."
+    x = (torch.arange(6)*7).reshape(2, 3).to(dtype)
+    y = load_samples(save_samples(tmp_path/'s.npy', x))
+    assert y.dtype == dtype and torch.equal(y, x)
+
+
+def test_remove_stale_tmp_keeps_files_of_writers_it_may_not_signal(tmp_path, monkeypatch):
+    "A writer whose pid exists but cannot be signalled (another user's process) is alive: its temporary file stays."
+    target = tmp_path/'samples.npy'
+    tmp = tmp_path/'.samples.npy.999999.tmp'; tmp.write_bytes(b'x')
+    def kill(pid, sig): raise PermissionError(1, 'Operation not permitted')
+    monkeypatch.setattr(distributed.os, 'kill', kill)
+    assert remove_stale_tmp(target) == [] and tmp.exists()
+
+
+def test_save_trained_keeps_buffers_and_the_config(tmp_path):
+    "The weights file holds the whole state dict (buffers such as running statistics too) and the config, read back as saved."
+    m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    m[1].running_mean.fill_(0.25); m[1].num_batches_tracked.fill_(5)
+    cfg = dict(schedule='cosine', quick=True, unet=dict(channels=[4, 8]), n_classes=None)
+    path = save_trained(m, tmp_path/'model.safetensors', cfg)
+    sd = load_file(str(path))
+    assert set(sd) == set(m.state_dict()) and all(torch.equal(sd[k], v) for k, v in m.state_dict().items())
+    assert trained_config(tmp_path) == cfg
+
+
+def test_sharded_loader_never_yields_an_empty_batch():
+    "A last global batch too small to give each rank an item is dropped: 13 items, 4 ranks of 3 make one step of 3 items each."
+    ims = torch.arange(13, dtype=torch.uint8).reshape(13, 1, 1, 1).expand(13, 1, 2, 2).contiguous()
+    for rank in range(4):
+        sl = ShardedLoader(DeviceImageLoader(ims, torch.arange(13), bs=3, shuffle=True, seed=0, device='cpu'), rank, 4)
+        sizes = [len(b[1]) for b in sl]
+        assert len(sl) == 1 and sizes == [3] and sl.left_out == 1
