@@ -218,9 +218,13 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
 # %% ../nbs/99_cli.ipynb #e0e2d7dd
 TRAIN_FILES = ('samples.png', 'loss.png', 'model.safetensors', 'metrics.json', 'checkpoint.pt')
 
+def _check_not_a_file(out: Path):
+    "Refuse an output folder path that names an existing file (`train` and `sample`)."
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+
 def _check_train_out(out: Path, force: bool, checkpoint: bool, cli: bool = False):
     "Refuse an `out` that holds an earlier run, unless `force`, or `checkpoint` continues that run from its checkpoint.pt."
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+    _check_not_a_file(out)
     if force or (checkpoint and (out/'checkpoint.pt').is_file()): return
     old = [f for f in TRAIN_FILES if (out/f).exists()]
     if old:
@@ -338,7 +342,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         train_seconds=round(train_s, 2), train_images_per_s=round(n_trained*dls.train.dataset_len/train_s, 1) if train_s else None,
         fid_sampling_seconds=round(sample_s, 2) if n_fid else None, wall_seconds=round(time.perf_counter() - t_start, 1),
         params=sum(p.numel() for p in model.parameters()), **_versions(),
-        files=['samples.png', 'loss.png', 'model.safetensors', 'metrics.json'] + (['checkpoint.pt'] if checkpoint else []))
+        files=[f for f in TRAIN_FILES if checkpoint or f != 'checkpoint.pt'])
     with atomic_write(out/'metrics.json') as tmp: tmp.write_text(json.dumps(metrics, indent=2))
     return dict(metrics=metrics, learn=learn, ema=ema, sampler=sampler)
 
@@ -387,7 +391,7 @@ def _sample_outputs(out: Path) -> list[Path]:
 
 def _check_sample_out(out: Path, force: bool, flag: str = '`force=True`'):
     "Refuse a non-empty output folder unless `force`: old and new samples mixed would pass for one sample set."
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+    _check_not_a_file(out)
     if not force and out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"the output folder {out} is not empty: pass {flag} to replace the files an earlier `sample` wrote "
                               "there (samples.npy, samples.png, labels.npy, png/NNNNN.png; other files are kept), or choose another folder")
