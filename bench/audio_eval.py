@@ -1,12 +1,14 @@
 """Audio diffusion on spoken digits (notebooks 16, 17, 17b) at full size: one command, one JSON results file.
 
-The GPU measurement (not timed yet; a rough estimate is 10-20 minutes on one H100):
+The GPU measurement (not timed yet; its two trainings are about 14 PFLOPs; tools/gpu_stage.sh adds `--train-minutes 8`,
+which times the network first and trains fewer epochs if the configured ones would not fit; docs/gpu_runbook.md):
 
     python bench/audio_eval.py --out results/audio.json
 
 CPU smoke test of the same code (notebook 17b's quick-mode sizes, a minute or two):
 
     python bench/audio_eval.py --quick --out /tmp/audio.json
+    python bench/audio_eval.py --quick --full-nets --out /tmp/audio_full_nets.json   # the full-size networks, quick data
 
 The FSDD is read from --data-dir or $MINIAI_DATA (fsdd/fsdd_v1.0.10.npz). The JSON holds:
 - `round_trip`: spectral convergence and log-spectral distance (dB) of spectrogram -> Griffin-Lim on the test clips,
@@ -26,12 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import count, command_line, write_json
-from miniai.accel import synchronize
+from bench.benchkit import add_full_nets_arg, count, command_line, parse_bench_args, positive, seconds_per_image, write_json
+from miniai.accel import EMA, synchronize
 from miniai.core import run_environment, default_device, set_seed
 from miniai.audio import DIGITS, MelSpec, fix_length, fsdd_dls, load_fsdd, round_trip_quality, write_wav
-from miniai.audio_diffusion import (AUDIO_CONFIG, AUDIO_QUICK_CONFIG, all_items, evaluate_generation, generate_spectrograms,
-                                    scores_table, train_audio_diffusion, train_digit_classifier)
+from miniai.audio_diffusion import (AUDIO_CONFIG, AUDIO_QUICK_CONFIG, all_items, diffusion_learner, evaluate_generation,
+                                    generate_spectrograms, scores_table, simple_diffusion, train_audio_diffusion,
+                                    train_digit_classifier)
+
+
+NET_KEYS = ('clf_nfs', 'nfs', 'num_layers', 'n_mids', 'mid_attn_chans', 'ema')   # what `--quick --full-nets` takes from AUDIO_CONFIG (the EMA too)
 
 
 def parse_args(argv=None):
@@ -42,9 +48,30 @@ def parse_args(argv=None):
     p.add_argument('--epochs', type=count(), default=None, help='override the diffusion epochs of the config')
     p.add_argument('--wavs', default=None, help='also write 3 generated clips per digit (w = last guidance scale) here')
     p.add_argument('--seed', type=int, default=42)
-    return p.parse_args(argv)
+    p.add_argument('--train-minutes', type=positive, default=None,
+                   help='fit the two diffusion trainings into this many minutes: time the network for a few batches first and '
+                        'train fewer epochs if the configured ones would take longer (recorded under time_budget)')
+    add_full_nets_arg(p)
+    return parse_bench_args(p, argv)
 
 
+def audio_seconds_per_image(dls, sigma_data: float, cfg: dict) -> float:
+    """Training seconds per spectrogram of `cfg`'s conditional U-Net (with its EMA), timed on a throwaway copy; the training
+    loader's shuffle state and the RNG are put back, so the runs that follow are those of a run without the timing."""
+    saved = dls.train.state_dict()
+    try:
+        return seconds_per_image(lambda: diffusion_learner(simple_diffusion(cfg, 10), dls, sigma_data, lr=cfg['lr'], p_uncond=cfg['p_uncond'],
+                                                           cbs=[EMA(cfg['ema'])] if cfg.get('ema') else [], progress=False), cfg['bs'])
+    finally: dls.train.load_state_dict(saved)
+
+
+def plan_audio_epochs(cfg: dict, n_train: int, n_test: int, rate: float, budget_s: float) -> dict:
+    """Epochs of each of the two diffusion trainings (unconditional, conditional) that fit `budget_s` seconds at `rate`
+    seconds per image: `cfg`'s own, or fewer. Each epoch also validates on `n_test` clips (a third of a training step each)."""
+    per_epoch = 2*(n_train + n_test/3)*rate
+    epochs = max(1, min(cfg['epochs'], int(budget_s/per_epoch)))
+    return dict(budget_s=budget_s, seconds_per_image=rate, planned=dict(epochs=cfg['epochs'], train_s=cfg['epochs']*per_epoch),
+                epochs=epochs, estimated_train_s=epochs*per_epoch)
 
 
 def timed(fn, *args, **kwargs):
@@ -64,8 +91,9 @@ def last_losses(learn) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     cfg = dict(AUDIO_QUICK_CONFIG if args.quick else AUDIO_CONFIG)
+    if args.full_nets: cfg.update({k: AUDIO_CONFIG[k] for k in NET_KEYS})
     if args.epochs is not None: cfg['epochs'] = args.epochs
-    t_start, out = time.perf_counter(), dict(command=command_line(__file__, argv), seed=args.seed, quick=args.quick, environment=run_environment(),
+    t_start, out = time.perf_counter(), dict(command=command_line(__file__, argv), seed=args.seed, quick=args.quick, full_nets=args.full_nets, environment=run_environment(),
                                              config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()})
     spec = MelSpec()
     set_seed(args.seed)
@@ -87,6 +115,15 @@ def main(argv=None):
     out['classifier'] = dict(test_accuracy=acc, n_test=dls.valid.dataset_len, train_seconds=secs)
     print(f"classifier: test accuracy {acc:.4f} ({secs:.0f} s)", flush=True)
     write_json(out, args.out)
+
+    if args.train_minutes is not None:
+        rate, secs = timed(audio_seconds_per_image, dls, sigma_data, cfg)
+        plan = plan_audio_epochs(cfg, dls.train.dataset_len, dls.valid.dataset_len, rate, 60*args.train_minutes)
+        cfg['epochs'] = plan['epochs']
+        out['time_budget'], out['config']['epochs'] = dict(plan, probe_s=secs), cfg['epochs']
+        print(f"time budget: {args.train_minutes} min for both trainings; the configured {plan['planned']['epochs']} epochs "
+              f"would take {plan['planned']['train_s']:.0f} s, so {cfg['epochs']} epochs (estimate {plan['estimated_train_s']:.0f} s)", flush=True)
+        write_json(out, args.out)
 
     out['diffusion'], models = {}, {}
     for name, n_classes in (('unconditional', None), ('conditional', 10)):

@@ -7,12 +7,13 @@ or grad mode compiles again. So `CompileCB` makes the training loader drop each 
 batch sizes) eagerly.
 """
 from __future__ import annotations
-import argparse, datetime, json, sys
+import argparse, datetime, json, math, sys, time
 from pathlib import Path
 from typing import Callable
 import torch
-from miniai.accel import CompileCB
+from miniai.accel import CompileCB, synchronize
 from miniai.core import atomic_write, cache_dir, default_device
+from miniai.learner import Callback, CancelFitException
 from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier
 
 COMPILE_MODES = ('none', 'default', 'reduce-overhead')
@@ -26,6 +27,13 @@ def count(lo: int = 1) -> Callable[[str], int]:
         return v
     parse.__name__ = 'count'
     return parse
+
+
+def positive(s: str) -> float:
+    "An argparse type: a number > 0 (minutes)."
+    v = float(s)
+    if not v > 0 or not math.isfinite(v): raise argparse.ArgumentTypeError(f'must be a finite number > 0, got {s}')
+    return v
 
 
 def add_compile_arg(p: argparse.ArgumentParser):
@@ -45,7 +53,34 @@ def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.A
     p.add_argument('--weights-dir', default=None, help=f"where trained {nets} are kept (default: cache_dir('models'))")
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     add_compile_arg(p)
+    add_full_nets_arg(p)
     return p
+
+
+def add_full_nets_arg(p: argparse.ArgumentParser):
+    "The `--full-nets` option (with `--quick`): the full-size networks on quick data, epochs and sample counts."
+    p.add_argument('--full-nets', action='store_true',
+                   help="with --quick: the networks at their full sizes (data, epochs and sample counts stay quick): checks "
+                        "on a CPU that the networks a GPU run trains build, train, save, load and sample; figures meaningless")
+
+
+def parse_bench_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    "`p.parse_args(argv)`, refusing `--full-nets` without `--quick` (without it the networks are full-size anyway)."
+    args = p.parse_args(argv)
+    if getattr(args, 'full_nets', False) and not args.quick:
+        p.error('--full-nets goes with --quick (it keeps quick data and epochs but the full-size networks; '
+                'without --quick everything is full-size already)')
+    return args
+
+
+def small_nets(args) -> bool:
+    "Whether a bench run uses the tiny networks: `--quick` without `--full-nets`."
+    return bool(args.quick and not getattr(args, 'full_nets', False))
+
+
+def size_tag(args) -> str:
+    "'full', 'quick' or 'quick_full_nets': names the weights a run keeps, so that runs of other sizes never load them."
+    return 'full' if not args.quick else 'quick_full_nets' if getattr(args, 'full_nets', False) else 'quick'
 
 
 def add_models_arg(p: argparse.ArgumentParser, names: tuple[str, ...]):
@@ -188,3 +223,36 @@ def write_results(results: dict, out: Path, markdown: Callable[[dict], str]):
     "Write `results` to the JSON file `out` (`write_json`) and `markdown(results)` beside it as .md."
     write_json(results, out)
     out.with_suffix('.md').write_text(markdown(results))
+
+
+# ---- time budgets: training epochs that fit a GPU lease ----------------------------------------------
+
+class StepTimer(Callback):
+    "Seconds of training batches `warmup + 1` to `warmup + steps` (the device synchronised at both ends); then it cancels the fit."
+    order = 1000
+    def __init__(self, warmup: int, steps: int): self.warmup, self.steps, self.i, self.seconds = warmup, steps, 0, None
+    def before_fit(self, learn): synchronize(); self.t0 = time.perf_counter()   # (warmup 0)
+    def after_batch(self, learn):
+        if not learn.training: return
+        self.i += 1
+        if self.i == self.warmup: synchronize(); self.t0 = time.perf_counter()
+        if self.i == self.warmup + self.steps:
+            synchronize(); self.seconds = time.perf_counter() - self.t0
+            raise CancelFitException()
+
+
+def keep_rng():
+    "A context that puts the CPU's and the current CUDA device's RNG states back when it ends (`torch.random.fork_rng`)."
+    return torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else [])
+
+
+def seconds_per_image(make_learner, bs: int, warmup: int = 3, steps: int = 10) -> float:
+    """Training seconds per image of the learner `make_learner()` builds (its own network copy and loaders): the mean of
+    `steps` batches of `bs` after `warmup`. The RNG states are restored afterwards, so the real run that follows draws
+    exactly what it would have drawn without this probe."""
+    with keep_rng():
+        timer = StepTimer(warmup, steps)
+        learn = make_learner()
+        learn.fit(warmup + steps, valid=False, cbs=[timer])   # (cancelled after warmup + steps batches; the Learner refuses an empty loader)
+    if timer.seconds is None: raise RuntimeError(f"timing needs {warmup + steps} training batches of {bs}; the fit ended before (another callback cancelled it?)")
+    return timer.seconds/(steps*bs)

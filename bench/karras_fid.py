@@ -4,9 +4,11 @@ The GPU measurement (one command; trains the models it needs, then writes the JS
 
     python bench/karras_fid.py --out results/karras_fid.json
 
-CPU smoke test of the same code (tiny U-Nets, 1 epoch on 512 images, a tiny classifier, 32/16 samples, steps / 10):
+CPU smoke test of the same code (tiny U-Nets, 1 epoch on 512 images, a tiny classifier, 32/16 samples, steps / 10),
+and the same with the lesson's full-size U-Nets (`--full-nets`: what a GPU run trains, saves, loads and samples):
 
     python bench/karras_fid.py --quick --out /tmp/karras_fid_quick.json
+    python bench/karras_fid.py --quick --full-nets --out /tmp/karras_fid_full_nets.json
 
 What it does:
 1. trains the lesson's U-Net (diffusers UNet2DModel (32, 64, 128, 256)) with Karras preconditioning
@@ -43,7 +45,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
-from bench.benchkit import count, add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, add_models_arg, parse_bench_args, size_tag, small_nets, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
 
 KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), ('heun', 50, {}), ('heun', 20, {}),
@@ -64,14 +66,14 @@ def parse_args(argv=None):
                    help='train (or find) these U-Nets and stop; score them in another process')
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     add_models_arg(p, ('karras', 'cosine'))
-    return p.parse_args(argv)
+    return parse_bench_args(p, argv)
 
 
 
 
-def unet(quick: bool):
-    "The lesson's U-Net, or a tiny one for the smoke test; time input scaled by 1000 (see notebook 10_karras)."
-    net = diffusers_unet(t_scale=1000) if not quick else diffusers_unet((16, 32), layers_per_block=1, attention=(False, False), t_scale=1000)
+def unet(small: bool):
+    "The lesson's U-Net, or a tiny one (`small`) for the smoke test; time input scaled by 1000 (see notebook 10_karras)."
+    net = diffusers_unet(t_scale=1000) if not small else diffusers_unet((16, 32), layers_per_block=1, attention=(False, False), t_scale=1000)
     return init_ddpm(net)
 
 
@@ -79,17 +81,17 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     "Train the `kind` ('karras' or 'cosine') U-Net, or load it if weights with the same configuration exist."
     log = results['train']
     folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
-    tag = 'quick' if args.quick else 'full'
+    tag = size_tag(args)
     path, ema_path = folder/f'bench_{kind}_{tag}.safetensors', folder/f'bench_{kind}_{tag}_ema.safetensors'
     meta = {'config': json.dumps(cfg, sort_keys=True)}
-    model = unet(args.quick)
+    model = unet(small_nets(args))
     saved = weights_metadata(path) if path.exists() else {}
     if not args.retrain and saved.get('config') == meta['config']:
         print(f"{kind}: loading {path}", flush=True)
         load_weights(model, path)
         run = saved.get('run')   # the EMA average of this very training run, never an older one
         paired = run and ema_path.exists() and weights_metadata(ema_path).get('run') == run
-        ema_model = load_weights(unet(args.quick), ema_path) if paired else None
+        ema_model = load_weights(unet(small_nets(args)), ema_path) if paired else None
         log[kind] = json.loads(saved.get('train', '{}'))
         return model.to(default_device()), (ema_model.to(default_device()) if ema_model is not None else None)
     forget_rows(results, 'rows', lambda r: r['model'] in (kind, f'{kind}+ema'), kind)   # raw and EMA rows: one training run
@@ -109,7 +111,7 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     save_weights(model, path, {**meta, 'train': json.dumps(train, default=str)})
     ema_model = None
     if ema:
-        ema_model = unet(args.quick).to(default_device())
+        ema_model = unet(small_nets(args)).to(default_device())
         ema.copy_to(ema_model)
         save_weights(ema_model, ema_path, meta)
     log[kind] = train
@@ -170,6 +172,7 @@ def main(argv=None):
     out = Path(args.out)
     kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
                 sigma_data=args.sigma_data, ema=args.ema, quick=args.quick)   # (the compile mode is not part of a model's identity)
+    if args.full_nets: kcfg['full_nets'] = True
     ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)

@@ -15,18 +15,23 @@ Steps (all with miniai's exported functions, as in nbs/15_latent_diffusion.ipynb
 
 On a GPU (from the repository root; needs $MINIAI_DATA or --data-dir):
     python bench/latent_fid.py --out results/latent_fid.json
+(the configured training is about 35 PFLOPs; tools/gpu_stage.sh adds `--train-minutes 8`, which times each network first
+and trains fewer epochs if the configured ones would not fit; docs/gpu_runbook.md)
 Anywhere, to check that it runs (32x32 images, a few hundred of them, toy models; figures meaningless):
     python bench/latent_fid.py --quick --out /tmp/latent_fid_quick.json
+and with the full-size networks at the images' full size (`--full-nets`: FULL's sizes, QUICK's data and epochs):
+    python bench/latent_fid.py --quick --full-nets --out /tmp/latent_fid_full_nets.json
 """
 import argparse, datetime, math, platform, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import count, command_line, write_json
+from bench.benchkit import add_full_nets_arg, count, command_line, keep_rng, parse_bench_args, positive, seconds_per_image, size_tag, write_json
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize
+from miniai.data import DataLoaders
 from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
-from miniai.latents import (ConvVAELoss, PretrainedVAEUnavailable, cached_latents, conv_vae, conv_vae_learner,
+from miniai.latents import (ConvVAELoss, DeviceTensorLoader, PretrainedVAEUnavailable, cached_latents, conv_vae, conv_vae_learner,
                             decode_latents, latent_dls, latent_stats, load_pretrained_vae, perceptual_net, psnr,
                             reconstruct, sample_batches, train_flops_per_image)
 from miniai.models.unet import EmbUNetModel, n_params
@@ -40,12 +45,59 @@ QUICK = dict(size=32, limit=(256, 96), clf_epochs=1, clf_nfs=(8, 16, 32),
              vae=dict(channels=(8, 16), norm_groups=4, mid_attention=False), vae_epochs=1, vae_bs=32, vae_lr=2e-3,
              unet=dict(nfs=(16, 32), num_layers=1, attn_chans=0),
              epochs=2, bs=64, lr=3e-3, steps=8, sample_bs=128)
+NET_KEYS = ('size', 'clf_nfs', 'vae', 'unet')   # what `--quick --full-nets` takes from FULL: the networks and the image size
 
 
 class Timer:
     "Wall-clock seconds of a block, with the device synchronised at both ends."
     def __enter__(self): synchronize(); self.t0 = time.perf_counter(); return self
     def __exit__(self, *exc): synchronize(); self.s = time.perf_counter() - self.t0
+
+
+def pixel_unet_config(u: dict) -> dict:
+    "The pixel U-Net's config from the latent U-Net's `u`: one more, narrower level in front (pixels are 4x the latents' side), attention one level later."
+    return {**u, 'nfs': (u['nfs'][0]//2, *u['nfs']), 'attn_start': u.get('attn_start', 1) + 1}
+
+
+def measure_rates(imset, cfg: dict, args) -> dict:
+    "Training seconds per image of the VAE, the latent U-Net and the pixel U-Net of `cfg`, each timed on a throwaway copy."
+    dev = default_device()
+    def vae_learner():
+        vae = conv_vae(**cfg['vae'], image_size=imset.shape[-1])
+        return conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=0), ConvVAELoss(args.kl_weight), lr=cfg['vae_lr'], progress=False)
+    def latent_learner():
+        lat = torch.randn(cfg['bs']*4, *lat_shape)
+        dls = DataLoaders(DeviceTensorLoader(lat, cfg['bs'], shuffle=True, drop_last=True, device=dev, seed=0),
+                          DeviceTensorLoader(lat[:cfg['bs']], cfg['bs'], device=dev))
+        return karras_learner(EmbUNetModel(lat_shape[0], lat_shape[0], **cfg['unet']), dls, sigma_data=1., lr=cfg['lr'], progress=False)
+    def pixel_learner():
+        return karras_learner(EmbUNetModel(3, 3, **pixel_unet_config(cfg['unet'])), image_dls(imset, bs=cfg['bs'], seed=0),
+                              sigma_data=0.5, lr=cfg['lr'], progress=False)
+    with keep_rng():
+        probe = conv_vae(**cfg['vae'], image_size=imset.shape[-1])   # (only its latent shape is used)
+        lat_shape = (probe.latent_channels, imset.shape[-2]//probe.factor, imset.shape[-1]//probe.factor)
+        flops = dict(latent=train_flops_per_image(EmbUNetModel(lat_shape[0], lat_shape[0], **cfg['unet']).to(dev), lat_shape),
+                     pixel=train_flops_per_image(EmbUNetModel(3, 3, **pixel_unet_config(cfg['unet'])).to(dev), imset.shape))
+    return dict(vae=seconds_per_image(vae_learner, cfg['vae_bs']), latent=seconds_per_image(latent_learner, cfg['bs']),
+                pixel=seconds_per_image(pixel_learner, cfg['bs']), flops_per_image=flops)
+
+
+def plan_epochs(cfg: dict, n_train: int, n_test: int, rates: dict, budget_s: float) -> dict:
+    """Epochs of the VAE and of the latent U-Net (the pixel U-Net's follow, at equal training FLOPs) that fit `budget_s`
+    seconds of training at the measured `rates` (`measure_rates`): `cfg`'s own, or both scaled down by one factor.
+    Each epoch also validates on the `n_test` held-out images (a forward pass: a third of a training step, roughly)."""
+    images = lambda bs: n_train//bs*bs + n_test/3   # (full training batches only)
+    fl = rates['flops_per_image']
+    pix_epochs = lambda e: max(1., e*fl['latent']/fl['pixel'])
+    def seconds(vae_epochs, epochs):
+        return (vae_epochs*images(cfg['vae_bs'])*rates['vae'] + epochs*images(cfg['bs'])*rates['latent']
+                + pix_epochs(epochs)*images(cfg['bs'])*rates['pixel'])
+    planned = seconds(cfg['vae_epochs'], cfg['epochs'])
+    scale = min(1., budget_s/planned)
+    vae_epochs, epochs = max(1, int(cfg['vae_epochs']*scale)), max(1, int(cfg['epochs']*scale))
+    return dict(budget_s=budget_s, seconds_per_image={k: rates[k] for k in ('vae', 'latent', 'pixel')},
+                flops_per_image=fl, planned=dict(vae_epochs=cfg['vae_epochs'], epochs=cfg['epochs'], train_s=planned),
+                scale=scale, vae_epochs=vae_epochs, epochs=epochs, estimated_train_s=seconds(vae_epochs, epochs))
 
 
 def train_vae(imset, cfg, args, clf):
@@ -83,12 +135,18 @@ def main(argv=None):
     p.add_argument('--cache', default=None, help="latent cache folder (default: miniai's cache_dir('latents'))")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--no-progress', dest='progress', action='store_false')
-    args = p.parse_args(argv)
+    p.add_argument('--train-minutes', type=positive, default=None,
+                   help='fit the training into this many minutes: time each network for a few batches first, and if the '
+                        'planned epochs would take longer, scale the VAE and latent U-Net epochs down by one factor '
+                        '(recorded under time_budget; default: the configured epochs, however long; not with --pretrained-vae)')
+    add_full_nets_arg(p)
+    args = parse_bench_args(p, argv)
     cfg = dict(QUICK if args.quick else FULL)
+    if args.full_nets: cfg.update({k: FULL[k] for k in NET_KEYS}, full_nets=True)
     if args.size: cfg['size'] = args.size
     steps = args.steps or cfg['steps']
     dev = default_device()
-    res = dict(command=command_line(__file__, argv), quick=args.quick, started=datetime.datetime.now().isoformat(timespec='seconds'),
+    res = dict(command=command_line(__file__, argv), quick=args.quick, full_nets=args.full_nets, started=datetime.datetime.now().isoformat(timespec='seconds'),
                device=torch.cuda.get_device_name() if dev.type == 'cuda' else str(dev), torch=torch.__version__,
                python=platform.python_version(), config=cfg, sampler=args.sampler, sampling_steps=steps)
 
@@ -106,6 +164,16 @@ def main(argv=None):
     print(f"FID classifier: test accuracy {acc:.3f}", flush=True)
     write_json(res, args.out)   # after every phase: a lease cut short still returns what finished
 
+    if args.train_minutes is not None and not args.pretrained_vae:
+        with Timer() as t: rates = measure_rates(imset, cfg, args)
+        plan = plan_epochs(cfg, len(imset.train_x), len(imset.test_x), rates, 60*args.train_minutes)
+        cfg.update(vae_epochs=plan['vae_epochs'], epochs=plan['epochs'])
+        res['time_budget'], res['config'] = dict(plan, probe_s=t.s), cfg
+        print(f"time budget: {args.train_minutes} min of training; planned epochs would take {plan['planned']['train_s']:.0f} s, "
+              f"so VAE {plan['vae_epochs']} and U-Net {plan['epochs']} epochs (x{plan['scale']:.2f}; "
+              f"estimate {plan['estimated_train_s']:.0f} s)", flush=True)
+        write_json(res, args.out)
+
     vae = None
     if args.pretrained_vae:
         try: vae = load_pretrained_vae().to(dev); res['vae'] = dict(kind='pretrained stabilityai/sd-vae-ft-ema')
@@ -118,7 +186,7 @@ def main(argv=None):
     write_json(res, args.out)
 
     root = Path(args.cache) if args.cache else cache_dir('latents')
-    tag = f"{Path(str(imset.source)).stem}_{imset.shape[-1]}{'_quick' if args.quick else ''}"
+    tag = f"{Path(str(imset.source)).stem}_{imset.shape[-1]}{'' if not args.quick else '_' + size_tag(args)}"   # (the VAE's size too)
     with Timer() as t:
         lat = cached_latents(root/f'{tag}_train.lat', vae, imset.train_x, progress=args.progress)
         lat_test = cached_latents(root/f'{tag}_test.lat', vae, imset.test_x, progress=args.progress)
@@ -137,8 +205,7 @@ def main(argv=None):
     res['latent_unet']['train_flops'] = flops_lat*res['latent_unet']['steps']*cfg['bs']
     write_json(res, args.out)
 
-    u = cfg['unet']
-    pix_cfg = {**u, 'nfs': (u['nfs'][0]//2, *u['nfs']), 'attn_start': u.get('attn_start', 1) + 1}
+    pix_cfg = pixel_unet_config(cfg['unet'])
     set_seed(args.seed + 2)
     pix = EmbUNetModel(3, 3, **pix_cfg).to(dev)
     flops_pix = train_flops_per_image(pix, imset.shape)

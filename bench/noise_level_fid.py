@@ -17,6 +17,7 @@ On a GPU (from the repository root; resumable: trained networks in --weights-dir
 `--train-only regressor` / `--train-only no_t` train one network and stop (tools/gpu_stage.sh runs one process per
 compiled model). Anywhere, to check that it runs (tiny networks, tiny classifier, few samples; numbers meaningless):
     python bench/noise_level_fid.py --quick --out /tmp/noise_level_quick.json
+    python bench/noise_level_fid.py --quick --full-nets --out /tmp/noise_level_full_nets.json   # the full-size networks
 """
 from __future__ import annotations
 import json, math, sys, time
@@ -34,7 +35,7 @@ from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
-from bench.benchkit import count, command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, parse_bench_args, command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 
 NETS = ('regressor', 'no_t')
 SAMPLERS = ('naive DDIM (scheduled ᾱ)', "DDIM with the regressor's ᾱ")
@@ -44,21 +45,30 @@ def parse_args(argv=None):
     p = fid_bench_parser(__doc__, 'tiny networks and classifier, few samples and steps', 'networks')
     p.add_argument('--steps', type=count(), default=100, help='DDIM steps')
     p.add_argument('--train-only', nargs='+', choices=NETS, default=None, help='train (or find) these networks and stop')
-    return p.parse_args(argv)
+    return parse_bench_args(p, argv)
 
 
-def configs(quick: bool) -> dict:
-    "Each network's training recipe (its identity: saved weights are reused only for the same recipe)."
-    return {'regressor': dict(epochs=1 if quick else 20, lr=3e-3 if quick else 1e-2, bs=64 if quick else 512,
-                              nfs=(8, 16, 32, 64) if quick else None, drop=0.2, quick=quick),
+def configs(quick: bool, full_nets: bool = False) -> dict:
+    "Each network's training recipe (its identity: saved weights are reused only for the same recipe); `full_nets`: full-size networks on quick data."
+    small = quick and not full_nets
+    cfgs = {'regressor': dict(epochs=1 if quick else 20, lr=3e-3 if quick else 1e-2, bs=64 if quick else 512,
+                              nfs=(8, 16, 32, 64) if small else None, drop=0.2, quick=quick),
             'no_t': dict(epochs=1 if quick else 25, lr=3e-3 if quick else 4e-3, bs=64 if quick else 512, quick=quick)}
+    if quick and full_nets:
+        for c in cfgs.values(): c['full_nets'] = True
+    return cfgs
+
+
+def _small(cfg: dict) -> bool:
+    "Whether recipe `cfg` builds the tiny networks (quick mode without `full_nets`)."
+    return cfg['quick'] and not cfg.get('full_nets')
 
 
 def build(name: str, cfg: dict) -> nn.Module:
     "A fresh network `name` for its recipe `cfg`."
     if name == 'regressor':
         return noise_level_model(**({'nfs': cfg['nfs']} if cfg['nfs'] else {}), drop=cfg['drop'])
-    unet = diffusers_unet((16, 32), layers_per_block=1, attention=(False, False), t_scale=1000) if cfg['quick'] \
+    unet = diffusers_unet((16, 32), layers_per_block=1, attention=(False, False), t_scale=1000) if _small(cfg) \
         else diffusers_unet(t_scale=1000)
     return NoTimeModel(init_ddpm(unet))
 
@@ -66,7 +76,7 @@ def build(name: str, cfg: dict) -> nn.Module:
 def train_or_load(name: str, cfg: dict, args, results: dict) -> nn.Module:
     "Network `name` trained with `cfg`: loaded if saved weights have that recipe, else trained and saved (eval mode)."
     log = results['train']
-    path = Path(args.weights_dir or cache_dir('models'))/f"bench_noise_level_{name}_{'quick' if cfg['quick'] else 'full'}.safetensors"
+    path = Path(args.weights_dir or cache_dir('models'))/f"bench_noise_level_{name}_{'full' if not cfg['quick'] else 'quick' if _small(cfg) else 'quick_full_nets'}.safetensors"
     model, meta = build(name, cfg), {'config': json.dumps(cfg, sort_keys=True)}
     if path.exists() and weights_metadata(path).get('config') == meta['config']:
         print(f"{name}: loading {path}", flush=True)
@@ -160,7 +170,7 @@ def main(argv=None):
     if args.quick: args.n, args.batch, args.steps = [32, 16], 32, 10
     ns, out = sorted(set(args.n), reverse=True), Path(args.out)
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
-    cfgs = configs(args.quick)
+    cfgs = configs(args.quick, args.full_nets)
     config = dict(n=ns, batch=args.batch, steps=args.steps, seed=args.seed, nets=cfgs)
     results = dict(command=command_line(__file__, argv),
                    config=config, environment=run_environment(), train={}, rows=[], reals=None)

@@ -10,6 +10,10 @@ CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny in-mem
 
     python bench/unet_fid.py --quick --out /tmp/unet_fid_quick.json
 
+and the same with the full-size networks (`--full-nets`: what a GPU run trains, saves, loads and samples):
+
+    python bench/unet_fid.py --quick --full-nets --out /tmp/unet_fid_full_nets.json
+
 What it measures:
 1. Unconditional (section "models"): the same Karras objective and recipe (`karras_learner`: log-normal sigma,
    Adam eps 1e-5, one-cycle lr 1e-2, bf16 and a compiled training step on a GPU (`--compile`; validation and sampling eager), batch 512, 25 epochs) for
@@ -40,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 import torch.nn.functional as F
-from bench.benchkit import count, add_models_arg, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
+from bench.benchkit import count, add_models_arg, parse_bench_args, size_tag, small_nets, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
 from miniai.core import run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
@@ -67,7 +71,7 @@ def parse_args(argv=None):
                    help='train (or find) these networks and stop; score them in another process')
     p.add_argument('--classifier', default=None, help='FID classifier weights (default: fashion_classifier_path())')
     add_models_arg(p, MODELS + ('cond',))   # `--models cond`: the guidance section alone
-    return p.parse_args(argv)
+    return parse_bench_args(p, argv)
 
 
 
@@ -76,14 +80,14 @@ def parse_args(argv=None):
 
 MODELS = ('emb_unet', 'emb_unet_attn', 'diffusers')   # the unconditional networks compared
 
-def build(name: str, quick: bool):
-    "A fresh network for `name` (toy sizes with `quick`)."
-    nfs, nl = ((8, 16), 1) if quick else ((32, 64, 128, 256), 2)
+def build(name: str, small: bool):
+    "A fresh network for `name` (toy sizes with `small`)."
+    nfs, nl = ((8, 16), 1) if small else ((32, 64, 128, 256), 2)
     if name == 'emb_unet': return EmbUNetModel(1, 1, nfs, nl, attn_chans=0)
     if name == 'emb_unet_attn': return EmbUNetModel(1, 1, nfs, nl, attn_chans=8, attn_start=1)
     if name == 'cond': return EmbUNetModel(1, 1, nfs, nl, attn_chans=0, n_classes=10)
     if name == 'diffusers':
-        net = diffusers_unet((8, 16), layers_per_block=1, norm_groups=4, t_scale=1000) if quick else diffusers_unet(t_scale=1000)
+        net = diffusers_unet((8, 16), layers_per_block=1, norm_groups=4, t_scale=1000) if small else diffusers_unet(t_scale=1000)
         return init_ddpm(net)
     raise ValueError(name)
 
@@ -118,9 +122,9 @@ def train_or_load(name: str, cfg: dict, args, results: dict):
     "Train network `name`, or load it if weights with the same configuration exist."
     log = results['train']
     folder = Path(args.weights_dir) if args.weights_dir else cache_dir('models')
-    path = folder/f"bench_unet_{name}_{'quick' if args.quick else 'full'}.safetensors"
+    path = folder/f"bench_unet_{name}_{size_tag(args)}.safetensors"
     meta = {'config': json.dumps({**cfg, 'model': name}, sort_keys=True)}
-    model = build(name, args.quick)
+    model = build(name, small_nets(args))
     if not args.retrain and path.exists() and weights_metadata(path).get('config') == meta['config']:
         print(f"{name}: loading {path}", flush=True)
         log[name] = json.loads(weights_metadata(path).get('train', '{}'))
@@ -242,6 +246,7 @@ def main(argv=None):
     if min(ns) < 2: raise SystemExit('--n values must be >= 2 (FID needs a covariance)')
     out = Path(args.out)
     tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
+    if args.full_nets: tcfg['full_nets'] = True
     config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=command_line(__file__, argv),

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LEAK = ('MINIAI_CACHE', 'MINIAI_DATA', 'MINIAI_GPU_SHARED', 'OUT', 'MODELS', 'SELECT', 'DEADLINE', 'QUICK',
-        'MAX_MINUTES', 'GPU_STAGE_SH', 'GPU_PIPELINE_DIR', 'PYTHONPATH')
+        'MAX_MINUTES', 'TRAIN_MINUTES', 'GPU_STAGE_SH', 'GPU_PIPELINE_DIR', 'PYTHONPATH')
 
 FAKE_PY = r'''#!/usr/bin/env bash
 case "$1" in
@@ -145,6 +145,36 @@ def test_stage_quick_mode_ships_to_the_callers_out(tmp_path):
     r = _stage(tmp_path, 'latent', '--quick', OUT=tmp_path/'out')
     assert r.returncode == 0, r.stderr
     assert (tmp_path/'out'/'latent_fid.json').exists()
+
+
+
+@pytest.mark.parametrize('stage,script', [('latent', 'latent_fid'), ('audio', 'audio_eval')])
+def test_stage_caps_training_time_on_the_gpu_only(tmp_path, stage, script):
+    "latent and audio pass --train-minutes TRAIN_MINUTES (default 8) in a full run, and no cap in quick mode."
+    r = _stage(tmp_path, stage, OUT=tmp_path/'out')
+    assert r.returncode == 0, r.stderr
+    assert '--train-minutes 8 ' in _scripts(tmp_path, script)[-1] + ' '
+    r = _stage(tmp_path, stage, OUT=tmp_path/'out', TRAIN_MINUTES='6.5')
+    assert '--train-minutes 6.5 ' in _scripts(tmp_path, script)[-1] + ' '
+    r = _stage(tmp_path, stage, '--quick', OUT=tmp_path/'out', TRAIN_MINUTES='6.5')
+    assert r.returncode == 0 and '--train-minutes' not in _scripts(tmp_path, script)[-1]
+
+
+@pytest.mark.parametrize('stage,script', [('karras', 'karras_fid'), ('noise_level', 'noise_level_fid'), ('unet', 'unet_fid'),
+                                          ('latent', 'latent_fid'), ('audio', 'audio_eval')])
+def test_stage_full_nets_mode(tmp_path, stage, script):
+    "--full-nets passes --quick --full-nets to every script of the stage, in runs/gpu_full_nets/ with its own cache."
+    root = _checkout(tmp_path, 'gpu_stage.sh')
+    (root/'results').mkdir(); (root/'results'/'a.json').write_text('committed')
+    r = _stage(tmp_path, stage, '--full-nets', MINIAI_CACHE=tmp_path/'real_cache')
+    assert r.returncode == 0, r.stderr
+    calls = _calls(tmp_path)
+    assert calls and all(script in a for a, _ in calls)
+    for args, env in calls:
+        words = args.split()
+        assert '--quick' in words and '--full-nets' in words and '--train-minutes' not in words
+        assert '--out runs/gpu_full_nets/' in args and env['CACHE'] == str(root/'runs'/'gpu_full_nets'/'cache')
+    assert not (root/'.gpucache').exists() and not (tmp_path/'real_cache').exists()
 
 
 def test_stage_refuses_bad_arguments_before_running_anything(tmp_path):

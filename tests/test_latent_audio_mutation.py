@@ -107,7 +107,7 @@ def _calls(log, name): return [v for k, v in log if k == name]
 def test_latent_fid_partial_files_grow_one_phase_at_a_time(tmp_path, load_script, monkeypatch):
     "latent_fid writes after the classifier, the VAE, each U-Net and each FID row, each file holding only finished phases."
     _, _, snaps, _, res = _run_latent(load_script, monkeypatch, tmp_path)
-    keys = [set(s) - {'command', 'quick', 'started', 'device', 'torch', 'python', 'config', 'sampler', 'sampling_steps', 'data'}
+    keys = [set(s) - {'command', 'quick', 'full_nets', 'started', 'device', 'torch', 'python', 'config', 'sampler', 'sampling_steps', 'data'}
             for s in snaps]
     assert keys[0] == {'fid_classifier'}
     assert keys[1] == {'fid_classifier', 'vae'}
@@ -283,6 +283,21 @@ def test_latent_fid_full_config_without_quick(tmp_path, load_script, monkeypatch
     assert res['vae']['steps'] == 100*5            # bs 64 -> 5 stand-in batches
 
 
+def test_latent_fid_full_nets(tmp_path, load_script, monkeypatch):
+    "--quick --full-nets: FULL's networks and image size, QUICK's data limit and epochs, and a latent cache of its own."
+    bench, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path, '--full-nets')
+    assert res['quick'] is True and res['full_nets'] is True and res['config']['full_nets'] is True
+    assert _calls(log, 'load')[0]['size'] is None and _calls(log, 'load')[0]['limit'] == bench.QUICK['limit']
+    assert _calls(log, 'clf')[0] == dict(epochs=1, nfs=bench.FULL['clf_nfs'], seed=42)
+    assert _calls(log, 'conv_vae')[0] == dict(bench.FULL['vae'], image_size=8)
+    latent_unet, pixel_unet = _calls(log, 'unet')
+    assert {k: latent_unet[k] for k in bench.FULL['unet']} == bench.FULL['unet']
+    assert pixel_unet['nfs'] == (64, 128, 256, 384) and pixel_unet['attn_start'] == 2
+    assert _calls(log, 'vae_fit') == [1] and _calls(log, 'latent_fit') == [2]   # QUICK's epochs
+    assert [c[0] for c in _calls(log, 'cache')] == ['clothing64_8_quick_full_nets_train.lat', 'clothing64_8_quick_full_nets_test.lat']
+    assert res['sampling_steps'] == 8
+
+
 # ---------------------------------------------------------------- bench/audio_eval.py
 
 class FakeClock:
@@ -347,7 +362,7 @@ def _run_audio(load_script, monkeypatch, tmp_path, *extra, quick=True):
 def test_audio_eval_partial_files_grow_one_phase_at_a_time(tmp_path, load_script, monkeypatch):
     "audio_eval writes after the round trip, the classifier, each diffusion model and the scores; total_seconds only at the end."
     _, _, snaps, res = _run_audio(load_script, monkeypatch, tmp_path)
-    keys = [set(s) - {'config', 'environment', 'quick', 'command', 'seed'} for s in snaps]
+    keys = [set(s) - {'config', 'environment', 'quick', 'full_nets', 'command', 'seed'} for s in snaps]
     assert keys[0] == {'round_trip'}
     assert keys[1] == {'round_trip', 'sigma_data', 'classifier'}
     assert keys[2] == keys[1] | {'diffusion'} and list(snaps[2]['diffusion']) == ['unconditional']
@@ -372,6 +387,21 @@ def test_audio_eval_full_mode_keeps_every_test_clip(tmp_path, load_script, monke
     assert res['round_trip']['n_clips'] == 60 and _calls(log, 'rt')[0] == (1, 60)
     assert res['quick'] is False and res['config']['epochs'] == 200 and res['config']['clf_nfs'] == [16, 32, 64, 128]
     assert _calls(log, 'dls') == [dict(bs=128, limit=None, seed=42)]
+
+
+def test_audio_eval_full_nets(tmp_path, load_script, monkeypatch):
+    "--quick --full-nets: AUDIO_CONFIG's networks (and EMA), AUDIO_QUICK_CONFIG's data, epochs and sample counts."
+    bench, log, _, res = _run_audio(load_script, monkeypatch, tmp_path, '--full-nets')
+    full, quick = bench.AUDIO_CONFIG, bench.AUDIO_QUICK_CONFIG
+    assert res['full_nets'] is True and res['quick'] is True
+    for k in ('nfs', 'num_layers', 'n_mids', 'mid_attn_chans', 'clf_nfs', 'ema'):
+        want = full[k]
+        assert res['config'][k] == (list(want) if isinstance(want, tuple) else want), k
+    for k in ('epochs', 'bs', 'limit', 'steps', 'n_per_digit', 'n_uncond', 'clf_epochs'):
+        want = quick[k]
+        assert res['config'][k] == (list(want) if isinstance(want, tuple) else want), k
+    assert _calls(log, 'clf')[0]['nfs'] == full['clf_nfs'] and _calls(log, 'dls') == [dict(bs=32, limit=quick['limit'], seed=42)]
+    assert full['ema'] and not quick['ema']   # so the EMA path, which the full run takes, is taken here too
 
 
 def test_audio_eval_classifier_and_data_records(tmp_path, load_script, monkeypatch):
@@ -480,3 +510,138 @@ def test_latent_fid_records_the_command_it_was_given(tmp_path, load_script, monk
     "The results file names the arguments `main` ran with (also when called in-process, not only from the command line)."
     *_, res = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '4')
     assert res['command'].startswith('python bench/latent_fid.py --quick --out ') and res['command'].endswith('--no-progress --seed 4')
+
+
+# ---------------------------------------------------------------- latent_fid's time budget (--train-minutes)
+
+RATES = dict(vae=0.01, latent=0.002, pixel=0.004, flops_per_image=dict(latent=1., pixel=4.))
+
+
+def test_latent_plan_epochs_by_hand(load_script):
+    "plan_epochs: seconds = epochs x (full-batch images + n_test/3) x rate, the pixel epochs at equal FLOPs; one factor scales both."
+    bench = load_script('bench/latent_fid.py')
+    cfg = dict(vae_epochs=100, vae_bs=64, epochs=200, bs=128)
+    per = lambda bs: 1000//bs*bs + 90/3                      # 1,000 training and 90 held-out images
+    want = 100*per(64)*0.01 + 200*per(128)*0.002 + (200*1/4)*per(128)*0.004
+    big = bench.plan_epochs(cfg, 1000, 90, RATES, 1e9)
+    assert big['planned']['train_s'] == pytest.approx(want) and big['scale'] == 1
+    assert (big['vae_epochs'], big['epochs']) == (100, 200) and big['estimated_train_s'] == pytest.approx(want)
+    small = bench.plan_epochs(cfg, 1000, 90, RATES, want/4)
+    assert small['scale'] == pytest.approx(0.25) and (small['vae_epochs'], small['epochs']) == (25, 50)
+    assert small['estimated_train_s'] <= want/4 + 1e-9 and small['planned'] == big['planned']
+    tiny = bench.plan_epochs(cfg, 1000, 90, RATES, 1e-6)
+    assert (tiny['vae_epochs'], tiny['epochs']) == (1, 1)    # never below one epoch
+    assert cfg == dict(vae_epochs=100, vae_bs=64, epochs=200, bs=128)   # the caller's config is left alone
+
+
+def test_latent_train_minutes_scales_the_run(tmp_path, load_script, monkeypatch):
+    "--train-minutes: the measured rates plan the epochs, which the VAE and U-Net training then use and the JSON records."
+    bench = load_script('bench/latent_fid.py')
+    log, _, _ = _latent_stubs(bench, monkeypatch, tmp_path)
+    seen = []
+    monkeypatch.setattr(bench, 'measure_rates', lambda imset, cfg, args: seen.append(dict(cfg)) or RATES)
+    out = tmp_path/'tb.json'
+    bench.main(['--quick', '--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', '--train-minutes', '0.0001'])
+    res = json.loads(out.read_text())
+    assert seen and seen[0]['vae_epochs'] == 1 and seen[0]['epochs'] == 2     # planned from QUICK's epochs
+    tb = res['time_budget']
+    assert tb['budget_s'] == pytest.approx(0.006) and tb['planned'] == dict(vae_epochs=1, epochs=2, train_s=tb['planned']['train_s'])
+    assert (tb['vae_epochs'], tb['epochs']) == (1, 1) and res['config']['epochs'] == 1
+    assert _calls(log, 'vae_fit') == [1] and _calls(log, 'latent_fit') == [1]
+
+
+def test_latent_without_train_minutes_keeps_the_configured_epochs(tmp_path, load_script, monkeypatch):
+    "Without --train-minutes nothing is timed and the configured epochs are trained."
+    bench = load_script('bench/latent_fid.py')
+    monkeypatch.setattr(bench, 'measure_rates', lambda *a: pytest.fail('timed without --train-minutes'))
+    _, log, _, _, res = _run_latent(lambda p: bench, monkeypatch, tmp_path)
+    assert 'time_budget' not in res and _calls(log, 'latent_fit') == [2]
+
+
+@pytest.mark.parametrize('bad', ['0', '-1', 'nan', 'inf'])
+def test_latent_train_minutes_must_be_positive(load_script, bad, capsys):
+    bench = load_script('bench/latent_fid.py')
+    with pytest.raises(SystemExit) as e: bench.main(['--quick', '--out', 'x.json', '--train-minutes', bad])
+    assert e.value.code == 2 and 'must be a finite number > 0' in capsys.readouterr().err
+
+
+def test_latent_rates_probe_leaves_the_rng_alone(load_script):
+    "measure_rates times real tiny learners (positive seconds, FLOPs per image) and restores the RNG, so the run that follows is unchanged."
+    bench = load_script('bench/latent_fid.py')
+    from miniai.images import ImageSet
+    g = torch.Generator().manual_seed(0)
+    imset = ImageSet(torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(48) % 2,
+                     torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(8) % 2, ['a', 'b'])
+    cfg = dict(bench.QUICK, vae_bs=8, bs=8)
+    args = SimpleNamespace(kl_weight=1e-4)
+    torch.manual_seed(5); want = torch.rand(3)
+    torch.manual_seed(5); rates = bench.measure_rates(imset, cfg, args); got = torch.rand(3)
+    assert torch.equal(got, want)
+    assert all(rates[k] > 0 for k in ('vae', 'latent', 'pixel'))
+    assert rates['flops_per_image']['pixel'] > rates['flops_per_image']['latent'] > 0
+
+
+def test_step_timer_cancels_after_warmup_plus_steps(load_script):
+    "StepTimer lets exactly warmup + steps training batches run, across epochs, and times the last `steps`."
+    bench = load_script('bench/benchkit.py')
+    from miniai.learner import Learner, TrainCB
+    from miniai.data import DataLoaders
+    from miniai.latents import DeviceTensorLoader
+    x = torch.randn(20, 3)
+    dls = DataLoaders(DeviceTensorLoader(x, 4, device='cpu'), DeviceTensorLoader(x, 4, device='cpu'))
+    calls = []
+    model = nn.Linear(3, 3)
+    model.register_forward_hook(lambda *a: calls.append(1))
+    learn = Learner(model, dls, lambda p, *y: p.pow(2).mean(), lr=0.1, cbs=[TrainCB(n_inp=1)])
+    timer = bench.StepTimer(2, 7)
+    learn.fit(100, valid=False, cbs=[timer])
+    assert len(calls) == 9 and timer.seconds is not None and timer.seconds >= 0
+    calls.clear()
+    assert bench.seconds_per_image(lambda: learn, 4, warmup=0, steps=6) > 0 and len(calls) == 6   # warmup 0: timed from the start
+    from miniai.learner import Callback, CancelFitException
+    class StopEarly(Callback):   # another callback ends the fit before the timing is done (e.g. a loss guard)
+        def after_batch(self, learn): raise CancelFitException()
+    early = Learner(model, dls, lambda p, *y: p.pow(2).mean(), lr=0.1, cbs=[TrainCB(n_inp=1), StopEarly()])
+    with pytest.raises(RuntimeError, match='timing needs 8 training batches of 4'):
+        bench.seconds_per_image(lambda: early, 4, warmup=3, steps=5)
+
+
+def test_audio_plan_epochs_by_hand(load_script):
+    "plan_audio_epochs: two trainings of epochs x (n_train + n_test/3) x rate; never above the configured epochs nor below one."
+    bench = load_script('bench/audio_eval.py')
+    cfg = dict(epochs=200)
+    per = 2*(2700 + 300/3)*0.001                             # seconds per epoch of both trainings
+    assert bench.plan_audio_epochs(cfg, 2700, 300, 0.001, 1e9)['epochs'] == 200
+    p = bench.plan_audio_epochs(cfg, 2700, 300, 0.001, 50.5*per)
+    assert p['epochs'] == 50 and p['estimated_train_s'] == pytest.approx(50*per) and p['planned']['train_s'] == pytest.approx(200*per)
+    assert bench.plan_audio_epochs(cfg, 2700, 300, 0.001, 1e-9)['epochs'] == 1 and cfg == dict(epochs=200)
+
+
+def test_audio_train_minutes_scales_both_trainings(tmp_path, load_script, monkeypatch):
+    "--train-minutes: the measured rate sets the epochs of both diffusion trainings; the JSON records the plan."
+    bench = load_script('bench/audio_eval.py')
+    log, _ = _audio_stubs(bench, monkeypatch, tmp_path)
+    monkeypatch.setattr(bench, 'audio_seconds_per_image', lambda dls, sd, cfg: 0.01)
+    out = tmp_path/'a.json'
+    bench.main(['--out', str(out), '--train-minutes', '1'])   # full config: 200 epochs of 20 + 7/3 images, twice: 89 s
+    res = json.loads(out.read_text())
+    want = int(60/(2*(20 + 7/3)*0.01))
+    assert res['time_budget']['epochs'] == want == res['config']['epochs'] and want < 200
+    assert [c['epochs'] for c in _calls(log, 'train')] == [want, want]
+
+
+def test_audio_rate_probe_puts_the_loader_and_rng_back(load_script):
+    "audio_seconds_per_image times a real tiny learner; the training loader then yields the order it would have, and the RNG is unchanged."
+    bench = load_script('bench/audio_eval.py')
+    from miniai.data import DataLoaders, DeviceImageLoader
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (48, 1, 64, 64), dtype=torch.uint8, generator=g), torch.arange(48) % 10
+    make = lambda: DataLoaders(DeviceImageLoader(x, y, bs=8, shuffle=True, value_range=(-1., 1.), device='cpu', seed=3),
+                               DeviceImageLoader(x[:8], y[:8], bs=8, value_range=(-1., 1.), device='cpu'))
+    want_order = [yb.tolist() for _, yb in make().train]
+    torch.manual_seed(7); want_rng = torch.rand(2)
+    dls = make()
+    torch.manual_seed(7)
+    rate = bench.audio_seconds_per_image(dls, 0.5, dict(bench.AUDIO_QUICK_CONFIG, bs=8))
+    assert torch.equal(torch.rand(2), want_rng) and rate > 0
+    assert [yb.tolist() for _, yb in dls.train] == want_order

@@ -5,6 +5,8 @@
 #
 #   bash tools/gpu_stage.sh STAGE           # on the GPU: results/*.json, copied to $OUT
 #   bash tools/gpu_stage.sh STAGE --quick   # anywhere, a smoke test: tiny sizes, into runs/gpu_quick/ (never results/)
+#   bash tools/gpu_stage.sh STAGE --full-nets  # anywhere (karras noise_level unet latent audio): quick data, epochs and
+#                                           # samples, but the full-size networks, into runs/gpu_full_nets/ (never results/)
 #
 # STAGE: check | base | fid_classifier | ema_cost | ddpm | karras | noise_level | unet | latent | audio | ddp   (see the runbook)
 #        base = classifier + throughput, ddpm = bench_ddpm + ddpm_fid: the parts run alone too
@@ -12,9 +14,12 @@
 # later lease with the others completes the same table (results/*.json carried back seed it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick]"}; quick=${2:-}
+stage=${1:?"usage: bash tools/gpu_stage.sh STAGE [--quick|--full-nets]"}; quick=${2:-}
 case "$stage" in check|base|classifier|fid_classifier|throughput|ema_cost|ddpm|ddpm_fid|karras|noise_level|unet|latent|audio|ddp) ;; *) echo "unknown stage '$stage'" >&2; exit 2;; esac
-if [ -n "$quick" ] && [ "$quick" != --quick ]; then echo "second argument must be --quick" >&2; exit 2; fi
+case "$quick" in ""|--quick) ;;
+  --full-nets) case "$stage" in karras|noise_level|unet|latent|audio) ;;   # (the other stages' full-size networks ran on a GPU)
+    *) echo "--full-nets: only for stages karras noise_level unet latent audio" >&2; exit 2;; esac ;;
+  *) echo "second argument must be --quick or --full-nets" >&2; exit 2;; esac
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
 # (not where they are installed already, e.g. in a development environment).
@@ -29,7 +34,8 @@ fi
 # Results are written under .gpucache/results/: an ignored folder that a warm device keeps between calls (a call that
 # does not carry .gpucache), so a stage cut short by the time limit resumes there; results/ files carried from the
 # development machine seed it. (A quick run keeps everything in runs/gpu_quick/, away from the real cache.)
-if [ -n "$quick" ]; then R=runs/gpu_quick; Q=(--quick); OUT="${OUT:-$PWD/runs/gpu_quick/out}"; cache=$PWD/runs/gpu_quick/cache
+if [ "$quick" = --full-nets ]; then R=runs/gpu_full_nets; Q=(--quick --full-nets); OUT="${OUT:-$PWD/$R/out}"; cache=$PWD/$R/cache
+elif [ -n "$quick" ]; then R=runs/gpu_quick; Q=(--quick); OUT="${OUT:-$PWD/runs/gpu_quick/out}"; cache=$PWD/runs/gpu_quick/cache
 else R=.gpucache/results; Q=(); OUT="${OUT:-$PWD/runs/gpu_out}"; cache=$PWD/.gpucache
   mkdir -p $R; for f in results/*.json results/*.md; do [ -f "$f" ] && [ ! -f "$R/$(basename "$f")" ] && cp "$f" $R/; done; true
 fi
@@ -143,11 +149,14 @@ unet)   # issue 6: MODELS among emb_unet emb_unet_attn diffusers (the models sec
   wait_fid_classifier
   or_eager $PY bench/unet_fid.py "${Q[@]}" --models $models --out $R/unet_fid.json; ship $R/unet_fid.json $R/unet_fid.md
   ;;
-latent) # issue 7 (needs .data/rgb64)
-  step $PY bench/latent_fid.py "${Q[@]}" --out $R/latent_fid.json --no-progress; ship $R/latent_fid.json
+latent) # issue 7 (needs .data/rgb64). Its configured training (VAE 100 epochs, U-Nets 200: about 35 PFLOPs) may not fit a
+  # lease: TRAIN_MINUTES (default 8) caps it; the script times each network first and scales the epochs down if needed
+  tm=(); [ -n "$quick" ] || tm=(--train-minutes "${TRAIN_MINUTES:-8}")
+  step $PY bench/latent_fid.py "${Q[@]}" "${tm[@]}" --out $R/latent_fid.json --no-progress; ship $R/latent_fid.json
   ;;
-audio)  # issue 8 (needs .data/fsdd)
-  step $PY bench/audio_eval.py "${Q[@]}" --out $R/audio.json;                   ship $R/audio.json
+audio)  # issue 8 (needs .data/fsdd). Two trainings of 200 epochs (about 14 PFLOPs): TRAIN_MINUTES (default 8) caps them
+  tm=(); [ -n "$quick" ] || tm=(--train-minutes "${TRAIN_MINUTES:-8}")
+  step $PY bench/audio_eval.py "${Q[@]}" "${tm[@]}" --out $R/audio.json;        ship $R/audio.json
   ;;
 ddp)    # issue 9: the data-parallel demo on every GPU of the machine (one process per GPU)
   if [ -n "$quick" ]; then  # one process per GPU, or 2 CPU processes (gloo) where there is none
