@@ -138,9 +138,11 @@ def main(argv=None):
     p.add_argument('--train-minutes', type=positive, default=None,
                    help='fit the training into this many minutes: time each network for a few batches first, and if the '
                         'planned epochs would take longer, scale the VAE and latent U-Net epochs down by one factor '
-                        '(recorded under time_budget; default: the configured epochs, however long; not with --pretrained-vae)')
+                        '(recorded under time_budget; default: the configured epochs, however long)')
     add_full_nets_arg(p)
     args = parse_bench_args(p, argv)
+    if args.train_minutes is not None and args.pretrained_vae:   # (its latent shape is another; and a failed download trains one)
+        p.error('--train-minutes plans the epochs of the VAE trained here and of U-Nets on its latents; it does not go with --pretrained-vae')
     cfg = dict(QUICK if args.quick else FULL)
     if args.full_nets: cfg.update({k: FULL[k] for k in NET_KEYS}, full_nets=True)
     if args.size: cfg['size'] = args.size
@@ -164,7 +166,7 @@ def main(argv=None):
     print(f"FID classifier: test accuracy {acc:.3f}", flush=True)
     write_json(res, args.out)   # after every phase: a lease cut short still returns what finished
 
-    if args.train_minutes is not None and not args.pretrained_vae:
+    if args.train_minutes is not None:
         with Timer() as t: rates = measure_rates(imset, cfg, args)
         plan = plan_epochs(cfg, len(imset.train_x), len(imset.test_x), rates, 60*args.train_minutes)
         cfg.update(vae_epochs=plan['vae_epochs'], epochs=plan['epochs'])

@@ -558,6 +558,13 @@ def test_latent_without_train_minutes_keeps_the_configured_epochs(tmp_path, load
     assert 'time_budget' not in res and _calls(log, 'latent_fit') == [2]
 
 
+def test_latent_train_minutes_refuses_the_pretrained_vae(load_script, capsys):
+    "--train-minutes plans a VAE trained here; with --pretrained-vae it is refused before any work, not silently ignored."
+    bench = load_script('bench/latent_fid.py')
+    with pytest.raises(SystemExit) as e: bench.main(['--out', 'x.json', '--train-minutes', '8', '--pretrained-vae'])
+    assert e.value.code == 2 and 'does not go with --pretrained-vae' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('bad', ['0', '-1', 'nan', 'inf'])
 def test_latent_train_minutes_must_be_positive(load_script, bad, capsys):
     bench = load_script('bench/latent_fid.py')
