@@ -59,12 +59,17 @@ def pixel_unet_config(u: dict) -> dict:
     return {**u, 'nfs': (u['nfs'][0]//2, *u['nfs']), 'attn_start': u.get('attn_start', 1) + 1}
 
 
-def measure_rates(imset, cfg: dict, args) -> dict:
+def vae_loss(args, clf) -> ConvVAELoss:
+    "The VAE's loss for `args` (KL weight, optional perceptual term on the FID classifier `clf`'s features)."
+    return ConvVAELoss(args.kl_weight, perceptual_net(clf) if args.perceptual else None, args.perceptual)
+
+
+def measure_rates(imset, cfg: dict, args, clf) -> dict:
     "Training seconds per image of the VAE, the latent U-Net and the pixel U-Net of `cfg`, each timed on a throwaway copy."
     dev = default_device()
     def vae_learner():
         vae = conv_vae(**cfg['vae'], image_size=imset.shape[-1])
-        return conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=0), ConvVAELoss(args.kl_weight), lr=cfg['vae_lr'], progress=False)
+        return conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=0), vae_loss(args, clf), lr=cfg['vae_lr'], progress=False)
     def latent_learner():
         lat = torch.randn(cfg['bs']*4, *lat_shape)
         dls = DataLoaders(DeviceTensorLoader(lat, cfg['bs'], shuffle=True, drop_last=True, device=dev, seed=0),
@@ -104,7 +109,7 @@ def train_vae(imset, cfg, args, clf):
     "Train a `conv_vae` on the training split; returns the VAE and a dict of facts about it."
     set_seed(args.seed + 1)
     vae = conv_vae(**cfg['vae'], image_size=imset.shape[-1])
-    loss = ConvVAELoss(args.kl_weight, perceptual_net(clf) if args.perceptual else None, args.perceptual)
+    loss = vae_loss(args, clf)
     learn = conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=args.seed + 1), loss, lr=cfg['vae_lr'],
                              progress=args.progress)
     with Timer() as t: learn.fit(cfg['vae_epochs'])
@@ -167,7 +172,7 @@ def main(argv=None):
     write_json(res, args.out)   # after every phase: a lease cut short still returns what finished
 
     if args.train_minutes is not None:
-        with Timer() as t: rates = measure_rates(imset, cfg, args)
+        with Timer() as t: rates = measure_rates(imset, cfg, args, clf)
         plan = plan_epochs(cfg, len(imset.train_x), len(imset.test_x), rates, 60*args.train_minutes)
         cfg.update(vae_epochs=plan['vae_epochs'], epochs=plan['epochs'])
         res['time_budget'], res['config'] = dict(plan, probe_s=t.s), cfg

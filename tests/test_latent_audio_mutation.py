@@ -539,11 +539,12 @@ def test_latent_train_minutes_scales_the_run(tmp_path, load_script, monkeypatch)
     bench = load_script('bench/latent_fid.py')
     log, _, _ = _latent_stubs(bench, monkeypatch, tmp_path)
     seen = []
-    monkeypatch.setattr(bench, 'measure_rates', lambda imset, cfg, args: seen.append(dict(cfg)) or RATES)
+    monkeypatch.setattr(bench, 'measure_rates', lambda imset, cfg, args, clf: seen.append(dict(cfg, clf=clf)) or RATES)
     out = tmp_path/'tb.json'
     bench.main(['--quick', '--out', str(out), '--cache', str(tmp_path/'lat'), '--no-progress', '--train-minutes', '0.0001'])
     res = json.loads(out.read_text())
     assert seen and seen[0]['vae_epochs'] == 1 and seen[0]['epochs'] == 2     # planned from QUICK's epochs
+    assert seen[0]['clf'] == 'clf'   # (the VAE's perceptual term, if any, uses it)
     tb = res['time_budget']
     assert tb['budget_s'] == pytest.approx(0.006) and tb['planned'] == dict(vae_epochs=1, epochs=2, train_s=tb['planned']['train_s'])
     assert (tb['vae_epochs'], tb['epochs']) == (1, 1) and res['config']['epochs'] == 1
@@ -580,9 +581,9 @@ def test_latent_rates_probe_leaves_the_rng_alone(load_script):
     imset = ImageSet(torch.randint(0, 256, (48, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(48) % 2,
                      torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(8) % 2, ['a', 'b'])
     cfg = dict(bench.QUICK, vae_bs=8, bs=8)
-    args = SimpleNamespace(kl_weight=1e-4)
+    args = SimpleNamespace(kl_weight=1e-4, perceptual=0.)
     torch.manual_seed(5); want = torch.rand(3)
-    torch.manual_seed(5); rates = bench.measure_rates(imset, cfg, args); got = torch.rand(3)
+    torch.manual_seed(5); rates = bench.measure_rates(imset, cfg, args, None); got = torch.rand(3)
     assert torch.equal(got, want)
     assert all(rates[k] > 0 for k in ('vae', 'latent', 'pixel'))
     assert rates['flops_per_image']['pixel'] > rates['flops_per_image']['latent'] > 0
