@@ -170,3 +170,59 @@ def test_runbook_flop_counts_match_the_configs():
             f"{g(train_flops_per_image(EmbUNetModel(3, 3, **lf.pixel_unet_config(lf.FULL['unet'])), (3, 64, 64)))} GFLOPs per image",
             f"{g(train_flops_per_image(simple_diffusion(AUDIO_CONFIG, 10), (1, 64, 64)))} GFLOPs per 64x64 spectrogram"]
     assert all(w in doc for w in want), [w for w in want if w not in doc]
+
+
+# ---- --full-nets reaches the networks each script trains (stubbed training: the built network and its file) -------
+
+class FakeLearn:
+    "Stands in for a Learner: `fit` runs only the bench's own timer callback (if any), and trains nothing."
+    def __init__(self, model, cbs=()): self.model, self.cbs, self.start_epoch = model, list(cbs), 0
+    metrics = type('M', (), {'history': []})()
+    def fit(self, n):
+        for cb in self.cbs:
+            if type(cb).__name__ == 'TrainTimer': cb.before_fit(self)
+
+
+def _trained(monkeypatch, mod, learner_names):
+    "Stub `mod`'s data and learners; return the list of (parameter count, file name, saved config) that save_weights receives."
+    import json
+    from types import SimpleNamespace
+    saved = []
+    train = SimpleNamespace(dataset_len=8, drop_last=False)
+    monkeypatch.setattr(mod, 'fashion_dls', lambda **kw: SimpleNamespace(train=train, valid=None))
+    for name in learner_names:
+        monkeypatch.setattr(mod, name, lambda model, *a, cbs=(), **k: FakeLearn(model, cbs))
+    monkeypatch.setattr(mod, 'save_weights', lambda model, path, meta: saved.append(
+        (sum(p.numel() for p in model.parameters()), Path(path).name, json.loads(meta['config']))))
+    return saved
+
+
+@pytest.mark.parametrize('full_nets', [False, True])
+def test_karras_fid_quick_trains_the_size_asked_for(tmp_path, monkeypatch, full_nets):
+    "karras_fid --quick trains the tiny U-Net, --quick --full-nets the lesson's, each under its own weights name and config."
+    import json
+    kf = bench('karras_fid')
+    saved = _trained(monkeypatch, kf, ['karras_learner'])
+    out = tmp_path/'k.json'
+    kf.main(['--quick', *(['--full-nets'] if full_nets else []), '--ema', '0', '--weights-dir', str(tmp_path), '--out', str(out),
+             '--train-only', 'karras'])
+    (n, name, cfg), = saved
+    assert n == sum(p.numel() for p in kf.unet(small=not full_nets).parameters())
+    assert name == f"bench_karras_{'quick_full_nets' if full_nets else 'quick'}.safetensors"
+    assert cfg.get('full_nets', False) is full_nets and json.loads(out.read_text())['config']['karras'].get('full_nets', False) is full_nets
+
+
+@pytest.mark.parametrize('full_nets', [False, True])
+def test_unet_fid_quick_trains_the_size_asked_for(tmp_path, monkeypatch, full_nets):
+    "unet_fid --quick trains toy networks, --quick --full-nets the full-size ones (the conditional one too), under their own names."
+    import json
+    uf = bench('unet_fid')
+    saved = _trained(monkeypatch, uf, ['karras_learner', 'cond_learner'])
+    out = tmp_path/'u.json'
+    uf.main(['--quick', *(['--full-nets'] if full_nets else []), '--weights-dir', str(tmp_path), '--out', str(out),
+             '--train-only', 'emb_unet', 'cond'])
+    tag = 'quick_full_nets' if full_nets else 'quick'
+    assert [(n, name) for n, name, _ in saved] == [
+        (sum(p.numel() for p in uf.build(m, small=not full_nets).parameters()), f'bench_unet_{m}_{tag}.safetensors') for m in ('emb_unet', 'cond')]
+    assert all(c.get('full_nets', False) is full_nets for *_, c in saved)
+    assert json.loads(out.read_text())['config']['train'].get('full_nets', False) is full_nets
