@@ -628,10 +628,10 @@ def test_prepare_fashion_stage(tmp_path):
 
 
 def test_prepare_latent_and_audio_stages(tmp_path):
-    "latent carries rgb64 and the core wheels; audio carries fsdd and the sound wheels as well."
+    "latent carries rgb64 and only the core wheels the H200 image lacks; audio carries fsdd and the sound wheels as well."
     r, root = _prepare(tmp_path, 'latent')
     assert r.returncode == 0, r.stderr
-    assert _wheels(root) == FASHION - {'datasets', 'dill', 'multiprocess', 'xxhash'}
+    assert _wheels(root) == {'fastcore', 'torcheval', 'diffusers', 'importlib_metadata', 'lazy-importer'}
     assert [p.name for p in (root/'.data').iterdir()] == ['rgb64']
     r, root = _prepare(tmp_path, 'audio')
     assert r.returncode == 0, r.stderr
@@ -668,9 +668,17 @@ def test_prepare_data_root_argument_wins_over_miniai_data(tmp_path):
 
 
 def test_prepare_refuses_more_than_the_device_limit(tmp_path):
-    "The working tree plus .whl and .data must stay under the 64 MiB limit (63 MiB with a margin)."
+    "The working tree plus .whl and .data must stay under the 64 MiB limit (less a 256 KiB margin)."
     r, root = _prepare(tmp_path, 'latent', data_mib=26, tracked_mib=40)
     assert r.returncode == 1 and "over the device's 64 MiB limit" in r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize('wheel_kib,ok', [(100, True), (200, False)])
+def test_prepare_counts_the_limit_in_bytes(tmp_path, wheel_kib, ok):
+    "63 MiB of tree and data plus 5 wheels: 0.5 MiB of wheels fits under 64 MiB less 256 KiB, 1 MiB does not (MiB rounding refused both)."
+    r, root = _prepare(tmp_path, 'latent', data_mib=43, tracked_mib=20, FAKE_WHEEL_BYTES=wheel_kib << 10)
+    assert (r.returncode == 0) is ok, r.stdout + r.stderr
+    assert ('63.' in r.stdout and 'MiB of the 64 MiB limit' in r.stdout) if ok else "over the device's 64 MiB limit" in r.stderr
 
 
 def test_prepare_leaves_the_classifier_weights_for_a_second_call_when_they_do_not_fit(tmp_path):

@@ -18,10 +18,14 @@ src=${2:-${MINIAI_DATA:-../shared/data}}
 core=(fastcore torcheval diffusers importlib_metadata zipp lazy-importer regex
       safetensors filelock fsspec)
 hfdata=(datasets dill multiprocess xxhash)   # the Fashion-MNIST loader keeps an HF-datasets copy in its cache
+# latent's data (rgb64, 43.4 MiB) leaves too little room for all of core: it carries only what the H200 image lacks.
+# That image (the device library's KINDS.md, read 2026-11-17) has regex, filelock, fsspec, zipp and safetensors 0.8.0
+# (the locked version), which diffusers and importlib_metadata then take from it.
+core_lean=(fastcore torcheval diffusers importlib_metadata lazy-importer)
 sound=(soundfile cffi pycparser)
 case "$stage" in
   base|classifier|fid_classifier|throughput|ema_cost|ddpm|ddpm_fid|karras|noise_level|unet|ddp|check) sets=(fashion_mnist); wheels=("${core[@]}" "${hfdata[@]}");;
-  latent) sets=(rgb64); wheels=("${core[@]}");;
+  latent) sets=(rgb64); wheels=("${core_lean[@]}");;
   audio) sets=(fsdd); wheels=("${core[@]}" "${hfdata[@]}" "${sound[@]}");;
   *) echo "unknown stage '$stage'" >&2; exit 2;;
 esac
@@ -43,15 +47,18 @@ done
 extra=$(find .gpucache -mindepth 1 -maxdepth 1 ! -name models)
 [ -z "$extra" ] || echo "WARNING: .gpucache holds more than models/ ($extra): remove it before carrying" >&2
 
-# What travels: the tracked tree (and untracked files git does not ignore) plus the carried folders, 64 MiB at most.
-tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 du -cb 2>/dev/null | awk '$2 == "total" {s += $1} END {print int(s/1048576)}')
-carried=$(du -scm .whl .data | tail -1 | cut -f1); cache=$(du -sm .gpucache | cut -f1)
-echo "travels: the working tree ($tree MiB), .whl (${#wheels[@]} wheels, $(du -sm .whl | cut -f1) MiB), .data (${sets[*]}; $(du -sm .data | cut -f1) MiB): $(( tree + carried )) MiB of the 64 MiB limit"
-[ $(( tree + carried )) -lt 63 ] || { echo "ERROR: over the device's 64 MiB limit; carry less" >&2; exit 1; }
-if [ $(( tree + carried + cache )) -lt 63 ]; then carry="['.whl', '.data', '.gpucache']"
+# What travels: the tracked tree (and untracked files git does not ignore) plus the carried folders, 64 MiB at most,
+# counted in bytes (latent's comes within 2 MiB of it); a margin of 256 KiB is kept.
+bytes() { du -cb --apparent-size "$@" 2>/dev/null | tail -1 | cut -f1; }
+mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b/1048576}'; }
+tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 du -cb --apparent-size 2>/dev/null | awk '$2 == "total" {s += $1} END {print s+0}')
+whl=$(bytes .whl); data=$(bytes .data); cache=$(bytes .gpucache); limit=$(( (64 << 20) - (256 << 10) ))
+echo "travels: the working tree ($(mib $tree) MiB), .whl (${#wheels[@]} wheels, $(mib $whl) MiB), .data (${sets[*]}; $(mib $data) MiB): $(mib $(( tree + whl + data ))) MiB of the 64 MiB limit"
+[ $(( tree + whl + data )) -le $limit ] || { echo "ERROR: over the device's 64 MiB limit (less a 256 KiB margin); carry less" >&2; exit 1; }
+if [ $(( tree + whl + data + cache )) -le $limit ]; then carry="['.whl', '.data', '.gpucache']"
 else carry="['.whl', '.data']"   # the FID classifier (20 MiB) travels with the next call
   if [ -f .gpucache/models/fashion_classifier.safetensors ]; then
-    echo "note: .gpucache ($cache MiB) does not fit as well: start the pipeline with wait_classifier, then carry ['.gpucache/models'] in the next call"
+    echo "note: .gpucache ($(mib $cache) MiB) does not fit as well: start the pipeline with wait_classifier, then carry ['.gpucache/models'] in the next call"
   else echo "note: no FID classifier in .gpucache/models/: the lease trains it (stage fid_classifier, grouped with the FID stage)"; fi
 fi
 echo "device run: command='bash tools/gpu_stage.sh $stage'  carry=$carry"
