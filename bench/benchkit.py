@@ -80,7 +80,7 @@ def small_nets(args) -> bool:
 
 def size_tag(args) -> str:
     "'full', 'quick' or 'quick_full_nets': names the weights a run keeps, so that runs of other sizes never load them."
-    return 'full' if not args.quick else 'quick_full_nets' if getattr(args, 'full_nets', False) else 'quick'
+    return 'full' if not args.quick else 'quick' if small_nets(args) else 'quick_full_nets'
 
 
 def add_models_arg(p: argparse.ArgumentParser, names: tuple[str, ...]):
