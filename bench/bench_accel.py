@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 import torch.nn.functional as F
 from torch import nn
-from bench.benchkit import count, command_line, write_json
-from miniai.core import set_seed
+from bench.benchkit import bench_out, count, command_line, write_json
+from miniai.core import default_device, set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
 from miniai.accel import EMA, CompileCB, MixedPrecision, fused_opt_func, model_device, synchronize, train_throughput
@@ -72,7 +72,7 @@ def make_learner(cbs, quick, bs, n_batches):
     set_seed(0)
     imgs = torch.randint(0, 256, (bs*n_batches, 1, 32, 32), dtype=torch.uint8)
     dl = DeviceImageLoader(imgs, None, bs=bs, shuffle=True, drop_last=True, seed=0)
-    return Learner(UNet(quick), DataLoaders(dl, dl), F.mse_loss, lr=4e-3,
+    return Learner(UNet(quick).to(default_device()), DataLoaders(dl, dl), F.mse_loss, lr=4e-3,  # on the GPU before AdamW is built: fused
                    cbs=[DeviceCB(), BatchTransformCB(noisify), TrainCB(n_inp=2), *cbs],
                    opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
 
@@ -100,7 +100,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or 1
     rounds = a.rounds or (1 if a.quick else 3)
-    out = a.out or (None if a.quick else Path('results/accel_throughput.json'))
+    out = None if a.quick and a.out is None else bench_out(ap, a.out, a.quick, 'accel_throughput.json')
     configs = {**CONFIGS, **(COMPILE_CONFIGS if a.compile else {})}
 
     # Every configuration is warmed up once, then timed in `rounds` interleaved rounds (a slow phase of the machine

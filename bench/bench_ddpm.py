@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from miniai.core import default_device, set_seed
 from miniai.data import DataLoaders, DeviceImageLoader, fashion_mnist_arrays
-from bench.benchkit import count, command_line
+from bench.benchkit import bench_out, count, command_line
 from miniai.learner import Callback, CancelFitException
 from miniai.accel import CompileCB, synchronize
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm, ddpm_learner, linear_schedule
@@ -145,7 +145,7 @@ def attempt(name, fn, table):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='tiny UNet, a few steps, no compile (checks that it runs, e.g. on a CPU)')
-    ap.add_argument('--out', type=Path, default=None, help='JSON file (default: results/bench_ddpm.json)')
+    ap.add_argument('--out', type=Path, default=None, help='JSON file (default: results/bench_ddpm.json; runs/quick/bench_ddpm.json with --quick)')
     ap.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     ap.add_argument('--bs', type=count(), default=None, help='batch size (default 512; 16 with --quick)')
     ap.add_argument('--steps', type=count(), default=None, help='timed training steps per variant (default 100; 3 with --quick)')
@@ -158,7 +158,7 @@ def main(argv=None):
     q = a.quick
     bs, steps, warmup = a.bs or (16 if q else 512), a.steps or (3 if q else 100), a.warmup or (1 if q else 30)
     workers, sample_n, sample_steps = a.workers if a.workers is not None else (2 if q else 8), a.sample_n or (8 if q else 2048), a.sample_steps or (3 if q else 100)
-    out = a.out or Path('results/bench_ddpm.json')
+    out = bench_out(ap, a.out, q, 'bench_ddpm.json')
     device = default_device()
     torch.set_float32_matmul_precision('high')
     x_u8, _ = fashion_mnist_arrays('train', a.data_dir)

@@ -64,9 +64,23 @@ def add_full_nets_arg(p: argparse.ArgumentParser):
                         "on a CPU that the networks a GPU run trains build, train, save, load and sample; figures meaningless")
 
 
+RESULTS_DIR = Path(__file__).resolve().parent.parent/'results'
+QUICK_DIR = Path('runs/quick')   # where --quick runs write by default: never into results/
+
+
+def bench_out(p: argparse.ArgumentParser, out, quick: bool, name: str) -> Path:
+    "The results path: `out`, else results/NAME (runs/quick/NAME with --quick); --quick into results/ is refused (`p.error`)."
+    path = Path(out) if out is not None else (QUICK_DIR if quick else Path('results'))/name
+    if quick and RESULTS_DIR in path.resolve().parents:   # quick figures would replace (or pass for) measured ones
+        p.error(f"--quick figures mean nothing and must not go into results/ (--out {out}): write them elsewhere, "
+                f"e.g. --out {QUICK_DIR/name}")
+    return path
+
+
 def parse_bench_args(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    "`p.parse_args(argv)`, refusing `--full-nets` without `--quick` (without it the networks are full-size anyway)."
+    "`p.parse_args(argv)`, refusing `--full-nets` without `--quick`, and `--quick` results written into results/."
     args = p.parse_args(argv)
+    if getattr(args, 'out', None) is not None: bench_out(p, args.out, args.quick, Path(args.out).name)
     if getattr(args, 'full_nets', False) and not args.quick:
         p.error('--full-nets goes with --quick (it keeps quick data and epochs but the full-size networks; '
                 'without --quick everything is full-size already)')

@@ -36,7 +36,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import (count, add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
+from bench.benchkit import (bench_out, count, add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
                             runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), epochs=25, floor_draws=3)
@@ -108,7 +108,7 @@ def markdown(res):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--quick', action='store_true', help='tiny models and sample sets (checks that it runs, e.g. on a CPU)')
-    ap.add_argument('--out', type=Path, default=Path('results/ddpm_fid'), help='writes OUT.json and OUT.md (default: %(default)s)')
+    ap.add_argument('--out', type=Path, default=None, help='writes OUT.json and OUT.md (default: results/ddpm_fid; runs/quick/ddpm_fid with --quick)')
     ap.add_argument('--work', type=Path, default=None, help="trained models go here (default: miniai's cache folder)")
     ap.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     add_models_arg(ap, ('linear', 'cosine'))
@@ -127,6 +127,7 @@ def main(argv=None):
                          'by the fastest sampling rate measured so far in this process')
     ap.add_argument('--fresh', action='store_true', help='ignore earlier rows and trained models')
     a = ap.parse_args(argv)
+    a.out = bench_out(ap, a.out, a.quick, 'ddpm_fid')
     t_start, q = time.perf_counter(), a.quick
     cfg = QUICK if q else FULL
     epochs = a.epochs or cfg['epochs']

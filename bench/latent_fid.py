@@ -26,7 +26,7 @@ import argparse, datetime, math, platform, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import add_full_nets_arg, count, command_line, keep_rng, parse_bench_args, positive, seconds_per_image, size_tag, write_json
+from bench.benchkit import add_full_nets_arg, bench_out, count, command_line, keep_rng, parse_bench_args, positive, seconds_per_image, size_tag, write_json
 from miniai.core import cache_dir, default_device, set_seed
 from miniai.accel import synchronize
 from miniai.data import DataLoaders
@@ -127,7 +127,7 @@ def train_unet(model, dls, sigma_data, epochs, lr, args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--out', default='results/latent_fid.json', help='results file (JSON)')
+    p.add_argument('--out', default=None, help='results file (JSON; default: results/latent_fid.json, runs/quick/latent_fid.json with --quick)')
     p.add_argument('--quick', action='store_true', help='toy sizes (checks that it runs; figures meaningless)')
     p.add_argument('--source', default='clothing64', help="image set: a name, an .npz, an image folder, or 'hf:name'")
     p.add_argument('--data-dir', default=None, help='folder searched for named image sets (default: $MINIAI_DATA)')
@@ -146,6 +146,7 @@ def main(argv=None):
                         '(recorded under time_budget; default: the configured epochs, however long)')
     add_full_nets_arg(p)
     args = parse_bench_args(p, argv)
+    args.out = str(bench_out(p, args.out, args.quick, 'latent_fid.json'))
     if args.train_minutes is not None and args.pretrained_vae:   # (its latent shape is another; and a failed download trains one)
         p.error('--train-minutes plans the epochs of the VAE trained here and of U-Nets on its latents; it does not go with --pretrained-vae')
     cfg = dict(QUICK if args.quick else FULL)

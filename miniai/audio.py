@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .core import atomic_write, default_device, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
-                         sha256_file, show_images)
+                         check_limit, sha256_file, show_images)
 
 # %% auto #0
 __all__ = ['FSDD_FILE', 'FSDD_SHA256', 'FSDD_RATE', 'DIGITS', 'fsdd_candidates', 'find_fsdd', 'AudioClips', 'match_rate',
@@ -33,11 +33,11 @@ FSDD_RATE = 8000  # samples per second of the recordings
 DIGITS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
 
 def fsdd_candidates(data_dir: str | Path | None = None) -> list[Path]:
-    "Places searched for the FSDD archive: `data_dir` (a file, or a folder holding it or an `fsdd/` folder), then `$MINIAI_DATA/fsdd/`."
+    "Places searched for the FSDD archive: `data_dir` alone if given (a file, or a folder holding it or an `fsdd/` folder), else `$MINIAI_DATA/fsdd/`."
     paths = []
-    if data_dir is not None:
+    if data_dir is not None:   # the copy asked for, and no other: a typo must not fall through to $MINIAI_DATA's
         d = Path(data_dir).expanduser()
-        paths += [d] if d.suffix == '.npz' else [d/FSDD_FILE, d/'fsdd'/FSDD_FILE]
+        return [d] if d.suffix == '.npz' else [d/FSDD_FILE, d/'fsdd'/FSDD_FILE]
     if os.environ.get('MINIAI_DATA'): paths.append(Path(os.environ['MINIAI_DATA']).expanduser()/'fsdd'/FSDD_FILE)
     return paths
 
@@ -50,6 +50,7 @@ def find_fsdd(data_dir: str | Path | None = None) -> Path:
                 raise CorruptDataError(f"{p}: SHA-256 is {got}, expected {FSDD_SHA256}: the copy is damaged or another version")
             return p
     places = '\n'.join(f"  - {p}" for p in tried) or '  - (nowhere: no `data_dir` given and MINIAI_DATA is unset)'
+    if data_dir is not None: places += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
     raise MissingDataError(f"the Free Spoken Digit Dataset ({FSDD_FILE}) was not found. Places tried:\n{places}\n"
                            f"Pass `data_dir=` (the file or its folder) or set MINIAI_DATA to a folder with `fsdd/{FSDD_FILE}`; "
                            "or use `load_wav_folder` on the original recordings/ folder of WAV files.")
@@ -101,6 +102,8 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
              ) -> AudioClips:
     "The Free Spoken Digit Dataset (official split) as `AudioClips` labelled with their digit."
     if split not in ('train', 'test', 'all'): raise ValueError(f"`split` must be 'train', 'test' or 'all', got {split!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
+        raise ValueError(f"`sample_rate` must be a positive int (samples per second), got {sample_rate!r}")
     if sample_rate != FSDD_RATE and not resample:
         raise ValueError(f"the FSDD is recorded at {FSDD_RATE} Hz, {sample_rate} Hz asked for: pass resample=True to resample it")
     with np.load(find_fsdd(data_dir)) as d:
@@ -428,13 +431,13 @@ def spectrogram_images(clips: AudioClips | Sequence[Tensor], # the clips (any le
 def fsdd_dls(bs: int = 128,                      # batch size
              spec: MelSpec = MelSpec(),          # image settings (the FSDD is resampled if its rate differs)
              data_dir: str | Path | None = None, # see `find_fsdd`
-             limit: tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets
+             limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
              device: str | torch.device | None = None, # default `default_device()`
              seed: int | None = None,            # seed of the training loader's shuffling
             ) -> DataLoaders:
     "FSDD spectrogram `DataLoaders` (train shuffled, test) of `(images in [-1, 1], digits)` on the device."
     loaders = []
-    for split, n in zip(('train', 'test'), limit or (None, None)):
+    for split, n in zip(('train', 'test'), check_limit(limit)):
         clips = load_fsdd(split, data_dir, sample_rate=spec.sample_rate)
         if n is not None and n < len(clips): clips = clips.subset(balanced_indices(clips.labels, n, 10))
         loaders.append(DeviceImageLoader(spectrogram_images(clips, spec, device=device), clips.labels, bs=bs,

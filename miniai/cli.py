@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #053eb10e
 from __future__ import annotations
-import argparse, json, math, os, platform, re, sys, time
+import argparse, inspect, json, math, platform, re, sys, time
 import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +16,7 @@ from tqdm import tqdm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from . import __version__
-from .core import atomic_write, cache_dir, default_device, set_seed
+from .core import atomic_write, cache_dir, default_device, env_flag, is_quick, set_seed
 from .data import DataError, fashion_dls
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
@@ -61,7 +61,7 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
                  quick: bool = False,        # the model was trained with `recipe(schedule, quick=True)`
                  guidance: float = 1.,       # classifier-free guidance scale for a class-conditional model (notebook 13)
                 ) -> Callable:
-    "A sampler `f(shape, generator, labels=None) -> images in [-1, 1]` for a model of `schedule` (see `recipe`)."
+    "A sampler `f(shape, generator, labels=None, progress=False) -> images in [-1, 1]` for a model of `schedule` (see `recipe`)."
     r = recipe(schedule, quick)
     hi = r['value_range'][1]
     if method not in ('ddim', 'ddpm'): raise ValueError(f"`method` must be 'ddim' or 'ddpm', got {method!r}")
@@ -71,17 +71,17 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
     if schedule == 'cosine':
         if method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
         cosine_timesteps(steps)   # refuses a bad `steps` now rather than at the first sample
-        f = lambda net, shape, g: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=hi)
+        f = lambda net, shape, g, p: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=hi, progress=p)
     else:
         sched = linear_schedule(**r['linear'])
-        if method == 'ddpm': f = lambda net, shape, g: ddpm_sample(net, shape, sched, generator=g, clamp=hi)
+        if method == 'ddpm': f = lambda net, shape, g, p: ddpm_sample(net, shape, sched, generator=g, clamp=hi, progress=p)
         else:
             ts = ddim_timesteps(sched.n_steps, steps)
-            f = lambda net, shape, g: ddim_sample(net, shape, ts, sched.abar[ts], eta=eta, generator=g, clamp=hi)
-    def sampler(shape, g=None, labels=None):
+            f = lambda net, shape, g, p: ddim_sample(net, shape, ts, sched.abar[ts], eta=eta, generator=g, clamp=hi, progress=p)
+    def sampler(shape, g=None, labels=None, progress=False):
         if labels is not None and n_classes is None: raise ValueError("`labels` given for an unconditional model")
         net = model if labels is None else GuidedModel(model, labels, guidance)  # no labels: the null class
-        return f(net, shape, g) / hi
+        return f(net, shape, g, progress) / hi
     return sampler
 
 def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False) -> int:
@@ -100,12 +100,15 @@ def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `mak
                  ) -> Tensor:
     "`n` images from `sampler` in batches of `bs`, reproducible from `seed` (for the same `bs`), on the CPU."
     if n < 1 or bs < 1: raise ValueError(f"`n` and `bs` must be >= 1, got n={n}, bs={bs}")
+    # one batch: a bar over its denoising steps, if the sampler can show one; several: a bar over the batches
+    steps_bar = progress and n <= bs and 'progress' in inspect.signature(sampler).parameters
+    kw = dict(progress=True) if steps_bar else {}
     if labels is not None and len(labels) != n: raise ValueError(f"`labels` has {len(labels)} entries for {n} images")
     device = torch.device(device or default_device())
     g = as_generator(seed, device)
     if labels is not None: labels = torch.as_tensor(labels).to(device)
-    out = [sampler((min(bs, n - i), *img_shape), g, None if labels is None else labels[i:i + bs]).float().cpu()
-           for i in tqdm(range(0, n, bs), disable=not progress, desc=f'sampling {n} images')]
+    out = [sampler((min(bs, n - i), *img_shape), g, None if labels is None else labels[i:i + bs], **kw).float().cpu()
+           for i in tqdm(range(0, n, bs), disable=not progress or steps_bar, desc=f'sampling {n} images')]
     return torch.cat(out)
 
 def balanced_labels(n: int, n_classes: int = 10) -> Tensor:
@@ -269,7 +272,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
-                    force: bool = False,       # overwrite an earlier run's files in `out` (refused otherwise, unless `checkpoint` continues it)
+                    force: bool = False,       # delete an earlier run's files in `out`, its checkpoint too, and start over (refused otherwise, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
                     progress: bool = True,
                    ) -> dict:
@@ -283,6 +286,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
+    if force:   # the earlier run goes, checkpoint included: no stale file can be resumed or mistaken for this run's
+        for f in TRAIN_FILES: (out/f).unlink(missing_ok=True)
     before = _saved_history(out/'checkpoint.pt' if checkpoint else None, settings)
     out.mkdir(parents=True, exist_ok=True)
     r, device, t_start = recipe(schedule, quick), default_device(), time.perf_counter()
@@ -335,7 +340,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                       'tiny quick-mode classifier (not comparable)' if quick else 'fashion classifier (notebook 04)',
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
-        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, precision=precision, compile=compile,
+        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, compile=compile,
+        precision=precision if device.type == 'cuda' else None, precision_requested=precision,  # mixed precision is CUDA-only
         n_train=dls.train.dataset_len, train_loss=[h['loss'] for h in hist if h['phase'] == 'train'],
         valid_loss=[h['loss'] for h in hist if h['phase'] == 'eval'],
         resumed_from_epoch=start or None,  # losses, seconds and images/s still cover every epoch (earlier ones from the checkpoint)
@@ -450,12 +456,16 @@ def save_png_files(images: Tensor,   # (N, 1, H, W) in [-1, 1]
     return folder
 
 def load_sample_images(path: str | Path) -> Tensor:
-    "A sample set as float images in [-1, 1]: an `.npy` file (as `sample` writes), or a folder of grey PNG images."
+    "A sample set as float images in [-1, 1]: an `.npy` file, a `sample` output folder (its samples.npy), or a folder of grey PNGs."
     path = Path(path)
+    if path.is_dir() and (path/'samples.npy').is_file(): return load_samples(path/'samples.npy')   # a `miniai sample` folder
     if path.is_dir():
         from PIL import Image
         files = sorted(path.glob('*.png'))
         if not files: raise FileNotFoundError(f"no .png images in the folder {path}")
+        if not_samples := [f.name for f in files if f.name in ('samples.png', 'loss.png')]:   # what `train` writes
+            raise ValueError(f"{path} holds {' and '.join(not_samples)}, pictures that `miniai train` writes, not a sample set. Pass an .npy "
+                             "sample file, or a folder of single 32x32 PNGs (`miniai sample --png` writes one in OUT/png/)")
         ims = [torch.from_numpy(np.array(Image.open(f).convert('L'))) for f in files]
         if len({im.shape for im in ims}) > 1: raise ValueError(f"the images in {path} do not all have the same size")
         return images_to_float(torch.stack(ims)[:, None])
@@ -507,7 +517,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "on Fashion-MNIST; write "
                                    "samples.png, loss.png, model.safetensors and metrics.json (FID/KID) to --out.")
     t.add_argument('--out', default='miniai_run', help='output folder (default: %(default)s)')
-    t.add_argument('--quick', action='store_true', help='tiny model, 320 images, 1 epoch, tiny FID classifier: a CPU check in under a minute')
+    t.add_argument('--quick', action='store_true', help='tiny model, 320 images, 1 epoch, tiny FID classifier: a CPU check in under a minute '
+                   '(also set by MINIAI_QUICK=1)')
     t.add_argument('--epochs', type=_positive(int), help='epochs (default 25; 1 with --quick)')
     t.add_argument('--bs', type=_positive(int), help='batch size (default 512; 32 with --quick)')
     t.add_argument('--lr', type=_positive(float), default=4e-3, help='peak learning rate of the one-cycle schedule (default: %(default)s)')
@@ -528,7 +539,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
                    'resumes; the training settings must be the same)')
-    t.add_argument('--force', action='store_true', help='overwrite the files of an earlier run in OUT (refused otherwise, unless --checkpoint continues it)')
+    t.add_argument('--force', action='store_true', help='delete the files of an earlier run in OUT, its checkpoint.pt too, and start over '
+                   '(refused otherwise, unless --checkpoint continues it)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     sm = sub.add_parser('sample', help='draw seeded samples from a trained model (writes samples.npy and samples.png)',
                         description="Rebuild a model written by `miniai train` and draw seeded samples.")
@@ -548,9 +560,11 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument('--no-progress', action='store_true', help='no progress bars')
     fd = sub.add_parser('fid', help='FID/KID of a sample set (.npy of images in [-1, 1]) against the Fashion-MNIST test set',
                         description="Score a sample set with the FID/KID of notebook 05.")
-    fd.add_argument('samples', help='an .npy file of images (N, 1, 32, 32) in [-1, 1] (e.g. from `miniai sample`), or a folder of 32x32 grey PNGs')
+    fd.add_argument('samples', help='an .npy file of images (N, 1, 32, 32) in [-1, 1], a `miniai sample` output folder (its samples.npy), '
+                    'or a folder of 32x32 grey PNGs')
     fd.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains, a tiny one with --quick; trained if missing)')
-    fd.add_argument('--quick', action='store_true', help='tiny classifier and 2,000 reference images: a CPU check, not comparable')
+    fd.add_argument('--quick', action='store_true', help='tiny classifier and 2,000 reference images: a CPU check, not comparable '
+                    '(also set by MINIAI_QUICK=1)')
     fd.add_argument('--data-dir', help='Fashion-MNIST folder (default: $MINIAI_DATA/fashion_mnist, else the Hugging Face hub)')
     fd.add_argument('--labels', help='labels.npy of a conditional sample set (as `miniai sample` writes it): adds the class accuracy')
     fd.add_argument('--json', help='also write the scores to this JSON file')
@@ -563,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
     p = p.commands[a.command]
+    if a.command in ('train', 'fid') and not a.quick and is_quick():
+        a.quick = True
+        print(f"miniai {a.command}: quick mode (MINIAI_QUICK is set), as with --quick", file=sys.stderr)
     if a.command == 'sample': return _main_sample(p, a)
     if a.command == 'fid': return _main_fid(a)
     kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
@@ -592,13 +609,13 @@ def console_main(argv: Sequence[str] | None = None) -> int:
     "The `miniai` console command: `main`, with `USER_ERRORS` reported in one line and status 1 (MINIAI_DEBUG=1: raised)."
     try: return main(argv)
     except USER_ERRORS as e:
-        if os.environ.get('MINIAI_DEBUG'): raise
+        if env_flag('MINIAI_DEBUG'): raise
         cmd = next((s for s in (sys.argv[1:] if argv is None else argv) if not s.startswith('-')), '')
         print(f"miniai {cmd}: error: {e}\n(MINIAI_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
 def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    if a.eta < 0: p.error(f"--eta must be >= 0, got {a.eta}")
+    if not (math.isfinite(a.eta) and a.eta >= 0): p.error(f"--eta must be a finite number >= 0, got {a.eta}")
     try: _check_guidance(a.guidance, '--guidance')
     except ValueError as e: p.error(str(e))
     try: _check_sample_out(Path(a.out), a.force, '--force')
@@ -620,6 +637,8 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 def _main_fid(a: argparse.Namespace) -> int:
     r = fid_of_samples(a.samples, quick=a.quick, classifier=a.classifier, data_dir=a.data_dir, progress=not a.no_progress,
                        labels=a.labels)
+    r.update(samples=str(a.samples), quick=a.quick, classifier=a.classifier or ('tiny quick-mode classifier (not comparable)'
+             if a.quick else 'fashion classifier (notebook 04)'), labels=a.labels)
     if a.json:
         with atomic_write(a.json) as tmp: tmp.write_text(json.dumps(r, indent=2))
     acc = f"  class accuracy {r['class_accuracy']:.1%}" if 'class_accuracy' in r else ''

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
-import importlib, os, random, socket, stat
+import importlib, numbers, os, random, socket, stat
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'is_quick', 'quick', 'run_environment',
-           'cache_dir', 'atomic_write', 'eval_mode', 'hub_unreachable', 'hub_offline_reason', 'hub_offline',
-           'load_hub_dataset', 'check_finite', 'check_shape']
+__all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'env_flag', 'is_quick', 'quick',
+           'run_environment', 'cache_dir', 'atomic_write', 'eval_mode', 'hub_unreachable', 'hub_offline_reason',
+           'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -63,9 +63,13 @@ def set_seed(seed: int = 42, deterministic: bool = False):
         torch.backends.cudnn.benchmark = False
 
 # %% ../nbs/00_core.ipynb #706e234d
+def env_flag(name: str) -> bool:
+    "True when the environment variable `name` is set to 1, true, yes or on (any case); unset, empty, 0, false... are off."
+    return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
+
 def is_quick() -> bool:
     "True when the `MINIAI_QUICK` environment variable asks for quick (tiny, CPU-friendly) runs."
-    return os.environ.get('MINIAI_QUICK', '').strip().lower() in ('1', 'true', 'yes', 'on')
+    return env_flag('MINIAI_QUICK')
 
 def quick(full: Any, small: Any) -> Any:
     "`small` in quick mode, else `full`: the one place notebooks pick their sizes."
@@ -176,6 +180,18 @@ def check_finite(x: torch.Tensor, name: str = 'input'):
     if x.is_floating_point() and not torch.isfinite(x).all():
         n = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"`{name}` contains {n} non-finite value(s) (NaN or inf)")
+
+def check_int(v: Any, name: str, lo: int | None = None) -> int:
+    "`v` as an int (Python or NumPy, not a bool), or a `TypeError` (not an integer) or `ValueError` (below `lo`) naming `name`."
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)): raise TypeError(f"`{name}` must be an int, got {v!r}")
+    if lo is not None and v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v}")
+    return int(v)
+
+def to_real(v: Any) -> float | None:
+    "`v` as a float if it is one real number (Python, NumPy, or a one-element tensor; not a bool), else None."
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not (v.is_complex() or v.dtype == torch.bool): v = v.item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real): return None
+    return float(v)
 
 def check_shape(x: torch.Tensor, shape: tuple, name: str = 'input'):
     "Raise `ValueError` if `x.shape` does not match `shape` (None in `shape` matches any size)."

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from fastcore.basics import patch
-from .core import cache_dir, default_device, is_quick, load_hub_dataset
+from .core import cache_dir, check_int, default_device, is_quick, load_hub_dataset
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
@@ -20,7 +20,7 @@ __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZE
            'fashion_mnist_dirs', 'verify_files', 'find_fashion_mnist', 'balanced_indices', 'sample_manifest',
            'fashion_mnist_arrays', 'cached_dataset', 'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist',
            'load_fashion_mnist_sample', 'subplots', 'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict',
-           'DataLoaders', 'fashion_dls']
+           'DataLoaders', 'check_limit', 'fashion_dls']
 
 # %% ../nbs/01_data.ipynb #be3717f2
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -89,9 +89,9 @@ def write_idx(arr: np.ndarray, path: str | Path):
 
 # %% ../nbs/01_data.ipynb #5e62f19c
 def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
-    "Folders searched for the Fashion-MNIST IDX files, in order: `data_dir`, `data_dir/fashion_mnist`, `$MINIAI_DATA/fashion_mnist`, `$MINIAI_DATA`."
+    "Folders searched for the Fashion-MNIST IDX files: `data_dir` and `data_dir/fashion_mnist` if given, else `$MINIAI_DATA/fashion_mnist`, `$MINIAI_DATA`."
     dirs = []
-    if data_dir is not None: dirs += [Path(data_dir).expanduser(), Path(data_dir).expanduser()/'fashion_mnist']
+    if data_dir is not None: return [Path(data_dir).expanduser(), Path(data_dir).expanduser()/'fashion_mnist']
     if os.environ.get('MINIAI_DATA'):   # the data root (README) or, an easy slip, the fashion_mnist folder itself
         root = Path(os.environ['MINIAI_DATA']).expanduser()
         dirs += [root/'fashion_mnist', root]
@@ -106,7 +106,7 @@ def verify_files(folder: Path, expected: dict[str, str]):
                                    f"original file: replace it (or remove the folder to use another source).\n{_HOW_TO}")
 
 def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
-    "First folder with the 4 files (or None), notes on those rejected; a bad checksum raises `CorruptDataError`."
+    "First folder with the 4 files (or None), notes on those rejected; a bad checksum, or a `data_dir` without the files, raises."
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():   # a typo must not fall through to other copies
         raise MissingDataError(f"`data_dir` {data_dir} is not a folder; nothing else was searched.\n{_HOW_TO}")
     tried = []
@@ -117,6 +117,10 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None,
             return d, tried
         tried.append(f"{d}: " + ('no such folder' if not d.is_dir() else
                                  f"missing {', '.join(n for n in FASHION_SHA256 if n not in present)}"))
+    if data_dir is not None:   # the copy asked for is not there: never another one instead
+        places = '\n'.join(f"  - {t}" for t in tried)
+        raise MissingDataError(f"Fashion-MNIST is not in `data_dir` {data_dir}:\n{places}\nNothing else was searched: "
+                               f"fix `data_dir`, or leave it out to use $MINIAI_DATA or the hub.\n{_HOW_TO}")
     return None, tried
 
 # %% ../nbs/01_data.ipynb #ae71d03b
@@ -134,12 +138,6 @@ def _hub_or_raise(tried: list[str]):
                                f"  - Hugging Face hub `{FASHION_HUB_NAME}`: {reason}\n{_HOW_TO}") from None
 
 # %% ../nbs/01_data.ipynb #64ac5176
-def _int_arg(v, name: str, lo: int) -> int:
-    "`v` as an int, or a `TypeError` (not an integer) or `ValueError` (below `lo`) naming the argument."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"`{name}` must be an int, got {v!r}")
-    if v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v}")
-    return int(v)
-
 def _class_labels(labels) -> torch.Tensor:
     "`labels` (tensor, array or list of integers) as a non-empty 1-D int64 CPU tensor, or a clear error."
     if isinstance(labels, np.ndarray):
@@ -152,8 +150,8 @@ def _class_labels(labels) -> torch.Tensor:
 
 def balanced_indices(labels: torch.Tensor | np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
     "Sorted indices of a class-balanced subset of `n` items: the first ones of each class in order (remainder to the lowest classes)."
-    labels, n = _class_labels(labels), _int_arg(n, 'n', 0)
-    n_classes = int(labels.max()) + 1 if n_classes is None else _int_arg(n_classes, 'n_classes', 1)
+    labels, n = _class_labels(labels), check_int(n, 'n', 0)
+    n_classes = int(labels.max()) + 1 if n_classes is None else check_int(n_classes, 'n_classes', 1)
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= n_classes: raise ValueError(f"labels must be in [0, {n_classes}), got [{lo}, {hi}]")
     counts = torch.bincount(labels, minlength=n_classes)
@@ -185,6 +183,15 @@ def _sample_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     names = [SAMPLE_PREFIX + n for n in FASHION_FILES[split]]
     verify_files(d, {n: man['sha256'][n] for n in names})
     return read_idx(d/names[0]), read_idx(d/names[1])
+
+_sample_noted = False
+def _note_sample_fallback():
+    "Say, once per process, that the full set was found nowhere and the shipped sample stands in for it."
+    global _sample_noted
+    if _sample_noted: return
+    _sample_noted = True
+    print("Note: full Fashion-MNIST not found (no `data_dir`, nothing under $MINIAI_DATA, hub unavailable); "
+          "using the 3,000-image sample shipped with miniai.")
 
 # %% ../nbs/01_data.ipynb #f85b13a0
 def _check_split(split: str):
@@ -220,8 +227,7 @@ def fashion_mnist_arrays(split: str = 'train',       # 'train' (60,000 images) o
     try: dd = _hub_or_raise(tried)
     except MissingDataError:
         if not allow_sample: raise
-        print(f"Note: full Fashion-MNIST not found ({len(tried)} folder(s) tried, hub unavailable); "
-              "using the 3,000-image sample shipped with miniai.")
+        _note_sample_fallback()
         return _to_tensors(*_sample_arrays(split))
     return _to_tensors(*_arrays_from_hf(dd[split]))
 
@@ -301,7 +307,7 @@ def load_fashion_mnist(data_dir: str | Path | None = None, # a folder with the 4
         try: return _hub_or_raise(tried)
         except MissingDataError:
             if not allow_sample: raise
-            print("Note: full Fashion-MNIST not found (hub unavailable); using the 3,000-image sample shipped with miniai.")
+            _note_sample_fallback()
             return load_fashion_mnist_sample()
     key = hashlib.sha256(''.join(FASHION_SHA256[n] for n in sorted(FASHION_SHA256)).encode()).hexdigest()[:16]
     def build():
@@ -517,6 +523,18 @@ class DataLoaders:
         return cls(mk(dd['train'], True), mk(dd[vname], False))
 
 # %% ../nbs/01_data.ipynb #4f4c627a
+def check_limit(limit: int | tuple[int | None, int | None] | None, # None, an int for both splits, or (n_train, n_test)
+               ) -> tuple[int | None, int | None]:
+    "`limit` as (n_train, n_test), each a positive int or None (all); anything else is a `ValueError` that shows it."
+    if limit is None: return None, None
+    pair = (limit, limit) if isinstance(limit, (int, np.integer)) and not isinstance(limit, bool) else limit
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"`limit` must be None, a positive int or a pair (n_train, n_test), got {limit!r}")
+    for name, n in zip(('n_train', 'n_test'), pair):
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+            raise ValueError(f"`limit` must give positive sizes (n_train, n_test) or None, got {name}={n!r}")
+    return tuple(None if n is None else int(n) for n in pair)
+
 def fashion_dls(bs: int = 512,                      # batch size
                 data_dir: str | Path | None = None, # see `fashion_mnist_arrays`
                 pad: int = 2,                       # 2 pads 28x28 to 32x32
@@ -524,22 +542,18 @@ def fashion_dls(bs: int = 512,                      # batch size
                 device: str | torch.device | None = None,
                 limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
                 seed: int | None = None,            # seed of the training loader's shuffle generator
-                sample: bool = False,               # use the shipped sample (3,000 images); fallback when `limit` or quick
+                sample: bool = False,               # use the shipped sample (3,000 images); fallback when `limit` or quick, without `data_dir`
                 holdout: int = 0,                   # if > 0: validate on this many training images (a fixed random split) instead of the test set
                ) -> DataLoaders:
     "Fashion-MNIST `DataLoaders` of `DeviceImageLoader`s: train (shuffled) and test (or a held-out part of train), on the device."
-    n_train, n_test = (limit, limit) if isinstance(limit, int) else (limit or (None, None))
-    for name, n in (('n_train', n_train), ('n_test', n_test)):
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"`limit` must give positive sizes (n_train, n_test) or None, got {name}={n!r}")
+    n_train, n_test = check_limit(limit)
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
         raise ValueError(f"`holdout` must be a number of training images >= 0, got {holdout!r}")
     if not sample:
         try: xt, yt = fashion_mnist_arrays('train', data_dir)
         except MissingDataError:
-            if limit is None and not is_quick(): raise
-            print("Note: full Fashion-MNIST not found (no local copy, hub unavailable); "
-                  "using the 3,000-image sample shipped with miniai.")
+            if data_dir is not None or (limit is None and not is_quick()): raise   # never instead of the copy asked for
+            _note_sample_fallback()
             sample = True
     if sample: xt, yt = fashion_mnist_arrays('train', sample=True)
     if holdout: (xt, yt), (xv, yv) = _holdout_split(xt, yt, holdout)

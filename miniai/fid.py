@@ -139,6 +139,11 @@ def kid_from_feats(a: Tensor, # features of the first set (n_a, d)
     return torch.stack([mmd2_unbiased(pick(a), pick(b)) for _ in range(n_subsets)]).mean().item()
 
 # %% ../nbs/05_fid.ipynb #d1759c34
+def _from_uint8_hint(lo: float, hi: float) -> str:
+    "The expression that maps uint8 pixels `x` (0..255) onto [lo, hi], written as a person would."
+    scale = '/ 255' if hi - lo == 1 else f'/ {255/(hi - lo):g}'
+    return f"x.float() {scale}" + ('' if lo == 0 else f" {'-' if lo < 0 else '+'} {abs(lo):g}")
+
 def check_images(x: Tensor,                     # images to check
                  shape: tuple = (1, 32, 32),    # expected (C, H, W)
                  value_range: tuple = (-1., 1.), # expected range of values
@@ -151,7 +156,7 @@ def check_images(x: Tensor,                     # images to check
     if not isinstance(x, Tensor): raise TypeError(f"`{name}` must be a torch.Tensor of images, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"`{name}` must be float images in [{lo_r:g}, {hi_r:g}], got {x.dtype}"
-                        + (f" (uint8 pixels: use `x.float() / 255 * {hi_r - lo_r:g} + {lo_r:g}`)" if x.dtype == torch.uint8 else ''))
+                        + (f" (uint8 pixels: use `{_from_uint8_hint(lo_r, hi_r)}`)" if x.dtype == torch.uint8 else ''))
     want = '(N, ' + ', '.join(map(str, shape)) + ')'
     if x.ndim == len(shape) and tuple(x.shape) == tuple(shape):
         raise ValueError(f"`{name}` must be a batch {want}, got a single image {tuple(x.shape)}: use `x[None]`")
@@ -176,7 +181,7 @@ def check_images(x: Tensor,                     # images to check
                          f"sampler outputs that overshoot: `x.clamp({lo_r:g}, {hi_r:g})`.")
     if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2:
         raise ValueError(f"all {len(x)} `{name}` lie in [{lo:.3g}, {hi:.3g}], the upper half of the expected [{lo_r:g}, {hi_r:g}]: "
-                         f"images in [0, 1] need `x * 2 - 1`. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False`.")
+                         f"images in [0, 1] need `x * 2 - 1`. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False` (Python API).")
     if len(x) >= 16 and hi - lo < 0.55 * (hi_r - lo_r):
         warnings.warn(f"`{name}` only spans [{lo:.3g}, {hi:.3g}] of the expected [{lo_r:g}, {hi_r:g}]: images in [0, 1] "
                       "need `x * 2 - 1`, images in [-0.5, 0.5] need `x * 2`.", stacklevel=2)

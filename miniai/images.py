@@ -16,7 +16,7 @@ from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
 from .core import check_shape, default_device, load_hub_dataset, set_seed
-from .data import CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError
+from .data import CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .models.layers import Dropout, Dropout2d, GeneralRelu, LayerLike, check_dropout_p, init_weights
@@ -106,10 +106,10 @@ IMAGE_SETS = {'clothing64': ('rgb64', 'clothing64.npz'), 'cifar10': ('cifar10', 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def image_set_paths(name: str, data_dir: str | Path | None = None) -> list[Path]:
-    "Where a named image set is looked for: `data_dir/file`, `data_dir/sub/file`, `$MINIAI_DATA/sub/file`."
+    "Where a named image set is looked for: `data_dir/file` and `data_dir/sub/file` if `data_dir` is given, else `$MINIAI_DATA/sub/file`."
     sub, file = IMAGE_SETS[name]
     paths = []
-    if data_dir is not None: paths += [Path(data_dir).expanduser()/file, Path(data_dir).expanduser()/sub/file]
+    if data_dir is not None: return [Path(data_dir).expanduser()/file, Path(data_dir).expanduser()/sub/file]
     if os.environ.get('MINIAI_DATA'): paths.append(Path(os.environ['MINIAI_DATA']).expanduser()/sub/file)
     return paths
 
@@ -194,6 +194,7 @@ def _find_named(name: str, data_dir) -> Path:
     for p in paths:
         if p.is_file(): return p
     tried = '\n'.join(f"  - {p}" for p in paths) or '  - (nowhere: no `data_dir` given and MINIAI_DATA unset)'
+    if data_dir is not None: tried += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
     sub, file = IMAGE_SETS[name]
     raise MissingDataError(f"image set {name!r} not found. Paths tried:\n{tried}\nPass `data_dir=` a folder holding {file} "
                            f"(or {sub}/{file}), or set MINIAI_DATA to a folder with {sub}/{file}; or pass the path of an "
@@ -241,14 +242,17 @@ def _subset(x, y, n, seed):
     return x[keep], y[keep]
 
 def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, an .npz path, an image folder, a HF data set, or 'hf:name'
-                   data_dir: str | Path | None = None, # folder searched for named sets (then `$MINIAI_DATA`)
+                   data_dir: str | Path | None = None, # folder searched for named sets (None: `$MINIAI_DATA`)
                    size: int | None = None,           # centre-crop and resize every image to `size` x `size`
                    test_frac: float = 0.15,           # held-out fraction of every class (sources without their own split)
                    seed: int = 0,                     # seed of the held-out split and of `limit` subsets
-                   limit: tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets (quick runs)
+                   limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets (quick runs); an int applies to both
                    progress: bool = True,             # progress bars while reading image files
                   ) -> ImageSet:
     "Load an RGB image set (uint8 (N, 3, H, W) + labels) with a test split: the source's own, else a class-balanced one."
+    limit = check_limit(limit)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+        raise ValueError(f"`size` must be None or a positive int (pixels), got {size!r}")
     if isinstance(source, str) and source in IMAGE_SETS: s = _from_npz(_find_named(source, data_dir), test_frac, seed)
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):
@@ -260,8 +264,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
     else: raise TypeError(f"`source` must be a name, a path or a Hugging Face data set, got {type(source).__name__}")
     if size is not None and s.shape[1:] != (size, size):
         s.train_x, s.test_x = resize_images(s.train_x, size), resize_images(s.test_x, size)
-    if limit is not None:
-        (s.train_x, s.train_y), (s.test_x, s.test_y) = _subset(s.train_x, s.train_y, limit[0], seed), _subset(s.test_x, s.test_y, limit[1], seed)
+    (s.train_x, s.train_y), (s.test_x, s.test_y) = _subset(s.train_x, s.train_y, limit[0], seed), _subset(s.test_x, s.test_y, limit[1], seed)
     return s
 
 # %% ../nbs/14b_images.ipynb #c2924e98
@@ -329,7 +332,7 @@ def train_image_classifier(imset: ImageSet,         # training split used for tr
     device = torch.device(default_device() if device is None else device)
     set_seed(seed)
     dls = image_dls(imset, bs, device, seed)
-    model = image_classifier(imset.n_classes, imset.shape[0], nfs, drop)
+    model = image_classifier(imset.n_classes, imset.shape[0], nfs, drop).to(device)   # before the optimizer: fused AdamW on CUDA
     cbs = [TrainCB(), DeviceCB(device), AugmentCB(pad=max(1, imset.shape[-1]//16), flip_p=0.5),
            OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy())]
     if device.type == 'cuda': cbs.append(MixedPrecision())

@@ -153,7 +153,8 @@ def conv_vae_learner(vae: ConvVAE,                    # the VAE to train
     cbs = [DeviceCB(device), BatchTransformCB(autoencoder_batch), TrainCB(), OneCycleCB(lr), MetricsCB(**loss.metrics())]
     cbs += precision_callbacks(precision, device)
     if progress: cbs.append(ProgressCB(plot=plot))
-    return Learner(vae, dls, loss, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
+    # the model is on its device before the optimizer is built (in `fit`), so that AdamW can be fused on CUDA
+    return Learner(vae.to(device), dls, loss, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5))
 
 # %% ../nbs/15_latent_diffusion.ipynb #2b3f0abc
 @torch.no_grad()

@@ -117,15 +117,16 @@ def _vae_parts(preds, name: str) -> tuple[Tensor, Tensor, Tensor]:
 def kld_loss(preds: Sequence[Tensor], # a VAE's output `(recon, mu, logvar)`
              target: Tensor | None = None, # unused (the KL term does not look at the data)
             ) -> Tensor:
-    "Mean KL divergence from N(mu, exp(logvar)) to N(0, 1), over the batch and the latents."
+    "Mean KL divergence from N(mu, exp(logvar)) to N(0, 1), over the batch and the latents (computed in float32)."
     _, mu, lv = _vae_parts(preds, 'kld_loss')
+    mu, lv = mu.float(), lv.float()   # bf16 outputs of mixed precision: the exp and the mean need float32
     return -0.5*(1 + lv - mu.pow(2) - lv.exp()).mean()
 
 def bce_loss(preds: Sequence[Tensor], # a VAE's output `(logits, mu, logvar)`
              target: Tensor,          # the inputs, in [0, 1]
             ) -> Tensor:
-    "Binary cross-entropy of the reconstruction's logits against `target`, averaged over everything."
-    return F.binary_cross_entropy_with_logits(_vae_parts(preds, 'bce_loss')[0], target)
+    "Binary cross-entropy of the reconstruction's logits against `target`, averaged over everything (in float32)."
+    return F.binary_cross_entropy_with_logits(_vae_parts(preds, 'bce_loss')[0].float(), target.float())
 
 def vae_loss(preds: Sequence[Tensor], target: Tensor) -> Tensor:
     "The VAE loss `kld_loss + bce_loss` (weights 1:1, as in lesson 25)."
@@ -142,8 +143,9 @@ class FuncMetric(Mean):
 
     @torch.no_grad()
     def update(self, preds, target: Tensor) -> FuncMetric:
-        "Add `fn(preds, target)` with weight `len(target)`."
+        "Add `fn(preds, target)` with weight `len(target)`, on float32 predictions (they may be bf16 after mixed precision)."
         n = len(target)
+        if hasattr(preds, 'float'): preds = preds.float()
         self.weighted_sum += self.fn(preds, target).detach().double()*n
         self.weights += n
         return self

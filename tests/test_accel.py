@@ -787,3 +787,25 @@ def test_checkpoint_of_another_format_version_is_refused(tmp_path):
     "A dict saved with another `format` tag (an older or newer layout) is not read as a checkpoint."
     torch.save({'format': 'miniai-checkpoint-0', 'epoch': 1}, tmp_path/'old.pt')
     with pytest.raises(CheckpointError, match='not a miniai checkpoint'): read_checkpoint(tmp_path/'old.pt')
+
+
+def test_learner_factories_place_the_model_before_the_optimizer_is_built(monkeypatch):
+    "`Learner.fit` builds the optimizer before `DeviceCB` runs: every factory must move the model first, or AdamW is never"
+    " fused on CUDA. The 'meta' device stands in for CUDA: the model must be there as the Learner is created."
+    import miniai.images as mi
+    from miniai.accel import model_device
+    from miniai.images import ImageSet, train_image_classifier
+    from miniai.latents import conv_vae, conv_vae_learner
+    from miniai.models.resnet import fashion_classifier_learner
+    meta = torch.device('meta')
+    assert model_device(fashion_classifier_learner(device='meta', limit=(20, 10), progress=False).model) == meta
+    vae = conv_vae(channels=(8, 16), norm_groups=4, mid_attention=False, image_size=16)
+    assert model_device(conv_vae_learner(vae, dls=None, device='meta', progress=False).model) == meta
+    seen = []
+    class Recorder:
+        def __init__(self, model, *a, **k): seen.append(model_device(model))
+        def fit(self, *a, **k): pass
+    monkeypatch.setattr(mi, 'Learner', Recorder); monkeypatch.setattr(mi, 'classifier_accuracy', lambda *a: 0.)
+    x = torch.zeros(8, 3, 16, 16, dtype=torch.uint8); y = torch.arange(8) % 2
+    train_image_classifier(ImageSet(x, y, x, y, ['a', 'b'], 'test'), epochs=1, device='meta', progress=False)
+    assert seen == [meta]

@@ -164,7 +164,9 @@ def test_missing_fsdd_names_every_place_tried(tmp_path, monkeypatch):
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'data'))
     with pytest.raises(MissingDataError) as e: find_fsdd(tmp_path/'mine')
     msg = str(e.value)
-    for p in (tmp_path/'mine'/FSDD_FILE, tmp_path/'mine'/'fsdd'/FSDD_FILE, tmp_path/'data'/'fsdd'/FSDD_FILE): assert str(p) in msg
+    for p in (tmp_path/'mine'/FSDD_FILE, tmp_path/'mine'/'fsdd'/FSDD_FILE): assert str(p) in msg
+    assert str(tmp_path/'data') not in msg and 'only `data_dir` is searched' in msg   # a given data_dir is the only place
+    with pytest.raises(MissingDataError, match=str(tmp_path/'data'/'fsdd'/FSDD_FILE)): find_fsdd()
     monkeypatch.delenv('MINIAI_DATA')
     with pytest.raises(MissingDataError, match='MINIAI_DATA is unset'): find_fsdd()
 
@@ -399,3 +401,12 @@ def test_pipeline_end_to_end_quick(tmp_path):
     assert set(res) == {'real train clips (floor)', 'conditional, w=2'}
     r = res['conditional, w=2']
     assert r['n'] == 10 and np.isfinite(r['fid']) and np.isfinite(r['fid_heard']) and len(r['per_digit_heard']) == 10
+
+
+def test_fsdd_loaders_check_limit_and_rate_before_reading(tmp_path, monkeypatch):
+    "Bad `limit` / `sample_rate` values are refused with a message naming them, before the archive is looked for."
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    for limit in ((0, 0), (50,), 'x', (-1, None)):
+        with pytest.raises(ValueError, match='`limit` must'): fsdd_dls(limit=limit, data_dir=tmp_path)
+    for rate in (0, -8000, 8000.5, None):
+        with pytest.raises(ValueError, match='`sample_rate` must be a positive int'): load_fsdd('test', tmp_path, sample_rate=rate)

@@ -18,7 +18,7 @@ from torch import nn
 import miniai.data as mdata
 from miniai.accel import (CheckpointCB, CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
                           save_checkpoint)
-from miniai.audio import AudioClips, MelSpec, fix_length, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
+from miniai.audio import AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
 from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
                          fashion_dls, fashion_mnist_arrays, read_idx, write_idx)
 from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
@@ -181,6 +181,11 @@ def _fashion_missing(tmp, monkeypatch):
     monkeypatch.setattr(mdata, '_load_from_hub', no_hub)
     return lambda: fashion_mnist_arrays('train', data_dir=tmp/'no_such_dir')
 
+def _fashion_elsewhere(tmp, monkeypatch):
+    "A `data_dir` that exists but lacks the files, with a MINIAI_DATA that would have them: still an error."
+    monkeypatch.setenv('MINIAI_DATA', str(tmp/'env')); (tmp/'mine').mkdir()
+    return lambda: fashion_dls(bs=8, data_dir=tmp/'mine', limit=(20, 10), device=CPU)
+
 def _empty_folder(fn):
     def call(tmp): (tmp/'empty').mkdir(); return lambda: fn(tmp/'empty')
     return call
@@ -261,6 +266,7 @@ ROWS = [
     ('data.fashion_dls', 'holdout >= the training set', ValueError, 'leaves no training images', _fp(lambda: fashion_dls(holdout=10**6, sample=True, device=CPU))),
     ('data.fashion_mnist_arrays', "split='valid'", ValueError, 'split must be one of', _fp(lambda: fashion_mnist_arrays('valid'))),
     ('data.fashion_mnist_arrays', 'missing data_dir (not looked for elsewhere)', MissingDataError, 'no_such_dir is not a folder; nothing else was searched', _fashion_missing),
+    ('data.fashion_dls', 'a data_dir without the files (with limit: no fallback)', MissingDataError, 'Nothing else was searched', _fashion_elsewhere),
     ('data.read_idx', 'truncated IDX file', CorruptDataError, 'header says shape', _idx_truncated),
     ('data.read_idx', 'IDX header cut short', CorruptDataError, 'header cut short: 3 dimensions need 16 header bytes', _idx_short_header),
     ('data.write_idx', 'float array', ValueError, 'write_idx needs a uint8 array', _fp(lambda: write_idx(np.zeros((2, 2)), '/nonexistent/x.idx'))),
@@ -312,7 +318,8 @@ ROWS = [
     ('diffusion.ksamplers.sample', 'steps=0', ValueError, '`n` (steps) must be an integer >= 1, got 0', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), steps=0, device=CPU))),
     ('diffusion.ksamplers.sample', 'steps=-3', ValueError, '`n` (steps) must be an integer >= 1, got -3', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), steps=-3, device=CPU))),
     ('diffusion.ksamplers.sample', 'sigma_min >= sigma_max', ValueError, '`sigma_min` (80.0) must be smaller than `sigma_max` (1.0)', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min=80., sigma_max=1., device=CPU))),
-    ('diffusion.ksamplers.sample', 'sigma_min=0', ValueError, '`sigma_min` must be finite and > 0', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min=0., device=CPU))),
+    ('diffusion.ksamplers.sample', 'sigma_min=0', ValueError, '`sigma_min` must be a finite number > 0', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min=0., device=CPU))),
+    ('diffusion.ksamplers.sample', "sigma_min='0.1' (a string)", ValueError, "`sigma_min` must be a finite number > 0, got '0.1'", _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), sigma_min='0.1', device=CPU))),
     ('diffusion.ksamplers.sample', 'eta=-1 (euler_ancestral)', ValueError, '`eta` must be a number in [0.0, inf]', _fp(lambda: sample('euler_ancestral', lambda x, s: x, (2, 1, 4, 4), eta=-1., device=CPU))),
     ('diffusion.ksamplers.sample', 'eta=-1 (dpmpp_2m_sde)', ValueError, '`eta` must be a number in [0.0, inf]', _fp(lambda: sample('dpmpp_2m_sde', lambda x, s: x, (2, 1, 4, 4), eta=-1., device=CPU))),
     ('diffusion.ksamplers.sample', 'eta=NaN (euler_ancestral)', ValueError, '`eta` must be a number', _fp(lambda: sample('euler_ancestral', lambda x, s: x, (2, 1, 4, 4), eta=NAN, device=CPU))),
@@ -329,9 +336,14 @@ ROWS = [
     ('diffusion.karras.noisify_karras', 'sigma=0', ValueError, '`sigma` must hold finite noise levels > 0', _fp(lambda: noisify_karras(torch.zeros(2, 1, 4, 4), sigma=torch.tensor([0., 1.])))),
     ('diffusion.karras.noisify_karras', 'sigma=NaN', ValueError, '`sigma` must hold finite noise levels > 0', _fp(lambda: noisify_karras(torch.zeros(2, 1, 4, 4), sigma=torch.tensor([NAN, 1.])))),
     ('diffusion.ksamplers.sample_euler', 'denoiser output overflows to inf', FloatingPointError, 'non-finite values (NaN or inf) at the end of sampling', _fp(lambda: sample_euler(lambda x, s: x*1e38*1e38, torch.ones(2, 1, 4, 4), sigmas_karras(3, device=CPU)))),
-    ('diffusion.karras.sigmas_karras', 'rho=0', ValueError, '`rho` must be finite and > 0', _fp(lambda: sigmas_karras(5, rho=0., device=CPU))),
+    ('diffusion.karras.sigmas_karras', 'rho=0', ValueError, '`rho` must be a finite number > 0', _fp(lambda: sigmas_karras(5, rho=0., device=CPU))),
     # DDPM / DDIM / cosine
     ('diffusion.ddpm.linear_schedule', 'n_steps=0', ValueError, '`n_steps` must be >= 1', _fp(lambda: linear_schedule(0))),
+    ('diffusion.ddpm.linear_schedule', 'n_steps=10.5', TypeError, '`n_steps` must be an int, got 10.5', _fp(lambda: linear_schedule(10.5))),
+    ('diffusion.ddpm.noisify_ddpm', 'the schedule instead of its abar', TypeError, "pass the schedule's `abar` (`sched.abar`)", _fp(lambda: noisify_ddpm(torch.zeros(2, 1, 4, 4), linear_schedule(10)))),
+    ('diffusion.ddim.ddim_timesteps', 'steps=2.5', TypeError, '`steps` must be an int, got 2.5', _fp(lambda: ddim_timesteps(100, 2.5))),
+    ('diffusion.cosine.cosine_ddim_sample', 'steps=2.5', TypeError, '`steps` must be an int, got 2.5', _fp(lambda: cosine_ddim_sample(lambda x, t: x, (1, 1, 4, 4), steps=2.5))),
+    ('diffusion.cosine.noisify_cosine', 't_max=-1', ValueError, '`t_max` must be a time in (0, 1], got -1.0', _fp(lambda: noisify_cosine(torch.zeros(2, 1, 4, 4), t_max=-1.))),
     ('diffusion.ddpm.linear_schedule', 'beta_min > beta_max', ValueError, 'need 0 < beta_min <= beta_max < 1', _fp(lambda: linear_schedule(10, beta_min=0.1, beta_max=0.01))),
     ('diffusion.ddpm.ddpm_sample', 'clamp=0', ValueError, '`clamp` must be None (no clamp) or a number > 0', _fp(lambda: ddpm_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), linear_schedule(10), clamp=0.))),
     ('diffusion.cosine.cosine_ddim_sample', 'clamp=NaN', ValueError, '`clamp` must be None (no clamp) or a number > 0', _fp(lambda: cosine_ddim_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), steps=3, clamp=NAN))),
@@ -420,6 +432,8 @@ ROWS = [
     # images
     ('images.load_image_set', 'missing .npz path', MissingDataError, 'no such .npz file or folder of images', lambda tmp: lambda: load_image_set(str(tmp/'none.npz'))),
     ('images.load_image_set', 'source of an unknown type (int)', TypeError, '`source` must be a name, a path or a Hugging Face data set', _fp(lambda: load_image_set(3))),
+    ('images.load_image_set', 'limit=(0, 0)', ValueError, '`limit` must give positive sizes', _fp(lambda: load_image_set('clothing64', limit=(0, 0)))),
+    ('images.load_image_set', 'size=0', ValueError, '`size` must be None or a positive int', _fp(lambda: load_image_set('clothing64', size=0))),
     ('images.read_image_folder', 'empty folder', MissingDataError, 'no image files', _empty_folder(lambda d: read_image_folder(d, progress=False))),
     ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
     ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),
@@ -428,6 +442,8 @@ ROWS = [
     # audio
     ('audio.load_fsdd', 'sample_rate=16000 with resample=False', ValueError, 'the FSDD is recorded at 8000 Hz, 16000 Hz asked for', _fp(lambda: load_fsdd(sample_rate=16000, resample=False))),
     ('audio.load_fsdd', "split='valid'", ValueError, "`split` must be 'train', 'test' or 'all'", _fp(lambda: load_fsdd('valid'))),
+    ('audio.load_fsdd', 'sample_rate=0', ValueError, '`sample_rate` must be a positive int', _fp(lambda: load_fsdd(sample_rate=0))),
+    ('audio.fsdd_dls', 'limit=(50,)', ValueError, '`limit` must be None, a positive int or a pair', _fp(lambda: fsdd_dls(limit=(50,)))),
     ('audio.match_rate', 'other rate with resample=False', ValueError, 'clip: sample rate 16000 Hz, expected 8000 Hz', _fp(lambda: match_rate(torch.zeros(10), 16000, 8000, resample=False))),
     ('audio.load_wav_folder', 'missing folder', MissingDataError, 'does not exist', lambda tmp: lambda: load_wav_folder(tmp/'none')),
     ('audio.load_wav_folder', 'folder without .wav files', MissingDataError, "no files matching '*.wav'", _empty_folder(load_wav_folder)),

@@ -190,3 +190,22 @@ def test_a_table_with_nothing_scored_yet_is_continued_under_any_feature_network(
     res = dict(old)
     assert not start_again_if_other_feature_network(old, res, 'a'*64, out, dict(rows=[], reals=None))
     assert out.exists() and res == old and not (tmp_path/'superseded').exists()
+
+
+
+def test_quick_runs_never_write_into_results(tmp_path, monkeypatch):
+    "A --quick run writes to runs/quick/ by default, and an --out inside results/ is refused before any work."
+    import argparse
+    from pathlib import Path
+    from bench import bench_ddpm, ddpm_fid, karras_fid, latent_fid
+    from bench.benchkit import RESULTS_DIR, bench_out
+    monkeypatch.chdir(RESULTS_DIR.parent)
+    p = argparse.ArgumentParser()
+    assert bench_out(p, None, True, 'x.json') == Path('runs/quick/x.json')
+    assert bench_out(p, None, False, 'x.json') == Path('results/x.json')
+    assert bench_out(p, 'results/x.json', False, 'x.json') == Path('results/x.json')   # full size: results/ is the place
+    assert bench_out(p, tmp_path/'x.json', True, 'x.json') == tmp_path/'x.json'
+    for script, out in ((bench_ddpm, 'results/bench_ddpm.json'), (ddpm_fid, 'results/ddpm_fid'),
+                        (latent_fid, str(RESULTS_DIR/'sub'/'l.json')), (karras_fid, 'results/karras_fid.json')):
+        with pytest.raises(SystemExit) as e: script.main(['--quick', '--out', out])
+        assert e.value.code == 2, script

@@ -349,3 +349,27 @@ def test_console_command_reports_user_errors_in_one_line(tmp_path, monkeypatch, 
     with pytest.raises(FileNotFoundError): console_main(['fid', str(tmp_path/'none.npy'), '--quick'])
     cfg = configparser.ConfigParser(); cfg.read(Path(__file__).resolve().parents[1]/'settings.ini')
     assert cfg['DEFAULT']['console_scripts'] == 'miniai=miniai.cli:console_main'   # what `pip install` wires up
+
+
+def test_train_force_starts_over_without_the_old_checkpoint(finished_run):
+    "`force` deletes the earlier run's files, its checkpoint too: nothing stale is left to resume or to mistake for this run."
+    from miniai.cli import TRAIN_FILES, train_diffusion
+    old = torch.load(finished_run/'checkpoint.pt', weights_only=True)['extra']['settings']
+    res = train_diffusion(out=finished_run, force=True, **{**TRAIN_KW, 'seed': 7})
+    m = res['metrics']
+    assert not (finished_run/'checkpoint.pt').exists() and old['seed'] == 42
+    assert sorted(f for f in TRAIN_FILES if (finished_run/f).exists()) == sorted(m['files'])
+    assert m['resumed_from_epoch'] is None and m['seed'] == 7
+    # the record says what ran: mixed precision is CUDA-only, so a CPU run trained in float32 whatever was asked
+    assert (m['precision'], m['precision_requested']) == (None, 'bf16')
+
+
+def test_fid_of_a_folder_reads_the_sample_set_not_pictures(finished_run, tmp_path):
+    "A `sample` output folder is read through its samples.npy; a `train` folder (grid and loss plot) is refused by name."
+    from miniai.cli import load_sample_images, sample_to_files
+    with pytest.raises(ValueError, match='holds loss.png and samples.png, pictures that .miniai train. writes, not a sample set'):
+        load_sample_images(finished_run)
+    sample_to_files(finished_run, tmp_path/'s', n=3, steps=3, png=True, progress=False)
+    x = load_sample_images(tmp_path/'s')
+    assert torch.equal(x, load_samples(tmp_path/'s'/'samples.npy')) and x.shape == (3, 1, 32, 32)
+    assert load_sample_images(tmp_path/'s'/'png').shape == (3, 1, 32, 32)   # the PNG folder itself still works

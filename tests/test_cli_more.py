@@ -384,8 +384,10 @@ def test_fid_command_writes_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr('miniai.cli.fid_evaluator', lambda *a, **k: SimpleNamespace(scores=scores))
     x = torch.rand(3, 1, 32, 32)*2 - 1
     np.save(tmp_path/'s.npy', x.numpy())
+    monkeypatch.delenv('MINIAI_QUICK', raising=False)
     assert main(['fid', str(tmp_path/'s.npy'), '--json', str(tmp_path/'r.json'), '--no-progress']) == 0
-    assert json.loads((tmp_path/'r.json').read_text()) == dict(fid=12.5, kid=0.25, n=3)
+    assert json.loads((tmp_path/'r.json').read_text()) == dict(fid=12.5, kid=0.25, n=3, samples=str(tmp_path/'s.npy'), quick=False,
+                                                               classifier='fashion classifier (notebook 04)', labels=None)
     assert 'FID 12.500  KID 0.25000  (3 samples)' in capsys.readouterr().out and torch.equal(seen[0], x)
 
 
@@ -413,3 +415,39 @@ def test_quick_fid_works_with_no_data_set_anywhere(tmp_path, monkeypatch):
     ie = fid_evaluator(quick=True, classifier=clf, progress=False)
     assert len(ie.ref.feats) == 1000                                   # the sample's 100 test images per class
     with pytest.raises(MissingDataError, match='not found'): fid_evaluator(quick=False, classifier=clf, progress=False)
+
+
+@pytest.mark.parametrize('cmd', ['train', 'fid'])
+def test_miniai_quick_env_makes_train_and_fid_quick(tmp_path, monkeypatch, capsys, cmd):
+    "README's one switch: MINIAI_QUICK=1 makes `miniai train` and `miniai fid` quick, as --quick does, and says so."
+    import miniai.cli as cli
+    seen = []
+    monkeypatch.setattr(cli, 'train_diffusion', lambda **k: seen.append(k['quick']) or (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr(cli, 'fid_of_samples', lambda *a, **k: seen.append(k['quick']) or dict(fid=1., kid=0., n=1))
+    np.save(tmp_path/'s.npy', np.zeros((1, 1, 32, 32), np.float32))
+    argv = ['train', '--out', str(tmp_path/'run')] if cmd == 'train' else ['fid', str(tmp_path/'s.npy')]
+    for env, want in (('0', False), ('1', True)):
+        monkeypatch.setenv('MINIAI_QUICK', env)
+        try: main(argv)
+        except SystemExit: pass
+        assert seen[-1] is want
+    assert 'quick mode (MINIAI_QUICK is set)' in capsys.readouterr().err
+
+
+def test_sample_images_shows_the_steps_of_a_single_batch(monkeypatch):
+    "One batch: the sampler is asked for its per-step bar (else nothing moves for minutes); several: one bar over batches."
+    calls = []
+    def sampler(shape, g=None, labels=None, progress=False): calls.append(progress); return torch.zeros(shape)
+    sample_images(sampler, 4, bs=8, device='cpu', progress=True)
+    sample_images(sampler, 20, bs=8, device='cpu', progress=True)
+    sample_images(sampler, 4, bs=8, device='cpu', progress=False)
+    assert calls == [True, False, False, False, False]
+    plain = lambda shape, g=None, labels=None: torch.ones(shape)   # a sampler without `progress` still works
+    assert sample_images(plain, 3, bs=8, device='cpu', progress=True).shape == (3, 1, 32, 32)
+
+
+@pytest.mark.parametrize('eta', ['nan', 'inf', '-0.5'])
+def test_sample_refuses_a_non_finite_or_negative_eta_first(_ckpts, tmp_path, capsys, eta):
+    "--eta nan used to pass the command-line check (nan < 0 is False) and fail after the model had loaded."
+    with pytest.raises(SystemExit) as e: main(['sample', str(_ckpts['cosine']), '--out', str(tmp_path/'s'), '--eta', eta])
+    assert e.value.code == 2 and '--eta must be a finite number >= 0' in capsys.readouterr().err and not (tmp_path/'s').exists()

@@ -122,3 +122,26 @@ def test_shuffled_batches_keep_each_image_with_its_label():
         assert torch.equal(xb[:, 0, 1:-1, 1:-1], yb[:, None, None].float().expand(-1, 3, 3)) and (xb[:, 0, 0] == 0).all()
         ys += yb.tolist()
     assert sorted(ys) == list(range(n)) and ys != list(range(n))
+
+
+@pytest.mark.parametrize('value,on', [('1', True), ('true', True), (' Yes ', True), ('ON', True), ('0', False), ('false', False),
+                                      ('', False), ('no', False), ('off', False), (None, False)])
+def test_env_flag_reads_on_and_off(monkeypatch, value, on):
+    "`env_flag`: 1/true/yes/on switch a flag on; 0, false, empty or unset leave it off (MINIAI_DEBUG=0 means off)."
+    from miniai.core import env_flag, is_quick
+    for name in ('MINIAI_QUICK', 'SOME_FLAG'):
+        if value is None: monkeypatch.delenv(name, raising=False)
+        else: monkeypatch.setenv(name, value)
+    assert env_flag('SOME_FLAG') is on and is_quick() is on
+
+
+def test_to_real_and_check_int():
+    "`to_real`: one real number from Python, NumPy or a one-element tensor, never a bool or a string; `check_int` likewise for ints."
+    from miniai.core import check_int, to_real
+    for v, want in ((3, 3.), (2.5, 2.5), (np.float32(0.5), 0.5), (np.int64(7), 7.), (torch.tensor(1.5), 1.5), (torch.tensor([2]), 2.)):
+        assert to_real(v) == want and type(to_real(v)) is float
+    for bad in (True, np.bool_(False), '1', None, torch.tensor([1., 2.]), torch.tensor(True), 1j):
+        assert to_real(bad) is None, bad
+    assert check_int(np.int64(4), 'n', 1) == 4 and type(check_int(np.int64(4), 'n')) is int
+    for bad, err in ((2.0, TypeError), (True, TypeError), ('3', TypeError), (0, ValueError)):
+        with pytest.raises(err, match='`n` must be'): check_int(bad, 'n', 1)

@@ -22,6 +22,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
     def offline(*a, **k): raise ConnectionError("Couldn't reach the Hub (test: offline)")
     monkeypatch.setattr(md, '_load_from_hub', offline)
+    monkeypatch.setattr(md, '_sample_noted', False)   # the fallback note is printed once per process
 
 def _no_data(monkeypatch): monkeypatch.delenv('MINIAI_DATA', raising=False)
 
@@ -74,16 +75,31 @@ def test_checksum_mismatch_is_one_clear_error(tmp_path, monkeypatch, fashion_lin
     assert not (tmp_path/'cache'/'fashion_mnist').exists() or not any((tmp_path/'cache'/'fashion_mnist').iterdir())
 
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
-    empty = tmp_path/'empty'; empty.mkdir()
+    "Without `data_dir`: one error naming $MINIAI_DATA's folders, the hub's reason and the ways to provide the data."
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'nowhere'))
-    for f in (lambda: load_fashion_mnist(empty), lambda: fashion_mnist_arrays('test', data_dir=empty)):
+    for f in (lambda: load_fashion_mnist(), lambda: fashion_mnist_arrays('test')):
         with pytest.raises(MissingDataError) as e: f()
         msg = str(e.value)
-        for p in (empty, empty/'fashion_mnist', tmp_path/'nowhere'/'fashion_mnist'): assert f"{p}:" in msg
+        for p in (tmp_path/'nowhere'/'fashion_mnist', tmp_path/'nowhere'): assert f"{p}:" in msg
         assert 'test: offline' in msg and 'zalando-datasets/fashion_mnist' in msg
         assert 'MINIAI_DATA' in msg and 'data_dir' in msg and 'sample' in msg
         assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, DataError)
         assert e.value.__cause__ is None and e.value.__suppress_context__   # one error, not a chain
+
+def test_a_data_dir_without_the_files_is_the_only_place_searched(tmp_path, monkeypatch):
+    "A `data_dir` that exists but lacks the files is an error naming it: never $MINIAI_DATA's copy, the hub or the sample."
+    empty = tmp_path/'empty'; empty.mkdir()
+    env = DATA or str(tmp_path/'elsewhere')   # the real copy where there is one: it must still not be used
+    monkeypatch.setenv('MINIAI_DATA', env)
+    monkeypatch.setattr(md, '_load_from_hub', lambda *a, **k: pytest.fail('the hub must not be tried'))
+    for f in (lambda: load_fashion_mnist(empty), lambda: fashion_mnist_arrays('test', data_dir=empty),
+              lambda: load_fashion_mnist(empty, allow_sample=True), lambda: fashion_mnist_arrays('test', empty, allow_sample=True),
+              lambda: fashion_dls(bs=8, data_dir=empty, limit=(20, 10), device='cpu')):
+        with pytest.raises(MissingDataError) as e: f()
+        msg = str(e.value)
+        for p in (empty, empty/'fashion_mnist'): assert f"{p}:" in msg
+        assert 'Nothing else was searched' in msg and 'MINIAI_DATA' in msg and 'data_dir' in msg
+        assert env not in msg                                  # no other folder was tried
 
 @needs_full
 def test_incomplete_copy_is_reported(tmp_path, monkeypatch, fashion_link_copy):
@@ -156,6 +172,9 @@ def test_fallback_to_sample_only_when_allowed(monkeypatch, capsys):
     with pytest.raises(MissingDataError): fashion_mnist_arrays('train')
     x, y = fashion_mnist_arrays('train', allow_sample=True)
     assert len(x) == 2000 and 'sample' in capsys.readouterr().out
+    fashion_mnist_arrays('test', allow_sample=True)
+    assert capsys.readouterr().out == ''                     # the note comes once per process, not once per call
+    monkeypatch.setattr(md, '_sample_noted', False)
     dls = fashion_dls(bs=100, limit=(500, 200), device='cpu', seed=0)
     assert 'sample' in capsys.readouterr().out
     assert dls.train.dataset_len == 500 and dls.valid.dataset_len == 200
@@ -401,11 +420,11 @@ def test_read_idx_edge_headers(tmp_path):
     (tmp_path/'wrap').write_bytes(bytes([0, 0, 8, 4]) + bytes([0, 1, 0, 0])*4)   # 65536**4 == 2**64 (0 mod 2**64), no payload
     with pytest.raises(CorruptDataError, match='holds 0 bytes'): read_idx(tmp_path/'wrap')
 
-def test_data_dir_is_searched_before_miniai_data(tmp_path, monkeypatch):
+def test_data_dir_replaces_miniai_data(tmp_path, monkeypatch):
+    "A given `data_dir` is searched alone; $MINIAI_DATA (the root, then the folder itself) only without one."
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'env'))
-    assert md.fashion_mnist_dirs(tmp_path/'a') == [tmp_path/'a', tmp_path/'a'/'fashion_mnist', tmp_path/'env'/'fashion_mnist',
-                                                   tmp_path/'env']
-
+    assert md.fashion_mnist_dirs(tmp_path/'a') == [tmp_path/'a', tmp_path/'a'/'fashion_mnist']
+    assert md.fashion_mnist_dirs() == [tmp_path/'env'/'fashion_mnist', tmp_path/'env']
 
 @needs_full
 def test_miniai_data_may_name_the_fashion_mnist_folder_itself(tmp_path, monkeypatch, fashion_link_copy):

@@ -411,3 +411,14 @@ def test_fashion_sizes_larger_than_the_split_refused():
     "Asking for more images than a split holds is an error, not a silently smaller set."
     with pytest.raises(ValueError, match='`n` must be in'): fashion_fid_images('test', n=10_001)
     with pytest.raises(ValueError, match='fewer than the 10001'): real_image_floor(None, sizes=(10, 10_001), split='test', progress=False)
+
+
+@pytest.mark.parametrize('rng,hint', [((-1., 1.), 'x.float() / 127.5 - 1'), ((0., 1.), 'x.float() / 255'),
+                                      ((-0.5, 0.5), 'x.float() / 255 - 0.5'), ((1., 3.), 'x.float() / 127.5 + 1')])
+def test_uint8_hint_is_the_right_expression(rng, hint):
+    "The hint for uint8 input is an expression that really maps 0..255 onto the expected range, written plainly."
+    from miniai.fid import check_images
+    with pytest.raises(TypeError) as e: check_images(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), value_range=rng)
+    assert f'`{hint}`' in str(e.value)
+    x = torch.tensor([0., 255.])
+    assert torch.allclose(eval(hint, {'x': x}), torch.tensor(rng))

@@ -97,7 +97,10 @@ def test_missing_data_errors(tmp_path, monkeypatch):
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'data'))
     with pytest.raises(MissingDataError) as e: load_image_set('clothing64', data_dir=tmp_path/'mine')
     for p in image_set_paths('clothing64', tmp_path/'mine'): assert str(p) in str(e.value)   # every path tried is named
-    assert str(tmp_path/'data'/'rgb64'/'clothing64.npz') in str(e.value) and 'MINIAI_DATA' in str(e.value)
+    assert image_set_paths('clothing64', tmp_path/'mine') == [tmp_path/'mine'/'clothing64.npz', tmp_path/'mine'/'rgb64'/'clothing64.npz']
+    assert str(tmp_path/'data') not in str(e.value) and 'only `data_dir` is searched' in str(e.value)   # never $MINIAI_DATA's copy
+    with pytest.raises(MissingDataError) as e: load_image_set('clothing64')
+    assert str(tmp_path/'data'/'rgb64'/'clothing64.npz') in str(e.value)                    # without `data_dir`: $MINIAI_DATA
     with pytest.raises(MissingDataError, match='no such .npz file or folder'): load_image_set(tmp_path/'nope.npz')
     (tmp_path/'empty').mkdir()
     with pytest.raises(MissingDataError, match='no image files'): load_image_set(tmp_path/'empty')
@@ -300,3 +303,15 @@ def test_init_simple_diffusion_makes_res_blocks_their_shortcut():
             d1, d2 = ((r(x, emb) - r.idconv(x)) for x in (torch.randn(2, ni, 4, 4), 3*torch.randn(2, ni, 4, 4)))
             torch.testing.assert_close(d1, d2)                                          # independent of the input...
             torch.testing.assert_close(d1, d1[:, :, :1, :1].expand_as(d1))               # ...and of the position
+
+
+def test_load_image_set_checks_limit_and_size_first(tmp_path, monkeypatch):
+    "A bad `limit` or `size` is refused before any file is read (a named set that is nowhere would otherwise fail first)."
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    for limit in ((0, 0), (-5, 10), (10,), (1.5, 2), 'all', (True, 3)):
+        with pytest.raises(ValueError, match='`limit` must'): load_image_set('clothing64', limit=limit)
+    for size in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match='`size` must be None or a positive int'): load_image_set('clothing64', size=size)
+    x = rand_images(40, channels_last=True); np.savez(tmp_path/'s.npz', images=x, labels=np.arange(40) % 4)
+    s = load_image_set(tmp_path/'s.npz', limit=8, test_frac=0.25)     # an int limits both splits
+    assert (len(s.train_y), len(s.test_y)) == (8, 8)

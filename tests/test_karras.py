@@ -475,7 +475,7 @@ def test_sigmas_karras_refuses_bad_ends():
     "sigma_min must be strictly below sigma_max, and every parameter finite (checked by sigmas_karras itself)."
     with pytest.raises(ValueError, match='smaller'): sigmas_karras(5, 1., 1., device='cpu')
     for kw in (dict(sigma_max=float('inf')), dict(sigma_max=float('nan')), dict(rho=float('inf')), dict(sigma_min=float('nan'))):
-        with pytest.raises(ValueError, match='must be finite and > 0'): sigmas_karras(5, device='cpu', **kw)
+        with pytest.raises(ValueError, match='must be a finite number > 0'): sigmas_karras(5, device='cpu', **kw)
 
 
 def test_sigmas_karras_ends_exactly():
@@ -496,3 +496,21 @@ def test_karras_learner_recipe():
     (xin, _), target = noisify(torch.zeros(4, 1, 2, 2), sigma=sig)
     # x0 = 0: c_in x = sigma n/sqrt(sigma^2 + sd^2) and target = -sd n/sqrt(sigma^2 + sd^2), so target/xin = -sd/sigma
     torch.testing.assert_close(target/xin, (-0.5/sig).reshape(-1, 1, 1, 1).expand(4, 1, 2, 2))
+
+
+def test_numpy_and_tensor_scalars_are_numbers_too():
+    "eta, s_churn, sigma_data, n... given as NumPy scalars or 0-d tensors give exactly what the Python numbers give."
+    import numpy as np
+    from miniai.diffusion.ksamplers import sample
+    den = lambda x, s: 0.5*x
+    for name, v in (('euler_ancestral', dict(eta=0.5)), ('heun', dict(s_churn=1., s_noise=1.)), ('dpmpp_2m_sde', dict(eta=0.5))):
+        want = sample(name, den, (2, 1, 4, 4), steps=4, seed=1, device='cpu', **v).x
+        for conv in (np.float32, np.float64, torch.tensor):
+            got = sample(name, den, (2, 1, 4, 4), steps=4, seed=1, device='cpu', **{k: conv(x) for k, x in v.items()}).x
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.equal(sigmas_karras(np.int64(5), np.float32(0.5), torch.tensor(20.), device='cpu'),
+                       sigmas_karras(5, float(np.float32(0.5)), 20., device='cpu'))
+    x0, g = torch.randn(3, 1, 4, 4), lambda: torch.Generator().manual_seed(0)
+    a, b = noisify_karras(x0, np.float32(0.25), generator=g()), noisify_karras(x0, 0.25, generator=g())
+    assert torch.equal(a[1], b[1]) and torch.equal(a[0][0], b[0][0])
+    with pytest.raises(ValueError, match='`eta` must be a number'): sample('euler_ancestral', den, (1, 1, 4, 4), eta=np.bool_(True), device='cpu')

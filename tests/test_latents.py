@@ -337,7 +337,9 @@ def test_conv_vae_learner_mixed_precision_is_the_one_asked_for(precision, dtype)
     "On CUDA the VAE trains in the precision asked for ('fp16' was silently bf16); the learner is only built here."
     from miniai.accel import MixedPrecision
     from miniai.latents import conv_vae_learner
-    learn = conv_vae_learner(nn.Linear(1, 1), None, precision=precision, progress=False, device='cuda')
+    class Stays(nn.Linear):   # the learner moves the model to its device first: no CUDA here, so it stays
+        def to(self, *a, **k): return self
+    learn = conv_vae_learner(Stays(1, 1), None, precision=precision, progress=False, device='cuda')
     assert [cb.dtype for cb in learn.cbs if isinstance(cb, MixedPrecision)] == ([dtype] if dtype else [])
     cpu = conv_vae_learner(nn.Linear(1, 1), None, precision=precision, progress=False, device='cpu')
     assert not any(isinstance(cb, MixedPrecision) for cb in cpu.cbs)     # float32 on a CPU

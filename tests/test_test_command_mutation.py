@@ -373,11 +373,12 @@ def test_missing_files_give_a_clear_error(tmp_path, monkeypatch, fashion_link_co
 
 
 @needs_source
-def test_miniai_data_is_the_fallback(tmp_path):
-    "A data_dir (a folder) without the files falls back to $MINIAI_DATA/fashion_mnist (as documented)."
-    (tmp_path/'nothing').mkdir()   # a path that is not a folder at all is an error (a typo), not a fallback
-    out = _make(tmp_path/'nothing', '--train-per-class', 1, '--test-per-class', 1, '--out', tmp_path/'o')
-    assert 'wrote 10 train + 10 test images' in out
+def test_a_data_dir_without_the_files_is_not_replaced_by_miniai_data(tmp_path):
+    "A data_dir (a folder) without the files is an error naming it: never $MINIAI_DATA's copy instead."
+    (tmp_path/'nothing').mkdir()
+    with pytest.raises(SystemExit) as e:
+        _make(tmp_path/'nothing', '--train-per-class', 1, '--test-per-class', 1, '--out', tmp_path/'o')
+    assert 'Nothing else was searched' in str(e.value.code) and not (tmp_path/'o').exists()
     with pytest.raises(SystemExit) as e:   # a path that is not a folder: one clean message, no traceback
         _make(tmp_path/'typo', '--train-per-class', 1, '--test-per-class', 1, '--out', tmp_path/'o2')
     assert str(e.value.code).startswith('Fashion-MNIST not found') and 'is not a folder' in str(e.value.code)

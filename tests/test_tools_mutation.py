@@ -342,8 +342,11 @@ def bench_run(bench, monkeypatch, tmp_path):
 
 
 def test_bench_defaults_write_results_data_throughput_json(bench_run, tmp_path):
-    "Default: batch 512, the device loader then per-item loaders with 0 and 4 workers, in results/data_throughput.json."
-    calls = bench_run()
+    "Default: batch 512, the device loader then per-item loaders with 0 and 4 workers, in results/data_throughput.json;"
+    " but with no GPU the default file (the GPU figure) is refused, and only an explicit --out measures on the CPU."
+    with pytest.raises(SystemExit) as e: bench_run()
+    assert e.value.code == 2 and not (tmp_path/'results').exists()
+    calls = bench_run('--out', 'results/data_throughput.json')
     res = json.loads((tmp_path/'results'/'data_throughput.json').read_text())
     assert res['bs'] == 512 and res['device'] == 'cpu' and calls['dls'][0]['bs'] == 512
     assert [(r['loader'], r['workers']) for r in res['rows']] == [('DeviceImageLoader', 0), ('DataLoader per-item', 0),

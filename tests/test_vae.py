@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader, fashion_mnist_arrays
+from miniai.accel import MixedPrecision
 from miniai.learner import BatchTransformCB, Learner, MetricsCB, OneCycleCB, TrainCB
 from miniai.vae import (VAE, Autoencoder, FuncMetric, VAEOutput, autoencoder_batch, bce_loss, kld_loss, lin,
                         reparameterize, vae_loss)
@@ -88,13 +89,15 @@ def _sample_dls(n_train=1000, n_valid=300, bs=100):
                        DeviceImageLoader(xv[:n_valid], yv[:n_valid], **kw))
 
 
-def test_vae_trains_and_metrics_add_up():
-    "Training lowers the loss; the logged kld and bce add up to the logged loss; eval kld matches a separate pass."
+@pytest.mark.parametrize('mixed', [False, True])
+def test_vae_trains_and_metrics_add_up(mixed):
+    "Training lowers the loss; the logged kld and bce add up to the logged loss (also under bf16 autocast, as on a GPU)."
     set_seed(0)
     dls = _sample_dls(bs=96)           # 300 validation images: a smaller last batch (300 = 3*96 + 12)
     model = VAE(784, 200, 32)
     metrics = MetricsCB(kld=FuncMetric(kld_loss), bce=FuncMetric(bce_loss))
     cbs = [BatchTransformCB(partial(autoencoder_batch, flatten=True)), TrainCB(), OneCycleCB(1e-2), metrics]
+    if mixed: cbs.append(MixedPrecision(torch.bfloat16, cpu=True))   # bf16 outputs reach the metrics, after the autocast
     learn = Learner(model, dls, vae_loss, lr=1e-2, cbs=cbs, opt_func=partial(torch.optim.Adam, eps=1e-5))
     learn.fit(3)
     h = metrics.history
@@ -102,7 +105,7 @@ def test_vae_trains_and_metrics_add_up():
     train = [r for r in h if r['phase'] == 'train']
     assert train[-1]['loss'] < 0.8*train[0]['loss']
     model.eval()   # KL depends only on mu and logvar: deterministic in eval mode
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=mixed):   # the same forward as in training
         sums = [(kld_loss(model(xb.flatten(1))).item()*len(xb), len(xb)) for xb, _ in dls.valid]
     assert h[-1]['kld'] == pytest.approx(sum(s for s, _ in sums)/sum(n for _, n in sums), rel=1e-4)
 

@@ -37,9 +37,12 @@ def main():
     p.add_argument('data_dir', nargs='?', default=None)
     p.add_argument('--bs', type=int, default=512)
     p.add_argument('--workers', type=int, nargs='*', default=[0, 4])
-    p.add_argument('--out', default='results/data_throughput.json')
+    p.add_argument('--out', default=None, help='results file (default: results/data_throughput.json, on a GPU only)')
     a = p.parse_args()
     dev = default_device()
+    if a.out is None and dev.type != 'cuda':   # the committed figure is a GPU one: a CPU run must not replace it
+        p.error(f"no GPU here ({dev}): pass --out elsewhere to measure on this device (results/data_throughput.json is the GPU figure)")
+    a.out = a.out or 'results/data_throughput.json'
     res = {'device': torch.cuda.get_device_name() if dev.type == 'cuda' else str(dev), 'torch': torch.__version__,
            'python': platform.python_version(), 'bs': a.bs, 'rows': []}
     dls = fashion_dls(bs=a.bs, data_dir=a.data_dir, seed=0)

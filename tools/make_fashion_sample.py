@@ -52,9 +52,8 @@ def main():
     p.add_argument('--test-per-class', type=int, default=100)
     p.add_argument('--out', default=str(Path(__file__).resolve().parent.parent/'miniai'/'assets'))
     a = p.parse_args()
-    try: folder, tried = find_fashion_mnist(a.data_dir)   # also looks in $MINIAI_DATA; verifies checksums
-    except MissingDataError as e: raise SystemExit(f"Fashion-MNIST not found: {e}") from None   # data_dir is not a folder
-    if folder is None: raise SystemExit('Fashion-MNIST not found:\n' + '\n'.join(tried))
+    try: folder, _ = find_fashion_mnist(a.data_dir)   # only there; verifies checksums
+    except MissingDataError as e: raise SystemExit(f"Fashion-MNIST not found: {e}") from None   # not a folder, or no files in it
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     man = {'source': 'Fashion-MNIST (zalandoresearch/fashion-mnist), MIT License, (c) 2017 Zalando SE',
            'source_sha256': FASHION_SHA256, 'rule': 'first images of each class in file order, kept in file order',

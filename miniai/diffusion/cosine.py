@@ -8,6 +8,7 @@ import math
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
+from ..core import check_int, to_real
 from .ddim import ddim_sample
 
 # %% auto #0
@@ -30,6 +31,7 @@ def noisify_cosine(x0: Tensor,  # clean images (B, C, H, W), float, on the train
     "Noise each image of `x0` to a random continuous time t in [0, t_max]: returns `((x_t, t), eps)`."
     if not x0.is_floating_point() or x0.ndim < 2:
         raise TypeError(f"`x0` must be a float batch (B, C, H, W), got {x0.dtype} of shape {tuple(x0.shape)}")
+    if (tm := to_real(t_max)) is None or not 0 < tm <= 1: raise ValueError(f"`t_max` must be a time in (0, 1], got {t_max!r}")
     t = torch.rand(len(x0), device=x0.device, generator=generator, dtype=x0.dtype).clamp_(max=t_max)
     eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     ab = cosine_abar(t).reshape(-1, *([1]*(x0.ndim-1)))
@@ -38,7 +40,7 @@ def noisify_cosine(x0: Tensor,  # clean images (B, C, H, W), float, on the train
 # %% ../../nbs/08_cosine.ipynb #081bf9c4
 def cosine_timesteps(steps: int) -> Tensor:
     "`steps` times from 1-1/steps down to 0 (float64), the lesson's DDIM grid for the continuous cosine schedule."
-    if steps < 2: raise ValueError(f"`steps` must be >= 2 (the grid ends at t=0, which is already clean), got {steps}")
+    if check_int(steps, 'steps') < 2: raise ValueError(f"`steps` must be >= 2 (the grid ends at t=0, which is already clean), got {steps}")
     return torch.linspace(1-1/steps, 0, steps, dtype=torch.float64)
 
 def cosine_ddim_sample(model: Callable,      # denoiser: `model(x_t, t) -> eps`, t float in [0, 1)

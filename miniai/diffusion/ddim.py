@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn, Tensor
 from tqdm import tqdm
-from ..core import default_device, check_finite
+from ..core import default_device, check_finite, check_int
 from ..accel import model_device
 from .ddpm import as_generator, sampling_mode, start_noise, predict_noise, x0_from_eps, check_clamp
 
@@ -56,6 +56,7 @@ def ddim_timesteps(n_steps: int, # steps of the training schedule (T)
                    steps: int,   # steps to sample with (1..T)
                   ) -> Tensor:
     "`steps` evenly spaced integer time steps from T-1 down to 0 (long tensor)."
+    steps, n_steps = check_int(steps, 'steps'), check_int(n_steps, 'n_steps')
     if not 1 <= steps <= n_steps: raise ValueError(f"`steps` must be between 1 and {n_steps}, got {steps}")
     return torch.linspace(n_steps-1, 0, steps, dtype=torch.float64).round().long()
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm import tqdm
-from ..core import default_device, check_finite, eval_mode
+from ..core import default_device, check_finite, check_int, eval_mode
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import fused_opt_func, model_device, precision_callbacks
 
@@ -42,7 +42,7 @@ def linear_schedule(n_steps: int = 1000,   # number of diffusion steps T
                     beta_max: float = 0.02, # noise variance added at the last step
                    ) -> DDPMSchedule:
     "The DDPM paper's linear beta schedule (float64, on the CPU)."
-    if n_steps < 1: raise ValueError(f"`n_steps` must be >= 1, got {n_steps}")
+    n_steps = check_int(n_steps, 'n_steps', 1)
     if not 0 < beta_min <= beta_max < 1:
         raise ValueError(f"need 0 < beta_min <= beta_max < 1, got beta_min={beta_min}, beta_max={beta_max}")
     beta = torch.linspace(beta_min, beta_max, n_steps, dtype=torch.float64)
@@ -57,6 +57,9 @@ def noisify_ddpm(x0: Tensor,   # clean images (B, C, H, W), float, on the traini
     "Noise each image of `x0` to a random step `t`: returns `((x_t, t), eps)`, all made on x0's device."
     if not x0.is_floating_point() or x0.ndim < 2:
         raise TypeError(f"`x0` must be a float batch (B, C, H, W), got {x0.dtype} of shape {tuple(x0.shape)}")
+    if not isinstance(abar, Tensor) or abar.ndim != 1:
+        hint = ': pass the schedule\'s `abar` (`sched.abar`)' if hasattr(abar, 'abar') else ''
+        raise TypeError(f"`abar` must be a 1-D tensor of alpha-bars, got {type(abar).__name__}{hint}")
     if abar.device != x0.device:
         raise ValueError(f"`abar` is on {abar.device} but the images are on {x0.device}: move the schedule once "
                          "with `sched.to(device)` (copying it every batch would make the GPU wait)")

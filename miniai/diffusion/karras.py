@@ -6,10 +6,11 @@
 from __future__ import annotations
 import math
 from typing import Callable
+import numpy as np
 import torch
 from torch import nn, Tensor
 from functools import partial
-from ..core import default_device
+from ..core import default_device, to_real
 from ..learner import Learner
 from .ddpm import ddpm_learner
 from .cosine import cosine_inv_abar
@@ -71,8 +72,9 @@ def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), 
                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
     "Karras training pair: `((c_in*(x0 + σ n), c_noise(σ)), target)`, computed on `x0`'s device."
     if not x0.is_floating_point(): raise TypeError(f"`x0` must be a float tensor (images scaled to the data range), got {x0.dtype}")
-    if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not 0 < sigma_data < math.inf:
+    if (sd := to_real(sigma_data)) is None or not 0 < sd < math.inf:
         raise ValueError(f"`sigma_data` must be a finite number > 0, got {sigma_data!r}")
+    sigma_data = sd
     if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)  # > 0 by construction
     else: sigma = check_noise_levels(sigma, len(x0), x0.device)
     sig = sigma.reshape(-1, *([1]*(x0.ndim-1))).to(x0.dtype)
@@ -124,18 +126,20 @@ def sigmas_karras(n: int,                  # number of steps (the schedule has n
                   device=None,             # device (default: `default_device()`)
                  ) -> Tensor:
     "Karras et al. (2022) noise levels, eq. 5: n levels from `sigma_max` to `sigma_min`, then 0."
-    _check_schedule(n, sigma_min, sigma_max, rho)
+    n, sigma_min, sigma_max, rho = _check_schedule(n, sigma_min, sigma_max, rho)
     device = default_device() if device is None else device
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     lo, hi = sigma_min**(1/rho), sigma_max**(1/rho)
     sigmas = (hi + ramp*(lo - hi))**rho
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)
 
-def _check_schedule(n, sigma_min, sigma_max, rho):
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"`n` (steps) must be an integer >= 1, got {n!r}")
+def _check_schedule(n, sigma_min, sigma_max, rho) -> tuple[int, float, float, float]:
+    "The schedule's arguments as (int, float, float, float), or a `ValueError` naming the bad one."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`n` (steps) must be an integer >= 1, got {n!r}")
     for name, v in (('sigma_min', sigma_min), ('sigma_max', sigma_max), ('rho', rho)):
-        if not math.isfinite(v) or v <= 0: raise ValueError(f"`{name}` must be finite and > 0, got {v!r}")
+        if (f := to_real(v)) is None or not math.isfinite(f) or f <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
     if sigma_min >= sigma_max: raise ValueError(f"`sigma_min` ({sigma_min}) must be smaller than `sigma_max` ({sigma_max})")
+    return int(n), to_real(sigma_min), to_real(sigma_max), to_real(rho)
 
 # %% ../../nbs/10_karras.ipynb #6d2ab6a8
 def karras_learner(model: nn.Module,              # network F(c_in x, c_noise), e.g. `diffusers_unet(t_scale=1000)`

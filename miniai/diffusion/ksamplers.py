@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from tqdm.auto import trange
-from ..core import check_finite, default_device
+from ..core import check_finite, default_device, to_real
 from .karras import SIGMA_DATA, Denoiser, KarrasDenoiser, sigmas_karras
 from .ddpm import check_output, sampling_mode
 
@@ -30,9 +30,11 @@ def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.) -> t
     up = min(sigma_to, eta*math.sqrt(sigma_to**2*(sigma_from**2 - sigma_to**2)/sigma_from**2))
     return math.sqrt(sigma_to**2 - up**2), up
 
-def _check_param(name, v, lo=0., hi=math.inf):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi) or math.isnan(v):
-        raise ValueError(f"`{name}` must be a number in [{lo}, {hi}], got {v!r}")
+def _check_param(name, v, lo=0., hi=math.inf) -> float:
+    "`v` as a float if it is a number in [lo, hi] (Python, NumPy or a one-element tensor), else a `ValueError` naming it."
+    f = to_real(v)
+    if f is None or not (lo <= f <= hi): raise ValueError(f"`{name}` must be a number in [{lo}, {hi}], got {v!r}")
+    return f
 
 def _start(x, sigmas, progress):
     "Check `x` and `sigmas` once; return the schedule as floats and the step iterator."
@@ -80,7 +82,7 @@ def sample_euler_ancestral(denoiser: Callable, x: Tensor, sigmas: Tensor,
                            eta: float = 1.,  # fraction of fresh noise (0 = Euler, 1 = DDPM-like)
                           ) -> Tensor:
     "Euler steps to σ_down plus fresh noise σ_up each step (ancestral sampling, as in k-diffusion); 1 NFE/step."
-    _check_param('eta', eta)
+    eta = _check_param('eta', eta)
     sig, steps = _start(x, sigmas, progress)
     for i in steps:
         den = _call(denoiser, x, sig[i]); _report(callback, i, x, sig[i], den)
@@ -100,8 +102,8 @@ def sample_heun(denoiser: Callable, x: Tensor, sigmas: Tensor,
                 s_noise: float = 1.,       # std multiplier of the churn noise
                ) -> Tensor:
     "Heun's 2nd-order method with optional churn (Karras et al. 2022, Alg. 2); 2 NFE/step, 1 on the step to 0."
-    for k, v in dict(s_churn=s_churn, s_tmin=s_tmin, s_noise=s_noise).items(): _check_param(k, v)
-    _check_param('s_tmax', s_tmax, lo=s_tmin)
+    s_churn, s_tmin, s_noise = (_check_param(k, v) for k, v in dict(s_churn=s_churn, s_tmin=s_tmin, s_noise=s_noise).items())
+    s_tmax = _check_param('s_tmax', s_tmax, lo=s_tmin)
     sig, steps = _start(x, sigmas, progress)
     gamma_max = min(s_churn/(len(sig)-1), math.sqrt(2) - 1)
     for i in steps:
@@ -173,7 +175,7 @@ def sample_dpmpp_2m_sde(denoiser: Callable, x: Tensor, sigmas: Tensor,
                         s_noise: float = 1.,  # std multiplier of the fresh noise
                        ) -> Tensor:
     "SDE-DPM-Solver++(2M) (Lu et al. 2022), midpoint form: 2nd-order multistep plus fresh noise; 1 NFE/step."
-    _check_param('eta', eta); _check_param('s_noise', s_noise)
+    eta, s_noise = _check_param('eta', eta), _check_param('s_noise', s_noise)
     sig, steps = _start(x, sigmas, progress)
     prev = h_prev = None
     for i in steps:

@@ -321,7 +321,7 @@ def fashion_classifier_learner(bs: int = 256,          # batch size
     device = torch.device(default_device() if device is None else device)
     if seed is not None: set_seed(seed)
     dls = fashion_dls(bs=bs, data_dir=data_dir, limit=limit, device=device, seed=seed, holdout=holdout)
-    model = fashion_classifier(nfs, drop)
+    model = fashion_classifier(nfs, drop).to(device)   # on its device before the optimizer is built, so AdamW can be fused
     all_cbs = [TrainCB(), DeviceCB(device), OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy()), *cbs]
     if augment: all_cbs.append(AugmentCB(pad=crop_pad, flip_p=0.5, erase_p=erase_p))
     if mixed_precision is None: mixed_precision = device.type == 'cuda'
