@@ -23,7 +23,7 @@ import argparse, sys, tempfile, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
-from bench.benchkit import count, write_json
+from bench.benchkit import count, parse_bench_args, write_json
 from miniai.core import run_environment
 from miniai.fid import fashion_image_eval, floor_table, real_image_floor, weights_hash
 from miniai.models.resnet import QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, train_fashion_classifier, weights_metadata
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument('--draws', type=count(), default=None, help='random sets per size (default 5; 2 in --quick)')
     p.add_argument('--seed', type=int, default=0, help='seed of the random sets')
     p.add_argument('--bs', type=count(), default=512, help='batch size of feature extraction')
-    return p.parse_args(argv)
+    return parse_bench_args(p, argv)   # refuses --quick figures inside results/
 
 
 

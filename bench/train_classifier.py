@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
-from bench.benchkit import count, write_json
+from bench.benchkit import count, parse_bench_args, write_json
 from miniai.accel import synchronize, train_throughput
 from miniai.core import run_environment, default_device
 from miniai.models.resnet import (CLASSIFIER_RECIPES, QUICK_CLASSIFIER_CONFIG, classifier_accuracy,
@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument('--candidates', nargs='+', default=None, metavar='NAME',
                    help='with --select: compare these CANDIDATES (default: CANDIDATES_BY_EPOCHS)')
     p.add_argument('--select-only', action='store_true', help='with --select: stop after the selection (no test-set runs, no throughput)')
-    args = p.parse_args(argv)
+    args = parse_bench_args(p, argv)   # refuses --quick figures inside results/
     if (args.candidates or args.select_only) and not args.select: p.error('--candidates and --select-only need --select')
     unknown = [n for n in args.candidates or [] if n not in CANDIDATES]
     if unknown: p.error(f"unknown candidates {unknown}; known: {list(CANDIDATES)}")

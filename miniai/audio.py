@@ -15,7 +15,7 @@ from torch import Tensor
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import atomic_write, default_device, load_hub_dataset
+from .core import atomic_write, check_int, default_device, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
                          check_limit, sha256_file, show_images)
 
@@ -102,8 +102,7 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
              ) -> AudioClips:
     "The Free Spoken Digit Dataset (official split) as `AudioClips` labelled with their digit."
     if split not in ('train', 'test', 'all'): raise ValueError(f"`split` must be 'train', 'test' or 'all', got {split!r}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 1:
-        raise ValueError(f"`sample_rate` must be a positive int (samples per second), got {sample_rate!r}")
+    sample_rate = check_int(sample_rate, 'sample_rate', 1)   # samples per second
     if sample_rate != FSDD_RATE and not resample:
         raise ValueError(f"the FSDD is recorded at {FSDD_RATE} Hz, {sample_rate} Hz asked for: pass resample=True to resample it")
     with np.load(find_fsdd(data_dir)) as d:

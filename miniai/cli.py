@@ -272,7 +272,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
-                    force: bool = False,       # delete an earlier run's files in `out`, its checkpoint too, and start over (refused otherwise, unless `checkpoint` continues it)
+                    force: bool = False,       # replace an earlier run in `out` (its checkpoint.pt is deleted as training starts, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
                     progress: bool = True,
                    ) -> dict:
@@ -286,8 +286,6 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
-    if force:   # the earlier run goes, checkpoint included: no stale file can be resumed or mistaken for this run's
-        for f in TRAIN_FILES: (out/f).unlink(missing_ok=True)
     before = _saved_history(out/'checkpoint.pt' if checkpoint else None, settings)
     out.mkdir(parents=True, exist_ok=True)
     r, device, t_start = recipe(schedule, quick), default_device(), time.perf_counter()
@@ -308,6 +306,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn))))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
     learn = cond_ddpm_learner(model, dls, noisify, p_uncond, **kw) if conditional else ddpm_learner(model, dls, noisify, **kw)
+    if force and not checkpoint:   # once everything has loaded: the earlier run's checkpoint must not be resumed later
+        (out/'checkpoint.pt').unlink(missing_ok=True)   # (its other files are replaced, atomically, at the end)
     learn.fit(epochs)
     synchronize(device)
     run, start = history(learn), learn.start_epoch  # a resumed run trained epochs start..epochs-1 now, the others before
@@ -539,8 +539,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
                    'resumes; the training settings must be the same)')
-    t.add_argument('--force', action='store_true', help='delete the files of an earlier run in OUT, its checkpoint.pt too, and start over '
-                   '(refused otherwise, unless --checkpoint continues it)')
+    t.add_argument('--force', action='store_true', help='replace an earlier run in OUT: its files are overwritten, and its checkpoint.pt is deleted '
+                   'as training starts (refused otherwise; with --checkpoint a matching checkpoint is continued)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     sm = sub.add_parser('sample', help='draw seeded samples from a trained model (writes samples.npy and samples.png)',
                         description="Rebuild a model written by `miniai train` and draw seeded samples.")

@@ -182,7 +182,8 @@ def check_finite(x: torch.Tensor, name: str = 'input'):
         raise ValueError(f"`{name}` contains {n} non-finite value(s) (NaN or inf)")
 
 def check_int(v: Any, name: str, lo: int | None = None) -> int:
-    "`v` as an int (Python or NumPy, not a bool), or a `TypeError` (not an integer) or `ValueError` (below `lo`) naming `name`."
+    "`v` as an int (Python, NumPy or a one-element integer tensor; not a bool), else a `TypeError`; below `lo`, a `ValueError`."
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool): v = v.item()
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)): raise TypeError(f"`{name}` must be an int, got {v!r}")
     if lo is not None and v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v}")
     return int(v)

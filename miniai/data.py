@@ -48,7 +48,7 @@ _HOW_TO = ("How to provide Fashion-MNIST: (1) pass `data_dir=` (command line: `-
            "(2) or set the environment variable MINIAI_DATA to a folder with a `fashion_mnist/` subfolder; "
            f"(3) or allow network access to the Hugging Face hub (`{FASHION_HUB_NAME}`). "
            "For a quick look without any of these, use the sample shipped with miniai (`sample=True`; quick mode, "
-           "`MINIAI_QUICK=1` or `--quick`, falls back to it by itself).")
+           "`MINIAI_QUICK=1` or `--quick`, falls back to it by itself when no `data_dir` is given).")
 
 class DataError(Exception):
     "Base class of miniai's data-loading errors."

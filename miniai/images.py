@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import check_shape, default_device, load_hub_dataset, set_seed
+from .core import check_int, check_shape, default_device, load_hub_dataset, set_seed
 from .data import CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
@@ -251,8 +251,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
                   ) -> ImageSet:
     "Load an RGB image set (uint8 (N, 3, H, W) + labels) with a test split: the source's own, else a class-balanced one."
     limit = check_limit(limit)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
-        raise ValueError(f"`size` must be None or a positive int (pixels), got {size!r}")
+    if size is not None: size = check_int(size, 'size', 1)   # pixels
     if isinstance(source, str) and source in IMAGE_SETS: s = _from_npz(_find_named(source, data_dir), test_frac, seed)
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):

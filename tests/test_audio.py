@@ -408,5 +408,5 @@ def test_fsdd_loaders_check_limit_and_rate_before_reading(tmp_path, monkeypatch)
     monkeypatch.delenv('MINIAI_DATA', raising=False)
     for limit in ((0, 0), (50,), 'x', (-1, None)):
         with pytest.raises(ValueError, match='`limit` must'): fsdd_dls(limit=limit, data_dir=tmp_path)
-    for rate in (0, -8000, 8000.5, None):
-        with pytest.raises(ValueError, match='`sample_rate` must be a positive int'): load_fsdd('test', tmp_path, sample_rate=rate)
+    for rate, err in ((0, ValueError), (-8000, ValueError), (8000.5, TypeError), (None, TypeError)):
+        with pytest.raises(err, match='`sample_rate` must be'): load_fsdd('test', tmp_path, sample_rate=rate)

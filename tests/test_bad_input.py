@@ -433,7 +433,7 @@ ROWS = [
     ('images.load_image_set', 'missing .npz path', MissingDataError, 'no such .npz file or folder of images', lambda tmp: lambda: load_image_set(str(tmp/'none.npz'))),
     ('images.load_image_set', 'source of an unknown type (int)', TypeError, '`source` must be a name, a path or a Hugging Face data set', _fp(lambda: load_image_set(3))),
     ('images.load_image_set', 'limit=(0, 0)', ValueError, '`limit` must give positive sizes', _fp(lambda: load_image_set('clothing64', limit=(0, 0)))),
-    ('images.load_image_set', 'size=0', ValueError, '`size` must be None or a positive int', _fp(lambda: load_image_set('clothing64', size=0))),
+    ('images.load_image_set', 'size=0', ValueError, '`size` must be >= 1, got 0', _fp(lambda: load_image_set('clothing64', size=0))),
     ('images.read_image_folder', 'empty folder', MissingDataError, 'no image files', _empty_folder(lambda d: read_image_folder(d, progress=False))),
     ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
     ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),
@@ -442,7 +442,7 @@ ROWS = [
     # audio
     ('audio.load_fsdd', 'sample_rate=16000 with resample=False', ValueError, 'the FSDD is recorded at 8000 Hz, 16000 Hz asked for', _fp(lambda: load_fsdd(sample_rate=16000, resample=False))),
     ('audio.load_fsdd', "split='valid'", ValueError, "`split` must be 'train', 'test' or 'all'", _fp(lambda: load_fsdd('valid'))),
-    ('audio.load_fsdd', 'sample_rate=0', ValueError, '`sample_rate` must be a positive int', _fp(lambda: load_fsdd(sample_rate=0))),
+    ('audio.load_fsdd', 'sample_rate=0', ValueError, '`sample_rate` must be >= 1, got 0', _fp(lambda: load_fsdd(sample_rate=0))),
     ('audio.fsdd_dls', 'limit=(50,)', ValueError, '`limit` must be None, a positive int or a pair', _fp(lambda: fsdd_dls(limit=(50,)))),
     ('audio.match_rate', 'other rate with resample=False', ValueError, 'clip: sample rate 16000 Hz, expected 8000 Hz', _fp(lambda: match_rate(torch.zeros(10), 16000, 8000, resample=False))),
     ('audio.load_wav_folder', 'missing folder', MissingDataError, 'does not exist', lambda tmp: lambda: load_wav_folder(tmp/'none')),

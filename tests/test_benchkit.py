@@ -195,17 +195,21 @@ def test_a_table_with_nothing_scored_yet_is_continued_under_any_feature_network(
 
 def test_quick_runs_never_write_into_results(tmp_path, monkeypatch):
     "A --quick run writes to runs/quick/ by default, and an --out inside results/ is refused before any work."
+    " (results/ is a stand-in under tmp_path: a broken guard must not overwrite the repository's measured files.)"
     import argparse
     from pathlib import Path
-    from bench import bench_ddpm, ddpm_fid, karras_fid, latent_fid
-    from bench.benchkit import RESULTS_DIR, bench_out
-    monkeypatch.chdir(RESULTS_DIR.parent)
+    import bench.benchkit as bk
+    from bench import bench_ddpm, ddpm_fid, fid_floor, karras_fid, latent_fid, train_classifier
+    monkeypatch.setattr(bk, 'RESULTS_DIR', tmp_path/'results')
+    monkeypatch.chdir(tmp_path)
     p = argparse.ArgumentParser()
-    assert bench_out(p, None, True, 'x.json') == Path('runs/quick/x.json')
-    assert bench_out(p, None, False, 'x.json') == Path('results/x.json')
-    assert bench_out(p, 'results/x.json', False, 'x.json') == Path('results/x.json')   # full size: results/ is the place
-    assert bench_out(p, tmp_path/'x.json', True, 'x.json') == tmp_path/'x.json'
-    for script, out in ((bench_ddpm, 'results/bench_ddpm.json'), (ddpm_fid, 'results/ddpm_fid'),
-                        (latent_fid, str(RESULTS_DIR/'sub'/'l.json')), (karras_fid, 'results/karras_fid.json')):
+    assert bk.bench_out(p, None, True, 'x.json') == Path('runs/quick/x.json')
+    assert bk.bench_out(p, None, False, 'x.json') == Path('results/x.json')
+    assert bk.bench_out(p, 'results/x.json', False, 'x.json') == Path('results/x.json')   # full size: results/ is the place
+    assert bk.bench_out(p, tmp_path/'x.json', True, 'x.json') == tmp_path/'x.json'
+    for script, out in ((bench_ddpm, 'results/bench_ddpm.json'), (ddpm_fid, 'results/ddpm_fid'), (latent_fid, 'results/sub/l.json'),
+                        (karras_fid, 'results/karras_fid.json'), (fid_floor, 'results/fid_floor.json'),
+                        (train_classifier, 'results/classifier.json')):
         with pytest.raises(SystemExit) as e: script.main(['--quick', '--out', out])
         assert e.value.code == 2, script
+    assert not (tmp_path/'results').exists() and not (tmp_path/'runs').exists()

@@ -351,17 +351,23 @@ def test_console_command_reports_user_errors_in_one_line(tmp_path, monkeypatch, 
     assert cfg['DEFAULT']['console_scripts'] == 'miniai=miniai.cli:console_main'   # what `pip install` wires up
 
 
-def test_train_force_starts_over_without_the_old_checkpoint(finished_run):
-    "`force` deletes the earlier run's files, its checkpoint too: nothing stale is left to resume or to mistake for this run."
+def test_train_force_replaces_the_run_without_its_old_checkpoint(finished_run, tmp_path):
+    "`force`: a failure before training keeps the old run whole; a new run deletes the old checkpoint.pt (nothing stale"
+    " to resume) and overwrites the rest; `force` with `checkpoint` still continues a matching checkpoint."
+    import shutil
     from miniai.cli import TRAIN_FILES, train_diffusion
-    old = torch.load(finished_run/'checkpoint.pt', weights_only=True)['extra']['settings']
+    from miniai.data import MissingDataError
+    again = Path(shutil.copytree(finished_run, tmp_path/'again'))
+    before = {f: (finished_run/f).read_bytes() for f in TRAIN_FILES}
+    with pytest.raises(MissingDataError): train_diffusion(out=finished_run, force=True, data_dir=tmp_path/'typo', **TRAIN_KW)
+    assert {f: (finished_run/f).read_bytes() for f in TRAIN_FILES} == before       # a refused run deletes nothing
     res = train_diffusion(out=finished_run, force=True, **{**TRAIN_KW, 'seed': 7})
     m = res['metrics']
-    assert not (finished_run/'checkpoint.pt').exists() and old['seed'] == 42
+    assert not (finished_run/'checkpoint.pt').exists() and m['resumed_from_epoch'] is None and m['seed'] == 7
     assert sorted(f for f in TRAIN_FILES if (finished_run/f).exists()) == sorted(m['files'])
-    assert m['resumed_from_epoch'] is None and m['seed'] == 7
     # the record says what ran: mixed precision is CUDA-only, so a CPU run trained in float32 whatever was asked
     assert (m['precision'], m['precision_requested']) == (None, 'bf16')
+    assert train_diffusion(out=again, force=True, checkpoint=True, **TRAIN_KW)['metrics']['resumed_from_epoch'] == 1
 
 
 def test_fid_of_a_folder_reads_the_sample_set_not_pictures(finished_run, tmp_path):

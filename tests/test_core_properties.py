@@ -142,6 +142,7 @@ def test_to_real_and_check_int():
         assert to_real(v) == want and type(to_real(v)) is float
     for bad in (True, np.bool_(False), '1', None, torch.tensor([1., 2.]), torch.tensor(True), 1j):
         assert to_real(bad) is None, bad
-    assert check_int(np.int64(4), 'n', 1) == 4 and type(check_int(np.int64(4), 'n')) is int
-    for bad, err in ((2.0, TypeError), (True, TypeError), ('3', TypeError), (0, ValueError)):
+    assert check_int(np.int64(4), 'n', 1) == 4 and type(check_int(np.int64(4), 'n')) is int and check_int(torch.tensor(5), 'n') == 5
+    for bad, err in ((2.0, TypeError), (True, TypeError), ('3', TypeError), (0, ValueError), (torch.tensor(2.), TypeError),
+                     (torch.tensor([1, 2]), TypeError), (torch.tensor(True), TypeError)):
         with pytest.raises(err, match='`n` must be'): check_int(bad, 'n', 1)

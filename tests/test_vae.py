@@ -95,7 +95,8 @@ def test_vae_trains_and_metrics_add_up(mixed):
     set_seed(0)
     dls = _sample_dls(bs=96)           # 300 validation images: a smaller last batch (300 = 3*96 + 12)
     model = VAE(784, 200, 32)
-    metrics = MetricsCB(kld=FuncMetric(kld_loss), bce=FuncMetric(bce_loss))
+    probe = torch.nn.Linear(784, 1)   # a float32 network inside a metric (as the perceptual term's): bf16 input would fail
+    metrics = MetricsCB(kld=FuncMetric(kld_loss), bce=FuncMetric(bce_loss), probe=FuncMetric(lambda p, t: probe(p[0]).mean()))
     cbs = [BatchTransformCB(partial(autoencoder_batch, flatten=True)), TrainCB(), OneCycleCB(1e-2), metrics]
     if mixed: cbs.append(MixedPrecision(torch.bfloat16, cpu=True))   # bf16 outputs reach the metrics, after the autocast
     learn = Learner(model, dls, vae_loss, lr=1e-2, cbs=cbs, opt_func=partial(torch.optim.Adam, eps=1e-5))

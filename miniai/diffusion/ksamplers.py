@@ -238,7 +238,7 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
     sigmas = sigmas_karras(steps, sigma_min, sigma_max, rho, device=device)
     counted = CountedDenoiser(as_denoiser(denoiser_or_model, sigma_data))
     if generator is None and seed is not None: generator = torch.Generator(device).manual_seed(seed)
-    x = torch.randn(tuple(shape), generator=generator, device=device)*sigma_max
+    x = torch.randn(tuple(shape), generator=generator, device=device)*to_real(sigma_max)   # a float (checked by sigmas_karras)
     with sampling_mode(counted.denoiser):
         try: x = fn(counted, x, sigmas, generator=generator, progress=progress, callback=callback, **kwargs)
         except FloatingPointError as e: raise FloatingPointError(f"{e} [after {counted.nfe} model evaluations]") from None
