@@ -142,7 +142,7 @@ def timestep_embedding(t: Tensor | float,      # noise levels / time steps, shap
                        dim: int,               # embedding size (if odd, the last column is zero)
                        max_period: float = 10000., # the slowest frequency is 1/max_period (a finite number > 1)
                       ) -> Tensor:
-    "Sinusoidal embedding `(B, dim)`: `[sin(t f_j), cos(t f_j)]` with `f_j = max_period**(-j/(dim//2 - 1))` (f_0 = 1 alone if dim < 4)."
+    "Sinusoidal embedding `(B, dim)`: `[sin(t f_j), cos(t f_j)]` with `f_j = max_period**(-j/(dim//2 - 1))` (f_0 = 1 alone if dim is 2 or 3; dim 1 is one zero column)."
     if not _is_int(dim) or dim < 1: raise ValueError(f"`dim` must be an int >= 1, got {dim!r}")
     if isinstance(max_period, bool) or not isinstance(max_period, numbers.Real) or not math.isfinite(max_period) or max_period <= 1:
         raise ValueError(f"`max_period` must be a finite number > 1, got {max_period!r}")
