@@ -144,6 +144,10 @@ def save_loss_plot(losses: Sequence[float],   # training loss per batch
     return Path(path)
 
 # %% ../nbs/99_cli.ipynb #30596435
+def _default_feature_model(quick: bool) -> str:
+    "How metrics files name the default FID classifier of `quick` or full mode."
+    return 'tiny quick-mode classifier (not comparable)' if quick else 'fashion classifier (notebook 04)'
+
 def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (trained in seconds)
                         classifier: str | Path | None = None, # weights of a trained classifier (default: the usual path)
                         data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
@@ -336,8 +340,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     metrics = dict(
         schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick),
         n_fid=n_fid, fid=scores.get('fid'), kid=scores.get('kid'), fid_note=None if n_fid else 'skipped (n_fid=0)',
-        feature_model='the evaluator passed in' if evaluator is not None else
-                      'tiny quick-mode classifier (not comparable)' if quick else 'fashion classifier (notebook 04)',
+        feature_model='the evaluator passed in' if evaluator is not None else _default_feature_model(quick),
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
         epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, compile=compile,
@@ -637,8 +640,7 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 def _main_fid(a: argparse.Namespace) -> int:
     r = fid_of_samples(a.samples, quick=a.quick, classifier=a.classifier, data_dir=a.data_dir, progress=not a.no_progress,
                        labels=a.labels)
-    r.update(samples=str(a.samples), quick=a.quick, classifier=a.classifier or ('tiny quick-mode classifier (not comparable)'
-             if a.quick else 'fashion classifier (notebook 04)'), labels=a.labels)
+    r.update(samples=str(a.samples), quick=a.quick, classifier=a.classifier or _default_feature_model(a.quick), labels=a.labels)
     if a.json:
         with atomic_write(a.json) as tmp: tmp.write_text(json.dumps(r, indent=2))
     acc = f"  class accuracy {r['class_accuracy']:.1%}" if 'class_accuracy' in r else ''

@@ -136,10 +136,12 @@ def sigmas_karras(n: int,                  # number of steps (the schedule has n
 def _check_schedule(n, sigma_min, sigma_max, rho) -> tuple[int, float, float, float]:
     "The schedule's arguments as (int, float, float, float), or a `ValueError` naming the bad one."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`n` (steps) must be an integer >= 1, got {n!r}")
+    vals = []
     for name, v in (('sigma_min', sigma_min), ('sigma_max', sigma_max), ('rho', rho)):
         if (f := to_real(v)) is None or not math.isfinite(f) or f <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-    if sigma_min >= sigma_max: raise ValueError(f"`sigma_min` ({sigma_min}) must be smaller than `sigma_max` ({sigma_max})")
-    return int(n), to_real(sigma_min), to_real(sigma_max), to_real(rho)
+        vals.append(f)
+    if vals[0] >= vals[1]: raise ValueError(f"`sigma_min` ({sigma_min}) must be smaller than `sigma_max` ({sigma_max})")
+    return int(n), *vals
 
 # %% ../../nbs/10_karras.ipynb #6d2ab6a8
 def karras_learner(model: nn.Module,              # network F(c_in x, c_noise), e.g. `diffusers_unet(t_scale=1000)`
