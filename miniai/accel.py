@@ -104,8 +104,12 @@ def fused_opt_func(opt_cls: type = torch.optim.AdamW,  # an optimizer class with
         # parameter groups may hold generators (`m.parameters()`): make lists, or the device check below would use them up
         params = [{**g, 'params': list(g['params'])} if isinstance(g, dict) else g for g in params]
         tensors = [p for g in params for p in (g['params'] if isinstance(g, dict) else [g])]
-        fused = {'fused': True} if tensors and all(p.device.type == 'cuda' for p in tensors) else {}
-        return opt_cls(params, lr=lr, **{**fused, **kwargs})
+        on_cuda = bool(tensors) and all(p.device.type == 'cuda' for p in tensors)
+        if not on_cuda and torch.cuda.is_available() and any(p.device.type == 'cpu' for p in tensors):
+            warnings.warn(f"fused_opt_func: parameters are on the CPU although CUDA is available, so this {opt_cls.__name__} "
+                          "is not fused. Move the model to its device before building the "
+                          "Learner: `fit` builds the optimizer before `DeviceCB` moves the model.", stacklevel=2)
+        return opt_cls(params, lr=lr, **{**({'fused': True} if on_cuda else {}), **kwargs})
     return opt_func
 
 # %% ../nbs/03_accel.ipynb #58fbf80d

@@ -568,6 +568,23 @@ def test_fused_opt_func_asks_for_fused_only_when_every_parameter_is_on_cuda():
     assert seen == [dict(fused=True, eps=1e-5), {}, {}, dict(fused=True), {}, dict(fused=False)]
 
 
+def test_fused_opt_func_warns_for_cpu_parameters_when_cuda_is_available(monkeypatch):
+    "On a CUDA machine, CPU parameters (a model that only `DeviceCB` would move) get a warning that says why it is not fused."
+    from types import SimpleNamespace
+    on = lambda dev: SimpleNamespace(device=torch.device(dev))
+    opt_cls = lambda params, lr, **kw: kw
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    with pytest.warns(UserWarning, match=r"parameters are on the CPU although CUDA is available.*before building the Learner"):
+        assert fused_opt_func(opt_cls)([on('cuda'), on('cpu')], 1e-3) == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert fused_opt_func(opt_cls)([on('cuda')], 1e-3) == dict(fused=True)   # all on CUDA: fused, silent
+        fused_opt_func(opt_cls)([on('meta')], 1e-3)                             # no CPU parameter: silent
+        fused_opt_func(opt_cls)([], 1e-3)
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+        fused_opt_func(opt_cls)([on('cpu')], 1e-3)                              # a CPU-only machine: nothing to fuse, silent
+
+
 def test_ema_matches_float64_reference_over_two_fits():
     "The average continues across fits (warm-up count included): checked against a float64 recomputation."
     class Record(Callback):
