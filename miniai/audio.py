@@ -15,16 +15,16 @@ from torch import Tensor
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import atomic_write, check_int, default_device, load_hub_dataset
+from .core import atomic_write, check_int, default_device, is_quick, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
-                         check_limit, sha256_file, show_images)
+                         check_limit, note_sample_fallback, sha256_file, shipped_sample, show_images)
 
 # %% auto #0
-__all__ = ['FSDD_FILE', 'FSDD_SHA256', 'FSDD_RATE', 'DIGITS', 'fsdd_candidates', 'find_fsdd', 'AudioClips', 'match_rate',
-           'load_fsdd', 'show_audio', 'read_wav', 'write_wav', 'fsdd_label', 'load_wav_folder', 'load_hf_audio',
-           'fix_length', 'MelSpec', 'ref_power', 'db_to_image', 'image_to_db', 'mel_power', 'show_spectrograms', 'sine',
-           'mel_centers', 'spectral_convergence', 'log_spectral_distance', 'round_trip', 'round_trip_quality',
-           'peak_frequency', 'to_uint8', 'from_uint8', 'spectrogram_images', 'fsdd_dls']
+__all__ = ['FSDD_FILE', 'FSDD_SHA256', 'FSDD_RATE', 'DIGITS', 'FSDD_SAMPLE', 'fsdd_candidates', 'find_fsdd', 'AudioClips',
+           'match_rate', 'load_fsdd', 'show_audio', 'read_wav', 'write_wav', 'fsdd_label', 'load_wav_folder',
+           'load_hf_audio', 'fix_length', 'MelSpec', 'ref_power', 'db_to_image', 'image_to_db', 'mel_power',
+           'show_spectrograms', 'sine', 'mel_centers', 'spectral_convergence', 'log_spectral_distance', 'round_trip',
+           'round_trip_quality', 'peak_frequency', 'to_uint8', 'from_uint8', 'spectrogram_images', 'fsdd_dls']
 
 # %% ../nbs/16_audio.ipynb #2b0e7448
 FSDD_FILE = 'fsdd_v1.0.10.npz'
@@ -41,8 +41,14 @@ def fsdd_candidates(data_dir: str | Path | None = None) -> list[Path]:
     if os.environ.get('MINIAI_DATA'): paths.append(Path(os.environ['MINIAI_DATA']).expanduser()/'fsdd'/FSDD_FILE)
     return paths
 
-def find_fsdd(data_dir: str | Path | None = None) -> Path:
+FSDD_SAMPLE = 'fsdd_sample.npz'   # 300 clips shipped with miniai (takes 0-1 and 5-7 of every speaker and digit)
+
+def find_fsdd(data_dir: str | Path | None = None, # see `fsdd_candidates`
+              sample: bool = False,       # the small sample shipped with miniai instead
+              allow_sample: bool = False, # found nowhere and no `data_dir`: the shipped sample, with a note
+             ) -> Path:
     "Path of the verified FSDD archive; `MissingDataError` naming every place tried, `CorruptDataError` on a bad checksum."
+    if sample: return shipped_sample(FSDD_SAMPLE)
     tried = fsdd_candidates(data_dir)
     for p in tried:
         if p.is_file():
@@ -51,9 +57,14 @@ def find_fsdd(data_dir: str | Path | None = None) -> Path:
             return p
     places = '\n'.join(f"  - {p}" for p in tried) or '  - (nowhere: no `data_dir` given and MINIAI_DATA is unset)'
     if data_dir is not None: places += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
+    elif allow_sample:   # never instead of the copy asked for
+        note_sample_fallback('FSDD', f'the 300-clip sample shipped with miniai ({FSDD_SAMPLE})', 'no `data_dir`, nothing under $MINIAI_DATA')
+        return shipped_sample(FSDD_SAMPLE)
     raise MissingDataError(f"the Free Spoken Digit Dataset ({FSDD_FILE}) was not found. Places tried:\n{places}\n"
                            f"Pass `data_dir=` (the file or its folder) or set MINIAI_DATA to a folder with `fsdd/{FSDD_FILE}`; "
-                           "or use `load_wav_folder` on the original recordings/ folder of WAV files.")
+                           "or use `load_wav_folder` on the original recordings/ folder of WAV files. For a quick look, "
+                           "`sample=True` uses the 300-clip sample shipped with miniai (quick mode, `MINIAI_QUICK=1`, falls "
+                           "back to it by itself when no `data_dir` is given).")
 
 # %% ../nbs/16_audio.ipynb #f6e8c03b
 @dataclass
@@ -99,13 +110,15 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
               data_dir: str | Path | None = None, # see `fsdd_candidates`
               sample_rate: int = FSDD_RATE,  # clips are resampled to this rate if it differs from 8 kHz
               resample: bool = True,         # False: a different `sample_rate` is an error
+              sample: bool = False,          # the 300-clip sample shipped with miniai (180 train, 120 test)
+              allow_sample: bool | None = None, # found nowhere and no `data_dir`: fall back to the sample (with a note); None: in quick mode
              ) -> AudioClips:
     "The Free Spoken Digit Dataset (official split) as `AudioClips` labelled with their digit."
     if split not in ('train', 'test', 'all'): raise ValueError(f"`split` must be 'train', 'test' or 'all', got {split!r}")
     sample_rate = check_int(sample_rate, 'sample_rate', 1)   # samples per second
     if sample_rate != FSDD_RATE and not resample:
         raise ValueError(f"the FSDD is recorded at {FSDD_RATE} Hz, {sample_rate} Hz asked for: pass resample=True to resample it")
-    with np.load(find_fsdd(data_dir)) as d:
+    with np.load(find_fsdd(data_dir, sample, is_quick() if allow_sample is None else allow_sample)) as d:
         audio, off, labels, names, splits = d['audio'], d['offsets'], d['labels'], d['filenames'], d['split']
     keep = np.flatnonzero(splits == split) if split != 'all' else np.arange(len(labels))
     waves = [match_rate(torch.from_numpy(audio[off[i]:off[i+1]].astype(np.float32)/32768), FSDD_RATE, sample_rate)
@@ -433,11 +446,13 @@ def fsdd_dls(bs: int = 128,                      # batch size
              limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
              device: str | torch.device | None = None, # default `default_device()`
              seed: int | None = None,            # seed of the training loader's shuffling
+             sample: bool = False,               # the shipped 300-clip sample (see `load_fsdd`)
+             allow_sample: bool | None = None,   # fall back to it when the FSDD is found nowhere; None: in quick mode
             ) -> DataLoaders:
     "FSDD spectrogram `DataLoaders` (train shuffled, test) of `(images in [-1, 1], digits)` on the device."
     loaders = []
     for split, n in zip(('train', 'test'), check_limit(limit)):
-        clips = load_fsdd(split, data_dir, sample_rate=spec.sample_rate)
+        clips = load_fsdd(split, data_dir, sample_rate=spec.sample_rate, sample=sample, allow_sample=allow_sample)
         if n is not None and n < len(clips): clips = clips.subset(balanced_indices(clips.labels, n, 10))
         loaders.append(DeviceImageLoader(spectrogram_images(clips, spec, device=device), clips.labels, bs=bs,
                                          shuffle=split == 'train', value_range=(-1., 1.), device=device, seed=seed))

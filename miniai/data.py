@@ -16,11 +16,12 @@ from .core import cache_dir, check_int, default_device, is_quick, load_hub_datas
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
-           'SAMPLE_PREFIX', 'sha256_file', 'DataError', 'MissingDataError', 'CorruptDataError', 'read_idx', 'write_idx',
-           'fashion_mnist_dirs', 'verify_files', 'find_fashion_mnist', 'balanced_indices', 'sample_manifest',
-           'fashion_mnist_arrays', 'cached_dataset', 'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist',
-           'load_fashion_mnist_sample', 'subplots', 'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict',
-           'DataLoaders', 'check_limit', 'fashion_dls']
+           'SAMPLE_PREFIX', 'DATA_SAMPLES_MANIFEST', 'sha256_file', 'DataError', 'MissingDataError', 'CorruptDataError',
+           'read_idx', 'write_idx', 'fashion_mnist_dirs', 'verify_files', 'find_fashion_mnist', 'balanced_indices',
+           'sample_manifest', 'shipped_sample', 'note_sample_fallback', 'fashion_mnist_arrays', 'cached_dataset',
+           'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist', 'load_fashion_mnist_sample', 'subplots',
+           'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict', 'DataLoaders', 'check_limit',
+           'fashion_dls']
 
 # %% ../nbs/01_data.ipynb #be3717f2
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -184,14 +185,26 @@ def _sample_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     verify_files(d, {n: man['sha256'][n] for n in names})
     return read_idx(d/names[0]), read_idx(d/names[1])
 
-_sample_noted = False
-def _note_sample_fallback():
-    "Say, once per process, that the full set was found nowhere and the shipped sample stands in for it."
-    global _sample_noted
-    if _sample_noted: return
-    _sample_noted = True
-    print("Note: full Fashion-MNIST not found (no `data_dir`, nothing under $MINIAI_DATA, hub unavailable); "
-          "using the 3,000-image sample shipped with miniai.")
+DATA_SAMPLES_MANIFEST = 'data_samples.json'   # the other data sets' samples (tools/make_data_samples.py)
+
+def shipped_sample(file: str, # 'clothing64_sample.npz' or 'fsdd_sample.npz'
+                  ) -> Path:
+    "Path of another data set's sample shipped with miniai, its SHA-256 checked against the manifest."
+    d = _sample_dir()
+    man = json.loads((d/DATA_SAMPLES_MANIFEST).read_text())
+    if file not in man: raise ValueError(f"no shipped sample {file!r}; there are {', '.join(man)}")
+    if (got := sha256_file(d/file)) != man[file]['sha256']:
+        raise CorruptDataError(f"{d/file}: SHA-256 is {got}, expected {man[file]['sha256']}: the installed miniai is damaged")
+    return d/file
+
+_sample_noted: set[str] = set()   # data sets whose fallback note was printed
+def note_sample_fallback(name: str = 'Fashion-MNIST',  # the data set
+                          what: str = 'the 3,000-image sample shipped with miniai',  # what stands in for it
+                          where: str = 'no `data_dir`, nothing under $MINIAI_DATA, hub unavailable'):  # places tried
+    "Say, once per process and data set, that the full set was found nowhere and the shipped sample stands in for it."
+    if name in _sample_noted: return
+    _sample_noted.add(name)
+    print(f"Note: full {name} not found ({where}); using {what}.")
 
 # %% ../nbs/01_data.ipynb #f85b13a0
 def _check_split(split: str):
@@ -214,7 +227,7 @@ def _check_arrays(x: np.ndarray, y: np.ndarray, split: str, folder: Path):
 def fashion_mnist_arrays(split: str = 'train',       # 'train' (60,000 images) or 'test' (10,000)
                          data_dir: str | Path | None = None,  # a folder with the 4 IDX .gz files (or a `fashion_mnist/` subfolder)
                          sample: bool = False,       # use the small sample shipped with miniai instead
-                         allow_sample: bool = False, # fall back to the shipped sample (with a note) if the full set is found nowhere
+                         allow_sample: bool | None = None, # fall back to the shipped sample (with a note) if the full set is found nowhere and no `data_dir` is given; None: in quick mode
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     "Fashion-MNIST `split` as (uint8 images (N,28,28), int64 labels (N,)): `data_dir`, `$MINIAI_DATA`, hub, [sample]."
     _check_split(split)
@@ -226,8 +239,8 @@ def fashion_mnist_arrays(split: str = 'train',       # 'train' (60,000 images) o
         return _to_tensors(x, y)
     try: dd = _hub_or_raise(tried)
     except MissingDataError:
-        if not allow_sample: raise
-        _note_sample_fallback()
+        if not (is_quick() if allow_sample is None else allow_sample): raise
+        note_sample_fallback()
         return _to_tensors(*_sample_arrays(split))
     return _to_tensors(*_arrays_from_hf(dd[split]))
 
@@ -297,7 +310,7 @@ def arrays_to_dataset(images: np.ndarray | torch.Tensor,  # uint8 (N,H,W) grey o
 # %% ../nbs/01_data.ipynb #79696aae
 def load_fashion_mnist(data_dir: str | Path | None = None, # a folder with the 4 IDX .gz files (or a `fashion_mnist/` subfolder)
                        sample: bool = False,       # return the small sample shipped with miniai instead
-                       allow_sample: bool = False, # fall back to the shipped sample (with a note) if the full set is found nowhere
+                       allow_sample: bool | None = None, # fall back to the shipped sample (with a note) if the full set is found nowhere and no `data_dir` is given; None: in quick mode
                       ):
     "Fashion-MNIST as a `datasets.DatasetDict` (train 60,000 / test 10,000): `data_dir`, `$MINIAI_DATA`, hub, [sample]."
     import datasets
@@ -306,8 +319,8 @@ def load_fashion_mnist(data_dir: str | Path | None = None, # a folder with the 4
     if folder is None:
         try: return _hub_or_raise(tried)
         except MissingDataError:
-            if not allow_sample: raise
-            _note_sample_fallback()
+            if not (is_quick() if allow_sample is None else allow_sample): raise
+            note_sample_fallback()
             return load_fashion_mnist_sample()
     key = hashlib.sha256(''.join(FASHION_SHA256[n] for n in sorted(FASHION_SHA256)).encode()).hexdigest()[:16]
     def build():
@@ -550,10 +563,10 @@ def fashion_dls(bs: int = 512,                      # batch size
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 0:
         raise ValueError(f"`holdout` must be a number of training images >= 0, got {holdout!r}")
     if not sample:
-        try: xt, yt = fashion_mnist_arrays('train', data_dir)
+        try: xt, yt = fashion_mnist_arrays('train', data_dir, allow_sample=False)   # the fallback rule is this function's
         except MissingDataError:
             if data_dir is not None or (limit is None and not is_quick()): raise   # never instead of the copy asked for
-            _note_sample_fallback()
+            note_sample_fallback()
             sample = True
     if sample: xt, yt = fashion_mnist_arrays('train', sample=True)
     if holdout: (xt, yt), (xv, yv) = _holdout_split(xt, yt, holdout)

@@ -12,7 +12,7 @@ from torch import nn, Tensor
 from safetensors.torch import save_file, load_file, safe_open
 from tqdm import tqdm
 from .core import atomic_write, cache_dir, check_finite, default_device, eval_mode
-from .data import DeviceImageLoader, fashion_mnist_arrays
+from .data import FASHION_SIZES, DeviceImageLoader, fashion_mnist_arrays
 from .models.resnet import classifier_features, load_fashion_classifier
 
 # %% auto #0
@@ -343,11 +343,11 @@ def fashion_fid_images(split: str = 'test',  # 'train' or 'test'
                        data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub; see `fashion_mnist_arrays`)
                        n: int | None = None, # a random subset of `n` images (None: all of them, in order)
                        seed: int = 0,        # seed of the subset
-                       allow_sample: bool = False, # quick checks: the shipped sample if the full set is found nowhere (`n` capped at its size)
+                       allow_sample: bool | None = None, # the shipped sample if the full set is found nowhere (`n` capped at its size); None: in quick mode
                       ) -> Tensor:
     "Fashion-MNIST images in the FID convention: float32 (N, 1, 32, 32) in [-1, 1], on the CPU."
     x, _ = fashion_mnist_arrays(split, data_dir, allow_sample=allow_sample)
-    if n is not None and allow_sample: n = min(n, len(x))
+    if n is not None and len(x) < FASHION_SIZES[split]: n = min(n, len(x))   # the sample stands in: all of it
     if n is not None:
         if not 1 <= n <= len(x): raise ValueError(f"`n` must be in [1, {len(x)}], got {n}")
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]]
@@ -359,7 +359,7 @@ def fashion_image_eval(classifier_path: str | Path | None = None, # weights of t
                        device: str | torch.device | None = None, # default: `default_device()`
                        cache: bool | str | Path = True,    # cache the reference statistics (see `ImageEval`)
                        n_ref: int | None = None,           # use a random subset of the test set as reference (quick runs only)
-                       allow_sample: bool = False,         # quick runs: the shipped sample's test images if the full set is found nowhere
+                       allow_sample: bool | None = None,   # the shipped sample's test images if the full set is found nowhere; None: in quick mode
                       ) -> ImageEval:
     "`ImageEval` with the trained classifier's features (512-d with the default `nfs`) and test images as reference."
     try: model = load_fashion_classifier(classifier_path, device)

@@ -15,18 +15,19 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import check_int, check_shape, default_device, load_hub_dataset, set_seed
-from .data import CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit
+from .core import check_int, check_shape, default_device, is_quick, load_hub_dataset, set_seed
+from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit,
+                         note_sample_fallback, shipped_sample)
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .models.layers import Dropout, Dropout2d, GeneralRelu, LayerLike, check_dropout_p, init_weights
 from .models.resnet import AugmentCB, ResBlock, classifier_accuracy
 
 # %% auto #0
-__all__ = ['IMAGE_SETS', 'IMAGE_SUFFIXES', 'class_balanced_split', 'resize_images', 'ImageSet', 'image_set_paths',
-           'read_npz_images', 'read_image_folder', 'read_hf_images', 'load_image_set', 'images_to_float',
-           'images_to_uint8', 'image_dls', 'image_classifier', 'ImageFeatures', 'train_image_classifier',
-           'image_fid_eval']
+__all__ = ['IMAGE_SETS', 'IMAGE_SAMPLES', 'IMAGE_SUFFIXES', 'class_balanced_split', 'resize_images', 'ImageSet',
+           'image_set_paths', 'read_npz_images', 'read_image_folder', 'read_hf_images', 'load_image_set',
+           'images_to_float', 'images_to_uint8', 'image_dls', 'image_classifier', 'ImageFeatures',
+           'train_image_classifier', 'image_fid_eval']
 
 # %% ../nbs/14b_images.ipynb #7d9a6543
 def class_balanced_split(labels: Tensor | np.ndarray, # integer class labels (N,)
@@ -103,6 +104,7 @@ def _split_set(x, y, names, source, test_frac, seed) -> ImageSet:
 
 # %% ../nbs/14b_images.ipynb #33d8bf89
 IMAGE_SETS = {'clothing64': ('rgb64', 'clothing64.npz'), 'cifar10': ('cifar10', 'cifar10_subset_5k.npz')}
+IMAGE_SAMPLES = {'clothing64': 'clothing64_sample.npz'}   # named sets with a sample shipped in miniai/assets
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 def image_set_paths(name: str, data_dir: str | Path | None = None) -> list[Path]:
@@ -189,16 +191,22 @@ def read_hf_images(ds,                        # a `datasets.Dataset` with an Ima
     return _stack(arrays, 'Hugging Face data set'), y, (ds.features[lab].names if lab else ['all'])
 
 # %% ../nbs/14b_images.ipynb #24945a66
-def _find_named(name: str, data_dir) -> Path:
+def _find_named(name: str, data_dir, allow_sample: bool = False) -> Path:
     paths = image_set_paths(name, data_dir)
     for p in paths:
         if p.is_file(): return p
+    if allow_sample and data_dir is None and name in IMAGE_SAMPLES:   # never instead of the copy asked for
+        path = shipped_sample(IMAGE_SAMPLES[name])
+        note_sample_fallback(name, f'the small sample shipped with miniai ({path.name})', 'no `data_dir`, nothing under $MINIAI_DATA')
+        return path
     tried = '\n'.join(f"  - {p}" for p in paths) or '  - (nowhere: no `data_dir` given and MINIAI_DATA unset)'
     if data_dir is not None: tried += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
     sub, file = IMAGE_SETS[name]
     raise MissingDataError(f"image set {name!r} not found. Paths tried:\n{tried}\nPass `data_dir=` a folder holding {file} "
                            f"(or {sub}/{file}), or set MINIAI_DATA to a folder with {sub}/{file}; or pass the path of an "
-                           ".npz file, a folder of images, or a Hugging Face data set.")
+                           ".npz file, a folder of images, or a Hugging Face data set."
+                           + (" For a quick look, `sample=True` loads the small sample shipped with miniai (quick mode, "
+                              "`MINIAI_QUICK=1`, falls back to it by itself when no `data_dir` is given)." if name in IMAGE_SAMPLES else ''))
 
 def _from_npz(path: Path, test_frac: float, seed: int) -> ImageSet:
     a, where = read_npz_images(path), str(path)
@@ -248,11 +256,18 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
                    seed: int = 0,                     # seed of the held-out split and of `limit` subsets
                    limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets (quick runs); an int applies to both
                    progress: bool = True,             # progress bars while reading image files
+                   sample: bool = False,              # a named set: use the small sample shipped with miniai (`IMAGE_SAMPLES`)
+                   allow_sample: bool | None = None,  # a named set found nowhere, no `data_dir`: fall back to its sample (with a note); None: in quick mode
                   ) -> ImageSet:
     "Load an RGB image set (uint8 (N, 3, H, W) + labels) with a test split: the source's own, else a class-balanced one."
     limit = check_limit(limit)
     if size is not None: size = check_int(size, 'size', 1)   # pixels
-    if isinstance(source, str) and source in IMAGE_SETS: s = _from_npz(_find_named(source, data_dir), test_frac, seed)
+    if sample:
+        if not (isinstance(source, str) and source in IMAGE_SAMPLES):
+            raise ValueError(f"`sample=True` needs a named set with a shipped sample ({', '.join(IMAGE_SAMPLES)}), got {source!r}")
+        s = _from_npz(shipped_sample(IMAGE_SAMPLES[source]), test_frac, seed)
+    elif isinstance(source, str) and source in IMAGE_SETS:
+        s = _from_npz(_find_named(source, data_dir, is_quick() if allow_sample is None else allow_sample), test_frac, seed)
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):
         p = Path(source).expanduser()

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import miniai.data as md
 from miniai.data import CorruptDataError, MissingDataError
 from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
                           log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,
@@ -169,6 +170,24 @@ def test_missing_fsdd_names_every_place_tried(tmp_path, monkeypatch):
     with pytest.raises(MissingDataError, match=str(tmp_path/'data'/'fsdd'/FSDD_FILE)): find_fsdd()
     monkeypatch.delenv('MINIAI_DATA')
     with pytest.raises(MissingDataError, match='MINIAI_DATA is unset'): find_fsdd()
+
+
+def test_shipped_fsdd_sample_and_the_quick_fallback(tmp_path, monkeypatch, capsys):
+    "300 clips, balanced over digits in both splits; loaders fall back to them in quick mode only, never for a `data_dir`."
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    monkeypatch.setattr(md, '_sample_noted', set())
+    tr, te = load_fsdd('train', sample=True), load_fsdd('test', sample=True)
+    assert (len(tr), len(te)) == (180, 120) and tr.labels.bincount().tolist() == [18]*10 and te.labels.bincount().tolist() == [12]*10
+    assert all(n.split('_')[2] in ('5.wav', '6.wav', '7.wav') for n in tr.names) and all(n.endswith(('_0.wav', '_1.wav')) for n in te.names)
+    monkeypatch.setenv('MINIAI_QUICK', '1')
+    with pytest.raises(MissingDataError): find_fsdd()                                # the finder itself never substitutes
+    dls = fsdd_dls(bs=16, limit=(50, 20), device='cpu', seed=0)
+    assert 'Note: full FSDD not found' in capsys.readouterr().out
+    assert (dls.train.dataset_len, dls.valid.dataset_len) == (50, 20)
+    with pytest.raises(MissingDataError): load_fsdd('test', tmp_path)               # never instead of the copy asked for
+    with pytest.raises(MissingDataError): load_fsdd('test', allow_sample=False)
+    monkeypatch.setenv('MINIAI_QUICK', '0')
+    with pytest.raises(MissingDataError, match='sample=True'): load_fsdd('test')    # full size: no substitution
 
 
 def test_damaged_fsdd_is_reported(tmp_path):

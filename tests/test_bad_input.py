@@ -19,7 +19,7 @@ import miniai.data as mdata
 from miniai.accel import (CheckpointCB, CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
                           save_checkpoint)
 from miniai.audio import AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
-from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
+from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices, shipped_sample,
                          fashion_dls, fashion_mnist_arrays, read_idx, write_idx)
 from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
@@ -246,6 +246,7 @@ def _float_labels(tmp):
 # (entry point, bad input, error type, message fragment (names the argument), call(tmp) -> thunk or (thunk, post_check))
 ROWS = [
     # data loaders
+    ('data.shipped_sample', 'a data set with no shipped sample', ValueError, "no shipped sample 'cifar10_sample.npz'", _fp(lambda: shipped_sample('cifar10_sample.npz'))),
     ('data.DeviceImageLoader', 'float images', TypeError, '`images` must be uint8', _fp(lambda: DeviceImageLoader(torch.rand(4, 8, 8), None, device=CPU))),
     ('data.DeviceImageLoader', 'images not a tensor (a list)', TypeError, '`images` must be a tensor', _fp(lambda: DeviceImageLoader([[1, 2]], None, device=CPU))),
     ('data.DeviceImageLoader', '5-D images', ValueError, '`images` must be (N,H,W) or (N,C,H,W)', _fp(lambda: DeviceImageLoader(u8(2, 1, 1, 4, 4), None, device=CPU))),
@@ -434,6 +435,7 @@ ROWS = [
     ('images.load_image_set', 'source of an unknown type (int)', TypeError, '`source` must be a name, a path or a Hugging Face data set', _fp(lambda: load_image_set(3))),
     ('images.load_image_set', 'limit=(0, 0)', ValueError, '`limit` must give positive sizes', _fp(lambda: load_image_set('clothing64', limit=(0, 0)))),
     ('images.load_image_set', 'size=0', ValueError, '`size` must be >= 1, got 0', _fp(lambda: load_image_set('clothing64', size=0))),
+    ('images.load_image_set', 'sample=True for a set without a shipped sample', ValueError, '`sample=True` needs a named set with a shipped sample', _fp(lambda: load_image_set('cifar10', sample=True))),
     ('images.read_image_folder', 'empty folder', MissingDataError, 'no image files', _empty_folder(lambda d: read_image_folder(d, progress=False))),
     ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
     ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),

@@ -22,7 +22,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv('MINIAI_CACHE', str(tmp_path/'cache'))
     def offline(*a, **k): raise ConnectionError("Couldn't reach the Hub (test: offline)")
     monkeypatch.setattr(md, '_load_from_hub', offline)
-    monkeypatch.setattr(md, '_sample_noted', False)   # the fallback note is printed once per process
+    monkeypatch.setattr(md, '_sample_noted', set())   # the fallback note is printed once per process and data set
 
 def _no_data(monkeypatch): monkeypatch.delenv('MINIAI_DATA', raising=False)
 
@@ -77,7 +77,7 @@ def test_checksum_mismatch_is_one_clear_error(tmp_path, monkeypatch, fashion_lin
 def test_missing_data_is_one_clear_error(tmp_path, monkeypatch):
     "Without `data_dir`: one error naming $MINIAI_DATA's folders, the hub's reason and the ways to provide the data."
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'nowhere'))
-    for f in (lambda: load_fashion_mnist(), lambda: fashion_mnist_arrays('test')):
+    for f in (lambda: load_fashion_mnist(allow_sample=False), lambda: fashion_mnist_arrays('test', allow_sample=False)):
         with pytest.raises(MissingDataError) as e: f()
         msg = str(e.value)
         for p in (tmp_path/'nowhere'/'fashion_mnist', tmp_path/'nowhere'): assert f"{p}:" in msg
@@ -100,6 +100,17 @@ def test_a_data_dir_without_the_files_is_the_only_place_searched(tmp_path, monke
         for p in (empty, empty/'fashion_mnist'): assert f"{p}:" in msg
         assert 'Nothing else was searched' in msg and 'MINIAI_DATA' in msg and 'data_dir' in msg
         assert env not in msg                                  # no other folder was tried
+
+def test_default_allow_sample_means_quick_mode(monkeypatch, capsys):
+    "`allow_sample=None` (the default) falls back in quick mode only, for the arrays and the DatasetDict alike."
+    _no_data(monkeypatch)
+    monkeypatch.setenv('MINIAI_QUICK', '1')
+    assert len(fashion_mnist_arrays('test')[0]) == 1000 and len(load_fashion_mnist()['train']) == 2000
+    assert capsys.readouterr().out.count('Note: full Fashion-MNIST not found') == 1
+    monkeypatch.setenv('MINIAI_QUICK', '0')
+    for f in (lambda: fashion_mnist_arrays('test'), load_fashion_mnist):
+        with pytest.raises(MissingDataError, match='Fashion-MNIST not found'): f()
+
 
 @needs_full
 def test_incomplete_copy_is_reported(tmp_path, monkeypatch, fashion_link_copy):
@@ -169,12 +180,12 @@ def test_sample_loads_offline_and_is_balanced(monkeypatch):
 
 def test_fallback_to_sample_only_when_allowed(monkeypatch, capsys):
     _no_data(monkeypatch)
-    with pytest.raises(MissingDataError): fashion_mnist_arrays('train')
+    with pytest.raises(MissingDataError): fashion_mnist_arrays('train', allow_sample=False)
     x, y = fashion_mnist_arrays('train', allow_sample=True)
     assert len(x) == 2000 and 'sample' in capsys.readouterr().out
     fashion_mnist_arrays('test', allow_sample=True)
     assert capsys.readouterr().out == ''                     # the note comes once per process, not once per call
-    monkeypatch.setattr(md, '_sample_noted', False)
+    monkeypatch.setattr(md, '_sample_noted', set())
     dls = fashion_dls(bs=100, limit=(500, 200), device='cpu', seed=0)
     assert 'sample' in capsys.readouterr().out
     assert dls.train.dataset_len == 500 and dls.valid.dataset_len == 200

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from miniai.core import set_seed
+import miniai.data as md
 from miniai.data import CorruptDataError, MissingDataError
 from miniai.images import (ImageFeatures, class_balanced_split, image_classifier, image_fid_eval, image_set_paths,
                            images_to_float, images_to_uint8, load_image_set, resize_images, train_image_classifier)
@@ -93,13 +94,14 @@ def test_hf_dataset():
 
 def test_missing_data_errors(tmp_path, monkeypatch):
     monkeypatch.delenv('MINIAI_DATA', raising=False)
-    with pytest.raises(MissingDataError, match='nowhere: no `data_dir` given and MINIAI_DATA unset'): load_image_set('clothing64')
+    with pytest.raises(MissingDataError, match='nowhere: no `data_dir` given and MINIAI_DATA unset'):
+        load_image_set('clothing64', allow_sample=False)
     monkeypatch.setenv('MINIAI_DATA', str(tmp_path/'data'))
     with pytest.raises(MissingDataError) as e: load_image_set('clothing64', data_dir=tmp_path/'mine')
     for p in image_set_paths('clothing64', tmp_path/'mine'): assert str(p) in str(e.value)   # every path tried is named
     assert image_set_paths('clothing64', tmp_path/'mine') == [tmp_path/'mine'/'clothing64.npz', tmp_path/'mine'/'rgb64'/'clothing64.npz']
     assert str(tmp_path/'data') not in str(e.value) and 'only `data_dir` is searched' in str(e.value)   # never $MINIAI_DATA's copy
-    with pytest.raises(MissingDataError) as e: load_image_set('clothing64')
+    with pytest.raises(MissingDataError) as e: load_image_set('clothing64', allow_sample=False)
     assert str(tmp_path/'data'/'rgb64'/'clothing64.npz') in str(e.value)                    # without `data_dir`: $MINIAI_DATA
     with pytest.raises(MissingDataError, match='no such .npz file or folder'): load_image_set(tmp_path/'nope.npz')
     (tmp_path/'empty').mkdir()
@@ -315,3 +317,21 @@ def test_load_image_set_checks_limit_and_size_first(tmp_path, monkeypatch):
     x = rand_images(40, channels_last=True); np.savez(tmp_path/'s.npz', images=x, labels=np.arange(40) % 4)
     s = load_image_set(tmp_path/'s.npz', limit=8, test_frac=0.25)     # an int limits both splits
     assert (len(s.train_y), len(s.test_y)) == (8, 8)
+
+
+def test_shipped_clothing_sample_and_the_quick_fallback(tmp_path, monkeypatch, capsys):
+    "The shipped sample holds all 20 classes at 64x64; quick mode falls back to it only when no `data_dir` is given."
+    monkeypatch.delenv('MINIAI_DATA', raising=False)
+    monkeypatch.setattr(md, '_sample_noted', set())
+    s = load_image_set('clothing64', sample=True)
+    assert (len(s.train_y) + len(s.test_y), s.shape, len(s.class_names)) == (329, (3, 64, 64), 20)
+    assert set(torch.cat([s.train_y, s.test_y]).tolist()) == set(range(20)) and capsys.readouterr().out == ''
+    monkeypatch.setenv('MINIAI_QUICK', '1')
+    q = load_image_set('clothing64', size=16, limit=(100, 30))
+    assert 'Note: full clothing64 not found' in capsys.readouterr().out and q.source.endswith('clothing64_sample.npz')
+    assert q.shape == (3, 16, 16) and 95 <= len(q.train_y) <= 105                 # a class-balanced subset of the sample
+    with pytest.raises(MissingDataError): load_image_set('clothing64', data_dir=tmp_path)  # never instead of the copy asked for
+    with pytest.raises(MissingDataError): load_image_set('clothing64', allow_sample=False)
+    monkeypatch.setenv('MINIAI_QUICK', '0')
+    with pytest.raises(MissingDataError, match='sample=True'): load_image_set('clothing64')  # full size: no substitution
+    with pytest.raises(ValueError, match='needs a named set with a shipped sample'): load_image_set('cifar10', sample=True)

@@ -133,7 +133,7 @@ def test_fsdd_int16_samples_scale_to_full_scale_floats(tmp_path, monkeypatch):
     path = tmp_path/'fsdd.npz'
     np.savez(path, audio=np.array([-32768, 16384, 0, 8192, 32767], np.int16), offsets=np.array([0, 2, 5]),
              labels=np.array([3, 7]), filenames=np.array(['3_a_0.wav', '7_b_9.wav']), split=np.array(['train', 'test']))
-    monkeypatch.setattr(maudio, 'find_fsdd', lambda data_dir=None: path)
+    monkeypatch.setattr(maudio, 'find_fsdd', lambda data_dir=None, sample=False, allow_sample=False: path)
     tr, te = load_fsdd('train'), load_fsdd('test')
     assert tr.waves[0].tolist() == [-1., 0.5] and tr.labels.tolist() == [3] and tr.names == ['3_a_0.wav']
     assert te.waves[0].tolist() == [0., 0.25, 32767/32768] and te.labels.tolist() == [7]
