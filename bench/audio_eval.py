@@ -99,7 +99,7 @@ def main(argv=None):
     set_seed(args.seed)
 
     # the representation: round trip of the test clips
-    test_waves = fix_length(load_fsdd('test', args.data_dir).waves, spec.n_samples, warn=False)
+    test_waves = fix_length(load_fsdd('test', args.data_dir, allow_sample=args.quick).waves, spec.n_samples, warn=False)
     if args.quick: test_waves = test_waves[:40]
     waves = test_waves.to(default_device())
     out['round_trip'] = {f'{it} GL iterations': round_trip_quality(spec, waves, n_iter=it) for it in (1, 8, 32, 64)}
@@ -107,7 +107,8 @@ def main(argv=None):
     print('round trip:', json.dumps(out['round_trip']), flush=True)
     write_json(out, args.out)   # after every phase (atomically): a lease cut short still returns what finished
 
-    dls = fsdd_dls(bs=cfg['bs'], spec=spec, data_dir=args.data_dir, limit=cfg['limit'], seed=args.seed)
+    dls = fsdd_dls(bs=cfg['bs'], spec=spec, data_dir=args.data_dir, limit=cfg['limit'], seed=args.seed,
+                   allow_sample=args.quick)
     sigma_data = all_items(dls.train)[0].std().item()
     out['sigma_data'] = sigma_data
 

@@ -161,7 +161,7 @@ def main(argv=None):
     out = bench_out(ap, a.out, q, 'bench_ddpm.json')
     device = default_device()
     torch.set_float32_matmul_precision('high')
-    x_u8, _ = fashion_mnist_arrays('train', a.data_dir)
+    x_u8, _ = fashion_mnist_arrays('train', a.data_dir, allow_sample=a.quick)
     if q: x_u8 = x_u8[:bs*(steps + warmup + 1)]
     compile_ok = device.type == 'cuda' and not q and not a.no_compile
 

@@ -189,7 +189,8 @@ def main(argv=None):
     if again: save()   # at once: a retry after a failure must find the models' records, not retrain them
     # the real-image floor first: seconds of feature extraction, and every row's FID / floor needs it
     if not a.no_floor and not res.get('floor'):
-        res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir)
+        res['floor'] = real_image_floor(ie, sizes=tuple(sorted(cfg['sizes'])), n_draws=cfg['floor_draws'], data_dir=a.data_dir,
+                                      allow_sample=a.quick)
         save()
     compiled = compile_mode(a.compile, device) != 'none'
     models, big, rate = {}, max(cfg['sizes']), None   # rate: network evaluations per second of the fastest draw so far

@@ -55,10 +55,12 @@ def main(argv=None):
             train_fashion_classifier(epochs=1, data_dir=args.data_dir, save_to=clf, progress=False, **QUICK_CLASSIFIER_CONFIG)
         clf = Path(clf) if clf is not None else fashion_classifier_path()
         t0 = time.perf_counter()
-        ie = fashion_image_eval(clf, data_dir=args.data_dir, bs=args.bs, n_ref=1000 if args.quick else None, cache=not args.quick)
+        ie = fashion_image_eval(clf, data_dir=args.data_dir, bs=args.bs, n_ref=1000 if args.quick else None, cache=not args.quick,
+                                allow_sample=args.quick)
         t_ref = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows = real_image_floor(ie, sizes=tuple(sizes), n_draws=draws, data_dir=args.data_dir, seed=args.seed)
+        rows = real_image_floor(ie, sizes=tuple(sizes), n_draws=draws, data_dir=args.data_dir, seed=args.seed,
+                                allow_sample=args.quick)
         t_floor = time.perf_counter() - t0
         classifier = dict(path=str(clf), weights_sha256=weights_hash(ie.model), metadata=weights_metadata(clf))
     results = dict(command=' '.join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),

@@ -188,7 +188,8 @@ def main(argv=None):
         return results
     clf = fid_classifier_path(args)
     results['classifier'] = {'path': str(clf), **{k: v for k, v in weights_metadata(clf).items() if k != 'fashion_classifier'}}
-    ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick)
+    ie = fashion_image_eval(clf, data_dir=args.data_dir, n_ref=500 if args.quick else None, cache=not args.quick,
+                            allow_sample=args.quick)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
     if start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[])):
         write(results, out)   # at once: a retry after a failure continues the new table
@@ -207,7 +208,7 @@ def main(argv=None):
             write(results, out)
 
     if ('reals', 'train images', 0, '{}') not in done():
-        reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
+        reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed, allow_sample=args.quick)
         results['rows'].append(dict(model='reals', sampler='train images', steps=0, kwargs={}, nfe=0, run=run_ix,
                                     scores={str(n): ie.scores(reals[:n]) for n in ns}, seconds=0.))
         write(results, out)

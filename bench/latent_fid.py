@@ -159,7 +159,8 @@ def main(argv=None):
                python=platform.python_version(), config=cfg, sampler=args.sampler, sampling_steps=steps)
 
     set_seed(args.seed)
-    imset = load_image_set(args.source, args.data_dir, size=cfg['size'], limit=cfg['limit'], seed=args.seed)
+    imset = load_image_set(args.source, args.data_dir, size=cfg['size'], limit=cfg['limit'], seed=args.seed,
+                           allow_sample=args.quick)
     res['data'] = dict(source=imset.source, shape=list(imset.shape), n_train=len(imset.train_x), n_test=len(imset.test_x),
                        n_classes=imset.n_classes)
     print(imset, flush=True)

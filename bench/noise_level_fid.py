@@ -185,7 +185,7 @@ def main(argv=None):
     if start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None)):
         write(results, out)   # at once: a retry after a failure continues the new table
     if results['reals'] is None:
-        reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed)
+        reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed, allow_sample=args.quick)
         results['reals'] = {str(n): ie.scores(reals[:n]) for n in ns}
         write(results, out)
     regressor = train_or_load('regressor', cfgs['regressor'], args, results)

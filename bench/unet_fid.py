@@ -260,16 +260,16 @@ def main(argv=None):
         write(results, out)
         return results
     clf, results['classifier'] = classifier(args)
-    ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500), bs=512) if args.quick else \
-         fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir)
+    ie = ImageEval(classifier_features(clf), fashion_fid_images('test', args.data_dir, n=500, allow_sample=True), bs=512) if args.quick else \
+         fashion_image_eval(results['classifier']['path'], data_dir=args.data_dir, allow_sample=False)
     results['classifier']['weights_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
     if start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[], guidance=[], reals=None)):
         write(results, out)   # at once: a retry after a failure continues the new table
     n = max(ns)
 
     if results['reals'] is None:
-        x, _ = fashion_mnist_arrays('train', args.data_dir)
-        reals = fashion_fid_images('train', args.data_dir, n=min(n, len(x)), seed=args.seed)
+        x, _ = fashion_mnist_arrays('train', args.data_dir, allow_sample=args.quick)
+        reals = fashion_fid_images('train', args.data_dir, n=min(n, len(x)), seed=args.seed, allow_sample=args.quick)
         results['reals'] = {'scores': scores(ie, reals, [m for m in ns if m <= len(reals)])}
         write(results, out)
 

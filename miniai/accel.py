@@ -105,11 +105,11 @@ def fused_opt_func(opt_cls: type = torch.optim.AdamW,  # an optimizer class with
         params = [{**g, 'params': list(g['params'])} if isinstance(g, dict) else g for g in params]
         tensors = [p for g in params for p in (g['params'] if isinstance(g, dict) else [g])]
         on_cuda = bool(tensors) and all(p.device.type == 'cuda' for p in tensors)
-        if not on_cuda and torch.cuda.is_available() and any(p.device.type == 'cpu' for p in tensors):
-            warnings.warn(f"fused_opt_func: parameters are on the CPU although CUDA is available, so this {opt_cls.__name__} "
-                          "is not fused. Move the model to its device before building the "
-                          "Learner: `fit` builds the optimizer before `DeviceCB` moves the model.", stacklevel=2)
-        return opt_cls(params, lr=lr, **{**({'fused': True} if on_cuda else {}), **kwargs})
+        opt = opt_cls(params, lr=lr, **{**({'fused': True} if on_cuda else {}), **kwargs})
+        if not on_cuda and 'fused' not in kwargs:
+            try: opt.fused_wanted = True   # `DeviceCB` warns if it then moves the model to CUDA
+            except AttributeError: pass
+        return opt
     return opt_func
 
 # %% ../nbs/03_accel.ipynb #58fbf80d

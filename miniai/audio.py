@@ -58,13 +58,14 @@ def find_fsdd(data_dir: str | Path | None = None, # see `fsdd_candidates`
     places = '\n'.join(f"  - {p}" for p in tried) or '  - (nowhere: no `data_dir` given and MINIAI_DATA is unset)'
     if data_dir is not None: places += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
     elif allow_sample:   # never instead of the copy asked for
-        note_sample_fallback('FSDD', f'the 300-clip sample shipped with miniai ({FSDD_SAMPLE})', 'no `data_dir`, nothing under $MINIAI_DATA')
+        note_sample_fallback('FSDD', f'the 300-clip sample shipped with miniai ({FSDD_SAMPLE})', hub=False)
         return shipped_sample(FSDD_SAMPLE)
     raise MissingDataError(f"the Free Spoken Digit Dataset ({FSDD_FILE}) was not found. Places tried:\n{places}\n"
                            f"Pass `data_dir=` (the file or its folder) or set MINIAI_DATA to a folder with `fsdd/{FSDD_FILE}`; "
                            "or use `load_wav_folder` on the original recordings/ folder of WAV files. For a quick look, "
-                           "`sample=True` uses the 300-clip sample shipped with miniai (quick mode, `MINIAI_QUICK=1`, falls "
-                           "back to it by itself when no `data_dir` is given).")
+                           "`sample=True` uses the 300-clip sample shipped with miniai; in quick mode (`MINIAI_QUICK=1`) "
+                           "`load_fsdd` and `fsdd_dls` fall back to it by themselves when no `data_dir` is given, unless "
+                           "`allow_sample=False`.")
 
 # %% ../nbs/16_audio.ipynb #f6e8c03b
 @dataclass

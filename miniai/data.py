@@ -200,11 +200,12 @@ def shipped_sample(file: str, # 'clothing64_sample.npz' or 'fsdd_sample.npz'
 _sample_noted: set[str] = set()   # data sets whose fallback note was printed
 def note_sample_fallback(name: str = 'Fashion-MNIST',  # the data set
                           what: str = 'the 3,000-image sample shipped with miniai',  # what stands in for it
-                          where: str = 'no `data_dir`, nothing under $MINIAI_DATA, hub unavailable'):  # places tried
+                          hub: bool = True):  # the hub was tried too
     "Say, once per process and data set, that the full set was found nowhere and the shipped sample stands in for it."
     if name in _sample_noted: return
     _sample_noted.add(name)
-    print(f"Note: full {name} not found ({where}); using {what}.")
+    where = 'nothing under $MINIAI_DATA' if os.environ.get('MINIAI_DATA') else 'MINIAI_DATA unset'
+    print(f"Note: full {name} not found (no `data_dir`, {where}{', hub unavailable' if hub else ''}); using {what}.")
 
 # %% ../nbs/01_data.ipynb #f85b13a0
 def _check_split(split: str):

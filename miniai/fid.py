@@ -375,9 +375,10 @@ def real_image_floor(ie: ImageEval,  # the evaluator (e.g. `fashion_image_eval()
                      data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                      seed: int = 0,     # seed of the draws
                      progress: bool = True, # show a progress bar
+                     allow_sample: bool | None = None, # the shipped sample if the full set is found nowhere; None: in quick mode
                     ) -> list[dict]:
     "FID and KID of random sets of real Fashion-MNIST images against `ie`'s reference: per size, mean, std and draws."
-    x, _ = fashion_mnist_arrays(split, data_dir)
+    x, _ = fashion_mnist_arrays(split, data_dir, allow_sample=allow_sample)
     if max(sizes) > len(x): raise ValueError(f"the {split} split has {len(x)} images, fewer than the {max(sizes)} asked for")
     g, rows = torch.Generator().manual_seed(seed), []
     bar = tqdm(total=len(sizes) * n_draws, desc='real-image FID/KID', disable=not progress)

@@ -197,7 +197,7 @@ def _find_named(name: str, data_dir, allow_sample: bool = False) -> Path:
         if p.is_file(): return p
     if allow_sample and data_dir is None and name in IMAGE_SAMPLES:   # never instead of the copy asked for
         path = shipped_sample(IMAGE_SAMPLES[name])
-        note_sample_fallback(name, f'the small sample shipped with miniai ({path.name})', 'no `data_dir`, nothing under $MINIAI_DATA')
+        note_sample_fallback(name, f'the small sample shipped with miniai ({path.name})', hub=False)
         return path
     tried = '\n'.join(f"  - {p}" for p in paths) or '  - (nowhere: no `data_dir` given and MINIAI_DATA unset)'
     if data_dir is not None: tried += "\n(only `data_dir` is searched when it is given: fix it, or leave it out to use $MINIAI_DATA)"
@@ -205,8 +205,9 @@ def _find_named(name: str, data_dir, allow_sample: bool = False) -> Path:
     raise MissingDataError(f"image set {name!r} not found. Paths tried:\n{tried}\nPass `data_dir=` a folder holding {file} "
                            f"(or {sub}/{file}), or set MINIAI_DATA to a folder with {sub}/{file}; or pass the path of an "
                            ".npz file, a folder of images, or a Hugging Face data set."
-                           + (" For a quick look, `sample=True` loads the small sample shipped with miniai (quick mode, "
-                              "`MINIAI_QUICK=1`, falls back to it by itself when no `data_dir` is given)." if name in IMAGE_SAMPLES else ''))
+                           + (" For a quick look, `sample=True` loads the small sample shipped with miniai; in quick mode "
+                              "(`MINIAI_QUICK=1`) `load_image_set` falls back to it by itself when no `data_dir` is given, "
+                              "unless `allow_sample=False`." if name in IMAGE_SAMPLES else ''))
 
 def _from_npz(path: Path, test_frac: float, seed: int) -> ImageSet:
     a, where = read_npz_images(path), str(path)

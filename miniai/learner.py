@@ -180,6 +180,9 @@ class DeviceCB(Callback):
     def before_fit(self, learn):
         self.dev = torch.device(self.device) if self.device is not None else default_device()
         learn.model.to(self.dev)
+        if self.dev.type == 'cuda' and getattr(learn.opt, 'fused_wanted', False):   # set by `accel.fused_opt_func`
+            warnings.warn("DeviceCB moved the model to CUDA after `fit` built its optimizer on the CPU parameters, so the "
+                          "`fused_opt_func` optimizer is not fused: move the model to its device before building the Learner")
     def before_batch(self, learn):
         learn.batch = to_device(learn.batch, self.dev, non_blocking=self.dev.type == 'cuda')
 

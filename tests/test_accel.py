@@ -568,21 +568,24 @@ def test_fused_opt_func_asks_for_fused_only_when_every_parameter_is_on_cuda():
     assert seen == [dict(fused=True, eps=1e-5), {}, {}, dict(fused=True), {}, dict(fused=False)]
 
 
-def test_fused_opt_func_warns_for_cpu_parameters_when_cuda_is_available(monkeypatch):
-    "On a CUDA machine, CPU parameters (a model that only `DeviceCB` would move) get a warning that says why it is not fused."
+def test_devicecb_warns_when_it_moves_an_unfused_fused_opt_func_model_to_cuda():
+    "An optimizer `fused_opt_func` built on CPU parameters is marked; `DeviceCB` warns only when it then moves the model to CUDA."
     from types import SimpleNamespace
-    on = lambda dev: SimpleNamespace(device=torch.device(dev))
-    opt_cls = lambda params, lr, **kw: kw
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    with pytest.warns(UserWarning, match=r"parameters are on the CPU although CUDA is available.*before building the Learner"):
-        assert fused_opt_func(opt_cls)([on('cuda'), on('cpu')], 1e-3) == {}
+    from miniai.learner import DeviceCB
+    model = SimpleNamespace(to=lambda dev: None)                    # stands in for a model: CUDA is not needed to move it
+    on_cpu = fused_opt_func()(tiny_model().parameters(), 1e-3)
+    assert on_cpu.fused_wanted and not on_cpu.defaults.get('fused')
+    with pytest.warns(UserWarning, match="not fused: move the model to its device before building the Learner"):
+        DeviceCB('cuda').before_fit(SimpleNamespace(model=model, opt=on_cpu))
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        assert fused_opt_func(opt_cls)([on('cuda')], 1e-3) == dict(fused=True)   # all on CUDA: fused, silent
-        fused_opt_func(opt_cls)([on('meta')], 1e-3)                             # no CPU parameter: silent
-        fused_opt_func(opt_cls)([], 1e-3)
-        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-        fused_opt_func(opt_cls)([on('cpu')], 1e-3)                              # a CPU-only machine: nothing to fuse, silent
+        DeviceCB('cpu').before_fit(SimpleNamespace(model=model, opt=on_cpu))            # kept on the CPU on purpose
+        plain = torch.optim.AdamW(tiny_model().parameters())                            # not asked to fuse
+        DeviceCB('cuda').before_fit(SimpleNamespace(model=model, opt=plain))
+        chosen = fused_opt_func(fused=False)(tiny_model().parameters(), 1e-3)           # `fused` chosen by the caller
+        assert not getattr(chosen, 'fused_wanted', False)
+        DeviceCB('cuda').before_fit(SimpleNamespace(model=model, opt=chosen))
+        DeviceCB('cuda').before_fit(SimpleNamespace(model=model, opt=None))             # no optimizer yet
 
 
 def test_ema_matches_float64_reference_over_two_fits():

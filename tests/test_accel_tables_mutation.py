@@ -278,8 +278,8 @@ def test_fid_floor_full_run_defaults_and_results_file(floor, tmp_path):
     out = tmp_path/'f.json'
     floor.main(['--out', str(out), '--seed', '7', '--data-dir', '/d', '--bs', '64'])
     assert 'train' not in floor.calls
-    assert floor.calls['eval'] == (Path('/default/clf.safetensors'), dict(data_dir='/d', bs=64, n_ref=None, cache=True))
-    assert floor.calls['floor'] == dict(sizes=(512, 2048, 10_000), n_draws=5, data_dir='/d', seed=7)
+    assert floor.calls['eval'] == (Path('/default/clf.safetensors'), dict(data_dir='/d', bs=64, n_ref=None, cache=True, allow_sample=False))
+    assert floor.calls['floor'] == dict(sizes=(512, 2048, 10_000), n_draws=5, data_dir='/d', seed=7, allow_sample=False)
     r = json.loads(out.read_text())
     assert r['draws'] == 5 and r['seed'] == 7 and r['quick'] is False and r['rows'] == [ROW]
     assert r['reference'] == dict(split='test', n=30, n_features=8)
@@ -295,8 +295,8 @@ def test_fid_floor_quick_trains_a_tiny_classifier_unless_given_one(floor, tmp_pa
     assert floor.calls['train']['epochs'] == 1 and floor.calls['train']['progress'] is False
     assert {k: floor.calls['train'][k] for k in floor.QUICK_CLASSIFIER_CONFIG} == floor.QUICK_CLASSIFIER_CONFIG
     clf, kw = floor.calls['eval']
-    assert clf == floor.calls['train']['save_to'] and kw['n_ref'] == 1000 and kw['cache'] is False
-    assert floor.calls['floor'] == dict(sizes=(128, 512, 1000), n_draws=2, data_dir=None, seed=0)
+    assert clf == floor.calls['train']['save_to'] and kw['n_ref'] == 1000 and kw['cache'] is False and kw['allow_sample'] is True
+    assert floor.calls['floor'] == dict(sizes=(128, 512, 1000), n_draws=2, data_dir=None, seed=0, allow_sample=True)
     floor.calls.clear()
     floor.main(['--quick', '--classifier', str(tmp_path/'mine.safetensors'), '--sizes', '10', '20', '--draws', '3',
                 '--out', str(tmp_path/'q.json')])
@@ -312,7 +312,7 @@ def fake_split(monkeypatch):
     "A 200-image 'split' whose image i is filled with the value i; the stand-in evaluator reads back which images it got."
     import miniai.fid as fid
     x = torch.arange(200, dtype=torch.uint8)[:, None, None].expand(200, 28, 28).contiguous()
-    monkeypatch.setattr(fid, 'fashion_mnist_arrays', lambda split, data_dir=None: (x, torch.zeros(200)))
+    monkeypatch.setattr(fid, 'fashion_mnist_arrays', lambda split, data_dir=None, allow_sample=None: (x, torch.zeros(200)))
     seen = []
     def scores(imgs):
         ids = ((imgs[:, 0, 16, 16] + 1)*127.5).round().long().tolist()

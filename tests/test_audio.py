@@ -186,6 +186,7 @@ def test_shipped_fsdd_sample_and_the_quick_fallback(tmp_path, monkeypatch, capsy
     assert (dls.train.dataset_len, dls.valid.dataset_len) == (50, 20)
     with pytest.raises(MissingDataError): load_fsdd('test', tmp_path)               # never instead of the copy asked for
     with pytest.raises(MissingDataError): load_fsdd('test', allow_sample=False)
+    with pytest.raises(MissingDataError): fsdd_dls(limit=(50, 20), device='cpu', allow_sample=False)
     monkeypatch.setenv('MINIAI_QUICK', '0')
     with pytest.raises(MissingDataError, match='sample=True'): load_fsdd('test')    # full size: no substitution
 

@@ -90,6 +90,7 @@ def test_a_data_dir_without_the_files_is_the_only_place_searched(tmp_path, monke
     "A `data_dir` that exists but lacks the files is an error naming it: never $MINIAI_DATA's copy, the hub or the sample."
     empty = tmp_path/'empty'; empty.mkdir()
     env = DATA or str(tmp_path/'elsewhere')   # the real copy where there is one: it must still not be used
+    monkeypatch.setenv('MINIAI_QUICK', '1')    # quick mode, where the sample fallback is on by default
     monkeypatch.setenv('MINIAI_DATA', env)
     monkeypatch.setattr(md, '_load_from_hub', lambda *a, **k: pytest.fail('the hub must not be tried'))
     for f in (lambda: load_fashion_mnist(empty), lambda: fashion_mnist_arrays('test', data_dir=empty),
@@ -100,6 +101,19 @@ def test_a_data_dir_without_the_files_is_the_only_place_searched(tmp_path, monke
         for p in (empty, empty/'fashion_mnist'): assert f"{p}:" in msg
         assert 'Nothing else was searched' in msg and 'MINIAI_DATA' in msg and 'data_dir' in msg
         assert env not in msg                                  # no other folder was tried
+
+def test_the_fallback_note_comes_once_per_data_set(monkeypatch, capsys):
+    "One note per data set and process: Fashion-MNIST's does not silence the clothing set's, and each names its own."
+    monkeypatch.setenv('MINIAI_DATA', '/nowhere')
+    md.note_sample_fallback(); md.note_sample_fallback()
+    md.note_sample_fallback('clothing64', 'its sample', hub=False)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ['Note: full Fashion-MNIST not found (no `data_dir`, nothing under $MINIAI_DATA, hub unavailable); '
+                   'using the 3,000-image sample shipped with miniai.',
+                   'Note: full clothing64 not found (no `data_dir`, nothing under $MINIAI_DATA); using its sample.']
+    monkeypatch.delenv('MINIAI_DATA'); md.note_sample_fallback('FSDD', 'its sample', hub=False)
+    assert 'MINIAI_DATA unset' in capsys.readouterr().out
+
 
 def test_default_allow_sample_means_quick_mode(monkeypatch, capsys):
     "`allow_sample=None` (the default) falls back in quick mode only, for the arrays and the DatasetDict alike."
@@ -448,6 +462,7 @@ def test_miniai_data_may_name_the_fashion_mnist_folder_itself(tmp_path, monkeypa
 def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallthrough(tmp_path, monkeypatch):
     "A mistyped `data_dir` (or --data-dir) must not silently use $MINIAI_DATA's copy instead."
     monkeypatch.setenv('MINIAI_DATA', '/work/does/not/matter')
+    monkeypatch.setenv('MINIAI_QUICK', '1')    # quick mode, where the sample fallback is on by default
     with pytest.raises(MissingDataError, match='is not a folder; nothing else was searched'):
         md.fashion_mnist_arrays('test', tmp_path/'typo')
     with pytest.raises(MissingDataError, match='--data-dir'): md.find_fashion_mnist(tmp_path/'typo')

@@ -269,6 +269,20 @@ def test_fashion_image_eval_missing_classifier_explains(tmp_path):
         fashion_image_eval(tmp_path/'nope.safetensors')
 
 @needs_data
+def test_fashion_fid_images_caps_n_only_for_the_sample(monkeypatch):
+    "The shipped sample stands in for all of its 1,000 test images; the full set never caps a too-large `n`."
+    import miniai.data as md
+    monkeypatch.setattr(md, '_load_from_hub', lambda *a, **k: (_ for _ in ()).throw(ConnectionError('offline')))
+    monkeypatch.setenv('MINIAI_DATA', '/nowhere')
+    monkeypatch.setenv('MINIAI_QUICK', '1')
+    assert fashion_fid_images('test', n=5000).shape == (1000, 1, 32, 32)
+    from miniai.data import MissingDataError
+    with pytest.raises(MissingDataError): fashion_fid_images('test', n=5000, allow_sample=False)
+    import miniai.fid as mfid   # a full-size split stand-in: 10,000 blank images
+    monkeypatch.setattr(mfid, 'fashion_mnist_arrays', lambda *a, **k: (torch.zeros(10_000, 28, 28, dtype=torch.uint8), None))
+    with pytest.raises(ValueError, match=r'`n` must be in \[1, 10000\], got 20000'): fashion_fid_images('test', n=20_000)
+
+
 def test_fashion_fid_images_convention():
     from miniai.data import fashion_mnist_arrays
     u8 = fashion_mnist_arrays('test')[0]

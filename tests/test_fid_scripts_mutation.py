@@ -169,7 +169,7 @@ def fake_karras(karras, monkeypatch, tmp_path):
     monkeypatch.setattr(karras, 'weights_metadata', lambda p: {'fashion_classifier': '{}', 'epochs': '20'})
     monkeypatch.setattr(karras, 'fashion_image_eval', lambda *a, **k: log.ie)
     monkeypatch.setattr(karras, 'weights_hash', lambda m: 'a' * 64)
-    def fid_images(split, data_dir, n, seed): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
+    def fid_images(split, data_dir, n, seed, allow_sample): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
     monkeypatch.setattr(karras, 'fashion_fid_images', fid_images)
     def train_or_load(kind, cfg, args, results):
         log.trained.append((kind, cfg['objective'])); results['train'][kind] = {}
@@ -479,8 +479,8 @@ def fake_unet(unet, monkeypatch):
     monkeypatch.setattr(unet, 'classifier', lambda args: (tagged('clf'), {'path': 'clf.safetensors'}))
     monkeypatch.setattr(unet, 'fashion_image_eval', lambda *a, **k: log.ie)
     monkeypatch.setattr(unet, 'weights_hash', lambda m: 'b' * 64)
-    monkeypatch.setattr(unet, 'fashion_mnist_arrays', lambda split, data_dir: (torch.zeros(log.n_train), None))
-    def fid_images(split, data_dir, n, seed): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
+    monkeypatch.setattr(unet, 'fashion_mnist_arrays', lambda split, data_dir, allow_sample: (torch.zeros(log.n_train), None))
+    def fid_images(split, data_dir, n, seed, allow_sample): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
     monkeypatch.setattr(unet, 'fashion_fid_images', fid_images)
     def train_or_load(name, cfg, args, results):
         log.trained.append(name)
@@ -631,7 +631,7 @@ def fake_nl(nl, monkeypatch):
     log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval())
     monkeypatch.setattr(nl, 'fid_evaluator', lambda quick, data_dir=None: log.ie)
     monkeypatch.setattr(nl, 'weights_hash', lambda m: 'c' * 64)
-    def fid_images(split, data_dir, n, seed): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
+    def fid_images(split, data_dir, n, seed, allow_sample): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
     monkeypatch.setattr(nl, 'fashion_fid_images', fid_images)
     def train_or_load(name, cfg, args, results): log.trained.append((name, cfg['epochs'])); return tagged(name)
     monkeypatch.setattr(nl, 'train_or_load', train_or_load)

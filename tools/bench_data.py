@@ -48,7 +48,7 @@ def main():
     dls = fashion_dls(bs=a.bs, data_dir=a.data_dir, seed=0)
     n, t = best_epoch(dls.train, dev, repeats=10)
     res['rows'].append({'loader': 'DeviceImageLoader', 'workers': 0, 'images': n, 'seconds': t, 'images_per_s': n/t})
-    dd = load_fashion_mnist(a.data_dir)
+    dd = load_fashion_mnist(a.data_dir, allow_sample=False)
     for w in a.workers:
         dl = DataLoaders.from_dd({'train': dd['train'].with_transform(course_tfm), 'test': dd['test']}, bs=a.bs,
                                  num_workers=w, pin_memory=dev.type == 'cuda').train

@@ -9,7 +9,8 @@ full sets are found nowhere; they are too small for any measurement.
   all keys of the original kept for those rows, 64x64 unchanged (329 images).
 - `fsdd_sample.npz`: takes 0-1 (official test split) and 5-7 (train) of every speaker and digit: 120 test + 180
   train clips, bit-identical samples, the original's keys (offsets recomputed).
-Both are written as LZMA zip members with fixed timestamps, so the output is byte-for-byte reproducible, plus
+Both are written as LZMA zip members with fixed timestamps and attributes, so the output is byte-for-byte
+reproducible (with the same NumPy and liblzma versions), plus
 `data_samples.json` (source checksums, rule, chosen indices, file checksums) and the licence notes.
 """
 import argparse, io, json, zipfile
@@ -33,7 +34,9 @@ resized to 64x64. It is dedicated to the public domain under CC0 1.0 Universal
 ====================================================
 
 fsdd_sample.npz holds 300 of the 3,000 recordings of the Free Spoken Digit Dataset v1.0.10 (takes 0-1 and 5-7
-of every speaker and digit, samples unchanged), made by tools/make_data_samples.py.
+of every speaker and digit), made by tools/make_data_samples.py. Changes: the WAV files were converted into one
+NumPy archive (the 16-bit samples of all clips concatenated, bit-identical to the recordings, with offsets, digit,
+speaker, take and file name of each clip); nothing else was altered.
 Free Spoken Digit Dataset: Zohar Jackson, Cesar Souza, Jason Flaks, Yuxin Pan, Hereman Nicolas and Adhish Thite,
 https://github.com/Jakobovski/free-spoken-digit-dataset .
 It is licensed under the Creative Commons Attribution-ShareAlike 4.0 International licence (CC BY-SA 4.0,
@@ -47,6 +50,7 @@ def write_npz(path: Path, arrays: dict):
             buf = io.BytesIO(); np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
             info = zipfile.ZipInfo(f'{k}.npy', date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_LZMA
+            info.create_system, info.external_attr = 3, 0   # fixed (the Unix defaults), or they would follow the platform
             z.writestr(info, buf.getvalue())
 
 def verified(path: Path, sha: str) -> Path:
