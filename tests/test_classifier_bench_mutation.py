@@ -490,7 +490,8 @@ class FakeBench:
         monkeypatch.setattr(bd, 'make_model', lambda quick: nn.Linear(10, 10 if quick else 20))
         self.course_ips = course
 
-    def data(self, split='train', data_dir=None):
+    def data(self, split='train', data_dir=None, allow_sample=None):
+        assert isinstance(allow_sample, bool)   # `--quick`, never None (a full run never takes the sample)
         self.calls.append(('data', split, data_dir))
         return torch.zeros(60_000, 28, 28, dtype=torch.uint8), torch.zeros(60_000, dtype=torch.long)
 

@@ -51,7 +51,8 @@ def _latent_stubs(bench, monkeypatch, tmp_path):
     lat = torch.arange(N_TRAIN*math.prod(LAT_SHAPE), dtype=torch.float32).reshape(N_TRAIN, *LAT_SHAPE)
     lat_test = -torch.ones(N_TEST, *LAT_SHAPE)
 
-    def load_image_set(source, data_dir, size, limit, seed):
+    def load_image_set(source, data_dir, size, limit, seed, allow_sample):
+        assert isinstance(allow_sample, bool)   # `--quick`, never None (a full run never takes the sample)
         log.append(('load', dict(source=source, size=size, limit=limit, seed=seed))); return imset
     def train_image_classifier(im, epochs, nfs, seed, progress):
         log.append(('clf', dict(epochs=epochs, nfs=nfs, seed=seed))); return 'clf', 0.75
@@ -309,7 +310,8 @@ class FakeClock:
 def _audio_stubs(bench, monkeypatch, tmp_path):
     log, snaps = [], []
     n_samples = 16
-    def load_fsdd(split, data_dir):
+    def load_fsdd(split, data_dir, allow_sample):
+        assert isinstance(allow_sample, bool)   # `--quick`, never None (a full run never takes the sample)
         log.append(('load', split)); return SimpleNamespace(waves=[torch.ones(5 + i) for i in range(60)])
     class Spec:
         sample_rate = 8000
@@ -322,7 +324,8 @@ def _audio_stubs(bench, monkeypatch, tmp_path):
     class DL:
         def __init__(self, n): self.dataset_len = n
     dls = SimpleNamespace(train=DL(20), valid=DL(7))
-    def fsdd_dls(bs, spec, data_dir, limit, seed):
+    def fsdd_dls(bs, spec, data_dir, limit, seed, allow_sample):
+        assert isinstance(allow_sample, bool)
         log.append(('dls', dict(bs=bs, limit=limit, seed=seed))); return dls
     def all_items(dl):
         log.append(('all_items', dl)); return (train_x, train_y) if dl is dls.train else (torch.zeros(7, 1, 2, 2), torch.zeros(7))

@@ -319,7 +319,7 @@ def bench_run(bench, monkeypatch, tmp_path):
     class Split:  # a Hugging Face split of 64 images, without importing `datasets`
         tfm = None
         def with_transform(self, tfm): s = Split(); s.tfm = tfm; return s
-    def fake_dd(data_dir=None): calls['dd'].append(data_dir); return {'train': Split(), 'test': Split()}
+    def fake_dd(data_dir=None, allow_sample=None): assert allow_sample is False; calls['dd'].append(data_dir); return {'train': Split(), 'test': Split()}
     class FakeDLs:
         @staticmethod
         def from_dd(dd, bs, **kw):
