@@ -268,7 +268,6 @@ def test_fashion_image_eval_missing_classifier_explains(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'FID needs the trained.*nbs/04_resnet.ipynb.*bench/train_classifier.py'):
         fashion_image_eval(tmp_path/'nope.safetensors')
 
-@needs_data
 def test_fashion_fid_images_caps_n_only_for_the_sample(monkeypatch):
     "The shipped sample stands in for all of its 1,000 test images; the full set never caps a too-large `n`."
     import miniai.data as md
@@ -283,6 +282,7 @@ def test_fashion_fid_images_caps_n_only_for_the_sample(monkeypatch):
     with pytest.raises(ValueError, match=r'`n` must be in \[1, 10000\], got 20000'): fashion_fid_images('test', n=20_000)
 
 
+@needs_data
 def test_fashion_fid_images_convention():
     from miniai.data import fashion_mnist_arrays
     u8 = fashion_mnist_arrays('test')[0]
