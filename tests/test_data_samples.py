@@ -1,10 +1,12 @@
-"The samples shipped in miniai/assets (tools/make_data_samples.py): exact excerpts of the full files, reproducible bytes."
+"The samples shipped in miniai/assets (tools/make_data_samples.py): excerpts of the full files (clothing shrunk to 32x32), reproducible bytes."
 import json, os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
+import torch
 import miniai.data as md
 from miniai.data import DATA_SAMPLES_MANIFEST, CorruptDataError, sha256_file, shipped_sample
+from miniai.images import resize_images
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ['MINIAI_DATA']) if os.environ.get('MINIAI_DATA') else None
@@ -35,7 +37,9 @@ def test_samples_are_exact_excerpts_of_the_full_files():
     man = manifest()
     with np.load(DATA/FULL['clothing64_sample.npz']) as full, np.load(shipped_sample('clothing64_sample.npz')) as s:
         idx = np.array(man['clothing64_sample.npz']['indices'])
-        for k in ('images', 'labels', 'image_id', 'kids', 'sender_id'): assert np.array_equal(s[k], full[k][idx])
+        for k in ('labels', 'image_id', 'kids', 'sender_id'): assert np.array_equal(s[k], full[k][idx])
+        small = resize_images(torch.from_numpy(full['images'][idx]).permute(0, 3, 1, 2).contiguous(), 32)
+        assert s['images'].shape == (len(idx), 32, 32, 3) and np.array_equal(s['images'], small.permute(0, 2, 3, 1).numpy())
         assert np.array_equal(s['class_names'], full['class_names'])
     with np.load(DATA/FULL['fsdd_sample.npz']) as full, np.load(shipped_sample('fsdd_sample.npz')) as s:
         idx, off, so = np.array(man['fsdd_sample.npz']['indices']), full['offsets'], s['offsets']

@@ -320,11 +320,11 @@ def test_load_image_set_checks_limit_and_size_first(tmp_path, monkeypatch):
 
 
 def test_shipped_clothing_sample_and_the_quick_fallback(tmp_path, monkeypatch, capsys):
-    "The shipped sample holds all 20 classes at 64x64; quick mode falls back to it only when no `data_dir` is given."
+    "The shipped sample holds all 20 classes at 32x32; quick mode falls back to it only when no `data_dir` is given."
     monkeypatch.delenv('MINIAI_DATA', raising=False)
     monkeypatch.setattr(md, '_sample_noted', set())
     s = load_image_set('clothing64', sample=True)
-    assert (len(s.train_y) + len(s.test_y), s.shape, len(s.class_names)) == (329, (3, 64, 64), 20)
+    assert (len(s.train_y) + len(s.test_y), s.shape, len(s.class_names)) == (329, (3, 32, 32), 20)
     assert set(torch.cat([s.train_y, s.test_y]).tolist()) == set(range(20)) and capsys.readouterr().out == ''
     monkeypatch.setenv('MINIAI_QUICK', '1')
     q = load_image_set('clothing64', size=16, limit=(100, 30))

@@ -6,7 +6,8 @@ DATA_DIR holds `rgb64/clothing64.npz` and `fsdd/fsdd_v1.0.10.npz` (the layout of
 checksums are verified. The samples let quick mode (and a fork's CI, which has no data) run every notebook when the
 full sets are found nowhere; they are too small for any measurement.
 - `clothing64_sample.npz`: every 17th image of each class (positions 0, 17, 34... within the class, in file order),
-  all keys of the original kept for those rows, 64x64 unchanged (329 images).
+  all keys of the original kept for those rows (329 images), shrunk to 32x32 by `miniai.images.resize_images`, the
+  size and the function of every quick run (at 64x64 it would not fit beside the full set in a GPU lease's carry).
 - `fsdd_sample.npz`: takes 0-1 (official test split) and 5-7 (train) of every speaker and digit: 120 test + 180
   train clips, bit-identical samples, the original's keys (offsets recomputed).
 Both are written as LZMA zip members with fixed timestamps and attributes, so the output is byte-for-byte
@@ -16,17 +17,19 @@ reproducible (with the same NumPy and liblzma versions), plus
 import argparse, io, json, zipfile
 from pathlib import Path
 import numpy as np
+import torch
 from miniai.audio import FSDD_FILE, FSDD_SHA256
 from miniai.data import DATA_SAMPLES_MANIFEST, sha256_file
+from miniai.images import resize_images
 
 CLOTHING_SHA256 = '47295eb332c6cc116d9f39970e1251a391c54979dbf383705e5e4834e5bc7fea'
-CLOTHING_STEP, FSDD_TRAIN_TAKES, FSDD_TEST_TAKES = 17, (5, 6, 7), (0, 1)
+CLOTHING_STEP, CLOTHING_SIZE, FSDD_TRAIN_TAKES, FSDD_TEST_TAKES = 17, 32, (5, 6, 7), (0, 1)
 
 LICENSES = {'LICENSE-clothing64.txt': """clothing64 sample shipped with miniai
 =====================================
 
 clothing64_sample.npz holds 329 of the 5,398 64x64 photos of clothing in clothing64.npz (every 17th image
-of each class), made by tools/make_data_samples.py. The photos come from the clothing dataset by Alexey Grigorev
+of each class), shrunk to 32x32, made by tools/make_data_samples.py. The photos come from the clothing dataset by Alexey Grigorev
 and contributors, https://github.com/alexeygrigorev/clothing-dataset (commit 7ed86a9), centre-cropped and
 resized to 64x64. It is dedicated to the public domain under CC0 1.0 Universal
 (https://creativecommons.org/publicdomain/zero/1.0/); credit is given here although it is not required.
@@ -62,8 +65,11 @@ def clothing_sample(src: Path) -> tuple[dict, list[int]]:
     with np.load(src) as d: a = {k: d[k] for k in d.files}
     idx = np.sort(np.concatenate([np.flatnonzero(a['labels'] == c)[::CLOTHING_STEP] for c in np.unique(a['labels'])]))
     out = {k: (v[idx] if v.ndim and len(v) == len(a['labels']) else v) for k, v in a.items() if k != 'source'}
+    small = resize_images(torch.from_numpy(out['images']).permute(0, 3, 1, 2).contiguous(), CLOTHING_SIZE)
+    out['images'] = small.permute(0, 2, 3, 1).contiguous().numpy()   # (N, 32, 32, 3) uint8, HWC as in the original
     out['source'] = np.array(json.dumps({'sample_of': json.loads(str(a['source'])),
-                                         'rule': f'every {CLOTHING_STEP}th image of each class, in file order'}))
+                                         'rule': f'every {CLOTHING_STEP}th image of each class, in file order, '
+                                                 f'shrunk to {CLOTHING_SIZE}x{CLOTHING_SIZE} by miniai.images.resize_images'}))
     return out, idx.tolist()
 
 def fsdd_sample(src: Path) -> tuple[dict, list[int]]:
@@ -92,7 +98,8 @@ def main():
         man[name] = {'source': src.name, 'source_sha256': sha, 'licence': lic, 'n': len(idx), 'indices': idx,
                      'sha256': sha256_file(out/name)}
         print(f"wrote {out/name}: {len(idx)} items, {(out/name).stat().st_size/1e6:.2f} MB")
-    man['clothing64_sample.npz']['rule'] = f'every {CLOTHING_STEP}th image of each class (positions 0, {CLOTHING_STEP}, ... in file order)'
+    man['clothing64_sample.npz']['rule'] = (f'every {CLOTHING_STEP}th image of each class (positions 0, {CLOTHING_STEP}, ... '
+                                            f'in file order), shrunk to {CLOTHING_SIZE}x{CLOTHING_SIZE}')
     man['fsdd_sample.npz']['rule'] = f'takes {FSDD_TEST_TAKES} (test) and {FSDD_TRAIN_TAKES} (train) of every speaker and digit'
     (out/DATA_SAMPLES_MANIFEST).write_text(json.dumps(man, indent=1) + '\n')
     for n, text in LICENSES.items(): (out/n).write_text(text)
