@@ -15,9 +15,9 @@ from torch import Tensor
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import atomic_write, check_int, default_device, is_quick, load_hub_dataset
+from .core import atomic_write, check_int, default_device, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
-                         check_limit, note_sample_fallback, sha256_file, shipped_sample, show_images)
+                         check_limit, note_sample_fallback, sample_allowed, sha256_file, shipped_sample, show_images)
 
 # %% auto #0
 __all__ = ['FSDD_FILE', 'FSDD_SHA256', 'FSDD_RATE', 'DIGITS', 'FSDD_SAMPLE', 'fsdd_candidates', 'find_fsdd', 'AudioClips',
@@ -119,7 +119,7 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
     sample_rate = check_int(sample_rate, 'sample_rate', 1)   # samples per second
     if sample_rate != FSDD_RATE and not resample:
         raise ValueError(f"the FSDD is recorded at {FSDD_RATE} Hz, {sample_rate} Hz asked for: pass resample=True to resample it")
-    with np.load(find_fsdd(data_dir, sample, is_quick() if allow_sample is None else allow_sample)) as d:
+    with np.load(find_fsdd(data_dir, sample, sample_allowed(allow_sample))) as d:
         audio, off, labels, names, splits = d['audio'], d['offsets'], d['labels'], d['filenames'], d['split']
     keep = np.flatnonzero(splits == split) if split != 'all' else np.arange(len(labels))
     waves = [match_rate(torch.from_numpy(audio[off[i]:off[i+1]].astype(np.float32)/32768), FSDD_RATE, sample_rate)

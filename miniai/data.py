@@ -18,9 +18,9 @@ from .core import cache_dir, check_int, default_device, is_quick, load_hub_datas
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
            'SAMPLE_PREFIX', 'DATA_SAMPLES_MANIFEST', 'sha256_file', 'DataError', 'MissingDataError', 'CorruptDataError',
            'read_idx', 'write_idx', 'fashion_mnist_dirs', 'verify_files', 'find_fashion_mnist', 'balanced_indices',
-           'sample_manifest', 'shipped_sample', 'note_sample_fallback', 'fashion_mnist_arrays', 'cached_dataset',
-           'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist', 'load_fashion_mnist_sample', 'subplots',
-           'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict', 'DataLoaders', 'check_limit',
+           'sample_manifest', 'shipped_sample', 'sample_allowed', 'note_sample_fallback', 'fashion_mnist_arrays',
+           'cached_dataset', 'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist', 'load_fashion_mnist_sample',
+           'subplots', 'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict', 'DataLoaders', 'check_limit',
            'fashion_dls']
 
 # %% ../nbs/01_data.ipynb #be3717f2
@@ -197,6 +197,11 @@ def shipped_sample(file: str, # 'clothing64_sample.npz' or 'fsdd_sample.npz'
         raise CorruptDataError(f"{d/file}: SHA-256 is {got}, expected {man[file]['sha256']}: the installed miniai is damaged")
     return d/file
 
+def sample_allowed(allow_sample: bool | None, # a loader's `allow_sample` argument
+                  ) -> bool:
+    "Whether a loader may fall back to a shipped sample: `allow_sample` itself, or quick mode when it is None (the default)."
+    return is_quick() if allow_sample is None else bool(allow_sample)
+
 _sample_noted: set[str] = set()   # data sets whose fallback note was printed
 def note_sample_fallback(name: str = 'Fashion-MNIST',  # the data set
                           what: str = 'the 3,000-image sample shipped with miniai',  # what stands in for it
@@ -240,7 +245,7 @@ def fashion_mnist_arrays(split: str = 'train',       # 'train' (60,000 images) o
         return _to_tensors(x, y)
     try: dd = _hub_or_raise(tried)
     except MissingDataError:
-        if not (is_quick() if allow_sample is None else allow_sample): raise
+        if not sample_allowed(allow_sample): raise
         note_sample_fallback()
         return _to_tensors(*_sample_arrays(split))
     return _to_tensors(*_arrays_from_hf(dd[split]))
@@ -320,7 +325,7 @@ def load_fashion_mnist(data_dir: str | Path | None = None, # a folder with the 4
     if folder is None:
         try: return _hub_or_raise(tried)
         except MissingDataError:
-            if not (is_quick() if allow_sample is None else allow_sample): raise
+            if not sample_allowed(allow_sample): raise
             note_sample_fallback()
             return load_fashion_mnist_sample()
     key = hashlib.sha256(''.join(FASHION_SHA256[n] for n in sorted(FASHION_SHA256)).encode()).hexdigest()[:16]

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
-from .core import check_int, check_shape, default_device, is_quick, load_hub_dataset, set_seed
+from .core import check_int, check_shape, default_device, load_hub_dataset, set_seed
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit,
-                         note_sample_fallback, shipped_sample)
+                         note_sample_fallback, sample_allowed, shipped_sample)
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .models.layers import Dropout, Dropout2d, GeneralRelu, LayerLike, check_dropout_p, init_weights
@@ -268,7 +268,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
             raise ValueError(f"`sample=True` needs a named set with a shipped sample ({', '.join(IMAGE_SAMPLES)}), got {source!r}")
         s = _from_npz(shipped_sample(IMAGE_SAMPLES[source]), test_frac, seed)
     elif isinstance(source, str) and source in IMAGE_SETS:
-        s = _from_npz(_find_named(source, data_dir, is_quick() if allow_sample is None else allow_sample), test_frac, seed)
+        s = _from_npz(_find_named(source, data_dir, sample_allowed(allow_sample)), test_frac, seed)
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):
         p = Path(source).expanduser()
