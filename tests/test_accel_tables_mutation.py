@@ -194,7 +194,7 @@ def test_render_environment_quick_banner_and_empty_figures(rt, tmp_path):
     md = rt.render(tmp_path)
     assert 'Measured on: device cpu\n' in md and 'gpu None' not in md
     assert md.count('**Quick mode: these figures only show that the command runs.**') == 1
-    cl = md.split('### ')[1]
+    cl = md.split('### ')[2]   # (after the targets)
     assert 'Quick mode' in cl and '`extra`' not in cl and '|' not in cl and '- n: 3' in cl and '- quick' not in cl
     assert '| seconds | value |\n|---|---|\n| reference | 1.5 |' in md
 
@@ -212,7 +212,7 @@ def test_render_keeps_the_section_order_and_headings(rt, tmp_path):
     md = rt.render(tmp_path)
     assert md.startswith(rt.START + '\n') and md.endswith('\n' + rt.END)
     heads = [l for l in md.splitlines() if l.startswith('### ')]
-    assert heads == [f'### {w} (`results/{n}`)' for n, w, _ in rt.SOURCES]
+    assert heads == ['### Targets of the issues'] + [f'### {w} (`results/{n}`)' for n, w, _ in rt.SOURCES]
     assert md.count('Command: `') == len(rt.SOURCES)
 
 

@@ -47,7 +47,7 @@ def test_render_spreads_nested_scores_into_columns_and_keeps_pipes_in_their_cell
     assert '| model | sampler | steps | nfe | scores 10000 fid | scores 10000 kid | scores 10000 n | kwargs eta |' in md
     assert '| karras | heun | 20 | 39 | 4.25 | 0.003 | 10000 |  |' in md and '| 5.5 | 0.004 | 10000 | 0.5 |' in md
     assert '| cosine\\|ddim\\|100\\|2048 | cosine | 3.5 |' in md
-    assert '`floor`:\n\n| n | fid_mean |\n|---|---|\n| 2048 | 0.6 |' in md   # the lists of single draws stay out
+    assert '`floor`:\n\n| n | fid_mean | fids |\n|---|---|---|\n| 2048 | 0.6 | [0.6, 0.6] |' in md   # the single draws, in one cell
     assert '[`results/karras_fid.md`](results/karras_fid.md)' in md and '[`results/ddpm_fid.md`]' not in md
 
 
@@ -58,3 +58,82 @@ def test_render_lists_the_tables_a_table_replaced(rt, tmp_path):
     md = rt.render(tmp_path)
     assert 'Replaces these tables, set aside' in md and '| file | reason | feature_model_sha256 |' in md
     assert '| results/superseded/unet_fid-20270101T000000Z.json | another FID feature network |' in md
+
+
+def _targets(rt, tmp_path, files: dict) -> dict:
+    "The targets table for `files` ({name: json}) as {target text: (measured, verdict)}."
+    for name, d in files.items(): (tmp_path/name).write_text(json.dumps(d))
+    rows = [l.split(' | ') for l in rt.targets_markdown(tmp_path) if l.startswith('| ') and not l.startswith('| issue')]
+    return {r[1]: (r[2], r[3].rstrip(' |')) for r in rows}
+
+
+def _ddpm(cos, course, floor, ema=None, raw=None):
+    row = lambda m, fid, n: (f'{m}|ddim|100|{n}', dict(model=m, sampler='ddim', steps=100, n=n, fid=fid))
+    rows = dict([row('cosine', cos, 2048), row('cosine (course x0 clamp 1.5)', course, 2048), row('cosine (no EMA)', 1., 2048),
+                 row('linear', 0.5, 2048)] + ([row('cosine', ema, 10_000), row('cosine (no EMA)', raw, 10_000)] if ema else []))
+    return dict(quick=False, rows=rows, floor=[dict(n=2048, fid_mean=floor), dict(n=10_000, fid_mean=1.)])
+
+
+def test_targets_cosine_fid_is_judged_by_fid_over_floor_against_the_courses_range(rt, tmp_path):
+    "3.1 over the course's floors (1.905, 2.574) is 1.20 to 1.63: met below, not met above, unclear between; the best cosine row counts."
+    cos = "cosine DDIM-100 at or below the course's 3.1 (2,048 samples; by FID / floor)"
+    verdict = lambda *a: _targets(rt, tmp_path, {'ddpm_fid.json': _ddpm(*a)})[cos][1]
+    assert verdict(35., 40., 30.) == 'met'                 # 1.17 (the raw weights' 1/30 and linear's never count)
+    assert verdict(40., 35., 30.) == 'met'                 # the course-clamp row is the better one
+    assert verdict(40., 45., 30.) == 'unclear'             # 1.33
+    assert verdict(49.5, 50., 30.) == 'not met'            # 1.65
+    got = _targets(rt, tmp_path, {'ddpm_fid.json': _ddpm(35., 40., 30., ema=3., raw=4.)})
+    assert got['show when the EMA helps'] == ('cosine DDIM-100, 10,000 samples: FID 3.000 with the EMA weights, 4.000 with the raw '
+                                              'ones (the EMA helps)', 'measured (no threshold)')
+    assert 'the EMA does not help' in _targets(rt, tmp_path, {'ddpm_fid.json': _ddpm(35., 40., 30., ema=4., raw=3.)})['show when the EMA helps'][0]
+
+
+def test_targets_karras_and_guidance_and_speed(rt, tmp_path):
+    kr = lambda model, sampler, steps, nfe, fid, **kw: dict(model=model, sampler=sampler, steps=steps, nfe=nfe, kwargs=kw,
+                                                             scores={'2048': dict(fid=fid)})
+    karras = dict(config=dict(karras=dict(quick=False)), rows=[kr('reals', 'train images', 0, 0, 30.), kr('karras', 'heun', 50, 99, 48.),
+                  kr('karras', 'lms', 20, 20, 50.), kr('cosine', 'ddim', 100, 99, 30., eta=1.)])
+    guid = dict(config=dict(train=dict(quick=False)), guidance=[dict(scale=s, accuracy=dict(overall=a)) for s, a in ((0., .6), (1., .97), (2., .95), (3., .94))])
+    got = _targets(rt, tmp_path, {'karras_fid.json': karras, 'unet_fid.json': guid,
+                                  'bench_ddpm.json': dict(quick=False, ratio_vs_course_style={'eager': 1.2, 'compiled': 2.1})})
+    table = got["beat the course's Karras table (LMS-20: 5.06 over reals 2.57; by FID / floor)"]
+    assert table[1] == 'met' and 'karras heun 50 steps, 99 NFE, FID / floor 1.60' in table[0]   # the cosine row is not the Karras table's
+    low = got["at <= 20 NFE, the course's best FID at any NFE (cosine DDIM-100, 3.1; by FID / floor)"]
+    assert low[1] == 'not met' and 'karras lms 20 steps, 20 NFE, FID / floor 1.67' in low[0]
+    assert got['class accuracy of guided samples >= 95% (w > 1)'][1] == 'met'   # w=2; w=1 (plain conditional) does not count
+    guid['guidance'][2]['accuracy']['overall'] = .949
+    assert _targets(rt, tmp_path, {'unet_fid.json': guid})['class accuracy of guided samples >= 95% (w > 1)'][1] == 'not met'
+    assert got['miniai >= 2x the training images/s of the course-style loop'] == ('eager: 1.20x; compiled: 2.10x', 'met')
+
+
+def test_targets_not_measured_quick_and_time_capped(rt, tmp_path):
+    "A missing file is 'not measured'; a quick file gets no verdict; a time-capped run says how many epochs it trained."
+    latent = dict(quick=False, time_budget=dict(planned=dict(vae_epochs=100, epochs=200), vae_epochs=40, epochs=80),
+                  fid=[dict(images='latent diffusion samples', n=810, fid=12.5)])
+    got = _targets(rt, tmp_path, {'latent_fid.json': latent, 'karras_fid.json': dict(config=dict(karras=dict(quick=True)),
+                   rows=[dict(model='reals', scores={'2048': dict(fid=2.)}), dict(model='karras', sampler='lms', steps=2, nfe=2, kwargs={}, scores={'2048': dict(fid=2.)})])})
+    lat = got['VAE reconstructions, latent and pixel diffusion FID']
+    assert 'latent diffusion samples: FID 12.50 (810 images)' in lat[0] and '**Time-capped: trained vae_epochs 40 of 100, epochs 80 of 200.**' in lat[0]
+    assert got["beat the course's Karras table (LMS-20: 5.06 over reals 2.57; by FID / floor)"][1] == 'quick mode: no verdict'
+    assert got['EmbUNetModel with and without attention vs diffusers'] == ('-', 'not measured (`results/unet_fid.json`)')
+    assert len(got) == len(rt.TARGETS)
+
+
+def test_render_shows_every_list_of_rows_and_mixed_dicts(rt, tmp_path):
+    "latent_fid's `fid` rows, audio's per-digit accuracies and its `round_trip` (figures beside a count) reach the README."
+    (tmp_path/'latent_fid.json').write_text(json.dumps(dict(fid=[dict(images='latent diffusion samples', n=810, fid=12.5)],
+                                                            run_log=[dict(command='x')])))
+    (tmp_path/'audio.json').write_text(json.dumps(dict(round_trip={'32 GL iterations': dict(lsd_db=5.4), 'n_clips': 300},
+                                                       scores={'w=3': dict(fid=2.5, per_digit_heard=[1., 0.5])})))
+    md = rt.render(tmp_path)
+    assert '`fid`:\n\n| images | n | fid |\n|---|---|---|\n| latent diffusion samples | 810 | 12.5 |' in md and '`run_log`' not in md
+    assert '| round_trip | value |\n|---|---|\n| 32 GL iterations lsd_db | 5.4 |\n| n_clips | 300 |' in md
+    assert '|  | fid | per_digit_heard |\n|---|---|---|\n| w=3 | 2.5 | [1, 0.5] |' in md
+
+
+def test_targets_of_a_file_of_another_layout_say_so_and_the_rest_renders(rt, tmp_path):
+    got = _targets(rt, tmp_path, {'bench_ddpm.json': dict(ratio_vs_course_style={'eager': 'fast'}),
+                                  'classifier.json': dict(runs=[dict(epochs=5, test_accuracy=0.94)])})
+    measured, verdict = got['miniai >= 2x the training images/s of the course-style loop']
+    assert verdict == 'unknown' and measured.startswith('cannot read it: ValueError')
+    assert got['classifier >= 93.2% test accuracy in 5 epochs'] == ('94.00% test accuracy after 5 epochs', 'met')

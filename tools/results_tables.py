@@ -28,16 +28,19 @@ SOURCES = [  # (results file, what it measures, the command that writes it)
     ('ddp_demo.json', 'distributed training demo', 'torchrun --standalone --nproc_per_node=gpu tools/train_ddp_demo.py --full --out runs/ddp --results results/ddp_demo.json'),
 ]
 
+UNRENDERED = {'run_log'}   # top-level lists left out: which commands wrote the file (each row names its run)
+
 
 def _fmt(v):
     if isinstance(v, float): return f'{v:,.0f}' if abs(v) >= 1000 else f'{v:.4g}'
+    if _short_list(v): return '[' + ', '.join(_fmt(x) for x in v) + ']'
     if isinstance(v, (list, dict)): v = json.dumps(v)[:60]
     return str(v).replace('|', '\\|')   # a key such as 'cosine|ddim|100|2048' stays in one cell
 
 
-def _plain(v) -> bool:
-    "A scalar, or a list of scalars (one table cell)."
-    return not isinstance(v, dict) and not (isinstance(v, list) and any(isinstance(x, (list, dict)) for x in v))
+def _short_list(v) -> bool:
+    "A list of at most 10 scalars (per-digit accuracies, a [min, max] spread): one cell. Longer lists (loss curves) stay out."
+    return isinstance(v, list) and 0 < len(v) <= 10 and not any(isinstance(x, (list, dict)) for x in v)
 
 
 def _flat(row: dict, prefix: str = '') -> dict:
@@ -52,15 +55,213 @@ def _flat(row: dict, prefix: str = '') -> dict:
 def _table(rows: list) -> list[str]:
     rows = [_flat(r) for r in rows if isinstance(r, dict)]
     if not rows: return []
-    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, list)))   # (`_flat` left no dicts)
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, list) or _short_list(v)))
     return ['| ' + ' | '.join(keys) + ' |', '|' + '---|'*len(keys)] + \
            ['| ' + ' | '.join(_fmt(r.get(k, '')) for k in keys) + ' |' for r in rows]
+
+
+# ---- the issues' targets, checked against the measured files ---------------------------------------------------
+# The course's figures (../shared/spec/reference_numbers.md; 2,048 samples). An FID depends on the feature network, so
+# a target set by one of the course's FIDs is checked as FID / real-image floor (the reals' FID at the same count).
+COURSE_FLOORS_2048 = (1.905, 2.574)   # the course's reals at 2,048: 20_DDIM, 23_karras
+COURSE_COSINE_BEST = 3.100            # 22_cosine, DDIM-100 (rerun; 3.292 the first time)
+COURSE_LMS20 = (5.061, 2.574)         # 23_karras: LMS-20 and its reals, the same notebook
+MET, NOT_MET, UNCLEAR, INFO = 'met', 'not met', 'unclear', 'measured (no threshold)'
+
+
+def _ratio_verdict(ratio: float, course_fid: float) -> str:
+    "Met if FID / floor beats the course's FID over the highest of its floors, not met if it is worse than over the lowest."
+    hi, lo = (course_fid/f for f in COURSE_FLOORS_2048)
+    return MET if ratio <= lo else NOT_MET if ratio > hi else UNCLEAR
+
+
+def _course_ratio(course_fid: float) -> str:
+    lo, hi = sorted(course_fid/f for f in COURSE_FLOORS_2048)
+    return f"{lo:.2f} to {hi:.2f}"
+
+
+def _ddpm_rows(d: dict, n: int) -> tuple[dict, float | None]:
+    "ddpm_fid's rows at `n` samples by (model, sampler, steps), and its floor at `n`."
+    rows = {(r.get('model'), r.get('sampler'), r.get('steps')): r for r in d.get('rows', {}).values() if r.get('n') == n}
+    return rows, next((f['fid_mean'] for f in d.get('floor') or [] if f['n'] == n), None)
+
+
+def _karras_fid(r: dict, n: int) -> float | None:
+    s = r.get('scores', {}).get(str(n))
+    return s and s['fid']
+
+
+def t_classifier(epochs: int, goal: float):
+    def check(d):
+        run = next((r for r in d.get('runs', []) if r.get('epochs') == epochs), None)
+        if run is None: return None
+        acc = run['test_accuracy']
+        return f"{acc:.2%} test accuracy after {epochs} epochs", MET if acc >= goal else NOT_MET
+    return check
+
+
+def t_ema_helps(d):
+    rows, _ = _ddpm_rows(d, 10_000)
+    ema, raw = rows.get(('cosine', 'ddim', 100)), rows.get(('cosine (no EMA)', 'ddim', 100))
+    if not (ema and raw): return None
+    return (f"cosine DDIM-100, 10,000 samples: FID {ema['fid']:.3f} with the EMA weights, {raw['fid']:.3f} with the raw ones "
+            f"({'the EMA helps' if ema['fid'] < raw['fid'] else 'the EMA does not help'})", INFO)
+
+
+def t_ema_cost(d):
+    cost = d.get('ema_cost_pct_vs_bfloat16', {})
+    ips = d.get('images_per_s', {})
+    if 'bfloat16 + EMA (foreach)' not in cost: return None
+    return (f"bf16 {ips.get('bfloat16', float('nan')):,.0f} images/s; with the EMA (foreach) "
+            f"{ips['bfloat16 + EMA (foreach)']:,.0f} ({cost['bfloat16 + EMA (foreach)']:+.1f}% cost); "
+            f"per-parameter loop {cost.get('bfloat16 + EMA (Python loop)', float('nan')):+.1f}%", INFO)
+
+
+def t_speed(d):
+    ratios = d.get('ratio_vs_course_style')
+    if not ratios: return None
+    best = max(ratios, key=ratios.get)
+    return ('; '.join(f"{k}: {v:.2f}x" for k, v in ratios.items()), MET if ratios[best] >= 2 else NOT_MET)
+
+
+def t_cosine(d):
+    rows, floor = _ddpm_rows(d, 2048)
+    cands = {m: r for (m, smp, st), r in rows.items() if m.startswith('cosine') and 'no EMA' not in m and st == 100}
+    if not cands or not floor: return None
+    best = min(cands, key=lambda m: cands[m]['fid'])
+    ratio = cands[best]['fid']/floor
+    txt = '; '.join(f"{m}: FID {r['fid']:.3f}, FID / floor {r['fid']/floor:.2f}" for m, r in cands.items())
+    return f"{txt} (floor {floor:.3f}); the course's 3.1 is {_course_ratio(COURSE_COSINE_BEST)} over its floors", _ratio_verdict(ratio, COURSE_COSINE_BEST)
+
+
+def _karras_best(d, keep):
+    reals = next((r for r in d.get('rows', []) if r['model'] == 'reals'), None)
+    floor = reals and _karras_fid(reals, 2048)
+    rows = [r for r in d.get('rows', []) if r['model'] != 'reals' and keep(r) and _karras_fid(r, 2048) is not None]
+    if not rows or not floor: return None
+    best = min(rows, key=lambda r: _karras_fid(r, 2048))
+    return best, _karras_fid(best, 2048)/floor, floor
+
+
+def _name(r) -> str:
+    kw = ', '.join(f'{k} {v}' for k, v in (r.get('kwargs') or {}).items())
+    return f"{r['model']} {r['sampler']}{f' ({kw})' if kw else ''} {r['steps']} steps, {r['nfe']} NFE"
+
+
+def t_karras_table(d):
+    got = _karras_best(d, lambda r: r['model'].startswith('karras'))
+    if not got: return None
+    best, ratio, floor = got
+    course = COURSE_LMS20[0]/COURSE_LMS20[1]
+    return (f"best: {_name(best)}, FID / floor {ratio:.2f} (floor {floor:.3f}); the course's LMS-20: 5.06 / 2.57 = {course:.2f}",
+            MET if ratio < course else NOT_MET)
+
+
+def t_karras_20(d):
+    got = _karras_best(d, lambda r: r['nfe'] <= 20)
+    if not got: return None
+    best, ratio, _ = got
+    return (f"best at <= 20 NFE: {_name(best)}, FID / floor {ratio:.2f}; the course's 3.1 is {_course_ratio(COURSE_COSINE_BEST)}",
+            _ratio_verdict(ratio, COURSE_COSINE_BEST))
+
+
+def t_noise_level(d):
+    reals, rows = (d.get('reals') or {}).get('2048'), {r['sampler']: r for r in d.get('rows', [])}
+    if not reals or not rows: return None
+    txt = '; '.join(f"{k}: FID {r['scores']['2048']['fid']:.3f} ({r['scores']['2048']['fid']/reals['fid']:.2f} x floor)"
+                    for k, r in rows.items() if '2048' in r.get('scores', {}))
+    reg = d.get('train', {}).get('regressor', {})
+    if 'test_mse' in reg: txt += f"; regressor MSE {reg['test_mse']:.4f} (always 0: {reg.get('constant_0_mse', float('nan')):.3f})"
+    return txt + "; the course: 22.3 naive, 3.88 corrected, MSE 0.075", INFO
+
+
+def t_unets(d):
+    reals = (d.get('reals') or {}).get('scores', {}).get('10000')
+    rows = [r for r in d.get('rows', []) if '10000' in r.get('scores', {})]
+    if not rows or not reals: return None
+    return '; '.join(f"{r['model']}: FID {r['scores']['10000']['fid']:.3f} ({r['scores']['10000']['fid']/reals['fid']:.2f} x floor)"
+                     for r in rows) + ' (10,000 samples)', INFO
+
+
+def t_guidance(d):
+    rows = [r for r in d.get('guidance', []) if r['scale'] > 1]
+    if not rows: return None
+    best = max(rows, key=lambda r: r['accuracy']['overall'])
+    all_ = ', '.join(f"w={r['scale']:g}: {r['accuracy']['overall']:.1%}" for r in d['guidance'])
+    return f"best {best['accuracy']['overall']:.1%} at w={best['scale']:g} ({all_})", MET if best['accuracy']['overall'] >= 0.95 else NOT_MET
+
+
+def _budget(d) -> str:
+    "What a time-capped run says about the epochs it trained (a GPU lease's `--train-minutes`)."
+    tb = d.get('time_budget')
+    if not tb: return ''
+    planned = tb.get('planned', {})
+    cut = {k: (tb[k], planned[k]) for k in ('vae_epochs', 'epochs') if k in tb and k in planned and tb[k] < planned[k]}
+    return ' **Time-capped: trained ' + ', '.join(f'{k} {a} of {b}' for k, (a, b) in cut.items()) + '.**' if cut else ''
+
+
+def t_latent(d):
+    fids = d.get('fid') or []
+    if not fids: return None
+    return '; '.join(f"{r['images']}: FID {r['fid']:.2f}" for r in fids) + f" ({fids[0]['n']} images)" + _budget(d), INFO
+
+
+def t_audio(d):
+    sc = d.get('scores') or {}
+    if not sc: return None
+    part = lambda k, r: f"{k}: FID {r['fid']:.3g}" + (f", accuracy {r['accuracy']:.1%} (heard {r['accuracy_heard']:.1%})" if 'accuracy' in r else '')
+    clf = d.get('classifier', {}).get('test_accuracy')
+    return (f"classifier {clf:.1%} on test clips; " if clf is not None else '') + '; '.join(part(k, r) for k, r in sc.items()) + _budget(d), INFO
+
+
+TARGETS = [  # (issue, what it asks, results file, check(results) -> (measured, verdict) or None if not in the file yet)
+    (3, 'classifier >= 93.2% test accuracy in 5 epochs', 'classifier.json', t_classifier(5, 0.932)),
+    (3, 'classifier >= 94.5% test accuracy in 20 epochs', 'classifier.json', t_classifier(20, 0.945)),
+    (3, 'show when the EMA helps', 'ddpm_fid.json', t_ema_helps),
+    (3, "the EMA's cost in training images/s", 'ema_cost.json', t_ema_cost),
+    (4, 'miniai >= 2x the training images/s of the course-style loop', 'bench_ddpm.json', t_speed),
+    (4, "cosine DDIM-100 at or below the course's 3.1 (2,048 samples; by FID / floor)", 'ddpm_fid.json', t_cosine),
+    (5, "beat the course's Karras table (LMS-20: 5.06 over reals 2.57; by FID / floor)", 'karras_fid.json', t_karras_table),
+    (5, "at <= 20 NFE, the course's best FID at any NFE (cosine DDIM-100, 3.1; by FID / floor)", 'karras_fid.json', t_karras_20),
+    (5, 'noise-level prediction: naive vs corrected DDIM, the regressor', 'noise_level_fid.json', t_noise_level),
+    (6, 'EmbUNetModel with and without attention vs diffusers', 'unet_fid.json', t_unets),
+    (6, 'class accuracy of guided samples >= 95% (w > 1)', 'unet_fid.json', t_guidance),
+    (7, 'VAE reconstructions, latent and pixel diffusion FID', 'latent_fid.json', t_latent),
+    (8, "the digit classifier's accuracy on generated clips, FID", 'audio.json', t_audio),
+]
+
+
+def is_quick(d: dict) -> bool:
+    "Whether a results file comes from a quick run: `quick` at its top or in its `config` (some benches keep it per network)."
+    def find(x): return isinstance(x, dict) and (x.get('quick') is True or any(find(v) for v in x.values()))
+    return d.get('quick') is True or find(d.get('config'))
+
+
+def targets_markdown(results_dir: Path) -> list[str]:
+    "The table of the issues' targets: what each results file measured, and whether the target is met."
+    out = ['### Targets of the issues', '',
+           "Checked by `tools/results_tables.py` from the files below. An FID target set by one of the course's numbers is "
+           "checked as FID / floor (the real images' FID at the same sample count, under the same feature network): "
+           f"met if it beats the course's over the highest of the course's floors at 2,048 samples ({max(COURSE_FLOORS_2048)}), "
+           f"not met if worse than over the lowest ({min(COURSE_FLOORS_2048)}), unclear between. A quick-mode file gives no verdict.", '',
+           '| issue | target | measured | verdict |', '|---|---|---|---|']
+    for issue, what, name, check in TARGETS:
+        path = results_dir/name
+        d = json.loads(path.read_text()) if path.exists() else None
+        try: got = check(d) if d else None
+        except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:   # a file of another layout: say so, render the rest
+            got = (f'cannot read it: {type(e).__name__} {e}', 'unknown')
+        measured, verdict = got if got else ('-', f'not measured (`results/{name}`)')
+        if got and is_quick(d): verdict = 'quick mode: no verdict'
+        out.append(f"| {issue} | {what} | {_fmt(measured)} | {verdict} |")
+    return out + ['']
 
 
 def render(results_dir: Path = REPO/'results') -> str:
     "The markdown of the results section."
     out = [START, '', '## Measured results', '',
-           '_Generated by `python tools/results_tables.py` from the files in `results/`; do not edit by hand._', '']
+           '_Generated by `python tools/results_tables.py` from the files in `results/`; do not edit by hand._', '',
+           *targets_markdown(results_dir)]
     for name, what, cmd in SOURCES:
         path = results_dir/name
         out.append(f'### {what} (`results/{name}`)')
@@ -70,7 +271,7 @@ def render(results_dir: Path = REPO/'results') -> str:
         d = json.loads(path.read_text())
         env = d.get('environment') or {}
         if env: out += ['', 'Measured on: ' + ', '.join(f'{k} {v}' for k, v in env.items() if v is not None)]
-        if d.get('quick'): out += ['', '**Quick mode: these figures only show that the command runs.**']
+        if is_quick(d): out += ['', '**Quick mode: these figures only show that the command runs.**']
         scalars = {k: v for k, v in d.items() if not isinstance(v, (list, dict)) and k not in ('quick', 'table_markdown')}
         if scalars: out += [''] + [f'- {k}: {_fmt(v)}' for k, v in scalars.items()]
         for key, v in d.items():
@@ -80,12 +281,11 @@ def render(results_dir: Path = REPO/'results') -> str:
                 continue
             if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):   # {name: {figure: value}}
                 out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
-            elif isinstance(v, dict) and all(_plain(x) for x in v.values()):   # {name: value or [values]}, e.g. [min, max] spreads
-                cell = lambda x: '[' + ', '.join(_fmt(y) for y in x) + ']' if isinstance(x, list) else x
-                out += ['', *_table([{key: k, 'value': cell(x)} for k, x in v.items()])]
-            elif isinstance(v, list) and key in ('rows', 'runs', 'guidance', 'selection', 'floor', 'superseded'):
-                label = {'selection': '`selection`:', 'floor': '`floor`:',
-                         'superseded': 'Replaces these tables, set aside (`bench.benchkit.set_aside`):'}.get(key)
+            elif isinstance(v, dict):   # figures, perhaps nested or mixed with counts: one (key, value) row each
+                rows = [{key: k, 'value': x} for k, x in _flat(v).items() if not isinstance(x, list) or _short_list(x)]
+                out += ['', *_table(rows)]
+            elif isinstance(v, list) and key not in UNRENDERED:   # rows of figures (`rows`, `runs`, `fid`, `floor`, ...)
+                label = {'rows': None, 'runs': None, 'superseded': 'Replaces these tables, set aside (`bench.benchkit.set_aside`):'}.get(key, f'`{key}`:')
                 out += ['', *([label, ''] if label else []), *_table(v)]
         if path.with_suffix('.md').exists(): out += ['', f'The same figures as its script lays them out: [`results/{path.stem}.md`](results/{path.stem}.md).']
         out.append('')
