@@ -24,7 +24,7 @@ from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precisi
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
 from .fid import ImageEval, fashion_image_eval
-from .diffusion.ddpm import (as_generator, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
+from .diffusion.ddpm import (as_generator, check_clamp, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
                                    noisify_ddpm)
 from .diffusion.ddim import ddim_sample, ddim_timesteps
 from .diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
@@ -60,10 +60,12 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
                  eta: float = 1.,            # DDIM noise (1: DDPM-like)
                  quick: bool = False,        # the model was trained with `recipe(schedule, quick=True)`
                  guidance: float = 1.,       # classifier-free guidance scale for a class-conditional model (notebook 13)
+                 clamp: float | None = None, # bound of x0-hat in the family's data units (None: its data range, `recipe`'s value_range)
                 ) -> Callable:
     "A sampler `f(shape, generator, labels=None, progress=False) -> images in [-1, 1]` for a model of `schedule` (see `recipe`)."
     r = recipe(schedule, quick)
     hi = r['value_range'][1]
+    bound = hi if clamp is None else check_clamp(clamp)
     if method not in ('ddim', 'ddpm'): raise ValueError(f"`method` must be 'ddim' or 'ddpm', got {method!r}")
     n_classes = getattr(model, 'n_classes', None)
     if n_classes is None and guidance != 1:
@@ -71,17 +73,18 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
     if schedule == 'cosine':
         if method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
         cosine_timesteps(steps)   # refuses a bad `steps` now rather than at the first sample
-        f = lambda net, shape, g, p: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=hi, progress=p)
+        f = lambda net, shape, g, p: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=bound, progress=p)
     else:
         sched = linear_schedule(**r['linear'])
-        if method == 'ddpm': f = lambda net, shape, g, p: ddpm_sample(net, shape, sched, generator=g, clamp=hi, progress=p)
+        if method == 'ddpm': f = lambda net, shape, g, p: ddpm_sample(net, shape, sched, generator=g, clamp=bound, progress=p)
         else:
             ts = ddim_timesteps(sched.n_steps, steps)
-            f = lambda net, shape, g, p: ddim_sample(net, shape, ts, sched.abar[ts], eta=eta, generator=g, clamp=hi, progress=p)
+            f = lambda net, shape, g, p: ddim_sample(net, shape, ts, sched.abar[ts], eta=eta, generator=g, clamp=bound, progress=p)
     def sampler(shape, g=None, labels=None, progress=False):
         if labels is not None and n_classes is None: raise ValueError("`labels` given for an unconditional model")
         net = model if labels is None else GuidedModel(model, labels, guidance)  # no labels: the null class
-        return f(net, shape, g, progress) / hi
+        x = f(net, shape, g, progress) / hi
+        return x if bound <= hi else x.clamp(-1, 1)   # a looser x0-hat bound: clip the images
     return sampler
 
 def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False) -> int:
@@ -92,23 +95,23 @@ def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False) -> 
 def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `make_sampler`
                   n: int,              # number of images
                   bs: int = 512,       # images per sampler call
-                  seed: int = 0,       # seed of the one generator used for all batches
+                  seed: int | None = 0, # batch k draws from a generator seeded with seed + k (None: the global RNG)
                   device: str | torch.device | None = None, # where the sampler's model is (default `default_device()`)
                   img_shape: Sequence[int] = (1, 32, 32),
                   progress: bool = True,
                   labels: Tensor | None = None, # class of each image (n,), for a class-conditional sampler
                  ) -> Tensor:
-    "`n` images from `sampler` in batches of `bs`, reproducible from `seed` (for the same `bs`), on the CPU."
+    "`n` images from `sampler` in batches of `bs` (batch k seeded with `seed + k`), reproducible for the same `bs`, on the CPU."
     if n < 1 or bs < 1: raise ValueError(f"`n` and `bs` must be >= 1, got n={n}, bs={bs}")
     # one batch: a bar over its denoising steps, if the sampler can show one; several: a bar over the batches
     steps_bar = progress and n <= bs and 'progress' in inspect.signature(sampler).parameters
     kw = dict(progress=True) if steps_bar else {}
     if labels is not None and len(labels) != n: raise ValueError(f"`labels` has {len(labels)} entries for {n} images")
     device = torch.device(device or default_device())
-    g = as_generator(seed, device)
     if labels is not None: labels = torch.as_tensor(labels).to(device)
-    out = [sampler((min(bs, n - i), *img_shape), g, None if labels is None else labels[i:i + bs], **kw).float().cpu()
-           for i in tqdm(range(0, n, bs), disable=not progress or steps_bar, desc=f'sampling {n} images')]
+    out = [sampler((min(bs, n - i), *img_shape), as_generator(None if seed is None else seed + k, device),
+                   None if labels is None else labels[i:i + bs], **kw).float().cpu()
+           for k, i in enumerate(tqdm(range(0, n, bs), disable=not progress or steps_bar, desc=f'sampling {n} images'))]
     return torch.cat(out)
 
 def balanced_labels(n: int, n_classes: int = 10) -> Tensor:

@@ -207,11 +207,12 @@ def test_write_results_writes_the_json_and_the_markdown_beside_it(bk, tmp_path):
 # ---- bench/ddpm_fid.py
 
 def test_ddpm_plan_is_the_documented_set_of_draws(ddpm):
-    "Full size: DDPM 1000, linear DDIM 100/50/25, cosine DDIM 100/50, raw-weights DDIM 100; quick DDPM uses its 100-step schedule."
+    "Full size: DDPM 1000, linear DDIM 100/50/25, cosine DDIM 100/50, raw-weights and course-clamp DDIM 100; quick DDPM uses its 100-step schedule."
     full = ddpm.plan(ddpm.FULL, False)
     assert sorted(full) == sorted([('linear', 'ddpm', 1000), ('linear', 'ddim', 100), ('linear', 'ddim', 50), ('linear', 'ddim', 25),
-                                   ('cosine', 'ddim', 100), ('cosine', 'ddim', 50), ('cosine (no EMA)', 'ddim', 100)])
-    assert [s for *_, s in full] == [25, 50, 50, 100, 100, 100, 1000]
+                                   ('cosine', 'ddim', 100), ('cosine', 'ddim', 50), ('cosine (no EMA)', 'ddim', 100),
+                                   ('cosine (course x0 clamp 1.5)', 'ddim', 100)])
+    assert [s for *_, s in full] == [25, 50, 50, 100, 100, 100, 100, 1000]
     quick = ddpm.plan(ddpm.QUICK, True)
     assert ('linear', 'ddpm', 100) in quick and quick[-1] == ('linear', 'ddpm', 100)
 
@@ -262,7 +263,8 @@ def _fake_train(tmp_path, calls):
         calls.append(schedule); Path(out).mkdir(parents=True, exist_ok=True)
         m = dict(epochs=1, bs=8, lr=1e-3, train_seconds=1., train_images_per_s=8., wall_seconds=1., train_loss=[1.], valid_loss=[1.],
                  ema_decay=0.9, compile=None, params=2)
-        return dict(metrics=m, learn=SimpleNamespace(model=torch.nn.Linear(1, 1)))
+        ema = SimpleNamespace(n_updates=2950, decay=0.999, warmup=True)   # 25 epochs of 118 batches
+        return dict(metrics=m, learn=SimpleNamespace(model=torch.nn.Linear(1, 1)), ema=ema)
     return train
 
 
@@ -276,6 +278,7 @@ def test_ddpm_retraining_cosine_forgets_its_raw_weight_rows_too(ddpm, tmp_path, 
     (tmp_path/'r.json').write_text(json.dumps(dict(quick=True, epochs=1, rows=rows, models={})))
     res = ddpm.main(['--quick', '--work', str(tmp_path/'w'), '--out', str(tmp_path/'r'), '--models', 'cosine', '--train-only'])
     assert calls == ['cosine'] and sorted(res['rows']) == ['linear|ddim|10|32', 'linear|ddim|10|64']
+    assert res['models']['cosine']['ema_updates'] == 2950 and round(res['models']['cosine']['ema_last_decay'], 5) == 0.99696
     assert (tmp_path/'w'/'cosine'/'model_raw.safetensors').exists()
 
 
@@ -297,12 +300,15 @@ def test_ddpm_each_row_samples_its_own_weights_file_from_one_seed(ddpm, tmp_path
     monkeypatch.setattr(ddpm, 'weights_hash', lambda m: 'a'*64)
     def load(path, schedule, *a): loaded.setdefault(Path(path), []).append(schedule); return Path(path)
     monkeypatch.setattr(ddpm, 'load_model', load)
-    monkeypatch.setattr(ddpm, 'make_sampler', lambda model, schedule, sampler, steps, quick: (model, schedule))
+    clamps = {}
+    def sampler(model, schedule, sampler, steps, quick, clamp): clamps.setdefault(clamp, set()).add(Path(model)); return model, schedule
+    monkeypatch.setattr(ddpm, 'make_sampler', sampler)
     def sample(f, n, bs, seed, **kw): seeds.add(seed); return torch.zeros(n, 1, 2, 2)
     monkeypatch.setattr(ddpm, 'sample_images', sample)
     res = ddpm.main(['--quick', '--work', str(work), '--out', str(tmp_path/'r'), '--no-floor'])
     assert loaded == {work/'linear'/'model.safetensors': ['linear'], work/'cosine'/'model.safetensors': ['cosine'],
                       work/'cosine'/'model_raw.safetensors': ['cosine']}   # each loaded once, with its schedule
+    assert clamps == {None: set(loaded), 1.5: {work/'cosine'/'model.safetensors'}}   # the course's bound: the EMA weights, its row only
     assert seeds == {64} and len(res['rows']) == 2*len(ddpm.plan(ddpm.QUICK, True))
 
 

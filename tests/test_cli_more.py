@@ -157,6 +157,20 @@ def test_make_sampler_is_the_family_sampler(schedule, method, steps, eta, nfe):
     if eta == 0: assert not torch.equal(x, make_sampler(_Eps(), schedule, method, steps, eta=1., quick=True)(SHAPE, _g()))
 
 
+def test_make_sampler_clamp_option_is_the_bound_of_x0_hat_and_the_images_stay_in_range():
+    "`clamp=1.5` (the course's cosine bound) samples as `cosine_ddim_sample(clamp=1.5)`, then clips the images to [-1, 1]."
+    class _Mild:   # x0-hat between the data range (0.5) and the course's bound (1.5)
+        def __call__(self, x, t): return torch.full_like(x, -0.5)
+    x = make_sampler(_Mild(), 'cosine', 'ddim', 5, quick=True, clamp=1.5)(SHAPE, _g())
+    raw = cosine_ddim_sample(_Mild(), SHAPE, 5, generator=_g(), clamp=1.5)/0.5
+    assert raw.abs().max() > 1.2   # the looser bound lets x0-hat past the data range...
+    torch.testing.assert_close(x, raw.clamp(-1, 1), rtol=0, atol=0)   # ...and the images are clipped at the end
+    torch.testing.assert_close(make_sampler(_Mild(), 'cosine', 'ddim', 5, quick=True, clamp=0.25)(SHAPE, _g()),
+                               cosine_ddim_sample(_Mild(), SHAPE, 5, generator=_g(), clamp=0.25)/0.5, rtol=0, atol=0)
+    for bad in (0, -1., True):
+        with pytest.raises(ValueError, match='`clamp` must be None'): make_sampler(_Mild(), 'cosine', clamp=bad)
+
+
 def test_sampler_nfe_full_size():
     assert sampler_nfe('linear', 'ddpm', 7) == 1000 and sampler_nfe('linear', 'ddim', 7) == 7 and sampler_nfe('cosine', 'ddim', 7) == 6
 
@@ -166,16 +180,19 @@ def test_make_sampler_refuses_labels_for_unconditional():
     with pytest.raises(ValueError, match='`labels` given for an unconditional model'): s(SHAPE, _g(), torch.tensor([1, 2]))
 
 
-def test_sample_images_batches_one_generator():
-    "Batches of `bs` (the last one smaller), each with its slice of the labels, all drawn from one seeded generator."
+def test_sample_images_seeds_batch_k_with_seed_plus_k():
+    "Batches of `bs` (the last one smaller), each with its slice of the labels, batch k from a generator seeded with seed + k."
     calls = []
     def sampler(shape, g, labels=None): calls.append((shape, labels)); return torch.randn(shape, generator=g)
     x = sample_images(sampler, 5, bs=2, seed=7, device='cpu', img_shape=(1, 2, 2), progress=False, labels=torch.arange(5) + 3)
     assert [c[0] for c in calls] == [(2, 1, 2, 2), (2, 1, 2, 2), (1, 1, 2, 2)]
     assert [c[1].tolist() for c in calls] == [[3, 4], [5, 6], [7]]
-    g = torch.Generator().manual_seed(7)
-    assert torch.equal(x, torch.cat([torch.randn(2, 1, 2, 2, generator=g), torch.randn(2, 1, 2, 2, generator=g),
-                                     torch.randn(1, 1, 2, 2, generator=g)]))
+    g = lambda k: torch.Generator().manual_seed(7 + k)
+    assert torch.equal(x, torch.cat([torch.randn(2, 1, 2, 2, generator=g(0)), torch.randn(2, 1, 2, 2, generator=g(1)),
+                                     torch.randn(1, 1, 2, 2, generator=g(2))]))
+    # so a sampler that uses more noise per batch than another still starts its second batch from the same noise
+    greedy = lambda shape, g, labels=None: (torch.randn(shape, generator=g), torch.randn(shape, generator=g))[0]
+    assert torch.equal(sample_images(greedy, 5, bs=2, seed=7, device='cpu', img_shape=(1, 2, 2), progress=False), x)
     for n, bs in ((0, 2), (2, 0)):
         with pytest.raises(ValueError, match='`n` and `bs` must be >= 1'): sample_images(sampler, n, bs=bs, device='cpu', progress=False)
     with pytest.raises(ValueError, match='`labels` has 4 entries for 5 images'):

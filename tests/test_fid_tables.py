@@ -88,11 +88,11 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
                       '--deadline', '1'])   # long past: no draw starts
     assert res['rows'] == {}
     res = bench.main(['--quick', '--work', str(tmp_path), '--out', str(tmp_path/'r'), '--models', 'cosine', '--no-floor', '--sample-bs', '32'])
-    assert len(res['rows']) == 2*(len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim']))   # both sizes of each draw
+    assert len(res['rows']) == 2*(len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim']) + len(bench.QUICK['course_ddim']))   # both sizes of each draw
     assert all(r['sample_bs'] == 32 and r['compiled'] is False for r in res['rows'].values())   # how each row was drawn
     plan = bench.plan(bench.QUICK, True)   # one draw per (model, sampler, steps), scored at every size: no size in the plan
-    assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
-    assert len(plan) == len(set(plan)) == 1 + len(bench.QUICK['linear_ddim']) + len(bench.QUICK['cosine_ddim']) + len(bench.QUICK['raw_ddim'])
+    assert {m for m, *_ in plan} == {'linear', 'cosine', bench.RAW, bench.COURSE_CLAMP} and all(bench.WEIGHTS[m][0] in ('linear', 'cosine') for m, *_ in plan)
+    assert len(plan) == len(set(plan)) == 1 + sum(len(bench.QUICK[k]) for k in ('linear_ddim', 'cosine_ddim', 'raw_ddim', 'course_ddim'))
     assert [s for *_, s in plan] == sorted(s for *_, s in plan)   # cheapest first
 
 
