@@ -15,7 +15,7 @@ What it does:
    (`karras_learner`: log-normal sigma, sigma_data 0.66 for [-1, 1] data, Adam eps 1e-5, one-cycle lr 1e-2,
    bf16, 25 epochs, EMA 0.999 tracked alongside; on CUDA the training step is compiled, `--compile`, and validation and
    sampling run eagerly), and the same U-Net with the cosine eps objective of
-   notebook 08 (lr 4e-3) for the comparison rows (`--no-cosine` leaves them out of the table; `--models karras` or
+   notebook 08 (lr 4e-3, images in its [-0.5, 0.5]; samples doubled back to [-1, 1]) for the comparison rows (`--no-cosine` leaves them out of the table; `--models karras` or
    `--models cosine` trains and scores one of the two now, the other in a later run);
 2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
    2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
@@ -27,7 +27,9 @@ What it does:
 
 Settings (sampler, steps -> NFE): Euler 100 (100), Euler ancestral eta 0.5 100 (100), Heun 50 (99), Heun 20 (39),
 LMS 20 (20), DPM++(2M) 20 (20), DPM++(2M) 10 (10), DPM++(2M) SDE 20 (20); DPM++(2M) 20 with the EMA weights;
-the cosine eps-model through `EpsDenoiser` with Euler 100 and DPM++(2M) 20, and with its own DDIM (eta 1) 100.
+the cosine eps-model through `EpsDenoiser` with Euler 100 and DPM++(2M) 20, and with its own DDIM (eta 1) 100
+(x0-hat clamped to its data range, as `miniai.cli.make_sampler` does).
+LMS takes k-diffusion's default order 4 (the lesson's transcript: "four at a time"; its last cell ran order 3).
 If the trained classifier is missing it is trained first (`train_fashion_classifier(epochs=20)`, as
 `bench/train_classifier.py` does) and saved where `fashion_classifier_path()` says.
 """
@@ -44,6 +46,7 @@ from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
 from miniai.diffusion.karras import SIGMA_DATA, EpsDenoiser, KarrasDenoiser, karras_learner
 from miniai.diffusion.ksamplers import sample
+from miniai.cli import recipe
 from miniai.fid import fashion_fid_images, fashion_image_eval, weights_hash
 from bench.benchkit import count, add_models_arg, parse_bench_args, size_tag, small_nets, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
@@ -52,6 +55,7 @@ KARRAS_SETTINGS = [('euler', 100, {}), ('euler_ancestral', 100, {'eta': 0.5}), (
                    ('lms', 20, {}), ('dpmpp_2m', 20, {}), ('dpmpp_2m', 10, {}), ('dpmpp_2m_sde', 20, {})]
 EMA_SETTINGS = [('dpmpp_2m', 20, {})]
 COSINE_SETTINGS = [('euler', 100, {}), ('dpmpp_2m', 20, {}), ('ddim', 100, {'eta': 1.})]
+COSINE_RANGE = recipe('cosine')['value_range']   # notebook 08's data range, (-0.5, 0.5), as in bench/ddpm_fid.py
 
 
 def parse_args(argv=None):
@@ -99,7 +103,7 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     meta['run'] = uuid.uuid4().hex     # ties the raw weights to their EMA average
     set_seed(42)
     limit = (512, 128) if args.quick else None
-    dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir)
+    dls = fashion_dls(bs=cfg['bs'], limit=limit, seed=42, data_dir=args.data_dir, value_range=tuple(cfg.get('value_range', (-1., 1.))))
     ema = EMA(args.ema) if args.ema > 0 else None
     cbs = ([ema] if ema else []) + compile_callbacks(args.compile)
     if kind == 'karras': learn = karras_learner(model, dls, sigma_data=cfg['sigma_data'], lr=cfg['lr'], cbs=cbs)
@@ -118,8 +122,9 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
     return model.eval(), ema_model   # eager again after fit (`CompileCB`): sampling batches differ from training's
 
 
-def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) -> tuple[torch.Tensor, int, float]:
-    "`n` seeded samples in batches (batch k: seed + k), clamped to [-1, 1], on the CPU; also NFE per image and seconds."
+def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args,
+         hi: float = 1.) -> tuple[torch.Tensor, int, float]:   # hi: the model's data range is [-hi, hi]
+    "`n` seeded samples in batches (batch k: seed + k), rescaled from [-hi, hi] and clamped to [-1, 1], on the CPU; also NFE per image and seconds."
     dev = default_device()
     amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda' and args.precision == 'bf16')
     out, nfe = [], 0
@@ -129,10 +134,10 @@ def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args) ->
             shape = (min(args.batch, n - i), 1, 32, 32)
             if sampler == 'ddim':   # the cosine model's own sampler (notebook 08)
                 g = torch.Generator(dev).manual_seed(args.seed + k)
-                x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, **kw), steps - 1   # the grid ends at t=0: no call there
+                x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, clamp=hi, **kw), steps - 1   # the grid ends at t=0: no call there
             else:
                 x, nfe = sample(sampler, denoiser_or_model, shape, steps=steps, seed=args.seed + k, device=dev, **kw)
-            out.append(x.float().clamp(-1, 1).cpu())
+            out.append((x.float()/hi).clamp(-1, 1).cpu())
     synchronize()
     return torch.cat(out), nfe, time.perf_counter() - t0
 
@@ -148,7 +153,8 @@ def markdown(results: dict) -> str:
     lines = ["# Karras samplers: FID/KID at equal network evaluations\n",
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
-             "Samples clamped to [-1, 1]; smaller sample counts are prefixes of the largest. "
+             "Samples clamped to [-1, 1] (the `cosine` model's, trained on [-0.5, 0.5] as in notebook 08, doubled first); "
+             "smaller sample counts are prefixes of the largest. "
              "Rows `karras` and `cosine` sample the raw weights, `karras+ema` the same run's EMA average. "
              "Seconds: time to draw the largest sample set. FID / floor: FID over the reals' FID at the same count "
              "(an FID's scale depends on the feature network, the ratio does not; the course's Karras samplers: about 2 "
@@ -173,7 +179,7 @@ def main(argv=None):
     kcfg = dict(objective='karras', epochs=args.epochs, lr=1e-2 if not args.quick else 3e-3, bs=512 if not args.quick else 64,
                 sigma_data=args.sigma_data, ema=args.ema, quick=args.quick)   # (the compile mode is not part of a model's identity)
     if args.full_nets: kcfg['full_nets'] = True
-    ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None)
+    ccfg = dict(kcfg, objective='cosine', lr=4e-3 if not args.quick else 3e-3, sigma_data=None, value_range=list(COSINE_RANGE))
     config = dict(n=ns, batch=args.batch, seed=args.seed, precision=args.precision, karras=kcfg,
                   cosine=None if args.no_cosine else ccfg)
     results = dict(command=command_line(__file__, argv),
@@ -194,12 +200,12 @@ def main(argv=None):
     if start_again_if_other_feature_network(kept, results, results['classifier']['weights_sha256'], out, dict(rows=[])):
         write(results, out)   # at once: a retry after a failure continues the new table
 
-    def run(model_name, denoiser, settings):
+    def run(model_name, denoiser, settings, hi=1.):
         for sampler, steps, kw in settings:
             steps = steps_of(steps)
             key = (model_name, sampler, steps, json.dumps(kw, sort_keys=True))
             if key in done(): continue
-            x, nfe, secs = draw(denoiser, sampler, steps, kw, ns[0], args)
+            x, nfe, secs = draw(denoiser, sampler, steps, kw, ns[0], args, hi)
             scores = {str(n): ie.scores(x[:n]) for n in ns}
             results['rows'].append(dict(model=model_name, sampler=sampler, steps=steps, kwargs=kw, nfe=nfe, run=run_ix,
                                         scores=scores, seconds=round(secs, 2)))
@@ -220,7 +226,7 @@ def main(argv=None):
     if not args.no_cosine and 'cosine' in args.models:
         cosine, _ = train_or_load('cosine', ccfg, args, results)
         for sampler, steps, kw in COSINE_SETTINGS:
-            run('cosine', cosine if sampler == 'ddim' else EpsDenoiser(cosine), [(sampler, steps, kw)])
+            run('cosine', cosine if sampler == 'ddim' else EpsDenoiser(cosine), [(sampler, steps, kw)], hi=COSINE_RANGE[1])
     write(results, out)
     print(f"wrote {out} and {out.with_suffix('.md')}")
 

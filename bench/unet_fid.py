@@ -21,7 +21,11 @@ What it measures:
    - `emb_unet_attn`: the same with `attn_chans=8, attn_start=1` (notebook 12),
    - `diffusers`: diffusers `UNet2DModel` (32, 64, 128, 256) built as in notebook 10 (`diffusers_unet(t_scale=1000)`,
      `init_ddpm`; GroupNorm(8), attention from the second level and in the middle block).
-   Each is sampled with the same sampler (LMS, 20 steps, the lesson's choice) from the same seeds: `max(--n)`
+   The objective is the same; the time input each network sees is the one it is built for: diffusers' sinusoidal
+   embedding, designed for step numbers 0..999, gets 1000 c_noise (notebook 10), ours c_noise itself (its embedding
+   MLP starts with a BatchNorm that rescales each frequency; notebook 11). So the comparison is of the two networks
+   as each is meant to be fed, not of one input through two networks.
+   Each is sampled with the same sampler (LMS of order 3, 20 steps: the lesson's choice) from the same seeds: `max(--n)`
    samples (batch k uses seed `--seed + k`); smaller n are prefixes, so the 2,048-sample FID uses the first 2,048
    of the 10,000. Reported: parameters, final train/valid loss, training images/s (training phases of epochs
    2..N, timed with device synchronisation at epoch boundaries only), sampling images/s (10,000 images, bf16
@@ -65,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument('--epochs', type=count(), default=25)
     p.add_argument('--sampler', default='lms', help='k-diffusion-style sampler of miniai.diffusion.ksamplers')
     p.add_argument('--steps', type=count(), default=20, help='sampling steps')
+    p.add_argument('--lms-order', type=int, choices=(1, 2, 3, 4), default=3,
+                   help="LMS's order (default: %(default)s, the lesson's `sample_lms(model, steps=20, order=3)` behind its FIDs)")
     p.add_argument('--p-uncond', type=float, default=0.1, help='label drop probability of the conditional model')
     p.add_argument('--retrain', action='store_true', help='train again even if matching weights exist')
     p.add_argument('--train-only', nargs='+', choices=MODELS + ('cond',), default=None,
@@ -155,6 +161,11 @@ def train_or_load(name: str, cfg: dict, args, results: dict):
 
 # ---- sampling and scoring --------------------------------------------------------------------------------
 
+def sampler_kwargs(args) -> dict:
+    "The sampler's own options: LMS's order."
+    return {'order': args.lms_order} if args.sampler == 'lms' else {}
+
+
 def draw(model, n: int, args, labels: torch.Tensor | None = None, scale: float = 1.) -> tuple[torch.Tensor, float]:
     "`n` seeded samples (batch k: seed + k) in [-1, 1] on the CPU, of classes `labels` with guidance `scale` if given."
     dev = default_device()
@@ -165,7 +176,7 @@ def draw(model, n: int, args, labels: torch.Tensor | None = None, scale: float =
         for k, i in enumerate(range(0, n, args.batch)):
             m = min(args.batch, n - i)
             net = model if labels is None else GuidedModel(model, labels[i:i+m], scale)
-            x = sample(args.sampler, net, (m, 1, 32, 32), steps=args.steps, seed=args.seed + k, device=dev).x
+            x = sample(args.sampler, net, (m, 1, 32, 32), steps=args.steps, seed=args.seed + k, device=dev, **sampler_kwargs(args)).x
             out.append(x.float().clamp(-1, 1).cpu())
     synchronize()
     return torch.cat(out), time.perf_counter() - t0
@@ -206,7 +217,7 @@ def markdown(results: dict) -> str:
     lines = ["# Our UNet vs diffusers' UNet2DModel, and classifier-free guidance (lesson 24)\n",
              f"Command: `{results['command']}`  ", f"Environment: {results['environment']}  ",
              f"FID classifier: {results.get('classifier', '?')}  ",
-             f"Sampler: {cfg['sampler']}, {cfg['steps']} steps; samples clamped to [-1, 1]; smaller sample counts are "
+             f"Sampler: {cfg['sampler']}{''.join(f' {k} {v}' for k, v in cfg.get('sampler_kwargs', {}).items())}, {cfg['steps']} steps; samples clamped to [-1, 1]; smaller sample counts are "
              "prefixes of the largest; sampling images/s over the largest set. FID / floor: FID over the real training "
              "images' FID at the same count (an FID's scale depends on the feature network, the ratio does not).\n"]
     if results['rows']:
@@ -247,7 +258,7 @@ def main(argv=None):
     out = Path(args.out)
     tcfg = dict(epochs=args.epochs, lr=3e-3 if args.quick else 1e-2, bs=32 if args.quick else 512, quick=args.quick)
     if args.full_nets: tcfg['full_nets'] = True
-    config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, steps=args.steps, train=tcfg,
+    config = dict(n=ns, batch=args.batch, seed=args.seed, sampler=args.sampler, sampler_kwargs=sampler_kwargs(args), steps=args.steps, train=tcfg,
                   p_uncond=args.p_uncond, scales=list(SCALES))
     results = dict(command=command_line(__file__, argv),
                    config=config, environment=run_environment(), train={}, rows=[], guidance=[], reals=None)

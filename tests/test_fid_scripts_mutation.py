@@ -104,6 +104,35 @@ def test_karras_draw_ddim_batches_use_seed_plus_k(karras, one_thread):
     assert nfe == 4
 
 
+def test_karras_draw_of_a_half_range_model_clamps_x0_there_and_doubles_the_samples(karras, one_thread):
+    "hi=0.5 (the cosine model's [-0.5, 0.5]): DDIM clamps x0-hat to +-0.5 and the samples are divided by 0.5; Karras samplers too."
+    from miniai.diffusion.cosine import cosine_ddim_sample
+    eps = lambda x, t: -2. * x
+    args = argparse.Namespace(batch=4, seed=5, precision='fp32')
+    x, _, _ = karras.draw(eps, 'ddim', 5, {'eta': 1.}, 4, args, hi=0.5)
+    want = cosine_ddim_sample(eps, (4, 1, 32, 32), 5, eta=1., generator=torch.Generator().manual_seed(5), clamp=0.5)/0.5
+    assert want.abs().max() == 1 and (want.abs() < 1).any()
+    torch.testing.assert_close(x, want)
+    y, _, _ = karras.draw(lambda x, s: torch.full_like(x, 0.25), 'euler', 4, {}, 4, args, hi=0.5)
+    torch.testing.assert_close(y, torch.full((4, 1, 32, 32), 0.5), atol=1e-3, rtol=0)   # D = 0.25 in data units is 0.5 on screen
+
+
+def test_unet_draw_uses_lms_of_the_lessons_order_3_by_default(load_script, monkeypatch, one_thread):
+    "The lesson's EmbUNet FIDs came from `sample_lms(model, steps=20, order=3)`: LMS gets `--lms-order` (3), other samplers nothing."
+    unet = load_script('bench/unet_fid.py')
+    seen = []
+    def sample(name, net, shape, steps, seed, device, **kw): seen.append((name, steps, seed, kw)); return SimpleNamespace(x=torch.zeros(shape))
+    monkeypatch.setattr(unet, 'sample', sample)
+    args = unet.parse_args(['--quick', '--batch', '2', '--out', 'x.json'])
+    assert args.lms_order == 3 and unet.sampler_kwargs(args) == {'order': 3}
+    unet.draw(lambda x, s: x, 3, args)
+    assert seen == [('lms', args.steps, args.seed, {'order': 3}), ('lms', args.steps, args.seed + 1, {'order': 3})]
+    seen.clear(); unet.draw(lambda x, s: x, 2, unet.parse_args(['--quick', '--batch', '2', '--sampler', 'euler', '--out', 'x.json']))
+    assert seen[0][3] == {}
+    assert 'Sampler: lms order 3, 20 steps' in unet.markdown(dict(config=dict(n=[64], sampler='lms', sampler_kwargs={'order': 3}, steps=20),
+                                                                  command='c', environment={}, train={}, rows=[], guidance=[], reals=None))
+
+
 def test_karras_draw_clamps_samples_to_the_data_range(karras, one_thread):
     "Samples are clamped to [-1, 1] before scoring: a denoiser that says 3 everywhere gives images of 1."
     args = argparse.Namespace(batch=4, seed=0, precision='fp32')
@@ -164,7 +193,7 @@ def test_karras_table_without_reals_leaves_the_ratio_empty(karras):
 @pytest.fixture
 def fake_karras(karras, monkeypatch, tmp_path):
     "karras_fid with training, drawing and scoring faked: records what main asks for."
-    log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval())
+    log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval(), his=[])
     monkeypatch.setattr(karras, 'fid_classifier_path', lambda args: tmp_path/'clf.safetensors')
     monkeypatch.setattr(karras, 'weights_metadata', lambda p: {'fashion_classifier': '{}', 'epochs': '20'})
     monkeypatch.setattr(karras, 'fashion_image_eval', lambda *a, **k: log.ie)
@@ -175,8 +204,8 @@ def fake_karras(karras, monkeypatch, tmp_path):
         log.trained.append((kind, cfg['objective'])); results['train'][kind] = {}
         return tagged(kind), tagged(kind + '_ema')
     monkeypatch.setattr(karras, 'train_or_load', train_or_load)
-    def draw(den, sampler, steps, kw, n, args):
-        log.draws.append((den, sampler, steps, kw, n)); return torch.zeros(n, 1, 32, 32), 7 * steps, 1.5
+    def draw(den, sampler, steps, kw, n, args, hi=1.):
+        log.draws.append((den, sampler, steps, kw, n)); log.his.append(hi); return torch.zeros(n, 1, 32, 32), 7 * steps, 1.5
     monkeypatch.setattr(karras, 'draw', draw)
     return log
 
@@ -202,6 +231,8 @@ def test_karras_main_writes_one_row_per_setting_with_its_own_network(karras, fak
     assert isinstance(dens[8][0], KarrasDenoiser) and dens[8][0].model.tag == 'karras_ema' and dens[8][0].sigma_data == 0.5
     for d, s in dens[9:11]: assert isinstance(d, EpsDenoiser) and d.model.tag == 'cosine'
     assert dens[11][0].tag == 'cosine' and dens[11][1] == 'ddim'
+    assert fake_karras.his == [1.]*9 + [0.5]*3   # the cosine model's samples come from notebook 08's [-0.5, 0.5]
+    assert res['config']['cosine']['value_range'] == [-0.5, 0.5] and 'value_range' not in res['config']['karras']
     assert [r['seconds'] for r in res['rows'][1:]] == [1.5] * 12
     assert out.with_suffix('.md').exists() and '| cosine | ddim {\'eta\': 1.0} | 100 | 700 |' in out.with_suffix('.md').read_text()
 
@@ -322,6 +353,17 @@ def test_karras_train_or_load_cosine_forgets_only_cosine_rows(karras, karras_no_
     model, ema = karras.train_or_load('cosine', cfg, args, res)
     assert ema is None and [r['model'] for r in res['rows']] == ['reals', 'karras', 'karras+ema'] and 'cosine' in res['train']
     assert sorted(p.name for p in tmp_path.iterdir()) == ['bench_cosine_quick.safetensors']
+
+
+def test_karras_train_or_load_trains_on_the_configs_data_range(karras, karras_no_training, tmp_path, monkeypatch, one_thread):
+    "The cosine config's value_range reaches `fashion_dls` (notebook 08's [-0.5, 0.5]); the Karras config, without one, trains on [-1, 1]."
+    seen = []
+    monkeypatch.setattr(karras, 'fashion_dls', lambda **kw: seen.append(kw['value_range']) or SimpleNamespace(train=SimpleNamespace(dataset_len=512)))
+    args = argparse.Namespace(weights_dir=str(tmp_path), quick=True, retrain=False, ema=0., compile='none', data_dir=None)
+    base = dict(epochs=1, lr=3e-3, bs=64, ema=0., quick=True)
+    karras.train_or_load('cosine', dict(base, objective='cosine', sigma_data=None, value_range=[-0.5, 0.5]), args, dict(train={}, rows=[]))
+    karras.train_or_load('karras', dict(base, objective='karras', sigma_data=0.66), args, dict(train={}, rows=[]))
+    assert seen == [(-0.5, 0.5), (-1., 1.)]
 
 
 def test_karras_train_or_load_never_pairs_weights_with_an_ema_of_another_training_run(karras, karras_no_training, tmp_path, one_thread):
@@ -628,7 +670,7 @@ def test_noise_level_draw_routes_the_regressor_and_seeds_batches(nl, monkeypatch
 
 @pytest.fixture
 def fake_nl(nl, monkeypatch):
-    log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval())
+    log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval(), his=[])
     monkeypatch.setattr(nl, 'fid_evaluator', lambda quick, data_dir=None: log.ie)
     monkeypatch.setattr(nl, 'weights_hash', lambda m: 'c' * 64)
     def fid_images(split, data_dir, n, seed, allow_sample): log.reals.append((split, n, seed)); return torch.zeros(n, 1, 32, 32)
