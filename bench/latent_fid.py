@@ -8,8 +8,10 @@ Steps (all with miniai's exported functions, as in nbs/15_latent_diffusion.ipynb
    `--pretrained-vae` use Stable Diffusion's VAE (needs the Hugging Face hub);
 4. encode train and held-out images into validated latent caches; measure the latent scale (1/std);
 5. train `EmbUNetModel` on the scaled latents (Karras objective) and sample + decode;
-6. train the same U-Net (one more, narrower level) on pixels with the same training FLOPs (counted by
-   `FlopCounterMode`, rounded to whole epochs), and sample;
+6. train the same U-Net (one more, narrower level) on pixels with the same training FLOPs as the latent U-Net
+   (counted by `FlopCounterMode`, rounded to whole epochs), and sample. The VAE's training is not counted (a VAE is
+   trained once and serves every latent model after it); `compute` in the JSON records all three budgets, so the
+   other reading of "equal compute" can be checked against them;
 7. FID and KID of (real training images, VAE reconstructions, latent diffusion samples, pixel diffusion samples)
    against the held-out images, all with as many images as the held-out split holds.
 
@@ -113,9 +115,10 @@ def train_vae(imset, cfg, args, clf):
     learn = conv_vae_learner(vae, image_dls(imset, bs=cfg['vae_bs'], seed=args.seed + 1), loss, lr=cfg['vae_lr'],
                              progress=args.progress)
     with Timer() as t: learn.fit(cfg['vae_epochs'])
+    steps, fpi = cfg['vae_epochs']*len(learn.dls.train), train_flops_per_image(vae, imset.shape, time_input=False)
     return vae, dict(kind='trained AutoencoderKL', config=cfg['vae'], params=n_params(vae), epochs=cfg['vae_epochs'],
-                     steps=cfg['vae_epochs']*len(learn.dls.train), kl_weight=args.kl_weight,
-                     perceptual_weight=args.perceptual, train_s=t.s, history=learn.metrics.history)
+                     steps=steps, kl_weight=args.kl_weight, perceptual_weight=args.perceptual, train_s=t.s,
+                     train_flops_per_image=fpi, train_flops=fpi*steps*cfg['vae_bs'], history=learn.metrics.history)
 
 
 def train_unet(model, dls, sigma_data, epochs, lr, args):
@@ -225,6 +228,9 @@ def main(argv=None):
                              sigma_data=pix_sd, train_flops_per_image=flops_pix,
                              **train_unet(pix, pix_dls, pix_sd, pix_epochs, cfg['lr'], args))
     res['pixel_unet']['train_flops'] = flops_pix*res['pixel_unet']['steps']*cfg['bs']
+    res['compute'] = dict(rule="the pixel U-Net's training FLOPs match the latent U-Net's; the VAE's training is not counted",
+                          vae_train_flops=res['vae'].get('train_flops'), latent_unet_train_flops=res['latent_unet']['train_flops'],
+                          pixel_unet_train_flops=res['pixel_unet']['train_flops'])
     write_json(res, args.out)
 
     n = len(imset.test_x)
@@ -240,7 +246,7 @@ def main(argv=None):
     score('real training images', lambda: images_to_float(imset.train_x[pick]), sampled=False)
     score('VAE reconstructions (training images)', lambda: reconstruct(vae, imset.train_x[pick]), sampled=False)
     score('latent diffusion samples', lambda: decode_latents(vae, sample_batches(ldm, n, lat.shape[1:], 1., **kw), scale))
-    score('pixel diffusion samples (same training FLOPs)', lambda: sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1))
+    score('pixel diffusion samples (same U-Net training FLOPs)', lambda: sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1))
 
     res['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
     write_json(res, args.out)

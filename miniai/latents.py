@@ -353,14 +353,17 @@ def sample_batches(model: nn.Module,         # a network trained with `noisify_k
     return torch.cat(out)
 
 # %% ../nbs/15_latent_diffusion.ipynb #9d7beed5
-def train_flops_per_image(model: nn.Module, # a network called as `model(x, t)`
+def train_flops_per_image(model: nn.Module, # a network called as `model(x, t)` (or `model(x)`, see `time_input`)
                           shape: Sequence[int], # shape of one input (C, H, W)
+                          time_input: bool = True, # False: `model(x)`, e.g. a VAE (its first output, the reconstruction, is the loss's)
                          ) -> float:
     "Floating-point operations of one training step (forward + backward) per image, counted by `FlopCounterMode`."
     import copy
     from torch.utils.flop_counter import FlopCounterMode
-    m = copy.deepcopy(model).train()            # a copy: the counting pass must not touch BatchNorm statistics
+    m = copy.deepcopy(model).train().requires_grad_(True)   # a copy: the counting pass must not touch BatchNorm statistics
     dev = model_device(m)
     x, t = torch.randn(2, *shape, device=dev), torch.zeros(2, device=dev)
-    with FlopCounterMode(display=False) as fc: m(x, t).float().square().mean().backward()
+    with FlopCounterMode(display=False) as fc:
+        out = m(x, t) if time_input else m(x)
+        (out[0] if isinstance(out, (list, tuple)) else out).float().square().mean().backward()
     return fc.get_total_flops()/2

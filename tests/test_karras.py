@@ -514,3 +514,18 @@ def test_numpy_and_tensor_scalars_are_numbers_too():
     a, b = noisify_karras(x0, np.float32(0.25), generator=g()), noisify_karras(x0, 0.25, generator=g())
     assert torch.equal(a[1], b[1]) and torch.equal(a[0][0], b[0][0])
     with pytest.raises(ValueError, match='`eta` must be a number'): sample('euler_ancestral', den, (1, 1, 4, 4), eta=np.bool_(True), device='cpu')
+
+
+def test_eps_denoiser_maps_the_specs_ve_sigmas_to_cosine_times():
+    "Spec test vectors (lesson 22, section 12): sigma = sqrt((1 - abar)/abar) is 1.0, 12.71, 63.66 at t = 0.5, 0.95, 0.99."
+    from miniai.diffusion.cosine import cosine_abar
+    from miniai.diffusion.karras import EpsDenoiser
+    t = torch.tensor([0.5, 0.95, 0.99], dtype=torch.float64)
+    ab = cosine_abar(t)
+    torch.testing.assert_close(((1 - ab)/ab).sqrt(), torch.tensor([1.0, 12.71, 63.66], dtype=torch.float64), atol=5e-3, rtol=0)
+    seen = []
+    def eps_model(x, tt): seen.append(tt); return torch.zeros_like(x)
+    x = torch.ones(3, 1, 2, 2)
+    out = EpsDenoiser(eps_model)(x, ((1 - ab)/ab).sqrt().float())
+    torch.testing.assert_close(seen[0], t.float(), atol=1e-5, rtol=0)   # the model is asked at the cosine time of each sigma
+    assert torch.equal(out, x)   # eps = 0: nothing to remove

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 # ---------------------------------------------------------------- bench/latent_fid.py
 
 N_TRAIN, N_TEST, LAT_SHAPE = 10, 4, (4, 2, 2)
-FLOPS = {'latent': 1000, 'pixel': 3000}
+FLOPS = {'latent': 1000, 'pixel': 3000, 'vae': 500}
 
 
 class Loader(list):
@@ -74,7 +74,8 @@ def _latent_stubs(bench, monkeypatch, tmp_path):
         m = nn.Linear(1, 2 if cin == 3 else 3); m.kind = 'pixel' if cin == 3 else 'latent'; return m   # 4 / 6 parameters
     def latent_dls(l, lt, scale, bs, seed):
         log.append(('latent_dls', dict(l=l, lt=lt, scale=scale, bs=bs, seed=seed))); return SimpleNamespace(train=Loader(range(7)))
-    def train_flops_per_image(model, shape): log.append(('flops', (model.kind, tuple(shape)))); return FLOPS[model.kind]
+    def train_flops_per_image(model, shape, time_input=True):
+        assert time_input == (model.kind != 'vae'); log.append(('flops', (model.kind, tuple(shape)))); return FLOPS[model.kind]
     def karras_learner(model, dls, sigma_data, lr, progress):
         log.append(('karras', dict(kind=model.kind, sigma_data=sigma_data, lr=lr)))
         return FakeLearn(log, model.kind, len(dls.train), [{'loss': 9.}, {'loss': 2.}])
@@ -113,7 +114,7 @@ def test_latent_fid_partial_files_grow_one_phase_at_a_time(tmp_path, load_script
     assert keys[0] == {'fid_classifier'}
     assert keys[1] == {'fid_classifier', 'vae'}
     assert keys[2] == {'fid_classifier', 'vae', 'latents', 'latent_unet'}
-    assert keys[3] == keys[2] | {'pixel_unet'}
+    assert keys[3] == keys[2] | {'pixel_unet', 'compute'}
     assert [len(s['fid']) for s in snaps[4:8]] == [1, 2, 3, 4] and all('finished' not in s for s in snaps[:8])
     assert len(snaps) == 9 and 'finished' in snaps[8] and snaps[8] == json.loads(json.dumps(res))
     assert 'train_flops' in snaps[2]['latent_unet'] and 'train_flops' in snaps[3]['pixel_unet']
@@ -124,7 +125,7 @@ def test_latent_fid_rows_are_the_four_image_sets_in_order(tmp_path, load_script,
     _, _, _, ie, res = _run_latent(load_script, monkeypatch, tmp_path)
     rows = res['fid']
     assert [r['images'] for r in rows] == ['real training images', 'VAE reconstructions (training images)',
-                                           'latent diffusion samples', 'pixel diffusion samples (same training FLOPs)']
+                                           'latent diffusion samples', 'pixel diffusion samples (same U-Net training FLOPs)']
     assert [r['n'] for r in rows] == [N_TEST + 1000]*4        # the evaluator's n, not the script's
     assert [r['fid'] for r in rows] == [10., 20., 30., 40.] and [r['kid'] for r in rows] == [.01, .02, .03, .04]
     assert rows[0]['sampling_s'] is None and rows[1]['sampling_s'] is None
@@ -223,6 +224,11 @@ def test_latent_fid_unet_records_and_equal_flops_pixel_epochs(tmp_path, load_scr
     # latent: 14 steps x 1000 FLOPs; pixel: 5 batches/epoch x 3000 FLOPs -> 14000/15000 = 0.93 -> 1 epoch
     assert pu['epochs'] == 1 and pu['steps'] == 5 and pu['params'] == 4 and pu['final'] == {'loss': 2.}
     assert pu['train_flops_per_image'] == 3000 and pu['train_flops'] == 3000*5*64
+    vae = res['vae']   # the VAE's training, recorded beside the U-Nets' but not in the pixel model's budget
+    assert vae['train_flops_per_image'] == 500 and vae['train_flops'] == 500*vae['steps']*32 and vae['steps'] == vae['epochs']*3
+    assert res['compute'] == dict(rule="the pixel U-Net's training FLOPs match the latent U-Net's; the VAE's training is not counted",
+                                  vae_train_flops=vae['train_flops'], latent_unet_train_flops=lu['train_flops'],
+                                  pixel_unet_train_flops=pu['train_flops'])
     assert pu['config'] == dict(nfs=[8, 16, 32], num_layers=1, attn_chans=0, attn_start=2)
     u_lat, u_pix = _calls(log, 'unet')
     assert u_lat == dict(cin=4, cout=4, nfs=(16, 32), num_layers=1, attn_chans=0)

@@ -174,6 +174,10 @@ def test_train_flops_by_hand():
     m = EmbUNetModel(4, 4, nfs=(8, 16), num_layers=1, attn_chans=0)
     bn = m.emb_mlp[0][0].running_mean.clone()
     assert train_flops_per_image(m, (4, 8, 8)) > 0 and torch.equal(m.emb_mlp[0][0].running_mean, bn)  # model untouched
+    class Frozen(nn.Module):   # called as model(x), first output the loss's, parameters frozen (e.g. a pretrained VAE)
+        def __init__(self): super().__init__(); self.c = nn.Conv2d(3, 5, 3, padding=1, bias=False).requires_grad_(False)
+        def forward(self, x): return (self.c(x), x.mean())
+    assert train_flops_per_image(Frozen(), (3, 8, 8), time_input=False) == 2*(2*3*5*9*8*8)
 
 
 def test_latent_pipeline_end_to_end(tmp_path):

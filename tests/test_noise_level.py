@@ -20,6 +20,10 @@ def test_noisify_noise_level():
     # logit of a uniform is standard logistic: variance pi^2/3 (the constant-0 baseline)
     big = noisify_noise_level(torch.zeros(200_000, 1), generator=torch.Generator().manual_seed(2))[1]
     assert abs(big.var().item() - math.pi**2/3) < 0.06 and abs(big.mean().item()) < 0.02
+    # the spec's baselines (lesson 22, section 12): predicting 0 costs pi^2/3 = 3.290, predicting 0.5 costs 3.540
+    assert round(math.pi**2/3, 3) == 3.290 and round(math.pi**2/3 + 0.25, 3) == 3.540
+    assert abs(flat_mse(torch.zeros_like(big), big).item() - 3.290) < 0.06
+    assert abs(flat_mse(torch.full_like(big, 0.5), big).item() - 3.540) < 0.06
 
 
 def test_flat_mse_does_not_broadcast():
@@ -31,6 +35,8 @@ def test_flat_mse_does_not_broadcast():
 
 def test_noise_level_model_and_no_time_model():
     m = noise_level_model((8, 16, 32), drop=0.2).eval()
+    drops = [type(mod).__name__ for mod in m if 'Dropout' in type(mod).__name__]
+    assert drops == ['Dropout'] and m[-2].p == 0.2   # as the lesson's regressor: one Dropout, before the head; no Dropout2d
     out = m(torch.randn(5, 1, 32, 32))
     assert out.shape == (5, 1)
     a = predict_abar(m, torch.randn(5, 1, 32, 32))

@@ -50,6 +50,7 @@ def noise_level_model(nfs: Sequence[int] = DEFAULT_NFS, # channels of the stem a
                      ) -> nn.Sequential:
     "Notebook 04_resnet's ResNet with a 1-output head: (B, 1, 32, 32) noisy images -> (B, 1) predicted logit(ᾱ)."
     body = fashion_classifier(nfs, drop)[:-2]   # drop the 10-class Linear and its BatchNorm1d
+    body[1] = nn.Identity()   # and the Dropout2d after the stem: the lesson's regressor drops out only before its head
     return nn.Sequential(*body, nn.Linear(nfs[-1], 1, bias=False))
 
 def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
