@@ -8,9 +8,10 @@ features, the 10,000 test images as reference), seeded sample sets of 10,000 and
   cosine model: DDIM 100, 50 (eta=1; the grid's last point t=0 needs no model call, so 99 and 49 evaluations)
   cosine model without EMA (its raw weights, saved beside the averaged ones): DDIM 100, to show what the EMA buys
   cosine model with the course's x0-hat clamp, +-1.5 in its [-0.5, 0.5] data units (the final images clipped to the
-  data range): DDIM 100, the setting of the course's 3.29 and 3.10 (ours clamps to the data range, +-0.5)
+  data range, which the course did not do, as our evaluator refuses pixels beyond +-1.05): DDIM 100, as close to the
+  setting of the course's 3.29 and 3.10 as the evaluator allows (ours clamps to the data range, +-0.5)
 and random sets of real training images of both sizes (the floor). Each sampler draws one seeded set of 10,000
-images (batch k of `--sample-bs` from seed 10,000 + k: every sampler starts from the same noise) and the 2,048-sample
+images (batch k of `--sample-bs` from `batch_seed(10,000, k)`: every sampler starts from the same noise) and the 2,048-sample
 row scores its first 2,048, as
 in the other FID benchmarks (a second, separate draw of 2,048 would cost a sixth more sampling for no new
 information); on CUDA the networks sample under bf16 autocast (`--precision`). Each row records the time and images/s

@@ -52,7 +52,7 @@ def configs(quick: bool, full_nets: bool = False) -> dict:
     "Each network's training recipe (its identity: saved weights are reused only for the same recipe); `full_nets`: full-size networks on quick data."
     small = quick and not full_nets
     cfgs = {'regressor': dict(epochs=1 if quick else 20, lr=3e-3 if quick else 1e-2, bs=64 if quick else 512,
-                              nfs=(8, 16, 32, 64) if small else None, drop=0.2, quick=quick),
+                              nfs=(8, 16, 32, 64) if small else None, drop=0.2, stem_dropout=False, quick=quick),   # (no Dropout2d: weights of the older layout are not reused)
             'no_t': dict(epochs=1 if quick else 25, lr=3e-3 if quick else 4e-3, bs=64 if quick else 512, quick=quick)}
     if quick and full_nets:
         for c in cfgs.values(): c['full_nets'] = True

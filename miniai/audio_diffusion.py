@@ -32,8 +32,8 @@ AUDIO_CONFIG = dict(
     bs=128,                                  # batch size of every training run
     clf_nfs=(16, 32, 64, 128), clf_epochs=20, clf_lr=1e-2,    # the digit classifier
     nfs=(32, 64, 128, 256), num_layers=1, n_mids=8, mid_attn_chans=32, # the simple-diffusion UNet (notebook 17)
-    epochs=200, lr=1e-3, p_uncond=0.1, ema=0.999,            # its training: 2,700 clips are 21 batches, so 200 epochs are
-                                             # 4,200 steps (the lesson's 15 epochs: on bird calls, a set of unstated size)
+    epochs=200, lr=1e-3, p_uncond=0.1, ema=0.999,            # its training: 2,700 clips are 22 batches (the last
+                                             # one partial), so 4,400 steps (the lesson's 15 epochs: bird calls, set size unstated)
     sampler='dpmpp_2m', steps=50,            # sampling (Karras schedule)
     n_per_digit=30, n_uncond=300, guidance=(1., 3.),          # evaluation: clips generated, guidance scales
     limit=None)                              # (n_train, n_test) subsets of the FSDD, None: all of it

@@ -33,10 +33,10 @@ from .images import IMAGE_SUFFIXES, images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'TRAIN_FILES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels',
-           'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator', 'class_accuracy',
-           'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files', 'save_png_files',
-           'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
+__all__ = ['SCHEDULES', 'TRAIN_FILES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'batch_seed', 'sample_images',
+           'balanced_labels', 'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator',
+           'class_accuracy', 'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files',
+           'save_png_files', 'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
 
 # %% ../nbs/99_cli.ipynb #2826c310
 SCHEDULES = ('cosine', 'linear')
@@ -92,16 +92,22 @@ def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False) -> 
     if method == 'ddpm': return recipe(schedule, quick)['linear']['n_steps']
     return steps - 1 if schedule == 'cosine' else steps  # the cosine grid ends at t=0, which needs no call
 
+def batch_seed(seed: int, # the seed of a whole sample set
+               k: int,    # the batch's number, from 0
+              ) -> int:
+    "Seed of batch `k` of a sample set drawn with `seed`: a different one for every (seed, k), so that no two sets share noise."
+    return int(np.random.SeedSequence([seed % 2**64, k]).generate_state(1, np.uint64)[0])
+
 def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `make_sampler`
                   n: int,              # number of images
                   bs: int = 512,       # images per sampler call
-                  seed: int | None = 0, # batch k draws from a generator seeded with seed + k (None: the global RNG)
+                  seed: int | None = 0, # batch k draws from a generator seeded with `batch_seed(seed, k)` (None: the global RNG)
                   device: str | torch.device | None = None, # where the sampler's model is (default `default_device()`)
                   img_shape: Sequence[int] = (1, 32, 32),
                   progress: bool = True,
                   labels: Tensor | None = None, # class of each image (n,), for a class-conditional sampler
                  ) -> Tensor:
-    "`n` images from `sampler` in batches of `bs` (batch k seeded with `seed + k`), reproducible for the same `bs`, on the CPU."
+    "`n` images from `sampler` in batches of `bs` (batch k seeded with `batch_seed(seed, k)`), reproducible for the same `bs`, on the CPU."
     if n < 1 or bs < 1: raise ValueError(f"`n` and `bs` must be >= 1, got n={n}, bs={bs}")
     # one batch: a bar over its denoising steps, if the sampler can show one; several: a bar over the batches
     steps_bar = progress and n <= bs and 'progress' in inspect.signature(sampler).parameters
@@ -109,7 +115,7 @@ def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `mak
     if labels is not None and len(labels) != n: raise ValueError(f"`labels` has {len(labels)} entries for {n} images")
     device = torch.device(device or default_device())
     if labels is not None: labels = torch.as_tensor(labels).to(device)
-    out = [sampler((min(bs, n - i), *img_shape), as_generator(None if seed is None else seed + k, device),
+    out = [sampler((min(bs, n - i), *img_shape), as_generator(None if seed is None else batch_seed(seed, k), device),
                    None if labels is None else labels[i:i + bs], **kw).float().cpu()
            for k, i in enumerate(tqdm(range(0, n, bs), disable=not progress or steps_bar, desc=f'sampling {n} images'))]
     return torch.cat(out)

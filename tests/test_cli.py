@@ -73,7 +73,7 @@ def tiny_classifier(tmp_path):
 
 def test_guidance_scales_match_direct_model_calls(cond_checkpoint, monkeypatch):
     "Scale 0 is the null class (unconditional), scale 1 the conditional model, scale w the CFG mix: checked against the network."
-    from miniai.cli import make_sampler, sample_images
+    from miniai.cli import batch_seed, make_sampler, sample_images
     from miniai.diffusion.cosine import cosine_ddim_sample
     from miniai.diffusion.guidance import cfg_mix
     monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
@@ -82,7 +82,7 @@ def test_guidance_scales_match_direct_model_calls(cond_checkpoint, monkeypatch):
     y = torch.tensor([3, 7, 7])
     def draw(w, labels=y): return sample_images(make_sampler(model, steps=4, quick=True, guidance=w), 3, seed=0, device='cpu',
                                                 progress=False, labels=labels)
-    def direct(net): return cosine_ddim_sample(net, (3, 1, 32, 32), 4, generator=torch.Generator().manual_seed(0), clamp=0.5)/0.5
+    def direct(net): return cosine_ddim_sample(net, (3, 1, 32, 32), 4, generator=torch.Generator().manual_seed(batch_seed(0, 0)), clamp=0.5)/0.5
     assert torch.equal(draw(0.), draw(1., labels=None))                         # w=0: the unconditional model
     torch.testing.assert_close(draw(1.), direct(lambda x, t: model(x, t, y)))   # w=1: the conditional model
     torch.testing.assert_close(draw(2.5), direct(lambda x, t: cfg_mix(model(x, t, y), model(x, t), 2.5)), atol=1e-5, rtol=1e-4)

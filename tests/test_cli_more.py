@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 import miniai
-from miniai.cli import (_check_train_args, load_trained, main, make_sampler, recipe, sample_images, sample_to_files,
+from miniai.cli import (_check_train_args, batch_seed, load_trained, main, make_sampler, recipe, sample_images, sample_to_files,
                         sampler_nfe, save_image_grid, save_trained, train_diffusion)
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm, linear_schedule, ddpm_sample
 from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
@@ -169,6 +169,12 @@ def test_make_sampler_clamp_option_is_the_bound_of_x0_hat_and_the_images_stay_in
                                cosine_ddim_sample(_Mild(), SHAPE, 5, generator=_g(), clamp=0.25)/0.5, rtol=0, atol=0)
     for bad in (0, -1., True):
         with pytest.raises(ValueError, match='`clamp` must be None'): make_sampler(_Mild(), 'cosine', clamp=bad)
+    sched = linear_schedule(100, 1e-3, 0.2)   # the linear family's samplers take the bound too
+    torch.testing.assert_close(make_sampler(_Eps(), 'linear', 'ddpm', quick=True, clamp=0.5)(SHAPE, _g()),
+                               ddpm_sample(_Eps(), SHAPE, sched, generator=_g(), clamp=0.5), rtol=0, atol=0)
+    ts = ddim_timesteps(100, 5)
+    torch.testing.assert_close(make_sampler(_Eps(), 'linear', 'ddim', 5, quick=True, clamp=0.5)(SHAPE, _g()),
+                               ddim_sample(_Eps(), SHAPE, ts, sched.abar[ts], generator=_g(), clamp=0.5), rtol=0, atol=0)
 
 
 def test_sampler_nfe_full_size():
@@ -180,19 +186,25 @@ def test_make_sampler_refuses_labels_for_unconditional():
     with pytest.raises(ValueError, match='`labels` given for an unconditional model'): s(SHAPE, _g(), torch.tensor([1, 2]))
 
 
-def test_sample_images_seeds_batch_k_with_seed_plus_k():
-    "Batches of `bs` (the last one smaller), each with its slice of the labels, batch k from a generator seeded with seed + k."
+def test_sample_images_seeds_batch_k_with_batch_seed():
+    "Batches of `bs` (the last one smaller), each with its slice of the labels, batch k from a generator seeded with batch_seed(seed, k)."
     calls = []
     def sampler(shape, g, labels=None): calls.append((shape, labels)); return torch.randn(shape, generator=g)
     x = sample_images(sampler, 5, bs=2, seed=7, device='cpu', img_shape=(1, 2, 2), progress=False, labels=torch.arange(5) + 3)
     assert [c[0] for c in calls] == [(2, 1, 2, 2), (2, 1, 2, 2), (1, 1, 2, 2)]
     assert [c[1].tolist() for c in calls] == [[3, 4], [5, 6], [7]]
-    g = lambda k: torch.Generator().manual_seed(7 + k)
+    g = lambda k: torch.Generator().manual_seed(batch_seed(7, k))
     assert torch.equal(x, torch.cat([torch.randn(2, 1, 2, 2, generator=g(0)), torch.randn(2, 1, 2, 2, generator=g(1)),
                                      torch.randn(1, 1, 2, 2, generator=g(2))]))
     # so a sampler that uses more noise per batch than another still starts its second batch from the same noise
     greedy = lambda shape, g, labels=None: (torch.randn(shape, generator=g), torch.randn(shape, generator=g))[0]
     assert torch.equal(sample_images(greedy, 5, bs=2, seed=7, device='cpu', img_shape=(1, 2, 2), progress=False), x)
+    # and sets of neighbouring seeds share no batch (seed + k would make seed 8's first batch seed 7's second)
+    y = sample_images(sampler, 5, bs=2, seed=8, device='cpu', img_shape=(1, 2, 2), progress=False)
+    assert not any(torch.equal(y[:2], x[i:i + 2]) for i in (0, 2))
+    assert batch_seed(7, 1) != batch_seed(8, 0) and batch_seed(-1, 0) == batch_seed(2**64 - 1, 0)   # any int seed
+    torch.manual_seed(3); a = sample_images(sampler, 3, bs=2, seed=None, device='cpu', img_shape=(1, 2, 2), progress=False)
+    torch.manual_seed(3); assert torch.equal(a, torch.cat([torch.randn(2, 1, 2, 2), torch.randn(1, 1, 2, 2)]))   # None: the global RNG
     for n, bs in ((0, 2), (2, 0)):
         with pytest.raises(ValueError, match='`n` and `bs` must be >= 1'): sample_images(sampler, n, bs=bs, device='cpu', progress=False)
     with pytest.raises(ValueError, match='`labels` has 4 entries for 5 images'):
@@ -337,7 +349,7 @@ def test_sample_eta(_ckpts, tmp_path, monkeypatch):
     main(['sample', str(path), '--out', str(tmp_path/'b'), '-n', '2', '--steps', '3', '--eta', '0', '--seed', '4', '--no-progress'])
     a, b = load_samples(tmp_path/'a'/'samples.npy'), load_samples(tmp_path/'b'/'samples.npy')
     model, _ = load_trained(path, device='cpu')
-    want = cosine_ddim_sample(model, (2, 1, 32, 32), 3, eta=0., generator=torch.Generator().manual_seed(4), clamp=0.5)/0.5
+    want = cosine_ddim_sample(model, (2, 1, 32, 32), 3, eta=0., generator=torch.Generator().manual_seed(batch_seed(4, 0)), clamp=0.5)/0.5
     torch.testing.assert_close(a, want)
     assert torch.equal(a, b)
     sample_to_files(path, tmp_path/'c', n=2, steps=3, eta=1., seed=4, progress=False)
@@ -363,7 +375,7 @@ def test_sample_linear_ddpm(_ckpts, tmp_path, monkeypatch, capsys):
     assert 'ddpm 100 steps, 100 model calls each' in capsys.readouterr().out
     x = load_samples(tmp_path/'s'/'samples.npy')
     model, _ = load_trained(path, device='cpu')
-    want = ddpm_sample(model, (1, 1, 32, 32), linear_schedule(100, 1e-3, 0.2), generator=torch.Generator().manual_seed(0), clamp=1.)
+    want = ddpm_sample(model, (1, 1, 32, 32), linear_schedule(100, 1e-3, 0.2), generator=torch.Generator().manual_seed(batch_seed(0, 0)), clamp=1.)
     torch.testing.assert_close(x, want)
     assert x.abs().max() <= 1
 

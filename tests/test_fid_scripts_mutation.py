@@ -597,7 +597,7 @@ def test_unet_main_models_selects_networks_and_resumes_rows(unet, fake_unet, tmp
 def test_noise_level_configs_are_the_documented_recipes(nl):
     "Regressor: 20 epochs, one-cycle 1e-2, batch 512, dropout 0.2; no-t model: 25 epochs, 4e-3, batch 512; quick ones tiny, and marked quick."
     full, quick = nl.configs(False), nl.configs(True)
-    assert full == {'regressor': dict(epochs=20, lr=1e-2, bs=512, nfs=None, drop=0.2, quick=False),
+    assert full == {'regressor': dict(epochs=20, lr=1e-2, bs=512, nfs=None, drop=0.2, stem_dropout=False, quick=False),
                     'no_t': dict(epochs=25, lr=4e-3, bs=512, quick=False)}
     assert quick['regressor']['quick'] is True and quick['no_t']['quick'] is True
     assert quick['regressor']['epochs'] == quick['no_t']['epochs'] == 1 and quick['regressor']['nfs'] == (8, 16, 32, 64)

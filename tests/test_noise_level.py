@@ -21,7 +21,6 @@ def test_noisify_noise_level():
     big = noisify_noise_level(torch.zeros(200_000, 1), generator=torch.Generator().manual_seed(2))[1]
     assert abs(big.var().item() - math.pi**2/3) < 0.06 and abs(big.mean().item()) < 0.02
     # the spec's baselines (lesson 22, section 12): predicting 0 costs pi^2/3 = 3.290, predicting 0.5 costs 3.540
-    assert round(math.pi**2/3, 3) == 3.290 and round(math.pi**2/3 + 0.25, 3) == 3.540
     assert abs(flat_mse(torch.zeros_like(big), big).item() - 3.290) < 0.06
     assert abs(flat_mse(torch.full_like(big, 0.5), big).item() - 3.540) < 0.06
 

@@ -39,8 +39,13 @@ def _fmt(v):
 
 
 def _short_list(v) -> bool:
-    "A list of at most 10 scalars (per-digit accuracies, a [min, max] spread): one cell. Longer lists (loss curves) stay out."
+    "A list of at most 10 scalars (per-digit accuracies, a [min, max] spread): one cell. Longer lists stay out."
     return isinstance(v, list) and 0 < len(v) <= 10 and not any(isinstance(x, (list, dict)) for x in v)
+
+
+def _curve(key: str) -> bool:
+    "A per-epoch record (`train_loss`, `history`, ...): never a cell, however short (a quick run's would be, a full one's not)."
+    return key.endswith(('loss', 'history', 'losses'))
 
 
 def _flat(row: dict, prefix: str = '') -> dict:
@@ -55,7 +60,9 @@ def _flat(row: dict, prefix: str = '') -> dict:
 def _table(rows: list) -> list[str]:
     rows = [_flat(r) for r in rows if isinstance(r, dict)]
     if not rows: return []
-    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, list) or _short_list(v)))
+    lists = {k for r in rows for k, v in r.items() if isinstance(v, list)}
+    cell = lambda k: k not in lists or (not _curve(k) and all(_short_list(r[k]) for r in rows if isinstance(r.get(k), list)))
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if cell(k)]
     return ['| ' + ' | '.join(keys) + ' |', '|' + '---|'*len(keys)] + \
            ['| ' + ' | '.join(_fmt(r.get(k, '')) for k in keys) + ' |' for r in rows]
 
@@ -101,11 +108,18 @@ def t_classifier(epochs: int, goal: float):
 
 
 def t_ema_helps(d):
+    "EMA vs raw weights, called a difference only beyond twice the spread of the real-image FID between draws of the same size."
     rows, _ = _ddpm_rows(d, 10_000)
     ema, raw = rows.get(('cosine', 'ddim', 100)), rows.get(('cosine (no EMA)', 'ddim', 100))
     if not (ema and raw): return None
-    return (f"cosine DDIM-100, 10,000 samples: FID {ema['fid']:.3f} with the EMA weights, {raw['fid']:.3f} with the raw ones "
-            f"({'the EMA helps' if ema['fid'] < raw['fid'] else 'the EMA does not help'})", INFO)
+    sd = next((f.get('fid_std') for f in d.get('floor') or [] if f.get('n') == 10_000), None)
+    gap = raw['fid'] - ema['fid']
+    if sd is None or sd != sd: say = 'the EMA helps' if gap > 0 else 'the EMA does not help'; sd_txt = 'spread between draws unknown'
+    else:
+        say = 'the EMA helps' if gap > 2*sd else 'the EMA hurts' if gap < -2*sd else 'no difference beyond the spread between draws'
+        sd_txt = f"real images' FID varies by {sd:.3f} (std) between draws of 10,000"
+    return (f"cosine DDIM-100, 10,000 samples: FID {ema['fid']:.3f} with the EMA weights, {raw['fid']:.3f} with the raw ones; "
+            f"{sd_txt}: {say}", INFO)
 
 
 def t_ema_cost(d):
@@ -131,7 +145,9 @@ def t_cosine(d):
     best = min(cands, key=lambda m: cands[m]['fid'])
     ratio = cands[best]['fid']/floor
     txt = '; '.join(f"{m}: FID {r['fid']:.3f}, FID / floor {r['fid']/floor:.2f}" for m, r in cands.items())
-    return f"{txt} (floor {floor:.3f}); the course's 3.1 is {_course_ratio(COURSE_COSINE_BEST)} over its floors", _ratio_verdict(ratio, COURSE_COSINE_BEST)
+    ep = (d.get('models') or {}).get('cosine', {}).get('epochs', d.get('epochs'))
+    return (f"{txt} (floor {floor:.3f}; {ep} epochs); the course's 3.1 (25 epochs) is {_course_ratio(COURSE_COSINE_BEST)} over its floors",
+            _ratio_verdict(ratio, COURSE_COSINE_BEST))
 
 
 def _karras_best(d, keep):
@@ -153,7 +169,8 @@ def t_karras_table(d):
     if not got: return None
     best, ratio, floor = got
     course = COURSE_LMS20[0]/COURSE_LMS20[1]
-    return (f"best: {_name(best)}, FID / floor {ratio:.2f} (floor {floor:.3f}); the course's LMS-20: 5.06 / 2.57 = {course:.2f}",
+    ep = (d.get('config') or {}).get('karras', {}).get('epochs')
+    return (f"best: {_name(best)}, FID / floor {ratio:.2f} (floor {floor:.3f}; {ep} epochs); the course's LMS-20: 5.06 / 2.57 = {course:.2f}",
             MET if ratio < course else NOT_MET)
 
 
@@ -243,7 +260,8 @@ def targets_markdown(results_dir: Path) -> list[str]:
            "Checked by `tools/results_tables.py` from the files below. An FID target set by one of the course's numbers is "
            "checked as FID / floor (the real images' FID at the same sample count, under the same feature network): "
            f"met if it beats the course's over the highest of the course's floors at 2,048 samples ({max(COURSE_FLOORS_2048)}), "
-           f"not met if worse than over the lowest ({min(COURSE_FLOORS_2048)}), unclear between. A quick-mode file gives no verdict.", '',
+           f"not met if worse than over the lowest ({min(COURSE_FLOORS_2048)}), unclear between; the Karras table's target has "
+           f"its own notebook's floor ({COURSE_LMS20[1]}), so met or not. A quick-mode file gives no verdict.", '',
            '| issue | target | measured | verdict |', '|---|---|---|---|']
     for issue, what, name, check in TARGETS:
         path = results_dir/name
@@ -252,7 +270,7 @@ def targets_markdown(results_dir: Path) -> list[str]:
         except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:   # a file of another layout: say so, render the rest
             got = (f'cannot read it: {type(e).__name__} {e}', 'unknown')
         measured, verdict = got if got else ('-', f'not measured (`results/{name}`)')
-        if got and is_quick(d): verdict = 'quick mode: no verdict'
+        if d and is_quick(d): verdict = 'quick mode: no verdict'   # (its sample counts are not the target's: often nothing to show)
         out.append(f"| {issue} | {what} | {_fmt(measured)} | {verdict} |")
     return out + ['']
 
@@ -282,7 +300,7 @@ def render(results_dir: Path = REPO/'results') -> str:
             if isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):   # {name: {figure: value}}
                 out += ['', f'`{key}`:', '', *_table([{'': k, **x} for k, x in v.items()])]
             elif isinstance(v, dict):   # figures, perhaps nested or mixed with counts: one (key, value) row each
-                rows = [{key: k, 'value': x} for k, x in _flat(v).items() if not isinstance(x, list) or _short_list(x)]
+                rows = [{key: k, 'value': x} for k, x in _flat(v).items() if not isinstance(x, list) or (_short_list(x) and not _curve(k))]
                 out += ['', *_table(rows)]
             elif isinstance(v, list) and key not in UNRENDERED:   # rows of figures (`rows`, `runs`, `fid`, `floor`, ...)
                 label = {'rows': None, 'runs': None, 'superseded': 'Replaces these tables, set aside (`bench.benchkit.set_aside`):'}.get(key, f'`{key}`:')
