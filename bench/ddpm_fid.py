@@ -190,9 +190,8 @@ def main(argv=None):
                                                  'train_loss', 'valid_loss', 'ema_decay', 'compile', 'params')}
         res['models'][name]['weights'] = str(wdir/'model.safetensors')
         ema = r.get('ema')
-        if ema and ema.n_updates:   # the warm-up's min(decay, (1+n)/(10+n)) at the last update: 0.9970 after 2,950, not 0.999
-            n = ema.n_updates - 1
-            res['models'][name].update(ema_updates=ema.n_updates, ema_last_decay=min(ema.decay, (1 + n)/(10 + n)) if ema.warmup else ema.decay)
+        if ema and ema.n_updates:   # the warm-up's decay at the last update: 0.9970 after 2,950, not 0.999
+            res['models'][name].update(ema_updates=ema.n_updates, ema_last_decay=ema.current_decay(ema.n_updates - 1))
         save()
         del r
     if a.train_only: return res

@@ -173,9 +173,9 @@ class EMA(Callback):
         self.shadow = [p.detach().clone() for p in self.params]
         self.n_updates, self._swapped, self._eval_swap = 0, False, False
 
-    def current_decay(self) -> float:
-        "Decay used by the next update: `min(decay, (1+n)/(10+n))` after n updates with warm-up, else `decay`."
-        n = self.n_updates
+    def current_decay(self, n: int | None = None) -> float:  # updates before the one asked about (default: all so far)
+        "Decay used by the next update (or the one after n updates): `min(decay, (1+n)/(10+n))` with warm-up, else `decay`."
+        n = self.n_updates if n is None else n
         return min(self.decay, (1 + n)/(10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()

@@ -181,6 +181,7 @@ def test_ema_maths_with_and_without_warmup():
             expect = [d*e + (1 - d)*p.detach().double() for e, p in zip(expect, lin.parameters())]
             for s, e in zip(ema.shadow, expect): torch.testing.assert_close(s.double(), e, rtol=1e-5, atol=1e-6)
     assert EMA(0.999).current_decay() == pytest.approx(0.1)  # warm-up: the first update mostly copies the weights
+    assert EMA(0.999).current_decay(2949) == 2950/2959 and EMA(0.9, warmup=False).current_decay(3) == 0.9   # after n updates
 
 
 def test_ema_foreach_update_equals_python_loop():

@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 import pytest
 import torch
+from miniai.accel import EMA
 
 
 @pytest.fixture
@@ -263,7 +264,7 @@ def _fake_train(tmp_path, calls):
         calls.append(schedule); Path(out).mkdir(parents=True, exist_ok=True)
         m = dict(epochs=1, bs=8, lr=1e-3, train_seconds=1., train_images_per_s=8., wall_seconds=1., train_loss=[1.], valid_loss=[1.],
                  ema_decay=0.9, compile=None, params=2)
-        ema = SimpleNamespace(n_updates=2950, decay=0.999, warmup=True)   # 25 epochs of 118 batches
+        ema = EMA(0.999); ema.n_updates = 2950   # 25 epochs of 118 batches
         return dict(metrics=m, learn=SimpleNamespace(model=torch.nn.Linear(1, 1)), ema=ema)
     return train
 
