@@ -153,14 +153,15 @@ def hub_offline_reason() -> str | None:
 @contextmanager
 def hub_offline():
     "Within the block, `huggingface_hub` and `datasets` work in offline mode (local cache only, no retries)."
-    saved = []
-    for name in ('huggingface_hub.constants', 'datasets.config'):
+    saved = []   # older datasets read HF_DATASETS_OFFLINE, newer ones HF_HUB_OFFLINE: set each that exists
+    for name, flag in (('huggingface_hub.constants', 'HF_HUB_OFFLINE'), ('datasets.config', 'HF_HUB_OFFLINE'),
+                       ('datasets.config', 'HF_DATASETS_OFFLINE')):
         try: mod = importlib.import_module(name)
         except ImportError: continue
-        if hasattr(mod, 'HF_HUB_OFFLINE'): saved.append((mod, mod.HF_HUB_OFFLINE)); mod.HF_HUB_OFFLINE = True
+        if hasattr(mod, flag): saved.append((mod, flag, getattr(mod, flag))); setattr(mod, flag, True)
     try: yield
     finally:
-        for mod, value in saved: mod.HF_HUB_OFFLINE = value
+        for mod, flag, value in reversed(saved): setattr(mod, flag, value)
 
 def load_hub_dataset(name: str, # a data set on the Hugging Face hub
                      **kwargs,  # passed to `datasets.load_dataset` (`split=`, ...)

@@ -16,6 +16,20 @@ needs_full = pytest.mark.skipif(not (DATA and all((DATA/f).is_file() for f in FU
 
 def manifest() -> dict: return json.loads((md._sample_dir()/DATA_SAMPLES_MANIFEST).read_text())
 
+def lock_torch() -> str:
+    "The torch release pinned in requirements-lock.txt (the one that made the shipped samples)."
+    return next(l.split('==')[1].strip() for l in (REPO/'requirements-lock.txt').read_text().splitlines() if l.startswith('torch=='))
+
+# Other torch releases may round a resized value lying on .5 the other way (torch 2.4: 1 value in a million).
+SAME_TORCH = torch.__version__.split('+')[0] == lock_torch()
+
+def assert_same_resize(a: np.ndarray, b: np.ndarray):
+    "Bit-identical under the lock file's torch; with another torch, at most one level apart in at most 1e-4 of the values."
+    assert a.shape == b.shape and a.dtype == b.dtype
+    if SAME_TORCH: assert np.array_equal(a, b); return
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert d.max() <= 1 and (d > 0).mean() < 1e-4, (d.max(), (d > 0).sum())
+
 def test_manifest_lists_verified_samples_with_licences():
     man = manifest()
     assert set(man) == set(FULL)
@@ -39,7 +53,8 @@ def test_samples_are_exact_excerpts_of_the_full_files():
         idx = np.array(man['clothing64_sample.npz']['indices'])
         for k in ('labels', 'image_id', 'kids', 'sender_id'): assert np.array_equal(s[k], full[k][idx])
         small = resize_images(torch.from_numpy(full['images'][idx]).permute(0, 3, 1, 2).contiguous(), 32)
-        assert s['images'].shape == (len(idx), 32, 32, 3) and np.array_equal(s['images'], small.permute(0, 2, 3, 1).numpy())
+        assert s['images'].shape == (len(idx), 32, 32, 3)
+        assert_same_resize(s['images'], small.permute(0, 2, 3, 1).numpy())
         assert np.array_equal(s['class_names'], full['class_names'])
     with np.load(DATA/FULL['fsdd_sample.npz']) as full, np.load(shipped_sample('fsdd_sample.npz')) as s:
         idx, off, so = np.array(man['fsdd_sample.npz']['indices']), full['offsets'], s['offsets']
@@ -51,5 +66,16 @@ def test_the_tool_remakes_the_same_bytes(tmp_path):
     out = subprocess.run([sys.executable, str(REPO/'tools'/'make_data_samples.py'), str(DATA), '--out', str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    for f, m in manifest().items(): assert sha256_file(tmp_path/f) == m['sha256']
-    assert json.loads((tmp_path/DATA_SAMPLES_MANIFEST).read_text()) == manifest()
+    made = json.loads((tmp_path/DATA_SAMPLES_MANIFEST).read_text())
+    if SAME_TORCH:
+        for f, m in manifest().items(): assert sha256_file(tmp_path/f) == m['sha256']
+        assert made == manifest(); return
+    # another torch: the same arrays (the resized images within rounding), the same manifest but for that file's hash
+    for f in manifest():
+        with np.load(tmp_path/f) as a, np.load(md._sample_dir()/f) as b:
+            assert set(a.files) == set(b.files)
+            for k in a.files:
+                if f.startswith('clothing') and k == 'images': assert_same_resize(a[k], b[k])
+                else: assert np.array_equal(a[k], b[k]), (f, k)
+    drop = lambda man: {f: {k: v for k, v in m.items() if not (f.startswith('clothing') and k == 'sha256')} for f, m in man.items()}
+    assert drop(made) == drop(manifest())

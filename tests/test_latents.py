@@ -258,15 +258,19 @@ def test_load_hub_dataset_offline_when_unreachable(monkeypatch):
     from miniai.core import load_hub_dataset
     _no_network(monkeypatch)
     seen = []
+    # the offline flag datasets reads: HF_HUB_OFFLINE in newer releases, HF_DATASETS_OFFLINE in older ones
+    flag = 'HF_HUB_OFFLINE' if hasattr(datasets.config, 'HF_HUB_OFFLINE') else 'HF_DATASETS_OFFLINE'
+    ds_flag = lambda: getattr(datasets.config, flag)
+    monkeypatch.setattr(hub_constants, 'HF_HUB_OFFLINE', False); monkeypatch.setattr(datasets.config, flag, False)
     def fake(name, **kw):
-        seen.append((name, kw, hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE))
+        seen.append((name, kw, hub_constants.HF_HUB_OFFLINE, ds_flag()))
         raise ConnectionError(f"Couldn't reach '{name}' on the Hub (OfflineModeIsEnabled)")
     monkeypatch.setattr(datasets, 'load_dataset', fake)
-    before = (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)
+    before = (hub_constants.HF_HUB_OFFLINE, ds_flag())
     with pytest.raises(ConnectionError, match='unreachable .*`org/data` is not in the local Hugging Face cache'):
         load_hub_dataset('org/data', split='test')
     assert seen == [('org/data', dict(split='test'), True, True)]
-    assert (hub_constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+    assert (hub_constants.HF_HUB_OFFLINE, ds_flag()) == before
     monkeypatch.setattr(datasets, 'load_dataset', lambda name, **kw: 'from the cache')
     assert load_hub_dataset('org/data') == 'from the cache'
 
