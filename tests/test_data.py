@@ -653,9 +653,13 @@ def test_hub_offline_sets_and_restores_the_flags(monkeypatch):
     import datasets, huggingface_hub.constants as hc
     flags = [(hc, 'HF_HUB_OFFLINE')] + [(datasets.config, f) for f in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE') if hasattr(datasets.config, f)]
     assert len(flags) >= 2   # datasets has at least one of them
-    for mod, f in flags: monkeypatch.setattr(mod, f, False)
-    with core.hub_offline(): assert all(getattr(mod, f) is True for mod, f in flags)
-    assert all(getattr(mod, f) is False for mod, f in flags)
+    old = [object() for _ in flags]   # a different old value for each flag: each must get its own back
+    for (mod, f), v in zip(flags, old): monkeypatch.setattr(mod, f, v)
+    with core.hub_offline():
+        assert all(getattr(mod, f) is True for mod, f in flags)
+        with core.hub_offline(): assert all(getattr(mod, f) is True for mod, f in flags)
+        assert all(getattr(mod, f) is True for mod, f in flags)   # the inner block restores the outer one's values
+    assert all(getattr(mod, f) is v for (mod, f), v in zip(flags, old))
 
 def test_check_finite_and_check_shape():
     x = torch.zeros(3, 4); x[1, 2] = float('nan'); x[0, 0] = float('inf')
