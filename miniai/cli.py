@@ -655,3 +655,6 @@ def _main_fid(a: argparse.Namespace) -> int:
     acc = f"  class accuracy {r['class_accuracy']:.1%}" if 'class_accuracy' in r else ''
     print(f"FID {r['fid']:.3f}  KID {r['kid']:.5f}{acc}  ({r['n']} samples{', quick-mode classifier: not comparable' if a.quick else ''})")
     return 0
+
+# %% ../nbs/99_cli.ipynb #2bf8f3fa
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(console_main())

@@ -379,3 +379,18 @@ def test_fid_of_a_folder_reads_the_sample_set_not_pictures(finished_run, tmp_pat
     x = load_sample_images(tmp_path/'s')
     assert torch.equal(x, load_samples(tmp_path/'s'/'samples.npy')) and x.shape == (3, 1, 32, 32)
     assert load_sample_images(tmp_path/'s'/'png').shape == (3, 1, 32, 32)   # the PNG folder itself still works
+
+
+def test_python_dash_m_runs_the_console_command(tmp_path):
+    "`python -m miniai.cli` is the console command (importing the module runs nothing): usage with status 0, and a"
+    " user's error as one line with status 1."
+    import os, subprocess, sys
+    env = {k: v for k, v in os.environ.items() if k != 'MINIAI_DEBUG'}
+    run = lambda *a: subprocess.run([sys.executable, '-m', 'miniai.cli', *a], capture_output=True, text=True, cwd=tmp_path,
+                                    env=env, timeout=300)
+    r = run('--help')
+    assert r.returncode == 0 and r.stdout.startswith('usage:') and 'train' in r.stdout
+    r = run('fid', str(tmp_path/'none.npy'), '--quick')
+    assert r.returncode == 1 and r.stderr.startswith(f"miniai fid: error: no sample file at {tmp_path/'none.npy'}")
+    r = subprocess.run([sys.executable, '-c', 'import miniai.cli'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout == ''
