@@ -76,15 +76,20 @@ COURSE_LMS20 = (5.061, 2.574)         # 23_karras: LMS-20 and its reals, the sam
 MET, NOT_MET, UNCLEAR, INFO = 'met', 'not met', 'unclear', 'measured (no threshold)'
 
 
+def _course_ratios(course_fid: float) -> tuple[float, float]:
+    "The course's FID over the highest and over the lowest of its floors at 2,048 (low, high)."
+    lo, hi = sorted(course_fid/f for f in COURSE_FLOORS_2048)
+    return lo, hi
+
+
 def _ratio_verdict(ratio: float, course_fid: float) -> str:
     "Met if FID / floor beats the course's FID over the highest of its floors, not met if it is worse than over the lowest."
-    hi, lo = (course_fid/f for f in COURSE_FLOORS_2048)
+    lo, hi = _course_ratios(course_fid)
     return MET if ratio <= lo else NOT_MET if ratio > hi else UNCLEAR
 
 
 def _course_ratio(course_fid: float) -> str:
-    lo, hi = sorted(course_fid/f for f in COURSE_FLOORS_2048)
-    return f"{lo:.2f} to {hi:.2f}"
+    return '{:.2f} to {:.2f}'.format(*_course_ratios(course_fid))
 
 
 def _ddpm_rows(d: dict, n: int) -> tuple[dict, float | None]:
