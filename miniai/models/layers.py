@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04_layers.ipynb #86e8c614
 from __future__ import annotations
-import copy
+import copy, numbers
 from typing import Callable, Sequence
 import torch
 from torch import nn
@@ -75,8 +75,9 @@ def init_weights(m: nn.Module,   # a module (call through `model.apply(partial(i
 
 # %% ../../nbs/04_layers.ipynb #8a25999d
 def check_dropout_p(p: float) -> float:
-    "Return `p` if it is a valid dropout probability (0 <= p < 1), else raise `ValueError`."
-    if not 0 <= p < 1: raise ValueError(f"dropout probability `p` must be in [0, 1), got {p}")
+    "Return `p` as a float if it is a valid dropout probability (a real number, 0 <= p < 1), else raise `ValueError`."
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout probability `p` must be a real number in [0, 1), got {p!r}")
     return float(p)
 
 def dropout_mask(x: torch.Tensor, shape: Sequence[int], p: float) -> torch.Tensor:

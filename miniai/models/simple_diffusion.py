@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from einops import rearrange
 from .attention import SelfAttention
-from .unet import EmbUNetModel
+from .unet import EmbUNetModel, _is_int
 
 # %% auto #0
 __all__ = ['LearnEmbSS', 'EmbTransformerBlk', 'TransformerMid', 'SimpleDiffusion', 'init_simple_diffusion']
@@ -79,7 +79,10 @@ class TransformerMid(nn.Module):
 # %% ../../nbs/17_simple_diffusion.ipynb #d72dfd81
 def _bottom_grid(img_size: int | tuple[int, int], n_levels: int) -> tuple[int, int]:
     "Size of the feature maps after `n_levels - 1` stride-2 convs (padding 1) of `img_size` images."
-    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    hw = (img_size, img_size) if _is_int(img_size) else tuple(img_size) if isinstance(img_size, (tuple, list)) else ()
+    if len(hw) != 2 or not all(_is_int(s) and s >= 1 for s in hw):
+        raise ValueError(f"`img_size` must be a positive int or a pair (H, W) of positive ints, got {img_size!r}")
+    h, w = hw
     for _ in range(n_levels - 1): h, w = (h + 1)//2, (w + 1)//2
     return h, w
 

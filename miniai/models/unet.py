@@ -248,7 +248,11 @@ class EmbUNetModel(nn.Module):
         if not isinstance(t, Tensor): t = torch.as_tensor(t, dtype=torch.float32, device=self.conv_in.weight.device)
         if t.ndim > 1 or t.numel() not in (1, batch):
             raise ValueError(f"`t` must have shape ({batch},) or be a single value, got {tuple(t.shape)}")
-        emb = self.emb_mlp(timestep_embedding(t.reshape(-1).expand(batch), self.n_temb))
+        if self.training and batch > 1 and t.numel() == 1:   # BatchNorm1d would turn B identical rows into zeros
+            raise ValueError(f"one `t` for a batch of {batch} in training mode: the embedding's BatchNorm1d would erase it "
+                             "(identical rows normalise to zero); pass one `t` per image, or call `model.eval()` to sample")
+        temb = timestep_embedding(t.reshape(-1).expand(batch), self.n_temb)   # sinusoids in float32, then the model's dtype
+        emb = self.emb_mlp(temb.to(self.conv_in.weight.dtype))
         if self.cond_emb is None:
             if c is not None: raise ValueError("class labels `c` given to an unconditional model (built with n_classes=None)")
             return emb
