@@ -31,14 +31,16 @@ from miniai.distributed import load_samples
 from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
 from miniai.diffusion.karras import noisify_karras, sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
-from miniai.diffusion.noise_level import noise_level_ddim_sample
+from miniai.diffusion.noise_level import noise_level_ddim_sample, noisify_noise_level, predict_abar
 from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
 from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
-from miniai.latents import (CorruptCacheError, DeviceTensorLoader, StaleCacheError, conv_vae_learner, encode_images, open_latent_cache,
+from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_dls, StaleCacheError, conv_vae_learner, encode_images, open_latent_cache,
                             write_latent_cache)
 from miniai.learner import Learner, OneCycleCB, TrainLearner
 from miniai.models.resnet import random_erase, random_flip
 from miniai.models.unet import EmbUNetModel
+from miniai.models.simple_diffusion import SimpleDiffusion
+from miniai.models.layers import Dropout
 from miniai.vae import VAE, Autoencoder, kld_loss
 
 NAN = float('nan')
@@ -63,6 +65,10 @@ def _eval():
 def _fid_call(x):
     def call(tmp): ie = _eval(); return lambda: ie.fid(x)
     return call
+
+class _OneChannel(nn.Module):
+    "A 'network' that returns only the first channel (built for other images)."
+    def forward(self, x, t): return x[:, :1]
 
 def _ddim(**kw):
     sch = linear_schedule(10); ts = ddim_timesteps(10, 3)
@@ -327,6 +333,10 @@ ROWS = [
     ('diffusion.ksamplers.sample', 's_churn=-1 (heun)', ValueError, '`s_churn` must be a number', _fp(lambda: sample('heun', lambda x, s: x, (2, 1, 4, 4), s_churn=-1., device=CPU))),
     ('diffusion.ksamplers.sample', "unknown sampler 'foo'", ValueError, "unknown sampler 'foo'", _fp(lambda: sample('foo', lambda x, s: x, (2, 1, 4, 4), device=CPU))),
     ('diffusion.ksamplers.sample', 'shape with a negative size', ValueError, '`shape` must be a tuple of positive ints', _fp(lambda: sample('euler', lambda x, s: x, (2, -1, 4, 4), device=CPU))),
+    ('diffusion.ksamplers.sample', 'bare network returns 1 channel for 3', ValueError, 'the network returned (2, 1, 4, 4) for samples of shape (2, 3, 4, 4)', _fp(lambda: sample('euler', _OneChannel(), (2, 3, 4, 4), steps=2, device=CPU))),
+    ('diffusion.ksamplers.sample', 'sigma_data=-0.5 (flips c_out)', ValueError, '`sigma_data` must be a finite number > 0, got -0.5', _fp(lambda: sample('euler', _OneChannel(), (2, 1, 4, 4), sigma_data=-0.5, device=CPU))),
+    ('diffusion.ksamplers.sample', 'seed=1.5', TypeError, '`seed` must be an int, got 1.5', _fp(lambda: sample('euler', lambda x, s: x, (2, 1, 4, 4), seed=1.5, device=CPU))),
+    ('diffusion.ksamplers.sample_lms', 'order=4.0', ValueError, '`order` must be 1, 2, 3 or 4, got 4.0', _fp(lambda: sample_lms(lambda x, s: x, torch.zeros(2, 1, 4, 4), sigmas_karras(3), order=4.0))),
     ('diffusion.ksamplers.sample', 'denoiser returns 1 channel for 3', ValueError, 'the denoiser returned (2, 1, 4, 4) for samples of shape (2, 3, 4, 4)', _fp(lambda: sample('euler', lambda x, s: x[:, :1], (2, 3, 4, 4), steps=2, device=CPU))),
     ('diffusion.ksamplers.sample', 'denoiser returns 1 channel for 3 (dpmpp_2m)', ValueError, 'the denoiser returned (2, 1, 4, 4)', _fp(lambda: sample('dpmpp_2m', lambda x, s: x[:, :1], (2, 3, 4, 4), steps=2, device=CPU))),
     ('diffusion.ksamplers.sample_euler', 'NaN in x', ValueError, '`x` contains 32 non-finite value(s)', _fp(lambda: sample_euler(lambda x, s: x, torch.full((2, 1, 4, 4), NAN), sigmas_karras(3, device=CPU)))),
@@ -357,6 +367,12 @@ ROWS = [
     ('diffusion.ddim.ddim_sample', 'eta=-0.1', ValueError, '`eta` must be >= 0', _ddim(eta=-0.1)),
     ('diffusion.ddim.ddim_sample', 'eta=NaN', ValueError, '`eta` must be >= 0', _ddim(eta=NAN)),
     ('diffusion.ddim.ddim_sample', 'eta=inf', ValueError, '`eta` must be >= 0 and finite, got inf', _ddim(eta=float('inf'))),
+    ('diffusion.ddim.ddim_sample', 'eta=1.5 (σ would overshoot the next noise level)', ValueError, '`eta` must be at most 1', _ddim(eta=1.5)),
+    ('diffusion.ddpm.ddpm_sample', 'generator=1.7 (a float seed; was taken as 1)', TypeError, '`seed` must be an int, got 1.7', _fp(lambda: ddpm_sample(lambda x, t: torch.zeros_like(x), (2, 1, 4, 4), linear_schedule(10), generator=1.7))),
+    ('diffusion.noise_level.noisify_noise_level', 'eps=-0.1 (NaN targets)', ValueError, '`eps` must be a number in [0, 0.5)', _fp(lambda: noisify_noise_level(torch.zeros(2, 1, 4, 4), eps=-0.1))),
+    ('diffusion.noise_level.noisify_noise_level', 'eps=0.6 (range inverted)', ValueError, 'ᾱ ~ U(eps, 1-eps)), got 0.6', _fp(lambda: noisify_noise_level(torch.zeros(2, 1, 4, 4), eps=0.6))),
+    ('diffusion.noise_level.noisify_noise_level', 'uint8 images', TypeError, '`x0` must be a float batch', _fp(lambda: noisify_noise_level(u8(2, 1, 4, 4)))),
+    ('diffusion.noise_level.predict_abar', 'a 10-logit classifier as regressor', ValueError, 'must return one logit(ᾱ) per image (2), got (2, 10)', _fp(lambda: predict_abar(nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), torch.zeros(2, 1, 4, 4)))),
     ('diffusion.ddim.ddim_sample', 'shape (B,C,H) of 3 dims', ValueError, '`shape` must be (B, C, H, W)', _ddim(shape=(2, 1, 4))),
     ('diffusion.ddim.ddim_sample', 'no time steps', ValueError, 'need at least one time step (`steps` >= 1)', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [], []))),
     ('diffusion.ddim.ddim_sample', 'abars not increasing', ValueError, '`abars` must be finite, in (0, 1], and increase', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [9, 5], [0.5, 0.1]))),
@@ -372,6 +388,10 @@ ROWS = [
     ('models.unet.EmbUNetModel', 'integer images', TypeError, '`x` must be a floating-point tensor', lambda tmp: lambda: _unet()(torch.zeros(2, 1, 8, 8, dtype=torch.long), torch.rand(2))),
     ('models.unet.EmbUNetModel', '3 channels for in_channels=1', ValueError, '`x` must be a batch of images (B, 1, H, W)', lambda tmp: lambda: _unet()(torch.zeros(2, 3, 8, 8), torch.rand(2))),
     ('models.unet.EmbUNetModel', 't of another batch size', ValueError, '`t` must have shape (2,)', lambda tmp: lambda: _unet()(torch.zeros(2, 1, 8, 8), torch.rand(3))),
+    ('models.unet.EmbUNetModel', 'one t for a batch in training mode (BatchNorm1d erased it)', ValueError, 'one `t` for a batch of 2 in training mode', lambda tmp: lambda: _unet().train()(torch.zeros(2, 1, 8, 8), 0.5)),
+    ('models.simple_diffusion.SimpleDiffusion', 'img_size=0', ValueError, '`img_size` must be a positive int or a pair (H, W) of positive ints, got 0', _fp(lambda: SimpleDiffusion(nfs=(8, 16), n_mids=1, mid_attn_chans=8, img_size=0))),
+    ('models.layers.Dropout', "p='0.5' (a string)", ValueError, "dropout probability `p` must be a real number in [0, 1), got '0.5'", _fp(lambda: Dropout('0.5'))),
+    ('latents.latent_dls', 'scale=NaN (a 1/std gone wrong)', ValueError, 'the latent `scale` must be a finite number > 0', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), NAN, bs=2, device=CPU))),
     ('models.unet.EmbUNetModel', 'n_classes=0', ValueError, '`n_classes` must be >= 1 or None', _fp(lambda: EmbUNetModel(1, 1, nfs=(8,), n_classes=0))),
     ('diffusion.guidance.GuidedModel', 'label == n_classes (the null class)', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), 3)),
     ('diffusion.guidance.GuidedModel', 'negative label', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), [-1])),

@@ -1,4 +1,5 @@
 "Properties of the diffusion samplers that a hand-made mutation check found unpinned (callbacks, time grids, wiring)."
+import pytest
 import torch
 from miniai.diffusion.ddpm import ddpm_sample, linear_schedule
 from miniai.diffusion.ddim import ddim_timesteps
@@ -76,3 +77,28 @@ def test_noise_level_ddim_passes_the_grid_times_to_the_model():
     noise_level_ddim_sample(model, level, (2, 1, 2, 2), steps=4, eta=0., generator=0)
     assert [tuple(t.shape) for t in seen] == [(2,)]*4
     torch.testing.assert_close(torch.stack([t[0] for t in seen]), torch.tensor([0.75, 0.5, 0.25, 0.]))
+
+
+# ---------------------------------------------------------------- half-precision batches are noised in float32
+def _noisers():
+    from miniai.diffusion.ddpm import linear_schedule, noisify_ddpm
+    from miniai.diffusion.cosine import noisify_cosine
+    from miniai.diffusion.karras import noisify_karras
+    from miniai.diffusion.noise_level import noisify_noise_level
+    abar = linear_schedule().to('cpu').abar
+    return {'ddpm': lambda x, g: noisify_ddpm(x, abar, generator=g), 'cosine': lambda x, g: noisify_cosine(x, generator=g),
+            'karras': lambda x, g: noisify_karras(x, generator=g), 'noise_level': lambda x, g: noisify_noise_level(x, generator=g)}
+
+@pytest.mark.parametrize('name', ['ddpm', 'cosine', 'karras', 'noise_level'])
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_batches_are_noised_in_float32(name, dtype):
+    """A bf16/fp16 batch gets the float32 pair, rounded: ᾱ near 1 used to round to 1 in bf16 (no noise at all, yet an
+    ε target), continuous t collapsed to a few hundred values, and the Karras target at small σ was off by 40%."""
+    f = _noisers()[name]
+    x = torch.rand(512, 1, 4, 4)*2 - 1
+    xh = x.to(dtype)
+    got, want = f(xh, torch.Generator().manual_seed(0)), f(xh.float(), torch.Generator().manual_seed(0))
+    flat = lambda p: [t for item in p for t in (item if isinstance(item, tuple) else (item,))]
+    for g, w in zip(flat(got), flat(want)):
+        if w.is_floating_point() and w.ndim > 1: assert g.dtype == dtype and torch.equal(g, w.to(dtype))   # images and targets
+        else: assert torch.equal(g, w.to(g.dtype))                                                          # t / σ / logit(ᾱ), rounded or not

@@ -32,10 +32,11 @@ def noisify_cosine(x0: Tensor,  # clean images (B, C, H, W), float, on the train
     if not x0.is_floating_point() or x0.ndim < 2:
         raise TypeError(f"`x0` must be a float batch (B, C, H, W), got {x0.dtype} of shape {tuple(x0.shape)}")
     if (tm := to_real(t_max)) is None or not 0 < tm <= 1: raise ValueError(f"`t_max` must be a time in (0, 1], got {t_max!r}")
-    t = torch.rand(len(x0), device=x0.device, generator=generator, dtype=x0.dtype).clamp_(max=tm)
-    eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    wd = torch.promote_types(x0.dtype, torch.float32)   # bf16 would leave few distinct t and round small noise away
+    t = torch.rand(len(x0), device=x0.device, generator=generator, dtype=wd).clamp_(max=tm)
+    eps = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
     ab = cosine_abar(t).reshape(-1, *([1]*(x0.ndim-1)))
-    return (ab.sqrt()*x0 + (1-ab).sqrt()*eps, t), eps
+    return ((ab.sqrt()*x0 + (1-ab).sqrt()*eps).to(x0.dtype), t), eps.to(x0.dtype)
 
 # %% ../../nbs/08_cosine.ipynb #081bf9c4
 def cosine_timesteps(steps: int) -> Tensor:

@@ -19,8 +19,9 @@ __all__ = ['check_ddim_noise', 'ddim_sigma', 'ddim_step', 'ddim_timesteps', 'ddi
 def check_ddim_noise(eta: float,   # DDIM's noise knob: 0 deterministic, 1 DDPM-like
                      cutoff: float, # no fresh noise where 1-abar_prev-σ² <= cutoff; 0: off
                     ):
-    "A `ValueError` unless `eta` is finite and >= 0 and `cutoff` is in [0, 1) (checked once, before any model call)."
+    "A `ValueError` unless `eta` is in [0, 1] and `cutoff` is in [0, 1) (checked once, before any model call)."
     if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
+    if eta > 1: raise ValueError(f"`eta` must be at most 1 (DDPM's posterior noise): a larger σ overshoots the next noise level, got {eta}")
     if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
 
 def ddim_sigma(abar_t: float,    # alpha-bar at the current (noisier) step

@@ -63,10 +63,11 @@ def noisify_ddpm(x0: Tensor,   # clean images (B, C, H, W), float, on the traini
     if abar.device != x0.device:
         raise ValueError(f"`abar` is on {abar.device} but the images are on {x0.device}: move the schedule once "
                          "with `sched.to(device)` (copying it every batch would make the GPU wait)")
+    wd = torch.promote_types(x0.dtype, torch.float32)   # in bf16/fp16 alpha-bars near 1 round to 1: noise in float32
     t = torch.randint(0, len(abar), (len(x0),), device=x0.device, generator=generator)
-    eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-    ab = abar[t].to(x0.dtype).reshape(-1, *([1]*(x0.ndim-1)))
-    return (ab.sqrt()*x0 + (1-ab).sqrt()*eps, t), eps
+    eps = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
+    ab = abar[t].to(wd).reshape(-1, *([1]*(x0.ndim-1)))
+    return ((ab.sqrt()*x0 + (1-ab).sqrt()*eps).to(x0.dtype), t), eps.to(x0.dtype)
 
 # %% ../../nbs/06_ddpm.ipynb #58752296
 class DiffusersUNet(nn.Module):
@@ -179,7 +180,7 @@ def as_generator(seed: int | torch.Generator | None, # a seed, a generator, or N
                  device: str | torch.device) -> torch.Generator | None:
     "A `torch.Generator` on `device` seeded with `seed` (passed through if already a generator)."
     if seed is None or isinstance(seed, torch.Generator): return seed
-    return torch.Generator(torch.device(device)).manual_seed(int(seed))
+    return torch.Generator(torch.device(device)).manual_seed(check_int(seed, 'seed'))   # not 1.7 or True taken as 1
 
 @contextmanager
 def sampling_mode(model: Callable): # a denoiser: an `nn.Module` (switched to eval mode inside) or any callable

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/10_karras.ipynb #1fa16389
 from __future__ import annotations
-import math
+import math, numbers
 from typing import Callable
 import numpy as np
 import torch
@@ -12,12 +12,12 @@ from torch import nn, Tensor
 from functools import partial
 from ..core import default_device, to_real
 from ..learner import Learner
-from .ddpm import ddpm_learner
+from .ddpm import check_output, ddpm_learner
 from .cosine import cosine_inv_abar
 
 # %% auto #0
-__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'check_noise_levels', 'noisify_karras', 'denoise', 'Denoiser',
-           'KarrasDenoiser', 'EpsDenoiser', 'sigmas_karras', 'karras_learner']
+__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'check_noise_levels', 'check_sigma_data', 'noisify_karras',
+           'denoise', 'Denoiser', 'KarrasDenoiser', 'EpsDenoiser', 'sigmas_karras', 'karras_learner']
 
 # %% ../../nbs/10_karras.ipynb #bcd9fa6e
 SIGMA_DATA = 0.66 # std of Fashion-MNIST padded to 32x32 in [-1, 1] (0.33 for [-0.5, 0.5])
@@ -43,7 +43,7 @@ def sample_sigmas(n: int,                     # number of noise levels
                   generator: torch.Generator | None = None, # optional seeded noise source
                  ) -> Tensor:
     "Training noise levels, log-normal: ln σ ~ N(mean, std²) (Karras et al. 2022, section 5)."
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0: raise ValueError(f"`n` must be an integer >= 0, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0: raise ValueError(f"`n` must be an integer >= 0, got {n!r}")
     if not (math.isfinite(mean) and math.isfinite(std) and std >= 0):
         raise ValueError(f"`mean` must be finite and `std` finite and >= 0, got mean={mean!r}, std={std!r}")
     device = default_device() if device is None else device
@@ -65,6 +65,12 @@ def check_noise_levels(sigma: Tensor | float, # noise levels: one per image, or 
         raise ValueError(f"`sigma` must hold finite noise levels > 0 (σ = 0 has no target: c_out = 0), got {sigma[~ok][:4].tolist()}")
     return sigma
 
+def check_sigma_data(sigma_data: float) -> float:
+    "`sigma_data` as a float if it is a finite number > 0, else a `ValueError` (0 makes D ≡ 0; a negative value flips c_out)."
+    if (sd := to_real(sigma_data)) is None or not 0 < sd < math.inf:
+        raise ValueError(f"`sigma_data` must be a finite number > 0, got {sigma_data!r}")
+    return sd
+
 def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), on the device
                    sigma_data: float = SIGMA_DATA, # standard deviation of the data
                    sigma: Tensor | None = None,    # noise levels (B,) (default: log-normal draws)
@@ -72,16 +78,15 @@ def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), 
                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
     "Karras training pair: `((c_in*(x0 + σ n), c_noise(σ)), target)`, computed on `x0`'s device."
     if not x0.is_floating_point(): raise TypeError(f"`x0` must be a float tensor (images scaled to the data range), got {x0.dtype}")
-    if (sd := to_real(sigma_data)) is None or not 0 < sd < math.inf:
-        raise ValueError(f"`sigma_data` must be a finite number > 0, got {sigma_data!r}")
-    sigma_data = sd
+    sigma_data = check_sigma_data(sigma_data)
     if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)  # > 0 by construction
     else: sigma = check_noise_levels(sigma, len(x0), x0.device)
-    sig = sigma.reshape(-1, *([1]*(x0.ndim-1))).to(x0.dtype)
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    wd = torch.promote_types(x0.dtype, torch.float32)   # scalings and target in float32 at least (bf16 loses small σ)
+    sig = sigma.reshape(-1, *([1]*(x0.ndim-1))).to(wd)
+    noise = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
     c_skip, c_out, c_in = scalings(sig, sigma_data)
     noised = x0 + sig*noise
-    return (noised*c_in, noise_cond(sigma)), (x0 - c_skip*noised)/c_out
+    return ((noised*c_in).to(x0.dtype), noise_cond(sigma)), ((x0 - c_skip*noised)/c_out).to(x0.dtype)
 
 # %% ../../nbs/10_karras.ipynb #c327de02
 def denoise(model: Callable,                 # network F(c_in*x, c_noise) trained with `noisify_karras`
@@ -90,8 +95,8 @@ def denoise(model: Callable,                 # network F(c_in*x, c_noise) traine
             sigma_data: float = SIGMA_DATA,  # the data std used in training
            ) -> Tensor:
     "The Karras denoiser D(x; σ) = c_skip x + c_out F(c_in x, c_noise(σ)): an estimate of the clean image."
-    c_skip, c_out, c_in = scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype), sigma_data)
-    return c_skip*x + c_out*model(c_in*x, noise_cond(sigma))
+    c_skip, c_out, c_in = scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype), check_sigma_data(sigma_data))
+    return c_skip*x + c_out*check_output(model(c_in*x, noise_cond(sigma)), x, 'the network')   # no silent broadcasting
 
 class Denoiser(nn.Module):
     "Base class of denoisers: `forward(x, sigma)` returns an estimate of the clean images (sigma has shape (B,))."
@@ -101,7 +106,7 @@ class KarrasDenoiser(Denoiser):
     "Wrap a network trained with `noisify_karras` as a denoiser `D(x, sigma)` for the samplers."
     def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA):
         super().__init__()
-        self.model, self.sigma_data = model, sigma_data
+        self.model, self.sigma_data = model, check_sigma_data(sigma_data)
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor: return denoise(self.model, x, sigma, self.sigma_data)
 
 # %% ../../nbs/10_karras.ipynb #a096fab6
@@ -116,7 +121,7 @@ class EpsDenoiser(Denoiser):
         sig = sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype)
         abar = 1/(1 + sig.double()**2)
         t = self.inv_abar(abar.flatten()).to(x.dtype)
-        return x - sig*self.model(x*abar.sqrt().to(x.dtype), t)
+        return x - sig*check_output(self.model(x*abar.sqrt().to(x.dtype), t), x, 'the ε-model')
 
 # %% ../../nbs/10_karras.ipynb #fff9464d
 def sigmas_karras(n: int,                  # number of steps (the schedule has n+1 values, ending with 0)

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/10b_ksamplers.ipynb #0964eae4
 from __future__ import annotations
-import math
+import math, numbers
 from typing import Callable, NamedTuple
 import numpy as np
 import torch
 from torch import nn, Tensor
 from tqdm.auto import trange
-from ..core import check_finite, default_device, to_real
+from ..core import check_finite, check_int, default_device, to_real
 from .karras import SIGMA_DATA, Denoiser, KarrasDenoiser, sigmas_karras
 from .ddpm import check_output, sampling_mode
 
@@ -137,7 +137,7 @@ def sample_lms(denoiser: Callable, x: Tensor, sigmas: Tensor,
                order: int = 4,  # number of past slopes combined (1 = Euler), at most 4
               ) -> Tensor:
     "Linear multistep method (Adams-Bashforth on the probability-flow ODE, as in k-diffusion); 1 NFE/step."
-    if isinstance(order, bool) or order not in (1, 2, 3, 4): raise ValueError(f"`order` must be 1, 2, 3 or 4, got {order!r}")
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order not in (1, 2, 3, 4): raise ValueError(f"`order` must be 1, 2, 3 or 4, got {order!r}")
     sig, steps = _start(x, sigmas, progress)
     ds = []
     for i in steps:
@@ -232,12 +232,12 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
     "Draw samples with a k-diffusion-style `sampler` on the Karras schedule; returns `Samples(x, nfe)`."
     fn = SAMPLERS.get(sampler) if isinstance(sampler, str) else sampler
     if fn is None or not callable(fn): raise ValueError(f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)}")
-    if not (isinstance(shape, (tuple, list, torch.Size)) and len(shape) >= 1 and all(isinstance(s, int) and s > 0 for s in shape)):
+    if not (isinstance(shape, (tuple, list, torch.Size)) and len(shape) >= 1 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in shape)):
         raise ValueError(f"`shape` must be a tuple of positive ints, got {shape!r}")
     device = torch.device(default_device() if device is None else device)
     sigmas = sigmas_karras(steps, sigma_min, sigma_max, rho, device=device)
     counted = CountedDenoiser(as_denoiser(denoiser_or_model, sigma_data))
-    if generator is None and seed is not None: generator = torch.Generator(device).manual_seed(seed)
+    if generator is None and seed is not None: generator = torch.Generator(device).manual_seed(check_int(seed, 'seed'))
     x = torch.randn(tuple(shape), generator=generator, device=device)*to_real(sigma_max)   # a float (checked by sigmas_karras)
     with sampling_mode(counted.denoiser):
         try: x = fn(counted, x, sigmas, generator=generator, progress=progress, callback=callback, **kwargs)

@@ -27,10 +27,15 @@ def noisify_noise_level(x0: Tensor,   # clean images (B, C, H, W), on the device
                         eps: float = 1e-4, # ᾱ is drawn uniformly from [eps, 1-eps]
                        ) -> tuple[Tensor, Tensor]:
     "A noise-level regression pair: `(x_t, logit(ᾱ))` with one ᾱ ~ U(eps, 1-eps) per image."
-    abar = torch.rand(len(x0), device=x0.device, dtype=x0.dtype, generator=generator)*(1 - 2*eps) + eps
-    noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+    if not x0.is_floating_point() or x0.ndim < 2:
+        raise TypeError(f"`x0` must be a float batch (B, C, H, W), got {x0.dtype} of shape {tuple(x0.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
+        raise ValueError(f"`eps` must be a number in [0, 0.5) (ᾱ ~ U(eps, 1-eps)), got {eps!r}")
+    wd = torch.promote_types(x0.dtype, torch.float32)   # ᾱ and the noise in float32 at least (bf16 rounds them)
+    abar = torch.rand(len(x0), device=x0.device, dtype=wd, generator=generator)*(1 - 2*eps) + eps
+    noise = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
     ab = abar.reshape(-1, *([1]*(x0.ndim-1)))
-    return ab.sqrt()*x0 + (1 - ab).sqrt()*noise, abar.logit()
+    return (ab.sqrt()*x0 + (1 - ab).sqrt()*noise).to(x0.dtype), abar.logit().to(x0.dtype)
 
 class NoiseLevelCB(Callback):
     "Replace each batch `(x0, ...)` by `(x_t, logit(ᾱ))` from `noisify_noise_level`, on the device."
@@ -71,7 +76,11 @@ def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
 # %% ../../nbs/09_noise_pred.ipynb #70fd406f
 def predict_abar(level_model: nn.Module | Callable, x: Tensor) -> Tensor:
     "ᾱ of each noisy image in `x` as estimated by `level_model` (a module in eval mode, no gradients): `sigmoid(logit)`, (B,)."
-    with sampling_mode(level_model): return level_model(x).float().sigmoid().flatten()
+    with sampling_mode(level_model): out = level_model(x)
+    if not isinstance(out, Tensor) or out.numel() != len(x):   # e.g. the 10-logit classifier passed by mistake
+        raise ValueError(f"the noise-level regressor must return one logit(ᾱ) per image ({len(x)}), got "
+                         f"{tuple(getattr(out, 'shape', ()))}")
+    return out.float().sigmoid().flatten()
 
 # %% ../../nbs/09_noise_pred.ipynb #d46bd365
 class NoTimeModel(nn.Module):
