@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_accel.ipynb #376b3663
 from __future__ import annotations
-import random, time, warnings
+import pickle, random, time, warnings
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -201,6 +202,14 @@ class EMA(Callback):
             raise ValueError("EMA: this model's parameters do not match the averaged ones (another architecture?)")
         return ps
 
+    def _buffers_of(self, model) -> tuple[list, list]:
+        "The tracked model's buffers and `model`'s (none for the tracked model itself), checked to match."
+        if model is None or model is self.model or self.model is None: return [], []
+        src, dst = list(self.model.buffers()), list(model.buffers())
+        if [b.shape for b in src] != [b.shape for b in dst]:
+            raise ValueError("EMA: this model's buffers do not match the tracked model's (another architecture?)")
+        return src, dst
+
     @torch.no_grad()
     def swap(self, model: nn.Module | None = None):  # the tracked model (the default) only
         "Exchange the tracked model's parameters with the averaged ones (a second call swaps them back)."
@@ -222,21 +231,20 @@ class EMA(Callback):
             try: yield self.model
             finally: self.swap()
             return
-        ps = self._params_of(model)
-        keep = [p.detach().clone() for p in ps]
-        with torch.no_grad(): torch._foreach_copy_(ps, self.shadow)
+        ps, (src, dst) = self._params_of(model), self._buffers_of(model)
+        keep = [t.detach().clone() for t in (*ps, *dst)]
+        with torch.no_grad():
+            torch._foreach_copy_(ps, self.shadow)
+            if dst: torch._foreach_copy_(dst, src)   # as `copy_to`: the tracked model's BatchNorm statistics too
         try: yield model
         finally:
-            with torch.no_grad(): torch._foreach_copy_(ps, keep)
+            with torch.no_grad(): torch._foreach_copy_([*ps, *dst], keep)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module):  # a model with the same parameter and buffer shapes
         "Copy the averaged weights, and the tracked model's buffers (BatchNorm statistics), into `model` for good."
         if self._swapped: raise RuntimeError("EMA: swap the weights back before `copy_to` (inside `average()` the average is in the model)")
-        ps = self._params_of(model)
-        src, dst = ([], []) if model is self.model or self.model is None else (list(self.model.buffers()), list(model.buffers()))
-        if [b.shape for b in src] != [b.shape for b in dst]:
-            raise ValueError("EMA: this model's buffers do not match the tracked model's (another architecture?)")
+        ps, (src, dst) = self._params_of(model), self._buffers_of(model)
         torch._foreach_copy_(ps, self.shadow)
         if dst: torch._foreach_copy_(dst, src)  # the averaged model uses the live buffers (see above)
 
@@ -309,12 +317,14 @@ def _cpu(x):
 
 def _check_plain(x, name='extra'):
     "Raise `TypeError` unless `x` holds only tensors and plain Python values (so `weights_only` loading works)."
-    if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)): return
-    if isinstance(x, (list, tuple)):
+    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor): return   # exact: not np.float64, IntEnum
+    if type(x) in (list, tuple):   # not a namedtuple
         for o in x: _check_plain(o, name)
-    elif isinstance(x, dict):
+    elif type(x) in (dict, OrderedDict):   # not a defaultdict
         for k, v in x.items(): _check_plain(k, name); _check_plain(v, name)
-    else: raise TypeError(f"`{name}` may hold only tensors, numbers, strings, lists and dicts, not {type(x).__name__}")
+    else: raise TypeError(f"`{name}` may hold only tensors, numbers, strings, lists and dicts (a checkpoint must load with "
+                          f"`weights_only=True`), not {type(x).__module__}.{type(x).__name__}: convert it, e.g. NumPy "
+                          f"numbers with `float()`/`int()`")
 
 # %% ../nbs/03_accel.ipynb #d10e7c8b
 def rng_states() -> dict:
@@ -366,6 +376,7 @@ def checkpoint_state(learn,  # the `Learner` to save
                      rng: dict | None = None) -> dict:  # random states to store (default: the current ones)
     "Everything needed to resume `learn` exactly, as a dict of CPU tensors and plain Python values."
     _check_plain(extra)
+    for k, s in _schedulers(learn).items(): _check_plain(s.state_dict(), f'the state of scheduler {k}')
     model, opt, ema, gs = _unwrap(learn.model), learn.opt, _find_ema(learn), learn.grad_scaler
     state = {'format': CHECKPOINT_FORMAT, 'epoch': int(epoch), 'n_epochs': int(learn.n_epochs),
              'model_class': type(model).__name__, 'model': model.state_dict(),
@@ -394,6 +405,10 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        if 'weights only' not in str(e).lower(): raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt ({e})") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: it holds objects that `weights_only=True` loading refuses "
+                              f"(written by an older miniai or by hand?): {str(e).splitlines()[-1][:200]}") from e
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a torch file "
                               f"({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]})") from e
@@ -495,6 +510,7 @@ class CheckpointCB(Callback):
 
     def before_fit(self, learn):
         self._pending, self._trained = None, -1
+        if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         if not (self.resume and self.path.exists()): return
         ck = read_checkpoint(self.path)
         if ck['n_epochs'] != learn.n_epochs:
@@ -540,6 +556,10 @@ class CheckpointCB(Callback):
             self._pending = (learn.epoch + 1, rng_states())
         elif self._trained == learn.epoch: self._save(learn, learn.epoch + 1)  # validation ends a trained epoch
 
+    def cleanup_epoch(self, learn):   # a validation cut short by `CancelEpochException` still ends a trained epoch
+        if not learn.training and getattr(learn, 'cancelled', None) == 'epoch' and self._trained == learn.epoch:
+            self._save(learn, learn.epoch + 1)
+
     def after_fit(self, learn): self._flush(learn)
     def cleanup_fit(self, learn): self._pending = None
 
@@ -574,6 +594,8 @@ class NanGuardCB(Callback):
     def after_batch(self, learn):
         if (learn.iter + 1) % self.every == 0: self.check(learn)
     def after_epoch(self, learn): self.check(learn)
+    def cleanup_epoch(self, learn):   # an epoch or fit ended by a Cancel exception skips `after_epoch`
+        if getattr(learn, 'cancelled', None) in ('epoch', 'fit', 'batch'): self.check(learn)
 
     def check(self, learn):
         "Read the device flag (one sync) and raise `NonFiniteLossError` if a loss was NaN/inf."

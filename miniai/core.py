@@ -23,8 +23,11 @@ _device_override: torch.device | None = None
 def default_device() -> torch.device:
     "The device miniai puts models and data on: override > `$MINIAI_DEVICE` > cuda > mps > cpu."
     if _device_override is not None: return _device_override
-    env = os.environ.get('MINIAI_DEVICE')
-    if env: return torch.device(env)
+    env = os.environ.get('MINIAI_DEVICE', '').strip()
+    if env:
+        try: return torch.device(env)
+        except RuntimeError as e:
+            raise ValueError(f"MINIAI_DEVICE={env!r} is not a device torch knows (e.g. cpu, cuda, cuda:1, mps): {e}") from None
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .core import atomic_write, default_device, set_default_device
 from .data import DataLoaders, DeviceImageLoader
 from .learner import Callback, LRFinderCB, MetricsCB, ProgressCB
-from .accel import CheckpointCB, model_device, read_checkpoint, save_checkpoint
+from .accel import CheckpointCB, NanGuardCB, model_device, read_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['get_rank', 'get_world_size', 'is_main_process', 'barrier', 'init_distributed', 'cleanup_distributed', 'ShardedLoader',
@@ -348,7 +348,7 @@ class StepCheckpointCB(CheckpointCB):
         self.every_steps = every_steps
 
     def before_fit(self, learn):
-        self.steps, self._carry = 0, None
+        self.steps, self._carry, self._warned = 0, None, False
         if self.resume and is_main_process(): remove_stale_tmp(self.path)  # no save is under way at this point
         resuming = self.resume and self.path.exists()
         super().before_fit(learn)  # loads (or refuses) the checkpoint
@@ -369,7 +369,14 @@ class StepCheckpointCB(CheckpointCB):
         if not learn.training: return
         self.steps += 1
         if self.steps % self.every_steps or not is_main_process(): return
-        done = learn.dl.state_dict().get('batches_done', 0) if hasattr(learn.dl, 'state_dict') else learn.iter + 1
+        if not (hasattr(learn.dl, 'state_dict') and hasattr(learn.dl, 'load_state_dict')):
+            if not self._warned: warnings.warn(f"StepCheckpointCB: {type(learn.dl).__name__} cannot report or restore its position "
+                                               "(no state_dict): checkpoints are saved at epoch ends only")
+            self._warned = True   # a resume would replay the epoch's first batches with the later optimizer state
+            return
+        done = learn.dl.state_dict().get('batches_done', 0)
         if done >= len(learn.dl): return  # the end-of-epoch save follows
+        for cb in learn.cbs:   # never write a diverged model over the last good checkpoint (one sync per save)
+            if isinstance(cb, NanGuardCB): cb.check(learn)
         extra = {'mid_epoch': True, 'batches_done': int(done), 'metrics': _metrics_state(learn) if get_world_size() == 1 else None}
         save_checkpoint(self.path, learn, epoch=learn.epoch, extra=extra)

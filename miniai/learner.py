@@ -36,6 +36,7 @@ class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch: the next batch still runs."
 
 _cancel_exceptions = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': CancelBatchException}
+_cancel_any = tuple(_cancel_exceptions.values())
 
 # %% ../nbs/02_learner.ipynb #fdb004f7
 EVENTS = ('before_fit', 'before_epoch', 'before_batch', 'predict', 'after_predict', 'get_loss', 'after_loss',
@@ -69,18 +70,21 @@ class Learner:
         self.opt = self.grad_scaler = None
         self.batch = self.preds = self.loss = self.dl = None
         self.n_epochs = self.epoch = self.start_epoch = self.iter = self.epochs_done = 0
-        self.training = False
+        self.training, self.fit_train, self.cancelled = False, True, None
 
     def callback(self, event: str):
         "Fire `event`: run the method of that name on every callback, in `order`."
         run_cbs(self.cbs, event, self)
 
     def _with_events(self, level: str, body: Callable, *args):
+        self.cancelled = None   # at `cleanup_*`: the level ('batch', 'epoch' or 'fit') of a Cancel exception that ended it
         try:
             self.callback(f'before_{level}')
             body(*args)
             self.callback(f'after_{level}')
-        except _cancel_exceptions[level]: pass
+        except _cancel_any as e:
+            self.cancelled = next(k for k, c in _cancel_exceptions.items() if isinstance(e, c))
+            if self.cancelled != level: raise   # a higher level's: on its way out
         finally: self.callback(f'cleanup_{level}')
 
     def fit(self,
@@ -97,7 +101,7 @@ class Learner:
             self.n_epochs = n_epochs
             if lr is not None or (self.opt is None and (train or any(True for _ in self.model.parameters()))):
                 self.opt = self.opt_func(self.model.parameters(), self.lr if lr is None else lr)
-            self.start_epoch = 0
+            self.start_epoch, self.fit_train = 0, train   # `fit_train`: False in an evaluation-only fit
             self._with_events('fit', self._epochs, train, valid)
         finally:
             for cb in cbs: self.cbs.remove(cb)
@@ -232,7 +236,8 @@ class MetricsCB(Callback):
             if m.device != preds.device: m.to(preds.device)
             m.update(preds, targ)
     def after_epoch(self, learn):
-        loss = _to_number(self.loss_sum/self.count) if self.count else float('nan')
+        if not self.count: return   # an empty phase (an empty valid set) logs no row
+        loss = _to_number(self.loss_sum/self.count)
         log = dict(epoch=learn.epoch, phase='train' if learn.training else 'eval', loss=loss)
         log.update({k: _to_number(m.compute()) for k, m in self.metrics.items()})
         log['time'] = time.perf_counter() - self.t0
@@ -405,12 +410,15 @@ def lr_find(self: Learner,
     "Run the LR range test: raise the learning rate each batch until the loss diverges; returns the `LRFinderCB`."
     finder = LRFinderCB(gamma, max_mult, show_plot)
     saved_cbs, saved_opt = self.cbs, self.opt
+    counters = {k: getattr(self, k) for k in ('n_epochs', 'epoch', 'start_epoch', 'epochs_done', 'grad_scaler', 'fit_train')}
     saved_state = copy.deepcopy(self.model.state_dict()) if restore else None
     self.cbs = [cb for cb in self.cbs if getattr(cb, 'in_lr_find', True)]
     try: self.fit(max_epochs, valid=False, lr=start_lr, cbs=[finder])
     finally:
         self.cbs = saved_cbs
-        if restore: self.model.load_state_dict(saved_state); self.opt = saved_opt
+        if restore:
+            self.model.load_state_dict(saved_state); self.opt = saved_opt
+            for k, v in counters.items(): setattr(self, k, v)   # a checkpoint saved next records the right epoch
     return finder
 
 # %% ../nbs/02_learner.ipynb #72f4b321

@@ -830,3 +830,80 @@ def test_learner_factories_place_the_model_before_the_optimizer_is_built(monkeyp
     x = torch.zeros(8, 3, 16, 16, dtype=torch.uint8); y = torch.arange(8) % 2
     train_image_classifier(ImageSet(x, y, x, y, ['a', 'b'], 'test'), epochs=1, device='meta', progress=False)
     assert seen == [meta]
+
+
+# ---------------------------------------------------------------- audit mends (session 21)
+def test_ema_average_lends_the_tracked_models_buffers_too():
+    "`average(other)` gives `other` the tracked model's BatchNorm statistics as `copy_to` does, and its own back on exit."
+    ema = EMA(0.5)
+    learn = tiny_learner(cbs=[ema])
+    learn.fit(1, valid=False)
+    other, x = tiny_model().eval(), torch.randn(8, 1, 8, 8)
+    own = [b.clone() for b in other.buffers()]
+    copied = tiny_model().eval(); ema.copy_to(copied)
+    with torch.no_grad(), ema.average(other): out = other(x)
+    assert torch.equal(out, copied(x).detach())
+    assert all(torch.equal(a, b) for a, b in zip(other.buffers(), own))
+
+
+def test_checkpoint_is_saved_when_validation_is_cut_short(tmp_path):
+    "`CancelEpochException` in validation (its documented use) skipped `after_epoch`, so no checkpoint was ever written."
+    from miniai.learner import CancelEpochException
+    class ShortValid(Callback):
+        def after_batch(self, learn):
+            if not learn.training: raise CancelEpochException()
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), ShortValid()]).fit(2)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 2
+
+
+def test_evaluation_only_fit_ignores_the_checkpoint(tmp_path):
+    "`fit(1, train=False)` after training used to resume from the finished run's checkpoint and evaluate nothing."
+    learn = tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), MetricsCB()])
+    learn.fit(2)
+    before = (tmp_path/'ck.pt').stat().st_mtime_ns
+    n = len(learn.metrics.history)
+    learn.fit(1, train=False)
+    assert [h['phase'] for h in learn.metrics.history[n:]] == ['eval']
+    assert (tmp_path/'ck.pt').stat().st_mtime_ns == before
+
+
+def test_checkpoint_extra_must_load_with_weights_only(tmp_path):
+    "NumPy numbers passed the isinstance check and wrote files that `weights_only` loading then refused."
+    from collections import namedtuple, defaultdict
+    learn = tiny_learner(); learn.fit(1, valid=False)
+    for x in (np.float64(0.5), {'a': np.int64(1)}, namedtuple('NT', 'a')(1), defaultdict(int), [np.str_('x')]):
+        with pytest.raises(TypeError, match='weights_only=True'): save_checkpoint(tmp_path/'ck.pt', learn, extra={'x': x})
+    assert not (tmp_path/'ck.pt').exists()
+    save_checkpoint(tmp_path/'ck.pt', learn, extra={'acc': 0.5, 'l': [1, 'a'], 'd': {'k': (1.0, None)}})
+    assert read_checkpoint(tmp_path/'ck.pt')['extra']['d'] == {'k': (1.0, None)}
+
+
+def test_nan_guard_checks_a_fit_cut_short():
+    "`SingleBatchCB` (or any Cancel exception) skipped `after_epoch`, so a NaN loss in that batch raised nothing."
+    learn = tiny_learner(cbs=[NanGuardCB(every=50), SingleBatchCB()])
+    learn.loss_func = lambda p, y: F.cross_entropy(p, y)*float('nan')
+    with pytest.raises(NonFiniteLossError, match='training loss became nan'): learn.fit(1)
+
+
+def test_metrics_log_no_row_for_an_empty_phase():
+    "An empty valid set gave an eval row of NaNs; the code's comment (and the user) expect none."
+    learn = tiny_learner(cbs=[MetricsCB()])
+    learn.dls = DataLoaders(learn.dls.train, [])
+    learn.fit(1)
+    assert [h['phase'] for h in learn.metrics.history] == ['train']
+
+
+def test_lr_find_puts_back_the_epoch_counters():
+    "After `lr_find`, a checkpoint records the learner's own epoch, not the finder's."
+    learn = tiny_learner()
+    learn.fit(2)
+    learn.lr_find(max_epochs=3, show_plot=False)
+    assert (learn.n_epochs, learn.epochs_done, learn.fit_train) == (2, 2, True)
+
+
+def test_bad_miniai_device_names_the_variable(monkeypatch):
+    from miniai.core import default_device
+    monkeypatch.setenv('MINIAI_DEVICE', 'gpu')
+    with pytest.raises(ValueError, match="MINIAI_DEVICE='gpu' is not a device"): default_device()
+    monkeypatch.setenv('MINIAI_DEVICE', ' cpu ')
+    assert default_device() == torch.device('cpu')

@@ -377,3 +377,31 @@ def _distributed_fit(rank, world):
 def test_distributed_cb_on_two_processes_warns_once_checks_data_and_restores_loaders():
     "DistributedCB on 2 gloo processes: rank-0-only callbacks and warning, mismatched data refused, loaders restored."
     run_ranks(_distributed_fit)
+
+
+def test_step_checkpoint_never_writes_a_diverged_model_over_the_last_good_one(tmp_path):
+    "NaN loss from epoch 1 on, NanGuardCB checking every 50 batches: the mid-epoch save used to write NaN weights first."
+    from miniai.accel import NanGuardCB, NonFiniteLossError
+    class NanFromEpoch1(Callback):
+        order = 5
+        def after_predict(self, learn):
+            if learn.epoch >= 1 and learn.training: learn.preds = learn.preds*float('nan')
+    ck = tmp_path/'ck.pt'
+    with pytest.raises(NonFiniteLossError):
+        tiny_learner([StepCheckpointCB(ck, 2), NanGuardCB(every=50), NanFromEpoch1()]).fit(3)
+    saved = torch.load(ck, weights_only=True)
+    assert saved['epoch'] == 1 and not (saved['extra'] or {}).get('mid_epoch')   # the end of epoch 1 (0-based 0), untouched
+    assert all(torch.isfinite(v).all() for v in saved['model'].values())
+
+
+def test_step_checkpoint_makes_no_mid_epoch_save_a_loader_cannot_resume(tmp_path):
+    "A loader without state_dict restarts at batch 0: a mid-epoch save would replay batches (OneCycleLR then crashed)."
+    class Plain:   # a loader that cannot say where it is
+        def __init__(self, dl): self.dl = dl
+        def __iter__(self): return iter(self.dl)
+        def __len__(self): return len(self.dl)
+    learn = tiny_learner()
+    learn.dls = DataLoaders(Plain(learn.dls.train), learn.dls.valid)
+    learn.cbs.append(StepCheckpointCB(tmp_path/'ck.pt', 1))
+    with pytest.warns(UserWarning, match='no state_dict.*epoch ends only'): learn.fit(1)
+    assert not torch.load(tmp_path/'ck.pt', weights_only=True)['extra']   # only the end-of-epoch save
