@@ -15,7 +15,7 @@ from torch import Tensor
 import torchaudio.functional as AF
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import atomic_write, check_int, default_device, load_hub_dataset
+from .core import atomic_write, check_finite, check_int, default_device, load_hub_dataset
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices,
                          check_limit, note_sample_fallback, sample_allowed, sha256_file, shipped_sample, show_images)
 
@@ -164,7 +164,11 @@ def write_wav(path: str | Path,    # file to write (`.wav`); its folder is creat
              ) -> Path:
     "Write a 16-bit PCM WAV file (atomically: nothing is left behind if writing fails)."
     import soundfile as sf
+    if getattr(wave, 'ndim', 1) != 1 and not (wave.ndim == 2 and wave.shape[0] == 1):   # a batch would be written as one long clip
+        raise ValueError(f"`wave` must be one 1-D waveform, got shape {tuple(wave.shape)}: write each clip of a batch to its own file")
+    if peak is not None and not 0 < peak <= 1: raise ValueError(f"`peak` must be in (0, 1] (16-bit PCM clips above 1), got {peak}")
     x = _to_numpy(wave)
+    if not len(x): raise ValueError(f"cannot write {path}: the waveform is empty")
     if not np.isfinite(x).all(): raise ValueError(f"cannot write {path}: the waveform has non-finite values")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"`sample_rate` must be a positive int, got {sample_rate!r}")
@@ -278,8 +282,12 @@ class MelSpec:
     def __post_init__(self):
         lo, hi = self.db_range
         if not lo < hi: raise ValueError(f"`db_range` must be (low, high) with low < high, got {self.db_range}")
+        for k in ('sample_rate', 'n_fft', 'hop_length', 'n_mels', 'n_iter'): check_int(getattr(self, k), k, 1)
+        check_int(self.n_frames, 'n_frames', 2)   # one frame per hop plus one: a single frame has no samples
         if self.hop_length > self.n_fft: raise ValueError(f"`hop_length` ({self.hop_length}) must not exceed `n_fft` ({self.n_fft})")
-        if min(self.n_mels, self.n_frames, self.n_iter) < 1: raise ValueError("`n_mels`, `n_frames` and `n_iter` must be >= 1")
+        nyquist, top = self.sample_rate/2, self.f_max if self.f_max is not None else self.sample_rate/2
+        if not 0 <= self.f_min < top <= nyquist:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2 ({nyquist:g} Hz), got f_min={self.f_min}, f_max={self.f_max}")
 
     @property
     def n_samples(self) -> int:
@@ -311,6 +319,7 @@ def _check_waves(waves: Tensor, n: int) -> Tensor:
     if waves.ndim != 2 or waves.shape[1] != n:
         raise ValueError(f"waveforms must be (B, {n}) (use `fix_length(waves, {n})`), got {tuple(waves.shape)}")
     if not waves.is_floating_point(): raise TypeError(f"waveforms must be floats in [-1, 1], got {waves.dtype}")
+    check_finite(waves, 'waveforms')   # NaN would come out as NaN pixels (clamp keeps NaN)
     return waves
 
 def db_to_image(db: Tensor, spec: MelSpec) -> Tensor:
@@ -366,6 +375,7 @@ def waveform(self: MelSpec,
     if images.ndim == 4 and images.shape[1] == 1: images = images[:, 0]
     if images.ndim != 3 or tuple(images.shape[1:]) != (self.n_mels, self.n_frames):
         raise ValueError(f"spectrograms must be (B, 1, {self.n_mels}, {self.n_frames}), got {tuple(images.shape)}")
+    check_finite(images, 'spectrograms')
     window, _, pinv = _mel_basis(self, images.device)
     power = 10**(image_to_db(images.float(), self)/10)*ref_power(self)
     linear = torch.relu(pinv @ power)

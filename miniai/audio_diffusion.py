@@ -142,6 +142,7 @@ def generate_spectrograms(model: nn.Module,       # a trained network (`SimpleDi
     if digits is not None:
         digits = check_class_labels(digits if isinstance(digits, Tensor) else list(digits), len(DIGITS), 'digits').reshape(-1)
         if getattr(model, 'n_classes', None) is None: raise ValueError("`digits` given, but the model is unconditional")
+        if n is not None and n != len(digits): raise ValueError(f"`n` ({n}) and the {len(digits)} `digits` disagree: give one of them")
         n = len(digits)
     if n is None or n < 1: raise ValueError(f"give `n` >= 1 clips or the `digits` to draw, got n={n}")
     device = next(model.parameters()).device

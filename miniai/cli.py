@@ -16,14 +16,14 @@ from tqdm import tqdm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from . import __version__
-from .core import atomic_write, cache_dir, default_device, env_flag, is_quick, set_seed
+from .core import atomic_write, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
 from .data import DataError, fashion_dls
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
                           read_checkpoint, synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
-from .fid import ImageEval, fashion_image_eval
+from .fid import ImageEval, check_images, fashion_image_eval
 from .diffusion.ddpm import (as_generator, check_clamp, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
                                    noisify_ddpm)
 from .diffusion.ddim import ddim_sample, ddim_timesteps
@@ -131,6 +131,9 @@ def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
                     pad: int = 2) -> Path:
     "Save grey images in [-1, 1] as one PNG grid (white padding), written atomically."
     import matplotlib.pyplot as plt
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or len(images) == 0:
+        raise ValueError(f"`images` must be a non-empty grey batch (N, 1, H, W), got {tuple(getattr(images, 'shape', ()))}")
+    ncols = check_int(ncols, 'ncols', 1)
     n, c, h, w = images.shape
     nrows = math.ceil(n / ncols)
     x = F.pad(images[:, 0].float().cpu(), (pad, 0, pad, 0), value=1.)
@@ -470,7 +473,7 @@ def save_png_files(images: Tensor,   # (N, 1, H, W) in [-1, 1]
 def load_sample_images(path: str | Path) -> Tensor:
     "A sample set as float images in [-1, 1]: an `.npy` file, a `sample` output folder (its samples.npy), or a folder of grey PNGs."
     path = Path(path)
-    if path.is_dir() and (path/'samples.npy').is_file(): return load_samples(path/'samples.npy')   # a `miniai sample` folder
+    if path.is_dir() and (path/'samples.npy').is_file(): return _floats(load_samples(path/'samples.npy'))   # a `miniai sample` folder
     if path.is_dir():
         from PIL import Image
         files = sorted(path.glob('*.png'))
@@ -483,7 +486,11 @@ def load_sample_images(path: str | Path) -> Tensor:
         return images_to_float(torch.stack(ims)[:, None])
     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
         raise ValueError(f"{path} is one image: pass the folder of sample PNGs (or an .npy sample file)")
-    return load_samples(path)
+    return _floats(load_samples(path))
+
+def _floats(x: Tensor) -> Tensor:
+    "uint8 pixels (as PNGs hold them) as floats in [-1, 1]; other dtypes unchanged (`check_images` judges them)."
+    return images_to_float(x) if x.dtype == torch.uint8 else x
 
 def load_labels(path: str | Path) -> Tensor:
     "Class labels saved as an integer `.npy` vector (as `sample` writes `labels.npy`)."
@@ -503,6 +510,7 @@ def fid_of_samples(samples: str | Path | Tensor, # an `.npy` file or folder of P
                   ) -> dict:
     "FID and KID of a sample set against the Fashion-MNIST test set (notebook 05's evaluator); class accuracy given labels."
     x = load_sample_images(samples) if isinstance(samples, (str, Path)) else samples
+    check_images(x)   # before the evaluator, which may first train its classifier
     if isinstance(labels, (str, Path)): labels = load_labels(labels)
     if labels is not None and len(labels) != len(x): raise ValueError(f"{len(labels)} labels for {len(x)} samples")
     scores = fid_evaluator(quick, classifier, data_dir, progress).scores(x.float())
@@ -627,7 +635,7 @@ def console_main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    if not (math.isfinite(a.eta) and a.eta >= 0): p.error(f"--eta must be a finite number >= 0, got {a.eta}")
+    if not (math.isfinite(a.eta) and 0 <= a.eta <= 1): p.error(f"--eta must be a finite number >= 0 and at most 1 (DDPM-like noise), got {a.eta}")
     try: _check_guidance(a.guidance, '--guidance')
     except ValueError as e: p.error(str(e))
     try: _check_sample_out(Path(a.out), a.force, '--force')

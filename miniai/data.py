@@ -398,6 +398,7 @@ def show_images(ims,                          # a batch tensor (N,...) or a list
         value_range = (-1., 1.) if min(float(o.min()) for o in ims) < 0 else (0., 1.)
     if ncols is None: ncols = int(np.ceil(n/nrows)) if nrows else int(np.ceil(np.sqrt(n)))
     if nrows is None: nrows = int(np.ceil(n/ncols))
+    if nrows*ncols < n: raise ValueError(f"a {nrows}x{ncols} grid has room for {nrows*ncols} of the {n} images: pass fewer images or a larger grid")
     fig, axs = subplots(nrows, ncols, imsize=imsize, suptitle=suptitle)
     for i, ax in enumerate(axs.flat):
         if i < n: show_image(ims[i], ax=ax, title=None if titles is None else titles[i], value_range=value_range, **kwargs)

@@ -11,15 +11,15 @@ import torch
 from torch import nn, Tensor
 from safetensors.torch import save_file, load_file, safe_open
 from tqdm import tqdm
-from .core import atomic_write, cache_dir, check_finite, default_device, eval_mode
+from .core import atomic_write, cache_dir, check_finite, eval_mode
 from .data import FASHION_SIZES, DeviceImageLoader, fashion_mnist_arrays
 from .models.resnet import classifier_features, load_fashion_classifier
+from .accel import model_device
 
 # %% auto #0
 __all__ = ['check_feats', 'feat_stats', 'trace_sqrt_product', 'frechet_distance', 'fid_from_feats', 'poly_kernel',
-           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'model_device', 'batched_features', 'tensor_hash',
-           'weights_hash', 'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor',
-           'floor_table']
+           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'batched_features', 'tensor_hash', 'weights_hash',
+           'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor', 'floor_table']
 
 # %% ../nbs/05_fid.ipynb #86954d7d
 def check_feats(x: Tensor,        # feature matrix (n_samples, n_features), tensor or array
@@ -179,7 +179,7 @@ def check_images(x: Tensor,                     # images to check
         raise ValueError(f"`{name}` values lie in [{lo:.3g}, {hi:.3g}], outside the expected [{lo_r:g}, {hi_r:g}] "
                          f"(tolerance {tol:g}). Images in [0, 1]: use `x * 2 - 1`; in [0, 255]: `x / 127.5 - 1`; "
                          f"sampler outputs that overshoot: `x.clamp({lo_r:g}, {hi_r:g})`.")
-    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2:
+    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2 and hi > (lo_r + hi_r) / 2:   # not a constant mid-grey batch
         raise ValueError(f"all {len(x)} `{name}` lie in [{lo:.3g}, {hi:.3g}], the upper half of the expected [{lo_r:g}, {hi_r:g}]: "
                          f"images in [0, 1] need `x * 2 - 1`. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False` (Python API).")
     if len(x) >= 16 and hi - lo < 0.55 * (hi_r - lo_r):
@@ -187,11 +187,6 @@ def check_images(x: Tensor,                     # images to check
                       "need `x * 2 - 1`, images in [-0.5, 0.5] need `x * 2`.", stacklevel=2)
 
 # %% ../nbs/05_fid.ipynb #482fa1cc
-def model_device(model: nn.Module) -> torch.device:
-    "Device of `model`'s first parameter or buffer (`default_device()` if it has none)."
-    for t in (*model.parameters(), *model.buffers()): return t.device
-    return default_device()
-
 def batched_features(model: nn.Module, # feature model: (B, C, H, W) images -> (B, ...) features
                      x: Tensor,        # images (N, C, H, W), on any device
                      bs: int = 512,    # batch size

@@ -36,7 +36,10 @@ def class_balanced_split(labels: Tensor | np.ndarray, # integer class labels (N,
                         ) -> tuple[Tensor, Tensor]:
     "Sorted indices `(train, test)`: `test_frac` of every class (rounded, at least 1 of any class with 2+ items) held out."
     if not 0 < test_frac < 1: raise ValueError(f"`test_frac` must be in (0, 1), got {test_frac}")
-    y = torch.as_tensor(np.asarray(labels)).long().cpu()
+    y = torch.as_tensor(np.asarray(labels))
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:   # 1.7 was silently class 1
+        raise TypeError(f"`labels` must be integer class labels, got {y.dtype}")
+    y = y.long().cpu()
     if y.ndim != 1 or len(y) < 2: raise ValueError(f"`labels` must be a vector of 2 or more labels, got shape {tuple(y.shape)}")
     counts = torch.bincount(y - y.min())
     quota = (counts.double()*test_frac).round().long().clamp(min=1).minimum(counts - 1).clamp(min=0)

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from .accel import fused_opt_func, precision_callbacks
 from .core import atomic_write, check_finite, default_device, eval_mode, hub_offline_reason, to_real
 from .data import DataLoaders
-from .fid import model_device, tensor_hash, weights_hash
+from .accel import model_device
+from .fid import tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .images import images_to_float
 from .vae import FuncMetric, VAEOutput, autoencoder_batch, kld_loss

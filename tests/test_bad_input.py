@@ -26,9 +26,9 @@ from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_learner, ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
-from miniai.audio_diffusion import diffusion_learner
+from miniai.audio_diffusion import diffusion_learner, generate_spectrograms
 from miniai.distributed import load_samples
-from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_trained, train_diffusion
+from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_image_grid, save_trained, train_diffusion
 from miniai.diffusion.karras import noisify_karras, sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample, noisify_noise_level, predict_abar
@@ -69,6 +69,14 @@ def _fid_call(x):
 class _OneChannel(nn.Module):
     "A 'network' that returns only the first channel (built for other images)."
     def forward(self, x, t): return x[:, :1]
+
+class _Conditional(nn.Module):
+    "Stands in for a class-conditional network (the refusal comes before any sampling)."
+    n_classes = 10
+
+def _npy_28(tmp):
+    np.save(tmp/'s.npy', np.zeros((4, 1, 28, 28), np.float32))
+    return lambda: fid_of_samples(tmp/'s.npy', quick=True, progress=False)
 
 def _ddim(**kw):
     sch = linear_schedule(10); ts = ddim_timesteps(10, 3)
@@ -460,6 +468,7 @@ ROWS = [
     ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
     ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),
     ('images.class_balanced_split', 'test_frac=1', ValueError, '`test_frac` must be in (0, 1)', _fp(lambda: class_balanced_split(torch.tensor([0, 1, 0, 1]), test_frac=1.))),
+    ('images.class_balanced_split', 'float labels (1.7 was class 1)', TypeError, '`labels` must be integer class labels, got torch.float64', _fp(lambda: class_balanced_split(np.array([0., 1.7, 0., 1.])))),
     ('images.image_classifier', 'n_classes=0', ValueError, '`n_classes` must be >= 1', _fp(lambda: image_classifier(0))),
     # audio
     ('audio.load_fsdd', 'sample_rate=16000 with resample=False', ValueError, 'the FSDD is recorded at 8000 Hz, 16000 Hz asked for', _fp(lambda: load_fsdd(sample_rate=16000, resample=False))),
@@ -478,6 +487,19 @@ ROWS = [
     ('audio.MelSpec.spectrogram', 'integer waveforms', TypeError, 'waveforms must be floats', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, MelSpec().n_samples, dtype=torch.int16)))),
     ('audio.MelSpec.waveform', 'spectrograms of the wrong shape', ValueError, 'spectrograms must be (B, 1, ', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 8, 8)))),
     ('audio.MelSpec.waveform', 'n_iter=0 (was silently the default 32)', ValueError, '`n_iter` must be an int >= 1, got 0', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 64, 64), n_iter=0))),
+    ('audio.write_wav', 'a batch (2, L) (was written as one long clip)', ValueError, '`wave` must be one 1-D waveform, got shape (2, 100)', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(2, 100), 8000)),
+    ('audio.write_wav', 'peak=2 (clipped silently)', ValueError, '`peak` must be in (0, 1]', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(100), 8000, peak=2.)),
+    ('audio.MelSpec', 'hop_length=-5', ValueError, '`hop_length` must be >= 1, got -5', _fp(lambda: MelSpec(hop_length=-5))),
+    ('audio.MelSpec', 'n_iter=2.5', TypeError, '`n_iter` must be an int, got 2.5', _fp(lambda: MelSpec(n_iter=2.5))),
+    ('audio.MelSpec', 'n_frames=1 (no samples)', ValueError, '`n_frames` must be >= 2, got 1', _fp(lambda: MelSpec(n_frames=1))),
+    ('audio.MelSpec', 'f_max above Nyquist', ValueError, 'need 0 <= f_min < f_max <= sample_rate/2 (4000 Hz)', _fp(lambda: MelSpec(f_max=10000.))),
+    ('audio.MelSpec.spectrogram', 'NaN waveform (gave NaN pixels)', ValueError, '`waveforms` contains', _fp(lambda: MelSpec().spectrogram(torch.full((MelSpec().n_samples,), NAN)))),
+    ('audio.MelSpec.waveform', 'NaN spectrogram', ValueError, '`spectrograms` contains', _fp(lambda: MelSpec().waveform(torch.full((1, 1, 64, 64), NAN)))),
+    ('audio_diffusion.generate_spectrograms', 'n=5 with 2 digits (n was ignored)', ValueError, '`n` (5) and the 2 `digits` disagree', _fp(lambda: generate_spectrograms(_Conditional(), n=5, digits=[1, 2]))),
+    ('data.show_images', '5 images on a 1x2 grid (3 were dropped)', ValueError, 'a 1x2 grid has room for 2 of the 5 images', _fp(lambda: mdata.show_images(torch.rand(5, 1, 4, 4), nrows=1, ncols=2))),
+    ('cli.save_image_grid', 'RGB images (only red was kept)', ValueError, '`images` must be a non-empty grey batch (N, 1, H, W), got (2, 3, 4, 4)', lambda tmp: lambda: save_image_grid(torch.zeros(2, 3, 4, 4), tmp/'g.png')),
+    ('cli.save_image_grid', 'ncols=0', ValueError, '`ncols` must be >= 1, got 0', lambda tmp: lambda: save_image_grid(torch.zeros(2, 1, 4, 4), tmp/'g.png', ncols=0)),
+    ('cli.fid_of_samples', '28x28 sample file (refused before the classifier is trained)', ValueError, '`samples` images must be 32x32, got 28x28', _npy_28),
     ('audio.spectrogram_images', 'clips at 8 kHz for a 16 kHz MelSpec', ValueError, 'clips are at 8000 Hz but the spectrogram expects 16000 Hz', _clips_8k),
 ]
 

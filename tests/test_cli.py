@@ -1,5 +1,6 @@
 """The `miniai sample` and `miniai fid` commands (the `train` command is tested in test_diffusion.py)."""
 import json
+import numpy as np
 from pathlib import Path
 import pytest
 import torch
@@ -394,3 +395,12 @@ def test_python_dash_m_runs_the_console_command(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith(f"miniai fid: error: no sample file at {tmp_path/'none.npy'}")
     r = subprocess.run([sys.executable, '-c', 'import miniai.cli'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout == ''
+
+
+def test_uint8_sample_file_is_read_as_pixels(tmp_path):
+    "A uint8 .npy skipped the uint8 check (`.float()` came first): all-black pixels 0 were scored as mid-grey floats."
+    from miniai.cli import load_sample_images
+    px = np.random.default_rng(0).integers(0, 256, (3, 1, 32, 32), dtype=np.uint8)
+    np.save(tmp_path/'u8.npy', px)
+    x = load_sample_images(tmp_path/'u8.npy')
+    assert x.dtype == torch.float32 and torch.equal(x, torch.from_numpy(px).float()/127.5 - 1)

@@ -475,7 +475,7 @@ def test_sample_images_shows_the_steps_of_a_single_batch(monkeypatch):
     assert sample_images(plain, 3, bs=8, device='cpu', progress=True).shape == (3, 1, 32, 32)
 
 
-@pytest.mark.parametrize('eta', ['nan', 'inf', '-0.5'])
+@pytest.mark.parametrize('eta', ['nan', 'inf', '-0.5', '1.5'])
 def test_sample_refuses_a_non_finite_or_negative_eta_first(_ckpts, tmp_path, capsys, eta):
     "--eta nan used to pass the command-line check (nan < 0 is False) and fail after the model had loaded."
     with pytest.raises(SystemExit) as e: main(['sample', str(_ckpts['cosine']), '--out', str(tmp_path/'s'), '--eta', eta])

@@ -170,3 +170,9 @@ def test_targets_of_a_file_of_another_layout_say_so_and_the_rest_renders(rt, tmp
     measured, verdict = got['miniai >= 2x the training images/s of the course-style loop']
     assert verdict == 'unknown' and measured.startswith('cannot read it: ValueError')
     assert got['classifier >= 93.2% test accuracy in 5 epochs'] == ('94.00% test accuracy after 5 epochs', 'met')
+
+
+def test_an_unknown_option_is_refused_not_taken_as_a_rewrite(rt, capsys):
+    "`--chek` (a typo of --check) used to rewrite README.md and exit 0."
+    with pytest.raises(SystemExit) as e: rt.main(['--chek'])
+    assert e.value.code == 2 and 'unrecognized arguments: --chek' in capsys.readouterr().err

@@ -6,7 +6,7 @@ and each dict of figures as a table, a ready `table_markdown` as is (where there
 it ran on. A file that does not exist yet is listed as not measured, with the command that produces it.
 Usage: python tools/results_tables.py [--check]   (--check: exit 1 if README is stale)
 """
-import json, sys
+import argparse, json, sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -317,14 +317,16 @@ def render(results_dir: Path = REPO/'results') -> str:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description="Write README.md's results section from results/*.json.")
+    ap.add_argument('--check', action='store_true', help='only report (exit 1) if the section is stale; write nothing')
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)   # a typo such as --chek is an error, not a rewrite
     readme = REPO/'README.md'
     text = readme.read_text()
     new_section = render()
     if START in text and END in text:
         new = text[:text.index(START)] + new_section + text[text.index(END) + len(END):]
     else: new = text.rstrip('\n') + '\n\n' + new_section + '\n'
-    if '--check' in argv:
+    if args.check:
         if new != text: print('README.md results section is stale: run python tools/results_tables.py'); return 1
         return 0
     readme.write_text(new)
