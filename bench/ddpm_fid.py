@@ -40,7 +40,7 @@ from miniai.accel import synchronize
 from miniai.fid import real_image_floor, weights_hash
 from miniai.cli import fid_evaluator, make_sampler, recipe, sample_images, sampler_nfe, train_diffusion
 from miniai.diffusion.ddpm import diffusers_unet
-from bench.benchkit import (bench_out, count, add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, start_again_if_other_feature_network,
+from bench.benchkit import (bench_out, count, add_compile_arg, add_models_arg, command_line, compile_mode, forget_rows, log_run, positive, start_again_if_other_feature_network,
                             runs_markdown, write_json)
 
 FULL = dict(sizes=(10_000, 2048), linear_ddim=(100, 50, 25), cosine_ddim=(100, 50), raw_ddim=(100,), course_ddim=(100,),
@@ -133,7 +133,7 @@ def main(argv=None):
                          'bench_ddpm measured compiled bf16 DDIM at batch 2048 twice as fast as eager)')
     ap.add_argument('--precision', choices=('bf16', 'fp32'), default='bf16',
                     help='autocast of the networks while sampling, on CUDA (as in the other FID benchmarks; default: %(default)s)')
-    ap.add_argument('--max-minutes', type=float, default=None, help='start no new step after this many minutes')
+    ap.add_argument('--max-minutes', type=positive, default=None, help='start no new step after this many minutes')
     ap.add_argument('--deadline', type=float, default=None,
                     help='a Unix time (tools/gpu_pipeline.sh: its start + MAX_MINUTES): start no draw that would end after it, '
                          'by the fastest sampling rate measured so far in this process')

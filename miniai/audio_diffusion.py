@@ -163,6 +163,7 @@ def heard(spec: MelSpec, images: Tensor, bs: int = 256, device: str | torch.devi
 @torch.no_grad()
 def digit_accuracy(classifier: nn.Module, images: Tensor, digits: Tensor, bs: int = 512) -> tuple[float, Tensor]:
     "Accuracy of `classifier` on `images` labelled `digits`: overall, and per digit (10,) (NaN for absent digits)."
+    if digits.shape != (len(images),): raise ValueError(f"`digits` must hold one label per image ({len(images)},), got {tuple(digits.shape)}")
     dev = next(classifier.parameters()).device
     with eval_mode(classifier):
         preds = torch.cat([classifier(images[i:i+bs].to(dev)).argmax(1).cpu() for i in range(0, len(images), bs)])

@@ -26,7 +26,7 @@ from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_learner, ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
-from miniai.audio_diffusion import diffusion_learner, generate_spectrograms
+from miniai.audio_diffusion import diffusion_learner, digit_accuracy, generate_spectrograms
 from miniai.distributed import load_samples
 from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_image_grid, save_trained, train_diffusion
 from miniai.diffusion.karras import noisify_karras, sigmas_karras
@@ -500,6 +500,7 @@ ROWS = [
     ('cli.save_image_grid', 'RGB images (only red was kept)', ValueError, '`images` must be a non-empty grey batch (N, 1, H, W), got (2, 3, 4, 4)', lambda tmp: lambda: save_image_grid(torch.zeros(2, 3, 4, 4), tmp/'g.png')),
     ('cli.save_image_grid', 'ncols=0', ValueError, '`ncols` must be >= 1, got 0', lambda tmp: lambda: save_image_grid(torch.zeros(2, 1, 4, 4), tmp/'g.png', ncols=0)),
     ('cli.fid_of_samples', '28x28 sample file (refused before the classifier is trained)', ValueError, '`samples` images must be 32x32, got 28x28', _npy_28),
+    ('audio_diffusion.digit_accuracy', 'labels of another length (was a broadcast error)', ValueError, '`digits` must hold one label per image (3,), got (2,)', _fp(lambda: digit_accuracy(nn.Linear(1, 10), torch.zeros(3, 1), torch.tensor([1, 2])))),
     ('audio.spectrogram_images', 'clips at 8 kHz for a 16 kHz MelSpec', ValueError, 'clips are at 8000 Hz but the spectrogram expects 16000 Hz', _clips_8k),
 ]
 
