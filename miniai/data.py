@@ -505,12 +505,17 @@ def __iter__(self: DeviceImageLoader) -> Iterator[tuple[torch.Tensor, ...]]:
 @patch
 def state_dict(self: DeviceImageLoader) -> dict:
     "State for exact resume: the shuffle generator, and the epoch's batches done (mid-epoch, or loaded and not yet resumed)."
-    if self._epoch_state is None: return {'generator': self.generator.get_state(), 'batches_done': self._resume_pos}
-    return {'generator': self._epoch_state.clone(), 'batches_done': self._pos + 1}
+    size = {'n': self.dataset_len, 'bs': self.bs}   # a position means nothing for another data set or batch size
+    if self._epoch_state is None: return {'generator': self.generator.get_state(), 'batches_done': self._resume_pos, **size}
+    return {'generator': self._epoch_state.clone(), 'batches_done': self._pos + 1, **size}
 
 @patch
 def load_state_dict(self: DeviceImageLoader, sd: dict):
     "Restore a `state_dict()`: the next epoch continues exactly where the saved one stopped."
+    for k, own in (('n', self.dataset_len), ('bs', self.bs)):   # (states saved before these were recorded are taken as they are)
+        if k in sd and sd[k] != own:
+            raise ValueError(f"this loader state was saved with {k}={sd[k]}, this loader has {k}={own}: resuming would skip or "
+                             "repeat images. Resume with the saved run's data and batch size, or start the epoch afresh")
     self.generator.set_state(sd['generator'])
     self._resume_pos, self._epoch_state = int(sd.get('batches_done', 0)), None
 
@@ -597,5 +602,8 @@ def _subset(x, y, n, name: str, split: str):
     if n is not None and n > len(y):
         warnings.warn(f"`limit` asks for {name}={n} images but the {split} has only {len(y)}: using all {len(y)}", stacklevel=3)
     if n is None or n >= len(y): return x, y
-    keep = balanced_indices(y, n, n_classes=10)
+    try: keep = balanced_indices(y, n, n_classes=10)
+    except ValueError as e:   # e.g. a random `holdout` split, whose classes are uneven
+        raise ValueError(f"`limit` asks for {name}={n} class-balanced images, more than the {split} can give ({e}): "
+                         f"ask for fewer{' or hold out more' if 'held-out' in split else ''}") from None
     return x[keep], y[keep]

@@ -24,6 +24,8 @@ def autoencoder_batch(batch: Sequence[Tensor], # `(images, ...)` from a loader; 
                       flatten: bool = False,   # flatten each image to a vector (for MLP autoencoders)
                      ) -> tuple[Tensor, Tensor]:
     "An autoencoder's batch `(x, x)`: the images are both the input and the target."
+    if isinstance(batch, Tensor):   # batch[0] would be the first image alone
+        raise TypeError(f"`batch` must be a loader's tuple `(images, ...)`, got a bare tensor {tuple(batch.shape)}: pass `(x,)`")
     x = batch[0].flatten(1) if flatten else batch[0]
     return x, x
 
@@ -126,6 +128,9 @@ def bce_loss(preds: Sequence[Tensor], # a VAE's output `(logits, mu, logvar)`
              target: Tensor,          # the inputs, in [0, 1]
             ) -> Tensor:
     "Binary cross-entropy of the reconstruction's logits against `target`, averaged over everything (in float32)."
+    if target.device.type == 'cpu' and target.numel() and not bool(((target >= 0) & (target <= 1)).all()):   # free on the CPU only
+        raise ValueError(f"`bce_loss` targets must lie in [0, 1] (e.g. `fashion_dls(value_range=(0., 1.))`), got values in "
+                         f"[{target.min().item():.3g}, {target.max().item():.3g}]: the loss would have no lower bound")
     return F.binary_cross_entropy_with_logits(_vae_parts(preds, 'bce_loss')[0].float(), target.float())
 
 def vae_loss(preds: Sequence[Tensor], target: Tensor) -> Tensor:

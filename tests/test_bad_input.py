@@ -37,11 +37,11 @@ from miniai.images import class_balanced_split, image_classifier, images_to_floa
 from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_dls, StaleCacheError, conv_vae_learner, encode_images, open_latent_cache,
                             write_latent_cache)
 from miniai.learner import Learner, OneCycleCB, TrainLearner
-from miniai.models.resnet import random_erase, random_flip
+from miniai.models.resnet import load_weights, random_erase, random_flip, save_weights
 from miniai.models.unet import EmbUNetModel
 from miniai.models.simple_diffusion import SimpleDiffusion
 from miniai.models.layers import Dropout
-from miniai.vae import VAE, Autoencoder, kld_loss
+from miniai.vae import VAE, Autoencoder, autoencoder_batch, bce_loss, kld_loss
 
 NAN = float('nan')
 CPU = torch.device('cpu')
@@ -69,6 +69,11 @@ def _fid_call(x):
 class _OneChannel(nn.Module):
     "A 'network' that returns only the first channel (built for other images)."
     def forward(self, x, t): return x[:, :1]
+
+def _truncated_weights(tmp):
+    save_weights(nn.Linear(4, 4), tmp/'w.safetensors')
+    (tmp/'w.safetensors').write_bytes((tmp/'w.safetensors').read_bytes()[:-20])
+    return lambda: load_weights(nn.Linear(4, 4), tmp/'w.safetensors')
 
 class _Conditional(nn.Module):
     "Stands in for a class-conditional network (the refusal comes before any sampling)."
@@ -261,6 +266,12 @@ def _float_labels(tmp):
 ROWS = [
     # data loaders
     ('data.shipped_sample', 'a data set with no shipped sample', ValueError, "no shipped sample 'cifar10_sample.npz'", _fp(lambda: shipped_sample('cifar10_sample.npz'))),
+    ('data.DeviceImageLoader.load_state_dict', 'state saved with another batch size (skipped images)', ValueError, 'saved with bs=2, this loader has bs=4', _fp(lambda: DeviceImageLoader(u8(8, 4, 4), None, bs=4, device=CPU).load_state_dict(DeviceImageLoader(u8(8, 4, 4), None, bs=2, device=CPU).state_dict()))),
+    ('data.fashion_dls', 'limit n_test too many for a random holdout', ValueError, 'more than the held-out part of the training split of the shipped sample can give', _fp(lambda: mdata.fashion_dls(bs=64, sample=True, device=CPU, holdout=500, limit=(1500, 450)))),
+    ('vae.autoencoder_batch', 'a bare tensor (kept the first image only)', TypeError, "`batch` must be a loader's tuple `(images, ...)`", _fp(lambda: autoencoder_batch(torch.rand(4, 1, 8, 8), flatten=True))),
+    ('vae.bce_loss', 'targets in [-1, 1] (no lower bound)', ValueError, '`bce_loss` targets must lie in [0, 1]', _fp(lambda: bce_loss([torch.zeros(2, 4), torch.zeros(2, 2), torch.zeros(2, 2)], -torch.ones(2, 4)))),
+    ('models.resnet.load_weights', 'truncated weights file', ValueError, 'is not a readable safetensors weights file', _truncated_weights),
+    ('diffusion.guidance.GuidedModel', 'null_class=0 (labels were checked against 0 classes)', ValueError, 'in 0..2', lambda tmp: lambda: GuidedModel(_unet(), [1, 5], 2., null_class=0)),
     ('data.DeviceImageLoader', 'float images', TypeError, '`images` must be uint8', _fp(lambda: DeviceImageLoader(torch.rand(4, 8, 8), None, device=CPU))),
     ('data.DeviceImageLoader', 'images not a tensor (a list)', TypeError, '`images` must be a tensor', _fp(lambda: DeviceImageLoader([[1, 2]], None, device=CPU))),
     ('data.DeviceImageLoader', '5-D images', ValueError, '`images` must be (N,H,W) or (N,C,H,W)', _fp(lambda: DeviceImageLoader(u8(2, 1, 1, 4, 4), None, device=CPU))),

@@ -61,7 +61,8 @@ class GuidedModel(nn.Module):
         if not isinstance(scale, numbers.Real) or isinstance(scale, bool) or not math.isfinite(scale):
             raise ValueError(f"`scale` must be a finite number, got {scale!r}")
         self.model, self.scale, self.null_class = model, float(scale), int(null_class)
-        self.register_buffer('labels', check_class_labels(labels, self.null_class).reshape(-1), persistent=False)
+        n_classes = getattr(model, 'n_classes', None) or self.null_class   # without `n_classes`: the null class comes last
+        self.register_buffer('labels', check_class_labels(labels, n_classes).reshape(-1), persistent=False)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         "Guided prediction for noisy images `x` (B, ...) at noise levels `t` (B,) (or one for all)."

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from fastcore.meta import delegates
 from ..accel import MixedPrecision, fused_opt_func
@@ -143,7 +143,12 @@ def save_weights(model: nn.Module,            # the model whose `state_dict` is 
 
 def weights_metadata(path: str | Path) -> dict[str, str]:
     "The string metadata stored in the safetensors file `path`."
-    with safe_open(str(path), framework='pt') as f: return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework='pt') as f: return dict(f.metadata() or {})
+    except SafetensorError as e: raise _unreadable(path, e) from None
+
+def _unreadable(path, e: Exception) -> ValueError:
+    return ValueError(f"{path} is not a readable safetensors weights file (truncated, or another format?): {e}")
 
 def load_weights(model: nn.Module,  # the model to load into (its parameters keep their device)
                  path: str | Path,  # a file written by `save_weights`
@@ -152,7 +157,9 @@ def load_weights(model: nn.Module,  # the model to load into (its parameters kee
     "Load a safetensors state dict from `path` into `model`; a clear `ValueError` on missing, extra or mis-shaped tensors."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no weights file at {path}")
-    sd, own = load_file(str(path), device='cpu'), model.state_dict()
+    try: sd = load_file(str(path), device='cpu')
+    except SafetensorError as e: raise _unreadable(path, e) from None
+    own = model.state_dict()
     missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own
               if k in sd and sd[k].shape != own[k].shape]
