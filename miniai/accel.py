@@ -4,8 +4,7 @@
 
 # %% ../nbs/03_accel.ipynb #376b3663
 from __future__ import annotations
-import pickle, random, time, warnings
-from collections import OrderedDict
+import io, random, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -309,22 +308,32 @@ def _cpu(x):
     "Tensors in `x` detached and on the CPU (dtypes kept); containers rebuilt with the same types."
     if isinstance(x, torch.Tensor): return x.detach().cpu()
     if isinstance(x, dict):
-        out = type(x)((k, _cpu(v)) for k, v in x.items())
+        out = x.copy()   # the same type: OrderedDict, Counter (MultiStepLR's milestones), ...
+        for k, v in x.items(): out[k] = _cpu(v)
         if hasattr(x, '_metadata'): out._metadata = x._metadata  # module versions, used by load_state_dict
         return out
     if isinstance(x, (list, tuple)): return type(x)(_cpu(o) for o in x)
     return x
 
-def _check_plain(x, name='extra'):
-    "Raise `TypeError` unless `x` holds only tensors and plain Python values (so `weights_only` loading works)."
-    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor): return   # exact: not np.float64, IntEnum
-    if type(x) in (list, tuple):   # not a namedtuple
-        for o in x: _check_plain(o, name)
-    elif type(x) in (dict, OrderedDict):   # not a defaultdict
-        for k, v in x.items(): _check_plain(k, name); _check_plain(v, name)
-    else: raise TypeError(f"`{name}` may hold only tensors, numbers, strings, lists and dicts (a checkpoint must load with "
-                          f"`weights_only=True`), not {type(x).__module__}.{type(x).__name__}: convert it, e.g. NumPy "
-                          f"numbers with `float()`/`int()`")
+def _refused_global(e: Exception) -> str | None:
+    "The line of a `weights_only` load error that names the object it refused (None for other errors)."
+    return next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), None)
+
+def _check_loadable(x, what: str):
+    "Raise `TypeError` unless `x` survives `torch.save` then `torch.load(weights_only=True)`, as a checkpoint must."
+    buf = io.BytesIO()
+    try:
+        torch.save(x, buf); buf.seek(0)   # (a lambda fails already here)
+        torch.load(buf, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise TypeError(f"{what} holds a value that `weights_only=True` loading refuses ({_refused_global(e) or e}): store "
+                        "plain numbers, strings, lists, dicts and tensors (e.g. NumPy numbers as `float()`/`int()`)") from None
+
+def _check_training_state(learn):
+    "The schedulers' states and the optimizer's settings must load with `weights_only=True` (checked before training, once)."
+    _check_loadable({k: s.state_dict() for k, s in _schedulers(learn).items()}, 'a learning-rate scheduler state')
+    if learn.opt is not None:
+        _check_loadable([{k: v for k, v in g.items() if k != 'params'} for g in learn.opt.param_groups], "the optimizer's settings")
 
 # %% ../nbs/03_accel.ipynb #d10e7c8b
 def rng_states() -> dict:
@@ -375,8 +384,7 @@ def checkpoint_state(learn,  # the `Learner` to save
                      extra: dict | None = None,  # more plain values to store (metrics, settings)
                      rng: dict | None = None) -> dict:  # random states to store (default: the current ones)
     "Everything needed to resume `learn` exactly, as a dict of CPU tensors and plain Python values."
-    _check_plain(extra)
-    for k, s in _schedulers(learn).items(): _check_plain(s.state_dict(), f'the state of scheduler {k}')
+    if extra is not None: _check_loadable(extra, 'the checkpoint `extra`')
     model, opt, ema, gs = _unwrap(learn.model), learn.opt, _find_ema(learn), learn.grad_scaler
     state = {'format': CHECKPOINT_FORMAT, 'epoch': int(epoch), 'n_epochs': int(learn.n_epochs),
              'model_class': type(model).__name__, 'model': model.state_dict(),
@@ -405,11 +413,10 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        if 'weights only' not in str(e).lower(): raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt ({e})") from e
-        raise CheckpointError(f"cannot read checkpoint {path}: it holds objects that `weights_only=True` loading refuses "
-                              f"(written by an older miniai or by hand?): {str(e).splitlines()[-1][:200]}") from e
     except Exception as e:
+        if refused := _refused_global(e):
+            raise CheckpointError(f"cannot read checkpoint {path}: it holds an object that `weights_only=True` loading "
+                                  f"refuses ({refused[:200]})") from e
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a torch file "
                               f"({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]})") from e
     if not isinstance(ck, dict) or ck.get('format') != CHECKPOINT_FORMAT:
@@ -511,6 +518,7 @@ class CheckpointCB(Callback):
     def before_fit(self, learn):
         self._pending, self._trained = None, -1
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
+        _check_training_state(learn)   # now, not at the first save an epoch later
         if not (self.resume and self.path.exists()): return
         ck = read_checkpoint(self.path)
         if ck['n_epochs'] != learn.n_epochs:
@@ -556,9 +564,8 @@ class CheckpointCB(Callback):
             self._pending = (learn.epoch + 1, rng_states())
         elif self._trained == learn.epoch: self._save(learn, learn.epoch + 1)  # validation ends a trained epoch
 
-    def cleanup_epoch(self, learn):   # a validation cut short by `CancelEpochException` still ends a trained epoch
-        if not learn.training and getattr(learn, 'cancelled', None) == 'epoch' and self._trained == learn.epoch:
-            self._save(learn, learn.epoch + 1)
+    def cleanup_epoch(self, learn):   # a phase cut short by `CancelEpochException` skipped `after_epoch`, yet it ended
+        if getattr(learn, 'cancelled', None) == 'epoch' and getattr(learn, 'fit_train', True): self.after_epoch(learn)
 
     def after_fit(self, learn): self._flush(learn)
     def cleanup_fit(self, learn): self._pending = None
@@ -595,7 +602,7 @@ class NanGuardCB(Callback):
         if (learn.iter + 1) % self.every == 0: self.check(learn)
     def after_epoch(self, learn): self.check(learn)
     def cleanup_epoch(self, learn):   # an epoch or fit ended by a Cancel exception skips `after_epoch`
-        if getattr(learn, 'cancelled', None) in ('epoch', 'fit', 'batch'): self.check(learn)
+        if getattr(learn, 'cancelled', None) in ('epoch', 'fit'): self.check(learn)
 
     def check(self, learn):
         "Read the device flag (one sync) and raise `NonFiniteLossError` if a loss was NaN/inf."

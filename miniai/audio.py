@@ -164,10 +164,11 @@ def write_wav(path: str | Path,    # file to write (`.wav`); its folder is creat
              ) -> Path:
     "Write a 16-bit PCM WAV file (atomically: nothing is left behind if writing fails)."
     import soundfile as sf
-    if getattr(wave, 'ndim', 1) != 1 and not (wave.ndim == 2 and wave.shape[0] == 1):   # a batch would be written as one long clip
-        raise ValueError(f"`wave` must be one 1-D waveform, got shape {tuple(wave.shape)}: write each clip of a batch to its own file")
+    a = wave.detach().float().cpu().numpy() if isinstance(wave, Tensor) else np.asarray(wave, dtype=np.float32)
+    if a.ndim != 1 and not (a.ndim == 2 and 1 in a.shape):   # (L,), (1, L) or a mono column (L, 1); a batch would become one long clip
+        raise ValueError(f"`wave` must be one waveform (L,), got shape {a.shape}: write each clip of a batch to its own file")
     if peak is not None and not 0 < peak <= 1: raise ValueError(f"`peak` must be in (0, 1] (16-bit PCM clips above 1), got {peak}")
-    x = _to_numpy(wave)
+    x = a.reshape(-1)
     if not len(x): raise ValueError(f"cannot write {path}: the waveform is empty")
     if not np.isfinite(x).all(): raise ValueError(f"cannot write {path}: the waveform has non-finite values")
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:

@@ -569,7 +569,7 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument('-n', '--n', type=_positive(int), default=64, help='number of samples (default: %(default)s)')
     sm.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only for a linear-schedule model (default: %(default)s)")
     sm.add_argument('--steps', type=_positive(int), default=100, help='DDIM steps; ddpm takes every step of the schedule (default: %(default)s)')
-    sm.add_argument('--eta', type=float, default=1., help='DDIM noise, >= 0 (default: %(default)s)')
+    sm.add_argument('--eta', type=float, default=1., help='DDIM noise in [0, 1]: 0 deterministic, 1 DDPM-like (default: %(default)s)')
     sm.add_argument('--seed', type=int, default=0, help='seed of the sample set (default: %(default)s)')
     sm.add_argument('--bs', type=_positive(int), default=512, help='images per batch (default: %(default)s)')
     sm.add_argument('--label', type=int, nargs='+', metavar='CLASS', help='conditional models: classes to draw, repeated to -n (default: all classes in turn)')

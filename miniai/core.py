@@ -15,7 +15,7 @@ import torch
 # %% auto #0
 __all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'env_flag', 'is_quick', 'quick',
            'run_environment', 'cache_dir', 'atomic_write', 'eval_mode', 'hub_unreachable', 'hub_offline_reason',
-           'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real', 'check_shape']
+           'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real', 'check_positive', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -197,6 +197,11 @@ def to_real(v: Any) -> float | None:
     if isinstance(v, torch.Tensor) and v.numel() == 1 and not (v.is_complex() or v.dtype == torch.bool): v = v.item()
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real): return None
     return float(v)
+
+def check_positive(v: Any, name: str, hint: str = '') -> float:
+    "`v` as a float if it is one finite real number > 0 (see `to_real`), else a `ValueError` naming `name` (then `hint`)."
+    if (f := to_real(v)) is None or not 0 < f < float('inf'): raise ValueError(f"{name} must be a finite number > 0{hint}, got {v!r}")
+    return f
 
 def check_shape(x: torch.Tensor, shape: tuple, name: str = 'input'):
     "Raise `ValueError` if `x.shape` does not match `shape` (None in `shape` matches any size)."

@@ -512,8 +512,8 @@ def state_dict(self: DeviceImageLoader) -> dict:
 @patch
 def load_state_dict(self: DeviceImageLoader, sd: dict):
     "Restore a `state_dict()`: the next epoch continues exactly where the saved one stopped."
-    for k, own in (('n', self.dataset_len), ('bs', self.bs)):   # (states saved before these were recorded are taken as they are)
-        if k in sd and sd[k] != own:
+    for k, own in (('n', self.dataset_len), ('bs', self.bs)):   # a mid-epoch position only means something for the same n, bs
+        if sd.get('batches_done', 0) and k in sd and sd[k] != own:   # (states saved without n, bs are taken as they are)
             raise ValueError(f"this loader state was saved with {k}={sd[k]}, this loader has {k}={own}: resuming would skip or "
                              "repeat images. Resume with the saved run's data and batch size, or start the epoch afresh")
     self.generator.set_state(sd['generator'])

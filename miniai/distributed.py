@@ -350,7 +350,7 @@ class StepCheckpointCB(CheckpointCB):
     def before_fit(self, learn):
         self.steps, self._carry, self._warned = 0, None, False
         if self.resume and is_main_process(): remove_stale_tmp(self.path)  # no save is under way at this point
-        resuming = self.resume and self.path.exists()
+        resuming = self.resume and learn.fit_train and self.path.exists()   # an evaluation-only fit resumes nothing
         super().before_fit(learn)  # loads (or refuses) the checkpoint
         if not resuming: return
         extra = _read_extra(self.path)

@@ -179,7 +179,7 @@ def check_images(x: Tensor,                     # images to check
         raise ValueError(f"`{name}` values lie in [{lo:.3g}, {hi:.3g}], outside the expected [{lo_r:g}, {hi_r:g}] "
                          f"(tolerance {tol:g}). Images in [0, 1]: use `x * 2 - 1`; in [0, 255]: `x / 127.5 - 1`; "
                          f"sampler outputs that overshoot: `x.clamp({lo_r:g}, {hi_r:g})`.")
-    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2 and hi > (lo_r + hi_r) / 2:   # not a constant mid-grey batch
+    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2 and hi > lo:   # a constant batch says nothing about the range
         raise ValueError(f"all {len(x)} `{name}` lie in [{lo:.3g}, {hi:.3g}], the upper half of the expected [{lo_r:g}, {hi_r:g}]: "
                          f"images in [0, 1] need `x * 2 - 1`. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False` (Python API).")
     if len(x) >= 16 and hi - lo < 0.55 * (hi_r - lo_r):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import fused_opt_func, precision_callbacks
-from .core import atomic_write, check_finite, default_device, eval_mode, hub_offline_reason, to_real
+from .core import atomic_write, check_finite, check_positive, default_device, eval_mode, hub_offline_reason
 from .data import DataLoaders
 from .accel import model_device
 from .fid import tensor_hash, weights_hash
@@ -24,10 +24,10 @@ from .diffusion.ksamplers import sample
 
 # %% auto #0
 __all__ = ['CACHE_MAGIC', 'CACHE_HEADER', 'ConvVAE', 'PretrainedVAEUnavailable', 'load_pretrained_vae', 'conv_vae', 'recon_mse',
-           'perceptual_net', 'ConvVAELoss', 'conv_vae_learner', 'encode_images', 'check_latent_scale', 'decode_latents',
-           'reconstruct', 'psnr', 'LatentCacheError', 'CorruptCacheError', 'StaleCacheError', 'latent_cache_key',
-           'read_cache_header', 'open_latent_cache', 'write_latent_cache', 'cached_latents', 'latent_stats',
-           'DeviceTensorLoader', 'latent_dls', 'sample_batches', 'train_flops_per_image']
+           'perceptual_net', 'ConvVAELoss', 'conv_vae_learner', 'encode_images', 'decode_latents', 'reconstruct',
+           'psnr', 'LatentCacheError', 'CorruptCacheError', 'StaleCacheError', 'latent_cache_key', 'read_cache_header',
+           'open_latent_cache', 'write_latent_cache', 'cached_latents', 'latent_stats', 'DeviceTensorLoader',
+           'latent_dls', 'sample_batches', 'train_flops_per_image']
 
 # %% ../nbs/15_latent_diffusion.ipynb #b322919e
 class ConvVAE(nn.Module):
@@ -174,12 +174,6 @@ def encode_images(vae: ConvVAE,          # the VAE (its encoder)
         for i in tqdm(range(0, len(images), bs), desc='encoding', disable=not progress):
             yield vae.encode(images_to_float(images[i:i+bs].to(dev, non_blocking=True))).float()
 
-def check_latent_scale(scale: float) -> float:
-    "`scale` as a float if it is a finite number > 0 (a latent scale, usually 1/std), else a `ValueError`."
-    if (s := to_real(scale)) is None or not 0 < s < math.inf:
-        raise ValueError(f"the latent `scale` must be a finite number > 0 (usually 1/std of the latents), got {scale!r}")
-    return s
-
 @torch.no_grad()
 def decode_latents(vae: ConvVAE,          # the VAE (its decoder)
                    z: Tensor,             # latents (N, c, h, w) as the diffusion model sees them (scaled)
@@ -188,7 +182,7 @@ def decode_latents(vae: ConvVAE,          # the VAE (its decoder)
                    progress: bool = False,
                   ) -> Tensor:
     "Images in [-1, 1] (clamped), float32 on the CPU, decoded from latents `z / scale`."
-    check_latent_scale(scale)
+    check_positive(scale, 'the latent `scale`', ' (usually 1/std of the latents)')
     dev = model_device(vae)
     with eval_mode(vae):
         out = [vae.decode(z[i:i+bs].to(dev).float()/scale).float().clamp(-1, 1).cpu()
@@ -339,7 +333,7 @@ def latent_dls(train: np.ndarray | Tensor, # training latents (N, c, h, w), e.g.
                seed: int | None = None,    # seed of the training loader's shuffling
               ) -> DataLoaders:
     "`DataLoaders` of scaled latents on the device: train (shuffled, full batches only: BatchNorm) and valid."
-    check_latent_scale(scale)
+    check_positive(scale, 'the latent `scale`', ' (usually 1/std of the latents)')
     t = lambda a: (a.float() if isinstance(a, Tensor) else torch.from_numpy(np.array(a, dtype=np.float32)))*scale
     return DataLoaders(DeviceTensorLoader(t(train), bs, shuffle=True, drop_last=True, device=device, seed=seed),
                        DeviceTensorLoader(t(valid), bs, device=device))

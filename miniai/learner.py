@@ -82,6 +82,7 @@ class Learner:
             self.callback(f'before_{level}')
             body(*args)
             self.callback(f'after_{level}')
+            self.cancelled = None   # ended normally (an inner level's cancel is over)
         except _cancel_any as e:
             self.cancelled = next(k for k, c in _cancel_exceptions.items() if isinstance(e, c))
             if self.cancelled != level: raise   # a higher level's: on its way out

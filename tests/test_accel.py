@@ -274,7 +274,7 @@ def test_checkpoint_contents_weights_only_and_atomic(tmp_path, monkeypatch):
     assert set(ck['rng']) >= {'python', 'numpy', 'torch'} and 'state' in ck['loaders']['train']
     assert list(ck['scheds']) == ['0.OneCycleCB'] and ck['ema']['n_updates'] == len(learn.dls.train)
     assert os.listdir(p.parent) == ['a.pt']  # no temporary file left
-    with pytest.raises(TypeError, match='may hold only'): save_checkpoint(p, learn, extra={'f': len})
+    with pytest.raises(TypeError, match='loading refuses'): save_checkpoint(p, learn, extra={'f': len})
 
     good = p.read_bytes()
     def broken_save(obj, f): f.write(b'half a checkpoint'); raise OSError('disk full')
@@ -907,3 +907,59 @@ def test_bad_miniai_device_names_the_variable(monkeypatch):
     with pytest.raises(ValueError, match="MINIAI_DEVICE='gpu' is not a device"): default_device()
     monkeypatch.setenv('MINIAI_DEVICE', ' cpu ')
     assert default_device() == torch.device('cpu')
+
+
+def test_checkpoint_keeps_what_weights_only_loading_accepts(tmp_path):
+    "MultiStepLR's state holds a Counter, which loads with weights_only=True: an exact-type check had refused it."
+    from functools import partial
+    from torch.optim.lr_scheduler import MultiStepLR
+    from miniai.learner import EpochSchedCB
+    learn = Learner(tiny_model(), tiny_dls(1), F.cross_entropy, cbs=[TrainCB(), EpochSchedCB(partial(MultiStepLR, milestones=[1, 2])),
+                                                                     CheckpointCB(tmp_path/'ck.pt')])
+    learn.fit(2)
+    assert read_checkpoint(tmp_path/'ck.pt')['scheds']['0.EpochSchedCB']['state']['milestones'] == {1: 1, 2: 1}
+
+
+def test_an_unloadable_optimizer_setting_is_refused_before_training(tmp_path):
+    "A NumPy learning rate used to train a whole epoch, then write a checkpoint that could not be read back."
+    learn = Learner(tiny_model(), tiny_dls(1), F.cross_entropy, cbs=[TrainCB(), CheckpointCB(tmp_path/'ck.pt')])   # no scheduler
+    with pytest.raises(TypeError, match="the optimizer's settings holds a value that `weights_only=True` loading refuses"):
+        learn.fit(1, lr=np.float64(1e-3))
+    assert not (tmp_path/'ck.pt').exists() and learn.epochs_done == 0
+
+
+def test_read_checkpoint_tells_a_refused_object_from_a_damaged_file(tmp_path):
+    learn = tiny_learner(); learn.fit(1, valid=False)
+    state = __import__('miniai.accel', fromlist=['checkpoint_state']).checkpoint_state(learn, 1)
+    state['extra'] = {'x': np.float64(1.)}   # written around the check, as an old or hand-made file might be
+    torch.save(state, tmp_path/'odd.pt')
+    with pytest.raises(CheckpointError, match='holds an object that `weights_only=True` loading refuses .*Unsupported global'):
+        read_checkpoint(tmp_path/'odd.pt')
+    good = save_checkpoint(tmp_path/'ok.pt', learn).read_bytes()
+    (tmp_path/'cut.pt').write_bytes(good[:len(good)//2])
+    with pytest.raises(CheckpointError, match='truncated, corrupt or not a torch file'): read_checkpoint(tmp_path/'cut.pt')
+
+
+def test_checkpoint_is_saved_when_training_is_cut_short(tmp_path):
+    "`CancelEpochException` in training (its documented use) skipped `after_epoch`, so no checkpoint was written."
+    from miniai.learner import CancelEpochException
+    class TwoBatches(Callback):
+        def after_batch(self, learn):
+            if learn.training and learn.iter == 1: raise CancelEpochException()
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), TwoBatches()]).fit(2, valid=False)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 2
+
+
+def test_cancelled_is_the_level_that_ended_the_phase():
+    "`learn.cancelled` at each cleanup: the level whose Cancel exception ended it, None after a normal end."
+    from miniai.learner import CancelEpochException
+    seen = []
+    class Spy(Callback):
+        order = 99
+        def after_batch(self, learn):
+            if learn.training and learn.iter == len(learn.dl) - 1: raise CancelBatchException()   # the last batch
+            if not learn.training: raise CancelEpochException()
+        def cleanup_epoch(self, learn): seen.append(('epoch', learn.training, learn.cancelled))
+        def cleanup_fit(self, learn): seen.append(('fit', learn.cancelled))
+    tiny_learner(cbs=[Spy()]).fit(1)
+    assert seen == [('epoch', True, None), ('epoch', False, 'epoch'), ('fit', None)]

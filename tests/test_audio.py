@@ -430,3 +430,12 @@ def test_fsdd_loaders_check_limit_and_rate_before_reading(tmp_path, monkeypatch)
         with pytest.raises(ValueError, match='`limit` must'): fsdd_dls(limit=limit, data_dir=tmp_path)
     for rate, err in ((0, ValueError), (-8000, ValueError), (8000.5, TypeError), (None, TypeError)):
         with pytest.raises(err, match='`sample_rate` must be'): load_fsdd('test', tmp_path, sample_rate=rate)
+
+
+def test_write_wav_takes_a_mono_column_and_refuses_a_batch(tmp_path):
+    "(L, 1) is how soundfile returns mono audio: it is one clip. (2, L) is a batch, which was written as one long clip."
+    w = torch.sin(torch.arange(800.)/5)*0.5
+    write_wav(tmp_path/'a.wav', w[:, None], 8000)
+    back, rate = read_wav(tmp_path/'a.wav')
+    assert rate == 8000 and back.shape == (800,)
+    with pytest.raises(ValueError, match='must be one waveform'): write_wav(tmp_path/'b.wav', torch.stack([w, w]), 8000)

@@ -75,6 +75,12 @@ def _truncated_weights(tmp):
     (tmp/'w.safetensors').write_bytes((tmp/'w.safetensors').read_bytes()[:-20])
     return lambda: load_weights(nn.Linear(4, 4), tmp/'w.safetensors')
 
+def _loader_state_other_bs(tmp):
+    a = DeviceImageLoader(u8(8, 4, 4), None, bs=2, shuffle=True, device=CPU)
+    it = iter(a); next(it)   # one batch into the epoch
+    sd = a.state_dict()
+    return lambda: DeviceImageLoader(u8(8, 4, 4), None, bs=4, shuffle=True, device=CPU).load_state_dict(sd)
+
 class _Conditional(nn.Module):
     "Stands in for a class-conditional network (the refusal comes before any sampling)."
     n_classes = 10
@@ -266,7 +272,7 @@ def _float_labels(tmp):
 ROWS = [
     # data loaders
     ('data.shipped_sample', 'a data set with no shipped sample', ValueError, "no shipped sample 'cifar10_sample.npz'", _fp(lambda: shipped_sample('cifar10_sample.npz'))),
-    ('data.DeviceImageLoader.load_state_dict', 'state saved with another batch size (skipped images)', ValueError, 'saved with bs=2, this loader has bs=4', _fp(lambda: DeviceImageLoader(u8(8, 4, 4), None, bs=4, device=CPU).load_state_dict(DeviceImageLoader(u8(8, 4, 4), None, bs=2, device=CPU).state_dict()))),
+    ('data.DeviceImageLoader.load_state_dict', 'state saved with another batch size (skipped images)', ValueError, 'saved with bs=2, this loader has bs=4', _loader_state_other_bs),
     ('data.fashion_dls', 'limit n_test too many for a random holdout', ValueError, 'more than the held-out part of the training split of the shipped sample can give', _fp(lambda: mdata.fashion_dls(bs=64, sample=True, device=CPU, holdout=500, limit=(1500, 450)))),
     ('vae.autoencoder_batch', 'a bare tensor (kept the first image only)', TypeError, "`batch` must be a loader's tuple `(images, ...)`", _fp(lambda: autoencoder_batch(torch.rand(4, 1, 8, 8), flatten=True))),
     ('vae.bce_loss', 'targets in [-1, 1] (no lower bound)', ValueError, '`bce_loss` targets must lie in [0, 1]', _fp(lambda: bce_loss([torch.zeros(2, 4), torch.zeros(2, 2), torch.zeros(2, 2)], -torch.ones(2, 4)))),
@@ -315,8 +321,8 @@ ROWS = [
     ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),
     ('accel.load_checkpoint', 'missing file', FileNotFoundError, 'no checkpoint at', lambda tmp: lambda: load_checkpoint(tmp/'none.pt', _learner())),
     ('accel.CheckpointCB', 'resume into a fit of another length (model untouched)', CheckpointError, 'was planned for 3 epochs', _ckpt_other_length),
-    ('accel.save_checkpoint', 'extra holding a module (no file written)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra),
-    ('accel.save_checkpoint', 'extra holding a function over an existing checkpoint (old one kept)', TypeError, '`extra` may hold only tensors', _ckpt_bad_extra_keeps_old),
+    ('accel.save_checkpoint', 'extra holding a module (no file written)', TypeError, 'the checkpoint `extra` holds a value that `weights_only=True` loading refuses', _ckpt_bad_extra),
+    ('accel.save_checkpoint', 'extra holding a function over an existing checkpoint (old one kept)', TypeError, 'the checkpoint `extra` holds a value that `weights_only=True` loading refuses', _ckpt_bad_extra_keeps_old),
     # FID / KID
     ('fid.ImageEval.fid', 'uint8 images', TypeError, '`samples` must be float images in [-1, 1]', _fid_call(u8(4, 1, 8, 8))),
     ('fid.ImageEval.fid', 'a single image (C,H,W)', ValueError, '`samples` must be a batch (N, 1, 8, 8)', _fid_call(torch.zeros(1, 8, 8))),
@@ -498,7 +504,7 @@ ROWS = [
     ('audio.MelSpec.spectrogram', 'integer waveforms', TypeError, 'waveforms must be floats', _fp(lambda: MelSpec().spectrogram(torch.zeros(2, MelSpec().n_samples, dtype=torch.int16)))),
     ('audio.MelSpec.waveform', 'spectrograms of the wrong shape', ValueError, 'spectrograms must be (B, 1, ', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 8, 8)))),
     ('audio.MelSpec.waveform', 'n_iter=0 (was silently the default 32)', ValueError, '`n_iter` must be an int >= 1, got 0', _fp(lambda: MelSpec().waveform(torch.zeros(2, 1, 64, 64), n_iter=0))),
-    ('audio.write_wav', 'a batch (2, L) (was written as one long clip)', ValueError, '`wave` must be one 1-D waveform, got shape (2, 100)', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(2, 100), 8000)),
+    ('audio.write_wav', 'a batch (2, L) (was written as one long clip)', ValueError, '`wave` must be one waveform (L,), got shape (2, 100)', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(2, 100), 8000)),
     ('audio.write_wav', 'peak=2 (clipped silently)', ValueError, '`peak` must be in (0, 1]', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(100), 8000, peak=2.)),
     ('audio.MelSpec', 'hop_length=-5', ValueError, '`hop_length` must be >= 1, got -5', _fp(lambda: MelSpec(hop_length=-5))),
     ('audio.MelSpec', 'n_iter=2.5', TypeError, '`n_iter` must be an int, got 2.5', _fp(lambda: MelSpec(n_iter=2.5))),

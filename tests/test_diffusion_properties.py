@@ -1,4 +1,5 @@
 "Properties of the diffusion samplers that a hand-made mutation check found unpinned (callbacks, time grids, wiring)."
+import numpy as np
 import pytest
 import torch
 from miniai.diffusion.ddpm import ddpm_sample, linear_schedule
@@ -102,3 +103,17 @@ def test_half_precision_batches_are_noised_in_float32(name, dtype):
     for g, w in zip(flat(got), flat(want)):
         if w.is_floating_point() and w.ndim > 1: assert g.dtype == dtype and torch.equal(g, w.to(dtype))   # images and targets
         else: assert torch.equal(g, w.to(g.dtype))                                                          # t / σ / logit(ᾱ), rounded or not
+
+
+def test_eps_denoiser_checks_the_models_output_shape():
+    "An ε-model built for 1 channel, asked for 3: `x - σ ε` used to broadcast silently."
+    from miniai.diffusion.karras import EpsDenoiser
+    d = EpsDenoiser(lambda x, t: x[:, :1])
+    with pytest.raises(ValueError, match=r'the ε-model returned \(2, 1, 4, 4\) for samples of shape \(2, 3, 4, 4\)'):
+        d(torch.zeros(2, 3, 4, 4), torch.ones(2))
+
+
+def test_numpy_integers_are_integers():
+    from miniai.diffusion.karras import sample_sigmas
+    assert sample_sigmas(np.int64(3), device='cpu').shape == (3,)
+    assert sample('euler', lambda x, s: x*0, (np.int64(2), 1, 4, 4), steps=2, device='cpu', seed=np.int64(0)).x.shape == (2, 1, 4, 4)

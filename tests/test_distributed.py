@@ -405,3 +405,12 @@ def test_step_checkpoint_makes_no_mid_epoch_save_a_loader_cannot_resume(tmp_path
     learn.cbs.append(StepCheckpointCB(tmp_path/'ck.pt', 1))
     with pytest.warns(UserWarning, match='no state_dict.*epoch ends only'): learn.fit(1)
     assert not torch.load(tmp_path/'ck.pt', weights_only=True)['extra']   # only the end-of-epoch save
+
+
+def test_step_checkpoint_evaluation_only_fit_says_nothing_about_resuming(tmp_path, stop_after_step, capsys):
+    "After a run killed mid-epoch, `fit(train=False)` printed 'continuing after its batch ...' though it resumes nothing."
+    ck = tmp_path/'ck.pt'
+    tiny_learner([StepCheckpointCB(ck, 2), stop_after_step(3)]).fit(2)
+    capsys.readouterr()
+    tiny_learner([StepCheckpointCB(ck, 2)]).fit(1, train=False)
+    assert 'continuing' not in capsys.readouterr().out

@@ -436,3 +436,10 @@ def test_uint8_hint_is_the_right_expression(rng, hint):
     assert f'`{hint}`' in str(e.value)
     x = torch.tensor([0., 255.])
     assert torch.allclose(eval(hint, {'x': x}), torch.tensor(rng))
+
+
+@pytest.mark.parametrize('value', [0., 0.5, 1.])
+def test_a_constant_batch_is_not_taken_for_images_in_0_1(value):
+    "16 identical images (a collapsed model) said nothing about the range, yet were refused as 'images in [0, 1]'."
+    with pytest.warns(UserWarning, match='only spans'): check_images(torch.full((16, 1, 32, 32), value))
+    with pytest.raises(ValueError, match='upper half'): check_images(torch.rand(16, 1, 32, 32))   # [0, 1] images still are

@@ -21,7 +21,7 @@ def check_ddim_noise(eta: float,   # DDIM's noise knob: 0 deterministic, 1 DDPM-
                     ):
     "A `ValueError` unless `eta` is in [0, 1] and `cutoff` is in [0, 1) (checked once, before any model call)."
     if not 0 <= eta < float('inf'): raise ValueError(f"`eta` must be >= 0 and finite, got {eta}")
-    if eta > 1: raise ValueError(f"`eta` must be at most 1 (DDPM's posterior noise): a larger σ overshoots the next noise level, got {eta}")
+    if eta > 1: raise ValueError(f"`eta` must be at most 1 (DDPM's posterior noise): a larger σ can overshoot the next noise level, got {eta}")
     if not 0 <= cutoff < 1: raise ValueError(f"`cutoff` must be in [0, 1) (0: off; the lesson used 0.01), got {cutoff}")
 
 def ddim_sigma(abar_t: float,    # alpha-bar at the current (noisier) step

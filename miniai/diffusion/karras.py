@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 from functools import partial
-from ..core import default_device, to_real
+from ..core import check_positive, default_device
 from ..learner import Learner
 from .ddpm import check_output, ddpm_learner
 from .cosine import cosine_inv_abar
 
 # %% auto #0
-__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'check_noise_levels', 'check_sigma_data', 'noisify_karras',
-           'denoise', 'Denoiser', 'KarrasDenoiser', 'EpsDenoiser', 'sigmas_karras', 'karras_learner']
+__all__ = ['SIGMA_DATA', 'scalings', 'noise_cond', 'sample_sigmas', 'check_noise_levels', 'noisify_karras', 'denoise', 'Denoiser',
+           'KarrasDenoiser', 'EpsDenoiser', 'sigmas_karras', 'karras_learner']
 
 # %% ../../nbs/10_karras.ipynb #bcd9fa6e
 SIGMA_DATA = 0.66 # std of Fashion-MNIST padded to 32x32 in [-1, 1] (0.33 for [-0.5, 0.5])
@@ -65,12 +65,6 @@ def check_noise_levels(sigma: Tensor | float, # noise levels: one per image, or 
         raise ValueError(f"`sigma` must hold finite noise levels > 0 (σ = 0 has no target: c_out = 0), got {sigma[~ok][:4].tolist()}")
     return sigma
 
-def check_sigma_data(sigma_data: float) -> float:
-    "`sigma_data` as a float if it is a finite number > 0, else a `ValueError` (0 makes D ≡ 0; a negative value flips c_out)."
-    if (sd := to_real(sigma_data)) is None or not 0 < sd < math.inf:
-        raise ValueError(f"`sigma_data` must be a finite number > 0, got {sigma_data!r}")
-    return sd
-
 def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), on the device
                    sigma_data: float = SIGMA_DATA, # standard deviation of the data
                    sigma: Tensor | None = None,    # noise levels (B,) (default: log-normal draws)
@@ -78,7 +72,7 @@ def noisify_karras(x0: Tensor,                     # clean images (B, C, H, W), 
                   ) -> tuple[tuple[Tensor, Tensor], Tensor]:
     "Karras training pair: `((c_in*(x0 + σ n), c_noise(σ)), target)`, computed on `x0`'s device."
     if not x0.is_floating_point(): raise TypeError(f"`x0` must be a float tensor (images scaled to the data range), got {x0.dtype}")
-    sigma_data = check_sigma_data(sigma_data)
+    sigma_data = check_positive(sigma_data, '`sigma_data`')
     if sigma is None: sigma = sample_sigmas(len(x0), device=x0.device, generator=generator)  # > 0 by construction
     else: sigma = check_noise_levels(sigma, len(x0), x0.device)
     wd = torch.promote_types(x0.dtype, torch.float32)   # scalings and target in float32 at least (bf16 loses small σ)
@@ -95,7 +89,7 @@ def denoise(model: Callable,                 # network F(c_in*x, c_noise) traine
             sigma_data: float = SIGMA_DATA,  # the data std used in training
            ) -> Tensor:
     "The Karras denoiser D(x; σ) = c_skip x + c_out F(c_in x, c_noise(σ)): an estimate of the clean image."
-    c_skip, c_out, c_in = scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype), check_sigma_data(sigma_data))
+    c_skip, c_out, c_in = scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype), check_positive(sigma_data, '`sigma_data`'))   # 0 makes D ≡ 0, a negative one flips c_out
     return c_skip*x + c_out*check_output(model(c_in*x, noise_cond(sigma)), x, 'the network')   # no silent broadcasting
 
 class Denoiser(nn.Module):
@@ -106,7 +100,7 @@ class KarrasDenoiser(Denoiser):
     "Wrap a network trained with `noisify_karras` as a denoiser `D(x, sigma)` for the samplers."
     def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA):
         super().__init__()
-        self.model, self.sigma_data = model, check_sigma_data(sigma_data)
+        self.model, self.sigma_data = model, check_positive(sigma_data, '`sigma_data`')
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor: return denoise(self.model, x, sigma, self.sigma_data)
 
 # %% ../../nbs/10_karras.ipynb #a096fab6
@@ -143,8 +137,7 @@ def _check_schedule(n, sigma_min, sigma_max, rho) -> tuple[int, float, float, fl
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"`n` (steps) must be an integer >= 1, got {n!r}")
     vals = []
     for name, v in (('sigma_min', sigma_min), ('sigma_max', sigma_max), ('rho', rho)):
-        if (f := to_real(v)) is None or not math.isfinite(f) or f <= 0: raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-        vals.append(f)
+        vals.append(check_positive(v, f'`{name}`'))
     if vals[0] >= vals[1]: raise ValueError(f"`sigma_min` ({sigma_min}) must be smaller than `sigma_max` ({sigma_max})")
     return int(n), *vals
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from ..core import default_device, check_finite
+from ..core import default_device, check_finite, to_real
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
@@ -29,10 +29,10 @@ def noisify_noise_level(x0: Tensor,   # clean images (B, C, H, W), on the device
     "A noise-level regression pair: `(x_t, logit(ᾱ))` with one ᾱ ~ U(eps, 1-eps) per image."
     if not x0.is_floating_point() or x0.ndim < 2:
         raise TypeError(f"`x0` must be a float batch (B, C, H, W), got {x0.dtype} of shape {tuple(x0.shape)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 0.5:
+    if (e := to_real(eps)) is None or not 0 <= e < 0.5:
         raise ValueError(f"`eps` must be a number in [0, 0.5) (ᾱ ~ U(eps, 1-eps)), got {eps!r}")
     wd = torch.promote_types(x0.dtype, torch.float32)   # ᾱ and the noise in float32 at least (bf16 rounds them)
-    abar = torch.rand(len(x0), device=x0.device, dtype=wd, generator=generator)*(1 - 2*eps) + eps
+    abar = torch.rand(len(x0), device=x0.device, dtype=wd, generator=generator)*(1 - 2*e) + e
     noise = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
     ab = abar.reshape(-1, *([1]*(x0.ndim-1)))
     return (ab.sqrt()*x0 + (1 - ab).sqrt()*noise).to(x0.dtype), abar.logit().to(x0.dtype)

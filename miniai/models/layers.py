@@ -4,11 +4,12 @@
 
 # %% ../../nbs/04_layers.ipynb #86e8c614
 from __future__ import annotations
-import copy, numbers
+import copy
 from typing import Callable, Sequence
 import torch
 from torch import nn
 import torch.nn.functional as F
+from ..core import to_real
 
 # %% auto #0
 __all__ = ['LayerLike', 'DROPOUT_TYPES', 'make_act', 'make_norm', 'conv', 'GeneralRelu', 'init_weights', 'check_dropout_p',
@@ -76,9 +77,9 @@ def init_weights(m: nn.Module,   # a module (call through `model.apply(partial(i
 # %% ../../nbs/04_layers.ipynb #8a25999d
 def check_dropout_p(p: float) -> float:
     "Return `p` as a float if it is a valid dropout probability (a real number, 0 <= p < 1), else raise `ValueError`."
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+    if (f := to_real(p)) is None or not 0 <= f < 1:   # a Python, NumPy or one-element tensor number
         raise ValueError(f"dropout probability `p` must be a real number in [0, 1), got {p!r}")
-    return float(p)
+    return f
 
 def dropout_mask(x: torch.Tensor, shape: Sequence[int], p: float) -> torch.Tensor:
     "A mask of `shape` on `x`'s device and dtype: `1/(1-p)` with probability `1-p`, else 0."
