@@ -476,7 +476,7 @@ def load_sample_images(path: str | Path) -> Tensor:
     if path.is_dir() and (path/'samples.npy').is_file(): return _floats(load_samples(path/'samples.npy'))   # a `miniai sample` folder
     if path.is_dir():
         from PIL import Image
-        files = sorted(path.glob('*.png'))
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() == '.png' and f.is_file())   # .png and .PNG
         if not files: raise FileNotFoundError(f"no .png images in the folder {path}")
         if not_samples := [f.name for f in files if f.name in ('samples.png', 'loss.png')]:   # what `train` writes
             raise ValueError(f"{path} holds {' and '.join(not_samples)}, pictures that `miniai train` writes, not a sample set. Pass an .npy "

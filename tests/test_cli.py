@@ -404,3 +404,14 @@ def test_uint8_sample_file_is_read_as_pixels(tmp_path):
     np.save(tmp_path/'u8.npy', px)
     x = load_sample_images(tmp_path/'u8.npy')
     assert x.dtype == torch.float32 and torch.equal(x, torch.from_numpy(px).float()/127.5 - 1)
+
+
+def test_png_folder_with_upper_case_suffixes_is_read_whole(tmp_path):
+    "Files named `.PNG` (cameras, Windows tools) were skipped silently: the folder's other images were scored alone."
+    from PIL import Image
+    from miniai.cli import load_sample_images
+    px = np.random.default_rng(1).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    for i, name in enumerate(['a.png', 'b.PNG', 'c.Png']): Image.fromarray(px[i]).save(tmp_path/name)
+    (tmp_path/'notes.txt').write_text('not an image')
+    x = load_sample_images(tmp_path)
+    assert x.shape == (3, 1, 32, 32) and torch.equal(x[:, 0], torch.from_numpy(px).float()/127.5 - 1)

@@ -419,6 +419,8 @@ def test_noisify_karras_noise_level_forms_and_sigma_data():
     (_, c), _ = noisify_karras(x0, sigma=torch.tensor([[1.], [2.], [3.]]))   # (B, 1) is (B,)
     assert c.shape == (3,)
     assert check_noise_levels(torch.tensor([1, 2, 3]), 3).dtype == torch.float32   # integer levels become floats
+    for flags in (True, torch.ones(3, dtype=torch.bool)):   # a mask passed by mistake became σ = 1 for every image
+        with pytest.raises(TypeError, match='real noise levels'): check_noise_levels(flags, 3)
     with pytest.raises(ValueError, match='one noise level per image'): noisify_karras(x0, sigma=torch.ones(2))
     for sd in (0., -1., float('nan'), float('inf')):
         with pytest.raises(ValueError, match='`sigma_data` must be a finite number > 0'): noisify_karras(x0, sd)

@@ -56,6 +56,7 @@ def check_noise_levels(sigma: Tensor | float, # noise levels: one per image, or 
                       ) -> Tensor:
     "`sigma` as a float tensor of shape (n,) on `device`, or a `ValueError` unless every level is finite and > 0."
     sigma = torch.as_tensor(sigma, device=device)
+    if sigma.dtype == torch.bool or sigma.is_complex(): raise TypeError(f"`sigma` must hold real noise levels, got {sigma.dtype}")
     if not sigma.is_floating_point(): sigma = sigma.float()
     if sigma.ndim == 0: sigma = sigma.expand(n)
     if sigma.numel() != n: raise ValueError(f"`sigma` must hold one noise level per image ({n}), got shape {tuple(sigma.shape)}")
