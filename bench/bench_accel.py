@@ -117,8 +117,11 @@ def main(argv=None):
     base = results['bfloat16']
     ema_ms = {'foreach (one _foreach_lerp_)': ema_update_ms(EMA, any_learn.model), 'Python loop (one lerp_ per tensor)': ema_update_ms(LoopEMA, any_learn.model)}
     step_ms = 1000*bs/base
+    fused = {bool(l.opt.defaults.get('fused')) for l in learners.values()}   # as built, not as asked for (CUDA parameters only)
+    opt_name = 'fused AdamW' if fused == {True} else 'AdamW, not fused' if fused == {False} else 'AdamW, fused in some configurations'
     report = {
-        'what': 'training images/s of the lesson-22 UNet (noise prediction, fused AdamW), after one warm-up epoch',
+        'what': f'training images/s of the lesson-22 UNet (noise prediction, {opt_name}), after one warm-up epoch',
+        'optimizer_fused': fused == {True},
         'command': command_line(__file__, argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else str(device),

@@ -385,6 +385,7 @@ def checkpoint_state(learn,  # the `Learner` to save
                      rng: dict | None = None) -> dict:  # random states to store (default: the current ones)
     "Everything needed to resume `learn` exactly, as a dict of CPU tensors and plain Python values."
     if extra is not None: _check_loadable(extra, 'the checkpoint `extra`')
+    _check_training_state(learn)   # again at each save: a callback may have set, say, a NumPy learning rate since
     model, opt, ema, gs = _unwrap(learn.model), learn.opt, _find_ema(learn), learn.grad_scaler
     state = {'format': CHECKPOINT_FORMAT, 'epoch': int(epoch), 'n_epochs': int(learn.n_epochs),
              'model_class': type(model).__name__, 'model': model.state_dict(),
@@ -513,12 +514,12 @@ class CheckpointCB(Callback):
                  extra: Callable | None = None):  # `extra(learn) -> dict` of plain values stored in each checkpoint
         if every < 1: raise ValueError(f"`every` must be >= 1, got {every}")
         self.path, self.every, self.resume, self.extra = Path(path), every, resume, extra
-        self._pending, self._trained = None, -1
+        self._pending, self._trained, self._ended = None, -1, None
 
     def before_fit(self, learn):
-        self._pending, self._trained = None, -1
+        self._pending, self._trained, self._ended = None, -1, None   # `_ended`: (epoch, training) of the last phase seen ending
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
-        _check_training_state(learn)   # now, not at the first save an epoch later
+        _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
         if not (self.resume and self.path.exists()): return
         ck = read_checkpoint(self.path)
         if ck['n_epochs'] != learn.n_epochs:
@@ -559,13 +560,17 @@ class CheckpointCB(Callback):
         else: self._flush(learn)  # a new epoch starts: the previous one ended with its training phase
 
     def after_epoch(self, learn):
+        self._ended = (learn.epoch, learn.training)
         if learn.training:
             self._trained = learn.epoch
             self._pending = (learn.epoch + 1, rng_states())
-        elif self._trained == learn.epoch: self._save(learn, learn.epoch + 1)  # validation ends a trained epoch
+        elif self._trained == learn.epoch:   # validation ends a trained epoch: this save replaces the pending one
+            self._pending = None   # (still set if a callback before this one cancelled the validation in `before_epoch`)
+            self._save(learn, learn.epoch + 1)
 
-    def cleanup_epoch(self, learn):   # a phase cut short by `CancelEpochException` skipped `after_epoch`, yet it ended
-        if getattr(learn, 'cancelled', None) == 'epoch' and getattr(learn, 'fit_train', True): self.after_epoch(learn)
+    def cleanup_epoch(self, learn):   # a phase cut short by `CancelEpochException` ended too, perhaps before our `after_epoch` ran
+        if (getattr(learn, 'cancelled', None) == 'epoch' and getattr(learn, 'fit_train', True)
+                and self._ended != (learn.epoch, learn.training)): self.after_epoch(learn)
 
     def after_fit(self, learn): self._flush(learn)
     def cleanup_fit(self, learn): self._pending = None

@@ -277,7 +277,10 @@ def test_checkpoint_contents_weights_only_and_atomic(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match='loading refuses'): save_checkpoint(p, learn, extra={'f': len})
 
     good = p.read_bytes()
-    def broken_save(obj, f): f.write(b'half a checkpoint'); raise OSError('disk full')
+    real_save = torch.save
+    def broken_save(obj, f):   # the file write fails (the in-memory round trip of the settings check works)
+        if isinstance(f, __import__('io').BytesIO): return real_save(obj, f)
+        f.write(b'half a checkpoint'); raise OSError('disk full')
     monkeypatch.setattr(torch, 'save', broken_save)
     with pytest.raises(OSError, match='disk full'): save_checkpoint(p, learn)
     assert p.read_bytes() == good and os.listdir(p.parent) == ['a.pt']  # old file intact, temp removed
@@ -390,6 +393,7 @@ def test_bench_accel_quick_runs(tmp_path, load_script):
     assert set(r['images_per_s']) == set(bench.CONFIGS) and all(v > 0 for v in r['images_per_s'].values())
     assert r['rounds'] == 1 and set(r['images_per_s_spread']) == set(bench.CONFIGS)
     assert len(r['ema_update_ms']) == 2 and all(v > 0 for v in r['ema_update_ms'].values())
+    assert r['optimizer_fused'] is False and 'AdamW, not fused' in r['what']   # CPU parameters: the record says what ran
 
 
 # ---------------------------------------------------------------- found by an audit of issue 3
@@ -963,3 +967,40 @@ def test_cancelled_is_the_level_that_ended_the_phase():
         def cleanup_fit(self, learn): seen.append(('fit', learn.cancelled))
     tiny_learner(cbs=[Spy()]).fit(1)
     assert seen == [('epoch', True, None), ('epoch', False, 'epoch'), ('fit', None)]
+
+
+@pytest.mark.parametrize('how', ['validation cancelled before CheckpointCB.before_epoch',
+                                 'cancelled after CheckpointCB.after_epoch', 'training cancelled', 'no cancel'])
+def test_each_epoch_is_saved_once(tmp_path, monkeypatch, how):
+    "A cancelled phase whose `after_epoch` CheckpointCB had already run (or whose pending save was still set) was saved twice."
+    import miniai.accel as A
+    from miniai.learner import CancelEpochException
+    saved = []
+    real = A.save_checkpoint
+    monkeypatch.setattr(A, 'save_checkpoint', lambda path, learn, epoch=None, **kw: (saved.append(epoch), real(path, learn, epoch, **kw))[1])
+    class SkipValid(Callback):   # "validate only every k epochs", the usual way: order 0 runs first
+        def before_epoch(self, learn):
+            if not learn.training: raise CancelEpochException()
+    class LateStop(Callback):
+        order = 85
+        def after_epoch(self, learn):
+            if not learn.training: raise CancelEpochException()
+    class ShortTrain(Callback):
+        def after_batch(self, learn):
+            if learn.training and learn.iter == 1: raise CancelEpochException()
+    extra = {'validation cancelled before CheckpointCB.before_epoch': [SkipValid()], 'cancelled after CheckpointCB.after_epoch': [LateStop()],
+             'training cancelled': [ShortTrain()], 'no cancel': []}[how]
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), *extra]).fit(3)
+    assert saved == [1, 2, 3] and read_checkpoint(tmp_path/'ck.pt')['epoch'] == 3
+
+
+def test_a_setting_made_unloadable_during_the_fit_is_refused_at_the_save(tmp_path):
+    "A warm-up that set a NumPy learning rate after `before_fit`'s check wrote a checkpoint that could not be read back."
+    class NpWarmup(Callback):
+        def before_batch(self, learn):
+            if learn.training:
+                for g in learn.opt.param_groups: g['lr'] = np.interp(learn.iter, [0, 3], [1e-4, 1e-2])
+    learn = Learner(tiny_model(), tiny_dls(1), F.cross_entropy, cbs=[TrainCB(), NpWarmup(), CheckpointCB(tmp_path/'ck.pt')])
+    with pytest.raises(TypeError, match="the optimizer's settings holds a value that `weights_only=True` loading refuses"):
+        learn.fit(2)
+    assert not (tmp_path/'ck.pt').exists()
