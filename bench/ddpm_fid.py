@@ -68,9 +68,14 @@ def draw_fits(deadline: float | None, evaluations: int, rate: float | None, now:
     return (time.time() if now is None else now) + (evaluations/rate if rate else 0.) <= deadline
 
 
-def load_model(path, schedule, quick, device, compile_):
+def load_model(path, schedule, quick, device, compile_, into=None):
+    "The UNet of `schedule` with the weights in `path`; `into`, that schedule's network loaded before, gets them in place instead."
+    weights = load_file(str(path))
+    if into is not None:   # the EMA and raw weights share one network: compiled once (a second compile in one process
+        getattr(into, '_orig_mod', into).load_state_dict(weights)   # cost a minute, and once failed on the GPU)
+        return into
     model = diffusers_unet(**recipe(schedule, quick)['unet'])
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(weights)
     model = model.to(device).eval()
     return torch.compile(model) if compile_ else model
 
@@ -208,7 +213,8 @@ def main(argv=None):
                                       allow_sample=a.quick)
         save()
     compiled = compile_mode(a.compile, device) != 'none'
-    models, big, rate = {}, max(cfg['sizes']), None   # rate: network evaluations per second of the fastest draw so far
+    nets, holds, big, rate = {}, {}, max(cfg['sizes']), None   # one network per schedule, holding the weights file holds[schedule]
+    # rate: network evaluations per second of the fastest draw so far
     for model, sampler, steps in plan(cfg, q):
         keys = {n: f'{model}|{sampler}|{steps}|{n}' for n in cfg['sizes']}
         schedule, wfile = WEIGHTS[model]
@@ -220,8 +226,10 @@ def main(argv=None):
             print(f"skipping {model} {sampler} {steps}: {'past the deadline' if not rate else f'{big*nfe/rate:.0f} s at {rate:,.0f} evaluations/s'}"
                   f" would end after --deadline (in {a.deadline - time.time():.0f} s)", flush=True)
             continue   # a later, cheaper draw (another model) may still fit
-        if (schedule, wfile) not in models: models[schedule, wfile] = load_model(work/schedule/wfile, schedule, q, device, compiled)
-        f = make_sampler(models[schedule, wfile], schedule, sampler, steps, quick=q, clamp=CLAMPS.get(model))
+        if holds.get(schedule) != wfile:
+            nets[schedule] = load_model(work/schedule/wfile, schedule, q, device, compiled, into=nets.get(schedule))
+            holds[schedule] = wfile
+        f = make_sampler(nets[schedule], schedule, sampler, steps, quick=q, clamp=CLAMPS.get(model))
         synchronize(device); t0 = time.perf_counter()
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision == 'bf16'):
             x = sample_images(f, big, bs=a.sample_bs, seed=big, device=device, progress=True)

@@ -299,7 +299,7 @@ def test_ddpm_each_row_samples_its_own_weights_file_from_one_seed(ddpm, tmp_path
     loaded, seeds = {}, set()
     monkeypatch.setattr(ddpm, 'fid_evaluator', lambda *a, **k: SimpleNamespace(model=None, scores=lambda x: dict(fid=1., kid=0.)))
     monkeypatch.setattr(ddpm, 'weights_hash', lambda m: 'a'*64)
-    def load(path, schedule, *a): loaded.setdefault(Path(path), []).append(schedule); return Path(path)
+    def load(path, schedule, *a, into=None): loaded.setdefault(Path(path), []).append((schedule, into is None)); return Path(path)
     monkeypatch.setattr(ddpm, 'load_model', load)
     clamps = {}
     def sampler(model, schedule, sampler, steps, quick, clamp): clamps.setdefault(clamp, set()).add(Path(model)); return model, schedule
@@ -307,8 +307,10 @@ def test_ddpm_each_row_samples_its_own_weights_file_from_one_seed(ddpm, tmp_path
     def sample(f, n, bs, seed, **kw): seeds.add(seed); return torch.zeros(n, 1, 2, 2)
     monkeypatch.setattr(ddpm, 'sample_images', sample)
     res = ddpm.main(['--quick', '--work', str(work), '--out', str(tmp_path/'r'), '--no-floor'])
-    assert loaded == {work/'linear'/'model.safetensors': ['linear'], work/'cosine'/'model.safetensors': ['cosine'],
-                      work/'cosine'/'model_raw.safetensors': ['cosine']}   # each loaded once, with its schedule
+    assert set(loaded) == {work/'linear'/'model.safetensors', work/'cosine'/'model.safetensors', work/'cosine'/'model_raw.safetensors'}
+    assert {p: {s for s, _ in v} for p, v in loaded.items()} == {p: {p.parent.name} for p in loaded}   # each with its schedule
+    builds = [(p.parent.name, new) for p, v in loaded.items() for _, new in v if new]
+    assert sorted(builds) == [('cosine', True), ('linear', True)]   # one network per schedule: the raw weights go into the cosine one
     assert clamps == {None: set(loaded), 1.5: {work/'cosine'/'model.safetensors'}}   # the course's bound: the EMA weights, its row only
     assert seeds == {64} and len(res['rows']) == 2*len(ddpm.plan(ddpm.QUICK, True))
 

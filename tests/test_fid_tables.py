@@ -66,6 +66,9 @@ def test_ddpm_fid_trains_in_parts_and_keeps_the_raw_weights_beside_the_ema(tmp_p
     assert list(res['models']) == ['cosine'] and res['rows'] == {} and 'floor' not in res
     ema, raw = load_file(str(tmp_path/'cosine'/'model.safetensors')), load_file(str(tmp_path/'cosine'/'model_raw.safetensors'))
     assert ema.keys() == raw.keys() and any(not torch.equal(ema[k], raw[k]) for k in ema)
+    net = torch.compile(bench.load_model(tmp_path/'cosine'/'model.safetensors', 'cosine', True, 'cpu', False))   # (compiled lazily)
+    assert bench.load_model(tmp_path/'cosine'/'model_raw.safetensors', 'cosine', True, 'cpu', True, into=net) is net   # not compiled again
+    assert all(torch.equal(v, raw[k]) for k, v in net._orig_mod.state_dict().items())   # the raw weights, in place
     assert res['sampling_precision'] == 'fp32'   # bf16 autocast only takes effect on CUDA
     stored = json.loads((tmp_path/'r.json').read_text())   # rows scored on an earlier machine, by another FID classifier
     floor = [dict(n=32, fid_mean=9., fids=[9.])]

@@ -24,7 +24,10 @@ case "$quick" in ""|--quick) ;;
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
 # (not where they are installed already, e.g. in a development environment).
 if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, torcheval, soundfile" 2>/dev/null; then
+  # one install at a time: the stages of a group (fid_classifier+ddpm_fid) start together and share /tmp/site
+  for _ in $(seq 180); do mkdir /tmp/site.lock 2>/dev/null && break; sleep 1; done   # (a lock left by a killed stage: go on after 3 min)
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning || true
+  rmdir /tmp/site.lock 2>/dev/null || true
   export PYTHONPATH="/tmp/site:$PWD"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
