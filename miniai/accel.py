@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from .core import atomic_write, default_device
+from .core import atomic_write, default_device, remove_stale_tmp
 from .learner import Callback, batch_size
 
 # %% auto #0
@@ -520,6 +520,7 @@ class CheckpointCB(Callback):
         self._pending, self._trained, self._ended = None, -1, None   # `_ended`: (epoch, training) of the last phase seen ending
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
+        remove_stale_tmp(self.path)    # temporary files of a writer killed mid-save (none is under way now)
         if not (self.resume and self.path.exists()): return
         ck = read_checkpoint(self.path)
         if ck['n_epochs'] != learn.n_epochs:

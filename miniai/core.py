@@ -14,8 +14,9 @@ import torch
 
 # %% auto #0
 __all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'env_flag', 'is_quick', 'quick',
-           'run_environment', 'cache_dir', 'atomic_write', 'eval_mode', 'hub_unreachable', 'hub_offline_reason',
-           'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real', 'check_positive', 'check_shape']
+           'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode', 'hub_unreachable',
+           'hub_offline_reason', 'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real',
+           'check_positive', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -120,6 +121,22 @@ def atomic_write(path: str | Path,  # the file to (re)write
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
+
+# %% ../nbs/00_core.ipynb #915a5e37
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OSError): return True   # exists (another user's), or cannot tell: keep its file
+    return True
+
+def remove_stale_tmp(path: str | Path) -> list[Path]:
+    "Delete the temporary files `.NAME.PID.tmp` (see `atomic_write`) that a killed writer of `path` left behind; returns them."
+    path, gone = Path(path), []
+    for p in path.parent.glob(f'.{path.name}.*.tmp'):
+        pid = p.name[len(path.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True); gone.append(p)
+    return gone
 
 # %% ../nbs/00_core.ipynb #01958063
 @contextmanager

@@ -22,8 +22,7 @@ from .accel import CheckpointCB, NanGuardCB, model_device, read_checkpoint, save
 # %% auto #0
 __all__ = ['get_rank', 'get_world_size', 'is_main_process', 'barrier', 'init_distributed', 'cleanup_distributed', 'ShardedLoader',
            'shard_range', 'shard_items', 'all_reduce_sum', 'all_gather_cat', 'reduce_metrics', 'unwrap_model',
-           'DistributedCB', 'sample_across_ranks', 'save_samples', 'load_samples', 'remove_stale_tmp',
-           'StepCheckpointCB']
+           'DistributedCB', 'sample_across_ranks', 'save_samples', 'load_samples', 'StepCheckpointCB']
 
 # %% ../nbs/18_distributed.ipynb #6101d928
 def get_rank() -> int:
@@ -301,21 +300,6 @@ def load_samples(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(a)
 
 # %% ../nbs/18_distributed.ipynb #e5475324
-def _pid_alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except (PermissionError, OSError): return True
-    return True
-
-def remove_stale_tmp(path: str | Path) -> list[Path]:
-    "Delete the temporary files `.NAME.PID.tmp` (see `atomic_write`) that a killed writer of `path` left behind; returns them."
-    path, gone = Path(path), []
-    for p in path.parent.glob(f'.{path.name}.*.tmp'):
-        pid = p.name[len(path.name) + 2:-4]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            p.unlink(missing_ok=True); gone.append(p)
-    return gone
-
 def _metrics_state(learn) -> dict | None:
     "The partial epoch sums of `learn.metrics` (a `MetricsCB`) as plain values and CPU tensors."
     m = getattr(learn, 'metrics', None)
@@ -349,7 +333,6 @@ class StepCheckpointCB(CheckpointCB):
 
     def before_fit(self, learn):
         self.steps, self._carry, self._warned = 0, None, False
-        if self.resume and is_main_process(): remove_stale_tmp(self.path)  # no save is under way at this point
         resuming = self.resume and learn.fit_train and self.path.exists()   # an evaluation-only fit resumes nothing
         super().before_fit(learn)  # loads (or refuses) the checkpoint
         if not resuming: return

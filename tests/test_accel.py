@@ -1004,3 +1004,13 @@ def test_a_setting_made_unloadable_during_the_fit_is_refused_at_the_save(tmp_pat
     with pytest.raises(TypeError, match="the optimizer's settings holds a value that `weights_only=True` loading refuses"):
         learn.fit(2)
     assert not (tmp_path/'ck.pt').exists()
+
+
+def test_checkpoint_cb_removes_temporary_files_of_killed_writers(tmp_path):
+    "A save killed mid-write left `.ck.pt.PID.tmp` (a checkpoint's size) for good: only StepCheckpointCB swept them."
+    import subprocess, sys
+    dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
+    stale, live = tmp_path/f'.ck.pt.{dead.pid}.tmp', tmp_path/f'.ck.pt.{os.getppid()}.tmp'   # (the parent is alive)
+    for f in (stale, live): f.write_bytes(b'half a checkpoint')
+    tiny_learner().fit(1, cbs=[CheckpointCB(tmp_path/'ck.pt', resume=False)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['ck.pt', live.name])

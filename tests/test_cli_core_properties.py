@@ -4,12 +4,11 @@ import stat
 import pytest
 import torch
 from torch import nn
-import miniai.distributed as distributed
 from safetensors.torch import load_file
 from miniai.cli import balanced_labels, save_trained, trained_config
-from miniai.core import atomic_write, check_finite, eval_mode, set_seed
+from miniai.core import atomic_write, check_finite, eval_mode, remove_stale_tmp, set_seed
 from miniai.data import DeviceImageLoader
-from miniai.distributed import ShardedLoader, load_samples, remove_stale_tmp, save_samples
+from miniai.distributed import ShardedLoader, load_samples, save_samples
 
 
 # ---------------------------------------------------------------- core
@@ -77,7 +76,7 @@ def test_remove_stale_tmp_keeps_files_of_writers_it_may_not_signal(tmp_path, mon
     target = tmp_path/'samples.npy'
     tmp = tmp_path/'.samples.npy.999999.tmp'; tmp.write_bytes(b'x')
     def kill(pid, sig): raise PermissionError(1, 'Operation not permitted')
-    monkeypatch.setattr(distributed.os, 'kill', kill)
+    monkeypatch.setattr(os, 'kill', kill)
     assert remove_stale_tmp(target) == [] and tmp.exists()
 
 

@@ -13,9 +13,10 @@ from torch.nn.parallel import DistributedDataParallel
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import Callback, Learner, MetricsCB, TrainCB
+from miniai.core import remove_stale_tmp
 from miniai.distributed import (DistributedCB, ShardedLoader, StepCheckpointCB, _check_same, _rank_seed, all_gather_cat,
                                 all_reduce_sum, barrier, cleanup_distributed, get_rank, get_world_size, init_distributed,
-                                is_main_process, load_samples, reduce_metrics, remove_stale_tmp, sample_across_ranks,
+                                is_main_process, load_samples, reduce_metrics, sample_across_ranks,
                                 save_samples, shard_items, shard_range, unwrap_model)
 
 REPO = Path(__file__).resolve().parents[1]

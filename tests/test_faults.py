@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 from miniai.accel import CheckpointCB, CheckpointError, read_checkpoint
-from miniai.distributed import StepCheckpointCB, load_samples, remove_stale_tmp, save_samples
+from miniai.core import remove_stale_tmp
+from miniai.distributed import StepCheckpointCB, load_samples, save_samples
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO/'tools'/'train_ddp_demo.py'
