@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from .core import atomic_write, default_device, remove_stale_tmp
 from .learner import Callback, batch_size
@@ -520,7 +521,8 @@ class CheckpointCB(Callback):
         self._pending, self._trained, self._ended = None, -1, None   # `_ended`: (epoch, training) of the last phase seen ending
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
-        remove_stale_tmp(self.path)    # temporary files of a writer killed mid-save (none is under way now)
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:   # the process that saves: another
+            remove_stale_tmp(self.path)   # machine's rank would take its live writer for a dead one (its pid is not seen here)
         if not (self.resume and self.path.exists()): return
         ck = read_checkpoint(self.path)
         if ck['n_epochs'] != learn.n_epochs:
@@ -569,9 +571,12 @@ class CheckpointCB(Callback):
             self._pending = None   # (still set if a callback before this one cancelled the validation in `before_epoch`)
             self._save(learn, learn.epoch + 1)
 
-    def cleanup_epoch(self, learn):   # a phase cut short by `CancelEpochException` ended too, perhaps before our `after_epoch` ran
-        if (getattr(learn, 'cancelled', None) == 'epoch' and getattr(learn, 'fit_train', True)
-                and self._ended != (learn.epoch, learn.training)): self.after_epoch(learn)
+    def cleanup_epoch(self, learn):   # a phase ended by a Cancel exception, perhaps before our `after_epoch` ran
+        c = getattr(learn, 'cancelled', None)
+        if not getattr(learn, 'fit_train', True) or self._ended == (learn.epoch, learn.training): return
+        # an epoch-level cancel ends the phase; a fit-level one (early stopping) in validation still ends a trained epoch,
+        # in training it leaves the epoch unfinished: the last save stands
+        if c == 'epoch' or (c == 'fit' and not learn.training): self.after_epoch(learn)
 
     def after_fit(self, learn): self._flush(learn)
     def cleanup_fit(self, learn): self._pending = None

@@ -1014,3 +1014,43 @@ def test_checkpoint_cb_removes_temporary_files_of_killed_writers(tmp_path):
     for f in (stale, live): f.write_bytes(b'half a checkpoint')
     tiny_learner().fit(1, cbs=[CheckpointCB(tmp_path/'ck.pt', resume=False)])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(['ck.pt', live.name])
+
+
+@pytest.mark.parametrize('order', [0, 85])
+def test_early_stopping_in_validation_still_saves_the_trained_epoch(tmp_path, monkeypatch, order):
+    "`CancelFitException` from a callback before CheckpointCB skipped its after_epoch: the last trained epoch was never saved."
+    import miniai.accel as A
+    from miniai.learner import CancelFitException
+    saved, real = [], A.save_checkpoint
+    monkeypatch.setattr(A, 'save_checkpoint', lambda path, learn, epoch=None, **kw: (saved.append(epoch), real(path, learn, epoch, **kw))[1])
+    class EarlyStop(Callback):
+        def after_epoch(self, learn):
+            if not learn.training and learn.epoch == 1: raise CancelFitException()
+    EarlyStop.order = order
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), EarlyStop()]).fit(4)
+    assert saved == [1, 2] and read_checkpoint(tmp_path/'ck.pt')['epoch'] == 2
+
+
+def test_a_fit_stopped_inside_a_training_phase_keeps_the_last_whole_epoch(tmp_path):
+    "Stopping the fit halfway through an epoch's training saves nothing new: that epoch is not whole."
+    from miniai.learner import CancelFitException
+    class Stop(Callback):
+        def after_batch(self, learn):
+            if learn.training and learn.epoch == 1 and learn.iter == 1: raise CancelFitException()
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), Stop()]).fit(4)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 1
+
+
+def test_only_the_saving_process_sweeps_temporary_files(tmp_path, monkeypatch):
+    "Every rank swept: a rank on another machine took rank 0's live writer (a pid it cannot see) for a dead one."
+    import subprocess, sys
+    import torch.distributed as dist
+    dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
+    stale = tmp_path/f'.ck.pt.{dead.pid}.tmp'; stale.write_bytes(b'maybe another machine is writing this')
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_rank', lambda *a, **k: 1)
+    CheckpointCB(tmp_path/'ck.pt').before_fit(tiny_learner())
+    assert stale.exists()
+    monkeypatch.setattr(dist, 'get_rank', lambda *a, **k: 0)
+    CheckpointCB(tmp_path/'ck.pt').before_fit(tiny_learner())
+    assert not stale.exists()

@@ -11,7 +11,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LEAK = ('MINIAI_CACHE', 'MINIAI_DATA', 'MINIAI_GPU_SHARED', 'OUT', 'MODELS', 'SELECT', 'DEADLINE', 'QUICK',
-        'MAX_MINUTES', 'TRAIN_MINUTES', 'GPU_STAGE_SH', 'GPU_PIPELINE_DIR', 'PYTHONPATH')
+        'MAX_MINUTES', 'TRAIN_MINUTES', 'GPU_STAGE_SH', 'GPU_PIPELINE_DIR', 'PYTHONPATH', 'GPU_SITE')
 
 FAKE_PY = r'''#!/usr/bin/env bash
 case "$1" in
@@ -399,6 +399,39 @@ def test_ddp_stage_quick_and_full(tmp_path):
     (args, _), = _calls(tmp_path)
     assert '--nproc_per_node=gpu tools/train_ddp_demo.py --full --out runs/ddp --results .gpucache/results/ddp_demo.json' in args
     assert (tmp_path/'out'/'ddp_demo.json').exists()
+
+
+def _wheels_stage(tmp_path, holder=None):
+    "Run stage latent with one carried wheel; `holder`: a pid already holding the install lock."
+    root = _checkout(tmp_path, 'gpu_stage.sh')
+    (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
+    site = tmp_path/'site'
+    if holder is not None: (tmp_path/'site.lock').mkdir(); (tmp_path/'site.lock'/'pid').write_text(f'{holder}\n')
+    r = _stage(tmp_path, 'latent', OUT=tmp_path/'out', GPU_SITE=site)
+    assert r.returncode == 0, r.stderr
+    installs = [a for a, _ in _calls(tmp_path) if a.startswith('-m pip install')]
+    assert len(installs) == 1 and f'--target {site} ' in installs[0]
+    return r
+
+
+def test_wheels_install_takes_and_returns_the_lock(tmp_path):
+    "The stages of a group install into one folder: one at a time, under a lock that the installer removes."
+    r = _wheels_stage(tmp_path)
+    assert not (tmp_path/'site.lock').exists() and _slept(tmp_path) == 0 and 'still held' not in r.stderr
+
+
+def test_wheels_install_breaks_the_lock_of_a_killed_installer(tmp_path):
+    "A stage killed while installing left the lock: the next stage waited 3 minutes of the lease for nobody."
+    dead = subprocess.Popen(['true']); dead.wait()
+    r = _wheels_stage(tmp_path, holder=dead.pid)
+    assert not (tmp_path/'site.lock').exists() and _slept(tmp_path) == 0 and 'still held' not in r.stderr
+
+
+def test_wheels_install_waits_for_a_live_installer_and_leaves_its_lock(tmp_path):
+    "A waiter that gave up deleted the live holder's lock on its way out, letting a third stage in beside the first."
+    r = _wheels_stage(tmp_path, holder=os.getpid())
+    assert _slept(tmp_path) == 180 and 'still held after 3 minutes' in r.stderr
+    assert (tmp_path/'site.lock'/'pid').read_text().strip() == str(os.getpid())   # the holder's lock, untouched
 
 
 # ---------------------------------------------------------------- gpu_pipeline.sh

@@ -22,13 +22,25 @@ case "$quick" in ""|--quick) ;;
   *) echo "second argument must be --quick or --full-nets" >&2; exit 2;; esac
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
-# (not where they are installed already, e.g. in a development environment).
+# (not where they are installed already, e.g. in a development environment). One install at a time: the stages of a
+# group (fid_classifier+ddpm_fid) start together and share the folder. The lock holds its installer's pid: a lock whose
+# installer is gone (killed) is broken at once, a live installer is waited for (3 minutes at most).
+SITE=${GPU_SITE:-/tmp/site}
+install_wheels() {
+  local lock=$SITE.lock got=0 holder
+  for _ in $(seq 180); do
+    if mkdir "$lock" 2>/dev/null; then echo $$ > "$lock/pid"; got=1; break; fi
+    holder=$(cat "$lock/pid" 2>/dev/null || true)
+    if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then rm -rf "$lock"; continue; fi
+    sleep 1
+  done
+  [ $got = 1 ] || echo "== $lock is still held after 3 minutes: installing beside its holder" >&2
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl 2>&1 | grep -v -i warning || true
+  if [ $got = 1 ]; then rm -rf "$lock"; fi   # (only our own lock)
+}
 if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, torcheval, soundfile" 2>/dev/null; then
-  # one install at a time: the stages of a group (fid_classifier+ddpm_fid) start together and share /tmp/site
-  for _ in $(seq 180); do mkdir /tmp/site.lock 2>/dev/null && break; sleep 1; done   # (a lock left by a killed stage: go on after 3 min)
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v -i warning || true
-  rmdir /tmp/site.lock 2>/dev/null || true
-  export PYTHONPATH="/tmp/site:$PWD"
+  install_wheels
+  export PYTHONPATH="$SITE:$PWD"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
