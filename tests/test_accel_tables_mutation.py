@@ -15,14 +15,14 @@ def bench(load_script):
     return load_script('bench/bench_accel.py')
 
 
-def _fake_run(bench, monkeypatch, speeds, ema_ms=None):
+def _fake_run(bench, monkeypatch, speeds, ema_ms=None, fused=(None,)):
     """Stand-ins for the slow parts of `bench.main`: `make_learner` gives a tiny linear model (the learners are built in
     the order of the configurations, which `speeds` follows) and `train_throughput` returns the scripted images/s
     `speeds[name][round]`; returns the list of (name, warmup) calls, in order."""
-    calls, names = [], itertools.cycle(speeds)
+    calls, names, fused = [], itertools.cycle(speeds), itertools.cycle(fused)   # fused: AdamW's flag as built, in turn
     def make_learner(cbs, quick, bs, n_batches):
         torch.manual_seed(0)
-        return SimpleNamespace(model=nn.Linear(3, 2), name=next(names))
+        return SimpleNamespace(model=nn.Linear(3, 2), name=next(names), opt=SimpleNamespace(defaults={'fused': next(fused)}))
     def train_throughput(learn, epochs=1, warmup=1):
         calls.append((learn.name, warmup) if epochs == 1 else (learn.name, warmup, epochs))
         return speeds[learn.name][sum(1 for c in calls if c[0] == learn.name) - 1]
@@ -51,6 +51,14 @@ def test_bench_accel_reports_median_spread_and_ema_cost_by_hand(bench, monkeypat
     assert r['ema_update_pct_of_bfloat16_step'] == {'foreach (one _foreach_lerp_)': 25.0, 'Python loop (one lerp_ per tensor)': 75.0}
     assert r['model_params'] == 3*2 + 2 and r['n_param_tensors'] == 2
     assert r['rounds'] == 3 and r['batch_size'] == 8 and r['quick'] is False
+
+
+@pytest.mark.parametrize('fused, said', [((True,), 'fused AdamW'), ((None,), 'AdamW, not fused'), ((True, False), 'AdamW, fused in some')])
+def test_bench_accel_says_whether_adamw_was_fused_as_built(bench, monkeypatch, tmp_path, fused, said):
+    "The record claimed 'fused AdamW' whatever was built (a run with the model still on the CPU got the foreach one)."
+    _fake_run(bench, monkeypatch, SPEEDS, ema_ms=lambda cls, model, n=200: 1.0, fused=fused)
+    r = bench.main(['--rounds', '1', '--out', str(tmp_path/'r.json')])
+    assert f'prediction, {said}' in r['what'] and r['optimizer_fused'] is (fused == (True,))
 
 
 def test_bench_accel_rounds_are_interleaved_and_only_the_first_warms_up(bench, monkeypatch, tmp_path):
