@@ -515,10 +515,10 @@ class CheckpointCB(Callback):
                  extra: Callable | None = None):  # `extra(learn) -> dict` of plain values stored in each checkpoint
         if every < 1: raise ValueError(f"`every` must be >= 1, got {every}")
         self.path, self.every, self.resume, self.extra = Path(path), every, resume, extra
-        self._pending, self._trained, self._ended = None, -1, None
+        self._pending, self._trained, self._ended, self._saved = None, -1, None, None
 
     def before_fit(self, learn):
-        self._pending, self._trained, self._ended = None, -1, None   # `_ended`: (epoch, training) of the last phase seen ending
+        self._pending, self._trained, self._ended, self._saved = None, -1, None, None   # `_ended`: (epoch, training) of the last phase seen ending
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
         if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:   # the process that saves: another
@@ -549,9 +549,18 @@ class CheckpointCB(Callback):
                     "number of batches per epoch (another batch size or data set, or `drop_last`, which `CompileCB` sets). "
                     "Resume with the loader of the checkpoint's run, or move the file away (or pass `resume=False`) to start a new one.")
 
-    def _save(self, learn, done: int, rng: dict | None = None):
-        if done % self.every == 0 or done == learn.n_epochs:
+    def _save(self, learn, done: int, rng: dict | None = None, force: bool = False):   # force: the fit stopped early
+        if force or done % self.every == 0 or done == learn.n_epochs:
+            self._check_weights(learn, f'after epoch {done}')
             save_checkpoint(self.path, learn, epoch=done, rng=rng, extra=self.extra(learn) if self.extra else None)
+            self._saved = done
+
+    def _check_weights(self, learn, when: str):
+        "Refuse to write NaN/inf weights over the last good checkpoint (a last step can diverge with every loss finite)."
+        ts = [t for t in _unwrap(learn.model).state_dict().values() if t.is_floating_point()]
+        if not all(bool(torch.isfinite(t).all()) for t in ts):   # a few syncs per save, never per batch
+            raise FloatingPointError(f"CheckpointCB: the model's weights hold NaN or inf {when} (the training diverged): "
+                                     f"not written over {self.path}")
 
     def _flush(self, learn):
         if self._pending is not None: self._save(learn, *self._pending)
@@ -573,13 +582,17 @@ class CheckpointCB(Callback):
 
     def cleanup_epoch(self, learn):   # a phase ended by a Cancel exception, perhaps before our `after_epoch` ran
         c = getattr(learn, 'cancelled', None)
-        if not getattr(learn, 'fit_train', True) or self._ended == (learn.epoch, learn.training): return
-        # an epoch-level cancel ends the phase; a fit-level one (early stopping) in validation still ends a trained epoch,
-        # in training it leaves the epoch unfinished: the last save stands
-        if c == 'epoch' or (c == 'fit' and not learn.training): self.after_epoch(learn)
+        if not getattr(learn, 'fit_train', True): return
+        if c == 'epoch' and self._ended != (learn.epoch, learn.training): self.after_epoch(learn)   # the phase ended all the same
+        elif c == 'fit' and not learn.training and self._trained == learn.epoch and self._saved != learn.epoch + 1:
+            self._pending = None   # early stopping in validation: the trained epoch is the fit's last, saved whatever `every`
+            self._save(learn, learn.epoch + 1, force=True)
 
     def after_fit(self, learn): self._flush(learn)
-    def cleanup_fit(self, learn): self._pending = None
+    def cleanup_fit(self, learn):   # a fit stopped (CancelFitException) between an epoch's training and its validation:
+        if getattr(learn, 'cancelled', None) == 'fit' and self._pending is not None:   # that epoch is whole; one stopped
+            self._save(learn, *self._pending, force=True)   # inside a training phase is not, and an error saves nothing
+        self._pending = None
 
 # %% ../nbs/03_accel.ipynb #9eaf3e63
 class NonFiniteLossError(FloatingPointError):

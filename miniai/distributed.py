@@ -361,5 +361,6 @@ class StepCheckpointCB(CheckpointCB):
         if done >= len(learn.dl): return  # the end-of-epoch save follows
         for cb in learn.cbs:   # never write a diverged model over the last good checkpoint (one sync per save)
             if isinstance(cb, NanGuardCB): cb.check(learn)
+        self._check_weights(learn, f'at batch {done} of epoch {learn.epoch}')
         extra = {'mid_epoch': True, 'batches_done': int(done), 'metrics': _metrics_state(learn) if get_world_size() == 1 else None}
         save_checkpoint(self.path, learn, epoch=learn.epoch, extra=extra)

@@ -1054,3 +1054,63 @@ def test_only_the_saving_process_sweeps_temporary_files(tmp_path, monkeypatch):
     monkeypatch.setattr(dist, 'get_rank', lambda *a, **k: 0)
     CheckpointCB(tmp_path/'ck.pt').before_fit(tiny_learner())
     assert not stale.exists()
+
+
+def _stopper(event, when, order=0, exc=None):
+    "A callback that raises `exc` (default CancelFitException) at `event` when `when(learn)`."
+    from miniai.learner import CancelFitException
+    class Stop(Callback):
+        pass
+    def fire(self, learn):
+        if when(learn): raise (exc or CancelFitException)()
+    setattr(Stop, event, fire); Stop.order = order
+    return Stop()
+
+
+def test_diverged_weights_are_never_written_over_the_last_good_checkpoint(tmp_path):
+    "A last step can leave NaN weights with every loss finite; an early stop before validation then saved them."
+    class Diverge(Callback):
+        def after_epoch(self, learn):
+            if learn.training and learn.epoch == 1:
+                with torch.no_grad(): next(learn.model.parameters()).fill_(float('nan'))
+    stop = _stopper('before_epoch', lambda l: not l.training and l.epoch == 1)
+    with pytest.raises(FloatingPointError, match="weights hold NaN or inf after epoch 2 .*not written over"):
+        tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), Diverge(), stop]).fit(4)
+    ck = read_checkpoint(tmp_path/'ck.pt')
+    assert ck['epoch'] == 1 and all(torch.isfinite(v).all() for v in ck['model'].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize('order', [0, 85])
+def test_an_early_stop_saves_the_fits_last_epoch_whatever_every_says(tmp_path, order):
+    "With every=2, a fit stopped after its third epoch kept the second: the last trained epoch was lost."
+    stop = _stopper('after_epoch', lambda l: not l.training and l.epoch == 2, order)
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt', every=2), stop]).fit(6)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 3
+
+
+@pytest.mark.parametrize('order', [0, 85])
+def test_a_fit_stopped_after_a_whole_training_phase_saves_it(tmp_path, order):
+    "fit(valid=False) stopped at the end of epoch 1's training: the pending save was dropped (order 85) or never made."
+    stop = _stopper('after_epoch', lambda l: l.training and l.epoch == 1, order)
+    tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), stop]).fit(4, valid=False)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == (2 if order == 85 else 1)   # order 0: CheckpointCB never saw the phase end
+
+
+def test_a_fit_ended_by_an_error_saves_nothing_more(tmp_path):
+    "An error between an epoch's training and its validation is not an early stop: the pending save is dropped."
+    stop = _stopper('before_epoch', lambda l: not l.training and l.epoch == 1, exc=KeyError)
+    with pytest.raises(KeyError): tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), stop]).fit(4)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 1
+
+
+def test_step_checkpoint_refuses_diverged_weights_mid_epoch(tmp_path):
+    "StepCheckpointCB's mid-epoch saves check the weights too (its NanGuardCB check reads only the losses)."
+    from miniai.distributed import StepCheckpointCB
+    class Diverge(Callback):
+        order = 70   # after the step, before StepCheckpointCB's after_batch
+        def after_batch(self, learn):
+            if learn.training and learn.epoch == 1 and learn.iter == 1:
+                with torch.no_grad(): next(learn.model.parameters()).fill_(float('inf'))
+    with pytest.raises(FloatingPointError, match='weights hold NaN or inf at batch 2 of epoch 1'):
+        tiny_learner(cbs=[StepCheckpointCB(tmp_path/'ck.pt', every_steps=2), NanGuardCB(), Diverge()]).fit(3)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 1

@@ -23,20 +23,16 @@ case "$quick" in ""|--quick) ;;
 
 # The device image lacks some packages: install the carried wheels (tools/gpu_prepare.sh builds .whl/) next to it
 # (not where they are installed already, e.g. in a development environment). One install at a time: the stages of a
-# group (fid_classifier+ddpm_fid) start together and share the folder. The lock holds its installer's pid: a lock whose
-# installer is gone (killed) is broken at once, a live installer is waited for (3 minutes at most).
+# group (fid_classifier+ddpm_fid) start together and share the folder. flock(1) holds the lock on an open file, which
+# the kernel releases when its installer ends, killed or not; a live installer is waited for (3 minutes at most).
 SITE=${GPU_SITE:-/tmp/site}
 install_wheels() {
-  local lock=$SITE.lock got=0 holder
-  for _ in $(seq 180); do
-    if mkdir "$lock" 2>/dev/null; then echo $$ > "$lock/pid"; got=1; break; fi
-    holder=$(cat "$lock/pid" 2>/dev/null || true)
-    if [ -n "$holder" ] && ! kill -0 "$holder" 2>/dev/null; then rm -rf "$lock"; continue; fi
-    sleep 1
-  done
-  [ $got = 1 ] || echo "== $lock is still held after 3 minutes: installing beside its holder" >&2
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl 2>&1 | grep -v -i warning || true
-  if [ $got = 1 ]; then rm -rf "$lock"; fi   # (only our own lock)
+  local pip=(python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl)
+  if ! command -v flock >/dev/null; then "${pip[@]}" 2>&1 | grep -v -i warning || true; return 0; fi
+  (
+    flock -w "${GPU_SITE_WAIT:-180}" 9 || echo "== $SITE.lock is still held after ${GPU_SITE_WAIT:-180} s: installing beside its holder" >&2
+    "${pip[@]}" 2>&1 | grep -v -i warning || true
+  ) 9>"$SITE.lock"
 }
 if compgen -G ".whl/*.whl" >/dev/null && ! python3 -c "import diffusers, fastcore, datasets, torcheval, soundfile" 2>/dev/null; then
   install_wheels
