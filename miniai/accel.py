@@ -336,6 +336,13 @@ def _check_training_state(learn):
     if learn.opt is not None:
         _check_loadable([{k: v for k, v in g.items() if k != 'params'} for g in learn.opt.param_groups], "the optimizer's settings")
 
+def _nonfinite(t: torch.Tensor) -> bool:
+    "Whether a state tensor holds NaN or inf (sparse: its values; float8 and complex too; other dtypes never do)."
+    if t.is_sparse: t = t._values()
+    if t.layout != torch.strided or not (t.is_floating_point() or t.is_complex()) or not t.numel(): return False
+    if t.element_size() == 1: t = t.float()   # float8: no isfinite of its own
+    return not bool(torch.isfinite(t).all())
+
 # %% ../nbs/03_accel.ipynb #d10e7c8b
 def rng_states() -> dict:
     "The states of Python's, NumPy's, PyTorch's CPU and (if available) CUDA random generators, as plain values and tensors."
@@ -515,10 +522,11 @@ class CheckpointCB(Callback):
                  extra: Callable | None = None):  # `extra(learn) -> dict` of plain values stored in each checkpoint
         if every < 1: raise ValueError(f"`every` must be >= 1, got {every}")
         self.path, self.every, self.resume, self.extra = Path(path), every, resume, extra
-        self._pending, self._trained, self._ended, self._saved = None, -1, None, None
+        self._pending, self._trained, self._ended, self._saved, self._n = None, -1, None, None, 0
 
     def before_fit(self, learn):
         self._pending, self._trained, self._ended, self._saved = None, -1, None, None   # `_ended`: (epoch, training) of the last phase seen ending
+        self._n = 0   # batches of the current phase that ran to their end
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
         if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:   # the process that saves: another
@@ -557,8 +565,7 @@ class CheckpointCB(Callback):
 
     def _check_weights(self, learn, when: str):
         "Refuse to write NaN/inf weights over the last good checkpoint (a last step can diverge with every loss finite)."
-        ts = [t for t in _unwrap(learn.model).state_dict().values() if t.is_floating_point()]
-        if not all(bool(torch.isfinite(t).all()) for t in ts):   # a few syncs per save, never per batch
+        if any(_nonfinite(t) for t in _unwrap(learn.model).state_dict().values()):   # one sync per tensor, per save (never per batch)
             raise FloatingPointError(f"CheckpointCB: the model's weights hold NaN or inf {when} (the training diverged): "
                                      f"not written over {self.path}")
 
@@ -571,6 +578,8 @@ class CheckpointCB(Callback):
         if not learn.training and learn.epoch == self._pending[0] - 1: self._pending = None  # its validation follows
         else: self._flush(learn)  # a new epoch starts: the previous one ended with its training phase
 
+    def after_batch(self, learn): self._n += 1
+
     def after_epoch(self, learn):
         self._ended = (learn.epoch, learn.training)
         if learn.training:
@@ -581,18 +590,19 @@ class CheckpointCB(Callback):
             self._save(learn, learn.epoch + 1)
 
     def cleanup_epoch(self, learn):   # a phase ended by a Cancel exception, perhaps before our `after_epoch` ran
-        c = getattr(learn, 'cancelled', None)
+        c, n, self._n = getattr(learn, 'cancelled', None), self._n, 0
         if not getattr(learn, 'fit_train', True): return
-        if c == 'epoch' and self._ended != (learn.epoch, learn.training): self.after_epoch(learn)   # the phase ended all the same
-        elif c == 'fit' and not learn.training and self._trained == learn.epoch and self._saved != learn.epoch + 1:
-            self._pending = None   # early stopping in validation: the trained epoch is the fit's last, saved whatever `every`
-            self._save(learn, learn.epoch + 1, force=True)
+        here = (learn.epoch, learn.training)
+        if c == 'epoch' and self._ended != here: self.after_epoch(learn)   # the phase ended all the same
+        elif c == 'fit' and (self._ended == here or (hasattr(learn.dl, '__len__') and n == len(learn.dl))):
+            # Early stopping after a whole phase: the fit's last epoch, saved whatever `every`, if nothing the uninterrupted
+            # run does before the next epoch is skipped (a validation due would draw random numbers): then a resume is exact.
+            # A fit stopped inside a phase keeps the last save, as does one ended by an error.
+            last = self._trained == learn.epoch if not learn.training else not getattr(learn, 'fit_valid', True)
+            if last and self._saved != learn.epoch + 1: self._pending = None; self._save(learn, learn.epoch + 1, force=True)
 
     def after_fit(self, learn): self._flush(learn)
-    def cleanup_fit(self, learn):   # a fit stopped (CancelFitException) between an epoch's training and its validation:
-        if getattr(learn, 'cancelled', None) == 'fit' and self._pending is not None:   # that epoch is whole; one stopped
-            self._save(learn, *self._pending, force=True)   # inside a training phase is not, and an error saves nothing
-        self._pending = None
+    def cleanup_fit(self, learn): self._pending = None
 
 # %% ../nbs/03_accel.ipynb #9eaf3e63
 class NonFiniteLossError(FloatingPointError):

@@ -70,7 +70,7 @@ class Learner:
         self.opt = self.grad_scaler = None
         self.batch = self.preds = self.loss = self.dl = None
         self.n_epochs = self.epoch = self.start_epoch = self.iter = self.epochs_done = 0
-        self.training, self.fit_train, self.cancelled = False, True, None
+        self.training, self.fit_train, self.fit_valid, self.cancelled = False, True, True, None
 
     def callback(self, event: str):
         "Fire `event`: run the method of that name on every callback, in `order`."
@@ -102,7 +102,7 @@ class Learner:
             self.n_epochs = n_epochs
             if lr is not None or (self.opt is None and (train or any(True for _ in self.model.parameters()))):
                 self.opt = self.opt_func(self.model.parameters(), self.lr if lr is None else lr)
-            self.start_epoch, self.fit_train = 0, train   # `fit_train`: False in an evaluation-only fit
+            self.start_epoch, self.fit_train, self.fit_valid = 0, train, valid   # `fit_train`: False in an evaluation-only fit
             self._with_events('fit', self._epochs, train, valid)
         finally:
             for cb in cbs: self.cbs.remove(cb)
@@ -411,7 +411,7 @@ def lr_find(self: Learner,
     "Run the LR range test: raise the learning rate each batch until the loss diverges; returns the `LRFinderCB`."
     finder = LRFinderCB(gamma, max_mult, show_plot)
     saved_cbs, saved_opt = self.cbs, self.opt
-    counters = {k: getattr(self, k) for k in ('n_epochs', 'epoch', 'start_epoch', 'epochs_done', 'grad_scaler', 'fit_train')}
+    counters = {k: getattr(self, k) for k in ('n_epochs', 'epoch', 'start_epoch', 'epochs_done', 'grad_scaler', 'fit_train', 'fit_valid')}
     saved_state = copy.deepcopy(self.model.state_dict()) if restore else None
     self.cbs = [cb for cb in self.cbs if getattr(cb, 'in_lr_find', True)]
     try: self.fit(max_epochs, valid=False, lr=start_lr, cbs=[finder])

@@ -1073,7 +1073,7 @@ def test_diverged_weights_are_never_written_over_the_last_good_checkpoint(tmp_pa
         def after_epoch(self, learn):
             if learn.training and learn.epoch == 1:
                 with torch.no_grad(): next(learn.model.parameters()).fill_(float('nan'))
-    stop = _stopper('before_epoch', lambda l: not l.training and l.epoch == 1)
+    stop = _stopper('after_epoch', lambda l: not l.training and l.epoch == 1)   # early stopping after validation
     with pytest.raises(FloatingPointError, match="weights hold NaN or inf after epoch 2 .*not written over"):
         tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), Diverge(), stop]).fit(4)
     ck = read_checkpoint(tmp_path/'ck.pt')
@@ -1093,7 +1093,7 @@ def test_a_fit_stopped_after_a_whole_training_phase_saves_it(tmp_path, order):
     "fit(valid=False) stopped at the end of epoch 1's training: the pending save was dropped (order 85) or never made."
     stop = _stopper('after_epoch', lambda l: l.training and l.epoch == 1, order)
     tiny_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), stop]).fit(4, valid=False)
-    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == (2 if order == 85 else 1)   # order 0: CheckpointCB never saw the phase end
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 2   # every batch of the phase ran (order 0: CheckpointCB counted them)
 
 
 def test_a_fit_ended_by_an_error_saves_nothing_more(tmp_path):
@@ -1114,3 +1114,34 @@ def test_step_checkpoint_refuses_diverged_weights_mid_epoch(tmp_path):
     with pytest.raises(FloatingPointError, match='weights hold NaN or inf at batch 2 of epoch 1'):
         tiny_learner(cbs=[StepCheckpointCB(tmp_path/'ck.pt', every_steps=2), NanGuardCB(), Diverge()]).fit(3)
     assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 1
+
+
+def _torch_valid_learner(seed=1, cbs=()):
+    "tiny_learner with a shuffled torch DataLoader for validation: each `iter()` draws from the global RNG."
+    from torch.utils.data import DataLoader, TensorDataset
+    learn = tiny_learner(seed, cbs)
+    g = torch.Generator().manual_seed(7)
+    valid = TensorDataset(torch.rand(32, 1, 8, 8, generator=g)*255, torch.randint(0, 4, (32,), generator=g))
+    learn.dls = DataLoaders(learn.dls.train, DataLoader(valid, batch_size=16, shuffle=True))
+    return learn
+
+
+@pytest.mark.parametrize('where', ['before_epoch', 'after_batch'])
+def test_a_fit_stopped_before_or_inside_validation_resumes_exactly(tmp_path, where):
+    "A save forced before validation kept the RNG of a run that never validated: the resume drifted from the uninterrupted run."
+    straight = _torch_valid_learner(); straight.fit(4)
+    stop = _stopper(where, lambda l: not l.training and l.epoch == 1)
+    _torch_valid_learner(cbs=[CheckpointCB(tmp_path/'ck.pt'), stop]).fit(4)
+    assert read_checkpoint(tmp_path/'ck.pt')['epoch'] == 1   # epoch 1's validation did not run whole: the last save stands
+    resumed = _torch_valid_learner(seed=99, cbs=[CheckpointCB(tmp_path/'ck.pt')]); resumed.fit(4)
+    assert states_equal(resumed.model.state_dict(), straight.model.state_dict())
+
+
+def test_nonfinite_state_check_covers_float8_sparse_and_complex_tensors():
+    "float8 and sparse buffers crashed the weights check (no isfinite kernel); complex NaN slipped through."
+    from miniai.accel import _nonfinite
+    nan = float('nan')
+    assert not _nonfinite(torch.ones(3).to(torch.float8_e4m3fn)) and _nonfinite(torch.tensor([1., nan]).to(torch.float8_e4m3fn))
+    assert not _nonfinite(torch.eye(3).to_sparse()) and _nonfinite(torch.tensor([[0., nan]]).to_sparse())
+    assert _nonfinite(torch.tensor([1+1j, complex(nan, 0)])) and not _nonfinite(torch.tensor([1+1j]))
+    assert not _nonfinite(torch.tensor([1, 2])) and not _nonfinite(torch.empty(0)) and not _nonfinite(torch.tensor([True]))

@@ -29,6 +29,7 @@ SITE=${GPU_SITE:-/tmp/site}
 install_wheels() {
   local pip=(python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl)
   if ! command -v flock >/dev/null; then "${pip[@]}" 2>&1 | grep -v -i warning || true; return 0; fi
+  mkdir -p "$(dirname "$SITE")"   # (the lock file's folder; pip makes $SITE itself)
   (
     flock -w "${GPU_SITE_WAIT:-180}" 9 || echo "== $SITE.lock is still held after ${GPU_SITE_WAIT:-180} s: installing beside its holder" >&2
     "${pip[@]}" 2>&1 | grep -v -i warning || true
