@@ -522,11 +522,10 @@ class CheckpointCB(Callback):
                  extra: Callable | None = None):  # `extra(learn) -> dict` of plain values stored in each checkpoint
         if every < 1: raise ValueError(f"`every` must be >= 1, got {every}")
         self.path, self.every, self.resume, self.extra = Path(path), every, resume, extra
-        self._pending, self._trained, self._ended, self._saved, self._n = None, -1, None, None, 0
+        self._pending, self._trained, self._ended, self._saved = None, -1, None, None
 
     def before_fit(self, learn):
         self._pending, self._trained, self._ended, self._saved = None, -1, None, None   # `_ended`: (epoch, training) of the last phase seen ending
-        self._n = 0   # batches of the current phase that ran to their end
         if not getattr(learn, 'fit_train', True): return   # an evaluation-only fit neither resumes nor saves
         _check_training_state(learn)   # now, not only at the first save an epoch later (each save checks again)
         if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:   # the process that saves: another
@@ -578,8 +577,6 @@ class CheckpointCB(Callback):
         if not learn.training and learn.epoch == self._pending[0] - 1: self._pending = None  # its validation follows
         else: self._flush(learn)  # a new epoch starts: the previous one ended with its training phase
 
-    def after_batch(self, learn): self._n += 1
-
     def after_epoch(self, learn):
         self._ended = (learn.epoch, learn.training)
         if learn.training:
@@ -590,19 +587,22 @@ class CheckpointCB(Callback):
             self._save(learn, learn.epoch + 1)
 
     def cleanup_epoch(self, learn):   # a phase ended by a Cancel exception, perhaps before our `after_epoch` ran
-        c, n, self._n = getattr(learn, 'cancelled', None), self._n, 0
+        c = getattr(learn, 'cancelled', None)
         if not getattr(learn, 'fit_train', True): return
         here = (learn.epoch, learn.training)
         if c == 'epoch' and self._ended != here: self.after_epoch(learn)   # the phase ended all the same
-        elif c == 'fit' and (self._ended == here or (hasattr(learn.dl, '__len__') and n == len(learn.dl))):
-            # Early stopping after a whole phase: the fit's last epoch, saved whatever `every`, if nothing the uninterrupted
-            # run does before the next epoch is skipped (a validation due would draw random numbers): then a resume is exact.
-            # A fit stopped inside a phase keeps the last save, as does one ended by an error.
+        elif c == 'fit' and self._ended == here:
+            # Early stopping after our `after_epoch` (so every callback before us ended the phase too: schedulers stepped):
+            # the fit's last epoch, saved whatever `every`, unless a validation is due (it would draw random numbers
+            # that the uninterrupted run draws: a resume from here would drift). Stopped anywhere else, the last save stands.
             last = self._trained == learn.epoch if not learn.training else not getattr(learn, 'fit_valid', True)
             if last and self._saved != learn.epoch + 1: self._pending = None; self._save(learn, learn.epoch + 1, force=True)
 
     def after_fit(self, learn): self._flush(learn)
-    def cleanup_fit(self, learn): self._pending = None
+    def cleanup_fit(self, learn):   # a fit without validation stopped before our `before_epoch` flushed the last epoch
+        if getattr(learn, 'cancelled', None) == 'fit' and not getattr(learn, 'fit_valid', True) and self._pending is not None:
+            self._save(learn, *self._pending, force=True)   # (the fit's last epoch: saved whatever `every`)
+        self._pending = None
 
 # %% ../nbs/03_accel.ipynb #9eaf3e63
 class NonFiniteLossError(FloatingPointError):

@@ -349,7 +349,6 @@ class StepCheckpointCB(CheckpointCB):
         self._carry = None
 
     def after_batch(self, learn):
-        super().after_batch(learn)   # (counts the phase's batches)
         if not learn.training: return
         self.steps += 1
         if self.steps % self.every_steps or not is_main_process(): return
