@@ -331,7 +331,7 @@ def _check_loadable(x, what: str):
                         "plain numbers, strings, lists, dicts and tensors (e.g. NumPy numbers as `float()`/`int()`)") from None
 
 def _check_training_state(learn):
-    "The schedulers' states and the optimizer's settings must load with `weights_only=True` (checked before training, once)."
+    "The schedulers' states and the optimizer's settings must load with `weights_only=True` (checked in `before_fit` and at each save)."
     _check_loadable({k: s.state_dict() for k, s in _schedulers(learn).items()}, 'a learning-rate scheduler state')
     if learn.opt is not None:
         _check_loadable([{k: v for k, v in g.items() if k != 'params'} for g in learn.opt.param_groups], "the optimizer's settings")

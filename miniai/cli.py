@@ -26,7 +26,7 @@ from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, lo
 from .fid import ImageEval, check_images, fashion_image_eval
 from .diffusion.ddpm import (as_generator, check_clamp, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
                                    noisify_ddpm)
-from .diffusion.ddim import ddim_sample, ddim_timesteps
+from .diffusion.ddim import check_ddim_noise, ddim_sample, ddim_timesteps
 from .diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
 from .diffusion.guidance import GuidedModel, check_class_labels, cond_ddpm_learner, label_accuracy
 from .images import IMAGE_SUFFIXES, images_to_float, images_to_uint8
@@ -635,7 +635,8 @@ def console_main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    if not (math.isfinite(a.eta) and 0 <= a.eta <= 1): p.error(f"--eta must be a finite number >= 0 and at most 1 (DDPM-like noise), got {a.eta}")
+    try: check_ddim_noise(a.eta, 0.)   # the sampler's own rule, checked before the model loads
+    except ValueError: p.error(f"--eta must be a finite number >= 0 and at most 1 (DDPM-like noise), got {a.eta}")
     try: _check_guidance(a.guidance, '--guidance')
     except ValueError as e: p.error(str(e))
     try: _check_sample_out(Path(a.out), a.force, '--force')

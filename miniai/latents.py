@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
-from .accel import fused_opt_func, precision_callbacks
+from .accel import fused_opt_func, model_device, precision_callbacks
 from .core import atomic_write, check_finite, check_positive, default_device, eval_mode, hub_offline_reason
 from .data import DataLoaders
-from .accel import model_device
 from .fid import tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .images import images_to_float
