@@ -189,9 +189,13 @@ class EMA(Callback):
 
     def before_fit(self, learn):
         m = learn.model
-        same = m is self.model and [n for n, _ in m.named_parameters()] == self.names
-        if not same: self.track(m)
-        else: self.shadow = [s.to(p.device) for s, p in zip(self.shadow, self.params)]  # follow a model moved to another device
+        named = list(m.named_parameters())
+        if m is not self.model or [n for n, _ in named] != self.names: return self.track(m)
+        if any(p is not q for (_, p), q in zip(named, self.params)):   # the average would follow tensors no longer in the model
+            warnings.warn("EMA: the model's parameters were replaced since the last fit (a new layer, or "
+                          "`load_state_dict(..., assign=True)`): starting a new average from the current weights")
+            return self.track(m)
+        self.shadow = [s.to(p.device, p.dtype) for s, p in zip(self.shadow, self.params)]  # follow a model moved or cast
 
     def after_step(self, learn): self.update()
 

@@ -28,7 +28,7 @@ from .diffusion.ddpm import (as_generator, check_clamp, ddpm_learner, ddpm_sampl
                                    noisify_ddpm)
 from .diffusion.ddim import check_ddim_noise, ddim_sample, ddim_timesteps
 from .diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
-from .diffusion.guidance import GuidedModel, check_class_labels, cond_ddpm_learner, label_accuracy
+from .diffusion.guidance import GuidedModel, check_class_labels, cond_ddpm_learner, guidance_evals, label_accuracy
 from .images import IMAGE_SUFFIXES, images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
 
@@ -87,10 +87,11 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
         return x if bound <= hi else x.clamp(-1, 1)   # a looser x0-hat bound: clip the images
     return sampler
 
-def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False) -> int:
-    "Model evaluations per image of `make_sampler(..., schedule, method, steps)`."
-    if method == 'ddpm': return recipe(schedule, quick)['linear']['n_steps']
-    return steps - 1 if schedule == 'cosine' else steps  # the cosine grid ends at t=0, which needs no call
+def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False,
+                guidance: float = 1.) -> int: # a guidance scale other than 0 and 1 evaluates every image twice per call
+    "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
+    calls = recipe(schedule, quick)['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
+    return calls * guidance_evals(guidance)
 
 def batch_seed(seed: int, # the seed of a whole sample set
                k: int,    # the batch's number, from 0
@@ -350,7 +351,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         scores = ie.scores(fid_samples)
         if conditional: acc = class_accuracy(fid_samples, fid_labels, quick, clf, data_dir)
     metrics = dict(
-        schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick),
+        schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick, guidance),
         n_fid=n_fid, fid=scores.get('fid'), kid=scores.get('kid'), fid_note=None if n_fid else 'skipped (n_fid=0)',
         feature_model='the evaluator passed in' if evaluator is not None else _default_feature_model(quick),
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
@@ -456,7 +457,7 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
     if png: files.append(save_png_files(x, out/'png'))
     return dict(n=n, schedule=cfg['schedule'], sampler=method, steps=steps, eta=eta, seed=seed,
                 conditional=n_classes is not None, guidance=guidance if n_classes else None,
-                nfe=sampler_nfe(cfg['schedule'], method, steps, cfg.get('quick', False)), files=[str(f) for f in files])
+                nfe=sampler_nfe(cfg['schedule'], method, steps, cfg.get('quick', False), guidance), files=[str(f) for f in files])
 
 def save_png_files(images: Tensor,   # (N, 1, H, W) in [-1, 1]
                    folder: str | Path, # created; files 00000.png, 00001.png, ...
@@ -651,7 +652,7 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     r = sample_to_files(a.checkpoint, a.out, n=a.n, method=a.sampler, steps=a.steps, eta=a.eta, seed=a.seed, bs=a.bs,
                         labels=a.label, guidance=a.guidance, png=a.png, force=a.force, progress=not a.no_progress)
     cond = f", guidance {r['guidance']:g}" if r['conditional'] else ''
-    print(f"{r['n']} samples ({r['schedule']} model, {r['sampler']} {r['steps']} steps, {r['nfe']} model calls each, seed {r['seed']}{cond})"
+    print(f"{r['n']} samples ({r['schedule']} model, {r['sampler']} {r['steps']} steps, {r['nfe']} network evaluations each, seed {r['seed']}{cond})"
           f"\nwrote {', '.join(r['files'])}")
     return 0
 

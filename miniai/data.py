@@ -434,6 +434,10 @@ class DeviceImageLoader:
     @property
     def dataset_len(self) -> int: return len(self.images)
     @property
+    def start_batch(self) -> int:
+        "Index of the batch the next epoch starts at: 0, or where a loaded mid-epoch `state_dict` stopped."
+        return self._resume_pos
+    @property
     def shape(self) -> tuple:
         "Shape of one batch item: (C, H+2*pad, W+2*pad)."
         c, h, w = self.images.shape[1:]

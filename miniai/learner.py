@@ -130,7 +130,8 @@ class Learner:
         self._with_events('epoch', self._batches)
 
     def _batches(self):
-        for self.iter, self.batch in enumerate(self.dl): self._with_events('batch', self._one_batch)
+        start = getattr(self.dl, 'start_batch', 0)   # a loader resumed mid-epoch: `iter` counts the epoch's batches
+        for self.iter, self.batch in enumerate(self.dl, start): self._with_events('batch', self._one_batch)
 
     def _one_batch(self):
         self.predict(); self.callback('after_predict')
@@ -295,12 +296,13 @@ class ProgressCB(Callback):
     def before_fit(self, learn):
         self.nb = in_notebook() if self.notebook is None else self.notebook
         self.out = self.file or sys.stdout
-        self.losses, self.val_losses, self._pending, self.rows = [], [], [], []
+        # under the LR finder (defined below) show bars only, and keep the last fit's log: the finder draws its own plot
+        self.live = not any('LRFinderCB' in (c.__name__ for c in type(cb).__mro__) for cb in learn.cbs)
+        if self.live or not hasattr(self, 'losses'): self.losses, self.val_losses, self.rows = [], [], []
+        self._pending = []
         mcb = getattr(learn, 'metrics', None)
         self._seen = len(mcb.history) if mcb is not None else 0
         learn.progress, self.bar = self, None
-        # under the LR finder (defined below) show bars only: it draws its own plot
-        self.live = not any('LRFinderCB' in (c.__name__ for c in type(cb).__mro__) for cb in learn.cbs)
         if self.nb:
             from IPython.display import DisplayHandle, HTML
             self._bar_slot, self._table, self._graph = DisplayHandle(), DisplayHandle(), DisplayHandle()
@@ -318,7 +320,7 @@ class ProgressCB(Callback):
 
     def after_batch(self, learn):
         self.bar.update(1)
-        if not learn.training: return
+        if not learn.training or not self.live: return
         self._pending.append(learn.loss.detach())
         if len(self._pending) >= self.plot_every: self._read_losses(draw=self.live)
 
@@ -331,6 +333,7 @@ class ProgressCB(Callback):
 
     def after_epoch(self, learn):
         self._read_losses(draw=False)
+        if not self.live: return
         mcb = getattr(learn, 'metrics', None)
         new = mcb.history[self._seen:] if mcb is not None else []
         self._seen += len(new)
@@ -413,13 +416,16 @@ def lr_find(self: Learner,
     saved_cbs, saved_opt = self.cbs, self.opt
     counters = {k: getattr(self, k) for k in ('n_epochs', 'epoch', 'start_epoch', 'epochs_done', 'grad_scaler', 'fit_train', 'fit_valid')}
     saved_state = copy.deepcopy(self.model.state_dict()) if restore else None
+    gs, was_training = self.grad_scaler, self.model.training   # float16's scaler is kept across fits: put its scale back
+    gs_state = copy.deepcopy(gs.state_dict()) if restore and gs is not None else None
     self.cbs = [cb for cb in self.cbs if getattr(cb, 'in_lr_find', True)]
     try: self.fit(max_epochs, valid=False, lr=start_lr, cbs=[finder])
     finally:
         self.cbs = saved_cbs
         if restore:
-            self.model.load_state_dict(saved_state); self.opt = saved_opt
+            self.model.load_state_dict(saved_state); self.opt = saved_opt; self.model.train(was_training)
             for k, v in counters.items(): setattr(self, k, v)   # a checkpoint saved next records the right epoch
+            if gs_state: gs.load_state_dict(gs_state)   # (a disabled scaler has an empty state)
     return finder
 
 # %% ../nbs/02_learner.ipynb #72f4b321
@@ -464,6 +470,7 @@ def rec_loss(learn: Learner) -> torch.Tensor:
 class RecorderCB(Callback):
     "Record `name=getter(learn)` after every optimizer step (default: learning rate and loss); `plot` them."
     order = 70
+    in_lr_find = False   # the finder records its own curve; this one keeps the last fit's
     def __init__(self, **getters): self.getters = getters or dict(lr=rec_lr, loss=rec_loss)
     def before_fit(self, learn):
         self.recs = {k: [] for k in self.getters}

@@ -177,6 +177,19 @@ def test_make_sampler_clamp_option_is_the_bound_of_x0_hat_and_the_images_stay_in
                                ddim_sample(_Eps(), SHAPE, ts, sched.abar[ts], generator=_g(), clamp=0.5), rtol=0, atol=0)
 
 
+class _RowsEps(_Eps):
+    "A class-conditional stand-in that counts the image rows it evaluates."
+    def __init__(self): super().__init__(n_classes=10); self.rows = 0
+    def __call__(self, x, t, c=None): self.rows += len(x); return super().__call__(x, t, c)
+
+@pytest.mark.parametrize('guidance', [0., 1., 3.])
+def test_sampler_nfe_counts_the_rows_a_guided_sampler_evaluates(guidance):
+    "Guidance at w not in {0, 1} runs both predictions: two network evaluations per image and step, and `nfe` says so."
+    m = _RowsEps()
+    make_sampler(m, 'cosine', 'ddim', 5, quick=True, guidance=guidance)(SHAPE, _g(), torch.tensor([1, 2]))
+    assert m.rows / SHAPE[0] == sampler_nfe('cosine', 'ddim', 5, quick=True, guidance=guidance) == 4 * (1 if guidance in (0, 1) else 2)
+
+
 def test_sampler_nfe_full_size():
     assert sampler_nfe('linear', 'ddpm', 7) == 1000 and sampler_nfe('linear', 'ddim', 7) == 7 and sampler_nfe('cosine', 'ddim', 7) == 6
 
@@ -372,7 +385,7 @@ def test_sample_linear_ddpm(_ckpts, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
     path = _ckpts['linear']
     main(['sample', str(path), '--out', str(tmp_path/'s'), '--sampler', 'ddpm', '-n', '1', '--no-progress'])
-    assert 'ddpm 100 steps, 100 model calls each' in capsys.readouterr().out
+    assert 'ddpm 100 steps, 100 network evaluations each' in capsys.readouterr().out
     x = load_samples(tmp_path/'s'/'samples.npy')
     model, _ = load_trained(path, device='cpu')
     want = ddpm_sample(model, (1, 1, 32, 32), linear_schedule(100, 1e-3, 0.2), generator=torch.Generator().manual_seed(batch_seed(0, 0)), clamp=1.)

@@ -531,3 +531,16 @@ def test_eps_denoiser_maps_the_specs_ve_sigmas_to_cosine_times():
     out = EpsDenoiser(eps_model)(x, ((1 - ab)/ab).sqrt().float())
     torch.testing.assert_close(seen[0], t.float(), atol=1e-5, rtol=0)   # the model is asked at the cosine time of each sigma
     assert torch.equal(out, x)   # eps = 0: nothing to remove
+
+
+def test_half_precision_denoisers_keep_large_noise_levels():
+    "In float16, σ² + σ_d² overflows above σ ≈ 256: the factors are computed in float32, so D stays the float32 result."
+    from miniai.diffusion.ksamplers import GaussianDenoiser
+    x, sigma = torch.full((2, 1, 2, 2), 300.), torch.tensor([300., 1000.])
+    net = lambda xin, c: xin   # F(c_in x) = c_in x: D = c_skip x + c_out c_in x, all factors order 1 / order σ
+    want = KarrasDenoiser(net, 0.66)(x, sigma)
+    got = KarrasDenoiser(net, 0.66)(x.half(), sigma)
+    assert got.dtype == torch.float16 and got.abs().min() > 0.1
+    torch.testing.assert_close(got.float(), want, rtol=2e-3, atol=0)
+    g = GaussianDenoiser(MU, S)
+    torch.testing.assert_close(g(x.half(), sigma).float(), gauss_denoiser(x, sigma), rtol=2e-3, atol=1e-3)

@@ -35,8 +35,9 @@ def noisify_cosine(x0: Tensor,  # clean images (B, C, H, W), float, on the train
     wd = torch.promote_types(x0.dtype, torch.float32)   # bf16 would leave few distinct t and round small noise away
     t = torch.rand(len(x0), device=x0.device, generator=generator, dtype=wd).clamp_(max=tm)
     eps = torch.randn(x0.shape, device=x0.device, dtype=wd, generator=generator)
-    ab = cosine_abar(t).reshape(-1, *([1]*(x0.ndim-1)))
-    return ((ab.sqrt()*x0 + (1-ab).sqrt()*eps).to(x0.dtype), t), eps.to(x0.dtype)
+    a = (t*math.pi/2).reshape(-1, *([1]*(x0.ndim-1)))
+    # √ᾱ = cos(tπ/2) and √(1-ᾱ) = sin(tπ/2): `(1-cosine_abar(t)).sqrt()` cancels in float32 and gives small t no noise at all
+    return ((a.cos()*x0 + a.sin()*eps).to(x0.dtype), t), eps.to(x0.dtype)
 
 # %% ../../nbs/08_cosine.ipynb #081bf9c4
 def cosine_timesteps(steps: int) -> Tensor:

@@ -13,7 +13,8 @@ from ..core import eval_mode
 from .ddpm import ddpm_learner
 
 # %% auto #0
-__all__ = ['cfg_mix', 'check_class_labels', 'GuidedModel', 'DropLabelCB', 'CondNoisifyCB', 'label_accuracy', 'cond_ddpm_learner']
+__all__ = ['cfg_mix', 'guidance_evals', 'check_class_labels', 'GuidedModel', 'DropLabelCB', 'CondNoisifyCB', 'label_accuracy',
+           'cond_ddpm_learner']
 
 # %% ../../nbs/13_conditional.ipynb #e2335164
 def cfg_mix(cond: Tensor,    # conditional prediction
@@ -24,6 +25,10 @@ def cfg_mix(cond: Tensor,    # conditional prediction
     if cond.shape != uncond.shape:
         raise ValueError(f"conditional and unconditional predictions differ in shape: {tuple(cond.shape)} vs {tuple(uncond.shape)}")
     return uncond + scale * (cond - uncond)
+
+def guidance_evals(scale: float) -> int:
+    "Network evaluations per image and sampling step at guidance `scale`: 1 at w = 0 or 1 (one prediction), else 2."
+    return 1 if scale in (0, 1) else 2
 
 # %% ../../nbs/13_conditional.ipynb #794c25f2
 def check_class_labels(labels: Tensor | int | list, # requested classes (an int, a list or a tensor of ints)

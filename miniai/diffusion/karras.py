@@ -90,7 +90,9 @@ def denoise(model: Callable,                 # network F(c_in*x, c_noise) traine
             sigma_data: float = SIGMA_DATA,  # the data std used in training
            ) -> Tensor:
     "The Karras denoiser D(x; σ) = c_skip x + c_out F(c_in x, c_noise(σ)): an estimate of the clean image."
-    c_skip, c_out, c_in = scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype), check_positive(sigma_data, '`sigma_data`'))   # 0 makes D ≡ 0, a negative one flips c_out
+    wd = torch.promote_types(x.dtype, torch.float32)   # in float16, σ² + σ_d² overflows above σ ≈ 256 and every factor became 0
+    sd = check_positive(sigma_data, '`sigma_data`')      # 0 makes D ≡ 0, a negative one flips c_out
+    c_skip, c_out, c_in = (c.to(x.dtype) for c in scalings(sigma.reshape(-1, *([1]*(x.ndim-1))).to(wd), sd))
     return c_skip*x + c_out*check_output(model(c_in*x, noise_cond(sigma)), x, 'the network')   # no silent broadcasting
 
 class Denoiser(nn.Module):

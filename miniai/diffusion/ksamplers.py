@@ -254,8 +254,9 @@ class GaussianDenoiser(Denoiser):
         super().__init__()
         self.mu, self.s = mu, s
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        sig2 = sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype)**2
-        return (self.s**2*x + sig2*self.mu)/(self.s**2 + sig2)
+        wd = torch.promote_types(x.dtype, torch.float32)   # σ² overflows float16 above σ ≈ 256
+        sig2 = sigma.reshape(-1, *([1]*(x.ndim-1))).to(wd)**2
+        return ((self.s**2*x.to(wd) + sig2*self.mu)/(self.s**2 + sig2)).to(x.dtype)
 
 def gaussian_flow(x: Tensor, sigma_from: float, sigma_to: float, mu: float, s: float) -> Tensor:
     "Exact probability-flow ODE solution for N(mu, s²) data, from noise level `sigma_from` to `sigma_to`."
