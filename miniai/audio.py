@@ -151,11 +151,14 @@ def _to_numpy(w) -> np.ndarray:
 
 # %% ../nbs/16_audio.ipynb #8ad6629d
 def read_wav(path: str | Path) -> tuple[Tensor, int]:
-    "Read an audio file with `soundfile`: (mono float32 waveform in [-1, 1], sample rate); `CorruptDataError` if unreadable."
+    "Read an audio file with `soundfile`: (mono float32 waveform, sample rate); `CorruptDataError` if unreadable, empty or non-finite."
     import soundfile as sf
     try: data, rate = sf.read(path if isinstance(path, io.IOBase) else str(path), dtype='float32', always_2d=True)
     except Exception as e: raise CorruptDataError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from None
-    return torch.from_numpy(data.mean(axis=1)), int(rate)
+    if not len(data): raise CorruptDataError(f"{path}: the audio file holds no samples")
+    w = data.mean(axis=1)   # integer PCM comes in [-1, 1); float files as stored (a level above 1 is kept, not clipped)
+    if not np.isfinite(w).all(): raise CorruptDataError(f"{path}: the audio holds non-finite samples (NaN or inf)")
+    return torch.from_numpy(w), int(rate)
 
 def write_wav(path: str | Path,    # file to write (`.wav`); its folder is created
               wave: Tensor,        # 1-D waveform

@@ -17,7 +17,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from . import __version__
 from .core import atomic_write, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
-from .data import DataError, fashion_dls
+from .data import DataError, fashion_dls, pil_8bit
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
                           read_checkpoint, synchronize)
@@ -239,8 +239,10 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
 TRAIN_FILES = ('samples.png', 'loss.png', 'model.safetensors', 'metrics.json', 'checkpoint.pt')
 
 def _check_not_a_file(out: Path):
-    "Refuse an output folder path that names an existing file (`train` and `sample`)."
+    "Refuse an output folder path that names an existing file, or lies under one (`train`, `sample`, `fid --json`)."
     if out.exists() and not out.is_dir(): raise FileExistsError(f"the output {out} is a file, not a folder")
+    if (up := next((d for d in out.parents if d.exists()), None)) is not None and not up.is_dir():
+        raise FileExistsError(f"the output {out} cannot be made: {up} is a file, not a folder")
 
 def _check_train_out(out: Path, force: bool, checkpoint: bool, cli: bool = False):
     "Refuse an `out` that holds an earlier run, unless `force`, or `checkpoint` continues that run from its checkpoint.pt."
@@ -482,7 +484,11 @@ def load_sample_images(path: str | Path) -> Tensor:
         if not_samples := [f.name for f in files if f.name in ('samples.png', 'loss.png')]:   # what `train` writes
             raise ValueError(f"{path} holds {' and '.join(not_samples)}, pictures that `miniai train` writes, not a sample set. Pass an .npy "
                              "sample file, or a folder of single 32x32 PNGs (`miniai sample --png` writes one in OUT/png/)")
-        ims = [torch.from_numpy(np.array(Image.open(f).convert('L'))) for f in files]
+        def grey(f):
+            try:
+                with Image.open(f) as im: return torch.from_numpy(np.array(pil_8bit(im).convert('L')))
+            except Exception as e: raise ValueError(f"{f}: cannot be read as a grey image ({type(e).__name__}: {e})") from None
+        ims = [grey(f) for f in files]
         if len({im.shape for im in ims}) > 1: raise ValueError(f"the images in {path} do not all have the same size")
         return images_to_float(torch.stack(ims)[:, None])
     if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
@@ -497,7 +503,9 @@ def load_labels(path: str | Path) -> Tensor:
     "Class labels saved as an integer `.npy` vector (as `sample` writes `labels.npy`)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no labels file at {path}")
-    y = np.load(path, allow_pickle=False)
+    try: y = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:   # numpy's own message speaks of pickles
+        raise ValueError(f"{path} is not an .npy file of labels (`miniai sample` writes labels.npy): {type(e).__name__}") from None
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path} must hold a vector of integer class labels, got {y.dtype} {y.shape}")
     return torch.from_numpy(y.astype(np.int64))
@@ -561,7 +569,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
                    'resumes; the training settings must be the same)')
     t.add_argument('--force', action='store_true', help='replace an earlier run in OUT: its files are overwritten, and its checkpoint.pt is deleted '
-                   'as training starts (refused otherwise; with --checkpoint a matching checkpoint is continued)')
+                   'as training starts (refused otherwise; with --checkpoint a matching checkpoint is continued, and one with other settings refused)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     sm = sub.add_parser('sample', help='draw seeded samples from a trained model (writes samples.npy and samples.png)',
                         description="Rebuild a model written by `miniai train` and draw seeded samples.")
@@ -602,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.quick = True
         print(f"miniai {a.command}: quick mode (MINIAI_QUICK is set), as with --quick", file=sys.stderr)
     if a.command == 'sample': return _main_sample(p, a)
-    if a.command == 'fid': return _main_fid(a)
+    if a.command == 'fid': return _main_fid(p, a)
     kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
               n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
               conditional=a.conditional, guidance=a.guidance)
@@ -614,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         res = train_diffusion(out=a.out, seed=a.seed, data_dir=a.data_dir, precision=None if a.precision == 'fp32' else a.precision,
                               compile=a.compile, checkpoint=a.checkpoint, force=a.force, progress=not a.no_progress, **kw)
-    except CheckpointError as e: p.exit(2, f"{p.prog}: error: {e}\n")  # refused before training: other settings, bad file
+    except CheckpointError as e: p.error(str(e))  # refused before training: other settings, bad file
     m = res['metrics']
     fid = 'FID skipped' if m['fid'] is None else f"FID {m['fid']:.2f}  KID {m['kid']:.4f} ({m['n_fid']} samples, {m['feature_model']})"
     if m['class_accuracy'] is not None: fid += f"; class accuracy {m['class_accuracy']:.1%} at guidance {m['guidance']:g}"
@@ -624,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"wrote {', '.join(m['files'])} to {Path(a.out).resolve()}")
     return 0
 
-USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, TypeError)  # a bad file, setting or data set
+USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+               ValueError, TypeError)  # a bad file, setting, output path or data set
 
 def console_main(argv: Sequence[str] | None = None) -> int:
     "The `miniai` console command: `main`, with `USER_ERRORS` reported in one line and status 1 (MINIAI_DEBUG=1: raised)."
@@ -646,6 +655,8 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     n_classes = cfg.get('n_classes')
     if n_classes is None and (a.label is not None or a.guidance != 1):
         p.error(f"{a.checkpoint} is an unconditional model: --label and --guidance need one trained with `miniai train --conditional`")
+    try: make_sampler(SimpleNamespace(n_classes=n_classes), cfg['schedule'], a.sampler, a.steps, quick=cfg.get('quick', False))
+    except ValueError as e: p.error(f"--sampler {a.sampler} with --steps {a.steps} for this {cfg['schedule']}-schedule model: {e}")
     if a.label is not None:
         try: check_class_labels(a.label, n_classes, '--label')
         except ValueError as e: p.error(str(e))
@@ -656,14 +667,18 @@ def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
           f"\nwrote {', '.join(r['files'])}")
     return 0
 
-def _main_fid(a: argparse.Namespace) -> int:
+def _main_fid(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    if a.json:   # checked before the work, which would otherwise be lost
+        if Path(a.json).is_dir(): p.error(f"--json {a.json} is a folder: name the file to write")
+        try: _check_not_a_file(Path(a.json).parent)
+        except FileExistsError as e: p.error(f"--json: {e}")
     r = fid_of_samples(a.samples, quick=a.quick, classifier=a.classifier, data_dir=a.data_dir, progress=not a.no_progress,
                        labels=a.labels)
     r.update(samples=str(a.samples), quick=a.quick, classifier=a.classifier or _default_feature_model(a.quick), labels=a.labels)
-    if a.json:
-        with atomic_write(a.json) as tmp: tmp.write_text(json.dumps(r, indent=2))
     acc = f"  class accuracy {r['class_accuracy']:.1%}" if 'class_accuracy' in r else ''
     print(f"FID {r['fid']:.3f}  KID {r['kid']:.5f}{acc}  ({r['n']} samples{', quick-mode classifier: not comparable' if a.quick else ''})")
+    if a.json:   # after the scores are shown: a failed write loses nothing
+        with atomic_write(a.json) as tmp: tmp.write_text(json.dumps(r, indent=2))
     return 0
 
 # %% ../nbs/99_cli.ipynb #2bf8f3fa

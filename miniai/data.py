@@ -20,8 +20,8 @@ __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZE
            'read_idx', 'write_idx', 'fashion_mnist_dirs', 'verify_files', 'find_fashion_mnist', 'balanced_indices',
            'sample_manifest', 'shipped_sample', 'sample_allowed', 'note_sample_fallback', 'fashion_mnist_arrays',
            'cached_dataset', 'fashion_features', 'arrays_to_dataset', 'load_fashion_mnist', 'load_fashion_mnist_sample',
-           'subplots', 'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict', 'DataLoaders', 'check_limit',
-           'fashion_dls']
+           'subplots', 'pil_8bit', 'show_image', 'show_images', 'DeviceImageLoader', 'collate_dict', 'DataLoaders',
+           'check_limit', 'fashion_dls']
 
 # %% ../nbs/01_data.ipynb #be3717f2
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -354,8 +354,21 @@ def subplots(nrows: int = 1, ncols: int = 1,
     if suptitle is not None: fig.suptitle(suptitle)
     return fig, axs
 
+def pil_8bit(img):   # a PIL image, as `Image.open` returns it
+    "`img` with 8-bit channels, turned upright by its EXIF orientation: 16-bit greys scaled by 1/257 (PIL's `convert` clips them at 255)."
+    from PIL import ImageOps, Image
+    img = ImageOps.exif_transpose(img)   # phone photos store their rotation apart from the pixels
+    if img.mode == 'F': raise ValueError("a floating-point (mode F) image has no fixed pixel range: convert it to 8 bits first")
+    if not (img.mode == 'I' or img.mode.startswith('I;16')): return img
+    a = np.asarray(img).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise ValueError(f"a mode {img.mode} image with values from {a.min()} to {a.max()} is not 16-bit: convert it to 8 bits first")
+    return Image.fromarray(((a + 128)//257).astype(np.uint8))   # 65535 -> 255, rounded
+
 def _image_to_hwc(im, value_range: tuple | None = None) -> np.ndarray:
-    "Any image (tensor, array, PIL; HW, CHW or HWC; uint8 or float) as a float array in [0,1], (H,W) or (H,W,C)."
+    "Any image (tensor, array, PIL; HW, CHW or HWC; uint8, uint16 or float) as a float array in [0,1], (H,W) or (H,W,C)."
+    if hasattr(im, 'getexif'): im = pil_8bit(im)   # a PIL image
+    if isinstance(im, np.ndarray) and im.dtype == np.uint16: im = im/65535
     t = im.detach().cpu() if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im))
     if t.ndim == 3 and t.shape[0] in (1, 3, 4): t = t.permute(1, 2, 0)   # (C,H,W) -> (H,W,C)
     if t.ndim == 3 and t.shape[-1] == 1: t = t[..., 0]

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .accel import MixedPrecision, fused_opt_func
 from .core import check_int, check_shape, default_device, load_hub_dataset, set_seed
 from .data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, check_limit,
-                         note_sample_fallback, sample_allowed, shipped_sample)
+                         note_sample_fallback, pil_8bit, sample_allowed, shipped_sample)
 from .fid import ImageEval
 from .learner import DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .models.layers import Dropout, Dropout2d, GeneralRelu, LayerLike, check_dropout_p, init_weights
@@ -141,8 +141,8 @@ def _class_names(arrs: dict, y: Tensor) -> list[str]:
     return [str(i) for i in range(int(y.max()) + 1 if len(y) else 1)]
 
 def _pil_to_array(img, size: int | None) -> np.ndarray:
-    "A PIL image as uint8 RGB (H, W, 3), centre-cropped and resized to `size` if given."
-    img = img.convert('RGB')
+    "A PIL image as uint8 RGB (H, W, 3) (upright, 16-bit scaled, alpha dropped), centre-cropped and resized to `size` if given."
+    img = pil_8bit(img).convert('RGB')
     if size is not None:
         from PIL import Image
         w, h = img.size; s = min(w, h)
@@ -277,6 +277,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
         p = Path(source).expanduser()
         if p.is_file() and p.suffix == '.npz': s = _from_npz(p, test_frac, seed)
         elif p.is_dir(): s = _split_set(*read_image_folder(p, size, progress), str(p), test_frac, seed)
+        elif p.is_file(): raise ValueError(f"{p} is a file but not an .npz archive: pass the folder that holds the images, or an .npz file")
         else: raise MissingDataError(f"{p}: no such .npz file or folder of images (named sets: {', '.join(IMAGE_SETS)})")
     elif _is_hf(source): s = _from_hf(source, size, test_frac, seed, progress)
     else: raise TypeError(f"`source` must be a name, a path or a Hugging Face data set, got {type(source).__name__}")

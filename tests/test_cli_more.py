@@ -493,3 +493,13 @@ def test_sample_refuses_a_non_finite_or_negative_eta_first(_ckpts, tmp_path, cap
     "--eta nan used to pass the command-line check (nan < 0 is False) and fail after the model had loaded."
     with pytest.raises(SystemExit) as e: main(['sample', str(_ckpts['cosine']), '--out', str(tmp_path/'s'), '--eta', eta])
     assert e.value.code == 2 and '--eta must be a finite number >= 0' in capsys.readouterr().err and not (tmp_path/'s').exists()
+
+
+def test_sample_refuses_a_sampler_the_model_cannot_use_as_an_option_error(_ckpts, tmp_path, capsys):
+    "Option mistakes found once the checkpoint is read still exit 2 with the usage line and name the flags."
+    for args, msg in ((['--sampler', 'ddpm'], "--sampler ddpm with --steps 100 for this cosine-schedule model"),
+                      (['--steps', '1'], '--steps 1')):
+        with pytest.raises(SystemExit) as e: main(['sample', str(_ckpts['cosine']), '--out', str(tmp_path/'s'), *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and 'usage:' in err, (args, err)
+    assert not (tmp_path/'s').exists()

@@ -86,9 +86,9 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
     x = start_noise(shape, device, g)
     ab = abars.tolist() + [1.]
     t_dev, finite = ts.to(device), torch.ones((), dtype=torch.bool, device=device)
+    n = next((i for i, a in enumerate(ab[:-1]) if a == 1.), len(ts))   # a clean step (only the last can be) needs no call
     with sampling_mode(model):
-        for i in tqdm(range(len(ts)), disable=not progress, desc='DDIM'):
-            if ab[i] == 1.: break  # already clean (only a last time step can be): nothing left to do
+        for i in tqdm(range(n), disable=not progress, desc='DDIM'):   # the bar counts the model calls
             eps = predict_noise(model, x, t_dev[i].repeat(len(x)))
             finite &= torch.isfinite(eps).all()  # checked once at the end: no host sync per step
             sig = ddim_sigma(ab[i], ab[i+1], eta, cutoff)
