@@ -504,8 +504,10 @@ def load_labels(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no labels file at {path}")
     try: y = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:   # numpy's own message speaks of pickles
-        raise ValueError(f"{path} is not an .npy file of labels (`miniai sample` writes labels.npy): {type(e).__name__}") from None
+    except ValueError:   # numpy's own message speaks of pickles
+        raise ValueError(f"{path} is not an .npy file of integer labels (`miniai sample` writes labels.npy): not .npy, "
+                         "or an array of Python objects") from None
+    if not isinstance(y, np.ndarray): raise ValueError(f"{path} is an .npz archive: pass the labels' own .npy file")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{path} must hold a vector of integer class labels, got {y.dtype} {y.shape}")
     return torch.from_numpy(y.astype(np.int64))

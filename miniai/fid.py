@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_fid.ipynb #2e86f484
 from __future__ import annotations
-import hashlib, warnings
+import hashlib, re, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -65,10 +65,8 @@ def _sym_sqrt(a: Tensor) -> Tensor:
 def trace_sqrt_product(cov1: Tensor, # symmetric PSD matrix (d, d)
                        cov2: Tensor, # symmetric PSD matrix (d, d)
                       ) -> Tensor:
-    "tr(sqrtm(cov1 @ cov2)) for covariance matrices, from the eigenvalues of sqrt(cov1) @ cov2 @ sqrt(cov1)."
-    r = _sym_sqrt(cov1)
-    m = r @ cov2 @ r
-    return _drop_rounding(torch.linalg.eigvalsh((m + m.T) / 2)).sqrt().sum()
+    "tr(sqrtm(cov1 @ cov2)) for covariance matrices: the sum of the singular values of sqrt(cov1) @ sqrt(cov2)."
+    return torch.linalg.svdvals(_sym_sqrt(cov1) @ _sym_sqrt(cov2)).sum()
 
 # %% ../nbs/05_fid.ipynb #a9c7b57d
 def _check_covariance(c: Tensor, name: str, rtol: float = 1e-6):
@@ -218,6 +216,10 @@ def weights_hash(model: nn.Module) -> str:
     for k in sorted(sd): h.update(k.encode()); h.update(tensor_hash(sd[k]).encode())
     return h.hexdigest()
 
+def _layers(model: nn.Module) -> str:
+    "Each submodule's name, class and settings (`extra_repr`), without memory addresses: what the weights do not say."
+    return re.sub(r' at 0x[0-9a-fA-F]+', '', repr([(n, type(m).__qualname__, m.extra_repr()) for n, m in model.named_modules()]))
+
 @dataclass
 class RefStats:
     "Reference features (float64) with their mean, covariance and mean within-set KID kernel value."
@@ -274,17 +276,23 @@ class ImageEval:
     def _reference(self, ref, cache) -> RefStats:
         "Build, load or look up the reference statistics."
         if isinstance(ref, RefStats): return self._same_model(ref, 'the given RefStats')
-        if isinstance(ref, (str, Path)): return self._same_model(RefStats.load(ref), str(ref), saved=True)
+        if isinstance(ref, (str, Path)):
+            try: stats = RefStats.load(ref)
+            except Exception as e: raise ValueError(f"{ref} cannot be read as reference statistics (`RefStats.save` writes them): "
+                                                    f"{type(e).__name__}: {e}") from None
+            return self._same_model(stats, str(ref), saved=True)
         if not isinstance(ref, Tensor): raise TypeError(f"`ref` must be images, features, RefStats or a path, got {type(ref).__name__}")
         if ref.ndim == 2: return RefStats.from_feats(ref)
         check_images(ref, self.img_shape, self.value_range, name='ref', strict=self.strict_range)
-        key = tensor_hash(ref) + self.model_hash
+        key = tensor_hash(ref) + self.model_hash + _layers(self.model)   # the weights alone miss a swapped activation
         key = hashlib.sha256(key.encode()).hexdigest()
         path = None if cache is False else cache_dir('fid')/f'ref_{key[:24]}.safetensors' if cache is True else Path(cache)
         if path is not None and path.exists():
-            stats = RefStats.load(path)
-            if stats.key == key: return stats
-            warnings.warn(f"{path} holds statistics of another model or reference set: recomputing them")
+            try: stats = RefStats.load(path)
+            except Exception as e: warnings.warn(f"{path} cannot be read ({type(e).__name__}: {e}): recomputing it")
+            else:
+                if stats.key == key: return stats
+                warnings.warn(f"{path} holds statistics of another model or reference set: recomputing them")
         stats = RefStats.from_feats(self.feats(ref, check=False), key, self.model_hash)
         if path is not None: stats.save(path)
         return stats

@@ -189,7 +189,10 @@ def read_hf_images(ds,                        # a `datasets.Dataset` with an Ima
                   ) -> tuple[Tensor, Tensor, list[str]]:
     "Images of a Hugging Face data set as uint8 (N, 3, H, W), labels (zeros without a ClassLabel) and class names."
     img, lab = _hf_columns(ds)
-    arrays = [_pil_to_array(im, size) for im in tqdm(ds[img], desc='reading images', disable=not progress)]
+    def read(i, im):
+        try: return _pil_to_array(im, size)
+        except ValueError as e: raise CorruptDataError(f"Hugging Face data set, item {i}: {e}") from None
+    arrays = [read(i, im) for i, im in enumerate(tqdm(ds[img], desc='reading images', disable=not progress))]
     y = torch.tensor(ds[lab], dtype=torch.long) if lab else torch.zeros(len(arrays), dtype=torch.long)
     return _stack(arrays, 'Hugging Face data set'), y, (ds.features[lab].names if lab else ['all'])
 
@@ -275,7 +278,7 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
     elif isinstance(source, str) and source.startswith('hf:'): s = _from_hf(_load_hub(source[3:]), size, test_frac, seed, progress, source)
     elif isinstance(source, (str, Path)):
         p = Path(source).expanduser()
-        if p.is_file() and p.suffix == '.npz': s = _from_npz(p, test_frac, seed)
+        if p.is_file() and p.suffix.lower() == '.npz': s = _from_npz(p, test_frac, seed)
         elif p.is_dir(): s = _split_set(*read_image_folder(p, size, progress), str(p), test_frac, seed)
         elif p.is_file(): raise ValueError(f"{p} is a file but not an .npz archive: pass the folder that holds the images, or an .npz file")
         else: raise MissingDataError(f"{p}: no such .npz file or folder of images (named sets: {', '.join(IMAGE_SETS)})")

@@ -243,8 +243,12 @@ def open_latent_cache(path: str | Path,          # a file written by `write_late
     if verify and _sha256(mm) != h['sha256']: raise CorruptCacheError(f"{path}: the latents do not match their checksum (damaged)")
     return mm
 
+def _layout(shape: Sequence[int], dtype) -> bytes:
+    "The header's shape and dtype as bytes, hashed before the latents: an edited header fails the checksum too."
+    return json.dumps([[int(s) for s in shape], np.dtype(dtype).name]).encode()
+
 def _sha256(a: np.ndarray, rows: int = 4096) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(_layout(a.shape, a.dtype))
     for i in range(0, len(a), rows): h.update(np.ascontiguousarray(a[i:i+rows]).tobytes())
     return h.hexdigest()
 
@@ -256,7 +260,7 @@ def write_latent_cache(path: str | Path,           # destination file
                       ) -> Path:
     "Write latents to a cache file atomically (temporary file, then `os.replace`), with header and checksum."
     path, shape = Path(path), tuple(int(s) for s in shape)
-    h, i = hashlib.sha256(), 0
+    h, i = hashlib.sha256(_layout(shape, np.float32)), 0
     with atomic_write(path) as tmp:
         with open(tmp, 'wb') as f: f.truncate(CACHE_HEADER + math.prod(shape)*4)
         mm = np.memmap(tmp, dtype=np.float32, mode='r+', offset=CACHE_HEADER, shape=shape)
@@ -284,7 +288,10 @@ def cached_latents(path: str | Path,        # the cache file
     "Latents (posterior means) of `images` from a validated cache at `path`, encoding them first if it is missing or invalid."
     path, key = Path(path), latent_cache_key(vae, images)
     if path.exists():
-        try: return open_latent_cache(path, key, verify)
+        try:
+            mm = open_latent_cache(path, key, verify)
+            if len(mm) == len(images): return mm
+            raise CorruptCacheError(f"{path}: {len(mm):,} latents for {len(images):,} images")   # an edited header
         except LatentCacheError as e: warnings.warn(f"{e}: rebuilding it", stacklevel=2)
     first = next(encode_images(vae, images[:1], progress=False))
     write_latent_cache(path, encode_images(vae, images, bs, progress), (len(images), *first.shape[1:]), key)

@@ -443,3 +443,33 @@ def test_a_constant_batch_is_not_taken_for_images_in_0_1(value):
     "16 identical images (a collapsed model) said nothing about the range, yet were refused as 'images in [0, 1]'."
     with pytest.warns(UserWarning, match='only spans'): check_images(torch.full((16, 1, 32, 32), value))
     with pytest.raises(ValueError, match='upper half'): check_images(torch.rand(16, 1, 32, 32))   # [0, 1] images still are
+
+
+def test_fid_on_steeply_falling_variances_matches_the_exact_route():
+    "tr sqrt(C1 C2) = sum of singular values of A Bᵀ/(n-1) for centred data A, B: no matrix square root, no squared spectrum."
+    rng = np.random.default_rng(1)
+    d, n = 256, 1000
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    s = np.arange(1, d + 1)**-1.5                                # variances fall as i^-3
+    a, b = (rng.normal(size=(n, d))*s)@q.T, (rng.normal(size=(n, d))*s)@q.T
+    A, B = a - a.mean(0), b - b.mean(0)
+    exact = ((a.mean(0) - b.mean(0))**2).sum() + ((A*A).sum() + (B*B).sum() - 2*np.linalg.svd(A@B.T, compute_uv=False).sum())/(n - 1)
+    assert fid_from_feats(torch.tensor(a), torch.tensor(b)) == pytest.approx(exact, rel=1e-7)
+    assert abs(fid_from_feats(torch.tensor(a), torch.tensor(a[rng.permutation(n)]))) < 1e-12*exact
+
+
+def test_image_eval_cache_knows_the_layers_and_survives_a_damaged_file(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path))
+    ref = images(40, 6)
+    relu, tanh = small_feature_model(seed=0), small_feature_model(seed=0)
+    acts = [i for i, m in enumerate(tanh) if isinstance(m, nn.ReLU)]
+    assert acts, 'the test model has no ReLU to swap'
+    for i in acts: tanh[i] = nn.Tanh()
+    assert weights_hash(relu) == weights_hash(tanh)
+    a, b = ImageEval(relu, ref, cache=True), ImageEval(tanh, ref, cache=True)
+    assert not torch.equal(a.ref.mean, b.ref.mean) and len(list((tmp_path/'fid').glob('ref_*'))) == 2
+    f = tmp_path/'fid'/f'ref_{a.ref.key[:24]}.safetensors'
+    f.write_bytes(f.read_bytes()[:50])
+    with pytest.warns(UserWarning, match='cannot be read'): ImageEval(relu, ref, cache=True)
+    p = tmp_path/'bad.safetensors'; p.write_bytes(b'not safetensors')
+    with pytest.raises(ValueError, match='cannot be read as reference statistics'): ImageEval(relu, p)

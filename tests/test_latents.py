@@ -1,5 +1,5 @@
 "Latent diffusion (notebook 15): the validated latent cache, the conv-VAE loss, loaders, FLOP counting, the pipeline end to end."
-import math, os, warnings
+import json, math, os, warnings
 import numpy as np
 import pytest
 import torch
@@ -351,3 +351,22 @@ def test_conv_vae_learner_mixed_precision_is_the_one_asked_for(precision, dtype)
     assert [cb.dtype for cb in learn.cbs if isinstance(cb, MixedPrecision)] == ([dtype] if dtype else [])
     cpu = conv_vae_learner(nn.Linear(1, 1), None, precision=precision, progress=False, device='cpu')
     assert not any(isinstance(cb, MixedPrecision) for cb in cpu.cbs)     # float32 on a CPU
+
+
+def _rewrite_header(p, **changes):
+    h = read_cache_header(p); h.update(changes)
+    from miniai.latents import CACHE_MAGIC
+    body = json.dumps(h).encode()
+    with open(p, 'r+b') as f: f.write(CACHE_MAGIC + body.ljust(CACHE_HEADER - len(CACHE_MAGIC), b' '))
+
+
+def test_an_edited_header_fails_the_checksum_and_is_rebuilt(vae, images, tmp_path):
+    "The checksum covers the header's shape and dtype: the same bytes read as (20, 4, 8, 8)... would pass a data-only hash."
+    p = tmp_path/'h.lat'
+    good = np.asarray(cached_latents(p, vae, images, progress=False)).copy()
+    _rewrite_header(p, shape=[21*2, 2, 8, 8])                  # same byte count, other layout
+    with pytest.raises(CorruptCacheError, match='checksum'): open_latent_cache(p)
+    fixed = rebuilt_with_warning(lambda: cached_latents(p, vae, images, progress=False), 'checksum')
+    assert np.array_equal(np.asarray(fixed), good)
+    _rewrite_header(p, shape=[21*2, 2, 8, 8])
+    with pytest.warns(UserWarning, match='42 latents for 21 images'): cached_latents(p, vae, images, verify=False, progress=False)

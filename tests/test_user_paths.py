@@ -84,7 +84,7 @@ def test_fid_prints_the_scores_before_writing_the_json(tmp_path, monkeypatch, ca
 
 def test_a_labels_file_that_is_not_npy_gets_a_plain_message(tmp_path):
     (tmp_path/'m.json').write_text(json.dumps({'a': 1}))
-    with pytest.raises(ValueError, match=r'is not an \.npy file of labels') as e: load_labels(tmp_path/'m.json')
+    with pytest.raises(ValueError, match=r'is not an \.npy file of integer labels') as e: load_labels(tmp_path/'m.json')
     assert 'pickle' not in str(e.value)
 
 
@@ -99,3 +99,43 @@ def test_empty_and_non_finite_wavs_are_refused_naming_the_file(tmp_path):
     sf.write(tmp_path/'nan.wav', np.array([0., np.nan, 0.5], np.float32), 8000, subtype='FLOAT')
     with pytest.raises(CorruptDataError, match='empty.wav: the audio file holds no samples'): read_wav(tmp_path/'empty.wav')
     with pytest.raises(CorruptDataError, match='nan.wav: the audio holds non-finite'): read_wav(tmp_path/'nan.wav')
+
+
+def test_mode_i_images_of_unknown_depth_keep_their_0_255_values(tmp_path):
+    "Mode I says nothing of the bit depth: integer arrays stored as TIFF (as `datasets` does) hold 0-255 values, kept as they are."
+    a = np.random.default_rng(0).integers(0, 256, (8, 8)).astype(np.int32)
+    assert np.array_equal(np.asarray(pil_8bit(Image.fromarray(a))), a)
+    (tmp_path/'c').mkdir(); Image.fromarray(a).save(tmp_path/'c'/'i.tiff')
+    x, _, _ = read_image_folder(tmp_path, progress=False)
+    assert np.array_equal(x[0, 0].numpy(), a)
+    with pytest.raises(ValueError, match='range is unknown'): pil_8bit(Image.fromarray(a*300))
+
+
+def test_hf_images_of_mode_i_load_and_bad_ones_name_their_item():
+    import datasets
+    a = np.random.default_rng(0).integers(0, 256, (2, 8, 8))
+    ds = datasets.Dataset.from_dict({'img': [Image.fromarray(x.astype(np.int32)) for x in a]}, features=datasets.Features({'img': datasets.Image()}))
+    s = load_image_set(ds, test_frac=0.5, progress=False)
+    got = torch.cat([s.train_x, s.test_x])[:, 0].numpy()
+    assert sorted(map(bytes, got.astype(np.uint8))) == sorted(map(bytes, a.astype(np.uint8)))
+    bad = datasets.Dataset.from_dict({'img': [Image.fromarray(np.zeros((8, 8), np.float32))]*2}, features=datasets.Features({'img': datasets.Image()}))
+    with pytest.raises(CorruptDataError, match='item 0: a floating-point'): load_image_set(bad, progress=False)
+
+
+def test_show_image_honours_a_given_value_range():
+    a16 = np.full((4, 4), 65535, np.uint16)
+    assert _image_to_hwc(a16, (0, 65535)).max() == 1 and _image_to_hwc(a16).max() == 1
+    i8 = Image.fromarray(np.full((4, 4), 255, np.int32))
+    assert _image_to_hwc(i8, (0, 255)).max() == 1 and _image_to_hwc(i8).max() == 1
+    assert _image_to_hwc(Image.fromarray(np.full((4, 4), 255, np.float32)), (0, 255)).max() == 1
+
+
+def test_labels_npz_and_upper_case_npz_sets(tmp_path):
+    np.savez(tmp_path/'l.npz', y=np.arange(3))
+    with pytest.raises(ValueError, match='is an .npz archive'): load_labels(tmp_path/'l.npz')
+    np.save(tmp_path/'o.npy', np.array([1, 'a'], dtype=object))
+    with pytest.raises(ValueError, match='array of Python objects'): load_labels(tmp_path/'o.npy')
+    x = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    with open(tmp_path/'set.NPZ', 'wb') as f: np.savez(f, images=x, labels=np.arange(6) % 2)   # (a path would gain .npz)
+    s = load_image_set(tmp_path/'set.NPZ', progress=False)
+    assert len(s.train_x) + len(s.test_x) == 6
