@@ -365,15 +365,17 @@ def pil_8bit(img):   # a PIL image, as `Image.open` returns it
     if img.mode.startswith('I;16') or fmt == 'PNG':   # a 16-bit grey file (older Pillow opens 16-bit PNGs as mode I)
         if lo < 0 or hi > 65535: raise ValueError(f"a 16-bit image with values from {lo} to {hi}, outside 0..65535")
         return Image.fromarray(((a + 128)//257).astype(np.uint8))   # 65535 -> 255, rounded
-    if lo < 0 or hi > 255:   # mode I says nothing of the depth (e.g. integer arrays stored as TIFF): 0-255 is taken as it is
+    # mode I says nothing of the depth (integer arrays stored as TIFF, as `datasets` does): judged by the values
+    if lo < 0 or hi > 65535:
         raise ValueError(f"a 32-bit integer (mode I) image with values from {lo} to {hi}: its range is unknown, convert it to 8 bits first")
-    return Image.fromarray(a.astype(np.uint8))
+    return Image.fromarray((a if hi <= 255 else (a + 128)//257).astype(np.uint8))   # 0-255 taken as 8-bit, else as 16-bit
 
 def _image_to_hwc(im, value_range: tuple | None = None) -> np.ndarray:
     "Any image (tensor, array, PIL; HW, CHW or HWC; uint8, uint16 or float) as a float array in [0,1], (H,W) or (H,W,C)."
     if hasattr(im, 'getexif'):   # a PIL image: upright, and 8-bit unless the caller says what the range is
         from PIL import ImageOps
         im = pil_8bit(im) if value_range is None else np.asarray(ImageOps.exif_transpose(im))
+        if isinstance(im, np.ndarray): im = im.astype(im.dtype.newbyteorder('='))   # I;16B is big-endian; torch wants native
     if isinstance(im, np.ndarray) and im.dtype == np.uint16 and value_range is None: im = im/65535
     t = im.detach().cpu() if isinstance(im, torch.Tensor) else torch.from_numpy(np.array(im))
     if t.ndim == 3 and t.shape[0] in (1, 3, 4): t = t.permute(1, 2, 0)   # (C,H,W) -> (H,W,C)

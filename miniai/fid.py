@@ -216,9 +216,10 @@ def weights_hash(model: nn.Module) -> str:
     for k in sorted(sd): h.update(k.encode()); h.update(tensor_hash(sd[k]).encode())
     return h.hexdigest()
 
-def _layers(model: nn.Module) -> str:
-    "Each submodule's name, class and settings (`extra_repr`), without memory addresses: what the weights do not say."
-    return re.sub(r' at 0x[0-9a-fA-F]+', '', repr([(n, type(m).__qualname__, m.extra_repr()) for n, m in model.named_modules()]))
+def _layers_hash(model: nn.Module) -> str:
+    "SHA-256 of each submodule's name, class and settings (`extra_repr`), without memory addresses: what the weights do not say."
+    s = re.sub(r' at 0x[0-9a-fA-F]+', '', repr([(n, type(m).__qualname__, m.extra_repr()) for n, m in model.named_modules()]))
+    return hashlib.sha256(s.encode()).hexdigest()
 
 @dataclass
 class RefStats:
@@ -229,29 +230,33 @@ class RefStats:
     kernel_within: Tensor # scalar: mean of k(y_i, y_j) over i != j
     key: str = ''         # what the statistics were computed from (see `weights_hash`, `tensor_hash`)
     model_hash: str = ''  # `weights_hash` of the feature model that gave `feats` ('' if unknown)
+    layers_hash: str = '' # `_layers_hash` of that model: its activations and settings ('' if unknown)
 
     @classmethod
-    def from_feats(cls, feats: Tensor, key: str = '', model_hash: str = '') -> RefStats:
+    def from_feats(cls, feats: Tensor, key: str = '', model_hash: str = '', layers_hash: str = '') -> RefStats:
         "Statistics of a reference feature matrix (n, d)."
         f = check_feats(feats, 'reference features')
-        return cls(f, *feat_stats(f), _kernel_within_mean(f), key, model_hash)
+        return cls(f, *feat_stats(f), _kernel_within_mean(f), key, model_hash, layers_hash)
 
     def save(self, path: str | Path):
         "Write to a safetensors file (atomically: a temporary file, then a rename)."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         t = {k: getattr(self, k).detach().cpu().contiguous() for k in ('feats', 'mean', 'cov', 'kernel_within')}
-        with atomic_write(path) as tmp: save_file(t, str(tmp), metadata={'key': self.key, 'model_hash': self.model_hash})
+        with atomic_write(path) as tmp: save_file(t, str(tmp), metadata={'key': self.key, 'model_hash': self.model_hash,
+                                                                         'layers_hash': self.layers_hash})
 
     @classmethod
     def load(cls, path: str | Path) -> RefStats:
         "Read statistics written by `RefStats.save`."
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
         t = load_file(str(path))
-        return cls(t['feats'], t['mean'], t['cov'], t['kernel_within'], meta.get('key', ''), meta.get('model_hash', ''))
+        return cls(t['feats'], t['mean'], t['cov'], t['kernel_within'], meta.get('key', ''), meta.get('model_hash', ''),
+                   meta.get('layers_hash', ''))
 
     def to(self, device: str | torch.device) -> RefStats:
         "The same statistics on `device`."
-        return RefStats(*(getattr(self, k).to(device) for k in ('feats', 'mean', 'cov', 'kernel_within')), self.key, self.model_hash)
+        return RefStats(*(getattr(self, k).to(device) for k in ('feats', 'mean', 'cov', 'kernel_within')), self.key, self.model_hash,
+                        self.layers_hash)
 
     def __repr__(self): return f"RefStats({len(self.feats)} samples x {self.feats.shape[1]} features, key={self.key[:12]!r})"
 
@@ -269,7 +274,7 @@ class ImageEval:
                 ):
         if bs < 1: raise ValueError(f"`bs` must be >= 1, got {bs}")
         self.model, self.bs, self.img_shape, self.value_range = feature_model, bs, tuple(img_shape), tuple(value_range)
-        self.strict_range, self.model_hash = strict_range, weights_hash(feature_model)
+        self.strict_range, self.model_hash, self.layers_hash = strict_range, weights_hash(feature_model), _layers_hash(feature_model)
         self.device = model_device(feature_model)
         self.ref = self._reference(ref, cache).to(self.device if self.device.type != 'mps' else 'cpu')
 
@@ -277,6 +282,7 @@ class ImageEval:
         "Build, load or look up the reference statistics."
         if isinstance(ref, RefStats): return self._same_model(ref, 'the given RefStats')
         if isinstance(ref, (str, Path)):
+            if not Path(ref).is_file(): raise FileNotFoundError(f"no reference statistics file at {ref}")
             try: stats = RefStats.load(ref)
             except Exception as e: raise ValueError(f"{ref} cannot be read as reference statistics (`RefStats.save` writes them): "
                                                     f"{type(e).__name__}: {e}") from None
@@ -284,7 +290,7 @@ class ImageEval:
         if not isinstance(ref, Tensor): raise TypeError(f"`ref` must be images, features, RefStats or a path, got {type(ref).__name__}")
         if ref.ndim == 2: return RefStats.from_feats(ref)
         check_images(ref, self.img_shape, self.value_range, name='ref', strict=self.strict_range)
-        key = tensor_hash(ref) + self.model_hash + _layers(self.model)   # the weights alone miss a swapped activation
+        key = tensor_hash(ref) + self.model_hash + self.layers_hash   # the weights alone miss a swapped activation
         key = hashlib.sha256(key.encode()).hexdigest()
         path = None if cache is False else cache_dir('fid')/f'ref_{key[:24]}.safetensors' if cache is True else Path(cache)
         if path is not None and path.exists():
@@ -293,7 +299,7 @@ class ImageEval:
             else:
                 if stats.key == key: return stats
                 warnings.warn(f"{path} holds statistics of another model or reference set: recomputing them")
-        stats = RefStats.from_feats(self.feats(ref, check=False), key, self.model_hash)
+        stats = RefStats.from_feats(self.feats(ref, check=False), key, self.model_hash, self.layers_hash)
         if path is not None: stats.save(path)
         return stats
 
@@ -302,6 +308,9 @@ class ImageEval:
         if stats.model_hash and stats.model_hash != self.model_hash:
             raise ValueError(f"{where} holds features of another feature model (weights {stats.model_hash[:12]}, this one "
                              f"{self.model_hash[:12]}): its FIDs would be meaningless; compute them from the reference images")
+        if stats.layers_hash and stats.layers_hash != self.layers_hash:
+            raise ValueError(f"{where} holds features of a feature model with these weights but other layers (an activation or "
+                             "a setting differs): its FIDs would be meaningless; compute them from the reference images")
         if saved and not stats.model_hash:
             warnings.warn(f"{where} does not record its feature model, so it cannot be checked against this one")
         return stats

@@ -198,7 +198,7 @@ def psnr(x: Tensor, target: Tensor, value_range: float = 2.) -> float:
     return 10*math.log10(value_range**2/mse) if mse > 0 else math.inf
 
 # %% ../nbs/15_latent_diffusion.ipynb #3d360a2c
-CACHE_MAGIC = b'MINIAI-LATENT-CACHE 1\n'
+CACHE_MAGIC = b'MINIAI-LATENT-CACHE 2\n'   # format 2: the checksum covers the header's shape and dtype
 CACHE_HEADER = 4096  # bytes before the latents (a multiple of the page size, so the memmap is aligned)
 
 class LatentCacheError(ValueError):
@@ -206,7 +206,7 @@ class LatentCacheError(ValueError):
 class CorruptCacheError(LatentCacheError):
     "The cache file is damaged or truncated."
 class StaleCacheError(LatentCacheError):
-    "The cache was written from other VAE weights, other images or other settings."
+    "The cache was written from other VAE weights, other images or other settings, or in an older cache format."
 
 def latent_cache_key(vae: nn.Module, images: Tensor, **settings) -> dict:
     "What a latent cache depends on: hashes of the VAE's weights and of the images, and the encoding settings."
@@ -217,7 +217,9 @@ def read_cache_header(path: str | Path) -> dict:
     path = Path(path)
     with open(path, 'rb') as f: head = f.read(CACHE_HEADER)
     if len(head) < CACHE_HEADER: raise CorruptCacheError(f"{path}: {len(head)} bytes, shorter than the {CACHE_HEADER}-byte header (truncated)")
-    if not head.startswith(CACHE_MAGIC): raise CorruptCacheError(f"{path}: not a miniai latent cache (no header)")
+    if not head.startswith(CACHE_MAGIC):
+        if head.startswith(CACHE_MAGIC[:-2]): raise StaleCacheError(f"{path}: written by another miniai version (another cache format)")
+        raise CorruptCacheError(f"{path}: not a miniai latent cache (no header)")
     try: h = json.loads(head[len(CACHE_MAGIC):].rstrip(b'\0 \n').decode())
     except ValueError as e: raise CorruptCacheError(f"{path}: unreadable header ({e})") from None
     if not {'shape', 'dtype', 'key', 'sha256'} <= set(h): raise CorruptCacheError(f"{path}: incomplete header {sorted(h)}")

@@ -370,3 +370,13 @@ def test_an_edited_header_fails_the_checksum_and_is_rebuilt(vae, images, tmp_pat
     assert np.array_equal(np.asarray(fixed), good)
     _rewrite_header(p, shape=[21*2, 2, 8, 8])
     with pytest.warns(UserWarning, match='42 latents for 21 images'): cached_latents(p, vae, images, verify=False, progress=False)
+
+
+def test_a_cache_of_an_older_format_is_stale_not_damaged(vae, images, tmp_path):
+    from miniai.latents import CACHE_MAGIC, StaleCacheError
+    p = tmp_path/'o.lat'
+    good = np.asarray(cached_latents(p, vae, images, progress=False)).copy()
+    with open(p, 'r+b') as f: f.write(CACHE_MAGIC[:-2] + b'1\n')
+    with pytest.raises(StaleCacheError, match='another cache format'): open_latent_cache(p)
+    fixed = rebuilt_with_warning(lambda: cached_latents(p, vae, images, progress=False), r'another cache format\): rebuilding')
+    assert np.array_equal(np.asarray(fixed), good)

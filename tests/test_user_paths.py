@@ -139,3 +139,31 @@ def test_labels_npz_and_upper_case_npz_sets(tmp_path):
     with open(tmp_path/'set.NPZ', 'wb') as f: np.savez(f, images=x, labels=np.arange(6) % 2)   # (a path would gain .npz)
     s = load_image_set(tmp_path/'set.NPZ', progress=False)
     assert len(s.train_x) + len(s.test_x) == 6
+
+
+def test_mode_i_images_with_16_bit_values_and_dark_16_bit_pngs_are_scaled(tmp_path):
+    a = np.random.default_rng(1).integers(0, 65536, (8, 8)).astype(np.int32)
+    (tmp_path/'c').mkdir(); Image.fromarray(a).save(tmp_path/'c'/'i.tiff')   # a 32-bit TIFF of 16-bit values
+    x, _, _ = read_image_folder(tmp_path, progress=False)
+    assert np.array_equal(x[0, 0].numpy(), np.rint(a/257).astype(np.uint8))
+    dark = Image.fromarray(np.full((4, 4), 200, np.int32)); dark.format = 'PNG'   # older Pillow opens 16-bit PNGs as mode I
+    assert np.asarray(pil_8bit(dark)).max() == 1   # 200/257, rounded: a 16-bit file, however dark
+
+
+def test_big_endian_16_bit_images_show_with_a_given_range():
+    im = Image.frombytes('I;16B', (2, 2), np.array([0, 1000, 40000, 65535], '>u2').tobytes())
+    np.testing.assert_allclose(_image_to_hwc(im, (0, 65535)).ravel(), np.array([0, 1000, 40000, 65535])/65535, rtol=1e-6)
+
+
+def test_saved_reference_statistics_know_the_feature_models_layers(tmp_path):
+    from torch import nn
+    from miniai.fid import ImageEval
+    torch.manual_seed(0)
+    relu = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8, 6))
+    tanh = nn.Sequential(*[nn.Tanh() if isinstance(m, nn.ReLU) else m for m in relu])
+    ref = torch.rand(20, 1, 32, 32)*2 - 1
+    p = tmp_path/'ref.safetensors'
+    ImageEval(relu, ref).ref.save(p)
+    ImageEval(relu, p)   # the same model: accepted
+    with pytest.raises(ValueError, match='other layers'): ImageEval(tanh, p)
+    with pytest.raises(FileNotFoundError, match='no reference statistics file'): ImageEval(relu, tmp_path/'typo.safetensors')
