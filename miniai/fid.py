@@ -311,6 +311,8 @@ class ImageEval:
         if stats.layers_hash and stats.layers_hash != self.layers_hash:
             raise ValueError(f"{where} holds features of a feature model with these weights but other layers (an activation or "
                              "a setting differs): its FIDs would be meaningless; compute them from the reference images")
+        if saved and stats.model_hash and not stats.layers_hash:
+            warnings.warn(f"{where} does not record its feature model's layers (an older miniai wrote it): only the weights are checked")
         if saved and not stats.model_hash:
             warnings.warn(f"{where} does not record its feature model, so it cannot be checked against this one")
         return stats

@@ -4,7 +4,7 @@
 
 # %% ../nbs/15_latent_diffusion.ipynb #8d25020d
 from __future__ import annotations
-import hashlib, json, math, warnings
+import hashlib, json, math, re, warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 import numpy as np
@@ -218,7 +218,7 @@ def read_cache_header(path: str | Path) -> dict:
     with open(path, 'rb') as f: head = f.read(CACHE_HEADER)
     if len(head) < CACHE_HEADER: raise CorruptCacheError(f"{path}: {len(head)} bytes, shorter than the {CACHE_HEADER}-byte header (truncated)")
     if not head.startswith(CACHE_MAGIC):
-        if head.startswith(CACHE_MAGIC[:-2]): raise StaleCacheError(f"{path}: written by another miniai version (another cache format)")
+        if re.match(rb'MINIAI-LATENT-CACHE \d+\n', head): raise StaleCacheError(f"{path}: written by another miniai version (another cache format)")
         raise CorruptCacheError(f"{path}: not a miniai latent cache (no header)")
     try: h = json.loads(head[len(CACHE_MAGIC):].rstrip(b'\0 \n').decode())
     except ValueError as e: raise CorruptCacheError(f"{path}: unreadable header ({e})") from None

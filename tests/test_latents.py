@@ -380,3 +380,11 @@ def test_a_cache_of_an_older_format_is_stale_not_damaged(vae, images, tmp_path):
     with pytest.raises(StaleCacheError, match='another cache format'): open_latent_cache(p)
     fixed = rebuilt_with_warning(lambda: cached_latents(p, vae, images, progress=False), r'another cache format\): rebuilding')
     assert np.array_equal(np.asarray(fixed), good)
+
+
+def test_a_damaged_magic_line_is_damage_not_an_older_format(vae, images, tmp_path):
+    from miniai.latents import CACHE_MAGIC
+    p = tmp_path/'m.lat'
+    cached_latents(p, vae, images, progress=False)
+    with open(p, 'r+b') as f: f.write(CACHE_MAGIC[:-2] + b'\0\n')
+    with pytest.raises(CorruptCacheError, match='not a miniai latent cache'): open_latent_cache(p)

@@ -167,3 +167,14 @@ def test_saved_reference_statistics_know_the_feature_models_layers(tmp_path):
     ImageEval(relu, p)   # the same model: accepted
     with pytest.raises(ValueError, match='other layers'): ImageEval(tanh, p)
     with pytest.raises(FileNotFoundError, match='no reference statistics file'): ImageEval(relu, tmp_path/'typo.safetensors')
+
+
+def test_reference_statistics_of_an_older_miniai_warn_that_layers_are_unchecked(tmp_path):
+    from torch import nn
+    from miniai.fid import ImageEval
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(4*8*8, 6))
+    st = ImageEval(m, torch.rand(20, 1, 32, 32)*2 - 1).ref
+    st.layers_hash = ''   # as written before the layers were recorded
+    st.save(tmp_path/'old.safetensors')
+    with pytest.warns(UserWarning, match="does not record its feature model's layers"): ImageEval(m, tmp_path/'old.safetensors')
