@@ -362,13 +362,12 @@ def pil_8bit(img):   # a PIL image, as `Image.open` returns it
     if not (img.mode == 'I' or img.mode.startswith('I;16')): return img
     a = np.asarray(img).astype(np.int64)
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    if img.mode.startswith('I;16') or fmt == 'PNG':   # a 16-bit grey file (older Pillow opens 16-bit PNGs as mode I)
-        if lo < 0 or hi > 65535: raise ValueError(f"a 16-bit image with values from {lo} to {hi}, outside 0..65535")
-        return Image.fromarray(((a + 128)//257).astype(np.uint8))   # 65535 -> 255, rounded
-    # mode I says nothing of the depth (integer arrays stored as TIFF, as `datasets` does): judged by the values
+    sixteen = img.mode.startswith('I;16') or fmt == 'PNG'   # a 16-bit grey file (older Pillow opens 16-bit PNGs as mode I)
     if lo < 0 or hi > 65535:
-        raise ValueError(f"a 32-bit integer (mode I) image with values from {lo} to {hi}: its range is unknown, convert it to 8 bits first")
-    return Image.fromarray((a if hi <= 255 else (a + 128)//257).astype(np.uint8))   # 0-255 taken as 8-bit, else as 16-bit
+        raise ValueError(f"a 16-bit image with values from {lo} to {hi}, outside 0..65535" if sixteen else
+                         f"a 32-bit integer (mode I) image with values from {lo} to {hi}: its range is unknown, convert it to 8 bits first")
+    # other mode I images say nothing of their depth (integer arrays stored as TIFF, as `datasets` does): judged by the values
+    return Image.fromarray((a if not sixteen and hi <= 255 else (a + 128)//257).astype(np.uint8))   # 65535 -> 255, rounded
 
 def _image_to_hwc(im, value_range: tuple | None = None) -> np.ndarray:
     "Any image (tensor, array, PIL; HW, CHW or HWC; uint8, uint16 or float) as a float array in [0,1], (H,W) or (H,W,C)."

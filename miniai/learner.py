@@ -322,7 +322,7 @@ class ProgressCB(Callback):
         self.bar.update(1)
         if not learn.training or not self.live: return
         self._pending.append(learn.loss.detach())
-        if len(self._pending) >= self.plot_every: self._read_losses(draw=self.live)
+        if len(self._pending) >= self.plot_every: self._read_losses(draw=True)
 
     def _read_losses(self, draw: bool):
         if self._pending:  # one host sync for all pending losses
