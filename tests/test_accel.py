@@ -1174,3 +1174,59 @@ def test_every_early_stop_resumes_exactly(tmp_path, order, valid):
         learner(cbs=[CheckpointCB(path), stop]).fit(4, valid=valid)
         resumed = learner(cbs=[CheckpointCB(path)], seed=99); resumed.fit(4, valid=valid)
         assert states_equal(resumed.model.state_dict(), straight.model.state_dict()), (phase, order)
+
+
+# ---------------------------------------------------------------- properties a mutation review found unpinned
+
+def test_channels_last_cb_converts_weights_with_several_input_channels():
+    "A one-input-channel conv weight is channels-last and contiguous at once; with three channels only the conversion makes it so."
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8, generator=g), torch.randint(0, 4, (32,), generator=g)
+    dls = DataLoaders(DeviceImageLoader(x, y, bs=16, device='cpu'), DeviceImageLoader(x, y, bs=16, device='cpu'))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4*64, 4))
+    assert not model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    Learner(model, dls, F.cross_entropy, cbs=[TrainCB(), ChannelsLastCB()]).fit(1, valid=False)
+    w = model[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+
+def test_scheduler_of_another_class_is_refused_untouched(tmp_path):
+    "A StepLR checkpoint is not loaded into an ExponentialLR (their states would mix): refused, nothing changed."
+    from functools import partial
+    from torch.optim.lr_scheduler import ExponentialLR, StepLR
+    from miniai.learner import BatchSchedCB
+    def learner(sched_fn, seed):
+        set_seed(seed)
+        learn = Learner(tiny_model(), tiny_dls(seed), F.cross_entropy, cbs=[TrainCB(), BatchSchedCB(sched_fn)])
+        learn.fit(1, cbs=[SingleBatchCB()])
+        return learn
+    p = save_checkpoint(tmp_path/'step.pt', learner(partial(StepLR, step_size=2, gamma=0.5), 1))
+    target = learner(partial(ExponentialLR, gamma=0.9), 2)
+    weights, sched = {k: v.clone() for k, v in target.model.state_dict().items()}, target.sched.state_dict()
+    with pytest.raises(CheckpointError, match=r'scheduler 0\.BatchSchedCB is a StepLR in the checkpoint, a ExponentialLR here'):
+        load_checkpoint(p, target)
+    assert states_equal(weights, target.model.state_dict()) and target.sched.state_dict() == sched
+
+
+def test_nan_guard_starts_clean_in_the_next_fit():
+    "After a divergence is caught, a second fit at a sane learning rate runs: the guard forgets the bad batch."
+    learn = Learner(tiny_model(), tiny_dls(1), F.cross_entropy, cbs=[TrainCB(), NanGuardCB(every=4), InjectNaN(1)])
+    w0 = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match='batch 1'): learn.fit(1, valid=False)
+    learn.cbs = [cb for cb in learn.cbs if not isinstance(cb, InjectNaN)]
+    learn.model.load_state_dict(w0)
+    learn.fit(1, valid=False, lr=1e-3)   # every loss finite
+    assert torch.isfinite(learn.loss)
+
+
+def test_load_checkpoint_moves_the_ema_onto_a_replaced_model(tmp_path):
+    "`learn.model` replaced, then `load_checkpoint`: the EMA tracks the new model and lends it the saved average."
+    src = _trained_with_state(1)
+    ema = next(cb for cb in src.cbs if isinstance(cb, EMA))
+    with ema.average(): avg = {k: v.clone() for k, v in src.model.state_dict().items()}
+    p = save_checkpoint(tmp_path/'a.pt', src)
+    src.model = tiny_model()
+    load_checkpoint(p, src)
+    assert ema.model is src.model
+    with ema.average(): assert states_equal(src.model.state_dict(), avg)
+    assert not states_equal(src.model.state_dict(), avg)   # outside, the raw loaded weights

@@ -76,6 +76,7 @@ def test_image_db_mapping_round_trip():
     assert image_to_db(torch.tensor([-1., 0., 1.]), MEL).tolist() == [-80., -40., 0.]
     assert torch.allclose(image_to_db(db_to_image(d, MEL), MEL), d, atol=1e-4)
     assert db_to_image(torch.tensor([-200., 30.]), MEL).tolist() == [-1., 1.]
+    assert image_to_db(torch.tensor([-1.5, 1.5]), MEL).tolist() == [-80., 0.]   # raw sampler output is clipped to the range
 
 
 @pytest.mark.parametrize('freq', [440., 2500.])
@@ -139,6 +140,18 @@ def test_round_trip_metrics_known_values():
     speechy = speechy*torch.hann_window(MEL.n_samples)/2
     s = MEL.spectrogram(speechy)
     assert spectral_convergence(speechy, MEL.waveform(s, n_iter=32)) < spectral_convergence(speechy, MEL.waveform(s, n_iter=1))
+
+
+def test_griffin_lim_converges_with_momentum():
+    "Fast Griffin-Lim (momentum 0.99): a harmonic clip's round trip reaches spectral convergence below 0.36 in the default 32 iterations."
+    # measured: 0.30-0.33 over seeds 0-3 with momentum 0.99; plain Griffin-Lim (momentum 0) gives 0.39-0.43
+    x = sum(sine(f, MEL.n_samples, 8000, 1/(k+1)) for k, f in enumerate((220, 440, 660, 880, 1320, 1760)))[None]
+    x = x*torch.hann_window(MEL.n_samples)/2
+    s = MEL.spectrogram(x)
+    sc = []
+    for seed in range(4):
+        torch.manual_seed(seed); sc.append(spectral_convergence(x, MEL.waveform(s)).item())
+    assert MEL.n_iter == 32 and np.mean(sc) < 0.36, sc
 
 
 def test_uint8_storage_round_trip():
@@ -386,6 +399,35 @@ def test_evaluate_generation_scores_what_was_asked(monkeypatch):
         img, d = scored[k]
         assert torch.equal(img[:, 0, 0, 0].long(), d) and d.bincount().tolist() == [2]*10
     assert [(m, s) for m, _, s in asked] == [('uncond', 1.), ('cond', 1.), ('cond', 3.)]
+
+
+def test_evaluate_generation_draws_the_floor_clips_with_its_seed(monkeypatch):
+    "The floor's k clips per digit are a seeded random draw among that digit's training clips, not the first k."
+    import miniai.audio_diffusion as ad
+    picked = []
+    monkeypatch.setattr(ad, 'ImageEval', lambda *a, **k: None)
+    monkeypatch.setattr(ad, 'audio_scores', lambda ie, clf, spec, images, digits=None: picked.append(images[:, 0, 0, 0].long()) or {})
+    y = torch.arange(60) % 10                                   # six clips per digit
+    x = torch.arange(60).float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()   # each clip shows its index
+    dls = type('D', (), dict(train=[(x, y)], valid=[(x[:10], y[:10])]))()
+    cfg = {**ad.AUDIO_QUICK_CONFIG, 'n_per_digit': 2}
+    for seed in (0, 1): ad.evaluate_generation(ad.digit_classifier((4, 8)), None, None, dls, .5, cfg, seed=seed)
+    for seed, got in zip((0, 1), picked):
+        g = torch.Generator().manual_seed(seed)
+        want = torch.cat([torch.arange(d, 60, 10)[torch.randperm(6, generator=g)[:2]] for d in range(10)])
+        assert torch.equal(got, want)
+    assert not torch.equal(picked[0], picked[1])
+
+
+def test_audio_scores_fid_heard_scores_the_heard_spectrograms(monkeypatch):
+    "`fid` scores the images as generated, `fid_heard` their Griffin-Lim round trip."
+    import miniai.audio_diffusion as ad
+    images = torch.zeros(4, 1, 8, 8)
+    monkeypatch.setattr(ad, 'heard', lambda spec, x: x - 1)
+    class Eval:
+        def fid(self, x): return x.mean().item()
+    r = ad.audio_scores(Eval(), None, MEL, images)
+    assert r == dict(n=4, fid=0., fid_heard=-1.)
 
 
 @needs_fsdd

@@ -513,3 +513,36 @@ def test_lr_find_needs_no_validation_set():
     learn = Learner(nn.Linear(1, 1), NS(train=line_dls(400, 20).train), F.mse_loss, cbs=[TrainCB()])
     finder = learn.lr_find(show_plot=False)
     assert len(finder.losses) > 1
+
+
+# ---------------------------------------------------------------- properties a mutation review found unpinned
+def test_progress_cb_starts_a_new_log_each_fit():
+    "A second `fit` shows its own table and curve; only the LR finder keeps the last fit's log."
+    learn, prog = _mse(), ProgressCB(notebook=False, file=io.StringIO())
+    n = len(line_dls().train)
+    learn.fit(1, cbs=[MetricsCB(), prog])
+    learn.fit(1, cbs=[MetricsCB(), prog])
+    assert len(prog.losses) == n and [r['phase'] for r in prog.rows] == ['train', 'eval']
+    assert [x for x, _ in prog.val_losses] == [n]
+
+
+def test_progress_cb_reads_losses_every_plot_every_batches():
+    "The device losses are read once `plot_every` of them are pending, not one batch later."
+    class Count(Callback):
+        order = 65
+        def __init__(self): self.seen = []
+        def after_batch(self, learn):
+            if learn.training: self.seen.append(len(learn.progress.losses))
+    count = Count()
+    _mse().fit(1, valid=False, cbs=[ProgressCB(plot_every=2, notebook=False, file=io.StringIO()), count])
+    assert count.seen == [0, 2, 2, 4]
+
+
+def test_lr_finder_cb_cuts_validation_to_one_batch():
+    "Used directly in a fit, the finder runs one validation batch per epoch, then cancels the phase."
+    class CountValid(Callback):
+        def __init__(self): self.n = 0
+        def before_batch(self, learn): self.n += not learn.training
+    count = CountValid()
+    _mse(n_valid=4).fit(2, cbs=[LRFinderCB(show_plot=False), count])
+    assert len(line_dls(n_valid=4).valid) == 4 and count.n == 2

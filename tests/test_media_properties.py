@@ -3,6 +3,7 @@
 Each test checks a known value, an independent computation or an invariant, on tiny synthetic data (no data sets).
 """
 import math
+from functools import partial
 import numpy as np
 import pytest
 import torch
@@ -223,6 +224,22 @@ def test_diffusion_learner_drops_labels_with_p_uncond():
     fake.training, fake.batch = True, (torch.zeros(20000, 1), torch.zeros(20000, dtype=torch.long))
     drop.before_batch(fake)
     assert (fake.batch[1] == 10).float().mean().item() == pytest.approx(0.3, abs=0.02)
+
+
+@pytest.mark.parametrize('n_classes', [None, 10])
+def test_diffusion_learner_trains_with_the_given_sigma_data(n_classes):
+    "Both learners noise with the `sigma_data` asked for (sampling uses it too), not the module's default."
+    from miniai.diffusion.karras import SIGMA_DATA, noisify_karras
+    model = torch.nn.Linear(1, 1)
+    if n_classes: model.n_classes = n_classes
+    learn = diffusion_learner(model, _tiny_spectrogram_dls(), 0.3, precision=None, progress=False, device='cpu')
+    noisify = next(cb for cb in learn.cbs if type(cb).__name__ in ('NoisifyCB', 'CondNoisifyCB')).noisify
+    x0, sigma = torch.linspace(-1, 1, 16).view(2, 1, 2, 4), torch.tensor([1., 2.])
+    def run(f): torch.manual_seed(0); return f(x0, sigma=sigma)
+    (xt, c), target = run(noisify)
+    (xt_w, c_w), target_w = run(partial(noisify_karras, sigma_data=0.3))
+    assert torch.equal(xt, xt_w) and torch.equal(target, target_w) and SIGMA_DATA != 0.3
+    assert not torch.equal(target, run(partial(noisify_karras, sigma_data=SIGMA_DATA))[1])
 
 
 def test_train_audio_diffusion_returns_the_ema_weights(monkeypatch):

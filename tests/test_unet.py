@@ -336,6 +336,7 @@ def test_param_counts():
         assert n_params(EmbUNetModel(1, 1, (32, 64, 128, 256), 2, attn_chans=8, attn_start=1)) == 14_755_552 + 1
         assert n_params(EmbUNetModel(1, 1, (32, 64, 128, 256), 2, attn_chans=0, n_classes=10)) == 13_021_792 + 1 + 11*128
         assert n_params(EmbUNetModel(3, 3, (224, 448, 672, 896), 1)) == 175_946_400 + 3
+        assert n_params(UNetModel(1, 1, (32, 64, 128, 256), 2).requires_grad_(False)) == 12_315_745   # frozen ones too
 
 
 def test_resblock_count_formula():

@@ -141,3 +141,13 @@ def test_vae_forward_decodes_a_reparameterised_sample():
     torch.testing.assert_close(o.mu, mu); torch.testing.assert_close(o.logvar, lv)
     torch.testing.assert_close(o.recon, want)
     assert (o.recon - m.dec(mu)).abs().max() > 1e-2    # the sample is not the mean
+
+
+@pytest.mark.parametrize('cls', [Autoencoder, VAE])
+def test_init_is_kaiming_for_leaky_relu_0_2(cls):
+    "Weights drawn with std sqrt(2/((1 + 0.2²) fan_in)) (a plain-ReLU init would be 2% wider), biases zero."
+    torch.manual_seed(0)
+    m = cls()
+    w = m.enc[0][0].weight                                      # 400x784 weights: the std is known to ~0.1%
+    assert w.std().item() == pytest.approx(math.sqrt(2/1.04/784), rel=0.005)
+    assert all((l.bias == 0).all() for l in m.modules() if isinstance(l, torch.nn.Linear))
