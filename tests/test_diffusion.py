@@ -495,3 +495,25 @@ def test_cosine_ddim_sample_defaults_to_eta_one():
     run = lambda **kw: cosine_ddim_sample(f, (2, 1, 4, 4), 10, generator=3, **kw)
     default = run()
     assert torch.equal(default, run(eta=1.)) and (default - run(eta=0.)).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- properties a mutation review found unpinned
+
+def test_cosine_ddim_sample_uses_float64_alpha_bars():
+    "The cosine sampler equals `ddim_sample` with ᾱ = cos²(tπ/2) in Python floats, and dense grids stay strictly increasing."
+    m = lambda x, t: 0.1*x + t.view(-1, 1, 1, 1)
+    ts = cosine_timesteps(1000)
+    a = cosine_ddim_sample(m, (2, 1, 4, 4), steps=1000, eta=0., generator=0, clamp=None)
+    b = ddim_sample(m, (2, 1, 4, 4), ts.float(), [math.cos(t*math.pi/2)**2 for t in ts.tolist()], eta=0., generator=0, clamp=None)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert cosine_ddim_sample(lambda x, t: 0*x, (1, 1, 2, 2), steps=6000, eta=0., generator=0).isfinite().all()
+
+
+def test_ddim_sample_takes_alpha_bars_as_a_list_at_full_precision():
+    "ᾱ given as a Python list gives the same samples as the same values in a float64 tensor."
+    m = lambda x, t: 0.1*x
+    ts = cosine_timesteps(50)
+    ab = cosine_abar(ts)
+    a = ddim_sample(m, (2, 1, 4, 4), ts.float(), ab.tolist(), eta=0., generator=0)
+    b = ddim_sample(m, (2, 1, 4, 4), ts.float(), ab, eta=0., generator=0)
+    assert torch.equal(a, b)

@@ -544,3 +544,59 @@ def test_half_precision_denoisers_keep_large_noise_levels():
     torch.testing.assert_close(got.float(), want, rtol=2e-3, atol=0)
     g = GaussianDenoiser(MU, S)
     torch.testing.assert_close(g(x.half(), sigma).float(), gauss_denoiser(x, sigma), rtol=2e-3, atol=1e-3)
+
+
+# ---------------------------------------------------------------- properties a mutation review found unpinned
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_eps_denoiser_time_matches_atan_sigma_in_half_precision(dtype):
+    "σ -> ᾱ = 1/(1+σ²) -> t must stay right for small σ in half precision (1+σ² rounds to 1 there): t = (2/π) atan σ."
+    from miniai.diffusion.karras import EpsDenoiser
+    sig = [0.002, 0.01, 0.05, 1., 80.]
+    seen = []
+    D = EpsDenoiser(lambda x, t: seen.append(t.double()) or torch.zeros_like(x))
+    D(torch.ones(len(sig), 1, 2, 2, dtype=dtype), torch.tensor(sig))
+    want = torch.tensor([2/math.pi*math.atan(s) for s in sig], dtype=torch.float64)
+    torch.testing.assert_close(seen[0], want, rtol=0.01, atol=0)
+
+
+def test_scalings_keep_float64():
+    "A float64 σ gives float64 factors, equal to the formulas in Python floats."
+    sd = 0.5
+    s = torch.tensor([0.002, 0.1, 3.], dtype=torch.float64)
+    c_skip, c_out, c_in = scalings(s, sd)
+    assert c_skip.dtype == c_out.dtype == c_in.dtype == torch.float64
+    for i, v in enumerate(s.tolist()):
+        tv = v*v + sd*sd
+        assert c_skip[i].item() == pytest.approx(sd*sd/tv, rel=1e-12)
+        assert c_out[i].item() == pytest.approx(v*sd/math.sqrt(tv), rel=1e-12)
+        assert c_in[i].item() == pytest.approx(1/math.sqrt(tv), rel=1e-12)
+
+
+def test_documented_defaults():
+    "The defaults the docs and the lessons give (lesson 22's schedule, eta=1 DDIM/ancestral, w=1 guidance, band 2, clamp 1)."
+    import inspect
+    from miniai.diffusion import ddim, ddpm, guidance, ksamplers, noise_level
+    d = lambda f: {k: v.default for k, v in inspect.signature(f).parameters.items() if v.default is not inspect.Parameter.empty}
+    karras_schedule = dict(sigma_min=0.01, sigma_max=80., rho=7.)
+    assert d(sigmas_karras).items() >= karras_schedule.items()
+    assert d(ksamplers.sample).items() >= {**karras_schedule, 'steps': 20}.items()
+    assert d(ddpm.x0_from_eps)['clamp'] == 1.
+    assert d(ddim.ddim_sigma) == dict(eta=1., cutoff=0.) and d(ddim.ddim_step)['eta'] == 1.
+    assert d(noise_level.estimate_abar) == dict(band=2.)
+    assert d(noise_level.noise_level_ddim_sample).items() >= dict(eta=1., band=2., clamp=1., cutoff=0.01).items()
+    assert d(ksamplers.sample_euler_ancestral)['eta'] == d(ksamplers.get_ancestral_step)['eta'] == 1.
+    assert d(ksamplers.sample_dpmpp_2m_sde).items() >= dict(eta=1., s_noise=1.).items()
+    assert d(ksamplers.sample_heun).items() >= dict(s_churn=0., s_tmin=0., s_tmax=math.inf, s_noise=1.).items()
+    assert d(guidance.GuidedModel)['scale'] == 1.
+
+
+def test_sample_uses_the_karras_schedule_by_default():
+    "`sample(name, D, shape, steps)` is that sampler over `sigmas_karras(steps)` from σ_max-scaled noise."
+    from miniai.diffusion.ksamplers import GaussianDenoiser
+    D = GaussianDenoiser(0., .5)
+    got = sample('euler', D, (4, 1, 2, 2), steps=5, seed=3, device='cpu').x
+    g = torch.Generator().manual_seed(3)
+    sig = sigmas_karras(5)
+    want = sample_euler(D, torch.randn(4, 1, 2, 2, generator=g)*sig[0], sig)
+    torch.testing.assert_close(got, want)
