@@ -335,3 +335,12 @@ def test_shipped_clothing_sample_and_the_quick_fallback(tmp_path, monkeypatch, c
     monkeypatch.setenv('MINIAI_QUICK', '0')
     with pytest.raises(MissingDataError, match='sample=True'): load_image_set('clothing64')  # full size: no substitution
     with pytest.raises(ValueError, match='needs a named set with a shipped sample'): load_image_set('cifar10', sample=True)
+
+
+def test_image_dls_shuffle_follows_the_seed():
+    "The training loader's order is set by `seed`: the same seed repeats it, another seed changes it."
+    from miniai.images import ImageSet, image_dls
+    x = torch.arange(32, dtype=torch.uint8).view(32, 1, 1, 1).expand(32, 3, 2, 2).contiguous()
+    s = ImageSet(x, torch.arange(32), x[:4], torch.arange(4), [str(i) for i in range(32)], 'synthetic')
+    first = lambda seed: next(iter(image_dls(s, bs=8, device='cpu', seed=seed).train))[1]
+    assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
