@@ -458,3 +458,16 @@ def test_sample_grid_shows_8_rows_of_every_class(cond_checkpoint, tmp_path, monk
     monkeypatch.setattr(cli, 'save_image_grid', spy)
     sample_to_files(cond_checkpoint[0], tmp_path/'c', n=90, steps=2, bs=90, progress=False)
     assert grids == [(80, 10)]
+
+
+def test_cli_defaults_equal_the_api_defaults():
+    "`miniai train` / `miniai sample` without options do what `train_diffusion()` / `sample_to_files()` do."
+    import inspect
+    import miniai.cli as cli
+    rename = {'sampler': 'method', 'label': 'labels'}
+    for argv, f in ((['train'], cli.train_diffusion), (['sample', 'ck'], cli.sample_to_files)):
+        parsed = {rename.get(k, k): v for k, v in vars(cli._parser().parse_args(argv)).items()}
+        api = {k: v.default for k, v in inspect.signature(f).parameters.items() if v.default is not inspect.Parameter.empty}
+        shared = sorted(set(parsed) & set(api))
+        assert len(shared) >= 10, shared
+        assert {k: parsed[k] for k in shared} == {k: api[k] for k in shared}, f.__name__

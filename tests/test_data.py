@@ -698,3 +698,12 @@ def test_write_idx_is_byte_reproducible(tmp_path, monkeypatch):
     a = (tmp_path/'a.gz').read_bytes()
     assert a == (tmp_path/'b.gz').read_bytes() and a[4:8] == bytes(4)
     assert np.array_equal(md.read_idx(tmp_path/'a.gz'), arr)
+
+
+@needs_full
+def test_load_fashion_mnist_checks_the_cached_split_sizes(monkeypatch):
+    "The HF-format cache is opened with the known split sizes, so a damaged or foreign entry is rebuilt, not served."
+    seen = {}
+    monkeypatch.setattr(md, 'cached_dataset', lambda path, build, **kw: seen.update(kw))
+    md.load_fashion_mnist(FULL)
+    assert seen['sizes'] == md.FASHION_SIZES and set(md.FASHION_SIZES.values()) == {60000, 10000}
