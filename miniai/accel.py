@@ -338,7 +338,7 @@ def _check_training_state(learn):
     "The schedulers' states and the optimizer's settings must load with `weights_only=True` (checked in `before_fit` and at each save)."
     _check_loadable({k: s.state_dict() for k, s in _schedulers(learn).items()}, 'a learning-rate scheduler state')
     if learn.opt is not None:
-        _check_loadable([{k: v for k, v in g.items() if k != 'params'} for g in learn.opt.param_groups], "the optimizer's settings")
+        _check_loadable([{k: v for k, v in g.items() if k != 'params'} for g in learn.opt.param_groups], 'an optimizer parameter group')
 
 def _nonfinite(t: torch.Tensor) -> bool:
     "Whether a state tensor holds NaN or inf (sparse: its values; float8 and complex too; other dtypes never do)."
@@ -449,7 +449,7 @@ def _check_model(sd: dict, model: nn.Module, where: str):
     if probs: raise CheckpointError(f"{where} was saved from another model configuration; " + '; '.join(probs))
 
 def _check_opt(sd: dict, cls: str, opt, where: str):
-    if cls != type(opt).__name__: raise CheckpointError(f"{where} holds a {cls} optimizer state, this learner uses {type(opt).__name__}")
+    if cls != type(opt).__name__: raise CheckpointError(f"{where} holds the optimizer state of {cls}, this learner uses {type(opt).__name__}")
     groups, saved = opt.param_groups, sd['param_groups']
     if [len(g['params']) for g in groups] != [len(g['params']) for g in saved]:
         raise CheckpointError(f"{where}: optimizer parameter groups differ (sizes {[len(g['params']) for g in saved]} "
@@ -475,8 +475,11 @@ def _load_plan(ck: dict, learn, where: str) -> list:
     for k, s in scheds.items():
         if k not in ck['scheds']: skip(f'scheduler {k}', 'not in the checkpoint'); continue
         saved = ck['scheds'][k]
-        if saved['class'] != type(s).__name__ or set(saved['state']) != set(s.state_dict()):
-            raise CheckpointError(f"{where}: scheduler {k} is a {saved['class']} in the checkpoint, a {type(s).__name__} here")
+        if saved['class'] != type(s).__name__:
+            raise CheckpointError(f"{where}: scheduler {k} is {saved['class']} in the checkpoint, {type(s).__name__} here")
+        if set(saved['state']) != set(s.state_dict()):   # same class, other fields (another torch version, or a subclass)
+            raise CheckpointError(f"{where}: scheduler {k} ({saved['class']}) was saved with the fields "
+                                  f"{sorted(saved['state'])}, this one has {sorted(s.state_dict())}")
         plan.append((f'sched {k}', lambda s=s, st=saved['state']: s.load_state_dict(st)))
     for k in ck['scheds']:
         if k not in scheds: skip(f'scheduler {k}', 'no such scheduler callback in this learner')

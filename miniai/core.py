@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
-import importlib, numbers, os, random, socket, stat
+import importlib, numbers, os, random, socket, stat, threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,12 +98,34 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 # %% ../nbs/00_core.ipynb #b1f91bf9
+def _umask() -> int:
+    "The process's umask: read from Linux's `/proc` (nothing changes), else set and restored at once (the portable way)."
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError): pass
+    mask = os.umask(0); os.umask(mask)
+    return mask
+
 def _file_mode(path: Path) -> int:
     "Permission bits for a file written at `path`: those of the file there, else `0o666` less the umask (as `open` does)."
     try: return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError: pass
-    mask = os.umask(0); os.umask(mask)
-    return 0o666 & ~mask
+    except FileNotFoundError: return 0o666 & ~_umask()
+
+_writing, _writing_guard = {}, threading.Lock()   # absolute path -> [lock, number of threads using it]
+
+@contextmanager
+def _path_lock(path: Path):
+    "Hold a lock of this process private to `path` (created on demand, dropped when no thread needs it)."
+    key = os.path.abspath(path)
+    with _writing_guard:
+        entry = _writing.setdefault(key, [threading.RLock(), 0]); entry[1] += 1
+    try:
+        with entry[0]: yield
+    finally:
+        with _writing_guard:
+            entry[1] -= 1
+            if not entry[1]: del _writing[key]
 
 @contextmanager
 def atomic_write(path: str | Path,  # the file to (re)write
@@ -113,14 +135,15 @@ def atomic_write(path: str | Path,  # the file to (re)write
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        yield tmp
-        if fsync:
-            with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    with _path_lock(path):   # another thread writing `path` would share `tmp`
+        try:
+            yield tmp
+            if fsync:
+                with open(tmp, 'rb') as f: os.fsync(f.fileno())
+            os.chmod(tmp, _file_mode(path))
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists(): tmp.unlink()
 
 # %% ../nbs/00_core.ipynb #915a5e37
 def _pid_alive(pid: int) -> bool:

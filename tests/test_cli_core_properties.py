@@ -1,6 +1,7 @@
 "Properties of miniai.core, miniai.cli and miniai.distributed that a hand-made mutation check found unpinned by the other tests."
 import os
 import stat
+from pathlib import Path
 import pytest
 import torch
 from torch import nn
@@ -44,6 +45,41 @@ def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
     p.write_text('old'); os.chmod(p, 0o664)
     with atomic_write(p) as tmp: tmp.write_text('new')
     assert p.read_text() == 'new' and stat.S_IMODE(p.stat().st_mode) == 0o664
+
+
+@pytest.mark.skipif(not Path('/proc/self/status').exists(), reason='reads the umask from Linux /proc')
+def test_new_file_mode_reads_the_umask_without_setting_it(tmp_path, monkeypatch):
+    "The umask is read from /proc, never set and restored: meanwhile another thread's new files would get mode 0o666."
+    import miniai.core as core
+    old = os.umask(0o027)
+    try:
+        def no_umask(mask): raise AssertionError(f'os.umask({mask:#o}) called')
+        monkeypatch.setattr(core.os, 'umask', no_umask)
+        assert core._umask() == 0o027 and core._file_mode(tmp_path/'new.txt') == 0o640
+        with atomic_write(tmp_path/'new.txt') as tmp: tmp.touch(mode=0o600)   # a writer that makes its file private
+        assert stat.S_IMODE((tmp_path/'new.txt').stat().st_mode) == 0o640      # as `open` would have made it
+    finally:
+        monkeypatch.undo(); os.umask(old)
+
+
+def test_atomic_write_threads_writing_one_file_take_turns(tmp_path):
+    "Two threads rewriting one file share its temporary name: each write completes whole, none fails, no temporary is left."
+    import threading, time
+    p, errors = tmp_path/'f.bin', []
+    def writer(byte: bytes):
+        try:
+            for _ in range(8):
+                with atomic_write(p) as tmp:
+                    with open(tmp, 'wb') as f:
+                        f.write(byte*1000); f.flush(); time.sleep(0.005); f.write(byte*1000)
+                assert p.read_bytes() in (b'a'*2000, b'b'*2000)
+        except Exception as e: errors.append(e)
+    threads = [threading.Thread(target=writer, args=(b,)) for b in (b'a', b'b')]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    assert not errors and p.read_bytes() in (b'a'*2000, b'b'*2000) and [f.name for f in tmp_path.iterdir()] == ['f.bin']
+    import miniai.core as core
+    assert not core._writing   # the per-file locks are dropped once no thread writes
 
 
 def test_check_finite_refuses_inf_without_nan():
