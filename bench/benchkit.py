@@ -49,7 +49,7 @@ def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.A
     p.add_argument('--quick', action='store_true', help=f'CPU smoke test: {quick}')
     p.add_argument('--n', type=count(), nargs='+', default=[10_000, 2048], help='samples per score (smaller ones are prefixes)')
     p.add_argument('--batch', type=count(), default=2048, help='images per sampling batch')
-    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed + k)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (batch k uses seed `miniai.core.batch_seed(seed, k)`)')
     p.add_argument('--weights-dir', default=None, help=f"where trained {nets} are kept (default: cache_dir('models'))")
     p.add_argument('--data-dir', default=None, help='Fashion-MNIST folder (default: $MINIAI_DATA)')
     add_compile_arg(p)

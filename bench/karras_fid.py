@@ -17,7 +17,7 @@ What it does:
    sampling run eagerly), and the same U-Net with the cosine eps objective of
    notebook 08 (lr 4e-3, images in its [-0.5, 0.5]; samples doubled back to [-1, 1]) for the comparison rows (`--no-cosine` leaves them out of the table; `--models karras` or
    `--models cosine` trains and scores one of the two now, the other in a later run);
-2. draws `max(--n)` seeded samples per setting (batch k uses seed `--seed + k`; smaller n are prefixes, so the
+2. draws `max(--n)` seeded samples per setting (batch k uses seed `batch_seed(--seed, k)`; smaller n are prefixes, so the
    2048-sample scores use the first 2048 of the 10,000 samples) and scores them with notebook 05's evaluator
    (`fashion_image_eval`: the trained Fashion-MNIST classifier's 512-d features, the 10,000 test images as
    reference); "reals" are seeded random training images;
@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
 import torch
 from miniai.accel import EMA, synchronize
-from miniai.core import run_environment, cache_dir, default_device, set_seed
+from miniai.core import batch_seed, run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls
 from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
@@ -124,7 +124,7 @@ def train_or_load(kind: str, cfg: dict, args, results: dict):
 
 def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args,
          hi: float = 1.) -> tuple[torch.Tensor, int, float]:   # hi: the model's data range is [-hi, hi]
-    "`n` seeded samples in batches (batch k: seed + k), rescaled from [-hi, hi] and clamped to [-1, 1], on the CPU; also NFE per image and seconds."
+    "`n` seeded samples in batches (batch k: `batch_seed(seed, k)`), rescaled from [-hi, hi] and clamped to [-1, 1], on the CPU; also NFE per image and seconds."
     dev = default_device()
     amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda' and args.precision == 'bf16')
     out, nfe = [], 0
@@ -133,10 +133,10 @@ def draw(denoiser_or_model, sampler: str, steps: int, kw: dict, n: int, args,
         for k, i in enumerate(range(0, n, args.batch)):
             shape = (min(args.batch, n - i), 1, 32, 32)
             if sampler == 'ddim':   # the cosine model's own sampler (notebook 08)
-                g = torch.Generator(dev).manual_seed(args.seed + k)
+                g = torch.Generator(dev).manual_seed(batch_seed(args.seed, k))
                 x, nfe = cosine_ddim_sample(denoiser_or_model, shape, steps, generator=g, clamp=hi, **kw), steps - 1   # the grid ends at t=0: no call there
             else:
-                x, nfe = sample(sampler, denoiser_or_model, shape, steps=steps, seed=args.seed + k, device=dev, **kw)
+                x, nfe = sample(sampler, denoiser_or_model, shape, steps=steps, seed=batch_seed(args.seed, k), device=dev, **kw)
             out.append((x.float()/hi).clamp(-1, 1).cpu())
     synchronize()
     return torch.cat(out), nfe, time.perf_counter() - t0

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from miniai.accel import synchronize
 from miniai.cli import fid_evaluator
-from miniai.core import cache_dir, default_device, run_environment, set_seed
+from miniai.core import batch_seed, cache_dir, default_device, run_environment, set_seed
 from miniai.data import fashion_dls
 from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
@@ -124,13 +124,13 @@ class Float32(nn.Module):
 
 
 def draw(no_t: nn.Module, regressor: nn.Module | None, n: int, args) -> tuple[torch.Tensor, float]:
-    "`n` seeded samples (batch k: seed + k) from DDIM with the scheduled ᾱ (`regressor` None) or the regressor's; seconds."
+    "`n` seeded samples (batch k: `batch_seed(seed, k)`) from DDIM with the scheduled ᾱ (`regressor` None) or the regressor's; seconds."
     dev, out = default_device(), []
     amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda')
     synchronize(); t0 = time.perf_counter()
     with amp:
         for k, i in enumerate(range(0, n, args.batch)):
-            shape, g = (min(args.batch, n - i), 1, 32, 32), args.seed + k
+            shape, g = (min(args.batch, n - i), 1, 32, 32), batch_seed(args.seed, k)
             x = cosine_ddim_sample(no_t, shape, args.steps, eta=1., generator=g) if regressor is None else \
                 noise_level_ddim_sample(no_t, Float32(regressor), shape, args.steps, eta=1., generator=g)
             out.append(x.float().clamp(-1, 1).cpu())

@@ -26,7 +26,7 @@ What it measures:
    MLP starts with a BatchNorm that rescales each frequency; notebook 11). So the comparison is of the two networks
    as each is meant to be fed, not of one input through two networks.
    Each is sampled with the same sampler (LMS of order 3, 20 steps: the lesson's choice) from the same seeds: `max(--n)`
-   samples (batch k uses seed `--seed + k`); smaller n are prefixes, so the 2,048-sample FID uses the first 2,048
+   samples (batch k uses seed `batch_seed(--seed, k)`); smaller n are prefixes, so the 2,048-sample FID uses the first 2,048
    of the 10,000. Reported: parameters, final train/valid loss, training images/s (training phases of epochs
    2..N, timed with device synchronisation at epoch boundaries only), sampling images/s (10,000 images, bf16
    autocast on a GPU), FID and KID.
@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from bench.benchkit import count, add_models_arg, parse_bench_args, size_tag, small_nets, command_line, compile_callbacks, compile_mode, fid_bench_parser, fid_classifier_path, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
 from miniai.accel import CheckpointCB, MixedPrecision, synchronize
-from miniai.core import run_environment, cache_dir, default_device, set_seed
+from miniai.core import batch_seed, run_environment, cache_dir, default_device, set_seed
 from miniai.data import fashion_dls, fashion_mnist_arrays, FASHION_CLASSES
 from miniai.learner import Callback, Learner, MetricsCB, OneCycleCB, TrainCB, batch_size
 from miniai.diffusion.ddpm import diffusers_unet, init_ddpm
@@ -167,7 +167,7 @@ def sampler_kwargs(args) -> dict:
 
 
 def draw(model, n: int, args, labels: torch.Tensor | None = None, scale: float = 1.) -> tuple[torch.Tensor, float]:
-    "`n` seeded samples (batch k: seed + k) in [-1, 1] on the CPU, of classes `labels` with guidance `scale` if given."
+    "`n` seeded samples (batch k: `batch_seed(seed, k)`) in [-1, 1] on the CPU, of classes `labels` with guidance `scale` if given."
     dev = default_device()
     amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda')
     out = []
@@ -176,7 +176,7 @@ def draw(model, n: int, args, labels: torch.Tensor | None = None, scale: float =
         for k, i in enumerate(range(0, n, args.batch)):
             m = min(args.batch, n - i)
             net = model if labels is None else GuidedModel(model, labels[i:i+m], scale)
-            x = sample(args.sampler, net, (m, 1, 32, 32), steps=args.steps, seed=args.seed + k, device=dev, **sampler_kwargs(args)).x
+            x = sample(args.sampler, net, (m, 1, 32, 32), steps=args.steps, seed=batch_seed(args.seed, k), device=dev, **sampler_kwargs(args)).x
             out.append(x.float().clamp(-1, 1).cpu())
     synchronize()
     return torch.cat(out), time.perf_counter() - t0

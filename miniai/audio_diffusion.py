@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
-from .core import default_device, eval_mode
+from .core import batch_seed, default_device, eval_mode
 from .learner import Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from .accel import EMA, MixedPrecision, fused_opt_func, precision_callbacks
 from .models.resnet import fashion_classifier, classifier_accuracy
@@ -135,7 +135,7 @@ def generate_spectrograms(model: nn.Module,       # a trained network (`SimpleDi
                           shape: tuple[int, int, int] = MelSpec().shape, # (C, H, W) of one image
                           sampler: str = 'dpmpp_2m', steps: int = 50,
                           bs: int = 256,          # images per sampler call
-                          seed: int = 0,          # batch i uses seed + i
+                          seed: int = 0,          # batch i draws from seed `batch_seed(seed, i)`
                           progress: bool = False, # a progress bar over batches
                          ) -> Tensor:
     "Sample spectrogram images (n, C, H, W) in [-1, 1] on the CPU, unconditionally or for requested `digits`."
@@ -150,7 +150,7 @@ def generate_spectrograms(model: nn.Module,       # a trained network (`SimpleDi
     for i, start in enumerate(tqdm(range(0, n, bs), disable=not progress, desc='sampling')):
         b = min(bs, n - start)
         net = model if digits is None else GuidedModel(model, digits[start:start+b], scale)
-        x = sample(sampler, net, (b, *shape), steps=steps, seed=seed + i, sigma_data=sigma_data, device=device).x
+        x = sample(sampler, net, (b, *shape), steps=steps, seed=batch_seed(seed, i), sigma_data=sigma_data, device=device).x
         out.append(x.clamp(-1, 1).float().cpu())
     return torch.cat(out)
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from . import __version__
-from .core import atomic_write, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
+from .core import atomic_write, batch_seed, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
 from .data import DataError, fashion_dls, pil_8bit
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
@@ -33,10 +33,10 @@ from .images import IMAGE_SUFFIXES, images_to_float, images_to_uint8
 from .distributed import load_samples, save_samples
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'TRAIN_FILES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'batch_seed', 'sample_images',
-           'balanced_labels', 'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator',
-           'class_accuracy', 'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files',
-           'save_png_files', 'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
+__all__ = ['SCHEDULES', 'TRAIN_FILES', 'USER_ERRORS', 'recipe', 'make_sampler', 'sampler_nfe', 'sample_images', 'balanced_labels',
+           'save_image_grid', 'save_loss_plot', 'fid_classifier_file', 'fid_evaluator', 'class_accuracy',
+           'train_diffusion', 'save_trained', 'trained_config', 'load_trained', 'sample_to_files', 'save_png_files',
+           'load_sample_images', 'load_labels', 'fid_of_samples', 'main', 'console_main']
 
 # %% ../nbs/99_cli.ipynb #2826c310
 SCHEDULES = ('cosine', 'linear')
@@ -92,12 +92,6 @@ def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False,
     "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
     calls = recipe(schedule, quick)['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
     return calls * guidance_evals(guidance)
-
-def batch_seed(seed: int, # the seed of a whole sample set
-               k: int,    # the batch's number, from 0
-              ) -> int:
-    "Seed of batch `k` of a sample set drawn with `seed`: a different one for every (seed, k), so that no two sets share noise."
-    return int(np.random.SeedSequence([seed % 2**64, k]).generate_state(1, np.uint64)[0])
 
 def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `make_sampler`
                   n: int,              # number of images

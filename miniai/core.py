@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'env_flag', 'is_quick', 'quick',
-           'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode', 'hub_unreachable',
+__all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'batch_seed', 'env_flag', 'is_quick',
+           'quick', 'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode', 'hub_unreachable',
            'hub_offline_reason', 'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real',
            'check_positive', 'check_shape']
 
@@ -65,6 +65,13 @@ def set_seed(seed: int = 42, deterministic: bool = False):
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+# %% ../nbs/00_core.ipynb #e917f863
+def batch_seed(seed: int, # the seed of a whole sample set
+               k: int,    # the batch's number, from 0
+              ) -> int:
+    "Seed of batch `k` of a sample set drawn with `seed`: a different one for every (seed, k), so that no two sets share noise."
+    return int(np.random.SeedSequence([seed % 2**64, k]).generate_state(1, np.uint64)[0])
 
 # %% ../nbs/00_core.ipynb #706e234d
 def env_flag(name: str) -> bool:

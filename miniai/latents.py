@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import fused_opt_func, model_device, precision_callbacks
-from .core import atomic_write, check_finite, check_positive, default_device, eval_mode, hub_offline_reason
+from .core import atomic_write, batch_seed, check_finite, check_positive, default_device, eval_mode, hub_offline_reason
 from .data import DataLoaders
 from .fid import tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
@@ -354,13 +354,13 @@ def sample_batches(model: nn.Module,         # a network trained with `noisify_k
                    sampler: str = 'dpmpp_2m', # a name in `miniai.diffusion.ksamplers.SAMPLERS`
                    steps: int = 40,          # sampling steps
                    bs: int = 256,            # samples drawn at a time
-                   seed: int = 0,            # batch i uses seed `seed + i`
+                   seed: int = 0,            # batch i draws from seed `batch_seed(seed, i)`
                    progress: bool = True,
                   ) -> Tensor:
     "`n` samples (unclamped, float32 on the CPU) drawn in batches of `bs` with a Karras-schedule sampler."
     dev = model_device(model)
     with eval_mode(model):
-        out = [sample(sampler, model, (min(bs, n - s), *shape), steps=steps, seed=seed + i, sigma_data=sigma_data,
+        out = [sample(sampler, model, (min(bs, n - s), *shape), steps=steps, seed=batch_seed(seed, i), sigma_data=sigma_data,
                       device=dev).x.float().cpu()
                for i, s in enumerate(tqdm(range(0, n, bs), desc='sampling', disable=not progress))]
     return torch.cat(out)

@@ -328,10 +328,11 @@ class ZeroNet(torch.nn.Module):
 
 def test_generate_spectrograms_clamps_and_seeds_each_batch():
     from miniai.audio_diffusion import generate_spectrograms
+    from miniai.core import batch_seed
     from miniai.diffusion.ksamplers import sample
     m = ZeroNet()
     x = generate_spectrograms(m, 3, sigma_data=5., shape=(1, 8, 8), steps=3, bs=2, seed=4)
-    raw = torch.cat([sample('dpmpp_2m', m, (b, 1, 8, 8), steps=3, seed=4 + i, sigma_data=5., device='cpu').x for i, b in enumerate((2, 1))])
+    raw = torch.cat([sample('dpmpp_2m', m, (b, 1, 8, 8), steps=3, seed=batch_seed(4, i), sigma_data=5., device='cpu').x for i, b in enumerate((2, 1))])
     assert raw.abs().max() > 2                                        # unclamped samples leave [-1, 1] ...
     torch.testing.assert_close(x, raw.clamp(-1, 1))                  # ... the images do not
 
@@ -444,10 +445,11 @@ def test_pipeline_end_to_end_quick(tmp_path):
     assert all(np.isfinite(losses))
     specs = generate_spectrograms(model, digits=[3, 7], scale=2., sigma_data=sigma_data, steps=2, bs=1)
     assert specs.shape == (2, 1, 64, 64) and specs.dtype == torch.float32
-    # batch i is seeded with seed + i: the second clip is a guided sampling of digit 7 alone with seed 1
+    # batch i is seeded with batch_seed(seed, i): the second clip is a guided sampling of digit 7 alone with batch_seed(0, 1)
+    from miniai.core import batch_seed
     from miniai.diffusion.guidance import GuidedModel
     from miniai.diffusion.ksamplers import sample
-    alone = sample('dpmpp_2m', GuidedModel(model, torch.tensor([7]), 2.), (1, 1, 64, 64), steps=2, seed=1,
+    alone = sample('dpmpp_2m', GuidedModel(model, torch.tensor([7]), 2.), (1, 1, 64, 64), steps=2, seed=batch_seed(0, 1),
                    sigma_data=sigma_data, device='cpu').x.clamp(-1, 1)
     torch.testing.assert_close(specs[1:], alone)
     assert not torch.equal(specs[0], specs[1])

@@ -80,25 +80,27 @@ def test_karras_draw_reports_the_documented_nfe_of_every_full_setting(karras, on
         assert x.shape == (2, 1, 32, 32) and secs >= 0
 
 
-def test_karras_draw_batch_k_uses_seed_plus_k_and_the_setting_kwargs(karras, one_thread):
-    "`n` samples in batches of `--batch`: batch k is the sampler's draw from seed + k with the setting's kwargs; exactly n, on the CPU."
+def test_karras_draw_batch_k_uses_batch_seed_and_the_setting_kwargs(karras, one_thread):
+    "`n` samples in batches of `--batch`: batch k is the sampler's draw from `batch_seed(seed, k)` with the setting's kwargs; exactly n, on the CPU."
+    from miniai.core import batch_seed
     from miniai.diffusion.ksamplers import sample
     args = argparse.Namespace(batch=2, seed=7, precision='fp32')
     x, nfe, _ = karras.draw(shrink, 'euler_ancestral', 3, {'eta': 0.5}, 5, args)
-    want = [sample('euler_ancestral', shrink, (m, 1, 32, 32), steps=3, seed=7 + k, device='cpu', eta=0.5).x
+    want = [sample('euler_ancestral', shrink, (m, 1, 32, 32), steps=3, seed=batch_seed(7, k), device='cpu', eta=0.5).x
             for k, m in enumerate((2, 2, 1))]
     assert x.shape == (5, 1, 32, 32) and x.device.type == 'cpu' and nfe == 3
     torch.testing.assert_close(x, torch.cat(want).clamp(-1, 1))
     assert not torch.equal(want[0][0], want[1][0])   # (the seeds do differ)
 
 
-def test_karras_draw_ddim_batches_use_seed_plus_k(karras, one_thread):
-    "The cosine model's own DDIM: batch k from a generator seeded seed + k, with the setting's eta."
+def test_karras_draw_ddim_batches_use_batch_seed(karras, one_thread):
+    "The cosine model's own DDIM: batch k from a generator seeded `batch_seed(seed, k)`, with the setting's eta."
+    from miniai.core import batch_seed
     from miniai.diffusion.cosine import cosine_ddim_sample
     eps = lambda x, t: 0.3 * x
     args = argparse.Namespace(batch=3, seed=11, precision='fp32')
     x, nfe, _ = karras.draw(eps, 'ddim', 5, {'eta': 1.}, 4, args)
-    want = [cosine_ddim_sample(eps, (m, 1, 32, 32), 5, eta=1., generator=torch.Generator().manual_seed(11 + k))
+    want = [cosine_ddim_sample(eps, (m, 1, 32, 32), 5, eta=1., generator=torch.Generator().manual_seed(batch_seed(11, k)))
             for k, m in enumerate((3, 1))]
     torch.testing.assert_close(x, torch.cat(want).clamp(-1, 1))
     assert nfe == 4
@@ -106,11 +108,12 @@ def test_karras_draw_ddim_batches_use_seed_plus_k(karras, one_thread):
 
 def test_karras_draw_of_a_half_range_model_clamps_x0_there_and_doubles_the_samples(karras, one_thread):
     "hi=0.5 (the cosine model's [-0.5, 0.5]): DDIM clamps x0-hat to +-0.5 and the samples are divided by 0.5; Karras samplers too."
+    from miniai.core import batch_seed
     from miniai.diffusion.cosine import cosine_ddim_sample
     eps = lambda x, t: -2. * x
     args = argparse.Namespace(batch=4, seed=5, precision='fp32')
     x, _, _ = karras.draw(eps, 'ddim', 5, {'eta': 1.}, 4, args, hi=0.5)
-    want = cosine_ddim_sample(eps, (4, 1, 32, 32), 5, eta=1., generator=torch.Generator().manual_seed(5), clamp=0.5)/0.5
+    want = cosine_ddim_sample(eps, (4, 1, 32, 32), 5, eta=1., generator=torch.Generator().manual_seed(batch_seed(5, 0)), clamp=0.5)/0.5
     assert want.abs().max() == 1 and (want.abs() < 1).any()
     torch.testing.assert_close(x, want)
     y, _, _ = karras.draw(lambda x, s: torch.full_like(x, 0.25), 'euler', 4, {}, 4, args, hi=0.5)
@@ -126,7 +129,8 @@ def test_unet_draw_uses_lms_of_the_lessons_order_3_by_default(load_script, monke
     args = unet.parse_args(['--quick', '--batch', '2', '--out', 'x.json'])
     assert args.lms_order == 3 and unet.sampler_kwargs(args) == {'order': 3}
     unet.draw(lambda x, s: x, 3, args)
-    assert seen == [('lms', args.steps, args.seed, {'order': 3}), ('lms', args.steps, args.seed + 1, {'order': 3})]
+    from miniai.core import batch_seed
+    assert seen == [('lms', args.steps, batch_seed(args.seed, k), {'order': 3}) for k in (0, 1)]   # batch k: batch_seed(seed, k)
     seen.clear(); unet.draw(lambda x, s: x, 2, unet.parse_args(['--quick', '--batch', '2', '--sampler', 'euler', '--out', 'x.json']))
     assert seen[0][3] == {}
     assert 'Sampler: lms order 3, 20 steps' in unet.markdown(dict(config=dict(n=[64], sampler='lms', sampler_kwargs={'order': 3}, steps=20),
@@ -650,7 +654,8 @@ def test_noise_level_regressor_mse_is_measured_in_eval_mode_on_seeded_noisings(n
 
 
 def test_noise_level_draw_routes_the_regressor_and_seeds_batches(nl, monkeypatch):
-    "Naive rows: DDIM with the schedule; corrected rows: DDIM with the float32-wrapped regressor; both eta 1, `--steps`, batch k seed + k, clamped, n exactly."
+    "Naive rows: DDIM with the schedule; corrected rows: DDIM with the float32-wrapped regressor; both eta 1, `--steps`, batch k seeded `batch_seed(seed, k)`, clamped, n exactly."
+    from miniai.core import batch_seed
     calls = []
     def ddim(model, shape, steps, eta, generator): calls.append(('ddim', model, None, shape, steps, eta, generator)); return torch.full(shape, 5.)
     def nl_ddim(model, level, shape, steps, eta, generator): calls.append(('nl', model, level, shape, steps, eta, generator)); return torch.full(shape, -5.)
@@ -660,12 +665,12 @@ def test_noise_level_draw_routes_the_regressor_and_seeds_batches(nl, monkeypatch
     x, _ = nl.draw(no_t, None, 10, args)
     assert torch.equal(x, torch.ones(10, 1, 32, 32))
     assert [(c[0], c[1].tag, c[3], c[4], c[5], c[6]) for c in calls] == \
-        [('ddim', 'no_t', (m, 1, 32, 32), 100, 1., 3 + k) for k, m in enumerate((4, 4, 2))]
+        [('ddim', 'no_t', (m, 1, 32, 32), 100, 1., batch_seed(3, k)) for k, m in enumerate((4, 4, 2))]
     calls.clear()
     x, _ = nl.draw(no_t, reg, 5, args)
     assert torch.equal(x, -torch.ones(5, 1, 32, 32))
     assert [(c[0], c[1].tag, type(c[2]).__name__, c[2].model.tag, c[3], c[5], c[6]) for c in calls] == \
-        [('nl', 'no_t', 'Float32', 'reg', (m, 1, 32, 32), 1., 3 + k) for k, m in enumerate((4, 1))]
+        [('nl', 'no_t', 'Float32', 'reg', (m, 1, 32, 32), 1., batch_seed(3, k)) for k, m in enumerate((4, 1))]
 
 
 @pytest.fixture
