@@ -66,7 +66,7 @@ def set_seed(seed: int = 42, deterministic: bool = False):
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
-# %% ../nbs/00_core.ipynb #e917f863
+# %% ../nbs/00_core.ipynb #59498a93
 def batch_seed(seed: int, # the seed of a whole sample set
                k: int,    # the batch's number, from 0
               ) -> int:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import miniai.data as md
+from miniai.core import batch_seed
 from miniai.data import CorruptDataError, MissingDataError
 from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
                           log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,
@@ -328,7 +329,6 @@ class ZeroNet(torch.nn.Module):
 
 def test_generate_spectrograms_clamps_and_seeds_each_batch():
     from miniai.audio_diffusion import generate_spectrograms
-    from miniai.core import batch_seed
     from miniai.diffusion.ksamplers import sample
     m = ZeroNet()
     x = generate_spectrograms(m, 3, sigma_data=5., shape=(1, 8, 8), steps=3, bs=2, seed=4)
@@ -446,7 +446,6 @@ def test_pipeline_end_to_end_quick(tmp_path):
     specs = generate_spectrograms(model, digits=[3, 7], scale=2., sigma_data=sigma_data, steps=2, bs=1)
     assert specs.shape == (2, 1, 64, 64) and specs.dtype == torch.float32
     # batch i is seeded with batch_seed(seed, i): the second clip is a guided sampling of digit 7 alone with batch_seed(0, 1)
-    from miniai.core import batch_seed
     from miniai.diffusion.guidance import GuidedModel
     from miniai.diffusion.ksamplers import sample
     alone = sample('dpmpp_2m', GuidedModel(model, torch.tensor([7]), 2.), (1, 1, 64, 64), steps=2, seed=batch_seed(0, 1),

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+from miniai.core import batch_seed
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -82,7 +83,6 @@ def test_karras_draw_reports_the_documented_nfe_of_every_full_setting(karras, on
 
 def test_karras_draw_batch_k_uses_batch_seed_and_the_setting_kwargs(karras, one_thread):
     "`n` samples in batches of `--batch`: batch k is the sampler's draw from `batch_seed(seed, k)` with the setting's kwargs; exactly n, on the CPU."
-    from miniai.core import batch_seed
     from miniai.diffusion.ksamplers import sample
     args = argparse.Namespace(batch=2, seed=7, precision='fp32')
     x, nfe, _ = karras.draw(shrink, 'euler_ancestral', 3, {'eta': 0.5}, 5, args)
@@ -95,7 +95,6 @@ def test_karras_draw_batch_k_uses_batch_seed_and_the_setting_kwargs(karras, one_
 
 def test_karras_draw_ddim_batches_use_batch_seed(karras, one_thread):
     "The cosine model's own DDIM: batch k from a generator seeded `batch_seed(seed, k)`, with the setting's eta."
-    from miniai.core import batch_seed
     from miniai.diffusion.cosine import cosine_ddim_sample
     eps = lambda x, t: 0.3 * x
     args = argparse.Namespace(batch=3, seed=11, precision='fp32')
@@ -108,7 +107,6 @@ def test_karras_draw_ddim_batches_use_batch_seed(karras, one_thread):
 
 def test_karras_draw_of_a_half_range_model_clamps_x0_there_and_doubles_the_samples(karras, one_thread):
     "hi=0.5 (the cosine model's [-0.5, 0.5]): DDIM clamps x0-hat to +-0.5 and the samples are divided by 0.5; Karras samplers too."
-    from miniai.core import batch_seed
     from miniai.diffusion.cosine import cosine_ddim_sample
     eps = lambda x, t: -2. * x
     args = argparse.Namespace(batch=4, seed=5, precision='fp32')
@@ -129,7 +127,6 @@ def test_unet_draw_uses_lms_of_the_lessons_order_3_by_default(load_script, monke
     args = unet.parse_args(['--quick', '--batch', '2', '--out', 'x.json'])
     assert args.lms_order == 3 and unet.sampler_kwargs(args) == {'order': 3}
     unet.draw(lambda x, s: x, 3, args)
-    from miniai.core import batch_seed
     assert seen == [('lms', args.steps, batch_seed(args.seed, k), {'order': 3}) for k in (0, 1)]   # batch k: batch_seed(seed, k)
     seen.clear(); unet.draw(lambda x, s: x, 2, unet.parse_args(['--quick', '--batch', '2', '--sampler', 'euler', '--out', 'x.json']))
     assert seen[0][3] == {}
@@ -655,7 +652,6 @@ def test_noise_level_regressor_mse_is_measured_in_eval_mode_on_seeded_noisings(n
 
 def test_noise_level_draw_routes_the_regressor_and_seeds_batches(nl, monkeypatch):
     "Naive rows: DDIM with the schedule; corrected rows: DDIM with the float32-wrapped regressor; both eta 1, `--steps`, batch k seeded `batch_seed(seed, k)`, clamped, n exactly."
-    from miniai.core import batch_seed
     calls = []
     def ddim(model, shape, steps, eta, generator): calls.append(('ddim', model, None, shape, steps, eta, generator)); return torch.full(shape, 5.)
     def nl_ddim(model, level, shape, steps, eta, generator): calls.append(('nl', model, level, shape, steps, eta, generator)); return torch.full(shape, -5.)
