@@ -158,13 +158,15 @@ def test_runbook_flop_counts_match_the_configs():
     from miniai.latents import conv_vae, train_flops_per_image
     from miniai.models.unet import EmbUNetModel
     from miniai.audio_diffusion import AUDIO_CONFIG, simple_diffusion
+    from miniai.diffusion.ddpm import diffusers_unet
     lf = bench('latent_fid')
     g = lambda f: f'{f/1e9:.1f}'
     doc = (Path(__file__).resolve().parents[1]/'docs'/'gpu_runbook.md').read_text().replace('\n', ' ')
     want = [f"{g(train_flops_per_image(conv_vae(**lf.FULL['vae'], image_size=64), (3, 64, 64), time_input=False))} GFLOPs per 64x64 image",
             f"{g(train_flops_per_image(EmbUNetModel(4, 4, **lf.FULL['unet']), (4, 16, 16)))} GFLOPs per 4x16x16 latent",
             f"{g(train_flops_per_image(EmbUNetModel(3, 3, **lf.pixel_unet_config(lf.FULL['unet'])), (3, 64, 64)))} GFLOPs per image",
-            f"{g(train_flops_per_image(simple_diffusion(AUDIO_CONFIG, 10), (1, 64, 64)))} GFLOPs per 64x64 spectrogram"]
+            f"{g(train_flops_per_image(simple_diffusion(AUDIO_CONFIG, 10), (1, 64, 64)))} GFLOPs per 64x64 spectrogram",
+            f"Fashion-MNIST U-Net ({train_flops_per_image(diffusers_unet(), (1, 32, 32))/1e9:.2f} GFLOPs per image)"]   # the rate's yardstick
     assert all(w in doc for w in want), [w for w in want if w not in doc]
 
 

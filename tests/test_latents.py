@@ -178,6 +178,13 @@ def test_train_flops_by_hand():
         def __init__(self): super().__init__(); self.c = nn.Conv2d(3, 5, 3, padding=1, bias=False).requires_grad_(False)
         def forward(self, x): return (self.c(x), x.mean())
     assert train_flops_per_image(Frozen(), (3, 8, 8), time_input=False) == 2*(2*3*5*9*8*8)
+    class ConvAttn(OneConv):   # then self-attention over the 64 pixels, d = 5, through the fused `F.scaled_dot_product_attention`
+        def forward(self, x, t):
+            h = self.c(x).flatten(2).transpose(1, 2)[:, None]   # (B, 1 head, L=64, d=5)
+            return F.scaled_dot_product_attention(h, h, h)
+    # attention is counted as its matrix products (on every torch version: 2.15 also counts the fused CPU kernel, 2.14 did not):
+    # forward q@k^T and p@v, 2*L*L*d each; backward twice that
+    assert train_flops_per_image(ConvAttn(), (3, 8, 8)) == 2*(2*3*5*9*8*8) + 3*(2*2*64*64*5)
 
 
 def test_latent_pipeline_end_to_end(tmp_path):
