@@ -43,7 +43,7 @@ def add_compile_arg(p: argparse.ArgumentParser):
 
 
 def fid_bench_parser(doc: str, quick: str, nets: str = 'networks') -> argparse.ArgumentParser:
-    "A parser with the options the FID benchmarks share: --out, --quick, --n, --batch, --seed, --weights-dir, --data-dir, --compile."
+    "A parser with the options the FID benchmarks share: --out, --quick, --n, --batch, --seed, --weights-dir, --data-dir, --compile, --full-nets."
     p = argparse.ArgumentParser(description=doc.split('\n')[0])
     p.add_argument('--out', required=True, help='JSON results file (a Markdown table is written next to it)')
     p.add_argument('--quick', action='store_true', help=f'CPU smoke test: {quick}')

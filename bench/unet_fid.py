@@ -5,7 +5,7 @@ to it; a run cut short, e.g. by a per-command time limit, continues where it sto
 
     python bench/unet_fid.py --out results/unet_fid.json
 
-CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny in-memory classifier, 20/10 samples,
+CPU smoke test of the same code (toy UNets, 1 epoch on 256 images, a tiny classifier (trained once, cached), 20/10 samples,
 4 sampling steps; the figures are meaningless):
 
     python bench/unet_fid.py --quick --out /tmp/unet_fid_quick.json

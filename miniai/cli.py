@@ -23,7 +23,7 @@ from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precisi
                           read_checkpoint, synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
-from .fid import ImageEval, check_images, fashion_image_eval
+from .fid import ImageEval, check_images, fashion_image_eval, tensor_hash
 from .diffusion.ddpm import (as_generator, check_clamp, ddpm_learner, ddpm_sample, diffusers_unet, init_ddpm, linear_schedule,
                                    noisify_ddpm)
 from .diffusion.ddim import check_ddim_noise, ddim_sample, ddim_timesteps
@@ -80,10 +80,10 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
         else:
             ts = ddim_timesteps(sched.n_steps, steps)
             f = lambda net, shape, g, p: ddim_sample(net, shape, ts, sched.abar[ts], eta=eta, generator=g, clamp=bound, progress=p)
-    def sampler(shape, g=None, labels=None, progress=False):
+    def sampler(shape, generator=None, labels=None, progress=False):
         if labels is not None and n_classes is None: raise ValueError("`labels` given for an unconditional model")
         net = model if labels is None else GuidedModel(model, labels, guidance)  # no labels: the null class
-        x = f(net, shape, g, progress) / hi
+        x = f(net, shape, generator, progress) / hi
         return x if bound <= hi else x.clamp(-1, 1)   # a looser x0-hat bound: clip the images
     return sampler
 
@@ -249,18 +249,25 @@ def _check_train_out(out: Path, force: bool, checkpoint: bool, cli: bool = False
         raise FileExistsError(f"the output folder {out} holds an earlier run ({', '.join(old)}): pass {flag} to overwrite "
                               f"it{cont}, or choose another folder")
 
-def _saved_history(path: Path | None, settings: dict) -> dict:
-    "Loss history of the run checkpointed at `path` (empty if there is none), after checking it trained with `settings`."
-    if path is None or not path.exists(): return dict(log=[], losses=torch.zeros(0))
+_RESTART = "move it away (or choose another output folder) to start a new run"   # how a refused checkpoint is set aside
+
+def _saved_run(path: Path | None) -> dict | None:
+    "What `train_diffusion` stored in the checkpoint at `path` (its settings and history), or None if there is none."
+    if path is None or not path.exists(): return None
     extra = read_checkpoint(path)['extra'] or {}
     if 'settings' not in extra:
         raise CheckpointError(f"{path} does not record the settings it was trained with (an older miniai wrote it), so "
-                              "resuming it cannot be checked: move it away, or choose another output folder, to start a new run")
-    saved = extra['settings']
-    diff = [f"{k} {saved.get(k)!r} (checkpoint) vs {v!r} (now)" for k, v in settings.items() if saved.get(k) != v]
+                              f"resuming it cannot be checked: {_RESTART}")
+    return extra
+
+def _check_saved_settings(path: Path, saved: dict | None, settings: dict):
+    "Refuse to resume the run `saved` at `path` (if any) unless it was trained with `settings`."
+    if saved is None: return
+    what = dict(data=' (a hash of the training images: another copy or subset, or the shipped sample standing in for a missing copy)')
+    diff = [f"{k} {saved['settings'].get(k)!r} (checkpoint) vs {v!r} (now){what.get(k, '')}"
+            for k, v in settings.items() if saved['settings'].get(k) != v]
     if diff: raise CheckpointError(f"{path} was trained with other settings: {', '.join(diff)}. Resume with the checkpoint's "
-                                   "settings, or move it away (or choose another output folder) to start a new run")
-    return extra['history']
+                                   f"settings, or {_RESTART}")
 
 # %% ../nbs/99_cli.ipynb #e2a098b6
 def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
@@ -299,7 +306,9 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
-    before = _saved_history(out/'checkpoint.pt' if checkpoint else None, settings)
+    saved = _saved_run(out/'checkpoint.pt' if checkpoint else None)
+    _check_saved_settings(out/'checkpoint.pt', saved, settings)
+    before = saved['history'] if saved else dict(log=[], losses=torch.zeros(0))
     out.mkdir(parents=True, exist_ok=True)
     r, device, t_start = recipe(schedule, quick), default_device(), time.perf_counter()
     # the FID classifier is checked (or trained, if missing) before the model, so that no training is wasted on it
@@ -307,6 +316,9 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     ie = (evaluator or fid_evaluator(quick, clf, data_dir, progress)) if n_fid else None
     set_seed(seed)
     dls = fashion_dls(bs=bs, data_dir=data_dir, value_range=r['value_range'], seed=seed, limit=limit)
+    # the training set itself (which copy, which subset: the shipped sample may stand in for a missing copy)
+    settings['data'] = tensor_hash(dls.train.images, dls.train.labels)[:16]
+    _check_saved_settings(out/'checkpoint.pt', saved, {'data': settings['data']})
     model = init_ddpm(diffusers_unet(**r['unet'], n_classes=n_classes))
     if schedule == 'cosine': noisify = noisify_cosine
     else:
@@ -316,7 +328,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     # the whole run's history: the checkpoint's epochs (if resumed) and this fit's
     history = lambda learn: dict(log=before['log'] + learn.metrics.history, losses=torch.cat([before['losses'], rec.values('loss')]))
     cbs = [ema, rec, *cbs] + ([CompileCB(None if compile == 'default' else compile)] if compile else [])
-    if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn))))
+    if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn)),
+                                           restart=_RESTART))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
     learn = cond_ddpm_learner(model, dls, noisify, p_uncond, **kw) if conditional else ddpm_learner(model, dls, noisify, **kw)
     if force and not checkpoint:   # once everything has loaded: the earlier run's checkpoint must not be resumed later
@@ -563,7 +576,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--p-uncond', type=float, default=0.1, help='with --conditional: probability of training without the label (default: %(default)s)')
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
-                   'resumes; the training settings must be the same)')
+                   'resumes; the training settings and images must be the same)')
     t.add_argument('--force', action='store_true', help='replace an earlier run in OUT: its files are overwritten, and its checkpoint.pt is deleted '
                    'as training starts (refused otherwise; with --checkpoint a matching checkpoint is continued, and one with other settings refused)')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')

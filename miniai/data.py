@@ -452,7 +452,7 @@ class DeviceImageLoader:
         self._epoch_state, self._pos, self._resume_pos, self._live = None, 0, 0, None
 
     @property
-    def dataset_len(self) -> int: return len(self.images)
+    def dataset_len(self) -> int: "Number of images it holds (not of batches)."; return len(self.images)
     @property
     def start_batch(self) -> int:
         "Index of the batch the next epoch starts at: 0, or where a loaded mid-epoch `state_dict` stopped."

@@ -399,7 +399,7 @@ ROWS = [
     ('diffusion.noise_level.noisify_noise_level', 'uint8 images', TypeError, '`x0` must be a float batch', _fp(lambda: noisify_noise_level(u8(2, 1, 4, 4)))),
     ('diffusion.noise_level.predict_abar', 'a 10-logit classifier as regressor', ValueError, 'must return one logit(ᾱ) per image (2), got (2, 10)', _fp(lambda: predict_abar(nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), torch.zeros(2, 1, 4, 4)))),
     ('diffusion.ddim.ddim_sample', 'shape (B,C,H) of 3 dims', ValueError, '`shape` must be (B, C, H, W)', _ddim(shape=(2, 1, 4))),
-    ('diffusion.ddim.ddim_sample', 'no time steps', ValueError, 'need at least one time step (`steps` >= 1)', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [], []))),
+    ('diffusion.ddim.ddim_sample', 'no time steps', ValueError, '`ts` must be a 1-D sequence of at least one time step', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [], []))),
     ('diffusion.ddim.ddim_sample', 'abars not increasing', ValueError, '`abars` must be finite, in (0, 1], and increase', _fp(lambda: ddim_sample(lambda x, t: x, (2, 1, 4, 4), [9, 5], [0.5, 0.1]))),
     ('diffusion.cosine.cosine_timesteps', 'steps=1', ValueError, '`steps` must be >= 2', _fp(lambda: cosine_timesteps(1))),
     ('diffusion.noise_level.noise_level_ddim_sample', 'model returns 1 channel for 3', ValueError, 'the model returned (2, 1, 4, 4) for samples of shape (2, 3, 4, 4)', _fp(lambda: noise_level_ddim_sample(lambda x, t: x[:, :1], nn.Sequential(nn.Flatten(), nn.Linear(48, 1)), (2, 3, 4, 4), steps=2))),

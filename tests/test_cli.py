@@ -262,6 +262,24 @@ def test_train_resume_refuses_other_settings(finished_run, monkeypatch, capsys):
     assert (tmp_path/'metrics.json').read_bytes() == metrics   # refused runs change nothing
 
 
+def test_train_resume_refuses_other_training_images(finished_run, monkeypatch):
+    "Same settings, other training images (another copy or subset of the data): refused before any training."
+    import re
+    import miniai.cli as cli
+    from miniai.accel import CheckpointError
+    from miniai.learner import Learner
+    saved = torch.load(finished_run/'checkpoint.pt', weights_only=True)['extra']['settings']['data']
+    assert re.fullmatch('[0-9a-f]{16}', saved)
+    def fail(*a, **k): raise AssertionError('trained before refusing')
+    monkeypatch.setattr(Learner, 'fit', fail)
+    real = cli.fashion_dls
+    def other(*a, **k):   # one image flipped: another copy of the data
+        dls = real(*a, **k); dls.train.images[0] = dls.train.images[0].flip(-1); return dls
+    monkeypatch.setattr(cli, 'fashion_dls', other)
+    with pytest.raises(CheckpointError, match=rf"data '{saved}' \(checkpoint\) vs '[0-9a-f]{{16}}' \(now\) \(a hash of the training images"):
+        cli.train_diffusion(out=finished_run, checkpoint=True, **TRAIN_KW)
+
+
 def test_train_finished_rerun_keeps_history(finished_run, monkeypatch):
     "Starting a finished `--checkpoint` run again trains nothing; metrics.json and loss.png keep every epoch's losses."
     from miniai.cli import train_diffusion

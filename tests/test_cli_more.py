@@ -155,6 +155,9 @@ def test_make_sampler_is_the_family_sampler(schedule, method, steps, eta, nfe):
             want = ddim_sample(_Eps(), SHAPE, ts, sched.abar[ts], eta=eta, generator=_g(), clamp=1.)
     torch.testing.assert_close(x, want, rtol=0, atol=0)
     if eta == 0: assert not torch.equal(x, make_sampler(_Eps(), schedule, method, steps, eta=1., quick=True)(SHAPE, _g()))
+    # the documented keyword names (`f(shape, generator, labels=None, progress=False)`) work as keywords too
+    kw = make_sampler(_Eps(), schedule, method, steps, eta=eta, quick=True)(shape=SHAPE, generator=_g(), labels=None, progress=False)
+    torch.testing.assert_close(kw, want, rtol=0, atol=0)
 
 
 def test_make_sampler_clamp_option_is_the_bound_of_x0_hat_and_the_images_stay_in_range():

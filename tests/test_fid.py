@@ -207,7 +207,7 @@ def test_image_eval_scores_agree_with_feature_functions():
 
 def test_image_eval_rejects_bad_samples():
     ie = ImageEval(small_feature_model(), images(20, 3))
-    with pytest.raises(ValueError, match='upper half'): ie.fid((images(32, 4) + 1) / 2)   # images in [0, 1]
+    with pytest.raises(ValueError, match='upper half.*`strict_range=False`'): ie.fid((images(32, 4) + 1) / 2)   # images in [0, 1]: names ImageEval's knob
     lenient = ImageEval(small_feature_model(), images(20, 3), strict_range=False)
     with pytest.warns(UserWarning, match=r'x \* 2 - 1'): assert np.isfinite(lenient.fid((images(32, 4) + 1) / 2))
     with pytest.raises(ValueError, match='outside the expected'): ie.fid(images(8, 4) * 127.5 + 127.5)

@@ -50,3 +50,14 @@ def test_the_lock_file_lies_within_the_ranges():
     rs, got = ranges(), pins('requirements-lock.txt')
     assert set(rs) <= set(got), set(rs) - set(got)
     for name, r in rs.items(): assert r.specifier.contains(got[name]), (name, str(got[name]), str(r.specifier))
+
+
+def test_every_module_docstring_is_a_whole_summary():
+    "nbdev makes a module's docstring of the first `> ` line of its notebook only: a summary wrapped over two lines was cut mid-sentence."
+    import importlib, pkgutil
+    import miniai
+    names = [m.name for m in pkgutil.walk_packages(miniai.__path__, 'miniai.') if not m.name.endswith('_modidx')]
+    docs = {n: (importlib.import_module(n).__doc__ or '').strip() for n in names}
+    cut = {n: d[-50:] for n, d in docs.items() if d and not d.endswith(('.', '?', '!'))}
+    assert not cut, cut
+    assert sum(bool(d) for d in docs.values()) >= 20   # the summaries are there at all

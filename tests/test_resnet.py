@@ -570,3 +570,14 @@ def test_importing_miniai_writes_nothing(tmp_path):
     env = {**os.environ, 'MINIAI_CACHE': str(tmp_path/'cache'), 'HF_HUB_OFFLINE': '1'}
     subprocess.run([sys.executable, '-c', code], env=env, check=True, timeout=300)
     assert not (tmp_path/'cache').exists()
+
+
+def test_missing_classifier_message_gives_a_command_that_parses(tmp_path, load_script):
+    "The refusal names a training command that the script accepts, saving the weights where they were looked for."
+    import re
+    from miniai.models.resnet import load_fashion_classifier
+    want = tmp_path/'none.safetensors'
+    with pytest.raises(FileNotFoundError) as e: load_fashion_classifier(want, device='cpu')
+    cmd = re.search(r"`python (bench/train_classifier\.py [^`]*)`", str(e.value)).group(1).split()
+    args = load_script(cmd[0]).parse_args(cmd[1:])
+    assert Path(args.save) == want and args.epochs == [20] and args.out

@@ -75,7 +75,7 @@ def ddim_sample(model: Callable,          # denoiser: `model(x_t, t) -> eps`
                ) -> Tensor:
     "DDIM sampling (Song et al. 2020) through time steps `ts` with alpha-bars `abars`, ending at alpha-bar 1."
     ts, abars = torch.as_tensor(ts), torch.as_tensor(abars, dtype=torch.float64)
-    if ts.ndim != 1 or len(ts) < 1: raise ValueError(f"need at least one time step (`steps` >= 1), got {tuple(ts.shape)}")
+    if ts.ndim != 1 or len(ts) < 1: raise ValueError(f"`ts` must be a 1-D sequence of at least one time step (e.g. `ddim_timesteps(n_steps, steps)`), got shape {tuple(ts.shape)}")
     if abars.shape != ts.shape: raise ValueError(f"`abars` must have one value per time step, got {len(abars)} for {len(ts)}")
     if not (torch.isfinite(abars).all() and (abars > 0).all() and (abars <= 1).all() and (abars.diff() > 0).all()):
         raise ValueError("`abars` must be finite, in (0, 1], and increase step by step (noisiest first)")

@@ -114,7 +114,7 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
                             callback: Callable | None = None, # called with dict(i, t, x, denoised, abar) after each step
                             cutoff: float = 0.01,   # no fresh noise where 1-ᾱ_next-σ² <= cutoff (the lesson's rule, `ddim_sigma`)
                            ) -> Tensor:
-    "DDIM on the cosine schedule where x0-hat uses each image's ᾱ as estimated by `level_model` (lesson 22); `steps` NFE."
+    "DDIM on the cosine schedule where x0-hat uses each image's ᾱ as estimated by `level_model` (lesson 22); `steps` calls of each network."
     if not band >= 1: raise ValueError(f"`band` must be >= 1, got {band}")
     check_ddim_noise(eta, cutoff)
     check_clamp(clamp)
