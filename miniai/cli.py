@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #053eb10e
 from __future__ import annotations
-import argparse, inspect, json, math, platform, re, sys, time
+import argparse, inspect, json, math, platform, re, sys, time, warnings
 import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
@@ -249,7 +249,7 @@ def _check_train_out(out: Path, force: bool, checkpoint: bool, cli: bool = False
         raise FileExistsError(f"the output folder {out} holds an earlier run ({', '.join(old)}): pass {flag} to overwrite "
                               f"it{cont}, or choose another folder")
 
-_RESTART = "move it away (or choose another output folder) to start a new run"   # how a refused checkpoint is set aside
+_RESTART = "move the checkpoint away (or choose another output folder) to start a new run"   # how a refused checkpoint is set aside
 
 def _saved_run(path: Path | None) -> dict | None:
     "What `train_diffusion` stored in the checkpoint at `path` (its settings and history), or None if there is none."
@@ -318,7 +318,10 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     dls = fashion_dls(bs=bs, data_dir=data_dir, value_range=r['value_range'], seed=seed, limit=limit)
     # the training set itself (which copy, which subset: the shipped sample may stand in for a missing copy)
     settings['data'] = tensor_hash(dls.train.images, dls.train.labels)[:16]
-    _check_saved_settings(out/'checkpoint.pt', saved, {'data': settings['data']})
+    if saved is not None and 'data' not in saved['settings']:   # written before miniai recorded it: resumed on trust
+        warnings.warn(f"{out/'checkpoint.pt'} does not record its training images (an older miniai wrote it): resuming "
+                      "it assumes they are these")
+    else: _check_saved_settings(out/'checkpoint.pt', saved, {'data': settings['data']})
     model = init_ddpm(diffusers_unet(**r['unet'], n_classes=n_classes))
     if schedule == 'cosine': noisify = noisify_cosine
     else:

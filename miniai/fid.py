@@ -4,9 +4,10 @@
 
 # %% ../nbs/05_fid.ipynb #2e86f484
 from __future__ import annotations
-import hashlib, re, warnings
+import hashlib, math, re, warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import torch
 from torch import nn, Tensor
 from safetensors.torch import save_file, load_file, safe_open
@@ -18,8 +19,9 @@ from .accel import model_device
 
 # %% auto #0
 __all__ = ['check_feats', 'feat_stats', 'trace_sqrt_product', 'frechet_distance', 'fid_from_feats', 'poly_kernel',
-           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'batched_features', 'tensor_hash', 'weights_hash',
-           'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor', 'floor_table']
+           'mmd2_unbiased', 'kid_from_feats', 'check_value_range', 'check_images', 'batched_features', 'tensor_hash',
+           'weights_hash', 'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor',
+           'floor_table']
 
 # %% ../nbs/05_fid.ipynb #86954d7d
 def check_feats(x: Tensor,        # feature matrix (n_samples, n_features), tensor or array
@@ -140,13 +142,22 @@ def kid_from_feats(a: Tensor, # features of the first set (n_a, d)
 def _map_hint(src: tuple, dst: tuple, x: str = 'x') -> str:
     "The expression that maps values `x` in [src] onto [dst], written as a person would (`x / 127.5 - 1`)."
     scale = (dst[1] - dst[0])/(src[1] - src[0])
-    shift = dst[0] - src[0]*scale
-    expr = x if scale == 1 else f"{x} * {scale:g}" if scale > 1 else f"{x} / {1/scale:g}"
+    shift = round(dst[0] - src[0]*scale, 9)   # rounding error is not a shift
+    expr = x if math.isclose(scale, 1) else f"{x} * {scale:g}" if scale > 1 else f"{x} / {1/scale:g}"
     return expr + ('' if shift == 0 else f" {'-' if shift < 0 else '+'} {abs(shift):g}")
 
-def _map_hints(sources: list, dst: tuple) -> str:
-    "'images in [a, b] need `expr`' for each source range other than `dst`, joined with commas."
-    return ', '.join(f"images in [{a:g}, {b:g}] need `{_map_hint((a, b), dst)}`" for a, b in sources if (a, b) != tuple(dst))
+def _map_hints(dst: tuple, sources: list, fits: Callable) -> str:
+    "'images in [a, b] need `expr`' for each source range other than `dst` that `fits(a, b)`, joined with commas."
+    return ', '.join(f"images in [{a:g}, {b:g}] need `{_map_hint((a, b), dst)}`" for a, b in sources
+                     if (a, b) != tuple(dst) and fits(a, b))
+
+def check_value_range(value_range: tuple) -> tuple[float, float]:
+    "`value_range` as two floats (low, high), finite with low < high; a clear error otherwise."
+    try: lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError): raise ValueError(f"`value_range` must be two numbers (low, high), got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}")
+    return lo, hi
 
 def check_images(x: Tensor,                     # images to check
                  shape: tuple = (1, 32, 32),    # expected (C, H, W)
@@ -156,7 +167,7 @@ def check_images(x: Tensor,                     # images to check
                  strict: bool = True,           # 16+ images all in the upper half of the range (images in [0, 1]) are an error
                 ):
     "Raise unless `x` is a finite float batch (N, *shape) within `value_range` (+- `tol`); warn on a narrow span."
-    lo_r, hi_r = value_range
+    lo_r, hi_r = value_range = check_value_range(value_range)
     if not isinstance(x, Tensor): raise TypeError(f"`{name}` must be a torch.Tensor of images, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"`{name}` must be float images in [{lo_r:g}, {hi_r:g}], got {x.dtype}"
@@ -179,17 +190,22 @@ def check_images(x: Tensor,                     # images to check
     if len(x) == 0: raise ValueError(f"`{name}` is empty")
     check_finite(x, name)
     lo, hi = (v.item() for v in x.detach().aminmax())
-    if lo < lo_r - tol or hi > hi_r + tol:
+    inside = lambda a, b: a >= lo_r - tol and b <= hi_r + tol   # images in [a, b] pass the range check
+    if lo < lo_r - tol or hi > hi_r + tol:   # hints only for the ranges that fail it
+        fix = ', '.join(filter(None, [_map_hints(value_range, [(0, 1), (0, 255)], lambda a, b: not inside(a, b)),
+                                      f"sampler outputs that overshoot need `x.clamp({lo_r:g}, {hi_r:g})`"]))
         raise ValueError(f"`{name}` values lie in [{lo:.3g}, {hi:.3g}], outside the expected [{lo_r:g}, {hi_r:g}] "
-                         f"(tolerance {tol:g}). I{_map_hints([(0, 1), (0, 255)], value_range)[1:]}; "
-                         f"sampler outputs that overshoot: `x.clamp({lo_r:g}, {hi_r:g})`.")
-    if strict and len(x) >= 16 and lo >= (lo_r + hi_r) / 2 and hi > lo:   # a constant batch says nothing about the range
+                         f"(tolerance {tol:g}): {fix}.")
+    mid = (lo_r + hi_r) / 2
+    if strict and len(x) >= 16 and lo >= mid and hi > lo:   # a constant batch says nothing about the range
+        fix = _map_hints(value_range, [(0, 1)], lambda a, b: a >= mid and inside(a, b)) or 'a scale or shift went astray'
         raise ValueError(f"all {len(x)} `{name}` lie in [{lo:.3g}, {hi:.3g}], the upper half of the expected [{lo_r:g}, {hi_r:g}]: "
-                         f"{_map_hints([(0, 1)], value_range) or 'a scale or shift went astray'}. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False` "
+                         f"{fix}. If these really are in [{lo_r:g}, {hi_r:g}], pass `strict=False` "
                          "(to an `ImageEval`: `strict_range=False`; Python API only).")
     if len(x) >= 16 and hi - lo < 0.55 * (hi_r - lo_r):
-        warnings.warn(f"`{name}` only spans [{lo:.3g}, {hi:.3g}] of the expected [{lo_r:g}, {hi_r:g}]: "
-                      f"{_map_hints([(0, 1), (-0.5, 0.5)], value_range)}.", stacklevel=2)
+        fix = _map_hints(value_range, [(0, 1), (-0.5, 0.5)], lambda a, b: inside(a, b) and b - a < 0.55 * (hi_r - lo_r))
+        warnings.warn(f"`{name}` only spans [{lo:.3g}, {hi:.3g}] of the expected [{lo_r:g}, {hi_r:g}]" + (f": {fix}." if fix else '.'),
+                      stacklevel=2)
 
 # %% ../nbs/05_fid.ipynb #482fa1cc
 def batched_features(model: nn.Module, # feature model: (B, C, H, W) images -> (B, ...) features
@@ -280,7 +296,7 @@ class ImageEval:
                  strict_range: bool = True,         # refuse 16+ images all in the upper half of the range (see `check_images`)
                 ):
         if bs < 1: raise ValueError(f"`bs` must be >= 1, got {bs}")
-        self.model, self.bs, self.img_shape, self.value_range = feature_model, bs, tuple(img_shape), tuple(value_range)
+        self.model, self.bs, self.img_shape, self.value_range = feature_model, bs, tuple(img_shape), check_value_range(value_range)
         self.strict_range, self.model_hash, self.layers_hash = strict_range, weights_hash(feature_model), _layers_hash(feature_model)
         self.device = model_device(feature_model)
         self.ref = self._reference(ref, cache).to(self.device if self.device.type != 'mps' else 'cpu')

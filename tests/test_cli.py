@@ -278,6 +278,16 @@ def test_train_resume_refuses_other_training_images(finished_run, monkeypatch):
     monkeypatch.setattr(cli, 'fashion_dls', other)
     with pytest.raises(CheckpointError, match=rf"data '{saved}' \(checkpoint\) vs '[0-9a-f]{{16}}' \(now\) \(a hash of the training images"):
         cli.train_diffusion(out=finished_run, checkpoint=True, **TRAIN_KW)
+    # a checkpoint from before the hash was recorded is resumed on trust, with a warning
+    monkeypatch.setattr(cli, 'fashion_dls', real)
+    ck = torch.load(finished_run/'checkpoint.pt', weights_only=True)
+    del ck['extra']['settings']['data']
+    torch.save(ck, finished_run/'checkpoint.pt')
+    monkeypatch.undo()   # fitting is allowed again: a finished run trains nothing
+    monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    with pytest.warns(UserWarning, match='does not record its training images'):
+        res = cli.train_diffusion(out=finished_run, checkpoint=True, **TRAIN_KW)
+    assert res['learn'].start_epoch == 1
 
 
 def test_train_finished_rerun_keeps_history(finished_run, monkeypatch):

@@ -473,3 +473,36 @@ def test_image_eval_cache_knows_the_layers_and_survives_a_damaged_file(tmp_path,
     with pytest.warns(UserWarning, match='cannot be read'): ImageEval(relu, ref, cache=True)
     p = tmp_path/'bad.safetensors'; p.write_bytes(b'not safetensors')
     with pytest.raises(ValueError, match='cannot be read as reference statistics'): ImageEval(relu, p)
+
+
+@pytest.mark.parametrize('rng', [(-1., 1.), (0., 1.), (-0.5, 0.5), (0., 255.), (2., 3.)])
+def test_range_hints_apply_to_the_expected_range(rng):
+    "Every `expr` a range message offers maps its source range onto `value_range`, and only sources that would raise it are named."
+    import re, warnings
+    lo, hi = rng
+    def hints(msg):   # (source range, expression) pairs of "images in [a, b] need `expr`"
+        return [((float(a), float(b)), e) for a, b, e in re.findall(r'images in \[(-?[\d.]+), (-?[\d.]+)\] need `([^`]+)`', msg)]
+    def check(msg, fails):
+        for (a, b), e in hints(msg):
+            assert torch.allclose(eval(e, {'x': torch.tensor([a, b])}), torch.tensor([lo, hi]), atol=1e-6), (msg, e)
+            assert fails(a, b), (rng, (a, b), msg)   # a source whose images would not raise this message is not named
+    inside = lambda a, b: a >= lo - 0.05 and b <= hi + 0.05
+    with pytest.raises(ValueError) as e: check_images(torch.full((4, 1, 32, 32), hi + 10*(hi - lo)), value_range=rng)
+    check(str(e.value), lambda a, b: not inside(a, b))
+    assert f'x.clamp({lo:g}, {hi:g})' in str(e.value)
+    up = torch.rand(16, 1, 32, 32)*(hi - lo)/2 + (lo + hi)/2
+    with pytest.raises(ValueError, match='upper half') as e: check_images(up, value_range=rng)
+    check(str(e.value), lambda a, b: a >= (lo + hi)/2 and inside(a, b))
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        check_images(torch.linspace(lo + 0.4*(hi - lo), lo + 0.6*(hi - lo), 16*1024).reshape(16, 1, 32, 32), value_range=rng, strict=False)
+    assert len(w) == 1 and 'only spans' in str(w[0].message)
+    check(str(w[0].message), lambda a, b: inside(a, b) and b - a < 0.55*(hi - lo))
+    assert (rng == (-1., 1.)) == ('`x * 2 - 1`' in str(w[0].message))
+
+
+@pytest.mark.parametrize('bad', [(0., 0.), (1., -1.), (0., float('nan')), (0., float('inf')), 'ab', (1, 2, 3)])
+def test_a_value_range_that_is_no_range_is_refused(bad):
+    "check_images and ImageEval refuse an empty, reversed or non-finite `value_range` (it crashed a hint with ZeroDivisionError)."
+    with pytest.raises(ValueError, match='value_range'): check_images(torch.zeros(4, 1, 32, 32), value_range=bad)
+    with pytest.raises(ValueError, match='value_range'): ImageEval(small_feature_model(), images(20, 3), value_range=bad)

@@ -576,8 +576,9 @@ def test_missing_classifier_message_gives_a_command_that_parses(tmp_path, load_s
     "The refusal names a training command that the script accepts, saving the weights where they were looked for."
     import re
     from miniai.models.resnet import load_fashion_classifier
-    want = tmp_path/'none.safetensors'
+    import shlex
+    want = tmp_path/'a folder with spaces'/'none.safetensors'   # a home folder may hold spaces: the command quotes it
     with pytest.raises(FileNotFoundError) as e: load_fashion_classifier(want, device='cpu')
-    cmd = re.search(r"`python (bench/train_classifier\.py [^`]*)`", str(e.value)).group(1).split()
+    cmd = shlex.split(re.search(r"`python (bench/train_classifier\.py [^`]*)`", str(e.value)).group(1))
     args = load_script(cmd[0]).parse_args(cmd[1:])
     assert Path(args.save) == want and args.epochs == [20] and args.out

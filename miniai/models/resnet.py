@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04_resnet.ipynb #8cd3331f
 from __future__ import annotations
-import json, os
+import json, os, shlex
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -189,7 +189,7 @@ def load_fashion_classifier(path: str | Path | None = None,   # default: `fashio
     path = Path(path) if path is not None else fashion_classifier_path()
     if not path.exists():
         raise FileNotFoundError(f"no trained Fashion-MNIST classifier at {path}: train one with nbs/04_resnet.ipynb or "
-                                f"`python bench/train_classifier.py --epochs 20 --out classifier.json --save {path}`, or point $MINIAI_CLASSIFIER "
+                                f"`python bench/train_classifier.py --epochs 20 --out classifier.json --save {shlex.quote(str(path))}`, or point $MINIAI_CLASSIFIER "
                                 "at one")
     cfg = json.loads(weights_metadata(path).get('fashion_classifier', '{}'))
     model = fashion_classifier(nfs=tuple(cfg.get('nfs', DEFAULT_NFS)), drop=cfg.get('drop', 0.1))
