@@ -16,7 +16,7 @@ import torch
 __all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'batch_seed', 'env_flag', 'is_quick',
            'quick', 'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode', 'hub_unreachable',
            'hub_offline_reason', 'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real',
-           'check_positive', 'check_shape']
+           'check_positive', 'check_value_range', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -249,6 +249,15 @@ def check_positive(v: Any, name: str, hint: str = '') -> float:
     "`v` as a float if it is one finite real number > 0 (see `to_real`), else a `ValueError` naming `name` (then `hint`)."
     if (f := to_real(v)) is None or not 0 < f < float('inf'): raise ValueError(f"{name} must be a finite number > 0{hint}, got {v!r}")
     return f
+
+def check_value_range(value_range: Any) -> tuple[float, float]:
+    "`value_range` as floats `(lo, hi)` if it is two finite real numbers with lo < hi (see `to_real`), else a `ValueError`."
+    try: pair = tuple(value_range)
+    except TypeError: pair = ()
+    lo, hi = (to_real(v) for v in pair) if len(pair) == 2 else (None, None)
+    if lo is None or hi is None or not -float('inf') < lo < hi < float('inf'):
+        raise ValueError(f"`value_range` must be finite (lo, hi) with lo < hi, got {value_range!r}")
+    return lo, hi
 
 def check_shape(x: torch.Tensor, shape: tuple, name: str = 'input'):
     "Raise `ValueError` if `x.shape` does not match `shape` (None in `shape` matches any size)."

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from fastcore.basics import patch
-from .core import cache_dir, check_int, default_device, is_quick, load_hub_dataset
+from .core import cache_dir, check_int, check_value_range, default_device, is_quick, load_hub_dataset
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
@@ -495,8 +495,7 @@ def _check_loader_inputs(images, labels, bs, pad, value_range, channels_last_inp
         labels = labels.long()
     if not isinstance(bs, int) or isinstance(bs, bool) or bs <= 0: raise ValueError(f"`bs` must be a positive int, got {bs!r}")
     if not isinstance(pad, int) or pad < 0: raise ValueError(f"`pad` must be an int >= 0, got {pad!r}")
-    lo, hi = value_range
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi): raise ValueError(f"`value_range` must be finite (lo, hi) with lo < hi, got {value_range!r}")
+    check_value_range(value_range)
     return images.contiguous(), labels
 
 # %% ../nbs/01_data.ipynb #7798a3c9

@@ -12,16 +12,15 @@ import torch
 from torch import nn, Tensor
 from safetensors.torch import save_file, load_file, safe_open
 from tqdm import tqdm
-from .core import atomic_write, cache_dir, check_finite, eval_mode
+from .core import atomic_write, cache_dir, check_finite, check_value_range, eval_mode
 from .data import FASHION_SIZES, DeviceImageLoader, fashion_mnist_arrays
 from .models.resnet import classifier_features, load_fashion_classifier
 from .accel import model_device
 
 # %% auto #0
 __all__ = ['check_feats', 'feat_stats', 'trace_sqrt_product', 'frechet_distance', 'fid_from_feats', 'poly_kernel',
-           'mmd2_unbiased', 'kid_from_feats', 'check_value_range', 'check_images', 'batched_features', 'tensor_hash',
-           'weights_hash', 'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor',
-           'floor_table']
+           'mmd2_unbiased', 'kid_from_feats', 'check_images', 'batched_features', 'tensor_hash', 'weights_hash',
+           'RefStats', 'ImageEval', 'fashion_fid_images', 'fashion_image_eval', 'real_image_floor', 'floor_table']
 
 # %% ../nbs/05_fid.ipynb #86954d7d
 def check_feats(x: Tensor,        # feature matrix (n_samples, n_features), tensor or array
@@ -151,14 +150,6 @@ def _map_hints(dst: tuple, sources: list, fits: Callable) -> str:
     return ', '.join(f"images in [{a:g}, {b:g}] need `{_map_hint((a, b), dst)}`" for a, b in sources
                      if (a, b) != tuple(dst) and fits(a, b))
 
-def check_value_range(value_range: tuple) -> tuple[float, float]:
-    "`value_range` as two floats (low, high), finite with low < high; a clear error otherwise."
-    try: lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError): raise ValueError(f"`value_range` must be two numbers (low, high), got {value_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"`value_range` must be finite with low < high, got {value_range!r}")
-    return lo, hi
-
 def check_images(x: Tensor,                     # images to check
                  shape: tuple = (1, 32, 32),    # expected (C, H, W)
                  value_range: tuple = (-1., 1.), # expected range of values
@@ -191,7 +182,7 @@ def check_images(x: Tensor,                     # images to check
     check_finite(x, name)
     lo, hi = (v.item() for v in x.detach().aminmax())
     inside = lambda a, b: a >= lo_r - tol and b <= hi_r + tol   # images in [a, b] pass the range check
-    if lo < lo_r - tol or hi > hi_r + tol:   # hints only for the ranges that fail it
+    if not inside(lo, hi):   # hints only for the ranges that fail it
         fix = ', '.join(filter(None, [_map_hints(value_range, [(0, 1), (0, 255)], lambda a, b: not inside(a, b)),
                                       f"sampler outputs that overshoot need `x.clamp({lo_r:g}, {hi_r:g})`"]))
         raise ValueError(f"`{name}` values lie in [{lo:.3g}, {hi:.3g}], outside the expected [{lo_r:g}, {hi_r:g}] "

@@ -340,7 +340,7 @@ ROWS = [
     ('resnet.random_flip', 'one image (C,H,W) instead of a batch', ValueError, 'random_flip expects an image batch (N, C, H, W)', _fp(lambda: random_flip(torch.zeros(1, 8, 8)))),
     ('resnet.random_erase', 'p=1.5', ValueError, '`p` must be a probability in [0, 1]', _fp(lambda: random_erase(torch.zeros(2, 1, 8, 8), p=1.5))),
     ('fid.ImageEval', 'bs=0', ValueError, '`bs` must be >= 1', _fp(lambda: ImageEval(nn.Flatten(), torch.randn(4, 2), bs=0))),
-    ('fid.ImageEval', 'value_range=(1, -1), reversed', ValueError, '`value_range` must be finite with low < high', _fp(lambda: ImageEval(nn.Flatten(), torch.randn(4, 2), value_range=(1, -1)))),
+    ('fid.ImageEval', 'value_range=(1, -1), reversed', ValueError, '`value_range` must be finite (lo, hi) with lo < hi', _fp(lambda: ImageEval(nn.Flatten(), torch.randn(4, 2), value_range=(1, -1)))),
     ('fid.ImageEval', 'ref of an unknown type (a list)', TypeError, '`ref` must be images, features, RefStats or a path', _fp(lambda: ImageEval(nn.Flatten(), [[0.]]))),
     ('fid.ImageEval', 'NaN in reference features', ValueError, '`reference features` contains 8 non-finite value(s)', _fp(lambda: ImageEval(nn.Flatten(), torch.full((4, 2), NAN)))),
     ('fid.check_feats', 'NaN features', ValueError, '`feats` contains', _fp(lambda: check_feats(torch.full((3, 2), NAN)))),
