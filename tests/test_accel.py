@@ -1252,3 +1252,44 @@ def test_load_checkpoint_moves_the_ema_onto_a_replaced_model(tmp_path):
     assert ema.model is src.model
     with ema.average(): assert states_equal(src.model.state_dict(), avg)
     assert not states_equal(src.model.state_dict(), avg)   # outside, the raw loaded weights
+
+
+def test_ema_shadow_is_detached():
+    "EMA's average is detached from autograd: no shadow tensor requires grad, and its state deep-copies."
+    import copy
+    m = nn.Linear(3, 2)
+    ema = EMA(); ema.track(m)
+    assert not any(s.requires_grad for s in ema.shadow)
+    copy.deepcopy(ema.state_dict())   # non-leaf tensors cannot be deep-copied
+
+
+def test_ema_state_refusal_names_unexpected():
+    "Loading an EMA state of another model names the missing and the unexpected parameters, each in its own list."
+    a, b = EMA(), EMA()
+    a.track(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))); b.track(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['1.weight', '1.bias'\]"): b.load_state_dict(a.state_dict())
+
+
+def test_checkpoint_without_loader_state_warns(tmp_path):
+    "A checkpoint without a loader's state (saved from plain lists) warns and skips that part for a loader that has one, not a TypeError."
+    from types import SimpleNamespace
+    data = [(torch.randn(4, 2), torch.randn(4, 1))]
+    a = Learner(nn.Linear(2, 1), SimpleNamespace(train=data, valid=data), cbs=[TrainCB()])
+    a.fit(1)
+    save_checkpoint(tmp_path/'c.pt', a)
+    g = torch.Generator().manual_seed(0)
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2), torch.randn(8, 1)), batch_size=4,
+                                     shuffle=True, generator=g)
+    b = Learner(nn.Linear(2, 1), SimpleNamespace(train=dl, valid=data), cbs=[TrainCB()])
+    b.fit(1)
+    with pytest.warns(UserWarning, match='train loader state not restored'): info = load_checkpoint(tmp_path/'c.pt', b)
+    assert 'train loader' not in info['loaded']
+
+
+def test_synchronize_waits_on_cuda(monkeypatch):
+    "`synchronize('cuda:0')` waits on that CUDA device (checked with a stand-in for `torch.cuda.synchronize`)."
+    import miniai.accel as A
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda d=None: calls.append(d))
+    A.synchronize('cuda:0')
+    assert calls == [torch.device('cuda:0')]

@@ -482,3 +482,48 @@ def test_write_wav_takes_a_mono_column_and_refuses_a_batch(tmp_path):
     back, rate = read_wav(tmp_path/'a.wav')
     assert rate == 8000 and back.shape == (800,)
     with pytest.raises(ValueError, match='must be one waveform'): write_wav(tmp_path/'b.wav', torch.stack([w, w]), 8000)
+
+
+def test_show_audio_displays(monkeypatch):
+    "show_audio displays its table in the notebook, not only returns it."
+    import IPython.display
+    from miniai.audio import show_audio
+    shown = []
+    monkeypatch.setattr(IPython.display, 'display', lambda *a, **k: shown.extend(a))
+    html = show_audio(torch.randn(2, 800) * 0.1, 8000)
+    assert shown == [html]
+
+
+@needs_fsdd
+def test_train_digit_classifier_default_device(monkeypatch):
+    "train_digit_classifier with `device=None` trains on `default_device()`."
+    import miniai.audio_diffusion as ad
+    dls = fsdd_dls(bs=32, limit=(64, 20), device='cpu', seed=0)
+    monkeypatch.setattr(ad, 'default_device', lambda: torch.device('cpu'))
+    clf, acc = ad.train_digit_classifier(dls, epochs=1, nfs=(4, 8), progress=False, device=None)
+    assert 0 <= acc <= 1 and next(clf.parameters()).device.type == 'cpu'
+
+
+def test_scores_table_formats_and_blanks():
+    "scores_table formats the scores a row has and leaves the missing ones empty."
+    from miniai.audio_diffusion import scores_table
+    t = scores_table({'real': dict(n=10, fid=1.234, fid_heard=0.5, accuracy=0.9, accuracy_heard=0.8), 'gen': dict(n=4, fid=2.)}, 0.95)
+    assert '| real | 10 | 1.23 | 0.50 | 90.0% | 80.0% |' in t
+    assert '| gen | 4 | 2.00 |  |  |  |' in t and '95.0%' in t
+
+
+def test_digit_features_smallest_classifier():
+    "digit_features takes the smallest classifier: one body layer and the 4-layer head."
+    from torch import nn
+    from miniai.audio_diffusion import digit_features
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dropout(), nn.Linear(2, 10), nn.BatchNorm1d(10))
+    feats = digit_features(m)
+    assert len(feats) == 2 and isinstance(feats[-1], nn.Flatten)
+
+
+def test_write_wav_accepts_full_scale_peak(tmp_path):
+    "write_wav takes `peak=1.` (full scale), which the round trip reads back at 1."
+    from miniai.audio import read_wav, write_wav
+    w = torch.sin(torch.linspace(0, 100, 800)) * 0.3
+    back, rate = read_wav(write_wav(tmp_path/'a.wav', w, 8000, peak=1.))
+    assert rate == 8000 and len(back) == 800 and abs(float(abs(back).max()) - 1) < 1e-3

@@ -146,3 +146,52 @@ def test_to_real_and_check_int():
     for bad, err in ((2.0, TypeError), (True, TypeError), ('3', TypeError), (0, ValueError), (torch.tensor(2.), TypeError),
                      (torch.tensor([1, 2]), TypeError), (torch.tensor(True), TypeError)):
         with pytest.raises(err, match='`n` must be'): check_int(bad, 'n', 1)
+
+
+def test_set_seed_takes_seeds_beyond_32_bits():
+    "`seed % 2**32`: a 64-bit seed seeds NumPy like its low 32 bits (NumPy's legacy seed refuses >= 2**32)."
+    import numpy as np
+    from miniai.core import set_seed
+    set_seed(2**32 + 7); a = np.random.rand(3)
+    set_seed(7); b = np.random.rand(3)
+    assert np.array_equal(a, b)
+
+
+def test_pid_alive_does_not_signal_a_live_process():
+    "`os.kill(pid, 0)`: probing a live process sends it no signal (signal 1 would hang it up)."
+    import subprocess, sys, time
+    from miniai.core import _pid_alive
+    p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        assert _pid_alive(p.pid)
+        time.sleep(0.3)
+        assert p.poll() is None
+    finally:
+        p.kill(); p.wait()
+    assert not _pid_alive(p.pid)
+
+
+def test_hub_probe_port_and_proxy(monkeypatch):
+    "any one proxy variable skips the probe; without one, an https endpoint is probed on port 443."
+    import socket
+    from miniai.core import hub_unreachable, _PROXY_VARS
+    from huggingface_hub import constants
+    calls = []
+    def fake(addr, timeout=None): calls.append(addr); raise OSError('refused')
+    monkeypatch.setattr(socket, 'create_connection', fake)
+    monkeypatch.setattr(constants, 'ENDPOINT', 'https://hub.example')
+    for k in _PROXY_VARS: monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv('https_proxy', 'http://proxy:3128')
+    assert hub_unreachable() is None and calls == []
+    monkeypatch.delenv('https_proxy')
+    assert 'hub.example:443' in hub_unreachable() and calls == [('hub.example', 443)]
+
+
+def test_cache_dir_default_without_env(monkeypatch, tmp_path):
+    "with MINIAI_CACHE unset (or empty) the cache is ~/.cache/miniai (the tests always set it)."
+    from miniai.core import cache_dir
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.delenv('MINIAI_CACHE', raising=False)
+    assert cache_dir('fid') == tmp_path/'.cache'/'miniai'/'fid' and (tmp_path/'.cache'/'miniai'/'fid').is_dir()
+    monkeypatch.setenv('MINIAI_CACHE', '')
+    assert cache_dir() == tmp_path/'.cache'/'miniai'

@@ -707,3 +707,22 @@ def test_load_fashion_mnist_checks_the_cached_split_sizes(monkeypatch):
     monkeypatch.setattr(md, 'cached_dataset', lambda path, build, **kw: seen.update(kw))
     md.load_fashion_mnist(FULL)
     assert seen['sizes'] == md.FASHION_SIZES and set(md.FASHION_SIZES.values()) == {60000, 10000}
+
+
+def test_loader_refuses_channels_last_rgba():
+    "`images.shape[-1] in (1, 3, 4)`: an RGBA batch laid out (N, H, W, 4) is refused, not read as 4-pixel-wide images."
+    import numpy as np
+    with pytest.raises(ValueError, match='channels-last'): DeviceImageLoader(np.zeros((2, 8, 8, 4), np.uint8), None, device='cpu')
+    assert DeviceImageLoader(np.zeros((2, 8, 8, 4), np.uint8), None, device='cpu', channels_last_input=True).shape == (4, 8, 8)
+
+
+def test_image_to_hwc_layouts_and_default_range():
+    "`_image_to_hwc`: (1,H,W) and (H,W,1) greys become (H,W); RGBA (H,W,4) is accepted; floats with min 0 are read as [0, 1]."
+    import numpy as np
+    from miniai.data import _image_to_hwc
+    g = torch.tensor([[0., 0.5], [1., 0.25]])
+    for im in (g[None], g[..., None]):
+        np.testing.assert_allclose(_image_to_hwc(im), g.numpy())                 # min 0: [0, 1], unchanged
+    assert _image_to_hwc(torch.zeros(6, 5, 4)).shape == (6, 5, 4)               # RGBA, channels last
+    assert _image_to_hwc(torch.zeros(4, 4, 5)).shape == (4, 5, 4)               # RGBA, channels first
+    np.testing.assert_allclose(_image_to_hwc(torch.tensor([[-1., 1.]])), [[0., 1.]])   # a negative value: [-1, 1]

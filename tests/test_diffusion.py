@@ -517,3 +517,14 @@ def test_ddim_sample_takes_alpha_bars_as_a_list_at_full_precision():
     a = ddim_sample(m, (2, 1, 4, 4), ts.float(), ab.tolist(), eta=0., generator=0)
     b = ddim_sample(m, (2, 1, 4, 4), ts.float(), ab, eta=0., generator=0)
     assert torch.equal(a, b)
+
+
+def _zeros(x, t): return torch.zeros_like(x)
+
+
+def test_ddpm_sample_progress_flag(capsys):
+    "`disable=not progress`: no bar by default, a 'DDPM' bar with progress=True."
+    ddpm_sample(_zeros, (1, 1, 2, 2), linear_schedule(3), generator=0)
+    assert 'DDPM' not in capsys.readouterr().err
+    ddpm_sample(_zeros, (1, 1, 2, 2), linear_schedule(3), generator=0, progress=True)
+    assert 'DDPM' in capsys.readouterr().err

@@ -508,3 +508,35 @@ def test_a_value_range_that_is_no_range_is_refused(bad):
     "check_images and ImageEval refuse an empty, reversed or non-finite `value_range` (it crashed a hint with ZeroDivisionError)."
     with pytest.raises(ValueError, match='value_range'): check_images(torch.zeros(4, 1, 32, 32), value_range=bad)
     with pytest.raises(ValueError, match='value_range'): ImageEval(small_feature_model(), images(20, 3), value_range=bad)
+
+
+def test_out_of_range_message_names_the_0_1_source():
+    "sources `[(0, 1), (0, 255)]`: images outside [-0.5, 0.5] get the hints for both [0, 1] and [0, 255]."
+    with pytest.raises(ValueError) as e: check_images(torch.full((4, 1, 32, 32), 10.), value_range=(-0.5, 0.5))
+    assert 'images in [0, 1] need `x - 0.5`' in str(e.value) and 'images in [0, 255] need `x / 255 - 0.5`' in str(e.value)
+
+
+def test_batched_features_batch_size_one():
+    "`bs < 1`: bs=1 is a valid batch size and gives the same features as one big batch."
+    m, x = small_feature_model(d=6), images(5, 0)
+    assert torch.allclose(batched_features(m, x, bs=1), batched_features(m, x, bs=512))
+
+
+def test_reference_stats_warnings_only_for_files_without_model_record(tmp_path):
+    "`saved and not stats.model_hash`: a file written by ImageEval, or in-memory RefStats, load without warnings."
+    import warnings
+    m = small_feature_model(d=6)
+    ie = ImageEval(m, images(20, 0))
+    ie.ref.save(tmp_path/'ref.safetensors')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        ImageEval(m, tmp_path/'ref.safetensors')
+        ImageEval(m, RefStats.from_feats(torch.randn(20, 6, dtype=torch.float64)))
+    RefStats.from_feats(torch.randn(20, 6, dtype=torch.float64)).save(tmp_path/'anon.safetensors')
+    with pytest.warns(UserWarning, match='does not record its feature model'): ImageEval(m, tmp_path/'anon.safetensors')
+
+
+def test_real_image_floor_default_sizes():
+    "`sizes=(512, 2048, 10_000)`: the sizes docs/fid_floor tables are quoted for."
+    import inspect
+    assert inspect.signature(real_image_floor).parameters['sizes'].default == (512, 2048, 10_000)

@@ -166,3 +166,25 @@ def test_guided_model_moves_its_labels_to_the_images_device_once():
     before = g.labels
     g(x, torch.zeros(2, device='meta'))
     assert g.labels is before   # moved once, not at every call
+
+
+def test_label_accuracy_defaults_to_ten_classes():
+    "`n_classes: int = 10`: ten per-class entries by default, label 10 refused."
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    a = label_accuracy(clf, torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 9]))
+    assert len(a['per_class']) == 10
+    with pytest.raises(ValueError, match='0..9'): label_accuracy(clf, torch.randn(1, 1, 2, 2), torch.tensor([10]))
+
+
+def test_label_accuracy_casts_images_to_float():
+    "`.float()`: float64 (or half) images work with a float32 classifier."
+    clf = torch.nn.Linear(4, 4, bias=False)
+    with torch.no_grad(): clf.weight.copy_(torch.eye(4))
+    images = torch.nn.functional.one_hot(torch.tensor([0, 3]), 4).double()
+    assert label_accuracy(clf, images, torch.tensor([0, 3]), n_classes=4)['accuracy'] == 1.0
+
+
+def test_guidance_evals():
+    "`scale in (0, 1)`: one network evaluation at w = 0 or 1, two otherwise."
+    from miniai.diffusion.guidance import guidance_evals
+    assert [guidance_evals(w) for w in (0, 1, 0.5, 2, 3.)] == [1, 1, 2, 2, 2]

@@ -344,3 +344,12 @@ def test_image_dls_shuffle_follows_the_seed():
     s = ImageSet(x, torch.arange(32), x[:4], torch.arange(4), [str(i) for i in range(32)], 'synthetic')
     first = lambda seed: next(iter(image_dls(s, bs=8, device='cpu', seed=seed).train))[1]
     assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
+
+
+def test_as_rgb_nhwc_height_two():
+    "Channels-last images 2 pixels high are read as channels-last RGB, not as 2 channels."
+    import numpy as np
+    from miniai.images import _as_rgb
+    x = np.arange(2*2*5*3, dtype=np.uint8).reshape(2, 2, 5, 3)   # (N, H=2, W=5, C=3)
+    out = _as_rgb(x, 'test')
+    assert out.shape == (2, 3, 2, 5) and torch.equal(out, torch.as_tensor(x).permute(0, 3, 1, 2))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from miniai.diffusion.karras import (scalings, sample_sigmas, noisify_karras, denoise, sigmas_karras, KarrasDenoiser,
                                      noise_cond)
-from miniai.diffusion.ksamplers import (SAMPLERS, sample, sample_euler, sample_heun, sample_lms, sample_dpmpp_2m,
+from miniai.diffusion.ksamplers import (SAMPLERS, GaussianDenoiser, sample, sample_euler, sample_heun, sample_lms, sample_dpmpp_2m,
                                         sample_euler_ancestral, sample_dpmpp_2m_sde, lms_coeffs, get_ancestral_step,
                                         CountedDenoiser)
 
@@ -535,7 +535,6 @@ def test_eps_denoiser_maps_the_specs_ve_sigmas_to_cosine_times():
 
 def test_half_precision_denoisers_keep_large_noise_levels():
     "In float16, σ² + σ_d² overflows above σ ≈ 256: the factors are computed in float32, so D stays the float32 result."
-    from miniai.diffusion.ksamplers import GaussianDenoiser
     x, sigma = torch.full((2, 1, 2, 2), 300.), torch.tensor([300., 1000.])
     net = lambda xin, c: xin   # F(c_in x) = c_in x: D = c_skip x + c_out c_in x, all factors order 1 / order σ
     want = KarrasDenoiser(net, 0.66)(x, sigma)
@@ -593,10 +592,50 @@ def test_documented_defaults():
 
 def test_sample_uses_the_karras_schedule_by_default():
     "`sample(name, D, shape, steps)` is that sampler over `sigmas_karras(steps)` from σ_max-scaled noise."
-    from miniai.diffusion.ksamplers import GaussianDenoiser
     D = GaussianDenoiser(0., .5)
     got = sample('euler', D, (4, 1, 2, 2), steps=5, seed=3, device='cpu').x
     g = torch.Generator().manual_seed(3)
     sig = sigmas_karras(5)
     want = sample_euler(D, torch.randn(4, 1, 2, 2, generator=g)*sig[0], sig)
     torch.testing.assert_close(got, want)
+
+
+def test_sample_euler_no_progress_bar_by_default(capsys):
+    "`progress: bool = False`: the samplers print nothing unless asked."
+    sig = torch.tensor([2., 1., 0.])
+    sample_euler(GaussianDenoiser(0., 1.), torch.randn(2, 3), sig)
+    assert capsys.readouterr().err == ''
+    sample_euler(GaussianDenoiser(0., 1.), torch.randn(2, 3), sig, progress=True)
+    assert '2/2' in capsys.readouterr().err
+
+
+def test_sample_sigmas_accepts_std_in_0_1():
+    "`std >= 0`: std = 0 gives exp(mean) exactly, std = 0.5 is accepted."
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(sample_sigmas(5, mean=0., std=0., device='cpu', generator=g), torch.ones(5))
+    s = sample_sigmas(20_000, mean=0., std=0.5, device='cpu', generator=g)
+    assert abs(s.log().std().item() - 0.5) < 0.02
+
+
+def test_sample_takes_a_one_dimensional_shape():
+    "`len(shape) >= 1`: a batch of scalars (n,) is a valid shape."
+    r = sample('euler', GaussianDenoiser(0., 1.), (8,), steps=3, seed=0, device='cpu')
+    assert r.x.shape == (8,) and r.nfe == 3
+
+
+def test_sample_refuses_partly_non_finite_result_of_custom_sampler():
+    "`not torch.isfinite(x).all()`: one NaN from a custom sampler is refused, not only an all-NaN batch."
+    def half_nan(denoiser, x, sigmas, **kw):
+        x = denoiser(x, x.new_full((len(x),), float(sigmas[0])))
+        x[0] = float('nan')
+        return x
+    with pytest.raises(FloatingPointError, match=r'after 1 model evaluations'):
+        sample(half_nan, GaussianDenoiser(0., 1.), (4, 3), steps=3, seed=0, device='cpu')
+    ok = lambda denoiser, x, sigmas, **kw: denoiser(x, x.new_full((len(x),), float(sigmas[0])))
+    assert torch.isfinite(sample(ok, GaussianDenoiser(0., 1.), (4, 3), steps=3, seed=0, device='cpu').x).all()
+
+
+def test_sample_no_progress_bar_by_default(capsys):
+    "`progress: bool = False` in `sample`."
+    sample('euler', GaussianDenoiser(0., 1.), (2, 3), steps=2, seed=0, device='cpu')
+    assert capsys.readouterr().err == ''

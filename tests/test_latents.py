@@ -396,3 +396,11 @@ def test_a_damaged_magic_line_is_damage_not_an_older_format(vae, images, tmp_pat
     cached_latents(p, vae, images, progress=False)
     with open(p, 'r+b') as f: f.write(CACHE_MAGIC[:-2] + b'\0\n')
     with pytest.raises(CorruptCacheError, match='not a miniai latent cache'): open_latent_cache(p)
+
+
+def test_device_tensor_loader_uses_given_device(monkeypatch):
+    "DeviceTensorLoader puts its data on the device it is given, not on the default one."
+    import miniai.latents as L
+    monkeypatch.setattr(L, 'default_device', lambda: torch.device('cpu'))
+    dl = L.DeviceTensorLoader(torch.randn(6, 2), bs=4, device='meta')
+    assert dl.x.device.type == 'meta'

@@ -546,3 +546,37 @@ def test_lr_finder_cb_cuts_validation_to_one_batch():
     count = CountValid()
     _mse(n_valid=4).fit(2, cbs=[LRFinderCB(show_plot=False), count])
     assert len(line_dls(n_valid=4).valid) == 4 and count.n == 2
+
+
+def test_lr_find_show_plot_false_draws_nothing():
+    "`lr_find(show_plot=False)` records the rates and draws no figure."
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    plt.close('all')
+    data = [(torch.randn(8, 2), torch.randn(8, 1))]*3
+    learn = Learner(nn.Linear(2, 1), NS(train=data, valid=data), cbs=[TrainCB()])
+    finder = learn.lr_find(max_epochs=2, show_plot=False)
+    assert finder.lrs and plt.get_fignums() == []
+
+
+def test_progress_bar_counts_batches(capsys):
+    "The progress bar counts one step per batch, in training and in validation."
+    from miniai.learner import Callback, ProgressCB
+    class Peek(Callback):
+        order = 61   # after ProgressCB.after_epoch (60), before its cleanup_epoch closes the bar
+        def __init__(self): self.ns = []
+        def after_epoch(self, learn): self.ns.append((learn.progress.bar.n, len(learn.dl)))
+    data = [(torch.randn(4, 2), torch.randn(4, 1))]*3
+    peek = Peek()
+    Learner(nn.Linear(2, 1), NS(train=data, valid=data[:2]), cbs=[TrainCB(), ProgressCB(notebook=True), peek]).fit(1)   # the notebook bar: a terminal bar is off without a TTY
+    assert peek.ns == [(3, 3), (2, 2)]
+
+
+def test_progress_live_plot_redraws_every_plot_every(monkeypatch, capsys):
+    "The notebook's live loss plot is redrawn every `plot_every` batches, within the epoch."
+    from miniai.learner import ProgressCB
+    pcb = ProgressCB(plot=True, plot_every=2, notebook=True)
+    draws = []
+    monkeypatch.setattr(pcb, '_draw', lambda: draws.append(len(pcb.losses)))
+    data = [(torch.randn(4, 2), torch.randn(4, 1))]*4
+    Learner(nn.Linear(2, 1), NS(train=data, valid=data), cbs=[TrainCB(), pcb]).fit(1, valid=False)
+    assert draws[:2] == [2, 4]

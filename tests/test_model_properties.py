@@ -143,3 +143,10 @@ def test_emb_transformer_blk_attention_comes_before_the_scale_and_shift():
         x, e = torch.randn(2, 5, 8, dtype=torch.float64), 2*torch.randn(2, 4, dtype=torch.float64)
         p = F.linear(e * torch.sigmoid(e), blk.emb_proj.weight, blk.emb_proj.bias)[:, None]
         torch.testing.assert_close(blk(x, e), (x + blk.attn(x))*(1 + p[..., :8]) + p[..., 8:])
+
+
+def test_bottom_grid_accepts_size_one():
+    "`s >= 1`: a side of 1 pixel is a valid (if degenerate) image size."
+    from miniai.models.simple_diffusion import _bottom_grid
+    assert _bottom_grid((1, 8), 3) == (1, 2) and _bottom_grid(1, 2) == (1, 1)
+    with pytest.raises(ValueError): _bottom_grid((0, 8), 3)

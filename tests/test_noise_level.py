@@ -185,3 +185,12 @@ def test_noise_level_ddim_refuses_bad_arguments_before_any_model_call(kw, msg):
 def test_noise_level_ddim_refuses_non_finite_samples():
     with pytest.raises(ValueError, match='non-finite'):
         noise_level_ddim_sample(lambda x, t: x*float('inf'), fixed_level, SHAPE, steps=3, clamp=None)
+
+
+def test_noise_level_ddim_sample_default_clamp_is_one():
+    "`clamp: float | None = 1.`: the default clamps x0-hat to [-1, 1] (the data range)."
+    eps0 = lambda x, t: torch.zeros_like(x)             # x0-hat = x/sqrt(a_hat): large, so the clamp decides it
+    level = lambda x: torch.full((len(x), 1), 2.)       # a_hat = sigmoid(2) for every image
+    a = noise_level_ddim_sample(eps0, level, (2, 1, 4, 4), steps=3, generator=0)
+    b = noise_level_ddim_sample(eps0, level, (2, 1, 4, 4), steps=3, generator=0, clamp=1.)
+    assert torch.equal(a, b) and a.abs().max() > 0.9

@@ -582,3 +582,18 @@ def test_missing_classifier_message_gives_a_command_that_parses(tmp_path, load_s
     cmd = shlex.split(re.search(r"`python (bench/train_classifier\.py [^`]*)`", str(e.value)).group(1))
     args = load_script(cmd[0]).parse_args(cmd[1:])
     assert Path(args.save) == want and args.epochs == [20] and args.out
+
+
+def test_dropout_default_p():
+    "`p: float = 0.1`: the documented default probability."
+    assert Dropout().p == 0.1 and Dropout2d().p == 0.1
+
+
+def test_load_weights_accepts_str_path(tmp_path):
+    "load_weights takes a path given as a str."
+    from torch import nn
+    from miniai.models.resnet import load_weights, save_weights
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    save_weights(a, tmp_path/'w.safetensors')
+    load_weights(b, str(tmp_path/'w.safetensors'))
+    assert torch.equal(a.weight, b.weight)
