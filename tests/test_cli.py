@@ -499,3 +499,20 @@ def test_cli_defaults_equal_the_api_defaults():
         shared = sorted(set(parsed) & set(api))
         assert len(shared) >= 10, shared
         assert {k: parsed[k] for k in shared} == {k: api[k] for k in shared}, f.__name__
+
+
+def test_loss_plot_draws_the_validation_losses(tmp_path):
+    "loss.png shows the per-epoch validation losses: the picture differs from one drawn without them."
+    from miniai.cli import save_loss_plot
+    from PIL import Image
+    losses = [1., .8, .6, .5, .45, .4]
+    a = np.array(Image.open(save_loss_plot(losses, [], tmp_path/'a.png')))
+    b = np.array(Image.open(save_loss_plot(losses, [(3, .9), (6, .7)], tmp_path/'b.png')))
+    assert a.shape != b.shape or not np.array_equal(a, b)
+
+
+def test_class_accuracy_refuses_a_label_count_mismatch_before_any_classifier_work(tmp_path):
+    "class_accuracy refuses labels and images of different lengths before it looks for (or trains) a classifier."
+    from miniai.cli import class_accuracy
+    with pytest.raises(ValueError, match='2 labels for 3 images'):
+        class_accuracy(torch.zeros(3, 1, 32, 32), torch.tensor([0, 1]), quick=True, classifier=tmp_path/'missing.safetensors')

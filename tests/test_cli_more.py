@@ -506,3 +506,39 @@ def test_sample_refuses_a_sampler_the_model_cannot_use_as_an_option_error(_ckpts
         err = capsys.readouterr().err
         assert e.value.code == 2 and msg in err and 'usage:' in err, (args, err)
     assert not (tmp_path/'s').exists()
+
+
+def test_sample_images_progress_false_prints_no_bar(capsys):
+    "sample_images(progress=False) shows no progress bar, also when it draws several batches."
+    sampler = lambda shape, generator=None, labels=None: torch.zeros(shape)   # no `progress` parameter
+    x = sample_images(sampler, 4, bs=2, device='cpu', progress=False)
+    assert x.shape == (4, 1, 32, 32)
+    assert capsys.readouterr().err == ''
+
+
+def test_train_seconds_and_images_per_s_count_training_epochs_only(tmp_path):
+    "metrics.json's train_seconds and train_images_per_s count the training phases' time, not validation time."
+    from miniai.learner import Callback
+    class SetTimes(Callback):   # known phase times: 2 s per training epoch, 100 s per validation epoch
+        def after_fit(self, learn):
+            for h in learn.metrics.history: h['time'] = 2. if h['phase'] == 'train' else 100.
+    train_diffusion(out=tmp_path, quick=True, limit=(64, 32), bs=32, epochs=1, sample_steps=3, n_grid=4, n_fid=0,
+                    cbs=[SetTimes()], progress=False)
+    m = json.loads((tmp_path/'metrics.json').read_text())
+    assert m['n_train'] == 64 and m['train_seconds'] == 2. and m['train_images_per_s'] == 32.
+
+
+def test_sample_reports_the_network_evaluations_of_a_checkpoint_without_a_quick_entry(tmp_path, monkeypatch):
+    "sample_to_files's `nfe` counts the steps its sampler takes, also for a checkpoint whose config has no 'quick' entry (full size)."
+    from miniai.cli import recipe, sample_to_files, save_trained
+    from miniai.diffusion.ddpm import diffusers_unet
+    r, tiny = recipe('linear'), recipe('linear', quick=True)['unet']   # the full 1000-step schedule, a tiny network
+    path = save_trained(diffusers_unet(**tiny), tmp_path/'m.safetensors',
+                        dict(schedule='linear', unet=tiny, value_range=r['value_range'], linear=r['linear']))   # no 'quick'
+    calls = []
+    def count_calls(sampler, n, **kw):   # what the sampler would do, without doing it
+        calls.append(n)
+        return torch.zeros(n, 1, 32, 32)
+    monkeypatch.setattr('miniai.cli.sample_images', count_calls)
+    res = sample_to_files(path, tmp_path/'out', n=2, method='ddpm', progress=False)
+    assert calls == [2] and res['nfe'] == 1000 == r['linear']['n_steps']

@@ -415,3 +415,24 @@ def test_step_checkpoint_evaluation_only_fit_says_nothing_about_resuming(tmp_pat
     capsys.readouterr()
     tiny_learner([StepCheckpointCB(ck, 2)]).fit(1, train=False)
     assert 'continuing' not in capsys.readouterr().out
+
+
+def test_init_distributed_uses_the_backend_asked_for_else_gloo_on_the_cpu(monkeypatch):
+    "init_distributed passes an explicit backend through unchanged, and picks gloo on the CPU when none is given."
+    seen = []
+    monkeypatch.setattr(dist, 'init_process_group', lambda backend, timeout: seen.append(backend))   # no real process group
+    monkeypatch.setenv('WORLD_SIZE', '2'); monkeypatch.setenv('MINIAI_DEVICE', 'cpu')
+    assert init_distributed(backend='mpi') == (0, 1) and init_distributed() == (0, 1)   # still no group: rank 0 of 1
+    assert seen == ['mpi', 'gloo']
+
+
+def _every_rank_takes_rank_0s_shuffle(rank, world):
+    dls = DataLoaders(loader(8, 2, seed=10 + rank), loader(4, 2))   # each rank seeded differently
+    cb = DistributedCB(); cb.world, cb.rank = world, rank
+    cb._shard(dls)
+    assert torch.equal(dls.train.generator.get_state(), loader(8, 2, seed=10).generator.get_state())
+
+
+def test_sharding_gives_every_rank_the_shuffle_of_rank_0():
+    "DistributedCB shuffles the training data on every rank with rank 0's loader generator (rank 0 is the one that saves)."
+    run_ranks(_every_rank_takes_rank_0s_shuffle)

@@ -597,3 +597,13 @@ def test_load_weights_accepts_str_path(tmp_path):
     save_weights(a, tmp_path/'w.safetensors')
     load_weights(b, str(tmp_path/'w.safetensors'))
     assert torch.equal(a.weight, b.weight)
+
+
+def test_classifier_learner_uses_mixed_precision_only_on_cuda_by_default():
+    "fashion_classifier_learner turns mixed precision on by default only on CUDA: a CPU learner gets no MixedPrecision callback."
+    from miniai.accel import MixedPrecision
+    from miniai.models import resnet
+    kw = dict(bs=32, nfs=(8, 16), limit=(64, 32), device='cpu', progress=False)
+    mp = lambda learn: [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)]
+    assert mp(resnet.fashion_classifier_learner(**kw)) == []
+    assert len(mp(resnet.fashion_classifier_learner(mixed_precision=True, **kw))) == 1

@@ -178,3 +178,16 @@ def test_reference_statistics_of_an_older_miniai_warn_that_layers_are_unchecked(
     st.layers_hash = ''   # as written before the layers were recorded
     st.save(tmp_path/'old.safetensors')
     with pytest.warns(UserWarning, match="does not record its feature model's layers"): ImageEval(m, tmp_path/'old.safetensors')
+
+
+@pytest.mark.parametrize('flags, progress', [([], True), (['--no-progress'], False)])
+def test_fid_command_passes_its_progress_setting(tmp_path, monkeypatch, flags, progress):
+    "`miniai fid` asks for progress bars by default and for none with --no-progress."
+    from miniai.cli import main
+    seen = {}
+    def fake(samples, **kw):
+        seen.update(kw)
+        return dict(fid=1.5, kid=0.25, n=2)
+    monkeypatch.setattr('miniai.cli.fid_of_samples', fake)
+    assert main(['fid', str(tmp_path/'s.npy'), '--quick', *flags]) == 0
+    assert seen['progress'] is progress
