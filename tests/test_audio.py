@@ -523,7 +523,6 @@ def test_digit_features_smallest_classifier():
 
 def test_write_wav_accepts_full_scale_peak(tmp_path):
     "write_wav takes `peak=1.` (full scale), which the round trip reads back at 1."
-    from miniai.audio import read_wav, write_wav
     w = torch.sin(torch.linspace(0, 100, 800)) * 0.3
     back, rate = read_wav(write_wav(tmp_path/'a.wav', w, 8000, peak=1.))
     assert rate == 8000 and len(back) == 800 and abs(float(abs(back).max()) - 1) < 1e-3

@@ -518,7 +518,6 @@ def test_sample_images_progress_false_prints_no_bar(capsys):
 
 def test_train_seconds_and_images_per_s_count_training_epochs_only(tmp_path):
     "metrics.json's train_seconds and train_images_per_s count the training phases' time, not validation time."
-    from miniai.learner import Callback
     class SetTimes(Callback):   # known phase times: 2 s per training epoch, 100 s per validation epoch
         def after_fit(self, learn):
             for h in learn.metrics.history: h['time'] = 2. if h['phase'] == 'train' else 100.
@@ -530,8 +529,6 @@ def test_train_seconds_and_images_per_s_count_training_epochs_only(tmp_path):
 
 def test_sample_reports_the_network_evaluations_of_a_checkpoint_without_a_quick_entry(tmp_path, monkeypatch):
     "sample_to_files's `nfe` counts the steps its sampler takes, also for a checkpoint whose config has no 'quick' entry (full size)."
-    from miniai.cli import recipe, sample_to_files, save_trained
-    from miniai.diffusion.ddpm import diffusers_unet
     r, tiny = recipe('linear'), recipe('linear', quick=True)['unet']   # the full 1000-step schedule, a tiny network
     path = save_trained(diffusers_unet(**tiny), tmp_path/'m.safetensors',
                         dict(schedule='linear', unet=tiny, value_range=r['value_range'], linear=r['linear']))   # no 'quick'

@@ -149,8 +149,7 @@ def test_to_real_and_check_int():
 
 
 def test_set_seed_takes_seeds_beyond_32_bits():
-    "`seed % 2**32`: a 64-bit seed seeds NumPy like its low 32 bits (NumPy's legacy seed refuses >= 2**32)."
-    import numpy as np
+    "set_seed takes a seed of 2**32 or more and seeds NumPy with its low 32 bits (NumPy's legacy seed refuses larger ones)."
     from miniai.core import set_seed
     set_seed(2**32 + 7); a = np.random.rand(3)
     set_seed(7); b = np.random.rand(3)
@@ -158,7 +157,7 @@ def test_set_seed_takes_seeds_beyond_32_bits():
 
 
 def test_pid_alive_does_not_signal_a_live_process():
-    "`os.kill(pid, 0)`: probing a live process sends it no signal (signal 1 would hang it up)."
+    "_pid_alive probes a process without signalling it: a live process keeps running, a dead one reads as dead."
     import subprocess, sys, time
     from miniai.core import _pid_alive
     p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
@@ -172,7 +171,7 @@ def test_pid_alive_does_not_signal_a_live_process():
 
 
 def test_hub_probe_port_and_proxy(monkeypatch):
-    "any one proxy variable skips the probe; without one, an https endpoint is probed on port 443."
+    "hub_unreachable skips its probe when a proxy variable is set; without one it probes an https endpoint on port 443."
     import socket
     from miniai.core import hub_unreachable, _PROXY_VARS
     from huggingface_hub import constants
@@ -188,7 +187,7 @@ def test_hub_probe_port_and_proxy(monkeypatch):
 
 
 def test_cache_dir_default_without_env(monkeypatch, tmp_path):
-    "with MINIAI_CACHE unset (or empty) the cache is ~/.cache/miniai (the tests always set it)."
+    "With MINIAI_CACHE unset (or empty) the cache is ~/.cache/miniai (the other tests always set it)."
     from miniai.core import cache_dir
     monkeypatch.setenv('HOME', str(tmp_path))
     monkeypatch.delenv('MINIAI_CACHE', raising=False)

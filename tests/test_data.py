@@ -710,15 +710,13 @@ def test_load_fashion_mnist_checks_the_cached_split_sizes(monkeypatch):
 
 
 def test_loader_refuses_channels_last_rgba():
-    "`images.shape[-1] in (1, 3, 4)`: an RGBA batch laid out (N, H, W, 4) is refused, not read as 4-pixel-wide images."
-    import numpy as np
+    "An RGBA batch laid out (N, H, W, 4) is refused without `channels_last_input`, not read as 4-pixel-wide images."
     with pytest.raises(ValueError, match='channels-last'): DeviceImageLoader(np.zeros((2, 8, 8, 4), np.uint8), None, device='cpu')
     assert DeviceImageLoader(np.zeros((2, 8, 8, 4), np.uint8), None, device='cpu', channels_last_input=True).shape == (4, 8, 8)
 
 
 def test_image_to_hwc_layouts_and_default_range():
-    "`_image_to_hwc`: (1,H,W) and (H,W,1) greys become (H,W); RGBA (H,W,4) is accepted; floats with min 0 are read as [0, 1]."
-    import numpy as np
+    "_image_to_hwc turns (1,H,W) and (H,W,1) greys into (H,W), takes RGBA either way round, and reads floats with min 0 as [0, 1]."
     from miniai.data import _image_to_hwc
     g = torch.tensor([[0., 0.5], [1., 0.25]])
     for im in (g[None], g[..., None]):

@@ -523,7 +523,7 @@ def _zeros(x, t): return torch.zeros_like(x)
 
 
 def test_ddpm_sample_progress_flag(capsys):
-    "`disable=not progress`: no bar by default, a 'DDPM' bar with progress=True."
+    "ddpm_sample shows no bar by default, and a 'DDPM' bar with progress=True."
     ddpm_sample(_zeros, (1, 1, 2, 2), linear_schedule(3), generator=0)
     assert 'DDPM' not in capsys.readouterr().err
     ddpm_sample(_zeros, (1, 1, 2, 2), linear_schedule(3), generator=0, progress=True)

@@ -511,20 +511,19 @@ def test_a_value_range_that_is_no_range_is_refused(bad):
 
 
 def test_out_of_range_message_names_the_0_1_source():
-    "sources `[(0, 1), (0, 255)]`: images outside [-0.5, 0.5] get the hints for both [0, 1] and [0, 255]."
+    "Images far outside [-0.5, 0.5] get the hints for both sources, [0, 1] and [0, 255]."
     with pytest.raises(ValueError) as e: check_images(torch.full((4, 1, 32, 32), 10.), value_range=(-0.5, 0.5))
     assert 'images in [0, 1] need `x - 0.5`' in str(e.value) and 'images in [0, 255] need `x / 255 - 0.5`' in str(e.value)
 
 
 def test_batched_features_batch_size_one():
-    "`bs < 1`: bs=1 is a valid batch size and gives the same features as one big batch."
+    "batched_features takes bs=1 and gives the same features as one big batch."
     m, x = small_feature_model(d=6), images(5, 0)
     assert torch.allclose(batched_features(m, x, bs=1), batched_features(m, x, bs=512))
 
 
 def test_reference_stats_warnings_only_for_files_without_model_record(tmp_path):
-    "`saved and not stats.model_hash`: a file written by ImageEval, or in-memory RefStats, load without warnings."
-    import warnings
+    "Reference stats warn that they record no feature model only when loaded from a file without that record."
     m = small_feature_model(d=6)
     ie = ImageEval(m, images(20, 0))
     ie.ref.save(tmp_path/'ref.safetensors')
@@ -537,6 +536,6 @@ def test_reference_stats_warnings_only_for_files_without_model_record(tmp_path):
 
 
 def test_real_image_floor_default_sizes():
-    "`sizes=(512, 2048, 10_000)`: the sizes docs/fid_floor tables are quoted for."
+    "real_image_floor's default sizes are the ones the floor tables quote: 512, 2,048 and 10,000."
     import inspect
     assert inspect.signature(real_image_floor).parameters['sizes'].default == (512, 2048, 10_000)

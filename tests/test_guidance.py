@@ -169,7 +169,7 @@ def test_guided_model_moves_its_labels_to_the_images_device_once():
 
 
 def test_label_accuracy_defaults_to_ten_classes():
-    "`n_classes: int = 10`: ten per-class entries by default, label 10 refused."
+    "label_accuracy defaults to ten classes: ten per-class entries, and label 10 refused."
     clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 10))
     a = label_accuracy(clf, torch.randn(3, 1, 2, 2), torch.tensor([0, 1, 9]))
     assert len(a['per_class']) == 10
@@ -177,7 +177,7 @@ def test_label_accuracy_defaults_to_ten_classes():
 
 
 def test_label_accuracy_casts_images_to_float():
-    "`.float()`: float64 (or half) images work with a float32 classifier."
+    "label_accuracy casts float64 (or half) images for a float32 classifier."
     clf = torch.nn.Linear(4, 4, bias=False)
     with torch.no_grad(): clf.weight.copy_(torch.eye(4))
     images = torch.nn.functional.one_hot(torch.tensor([0, 3]), 4).double()
@@ -185,6 +185,6 @@ def test_label_accuracy_casts_images_to_float():
 
 
 def test_guidance_evals():
-    "`scale in (0, 1)`: one network evaluation at w = 0 or 1, two otherwise."
+    "guidance_evals: one network evaluation per call at w = 0 or 1, two otherwise."
     from miniai.diffusion.guidance import guidance_evals
     assert [guidance_evals(w) for w in (0, 1, 0.5, 2, 3.)] == [1, 1, 2, 2, 2]

@@ -348,7 +348,6 @@ def test_image_dls_shuffle_follows_the_seed():
 
 def test_as_rgb_nhwc_height_two():
     "Channels-last images 2 pixels high are read as channels-last RGB, not as 2 channels."
-    import numpy as np
     from miniai.images import _as_rgb
     x = np.arange(2*2*5*3, dtype=np.uint8).reshape(2, 2, 5, 3)   # (N, H=2, W=5, C=3)
     out = _as_rgb(x, 'test')

@@ -601,7 +601,7 @@ def test_sample_uses_the_karras_schedule_by_default():
 
 
 def test_sample_euler_no_progress_bar_by_default(capsys):
-    "`progress: bool = False`: the samplers print nothing unless asked."
+    "sample_euler prints nothing unless asked, and a bar of its steps with progress=True."
     sig = torch.tensor([2., 1., 0.])
     sample_euler(GaussianDenoiser(0., 1.), torch.randn(2, 3), sig)
     assert capsys.readouterr().err == ''
@@ -610,7 +610,7 @@ def test_sample_euler_no_progress_bar_by_default(capsys):
 
 
 def test_sample_sigmas_accepts_std_in_0_1():
-    "`std >= 0`: std = 0 gives exp(mean) exactly, std = 0.5 is accepted."
+    "sample_sigmas takes any std >= 0: std = 0 gives exp(mean) exactly, std = 0.5 the asked spread."
     g = torch.Generator().manual_seed(0)
     assert torch.allclose(sample_sigmas(5, mean=0., std=0., device='cpu', generator=g), torch.ones(5))
     s = sample_sigmas(20_000, mean=0., std=0.5, device='cpu', generator=g)
@@ -618,13 +618,13 @@ def test_sample_sigmas_accepts_std_in_0_1():
 
 
 def test_sample_takes_a_one_dimensional_shape():
-    "`len(shape) >= 1`: a batch of scalars (n,) is a valid shape."
+    "sample takes a 1-D shape (n,): a batch of scalars."
     r = sample('euler', GaussianDenoiser(0., 1.), (8,), steps=3, seed=0, device='cpu')
     assert r.x.shape == (8,) and r.nfe == 3
 
 
 def test_sample_refuses_partly_non_finite_result_of_custom_sampler():
-    "`not torch.isfinite(x).all()`: one NaN from a custom sampler is refused, not only an all-NaN batch."
+    "sample refuses a custom sampler's result with a single NaN, not only an all-NaN batch."
     def half_nan(denoiser, x, sigmas, **kw):
         x = denoiser(x, x.new_full((len(x),), float(sigmas[0])))
         x[0] = float('nan')
@@ -636,6 +636,6 @@ def test_sample_refuses_partly_non_finite_result_of_custom_sampler():
 
 
 def test_sample_no_progress_bar_by_default(capsys):
-    "`progress: bool = False` in `sample`."
+    "sample prints nothing unless asked."
     sample('euler', GaussianDenoiser(0., 1.), (2, 3), steps=2, seed=0, device='cpu')
     assert capsys.readouterr().err == ''

@@ -560,7 +560,6 @@ def test_lr_find_show_plot_false_draws_nothing():
 
 def test_progress_bar_counts_batches(capsys):
     "The progress bar counts one step per batch, in training and in validation."
-    from miniai.learner import Callback, ProgressCB
     class Peek(Callback):
         order = 61   # after ProgressCB.after_epoch (60), before its cleanup_epoch closes the bar
         def __init__(self): self.ns = []
@@ -573,7 +572,6 @@ def test_progress_bar_counts_batches(capsys):
 
 def test_progress_live_plot_redraws_every_plot_every(monkeypatch, capsys):
     "The notebook's live loss plot is redrawn every `plot_every` batches, within the epoch."
-    from miniai.learner import ProgressCB
     pcb = ProgressCB(plot=True, plot_every=2, notebook=True)
     draws = []
     monkeypatch.setattr(pcb, '_draw', lambda: draws.append(len(pcb.losses)))

@@ -146,7 +146,7 @@ def test_emb_transformer_blk_attention_comes_before_the_scale_and_shift():
 
 
 def test_bottom_grid_accepts_size_one():
-    "`s >= 1`: a side of 1 pixel is a valid (if degenerate) image size."
+    "_bottom_grid takes a side of 1 pixel (a degenerate but valid size) and refuses 0."
     from miniai.models.simple_diffusion import _bottom_grid
     assert _bottom_grid((1, 8), 3) == (1, 2) and _bottom_grid(1, 2) == (1, 1)
     with pytest.raises(ValueError): _bottom_grid((0, 8), 3)

@@ -188,7 +188,7 @@ def test_noise_level_ddim_refuses_non_finite_samples():
 
 
 def test_noise_level_ddim_sample_default_clamp_is_one():
-    "`clamp: float | None = 1.`: the default clamps x0-hat to [-1, 1] (the data range)."
+    "noise_level_ddim_sample clamps x0-hat to [-1, 1], the data range, by default."
     eps0 = lambda x, t: torch.zeros_like(x)             # x0-hat = x/sqrt(a_hat): large, so the clamp decides it
     level = lambda x: torch.full((len(x), 1), 2.)       # a_hat = sigmoid(2) for every image
     a = noise_level_ddim_sample(eps0, level, (2, 1, 4, 4), steps=3, generator=0)

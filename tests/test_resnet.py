@@ -585,14 +585,12 @@ def test_missing_classifier_message_gives_a_command_that_parses(tmp_path, load_s
 
 
 def test_dropout_default_p():
-    "`p: float = 0.1`: the documented default probability."
+    "Dropout and Dropout2d drop with the documented default probability, 0.1."
     assert Dropout().p == 0.1 and Dropout2d().p == 0.1
 
 
 def test_load_weights_accepts_str_path(tmp_path):
     "load_weights takes a path given as a str."
-    from torch import nn
-    from miniai.models.resnet import load_weights, save_weights
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     save_weights(a, tmp_path/'w.safetensors')
     load_weights(b, str(tmp_path/'w.safetensors'))
@@ -602,7 +600,6 @@ def test_load_weights_accepts_str_path(tmp_path):
 def test_classifier_learner_uses_mixed_precision_only_on_cuda_by_default():
     "fashion_classifier_learner turns mixed precision on by default only on CUDA: a CPU learner gets no MixedPrecision callback."
     from miniai.accel import MixedPrecision
-    from miniai.models import resnet
     kw = dict(bs=32, nfs=(8, 16), limit=(64, 32), device='cpu', progress=False)
     mp = lambda learn: [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)]
     assert mp(resnet.fashion_classifier_learner(**kw)) == []

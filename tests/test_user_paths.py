@@ -183,7 +183,6 @@ def test_reference_statistics_of_an_older_miniai_warn_that_layers_are_unchecked(
 @pytest.mark.parametrize('flags, progress', [([], True), (['--no-progress'], False)])
 def test_fid_command_passes_its_progress_setting(tmp_path, monkeypatch, flags, progress):
     "`miniai fid` asks for progress bars by default and for none with --no-progress."
-    from miniai.cli import main
     seen = {}
     def fake(samples, **kw):
         seen.update(kw)

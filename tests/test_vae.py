@@ -155,7 +155,6 @@ def test_init_is_kaiming_for_leaky_relu_0_2(cls):
 
 def test_bce_loss_refuses_targets_above_one():
     "bce_loss takes targets up to 1 and refuses any above, not only far above."
-    from miniai.vae import bce_loss
     preds = (torch.zeros(2, 4), torch.zeros(2, 3), torch.zeros(2, 3))
     with pytest.raises(ValueError, match=r'\[0, 1\]'): bce_loss(preds, torch.full((2, 4), 1.5))
     bce_loss(preds, torch.ones(2, 4))   # 1 itself is fine
