@@ -9,8 +9,8 @@ from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import CancelBatchException, Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
 from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
-                          NonFiniteLossError, fused_opt_func, load_checkpoint, read_checkpoint, save_checkpoint, to_channels_last,
-                          train_throughput)
+                          NonFiniteLossError, checkpoint_state, fused_opt_func, load_checkpoint, read_checkpoint,
+                          save_checkpoint, to_channels_last, train_throughput)
 
 
 
@@ -934,7 +934,7 @@ def test_an_unloadable_optimizer_setting_is_refused_before_training(tmp_path):
 
 def test_read_checkpoint_tells_a_refused_object_from_a_damaged_file(tmp_path):
     learn = tiny_learner(); learn.fit(1, valid=False)
-    state = __import__('miniai.accel', fromlist=['checkpoint_state']).checkpoint_state(learn, 1)
+    state = checkpoint_state(learn, 1)
     state['extra'] = {'x': np.float64(1.)}   # written around the check, as an old or hand-made file might be
     torch.save(state, tmp_path/'odd.pt')
     with pytest.raises(CheckpointError, match='holds an object that `weights_only=True` loading refuses .*Unsupported global'):
@@ -1293,3 +1293,32 @@ def test_synchronize_waits_on_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'synchronize', lambda d=None: calls.append(d))
     A.synchronize('cuda:0')
     assert calls == [torch.device('cuda:0')]
+
+
+def test_loading_an_ema_checkpoint_without_an_ema_callback_warns(tmp_path):
+    "A checkpoint holding an EMA average, loaded into a learner without `EMA`, says the average was not restored."
+    learn = tiny_learner(cbs=[EMA(0.9)])
+    learn.fit(1, valid=False)
+    path = save_checkpoint(tmp_path/'ck.pt', learn, epoch=1)
+    plain = tiny_learner()
+    plain.fit(1, valid=False)
+    with pytest.warns(UserWarning, match='EMA not restored'): info = load_checkpoint(path, plain)
+    assert 'ema' not in info['loaded']
+
+
+def test_checkpoint_state_detaches_tensors_inside_lists_and_tuples():
+    "Tensors nested in lists and tuples of a checkpoint are detached CPU copies, and the containers keep their types."
+    learn = tiny_learner()
+    learn.fit(1, valid=False)
+    w = torch.ones(2, requires_grad=True)
+    hist = checkpoint_state(learn, 1, extra={'hist': [w, (w,)]})['extra']['hist']
+    assert type(hist) is list and type(hist[1]) is tuple
+    assert not hist[0].requires_grad and not hist[1][0].requires_grad and hist[1][0].grad_fn is None
+    assert torch.equal(hist[0], torch.ones(2))
+
+
+def test_checkpoint_refuses_a_learner_with_two_ema_callbacks():
+    "Two EMA callbacks make the saved average ambiguous: saving refuses."
+    learn = tiny_learner(cbs=[EMA(0.9), EMA(0.5)])
+    learn.fit(1, valid=False)
+    with pytest.raises(CheckpointError, match='more than one EMA'): checkpoint_state(learn, 1)

@@ -526,3 +526,68 @@ def test_write_wav_accepts_full_scale_peak(tmp_path):
     w = torch.sin(torch.linspace(0, 100, 800)) * 0.3
     back, rate = read_wav(write_wav(tmp_path/'a.wav', w, 8000, peak=1.))
     assert rate == 8000 and len(back) == 800 and abs(float(abs(back).max()) - 1) < 1e-3
+
+
+def test_to_uint8_saturates_outside_minus_one_one():
+    "Values below -1 map to 0 and above 1 to 255 (no wrap-around); -1, 0, 1 map to 0, 128, 255."
+    assert to_uint8(torch.tensor([-3., -1.5, -1., 0., 1., 1.5, 3.])).tolist() == [0, 0, 0, 128, 255, 255, 255]
+
+
+def test_hf_audio_without_a_label_column_loads_unlabelled():
+    "A dataset with no column named by the default `label_column` loads as unlabelled clips."
+    datasets = pytest.importorskip('datasets')
+    ds = datasets.Dataset.from_dict({'audio': [{'array': np.zeros(10, np.float32), 'sampling_rate': 8000}]*2})
+    clips = load_hf_audio(ds, 8000)
+    assert len(clips.waves) == 2 and clips.labels is None and clips.classes is None
+
+
+def test_peak_frequency_resolves_short_clips_finely():
+    "A short clip is zero-padded to at least 4096 FFT bins, so a tone between coarse bins is found within 2 Hz."
+    assert abs(peak_frequency(sine(450, 200, 8000), 8000) - 450) < 2
+
+
+def test_mel_spectrogram_refuses_non_tensor_waveforms():
+    "Waveforms passed as a list are refused with a TypeError that names the type."
+    with pytest.raises(TypeError, match='waveforms must be a tensor, got list'): MEL.spectrogram([0.]*MEL.n_samples)
+
+
+def test_mel_spectrogram_refuses_non_finite_waveforms():
+    "A waveform with a NaN sample is refused instead of turning into NaN pixels."
+    w = torch.zeros(MEL.n_samples); w[5] = float('nan')
+    with pytest.raises(ValueError, match='`waveforms` contains 1 non-finite'): MEL.spectrogram(w)
+
+
+def test_show_audio_titles_each_player_with_its_clip(monkeypatch):
+    "Each cell shows its title above the player of the matching clip, in order."
+    import IPython.display
+    from miniai.audio import show_audio
+    monkeypatch.setattr(IPython.display, 'display', lambda *a, **k: None)
+    waves = [torch.full((800,), 0.05), torch.full((1600,), 0.1)]
+    cells = show_audio(waves, 8000, titles=['alpha', 'beta']).data.split('<td')[1:]
+    assert len(cells) == 2 and 'alpha<br>' in cells[0] and 'beta<br>' in cells[1]
+    assert len(cells[1]) > len(cells[0])          # the longer clip's player (its embedded WAV) is in the second cell
+
+
+def test_generate_spectrograms_draws_a_single_clip():
+    "One clip (n=1, or a single digit) is a valid request; n=0 is refused."
+    from miniai.audio_diffusion import generate_spectrograms
+    assert generate_spectrograms(ZeroNet(), 1, shape=(1, 8, 8), steps=2).shape == (1, 1, 8, 8)
+    assert generate_spectrograms(ZeroNet(10), digits=[4], shape=(1, 8, 8), steps=2).shape == (1, 1, 8, 8)
+    with pytest.raises(ValueError, match='got n=0'): generate_spectrograms(ZeroNet(), 0, shape=(1, 8, 8), steps=2)
+
+
+def test_evaluate_generation_griffin_lim_phases_follow_its_seed(monkeypatch):
+    "The scoring (Griffin-Lim's random phases) runs under `seed`, whatever the global torch RNG state was."
+    from types import SimpleNamespace as NS
+    import miniai.audio_diffusion as ad
+    draws = []
+    monkeypatch.setattr(ad, 'ImageEval', lambda *a, **k: None)
+    monkeypatch.setattr(ad, 'audio_scores', lambda *a, **k: draws.append(torch.rand(3)) or {})
+    y = torch.arange(20) % 10
+    x = y.float().view(-1, 1, 1, 1).expand(-1, 1, 8, 8).clone()
+    dls = NS(train=[(x, y)], valid=[(x[:10], y[:10])])
+    cfg = {**ad.AUDIO_QUICK_CONFIG, 'n_per_digit': 1}
+    for pre in (1, 2):
+        torch.manual_seed(pre)
+        ad.evaluate_generation(ad.digit_classifier((4, 8)), None, None, dls, .5, cfg, seed=5)
+    assert torch.equal(draws[0], draws[1])

@@ -134,3 +134,14 @@ def test_sharded_loader_never_yields_an_empty_batch():
         sl = ShardedLoader(DeviceImageLoader(ims, torch.arange(13), bs=3, shuffle=True, seed=0, device='cpu'), rank, 4)
         sizes = [len(b[1]) for b in sl]
         assert len(sl) == 1 and sizes == [3] and sl.left_out == 1
+
+
+def test_atomic_write_gives_a_new_file_the_mode_open_would(tmp_path):
+    "A file created by `atomic_write` gets the permission bits a plain `open` gives a new file (0o666 less the umask)."
+    old = os.umask(0o022)
+    try:
+        with open(tmp_path/'plain', 'w') as f: f.write('x')
+        with atomic_write(tmp_path/'atomic') as tmp: tmp.write_text('x')
+    finally: os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)
+    assert mode(tmp_path/'atomic') == mode(tmp_path/'plain') == 0o644

@@ -9,7 +9,7 @@ import torch
 import miniai.data as md
 from miniai.data import (FASHION_CLASSES, FASHION_SHA256, CorruptDataError, DataError, DataLoaders,
                          DeviceImageLoader, MissingDataError, balanced_indices, cached_dataset, fashion_dls,
-                         fashion_mnist_arrays, load_fashion_mnist, load_fashion_mnist_sample, read_idx, write_idx)
+                         fashion_mnist_arrays, load_fashion_mnist, load_fashion_mnist_sample, read_idx, subplots, write_idx)
 
 DATA = os.environ.get('MINIAI_DATA')
 FULL = Path(DATA)/'fashion_mnist' if DATA else None
@@ -724,3 +724,27 @@ def test_image_to_hwc_layouts_and_default_range():
     assert _image_to_hwc(torch.zeros(6, 5, 4)).shape == (6, 5, 4)               # RGBA, channels last
     assert _image_to_hwc(torch.zeros(4, 4, 5)).shape == (4, 5, 4)               # RGBA, channels first
     np.testing.assert_allclose(_image_to_hwc(torch.tensor([[-1., 1.]])), [[0., 1.]])   # a negative value: [-1, 1]
+
+
+def test_subplots_sets_the_figure_title():
+    "`subplots(suptitle=...)` titles the figure; without it the figure has no title."
+    import matplotlib.pyplot as plt
+    fig, axs = subplots(1, 2, suptitle='two panels')
+    assert fig.get_suptitle() == 'two panels' and axs.shape == (1, 2)
+    fig2, _ = subplots()
+    assert fig2.get_suptitle() == ''
+    plt.close(fig); plt.close(fig2)
+
+
+@pytest.mark.parametrize('dtype', [torch.int32, torch.uint8, torch.int16])
+def test_device_image_loader_yields_int64_labels(dtype):
+    "Integer labels of any width come out of the loader as int64 (what `F.cross_entropy` needs)."
+    dl = DeviceImageLoader(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1, 2, 3], dtype=dtype), bs=4, device='cpu')
+    (batch,) = list(dl)
+    assert batch[1].dtype == torch.int64 and batch[1].tolist() == [0, 1, 2, 3]
+
+
+def test_balanced_indices_of_a_single_labelled_item():
+    "One label is a valid label set (n=1 picks it); an empty one is refused."
+    assert balanced_indices(torch.tensor([0]), 1).tolist() == [0]
+    with pytest.raises(ValueError, match='must be 1-D, one label per item'): balanced_indices(torch.tensor([], dtype=torch.long), 0)

@@ -539,3 +539,20 @@ def test_real_image_floor_default_sizes():
     "real_image_floor's default sizes are the ones the floor tables quote: 512, 2,048 and 10,000."
     import inspect
     assert inspect.signature(real_image_floor).parameters['sizes'].default == (512, 2048, 10_000)
+
+
+def test_check_images_accepts_values_exactly_at_the_tolerance_edge():
+    "Images whose extremes lie exactly at the range +- tol pass; a step beyond is refused."
+    x = torch.zeros(2, 1, 32, 32)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 1.25, -1.25       # exact in float32
+    check_images(x, tol=0.25)
+    x[0, 0, 0, 0] = 1.3
+    with pytest.raises(ValueError, match='outside the expected'): check_images(x, tol=0.25)
+
+
+def test_kid_subsets_of_two_rows_are_allowed():
+    "A subset size of 2 (the least the unbiased MMD needs) gives a finite KID; 1 is refused."
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    assert np.isfinite(kid_from_feats(a, b, n_subsets=3, subset_size=2))
+    with pytest.raises(ValueError, match='subset_size >= 2'): kid_from_feats(a, b, n_subsets=3, subset_size=1)

@@ -352,3 +352,22 @@ def test_as_rgb_nhwc_height_two():
     x = np.arange(2*2*5*3, dtype=np.uint8).reshape(2, 2, 5, 3)   # (N, H=2, W=5, C=3)
     out = _as_rgb(x, 'test')
     assert out.shape == (2, 3, 2, 5) and torch.equal(out, torch.as_tensor(x).permute(0, 3, 1, 2))
+
+
+def test_train_image_classifier_callbacks_on_the_cpu(monkeypatch):
+    "On the CPU the classifier trains in float32 (no mixed precision); a progress bar only when asked."
+    import miniai.images as mi
+    from miniai.accel import MixedPrecision
+    from miniai.learner import ProgressCB
+    seen = []
+    class FakeLearner:
+        def __init__(self, model, dls, loss_func, lr, cbs, opt_func): seen.append(cbs)
+        def fit(self, epochs): pass
+    monkeypatch.setattr(mi, 'Learner', FakeLearner)
+    monkeypatch.setattr(mi, 'classifier_accuracy', lambda model, dl: 0.)
+    x = torch.zeros(8, 3, 16, 16, dtype=torch.uint8); y = torch.arange(8) % 2
+    s = mi.ImageSet(x, y, x, y, ['a', 'b'])
+    for progress in (False, True): train_image_classifier(s, epochs=1, bs=4, nfs=(4, 8), device='cpu', progress=progress)
+    kinds = [{type(c) for c in cbs} for cbs in seen]
+    assert not any(MixedPrecision in k for k in kinds)
+    assert ProgressCB not in kinds[0] and ProgressCB in kinds[1]

@@ -9,7 +9,7 @@ from miniai.core import set_seed
 from miniai.images import ImageSet, image_dls, images_to_float
 from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError, encode_images,
                             StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents,
-                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, psnr, read_cache_header,
+                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, perceptual_net, psnr, read_cache_header,
                             recon_mse, reconstruct, sample_batches, train_flops_per_image, write_latent_cache)
 from miniai.vae import VAEOutput, kld_loss
 from miniai.models.unet import EmbUNetModel
@@ -404,3 +404,29 @@ def test_device_tensor_loader_uses_given_device(monkeypatch):
     monkeypatch.setattr(L, 'default_device', lambda: torch.device('cpu'))
     dl = L.DeviceTensorLoader(torch.randn(6, 2), bs=4, device='meta')
     assert dl.x.device.type == 'meta'
+
+
+def test_perceptual_net_is_a_frozen_eval_copy():
+    "`perceptual_net` copies the first layers in eval mode with no parameter requiring gradients; the classifier is untouched."
+    clf = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Dropout(0.1), nn.Conv2d(4, 4, 3), nn.ReLU())
+    net = perceptual_net(clf, depth=3)
+    assert len(net) == 3 and not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    assert all(p.requires_grad for p in clf.parameters()) and clf.training
+    assert net[0].weight.data_ptr() != clf[0].weight.data_ptr()
+
+
+def test_latent_cache_takes_half_precision_batches(tmp_path):
+    "float16 and bfloat16 batches are stored as float32 and the cache opens with a matching checksum."
+    x = torch.linspace(-2, 2, 2*4*2*2).view(2, 4, 2, 2)
+    p = write_latent_cache(tmp_path/'c.bin', iter([x[:1].half(), x[1:].bfloat16()]), (2, 4, 2, 2), {'k': 1})
+    mm = open_latent_cache(p, {'k': 1})
+    assert mm.dtype == np.float32
+    assert np.array_equal(mm[0], x[0].half().float().numpy()) and np.array_equal(mm[1], x[1].bfloat16().float().numpy())
+
+
+def test_latent_cache_refuses_a_header_that_does_not_fit(tmp_path):
+    "A key too long for the fixed-size header is refused and no file is left behind."
+    with pytest.raises(ValueError, match='cache header too large'):
+        write_latent_cache(tmp_path/'c.bin', iter([torch.zeros(1, 1)]), (1, 1), {'k': 'x'*CACHE_HEADER})
+    assert list(tmp_path.iterdir()) == []

@@ -578,3 +578,18 @@ def test_progress_live_plot_redraws_every_plot_every(monkeypatch, capsys):
     data = [(torch.randn(4, 2), torch.randn(4, 1))]*4
     Learner(nn.Linear(2, 1), NS(train=data, valid=data), cbs=[TrainCB(), pcb]).fit(1, valid=False)
     assert draws[:2] == [2, 4]
+
+
+def test_metrics_see_predictions_without_autograd_history():
+    "The metrics get the training predictions detached, so accumulated states keep no autograd graph alive."
+    class Spy:
+        device = torch.device('cpu')
+        def __init__(self): self.grads = []
+        def reset(self): pass
+        def to(self, d): return self
+        def update(self, preds, targ): self.grads.append(preds.requires_grad)
+        def compute(self): return torch.tensor(0.)
+    spy = Spy()
+    torch.manual_seed(0)
+    Learner(nn.Linear(1, 1), line_dls(n=40, bs=20), F.mse_loss, lr=0.05, cbs=[TrainCB(), MetricsCB(spy=spy)]).fit(1)
+    assert spy.grads == [False]*3     # two training batches and one validation batch

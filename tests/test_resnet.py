@@ -604,3 +604,9 @@ def test_classifier_learner_uses_mixed_precision_only_on_cuda_by_default():
     mp = lambda learn: [cb for cb in learn.cbs if isinstance(cb, MixedPrecision)]
     assert mp(resnet.fashion_classifier_learner(**kw)) == []
     assert len(mp(resnet.fashion_classifier_learner(mixed_precision=True, **kw))) == 1
+
+
+def test_fashion_classifier_needs_a_stem_and_a_block():
+    "`nfs` with fewer than two entries (no stride-2 block) is refused."
+    with pytest.raises(ValueError, match='at least 2 entries'): fashion_classifier((32,))
+    assert fashion_classifier((4, 8))(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
