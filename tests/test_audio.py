@@ -10,7 +10,7 @@ from miniai.data import CorruptDataError, MissingDataError
 from miniai.audio import (AudioClips, MelSpec, fix_length, find_fsdd, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder,
                           log_spectral_distance, match_rate, mel_centers, peak_frequency, read_wav, sine,
                           spectral_convergence, spectrogram_images, to_uint8, from_uint8, write_wav, fsdd_label, FSDD_FILE,
-                          db_to_image, image_to_db)
+                          db_to_image, image_to_db, show_audio)
 
 MEL = MelSpec()
 needs_fsdd = pytest.mark.skipif(not (os.environ.get('MINIAI_DATA') and
@@ -487,7 +487,6 @@ def test_write_wav_takes_a_mono_column_and_refuses_a_batch(tmp_path):
 def test_show_audio_displays(monkeypatch):
     "show_audio displays its table in the notebook, not only returns it."
     import IPython.display
-    from miniai.audio import show_audio
     shown = []
     monkeypatch.setattr(IPython.display, 'display', lambda *a, **k: shown.extend(a))
     html = show_audio(torch.randn(2, 800) * 0.1, 8000)
@@ -560,7 +559,6 @@ def test_mel_spectrogram_refuses_non_finite_waveforms():
 def test_show_audio_titles_each_player_with_its_clip(monkeypatch):
     "Each cell shows its title above the player of the matching clip, in order."
     import IPython.display
-    from miniai.audio import show_audio
     monkeypatch.setattr(IPython.display, 'display', lambda *a, **k: None)
     waves = [torch.full((800,), 0.05), torch.full((1600,), 0.1)]
     cells = show_audio(waves, 8000, titles=['alpha', 'beta']).data.split('<td')[1:]

@@ -177,7 +177,7 @@ def test_label_accuracy_defaults_to_ten_classes():
 
 
 def test_label_accuracy_casts_images_to_float():
-    "label_accuracy casts float64 (or half) images for a float32 classifier."
+    "label_accuracy casts float64 images for a float32 classifier."
     clf = torch.nn.Linear(4, 4, bias=False)
     with torch.no_grad(): clf.weight.copy_(torch.eye(4))
     images = torch.nn.functional.one_hot(torch.tensor([0, 3]), 4).double()

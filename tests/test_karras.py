@@ -5,9 +5,9 @@ import pytest
 import torch
 from miniai.diffusion.karras import (scalings, sample_sigmas, noisify_karras, denoise, sigmas_karras, KarrasDenoiser,
                                      noise_cond)
-from miniai.diffusion.ksamplers import (SAMPLERS, GaussianDenoiser, sample, sample_euler, sample_heun, sample_lms, sample_dpmpp_2m,
-                                        sample_euler_ancestral, sample_dpmpp_2m_sde, lms_coeffs, get_ancestral_step,
-                                        CountedDenoiser)
+from miniai.diffusion.ksamplers import (SAMPLERS, GaussianDenoiser, sample, sample_euler, sample_heun, sample_lms,
+                                        sample_dpmpp_2m, sample_euler_ancestral, sample_dpmpp_2m_sde, lms_coeffs,
+                                        get_ancestral_step, CountedDenoiser)
 
 MU, S, SMAX, SMIN = 0.5, 0.3, 80., 0.01   # data ~ N(MU, S^2) in every dimension
 

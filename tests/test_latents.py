@@ -9,8 +9,9 @@ from miniai.core import set_seed
 from miniai.images import ImageSet, image_dls, images_to_float
 from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError, encode_images,
                             StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents,
-                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, perceptual_net, psnr, read_cache_header,
-                            recon_mse, reconstruct, sample_batches, train_flops_per_image, write_latent_cache)
+                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, perceptual_net, psnr,
+                            read_cache_header, recon_mse, reconstruct, sample_batches, train_flops_per_image,
+                            write_latent_cache)
 from miniai.vae import VAEOutput, kld_loss
 from miniai.models.unet import EmbUNetModel
 from miniai.diffusion.karras import karras_learner

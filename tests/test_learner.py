@@ -590,6 +590,5 @@ def test_metrics_see_predictions_without_autograd_history():
         def update(self, preds, targ): self.grads.append(preds.requires_grad)
         def compute(self): return torch.tensor(0.)
     spy = Spy()
-    torch.manual_seed(0)
-    Learner(nn.Linear(1, 1), line_dls(n=40, bs=20), F.mse_loss, lr=0.05, cbs=[TrainCB(), MetricsCB(spy=spy)]).fit(1)
+    _mse(n=40, bs=20).fit(1, cbs=[MetricsCB(spy=spy)])
     assert spy.grads == [False]*3     # two training batches and one validation batch
