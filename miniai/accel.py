@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from .core import atomic_write, default_device, remove_stale_tmp
-from .learner import Callback, batch_size
+from .core import atomic_write, default_device, map_tensors, remove_stale_tmp
+from .learner import Callback, Learner, batch_size
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'model_device', 'MixedPrecision', 'check_precision', 'precision_callbacks', 'to_channels_last',
@@ -22,7 +22,8 @@ __all__ = ['CHECKPOINT_FORMAT', 'model_device', 'MixedPrecision', 'check_precisi
            'CheckpointCB', 'NonFiniteLossError', 'NanGuardCB']
 
 # %% ../nbs/03_accel.ipynb #44e7b11c
-def model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module,  # any module: its first parameter, else its first buffer, decides
+                ) -> torch.device:
     "The device of `model`'s first parameter (or buffer); `default_device()` for a model without any."
     for t in model.parameters(): return t.device
     for t in model.buffers(): return t.device
@@ -69,7 +70,8 @@ class MixedPrecision(Callback):
     def cleanup_batch(self, learn): self._exit_autocast()
 
 # %% ../nbs/03_accel.ipynb #c320c942
-def check_precision(precision: str | None) -> str | None: # 'bf16', 'fp16' or None
+def check_precision(precision: str | None, # 'bf16', 'fp16' or None; anything else raises
+                   ) -> str | None:
     "`precision` itself if it is 'bf16', 'fp16' or None, else a `ValueError` that names it."
     if precision not in ('bf16', 'fp16', None):
         raise ValueError(f"`precision` must be 'bf16', 'fp16' or None, got {precision!r}")
@@ -83,13 +85,11 @@ def precision_callbacks(precision: str | None,  # 'bf16', 'fp16' (with a GradSca
     return [MixedPrecision(torch.bfloat16 if precision == 'bf16' else torch.float16)]
 
 # %% ../nbs/03_accel.ipynb #e345b52e
-def to_channels_last(x: Any) -> Any:
+def to_channels_last(x: Any,  # a tensor, or nested tuples/lists/dicts of them (other values are returned as they are)
+                    ) -> Any:
     "Every 4-D floating-point tensor in `x` (nested tuples, lists, dicts) in channels-last memory format."
-    if isinstance(x, torch.Tensor):
-        return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 and x.is_floating_point() else x
-    if isinstance(x, dict): return {k: to_channels_last(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(to_channels_last(o) for o in x)
-    return x
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 and t.is_floating_point() else t
+    return map_tensors(cl, x)
 
 class ChannelsLastCB(Callback):
     "Put the model's 4-D weights and every 4-D float tensor of each batch in channels-last (NHWC) memory format."
@@ -146,7 +146,7 @@ class CompileCB(Callback):
         if self.dropping: learn.dls.train.drop_last, self.dropping = False, False
 
 # %% ../nbs/03_accel.ipynb #a8bb0f61
-def synchronize(device: torch.device | str | None = None):
+def synchronize(device: torch.device | str | None = None):  # device to wait for (CPU: no-op); None: `default_device()`
     "Wait until all queued work on `device` (default `default_device()`) has finished (no-op on a CPU)."
     device = torch.device(default_device() if device is None else device)
     if device.type == 'cuda': torch.cuda.synchronize(device)
@@ -174,7 +174,9 @@ class EMA(Callback):
         self.shadow = [p.detach().clone() for p in self.params]
         self.n_updates, self._swapped, self._eval_swap = 0, False, False
 
-    def current_decay(self, n: int | None = None) -> float:  # updates before the one asked about (default: all so far)
+    def current_decay(self,
+                      n: int | None = None,  # updates before the one asked about (default: all so far)
+                     ) -> float:
         "Decay used by the next update (or the one after n updates): `min(decay, (1+n)/(10+n))` with warm-up, else `decay`."
         n = self.n_updates if n is None else n
         return min(self.decay, (1 + n)/(10 + n)) if self.warmup else self.decay
@@ -265,7 +267,9 @@ class EMA(Callback):
         return {'decay': self.decay, 'warmup': self.warmup, 'n_updates': self.n_updates,
                 'shadow': dict(zip(self.names, self.shadow))}
 
-    def check_state_dict(self, sd: dict, model: nn.Module | None = None): # default: the tracked model's parameters
+    def check_state_dict(self,
+                         sd: dict,  # an `EMA.state_dict()` (e.g. a checkpoint's 'ema'); only its 'shadow' is checked
+                         model: nn.Module | None = None): # default: the tracked model's parameters
         "Raise `ValueError` naming the problem if `sd` does not fit the tracked model's (or `model`'s) parameters."
         own = list(zip(self.names, self.shadow)) if model is None else list(model.named_parameters())
         names, own_names = list(sd.get('shadow', {})), [n for n, _ in own]
@@ -277,7 +281,7 @@ class EMA(Callback):
         if bad: raise ValueError(f"EMA state has other shapes: {bad[:3]}")
 
     @torch.no_grad()
-    def load_state_dict(self, sd: dict):
+    def load_state_dict(self, sd: dict):  # an `EMA.state_dict()` of the tracked model's parameters (names, shapes)
         "Restore the average and update count of `state_dict()` output (checked first: a misfit changes nothing)."
         if self._swapped: raise RuntimeError("EMA: swap the weights back before loading an average")
         self.check_state_dict(sd)
@@ -291,9 +295,10 @@ class _CountImages(Callback):
     def after_batch(self, learn):
         if learn.training: self.n += batch_size(learn.batch)
 
-def train_throughput(learn,  # a `Learner` ready to fit (callbacks included)
+def train_throughput(learn: Learner,  # a `Learner` ready to fit (callbacks included)
                      epochs: int = 1,  # timed epochs (training phase only)
-                     warmup: int = 1) -> float:  # untimed epochs first (compilation, allocator, cudnn autotune)
+                     warmup: int = 1,  # untimed epochs first (compilation, allocator, cudnn autotune)
+                    ) -> float:
     "Training images per second of `learn.fit` over `epochs` epochs, after `warmup` untimed ones."
     if warmup: learn.fit(warmup, valid=False)
     counter = _CountImages()
@@ -357,7 +362,7 @@ def rng_states() -> dict:
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_states(st: dict):
+def set_rng_states(st: dict):  # `rng_states()` output (a checkpoint's 'rng'); CUDA part used only if GPU counts match
     "Restore the generators saved by `rng_states`."
     v, state, gauss = st['python']
     random.setstate((v, tuple(state), gauss))
@@ -391,10 +396,11 @@ def _loader_states(learn) -> dict:
         elif isinstance(getattr(dl, 'generator', None), torch.Generator): out[name] = {'kind': 'generator', 'state': dl.generator.get_state()}
     return out
 
-def checkpoint_state(learn,  # the `Learner` to save
+def checkpoint_state(learn: Learner,  # the `Learner` to save
                      epoch: int,  # number of finished epochs (where a resumed fit starts)
                      extra: dict | None = None,  # more plain values to store (metrics, settings)
-                     rng: dict | None = None) -> dict:  # random states to store (default: the current ones)
+                     rng: dict | None = None,  # random states to store, from `rng_states()` (default: the current ones)
+                    ) -> dict:
     "Everything needed to resume `learn` exactly, as a dict of CPU tensors and plain Python values."
     if extra is not None: _check_loadable(extra, 'the checkpoint `extra`')
     _check_training_state(learn)   # again at each save: a callback may have set, say, a NumPy learning rate since
@@ -410,10 +416,11 @@ def checkpoint_state(learn,  # the `Learner` to save
 
 # %% ../nbs/03_accel.ipynb #7a7ed4e9
 def save_checkpoint(path: str | Path,  # file to write (its folder is created)
-                    learn,  # the `Learner` to save
+                    learn: Learner,  # the `Learner` to save
                     epoch: int | None = None,  # finished epochs (default: `learn.epochs_done`)
                     extra: dict | None = None,  # more plain values to store
-                    rng: dict | None = None) -> Path:  # random states to store (default: the current ones)
+                    rng: dict | None = None,  # random states to store, from `rng_states()` (default: the current ones)
+                   ) -> Path:
     "Write `learn`'s full training state to `path` atomically (temporary file in the same folder, then rename)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,7 +428,8 @@ def save_checkpoint(path: str | Path,  # file to write (its folder is created)
     with atomic_write(path) as tmp, open(tmp, 'wb') as f: torch.save(state, f)
     return path
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path,  # a file written by `save_checkpoint`
+                   ) -> dict:
     "Load a checkpoint file with `weights_only=True` onto the CPU; `FileNotFoundError` if missing, `CheckpointError` if unreadable or not one."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
@@ -506,8 +514,9 @@ def _load_plan(ck: dict, learn, where: str) -> list:
     return plan
 
 def load_checkpoint(path: str | Path,  # a file written by `save_checkpoint`
-                    learn,  # the `Learner` to restore (same model configuration)
-                    rng: bool = True) -> dict:  # also restore the random generators (needed for an exact resume)
+                    learn: Learner,  # the `Learner` to restore (same model configuration)
+                    rng: bool = True,  # also restore the random generators (needed for an exact resume)
+                   ) -> dict:
     "Restore `learn` from `path` after checking every part fits (a refused checkpoint changes nothing); returns its info."
     return _restore(read_checkpoint(path), learn, f'checkpoint {path}', rng)
 

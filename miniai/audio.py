@@ -8,7 +8,7 @@ import fnmatch, io, os, warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
@@ -32,7 +32,8 @@ FSDD_SHA256 = '5a11f1f9aebc3567c28ecfcc7b1dae872bd30a7c0e15de1d933ae1dbfe18a526'
 FSDD_RATE = 8000  # samples per second of the recordings
 DIGITS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine']
 
-def fsdd_candidates(data_dir: str | Path | None = None) -> list[Path]:
+def fsdd_candidates(data_dir: str | Path | None = None, # the .npz, or a folder holding it or `fsdd/` (None: $MINIAI_DATA)
+                   ) -> list[Path]:
     "Places searched for the FSDD archive: `data_dir` alone if given (a file, or a folder holding it or an `fsdd/` folder), else `$MINIAI_DATA/fsdd/`."
     paths = []
     if data_dir is not None:   # the copy asked for, and no other: a typo must not fall through to $MINIAI_DATA's
@@ -87,7 +88,9 @@ class AudioClips:
         secs = sum(len(w) for w in self.waves)/self.sample_rate
         return f"AudioClips({len(self)} clips, {self.sample_rate} Hz, {secs:.1f} s, labels={'yes' if self.labels is not None else 'no'})"
 
-    def subset(self, idx: Sequence[int] | Tensor) -> AudioClips:
+    def subset(self,
+               idx: Sequence[int] | Tensor, # positions of the clips to keep, in the order wanted
+              ) -> AudioClips:
         "The clips at positions `idx`."
         idx = [int(i) for i in idx]
         return AudioClips([self.waves[i] for i in idx], self.sample_rate,
@@ -129,7 +132,7 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
 # %% ../nbs/16_audio.ipynb #22df3d08
 def show_audio(waves: Sequence[Tensor] | Tensor,   # 1-D waveforms, or a batch (N, L)
                sample_rate: int,                   # samples per second
-               titles: Sequence[str] | None = None,
+               titles: Sequence[str] | None = None, # one caption per clip (None: their positions 0, 1, ...)
                ncols: int = 4,                     # players per row
                normalize: bool = True,             # let each player scale its clip to full loudness
               ):
@@ -150,7 +153,8 @@ def _to_numpy(w) -> np.ndarray:
     return (w.detach().float().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float32)).reshape(-1)
 
 # %% ../nbs/16_audio.ipynb #8ad6629d
-def read_wav(path: str | Path) -> tuple[Tensor, int]:
+def read_wav(path: str | Path | BinaryIO, # a file (or binary file object) in any format soundfile reads
+            ) -> tuple[Tensor, int]:
     "Read an audio file with `soundfile`: (mono float32 waveform, sample rate); `CorruptDataError` if unreadable, empty or non-finite."
     import soundfile as sf
     try: data, rate = sf.read(path if isinstance(path, io.IOBase) else str(path), dtype='float32', always_2d=True)
@@ -181,7 +185,8 @@ def write_wav(path: str | Path,    # file to write (`.wav`); its folder is creat
     with atomic_write(path) as tmp: sf.write(str(tmp), x, int(sample_rate), subtype='PCM_16', format='WAV')
     return Path(path)
 
-def fsdd_label(path: str | Path) -> int:
+def fsdd_label(path: str | Path, # an FSDD recording; only its file name is used
+              ) -> int:
     "The digit of an FSDD file name `{digit}_{speaker}_{take}.wav`."
     return int(Path(path).name.split('_')[0])
 
@@ -215,9 +220,9 @@ def _hf_row_audio(v, i) -> tuple[Tensor, int]:
         return read_wav(io.BytesIO(v['bytes']) if v.get('bytes') else v['path'])
     raise CorruptDataError(f"row {i}: the audio value is neither raw bytes/path nor a decoded array ({type(v).__name__})")
 
-def load_hf_audio(ds,                            # a `datasets.Dataset` or `DatasetDict`, or the hub name of one
+def load_hf_audio(ds: Any,                       # a `datasets.Dataset` or `DatasetDict`, or the hub name of one
                   sample_rate: int,              # wanted rate: clips at other rates are resampled
-                  audio_column: str = 'audio',
+                  audio_column: str = 'audio',   # column of raw (bytes/path) or decoded (array) audio
                   label_column: str | None = 'label', # class labels, integers or strings (None, or absent: unlabelled)
                   split: str = 'train',          # the split to load when `ds` is a name or a `DatasetDict`
                   resample: bool = True,         # False: a clip at another rate is a `ValueError`
@@ -312,7 +317,8 @@ def _mel_basis(spec: MelSpec, device: torch.device) -> tuple[Tensor, Tensor, Ten
     return (torch.hann_window(spec.n_fft, device=device), fb.to(device),
             torch.linalg.pinv(fb.double().T).float().to(device))
 
-def ref_power(spec: MelSpec) -> float:
+def ref_power(spec: MelSpec, # the settings (only `n_fft` matters)
+             ) -> float:
     "STFT power of a full-scale sine centred on a bin (0 dB): (sum of the Hann window / 2)^2 = (n_fft/4)^2."
     return (spec.n_fft/4)**2
 
@@ -326,42 +332,57 @@ def _check_waves(waves: Tensor, n: int) -> Tensor:
     check_finite(waves, 'waveforms')   # NaN would come out as NaN pixels (clamp keeps NaN)
     return waves
 
-def db_to_image(db: Tensor, spec: MelSpec) -> Tensor:
+def db_to_image(db: Tensor,     # decibels re a full-scale sine, any shape
+                spec: MelSpec,  # its `db_range` is the mapping
+               ) -> Tensor:
     "Decibels -> pixel values: `db_range` maps linearly to [-1, 1], values outside are clipped."
     lo, hi = spec.db_range
     return ((db - lo)/(hi - lo)*2 - 1).clamp(-1, 1)
 
-def image_to_db(x: Tensor, spec: MelSpec) -> Tensor:
+def image_to_db(x: Tensor,      # pixel values, any shape (clamped to [-1, 1] first)
+                spec: MelSpec,  # its `db_range` is the mapping
+               ) -> Tensor:
     "Pixel values in [-1, 1] -> decibels (the inverse of `db_to_image` inside the range)."
     lo, hi = spec.db_range
     return (x.clamp(-1, 1) + 1)/2*(hi - lo) + lo
 
-def mel_power(spec: MelSpec, waves: Tensor) -> Tensor:
+def mel_power(spec: MelSpec,   # STFT and mel filter settings
+              waves: Tensor,   # float waveforms (B, L) on any device; L = `spec.n_samples` gives `n_frames` frames
+             ) -> Tensor:
     "Mel-band power (B, n_mels, n_frames) of waveforms (B, n_samples)."
     window, fb, _ = _mel_basis(spec, waves.device)
     X = torch.stft(waves.float(), spec.n_fft, spec.hop_length, window=window, center=True, return_complex=True)
     return (fb.T @ X.abs().pow(2))
 
 @patch
-def spectrogram(self: MelSpec, waves: Tensor) -> Tensor:
+def spectrogram(self: MelSpec,
+                waves: Tensor, # floats in [-1, 1], (B, n_samples) or one (n_samples,): see `fix_length`
+               ) -> Tensor:
     "Log-mel images (B, 1, n_mels, n_frames) in [-1, 1] of waveforms (B, n_samples) (or one (n_samples,))."
     P = mel_power(self, _check_waves(waves, self.n_samples))
     return db_to_image(10*torch.log10(P.clamp_min(1e-20)/ref_power(self)), self)[:, None]
 
 # %% ../nbs/16_audio.ipynb #44b3c0da
 def show_spectrograms(specs: Tensor,               # images (N, 1, n_mels, n_frames) in [-1, 1]
-                      titles: Sequence[str] | None = None,
-                      imsize: float = 1.6, cmap: str = 'magma', **kwargs):
+                      titles: Sequence[str] | None = None, # one per image (None: no titles)
+                      imsize: float = 1.6,         # inches per image
+                      cmap: str = 'magma',         # matplotlib colormap
+                      **kwargs):
     "Show spectrogram images in a grid, low frequencies at the bottom."
     return show_images(specs.detach().float().cpu(), titles=titles, imsize=imsize, value_range=(-1., 1.),
                        cmap=cmap, origin='lower', **kwargs)
 
 # %% ../nbs/16_audio.ipynb #48c7c0c4
-def sine(freq: float, n_samples: int, sample_rate: int, amplitude: float = 1.) -> Tensor:
+def sine(freq: float,           # frequency (Hz)
+         n_samples: int,        # length of the wave (it starts at phase 0)
+         sample_rate: int,      # samples per second
+         amplitude: float = 1., # peak value
+        ) -> Tensor:
     "A sine wave (n_samples,) of frequency `freq` Hz."
     return amplitude*torch.sin(2*torch.pi*freq*torch.arange(n_samples)/sample_rate)
 
-def mel_centers(spec: MelSpec) -> Tensor:
+def mel_centers(spec: MelSpec, # the mel filter settings (computed on the CPU)
+               ) -> Tensor:
     "Frequency (Hz) of the STFT bin where each mel band's triangular filter peaks: its centre, to within one bin."
     _, fb, _ = _mel_basis(spec, torch.device('cpu'))
     return fb.argmax(0)*spec.sample_rate/spec.n_fft
@@ -390,15 +411,21 @@ def waveform(self: MelSpec,
 def _mag(x: Tensor, n_fft: int, hop: int) -> Tensor:
     return torch.stft(x.float(), n_fft, hop, window=torch.hann_window(n_fft, device=x.device), return_complex=True).abs()
 
-def spectral_convergence(x: Tensor, y: Tensor, # reference and reconstructed waveforms (B, L)
-                         n_fft: int = 512, hop: int = 64) -> Tensor:
+def spectral_convergence(x: Tensor,       # reference waveforms (B, L)
+                         y: Tensor,       # reconstructed waveforms (B, L)
+                         n_fft: int = 512, # Hann window and FFT size of the comparison's STFT (samples)
+                         hop: int = 64,   # samples between its frames
+                        ) -> Tensor:
     "Per clip ||S_x| - |S_y||_F / ||S_x||_F of STFT magnitudes (B,): 0 for identical spectra."
     X, Y = _mag(x, n_fft, hop), _mag(y, n_fft, hop)
     return (X - Y).norm(dim=(1, 2))/X.norm(dim=(1, 2)).clamp_min(1e-12)
 
-def log_spectral_distance(x: Tensor, y: Tensor, # reference and reconstructed waveforms (B, L)
-                          n_fft: int = 512, hop: int = 64,
-                          floor_db: float = 80.) -> Tensor:
+def log_spectral_distance(x: Tensor,       # reference waveforms (B, L)
+                          y: Tensor,       # reconstructed waveforms (B, L)
+                          n_fft: int = 512, # Hann window and FFT size of the comparison's STFT (samples)
+                          hop: int = 64,   # samples between its frames
+                          floor_db: float = 80., # each spectrogram is floored this many dB below its own maximum
+                         ) -> Tensor:
     "Per clip mean over frames of the RMS (over frequencies) dB difference of the power spectra, floored `floor_db` below the max."
     def db(z):
         d = 20*torch.log10(_mag(z, n_fft, hop).clamp_min(1e-10))
@@ -406,12 +433,18 @@ def log_spectral_distance(x: Tensor, y: Tensor, # reference and reconstructed wa
     return (db(x) - db(y)).pow(2).mean(1).sqrt().mean(1)
 
 # %% ../nbs/16_audio.ipynb #beccf57f
-def round_trip(spec: MelSpec, waves: Tensor, n_iter: int | None = None) -> Tensor:
+def round_trip(spec: MelSpec,  # the spectrogram settings
+               waves: Tensor,  # floats in [-1, 1], (B, spec.n_samples) or one (n_samples,)
+               n_iter: int | None = None, # Griffin-Lim iterations (None: `spec.n_iter`)
+              ) -> Tensor:
     "Waveforms after spectrogram -> Griffin-Lim (the representation's loss, heard)."
     return spec.waveform(spec.spectrogram(waves), n_iter=n_iter)
 
-def round_trip_quality(spec: MelSpec, waves: Tensor, # clips (B, spec.n_samples)
-                       n_iter: int | None = None, bs: int = 256) -> dict:
+def round_trip_quality(spec: MelSpec,  # the spectrogram settings
+                       waves: Tensor,  # clips (B, spec.n_samples)
+                       n_iter: int | None = None, # Griffin-Lim iterations (None: `spec.n_iter`)
+                       bs: int = 256,  # clips per round trip
+                      ) -> dict:
     "Mean spectral convergence and log-spectral distance (dB) of the round trip of `waves`."
     sc, lsd = [], []
     for i in range(0, len(waves), bs):
@@ -420,18 +453,22 @@ def round_trip_quality(spec: MelSpec, waves: Tensor, # clips (B, spec.n_samples)
     return dict(spectral_convergence=torch.cat(sc).mean().item(), lsd_db=torch.cat(lsd).mean().item())
 
 # %% ../nbs/16_audio.ipynb #c0c26467
-def peak_frequency(wave: Tensor, sample_rate: int) -> float:
+def peak_frequency(wave: Tensor,     # 1-D waveform, on any device
+                   sample_rate: int, # samples per second
+                  ) -> float:
     "The frequency (Hz) of the strongest component of a 1-D waveform (Hann-windowed FFT, zero-padded to >= 4096)."
     n = max(4096, 1 << (len(wave) - 1).bit_length())
-    mag = torch.fft.rfft(wave.float()*torch.hann_window(len(wave)), n=n).abs()
+    mag = torch.fft.rfft(wave.float()*torch.hann_window(len(wave), device=wave.device), n=n).abs()
     return mag.argmax().item()*sample_rate/n
 
 # %% ../nbs/16_audio.ipynb #3b068d88
-def to_uint8(images: Tensor) -> Tensor:
+def to_uint8(images: Tensor, # floats in [-1, 1] (clamped first), any shape
+            ) -> Tensor:
     "Spectrogram images in [-1, 1] -> uint8 0..255 (rounded); `DeviceImageLoader(value_range=(-1, 1))` reverses it."
     return ((images.clamp(-1, 1) + 1)*127.5).round().to(torch.uint8)
 
-def from_uint8(images: Tensor) -> Tensor:
+def from_uint8(images: Tensor, # uint8 images (0..255), any shape
+              ) -> Tensor:
     "uint8 spectrogram images -> float32 in [-1, 1]."
     return images.float()/127.5 - 1
 

@@ -5,12 +5,13 @@
 # %% ../nbs/17b_audio_diffusion.ipynb #e0a3bb54
 from __future__ import annotations
 from functools import partial
-from typing import Sequence
+from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 from .core import batch_seed, default_device, eval_mode
+from .data import DataLoaders
 from .learner import Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from .accel import EMA, MixedPrecision, fused_opt_func, precision_callbacks
 from .models.resnet import fashion_classifier, classifier_accuracy
@@ -42,7 +43,8 @@ AUDIO_QUICK_CONFIG = {**AUDIO_CONFIG, **dict(
     epochs=1, lr=3e-3, ema=None, steps=4, n_per_digit=2, n_uncond=20, limit=(256, 100))}
 
 # %% ../nbs/17b_audio_diffusion.ipynb #457d5318
-def all_items(dl) -> tuple[Tensor, Tensor]:
+def all_items(dl: Iterable[tuple[Tensor, Tensor]], # (images, labels) batches; a `DeviceImageLoader` is read in one go
+             ) -> tuple[Tensor, Tensor]:
     "Every (image, label) of a loader, in data-set order, on the CPU (a `DeviceImageLoader` without touching its shuffling)."
     if hasattr(dl, 'get_batch'): x, y = dl.get_batch(torch.arange(dl.dataset_len, device=dl.device))
     else: x, y = (torch.cat(t) for t in zip(*dl))
@@ -55,18 +57,19 @@ def digit_classifier(nfs: Sequence[int] = (16, 32, 64, 128), # channels of the s
     "Lesson 19's ResNet (`fashion_classifier`) for the 10 digits: spectrograms (B,1,n_mels,n_frames) in [-1,1] -> (B,10) logits."
     return fashion_classifier(nfs, drop)
 
-def digit_features(model: nn.Sequential) -> nn.Sequential:
+def digit_features(model: nn.Sequential, # a `digit_classifier` (its layers are shared, not copied)
+                  ) -> nn.Sequential:
     "The classifier without its head (shared weights; puts `model` in eval mode): spectrograms -> (B, nfs[-1]) pooled features."
     if not (isinstance(model, nn.Sequential) and len(model) > 4 and isinstance(model[-4], nn.Flatten)):
         raise TypeError("`model` must be a `digit_classifier` (an nn.Sequential ending in Flatten, Dropout, Linear, BatchNorm1d)")
     model.eval()   # the whole classifier, not only the shared body: no model left half in training mode
     return model[:-3].eval()
 
-def train_digit_classifier(dls,                      # DataLoaders of (spectrograms, digits), e.g. `fsdd_dls`
-                           epochs: int = 20,
+def train_digit_classifier(dls: DataLoaders,         # DataLoaders of (spectrograms, digits), e.g. `fsdd_dls`
+                           epochs: int = 20,         # length of the one-cycle schedule
                            lr: float = 1e-2,         # peak of the one-cycle schedule
-                           nfs: Sequence[int] = (16, 32, 64, 128),
-                           drop: float = 0.1,
+                           nfs: Sequence[int] = (16, 32, 64, 128), # stem and block channels (see `digit_classifier`)
+                           drop: float = 0.1,        # dropout probability
                            progress: bool = True,    # progress bars and the metrics table
                            device: str | torch.device | None = None, # default `default_device()`
                           ) -> tuple[nn.Sequential, float]:
@@ -82,7 +85,7 @@ def train_digit_classifier(dls,                      # DataLoaders of (spectrogr
 
 # %% ../nbs/17b_audio_diffusion.ipynb #7bcfab7b
 def diffusion_learner(model: nn.Module,         # network F(c_in x, c_noise[, digit]), e.g. `SimpleDiffusion`
-                      dls,                      # DataLoaders of (spectrograms in [-1, 1], digits), on the device
+                      dls: DataLoaders,         # DataLoaders of (spectrograms in [-1, 1], digits), on the device
                       sigma_data: float,        # standard deviation of the training images
                       lr: float = 1e-3,         # peak of the one-cycle schedule
                       p_uncond: float = 0.1,    # conditional models: fraction of labels replaced by the null class
@@ -103,18 +106,21 @@ def diffusion_learner(model: nn.Module,         # network F(c_in x, c_noise[, di
     return Learner(model.to(device), dls, F.mse_loss, lr=lr, cbs=cbs,
                    opt_func=fused_opt_func(torch.optim.AdamW, eps=1e-5), n_inp=n_inp)
 
-def simple_diffusion(cfg: dict, n_classes: int | None = None, img_size=64) -> SimpleDiffusion:
+def simple_diffusion(cfg: dict, # sizes: keys nfs, num_layers, n_mids, mid_attn_chans (e.g. `AUDIO_CONFIG`)
+                     n_classes: int | None = None, # 10: conditioned on the digit (+ a null class); None: unconditional
+                     img_size: int | tuple[int, int] = 64, # side or (H, W) of the spectrograms (fixes the token count)
+                    ) -> SimpleDiffusion:
     "A `SimpleDiffusion` with the sizes of `cfg` (`AUDIO_CONFIG` keys nfs, num_layers, n_mids, mid_attn_chans), initialised."
     return init_simple_diffusion(SimpleDiffusion(1, 1, cfg['nfs'], cfg['num_layers'], img_size, cfg['n_mids'],
                                                  cfg['mid_attn_chans'], n_classes))
 
 # %% ../nbs/17b_audio_diffusion.ipynb #51cff131
-def train_audio_diffusion(dls,                        # FSDD spectrogram DataLoaders (`fsdd_dls`)
+def train_audio_diffusion(dls: DataLoaders,           # FSDD spectrogram DataLoaders (`fsdd_dls`)
                           sigma_data: float,          # std of the training images
                           n_classes: int | None = None, # 10: conditioned on the digit; None: unconditional
                           cfg: dict = AUDIO_CONFIG,   # sizes and training settings
-                          seed: int = 42,
-                          progress: bool = True,
+                          seed: int = 42,             # seeds torch before the model is built (init, training noise)
+                          progress: bool = True,      # progress bars and the metrics table
                          ) -> tuple[SimpleDiffusion, Learner]:
     "Train `simple_diffusion(cfg, n_classes)` for `cfg['epochs']` (EMA weights copied in at the end if `cfg['ema']`); returns it in eval mode and its Learner."
     torch.manual_seed(seed)
@@ -133,7 +139,8 @@ def generate_spectrograms(model: nn.Module,       # a trained network (`SimpleDi
                           scale: float = 1.,      # guidance scale w for `digits`
                           sigma_data: float = 0.5, # the data std the model was trained with
                           shape: tuple[int, int, int] = MelSpec().shape, # (C, H, W) of one image
-                          sampler: str = 'dpmpp_2m', steps: int = 50,
+                          sampler: str = 'dpmpp_2m', # a name in `miniai.diffusion.ksamplers.SAMPLERS`
+                          steps: int = 50,        # sampling steps (Karras schedule)
                           bs: int = 256,          # images per sampler call
                           seed: int = 0,          # batch i draws from seed `batch_seed(seed, i)`
                           progress: bool = False, # a progress bar over batches
@@ -155,13 +162,21 @@ def generate_spectrograms(model: nn.Module,       # a trained network (`SimpleDi
     return torch.cat(out)
 
 # %% ../nbs/17b_audio_diffusion.ipynb #fcea6f42
-def heard(spec: MelSpec, images: Tensor, bs: int = 256, device: str | torch.device | None = None) -> Tensor:
+def heard(spec: MelSpec,  # the settings that made the images
+          images: Tensor, # spectrograms (N, 1, n_mels, n_frames) in [-1, 1], or uint8
+          bs: int = 256,  # images per Griffin-Lim batch
+          device: str | torch.device | None = None, # where Griffin-Lim runs (default `default_device()`)
+         ) -> Tensor:
     "Spectrograms of what one hears: images -> Griffin-Lim waveform -> spectrogram again (on the CPU)."
     device = torch.device(default_device() if device is None else device)
     return torch.cat([spec.spectrogram(spec.waveform(images[i:i+bs].to(device))).cpu() for i in range(0, len(images), bs)])
 
 @torch.no_grad()
-def digit_accuracy(classifier: nn.Module, images: Tensor, digits: Tensor, bs: int = 512) -> tuple[float, Tensor]:
+def digit_accuracy(classifier: nn.Module, # the digit classifier (run in eval mode, on its own device)
+                   images: Tensor,        # spectrograms (N, 1, n_mels, n_frames) in [-1, 1]
+                   digits: Tensor,        # the digit each image should say (N,)
+                   bs: int = 512,         # images classified at a time
+                  ) -> tuple[float, Tensor]:
     "Accuracy of `classifier` on `images` labelled `digits`: overall, and per digit (10,) (NaN for absent digits)."
     if digits.shape != (len(images),): raise ValueError(f"`digits` must hold one label per image ({len(images)},), got {tuple(digits.shape)}")
     dev = next(classifier.parameters()).device
@@ -189,11 +204,11 @@ def audio_scores(ie: ImageEval,             # FID evaluator: digit features, the
 def evaluate_generation(classifier: nn.Module,      # the trained digit classifier
                         uncond_model: nn.Module | None, # unconditional network (None: skip)
                         cond_model: nn.Module | None,   # digit-conditional network (None: skip)
-                        dls,                          # the FSDD DataLoaders (train: floor clips, valid: reference)
+                        dls: DataLoaders,             # the FSDD DataLoaders (train: floor clips, valid: reference)
                         sigma_data: float,            # std of the training images
                         cfg: dict = AUDIO_CONFIG,     # n_per_digit, n_uncond, guidance, sampler, steps
-                        spec: MelSpec = MelSpec(),
-                        seed: int = 0,
+                        spec: MelSpec = MelSpec(),    # the settings that made the images (for Griffin-Lim)
+                        seed: int = 0,                # floor-clip choice, Griffin-Lim phases, sampler seeds (+100, +200)
                        ) -> dict[str, dict]:
     "`audio_scores` of real training clips (the floors), unconditional samples and conditional samples per guidance scale."
     ref, _ = all_items(dls.valid)
@@ -212,7 +227,9 @@ def evaluate_generation(classifier: nn.Module,      # the trained digit classifi
     return res
 
 # %% ../nbs/17b_audio_diffusion.ipynb #f6ed9684
-def scores_table(results: dict[str, dict], clf_acc: float | None = None) -> str:
+def scores_table(results: dict[str, dict], # `evaluate_generation`'s output: set name -> `audio_scores` dict
+                 clf_acc: float | None = None, # the classifier's test accuracy, as a first row (None: no such row)
+                ) -> str:
     "Markdown table of `audio_scores` results (one row per set), with the classifier's test accuracy as the ceiling."
     fmt = lambda r, k, p: '' if k not in r else f"{r[k]:.1%}" if p else f"{r[k]:.2f}"
     lines = ['| clips | n | FID | FID heard | accuracy | accuracy heard |', '|---|---:|---:|---:|---:|---:|']

@@ -87,8 +87,12 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
         return x if bound <= hi else x.clamp(-1, 1)   # a looser x0-hat bound: clip the images
     return sampler
 
-def sampler_nfe(schedule: str, method: str, steps: int, quick: bool = False,
-                guidance: float = 1.) -> int: # a guidance scale other than 0 and 1 evaluates every image twice per call
+def sampler_nfe(schedule: str,          # model family: 'cosine' or 'linear' (see `recipe`)
+                method: str,            # 'ddim' or (linear family only) 'ddpm'
+                steps: int,             # DDIM steps (ignored by 'ddpm', which takes every step of the schedule)
+                quick: bool = False,    # the quick recipe (its 'ddpm' schedule has 100 steps, not 1000)
+                guidance: float = 1.,   # a guidance scale other than 0 and 1 evaluates every image twice per call
+               ) -> int:
     "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
     calls = recipe(schedule, quick)['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
     return calls * guidance_evals(guidance)
@@ -98,8 +102,8 @@ def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `mak
                   bs: int = 512,       # images per sampler call
                   seed: int | None = 0, # batch k draws from a generator seeded with `batch_seed(seed, k)` (None: the global RNG)
                   device: str | torch.device | None = None, # where the sampler's model is (default `default_device()`)
-                  img_shape: Sequence[int] = (1, 32, 32),
-                  progress: bool = True,
+                  img_shape: Sequence[int] = (1, 32, 32), # (C, H, W) of one image
+                  progress: bool = True, # one batch: the sampler's step bar (if any); several: a bar over batches
                   labels: Tensor | None = None, # class of each image (n,), for a class-conditional sampler
                  ) -> Tensor:
     "`n` images from `sampler` in batches of `bs` (batch k seeded with `batch_seed(seed, k)`), reproducible for the same `bs`, on the CPU."
@@ -115,15 +119,18 @@ def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `mak
            for k, i in enumerate(tqdm(range(0, n, bs), disable=not progress or steps_bar, desc=f'sampling {n} images'))]
     return torch.cat(out)
 
-def balanced_labels(n: int, n_classes: int = 10) -> Tensor:
+def balanced_labels(n: int,             # number of labels
+                    n_classes: int = 10, # labels cycle through 0..n_classes-1 (must be >= 1)
+                   ) -> Tensor:
     "Class labels 0, 1, ..., n_classes-1, 0, 1, ... for `n` images: every class equally often (to within one)."
-    return torch.arange(n) % n_classes
+    return torch.arange(n) % check_int(n_classes, 'n_classes', 1)
 
 # %% ../nbs/99_cli.ipynb #0baf9dac
 def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
-                    path: str | Path,
-                    ncols: int = 8,
-                    pad: int = 2) -> Path:
+                    path: str | Path, # the PNG file to write (its folder is created)
+                    ncols: int = 8,   # images per row (>= 1); as many rows as needed
+                    pad: int = 2,     # pixels of white between the images and around the grid
+                   ) -> Path:
     "Save grey images in [-1, 1] as one PNG grid (white padding), written atomically."
     import matplotlib.pyplot as plt
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1 or len(images) == 0:
@@ -140,7 +147,8 @@ def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
 
 def save_loss_plot(losses: Sequence[float],   # training loss per batch
                    valid: Sequence[tuple],     # (batch number, validation loss) per epoch
-                   path: str | Path) -> Path:
+                   path: str | Path,           # the PNG file to write (its folder is created)
+                  ) -> Path:
     "Save the training loss per batch and the validation loss per epoch as a PNG (written atomically)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(6, 3.5)); ax = fig.add_subplot()
@@ -158,7 +166,8 @@ def _default_feature_model(quick: bool) -> str:
 def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (trained in seconds)
                         classifier: str | Path | None = None, # weights of a trained classifier (default: the usual path)
                         data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
-                        progress: bool = True) -> Path:
+                        progress: bool = True, # bars while training a missing full classifier (the tiny one trains silently)
+                       ) -> Path:
     "Path of the Fashion-MNIST classifier used for FID and class accuracy, training it first if there is none yet."
     path = Path(classifier) if classifier else (cache_dir('models')/'fashion_classifier_tiny.safetensors' if quick
                                                 else fashion_classifier_path())
@@ -173,15 +182,19 @@ def fid_classifier_file(quick: bool = False, # the tiny quick-mode classifier (t
 def fid_evaluator(quick: bool = False,  # tiny classifier and 2,000 reference images (CPU checks)
                   classifier: str | Path | None = None, # weights of a trained classifier (default: the usual path)
                   data_dir: str | Path | None = None,   # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
-                  progress: bool = True) -> ImageEval:
+                  progress: bool = True, # progress bars if the full classifier must first be trained
+                 ) -> ImageEval:
     "The FID/KID evaluator of notebook 05, training its classifier first if there is none yet."
     path = fid_classifier_file(quick, classifier, data_dir, progress)
     return fashion_image_eval(path, data_dir=data_dir, n_ref=2000 if quick else None, allow_sample=quick)
 
 def class_accuracy(images: Tensor,  # generated images (N, 1, 32, 32) in [-1, 1]
                    labels: Tensor,  # the class each image was drawn for (N,)
-                   quick: bool = False, classifier: str | Path | None = None, data_dir: str | Path | None = None,
-                   bs: int = 512) -> dict:
+                   quick: bool = False, # the tiny quick-mode classifier (not comparable)
+                   classifier: str | Path | None = None, # weights (None: the default classifier, trained first if missing)
+                   data_dir: str | Path | None = None,   # Fashion-MNIST folder, only to train a missing classifier
+                   bs: int = 512,   # images per classifier batch
+                  ) -> dict:
     "How often the Fashion-MNIST classifier sees the requested class in class-conditional samples: overall and per class."
     labels = check_class_labels(labels, 10).reshape(-1)
     if len(labels) != len(images): raise ValueError(f"{len(labels)} labels for {len(images)} images")
@@ -294,7 +307,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
                     force: bool = False,       # replace an earlier run in `out` (its checkpoint.pt is deleted as training starts, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
-                    progress: bool = True,
+                    progress: bool = True,     # progress bars for training, sampling and any classifier training
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
@@ -381,13 +394,17 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     return dict(metrics=metrics, learn=learn, ema=ema, sampler=sampler)
 
 # %% ../nbs/99_cli.ipynb #0ce45017
-def save_trained(model: nn.Module, path: str | Path, config: dict) -> Path:
+def save_trained(model: nn.Module, # its `state_dict()` is saved, as CPU tensors
+                 path: str | Path, # the `.safetensors` file to write (atomically)
+                 config: dict,     # JSON-serialisable recipe, as `train_diffusion` writes it ('unet', 'schedule', ...)
+                ) -> Path:
     "Save `model`'s weights with safetensors (atomically) and its recipe `config` in the file's metadata."
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp: save_file(sd, str(tmp), metadata={'miniai': json.dumps(config)})
     return Path(path)
 
-def trained_config(path: str | Path) -> dict:
+def trained_config(path: str | Path, # a `model.safetensors` from `train_diffusion`, or the folder holding it
+                  ) -> dict:
     "The recipe stored in a `model.safetensors` written by `train_diffusion` (or its folder), read without loading weights."
     path = _weights_file(path)
     try:
@@ -405,7 +422,8 @@ def _weights_file(path: str | Path) -> Path:
     return path
 
 def load_trained(path: str | Path,  # `model.safetensors` written by `train_diffusion`
-                 device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
+                 device: str | torch.device | None = None, # where to put the model; None: `default_device()`
+                ) -> tuple[nn.Module, dict]:
     "Rebuild the model saved by `train_diffusion` from its weights file; returns `(model in eval mode, its config)`."
     path = _weights_file(path)
     cfg = trained_config(path)
@@ -442,12 +460,13 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
                     steps: int = 100,        # DDIM steps
                     eta: float = 1.,         # DDIM noise
                     seed: int = 0,           # the sample set is reproduced exactly by its seed (and `bs`)
-                    bs: int = 512,
+                    bs: int = 512,           # images per sampler call; with `seed`, it fixes the sample set
                     labels: int | Sequence[int] | None = None, # conditional models: classes to draw, repeated to `n` (default: all in turn)
                     guidance: float = 1.,    # conditional models: classifier-free guidance scale (0 unconditional, 1 conditional)
                     png: bool = False,       # also write every sample as an 8-bit grey PNG in `out/png/`
                     force: bool = False,     # write into a non-empty `out`, replacing an earlier sample set there (only its files)
-                    progress: bool = True) -> dict:
+                    progress: bool = True,   # progress bars while sampling
+                   ) -> dict:
     "Draw `n` seeded samples from a checkpoint into a new or empty `out`: samples.npy (in [-1, 1]), a samples.png grid (and labels.npy)."
     out = Path(out)
     _check_sample_out(out, force)
@@ -483,7 +502,8 @@ def save_png_files(images: Tensor,   # (N, 1, H, W) in [-1, 1]
         with atomic_write(folder/f'{i:0{width}d}.png') as tmp: Image.fromarray(im).save(tmp, format='PNG')
     return folder
 
-def load_sample_images(path: str | Path) -> Tensor:
+def load_sample_images(path: str | Path, # an `.npy` sample file, a `sample` output folder, or a folder of grey PNGs
+                      ) -> Tensor:
     "A sample set as float images in [-1, 1]: an `.npy` file, a `sample` output folder (its samples.npy), or a folder of grey PNGs."
     path = Path(path)
     if path.is_dir() and (path/'samples.npy').is_file(): return _floats(load_samples(path/'samples.npy'))   # a `miniai sample` folder
@@ -509,7 +529,8 @@ def _floats(x: Tensor) -> Tensor:
     "uint8 pixels (as PNGs hold them) as floats in [-1, 1]; other dtypes unchanged (`check_images` judges them)."
     return images_to_float(x) if x.dtype == torch.uint8 else x
 
-def load_labels(path: str | Path) -> Tensor:
+def load_labels(path: str | Path, # an `.npy` file holding a 1-D integer array (e.g. `labels.npy` from `sample`)
+               ) -> Tensor:
     "Class labels saved as an integer `.npy` vector (as `sample` writes `labels.npy`)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no labels file at {path}")
@@ -525,8 +546,8 @@ def load_labels(path: str | Path) -> Tensor:
 def fid_of_samples(samples: str | Path | Tensor, # an `.npy` file or folder of PNGs, or a tensor (N, 1, 32, 32) in [-1, 1]
                    quick: bool = False,          # the tiny quick-mode classifier (CPU checks; not comparable)
                    classifier: str | Path | None = None, # FID classifier weights (default: see `fid_evaluator`)
-                   data_dir: str | Path | None = None,
-                   progress: bool = True,
+                   data_dir: str | Path | None = None, # Fashion-MNIST folder (reference images, classifier training)
+                   progress: bool = True,        # progress bars if the full classifier must first be trained
                    labels: str | Path | Tensor | None = None, # requested class per sample (a `labels.npy`): adds class accuracy
                   ) -> dict:
     "FID and KID of a sample set against the Fashion-MNIST test set (notebook 05's evaluator); class accuracy given labels."
@@ -613,7 +634,8 @@ def _parser() -> argparse.ArgumentParser:
     p.commands = dict(train=t, sample=sm, fid=fd)  # each command's parser: its errors show its own usage line
     return p
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, # arguments without the program name; None: `sys.argv[1:]`
+        ) -> int:
     "Entry point of the `miniai` console command."
     p = _parser()
     a = p.parse_args(argv)
@@ -647,7 +669,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 USER_ERRORS = (DataError, CheckpointError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
                ValueError, TypeError)  # a bad file, setting, output path or data set
 
-def console_main(argv: Sequence[str] | None = None) -> int:
+def console_main(argv: Sequence[str] | None = None, # arguments without the program name; None: `sys.argv[1:]`
+                ) -> int:
     "The `miniai` console command: `main`, with `USER_ERRORS` reported in one line and status 1 (MINIAI_DEBUG=1: raised)."
     try: return main(argv)
     except USER_ERRORS as e:

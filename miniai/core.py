@@ -7,16 +7,16 @@ from __future__ import annotations
 import importlib, numbers, os, random, socket, stat, threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlparse
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['default_device', 'set_default_device', 'to_device', 'to_cpu', 'set_seed', 'batch_seed', 'env_flag', 'is_quick',
-           'quick', 'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode', 'hub_unreachable',
-           'hub_offline_reason', 'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int', 'to_real',
-           'check_positive', 'check_value_range', 'check_shape']
+__all__ = ['default_device', 'set_default_device', 'map_tensors', 'to_device', 'to_cpu', 'set_seed', 'batch_seed', 'env_flag',
+           'is_quick', 'quick', 'run_environment', 'cache_dir', 'atomic_write', 'remove_stale_tmp', 'eval_mode',
+           'hub_unreachable', 'hub_offline_reason', 'hub_offline', 'load_hub_dataset', 'check_finite', 'check_int',
+           'to_real', 'check_positive', 'check_value_range', 'check_shape']
 
 # %% ../nbs/00_core.ipynb #14cc7db6
 _device_override: torch.device | None = None
@@ -33,31 +33,44 @@ def default_device() -> torch.device:
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
-def set_default_device(device: str | torch.device | None):
+def set_default_device(device: str | torch.device | None, # e.g. 'cpu', 'cuda:1'; None restores the automatic choice
+                      ):
     "Force miniai's default device (None goes back to automatic choice)."
     global _device_override
     _device_override = None if device is None else torch.device(device)
 
 # %% ../nbs/00_core.ipynb #eaf7ff5e
-def to_device(x: Any, device: str | torch.device | None = None, non_blocking: bool = False) -> Any:
+def map_tensors(f: Callable[[torch.Tensor], Any], # applied to every tensor
+                x: Any, # a tensor, or lists, tuples (named ones too) and dicts nesting them; other values pass unchanged
+               ) -> Any:
+    "`x` with `f` applied to each tensor in it; lists, tuples and namedtuples keep their type, dicts become plain dicts."
+    if isinstance(x, torch.Tensor): return f(x)
+    if isinstance(x, dict): return {k: map_tensors(f, v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        items = [map_tensors(f, o) for o in x]
+        return type(x)(*items) if hasattr(x, '_fields') else type(x)(items)   # a namedtuple takes fields, not a list
+    return x
+
+def to_device(x: Any, # a tensor, or lists, tuples and dicts nesting them; other values pass unchanged
+              device: str | torch.device | None = None, # target device; None means `default_device()`
+              non_blocking: bool = False, # passed to `Tensor.to` (asynchronous copy from pinned memory)
+             ) -> Any:
     "Move tensors in `x` (possibly nested in lists, tuples, dicts) to `device` (default: `default_device()`)."
     device = default_device() if device is None else device
-    if isinstance(x, torch.Tensor): return x.to(device, non_blocking=non_blocking)
-    if isinstance(x, dict): return {k: to_device(v, device, non_blocking) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(to_device(o, device, non_blocking) for o in x)
-    return x
+    return map_tensors(lambda t: t.to(device, non_blocking=non_blocking), x)
 
-def to_cpu(x: Any) -> Any:
+def to_cpu(x: Any, # a tensor, or lists, tuples and dicts nesting them; other values pass unchanged
+          ) -> Any:
     "Detach tensors in `x` and move them to the CPU (floats of half precision become float32)."
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if isinstance(x, dict): return {k: to_cpu(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(to_cpu(o) for o in x)
-    return x
+    def cpu(t):
+        t = t.detach().cpu()
+        return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    return map_tensors(cpu, x)
 
 # %% ../nbs/00_core.ipynb #3ffa0716
-def set_seed(seed: int = 42, deterministic: bool = False):
+def set_seed(seed: int = 42, # one seed for all three generators (NumPy gets it modulo 2**32)
+             deterministic: bool = False, # also deterministic algorithms (warn only), no cudnn benchmark; False: no change
+            ):
     "Seed `random`, NumPy and PyTorch; optionally ask PyTorch for deterministic algorithms."
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -74,7 +87,8 @@ def batch_seed(seed: int, # the seed of a whole sample set
     return int(np.random.SeedSequence([seed % 2**64, k]).generate_state(1, np.uint64)[0])
 
 # %% ../nbs/00_core.ipynb #706e234d
-def env_flag(name: str) -> bool:
+def env_flag(name: str, # the environment variable's name, e.g. 'MINIAI_QUICK'
+            ) -> bool:
     "True when the environment variable `name` is set to 1, true, yes or on (any case); unset, empty, 0, false... are off."
     return os.environ.get(name, '').strip().lower() in ('1', 'true', 'yes', 'on')
 
@@ -82,7 +96,9 @@ def is_quick() -> bool:
     "True when the `MINIAI_QUICK` environment variable asks for quick (tiny, CPU-friendly) runs."
     return env_flag('MINIAI_QUICK')
 
-def quick(full: Any, small: Any) -> Any:
+def quick(full: Any,  # the value for a full run
+          small: Any, # the value when `MINIAI_QUICK` is on
+         ) -> Any:
     "`small` in quick mode, else `full`: the one place notebooks pick their sizes."
     return small if is_quick() else full
 
@@ -159,7 +175,8 @@ def _pid_alive(pid: int) -> bool:
     except (PermissionError, OSError): return True   # exists (another user's), or cannot tell: keep its file
     return True
 
-def remove_stale_tmp(path: str | Path) -> list[Path]:
+def remove_stale_tmp(path: str | Path, # the target file that `atomic_write` wrote; its folder is searched
+                    ) -> list[Path]:
     "Delete the temporary files `.NAME.PID.tmp` (see `atomic_write`) that a killed writer of `path` left behind; returns them."
     path, gone = Path(path), []
     for p in path.parent.glob(f'.{path.name}.*.tmp'):
@@ -226,31 +243,41 @@ def load_hub_dataset(name: str, # a data set on the Hugging Face hub
         raise ConnectionError(f"{why}, and `{name}` is not in the local Hugging Face cache ({type(e).__name__})") from None
 
 # %% ../nbs/00_core.ipynb #a162b31b
-def check_finite(x: torch.Tensor, name: str = 'input'):
+def check_finite(x: torch.Tensor,      # any tensor; only floating-point ones are checked
+                 name: str = 'input', # what `x` is called in the error message
+                ):
     "Raise `ValueError` naming `name` if tensor `x` holds NaN or inf values."
     if x.is_floating_point() and not torch.isfinite(x).all():
         n = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"`{name}` contains {n} non-finite value(s) (NaN or inf)")
 
-def check_int(v: Any, name: str, lo: int | None = None) -> int:
+def check_int(v: Any,   # the value to check (int, NumPy integer or one-element integer tensor)
+              name: str, # what `v` is called in the error message
+              lo: int | None = None, # smallest allowed value; None means no lower bound
+             ) -> int:
     "`v` as an int (Python, NumPy or a one-element integer tensor; not a bool), else a `TypeError`; below `lo`, a `ValueError`."
     if isinstance(v, torch.Tensor) and v.numel() == 1 and not (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool): v = v.item()
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)): raise TypeError(f"`{name}` must be an int, got {v!r}")
     if lo is not None and v < lo: raise ValueError(f"`{name}` must be >= {lo}, got {v}")
     return int(v)
 
-def to_real(v: Any) -> float | None:
+def to_real(v: Any, # any value; a bool, a complex or a tensor of several elements gives None
+           ) -> float | None:
     "`v` as a float if it is one real number (Python, NumPy, or a one-element tensor; not a bool), else None."
     if isinstance(v, torch.Tensor) and v.numel() == 1 and not (v.is_complex() or v.dtype == torch.bool): v = v.item()
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real): return None
     return float(v)
 
-def check_positive(v: Any, name: str, hint: str = '') -> float:
+def check_positive(v: Any,   # the value to check (see `to_real` for what counts as a number)
+                   name: str, # what `v` is called in the error message (inserted as is, no backticks)
+                   hint: str = '', # text appended right after '> 0' in the message, e.g. ' (usually 1/std)'
+                  ) -> float:
     "`v` as a float if it is one finite real number > 0 (see `to_real`), else a `ValueError` naming `name` (then `hint`)."
     if (f := to_real(v)) is None or not 0 < f < float('inf'): raise ValueError(f"{name} must be a finite number > 0{hint}, got {v!r}")
     return f
 
-def check_value_range(value_range: Any) -> tuple[float, float]:
+def check_value_range(value_range: Any, # the candidate `(lo, hi)`: any iterable of two real numbers
+                     ) -> tuple[float, float]:
     "`value_range` as floats `(lo, hi)` if it is two finite real numbers with lo < hi (see `to_real`), else a `ValueError`."
     try: pair = tuple(value_range)
     except TypeError: pair = ()
@@ -259,7 +286,10 @@ def check_value_range(value_range: Any) -> tuple[float, float]:
         raise ValueError(f"`value_range` must be finite (lo, hi) with lo < hi, got {value_range!r}")
     return lo, hi
 
-def check_shape(x: torch.Tensor, shape: tuple, name: str = 'input'):
+def check_shape(x: torch.Tensor,      # the tensor to check
+                shape: tuple,        # expected sizes, one per dimension; None matches any size
+                name: str = 'input', # what `x` is called in the error message
+               ):
     "Raise `ValueError` if `x.shape` does not match `shape` (None in `shape` matches any size)."
     ok = x.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape))
     if not ok:

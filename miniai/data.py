@@ -6,13 +6,14 @@
 from __future__ import annotations
 import gzip, hashlib, json, math, os, shutil, struct, uuid, warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, default_collate
 from fastcore.basics import patch
 from .core import cache_dir, check_int, check_value_range, default_device, is_quick, load_hub_dataset
+from PIL import Image   # for type hints (PIL is a dependency; functions still import it where they use it)
 
 # %% auto #0
 __all__ = ['FASHION_CLASSES', 'FASHION_HUB_NAME', 'FASHION_FILES', 'FASHION_SIZES', 'FASHION_SHA256', 'SAMPLE_MANIFEST',
@@ -36,7 +37,9 @@ FASHION_SHA256 = {
     't10k-images-idx3-ubyte.gz':  '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
     't10k-labels-idx1-ubyte.gz':  '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5'}
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | Path,      # the file to hash
+                chunk: int = 1 << 20, # bytes read at a time (1 MiB): memory use, not the result
+               ) -> str:
     "SHA-256 hex digest of the file at `path`, read in chunks."
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -61,7 +64,8 @@ class CorruptDataError(ValueError, DataError):
     "A copy of the data set was found but is damaged (wrong checksum, size or format)."
 
 # %% ../nbs/01_data.ipynb #5d99426c
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, # an IDX file; gunzipped on reading if its name ends in .gz
+            ) -> np.ndarray:
     "Read an (optionally gzipped) IDX file of unsigned bytes into a read-only NumPy array, checking its header."
     path = Path(path)
     opener = gzip.open if path.suffix == '.gz' else open
@@ -80,7 +84,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise CorruptDataError(f"{path}: header says shape {shape} ({size} bytes) but holds {len(raw)-header} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
-def write_idx(arr: np.ndarray, path: str | Path):
+def write_idx(arr: np.ndarray,     # uint8 array of any shape (the header records each size)
+              path: str | Path,    # the file to write: always gzipped, whatever its suffix; not atomic
+             ):
     "Write a uint8 array as a gzipped IDX file (used to make the shipped sample); fixed gzip mtime for reproducibility."
     arr = np.ascontiguousarray(arr)
     if arr.dtype != np.uint8: raise ValueError(f"write_idx needs a uint8 array, got {arr.dtype}")
@@ -89,7 +95,8 @@ def write_idx(arr: np.ndarray, path: str | Path):
         f.write(header + arr.tobytes())
 
 # %% ../nbs/01_data.ipynb #5e62f19c
-def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
+def fashion_mnist_dirs(data_dir: str | Path | None = None, # the user's folder (`~` expanded); None: under `$MINIAI_DATA`
+                      ) -> list[Path]:
     "Folders searched for the Fashion-MNIST IDX files: `data_dir` and `data_dir/fashion_mnist` if given, else `$MINIAI_DATA/fashion_mnist`, `$MINIAI_DATA`."
     dirs = []
     if data_dir is not None: return [Path(data_dir).expanduser(), Path(data_dir).expanduser()/'fashion_mnist']
@@ -98,7 +105,9 @@ def fashion_mnist_dirs(data_dir: str | Path | None = None) -> list[Path]:
         dirs += [root/'fashion_mnist', root]
     return dirs
 
-def verify_files(folder: Path, expected: dict[str, str]):
+def verify_files(folder: Path,              # where the files are
+                 expected: dict[str, str],  # file name -> SHA-256 hex digest; a missing file raises `FileNotFoundError`
+                ):
     "Raise `CorruptDataError` unless every file named in `expected` has that SHA-256 in `folder`."
     for name, want in expected.items():
         got = sha256_file(folder/name)
@@ -106,7 +115,8 @@ def verify_files(folder: Path, expected: dict[str, str]):
             raise CorruptDataError(f"{folder/name}: SHA-256 is {got}, expected {want}. The copy is damaged or not the "
                                    f"original file: replace it (or remove the folder to use another source).\n{_HOW_TO}")
 
-def find_fashion_mnist(data_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
+def find_fashion_mnist(data_dir: str | Path | None = None, # only it and its `fashion_mnist/`; None: `$MINIAI_DATA`
+                      ) -> tuple[Path | None, list[str]]:
     "First folder with the 4 files (or None), notes on those rejected; a bad checksum, or a `data_dir` without the files, raises."
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():   # a typo must not fall through to other copies
         raise MissingDataError(f"`data_dir` {data_dir} is not a folder; nothing else was searched.\n{_HOW_TO}")
@@ -149,7 +159,10 @@ def _class_labels(labels) -> torch.Tensor:
     if t.ndim != 1 or len(t) == 0: raise ValueError(f"`labels` must be 1-D, one label per item, got shape {tuple(t.shape)}")
     return t.long().cpu()
 
-def balanced_indices(labels: torch.Tensor | np.ndarray, n: int, n_classes: int | None = None) -> torch.Tensor:
+def balanced_indices(labels: torch.Tensor | np.ndarray, # integer class of each item, 1-D (N,), in [0, n_classes)
+                     n: int,                           # size of the subset (>= 0); each class's quota is n // n_classes
+                     n_classes: int | None = None,     # number of classes; None: the largest label + 1
+                    ) -> torch.Tensor:
     "Sorted indices of a class-balanced subset of `n` items: the first ones of each class in order (remainder to the lowest classes)."
     labels, n = _class_labels(labels), check_int(n, 'n', 0)
     n_classes = int(labels.max()) + 1 if n_classes is None else check_int(n_classes, 'n_classes', 1)
@@ -287,7 +300,8 @@ def cached_dataset(folder: Path,                # the cache entry (a folder insi
     return datasets.load_from_disk(str(folder/'dataset'))
 
 # %% ../nbs/01_data.ipynb #1a5fd458
-def fashion_features(names: Sequence[str] = FASHION_CLASSES):
+def fashion_features(names: Sequence[str] = FASHION_CLASSES, # class names, in label order (label i is names[i])
+                    ):
     "`datasets.Features` of an image classification set: `image` (PIL) and `label` (ClassLabel with `names`)."
     import datasets
     return datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=list(names))})
@@ -343,10 +357,12 @@ def load_fashion_mnist_sample():
     return datasets.DatasetDict({s: arrays_to_dataset(*_sample_arrays(s)) for s in FASHION_FILES})
 
 # %% ../nbs/01_data.ipynb #492a22ed
-def subplots(nrows: int = 1, ncols: int = 1,
+def subplots(nrows: int = 1,                 # rows of axes
+             ncols: int = 1,                 # columns of axes
              figsize: tuple | None = None, # the whole figure's size; default `imsize` per image
              imsize: float = 3.,           # inches per image when `figsize` is None
-             suptitle: str | None = None, **kwargs):
+             suptitle: str | None = None,  # title above the whole figure (None: no title)
+             **kwargs):
     "`plt.subplots` with a size per image; returns `(fig, axs)` with `axs` always a 2D NumPy array."
     import matplotlib.pyplot as plt
     if figsize is None: figsize = (ncols*imsize, nrows*imsize)
@@ -354,7 +370,7 @@ def subplots(nrows: int = 1, ncols: int = 1,
     if suptitle is not None: fig.suptitle(suptitle)
     return fig, axs
 
-def pil_8bit(img):   # a PIL image, as `Image.open` returns it
+def pil_8bit(img: Image.Image):   # a PIL image, as `Image.open` returns it
     "`img` with 8-bit channels, turned upright by its EXIF orientation: 16-bit greys scaled by 1/257 (PIL's `convert` clips them at 255)."
     from PIL import ImageOps, Image
     fmt, img = img.format, ImageOps.exif_transpose(img)   # phone photos store their rotation apart from the pixels
@@ -387,12 +403,13 @@ def _image_to_hwc(im, value_range: tuple | None = None) -> np.ndarray:
     lo, hi = value_range
     return ((t - lo)/(hi - lo)).clamp(0, 1).numpy()
 
-def show_image(im,                          # tensor, array or PIL image: (H,W), (C,H,W) or (H,W,C)
-               ax=None,                     # matplotlib axes to draw into (default: a new figure)
-               title: str | None = None,
-               figsize: tuple | None = None,
+def show_image(im: torch.Tensor | np.ndarray | Image.Image, # tensor, array or PIL image: (H,W), (C,H,W) or (H,W,C)
+               ax: Any = None,              # matplotlib axes to draw into (default: a new figure)
+               title: str | None = None,    # shown above the image (None: no title)
+               figsize: tuple | None = None, # (width, height) in inches of the new figure; unused when `ax` is given
                value_range: tuple | None = None, # range of float pixels; default [-1,1] if any is negative, else [0,1]
-               cmap: str = 'gray', **kwargs):
+               cmap: str = 'gray',          # colormap of one-channel images (RGB/RGBA images ignore it)
+               **kwargs):
     "Show one image without axes; returns the matplotlib axes."
     import matplotlib.pyplot as plt
     a = _image_to_hwc(im, value_range)
@@ -402,11 +419,12 @@ def show_image(im,                          # tensor, array or PIL image: (H,W),
     ax.set_axis_off()
     return ax
 
-def show_images(ims,                          # a batch tensor (N,...) or a list of images
-                nrows: int | None = None, ncols: int | None = None,
-                titles: Sequence[str] | None = None,
+def show_images(ims: torch.Tensor | np.ndarray | Sequence, # a batch tensor (N,...) or a list of images
+                nrows: int | None = None,     # None: `ceil(n/ncols)`, or a square-ish grid if `ncols` is None too
+                ncols: int | None = None,     # None: `ceil(n/nrows)`, or `ceil(sqrt(n))` if `nrows` is None too
+                titles: Sequence[str] | None = None, # one title per image (None: no titles)
                 imsize: float = 1.5,          # inches per image
-                suptitle: str | None = None,
+                suptitle: str | None = None,  # title above the whole grid (None: no title)
                 value_range: tuple | None = None, # range of float pixels; default: per batch of tensors, else per image
                 **kwargs):
     "Show images in a grid (default: as square as possible) with optional titles; returns the axes array."
@@ -500,7 +518,9 @@ def _check_loader_inputs(images, labels, bs, pad, value_range, channels_last_inp
 
 # %% ../nbs/01_data.ipynb #7798a3c9
 @patch
-def get_batch(self: DeviceImageLoader, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def get_batch(self: DeviceImageLoader,
+              idx: torch.Tensor, # 1-D integer indices on the loader's device (a slice of the epoch's order)
+             ) -> tuple[torch.Tensor, ...]:
     "The batch of items `idx` (a device tensor of indices): `(xb float32 (B,C,H+2p,W+2p), yb int64)`, or `(xb,)` without labels."
     xb = self.images[idx]
     if self.pad: xb = F.pad(xb, (self.pad,)*4, value=0)
@@ -533,7 +553,9 @@ def state_dict(self: DeviceImageLoader) -> dict:
     return {'generator': self._epoch_state.clone(), 'batches_done': self._pos + 1, **size}
 
 @patch
-def load_state_dict(self: DeviceImageLoader, sd: dict):
+def load_state_dict(self: DeviceImageLoader,
+                    sd: dict, # a `state_dict()`: 'generator' state, and optionally 'batches_done', 'n', 'bs'
+                   ):
     "Restore a `state_dict()`: the next epoch continues exactly where the saved one stopped."
     for k, own in (('n', self.dataset_len), ('bs', self.bs)):   # a mid-epoch position only means something for the same n, bs
         if sd.get('batches_done', 0) and k in sd and sd[k] != own:   # (states saved without n, bs are taken as they are)
@@ -543,7 +565,8 @@ def load_state_dict(self: DeviceImageLoader, sd: dict):
     self._resume_pos, self._epoch_state = int(sd.get('batches_done', 0)), None
 
 # %% ../nbs/01_data.ipynb #01254a0a
-def collate_dict(keys: Sequence[str]) -> Callable:
+def collate_dict(keys: Sequence[str], # the row keys (features) to batch, in the order of the returned tuple
+                ) -> Callable:
     "A collate function turning a list of dict rows into a tuple of batched tensors, one per key in `keys` (PIL images -> uint8 tensors)."
     def _to_tensor(v):
         if hasattr(v, 'getbands'): return torch.from_numpy(np.array(v))
@@ -554,14 +577,19 @@ def collate_dict(keys: Sequence[str]) -> Callable:
 
 class DataLoaders:
     "A training and a validation loader: `.train`, `.valid`."
-    def __init__(self, train, valid): self.train, self.valid = train, valid
+    def __init__(self,
+                 train: Iterable,        # training loader: an iterable of batches, read again every epoch
+                 valid: Iterable | None, # validation loader; None only for fits with `valid=False`
+                ): self.train, self.valid = train, valid
     def __repr__(self): return f"DataLoaders(train={self.train!r},\n            valid={self.valid!r})"
 
     @classmethod
-    def from_dd(cls, dd,                         # a `datasets.DatasetDict` with a 'train' split and a 'valid'/'validation'/'test' split
+    def from_dd(cls,
+                dd: dict,                        # a `datasets.DatasetDict` with a 'train' split and a 'valid'/'validation'/'test' split
                 bs: int,                         # batch size
                 collate_fn: Callable | None = None, # default: `collate_dict(features)` -> tuple in feature order
-                num_workers: int = 0, **kwargs):
+                num_workers: int = 0,            # worker processes per `DataLoader` (0: load in the main process)
+                **kwargs):
         "Plain PyTorch `DataLoader`s over the splits of a Hugging Face `DatasetDict` (train shuffled)."
         if 'train' not in dd: raise KeyError(f"DatasetDict has no 'train' split (splits: {list(dd)})")
         vname = next((k for k in ('valid', 'validation', 'test') if k in dd), None)
@@ -586,8 +614,8 @@ def check_limit(limit: int | tuple[int | None, int | None] | None, # None, an in
 def fashion_dls(bs: int = 512,                      # batch size
                 data_dir: str | Path | None = None, # see `fashion_mnist_arrays`
                 pad: int = 2,                       # 2 pads 28x28 to 32x32
-                value_range: tuple[float, float] = (-1., 1.),
-                device: str | torch.device | None = None,
+                value_range: tuple[float, float] = (-1., 1.), # pixel 0 -> value_range[0], 255 -> value_range[1]
+                device: str | torch.device | None = None, # where images live and batches are made; None: `default_device()`
                 limit: int | tuple[int | None, int | None] | None = None, # (n_train, n_test) class-balanced subsets; an int applies to both
                 seed: int | None = None,            # seed of the training loader's shuffle generator
                 sample: bool = False,               # use the shipped sample (3,000 images); fallback when `limit` or quick, without `data_dir`

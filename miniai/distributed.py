@@ -88,7 +88,9 @@ class ShardedLoader(DeviceImageLoader):
         if 0 < last < world: self.drop_last = True  # too few items to give every rank one: drop that batch
         self.left_out = last if self.drop_last else last % world  # items per epoch no rank sees
 
-    def get_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def get_batch(self,
+                  idx: torch.Tensor, # a global batch's indices: `world_size * local_bs` (fewer at the end)
+                 ) -> tuple[torch.Tensor, ...]:
         "This rank's equal slice of the global batch `idx` (its last `len(idx) % world_size` items are left out)."
         m = len(idx) - len(idx) % self.world_size
         return super().get_batch(idx[:m].reshape(self.world_size, -1)[self.rank])
@@ -100,7 +102,8 @@ class ShardedLoader(DeviceImageLoader):
 # %% ../nbs/18_distributed.ipynb #c5cfacbf
 def shard_range(n: int,  # number of items to share
                 rank: int | None = None,  # default: this process's rank
-                world_size: int | None = None) -> range:  # default: the number of processes
+                world_size: int | None = None,  # default: the number of processes
+               ) -> range:
     "The contiguous block of `range(n)` that `rank` handles: sizes differ by at most one, lower ranks get the extra items."
     rank, world = _rank_world(rank, world_size)
     if not (isinstance(n, int) and n >= 0): raise ValueError(f"`n` must be an int >= 0, got {n!r}")
@@ -109,7 +112,9 @@ def shard_range(n: int,  # number of items to share
     return range(start, start + q + (rank < r))
 
 def shard_items(dl: DeviceImageLoader,  # the full (evaluation) loader
-                rank: int | None = None, world_size: int | None = None) -> DeviceImageLoader:
+                rank: int | None = None,  # default: this process's rank
+                world_size: int | None = None,  # default: the number of processes
+               ) -> DeviceImageLoader:
     "A loader over this rank's contiguous block of `dl`'s items, batched like `dl` (for evaluation: blocks may differ by one item)."
     if not isinstance(dl, DeviceImageLoader): raise TypeError(f"shard_items needs a DeviceImageLoader, got {type(dl).__name__}")
     r = shard_range(dl.dataset_len, rank, world_size)
@@ -126,14 +131,16 @@ def _comm_device() -> torch.device:
     "Where tensors must be for the default group's collectives: the current GPU for nccl, else the CPU."
     return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
 
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(x: torch.Tensor, # this process's part; same shape and dtype on every rank
+                  ) -> torch.Tensor:
     "The sum of `x` over all processes, on `x`'s device (`x` itself in a single process)."
     if get_world_size() == 1: return x
     y = x.detach().to(_comm_device(), copy=True)
     dist.all_reduce(y)
     return y.to(x.device)
 
-def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
+def all_gather_cat(x: torch.Tensor, # this process's items (N_rank, ...); item shape and dtype the same on every rank
+                  ) -> torch.Tensor:
     "Every process's `x` (N_rank, ...) concatenated along dim 0 in rank order, on every process; N_rank may differ."
     world = get_world_size()
     if world == 1: return x
@@ -148,7 +155,8 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, buf.contiguous())
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(x.device)
 
-def reduce_metrics(mcb: MetricsCB):
+def reduce_metrics(mcb: MetricsCB, # this process's metrics callback, updated in place (call it on every rank)
+                  ):
     "Combine a `MetricsCB`'s epoch accumulators over all processes (loss sums and counts added, torcheval states merged)."
     if get_world_size() == 1: return
     from torcheval.metrics.toolkit import get_synced_metric
@@ -160,7 +168,8 @@ def reduce_metrics(mcb: MetricsCB):
         m.to(m.device)
 
 # %% ../nbs/18_distributed.ipynb #e8691474
-def unwrap_model(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module, # a model, possibly wrapped in `DistributedDataParallel`
+                ) -> nn.Module:
     "The plain model inside a `DistributedDataParallel` wrapper (any other model as it is)."
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -252,7 +261,8 @@ class DistributedCB(Callback):
 def sample_across_ranks(sample_fn: Callable[[int, int], torch.Tensor],  # `sample_fn(start, count)`: samples for items start..start+count-1
                         n: int,  # how many samples in all
                         bs: int = 256,  # samples per call of `sample_fn`
-                        progress: bool = True) -> torch.Tensor:  # a progress bar on rank 0
+                        progress: bool = True,  # a progress bar on rank 0
+                       ) -> torch.Tensor:
     "Make `n` samples split across processes (each its `shard_range`, `bs` at a time); returns all `n`, in order, on every process."
     if not (isinstance(n, int) and n >= get_world_size()): raise ValueError(f"`n` must be an int >= the number of processes ({get_world_size()}), got {n!r}")
     if not (isinstance(bs, int) and bs > 0): raise ValueError(f"`bs` must be a positive int, got {bs!r}")
@@ -268,7 +278,8 @@ def sample_across_ranks(sample_fn: Callable[[int, int], torch.Tensor],  # `sampl
 # %% ../nbs/18_distributed.ipynb #e3174e8e
 def save_samples(path: str | Path,  # an `.npy` file to write (its folder is created)
                  x: torch.Tensor | np.ndarray,  # the samples, e.g. (N, C, H, W) images
-                 allow_nonfinite: bool = False) -> Path:  # also write samples holding NaN/inf
+                 allow_nonfinite: bool = False,  # also write samples holding NaN/inf
+                ) -> Path:
     "Write a sample set to an `.npy` file atomically (temporary file in the same folder, fsync, rename); returns the path."
     path = Path(path)
     if path.suffix != '.npy': raise ValueError(f"`path` must end in .npy, got {path.name!r}")
@@ -287,7 +298,8 @@ def save_samples(path: str | Path,  # an `.npy` file to write (its folder is cre
 _FILE_KINDS = {b'PK': 'a zip archive, e.g. an .npz of several arrays', b'\x89PNG': 'a PNG image', b'\xff\xd8': 'a JPEG image',
                b'{': 'text, JSON?', b'[': 'text, JSON?'}
 
-def load_samples(path: str | Path) -> torch.Tensor:
+def load_samples(path: str | Path, # an `.npy` file of one numeric array (as `save_samples` writes)
+                ) -> torch.Tensor:
     "Read a sample set written by `save_samples` as a tensor; a clear error if the file is missing, truncated or not `.npy`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no sample file at {path}")

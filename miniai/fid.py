@@ -46,7 +46,8 @@ def _check_pair(a: Tensor, b: Tensor, min_rows: int = 2) -> tuple[Tensor, Tensor
         raise ValueError(f"`a` and `b` must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
     return a, b.to(a.device)
 
-def feat_stats(feats: Tensor) -> tuple[Tensor, Tensor]:
+def feat_stats(feats: Tensor, # feature matrix (n_samples >= 2, n_features), tensor or array (checked by `check_feats`)
+              ) -> tuple[Tensor, Tensor]:
     "Mean and unbiased covariance (float64) of a feature matrix (n_samples, n_features)."
     x = check_feats(feats)
     mean = x.mean(0)
@@ -78,8 +79,10 @@ def _check_covariance(c: Tensor, name: str, rtol: float = 1e-6):
     if (low < -rtol*scale).item():
         raise ValueError(f"`{name}` has a negative eigenvalue ({low.item():.3g}): not a covariance matrix")
 
-def frechet_distance(mean1: Tensor, cov1: Tensor, # mean (d,) and covariance (d, d) of the first Gaussian
-                     mean2: Tensor, cov2: Tensor, # mean (d,) and covariance (d, d) of the second Gaussian
+def frechet_distance(mean1: Tensor, # mean (d,) of the first Gaussian (all four move to its device)
+                     cov1: Tensor,  # covariance (d, d) of the first Gaussian
+                     mean2: Tensor, # mean (d,) of the second Gaussian
+                     cov2: Tensor,  # covariance (d, d) of the second Gaussian
                     ) -> float:
     "Squared Fréchet (Wasserstein-2) distance between two Gaussians, computed in float64 (clamped at 0)."
     d = mean1.shape[0]
@@ -100,7 +103,9 @@ def fid_from_feats(a: Tensor, # features of the first set (n_a, d)
     return frechet_distance(*feat_stats(a), *feat_stats(b))
 
 # %% ../nbs/05_fid.ipynb #e2658b99
-def poly_kernel(a: Tensor, b: Tensor) -> Tensor:
+def poly_kernel(a: Tensor, # rows (n, d); `d` is read from its width
+                b: Tensor, # rows (m, d)
+               ) -> Tensor:
     "KID's polynomial kernel matrix (a @ b.T / d + 1) ** 3 between rows of `a` (n, d) and `b` (m, d)."
     return (a @ b.T / a.shape[1] + 1) ** 3
 
@@ -223,7 +228,8 @@ def tensor_hash(*tensors: Tensor) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-def weights_hash(model: nn.Module) -> str:
+def weights_hash(model: nn.Module, # its `state_dict()` is hashed (device does not matter)
+                ) -> str:
     "SHA-256 (hex) of a model's state dict: parameter and buffer names, dtypes, shapes and values."
     sd = model.state_dict()
     h = hashlib.sha256()
@@ -247,12 +253,17 @@ class RefStats:
     layers_hash: str = '' # `_layers_hash` of that model: its activations and settings ('' if unknown)
 
     @classmethod
-    def from_feats(cls, feats: Tensor, key: str = '', model_hash: str = '', layers_hash: str = '') -> RefStats:
+    def from_feats(cls,
+                   feats: Tensor,         # reference features (n >= 2, d), checked and kept as float64
+                   key: str = '',         # what they were computed from (stored as `key`)
+                   model_hash: str = '',  # `weights_hash` of the feature model ('' if unknown)
+                   layers_hash: str = '', # `_layers_hash` of the feature model ('' if unknown)
+                  ) -> RefStats:
         "Statistics of a reference feature matrix (n, d)."
         f = check_feats(feats, 'reference features')
         return cls(f, *feat_stats(f), _kernel_within_mean(f), key, model_hash, layers_hash)
 
-    def save(self, path: str | Path):
+    def save(self, path: str | Path): # safetensors file to write (its folder is created)
         "Write to a safetensors file (atomically: a temporary file, then a rename)."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
         t = {k: getattr(self, k).detach().cpu().contiguous() for k in ('feats', 'mean', 'cov', 'kernel_within')}
@@ -260,14 +271,18 @@ class RefStats:
                                                                          'layers_hash': self.layers_hash})
 
     @classmethod
-    def load(cls, path: str | Path) -> RefStats:
+    def load(cls,
+             path: str | Path, # a safetensors file written by `RefStats.save`
+            ) -> RefStats:
         "Read statistics written by `RefStats.save`."
         with safe_open(str(path), 'pt') as f: meta = f.metadata() or {}
         t = load_file(str(path))
         return cls(t['feats'], t['mean'], t['cov'], t['kernel_within'], meta.get('key', ''), meta.get('model_hash', ''),
                    meta.get('layers_hash', ''))
 
-    def to(self, device: str | torch.device) -> RefStats:
+    def to(self,
+           device: str | torch.device, # where the four tensors go (the hashes and key are kept)
+          ) -> RefStats:
         "The same statistics on `device`."
         return RefStats(*(getattr(self, k).to(device) for k in ('feats', 'mean', 'cov', 'kernel_within')), self.key, self.model_hash,
                         self.layers_hash)
@@ -331,7 +346,10 @@ class ImageEval:
             warnings.warn(f"{where} does not record its feature model, so it cannot be checked against this one")
         return stats
 
-    def feats(self, x: Tensor, check: bool = True) -> Tensor:
+    def feats(self,
+              x: Tensor,          # images (N, *img_shape) in `value_range`, on any device
+              check: bool = True, # check them with `check_images` first (False: the caller did)
+             ) -> Tensor:
         "Float64 features (N, d) of images `x` (N, *img_shape), checked against the input convention first."
         if check: check_images(x, self.img_shape, self.value_range, strict=self.strict_range)
         return batched_features(self.model, x, self.bs)
@@ -345,15 +363,21 @@ class ImageEval:
     def _fid(self, f: Tensor) -> float: return frechet_distance(*feat_stats(f), self.ref.mean, self.ref.cov)
     def _kid(self, f: Tensor) -> float: return mmd2_unbiased(f, self.ref.feats, self.ref.kernel_within).item()
 
-    def fid(self, samples: Tensor) -> float:
+    def fid(self,
+            samples: Tensor, # images (N >= 2, *img_shape) in `value_range`, on any device
+           ) -> float:
         "FID of `samples` (N >= 2 images) against the reference."
         return self._fid(self._sample_feats(samples))
 
-    def kid(self, samples: Tensor) -> float:
+    def kid(self,
+            samples: Tensor, # images (N >= 2, *img_shape) in `value_range`, on any device
+           ) -> float:
         "KID (unbiased MMD^2, all pairs) of `samples` (N >= 2 images) against the reference."
         return self._kid(self._sample_feats(samples))
 
-    def scores(self, samples: Tensor) -> dict:
+    def scores(self,
+               samples: Tensor, # images (N >= 2, *img_shape) in `value_range`, on any device
+              ) -> dict:
         "{'fid', 'kid', 'n'} of `samples` from one pass of the feature model."
         f = self._sample_feats(samples)
         return {'fid': self._fid(f), 'kid': self._kid(f), 'n': len(f)}
@@ -422,7 +446,8 @@ def real_image_floor(ie: ImageEval,  # the evaluator (e.g. `fashion_image_eval()
     bar.close()
     return rows
 
-def floor_table(rows: list[dict]) -> str:
+def floor_table(rows: list[dict], # the output of `real_image_floor`, one row per size
+               ) -> str:
     "Markdown table of `real_image_floor` results."
     lines = ['| real images | FID (mean ± std) | KID (mean ± std) | draws |', '|---:|---:|---:|---:|']
     lines += [f"| {r['n']:,} | {r['fid_mean']:.3f} ± {r['fid_std']:.3f} | {r['kid_mean']:.5f} ± {r['kid_std']:.5f} | {len(r['fids'])} |"

@@ -110,7 +110,9 @@ IMAGE_SETS = {'clothing64': ('rgb64', 'clothing64.npz'), 'cifar10': ('cifar10', 
 IMAGE_SAMPLES = {'clothing64': 'clothing64_sample.npz'}   # named sets with a sample shipped in miniai/assets
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
-def image_set_paths(name: str, data_dir: str | Path | None = None) -> list[Path]:
+def image_set_paths(name: str, # a key of `IMAGE_SETS`
+                    data_dir: str | Path | None = None, # folder holding the file or its sub-folder (None: $MINIAI_DATA)
+                   ) -> list[Path]:
     "Where a named image set is looked for: `data_dir/file` and `data_dir/sub/file` if `data_dir` is given, else `$MINIAI_DATA/sub/file`."
     sub, file = IMAGE_SETS[name]
     paths = []
@@ -118,7 +120,8 @@ def image_set_paths(name: str, data_dir: str | Path | None = None) -> list[Path]
     if os.environ.get('MINIAI_DATA'): paths.append(Path(os.environ['MINIAI_DATA']).expanduser()/sub/file)
     return paths
 
-def read_npz_images(path: str | Path) -> dict:
+def read_npz_images(path: str | Path, # an .npz archive of uint8 images (and labels)
+                   ) -> dict:
     "Arrays of an image `.npz`: `images`/`labels`, or `x_train`/`y_train`/`x_test`/`y_test` (+ `class_names`)."
     path = Path(path)
     try:
@@ -158,7 +161,7 @@ def _stack(arrays: list[np.ndarray], where: str) -> Tensor:
 
 def read_image_folder(folder: str | Path,      # searched recursively for image files
                       size: int | None = None, # centre-crop and resize to `size` x `size` (None: keep; all must match)
-                      progress: bool = True,
+                      progress: bool = True,   # progress bar while reading the files
                      ) -> tuple[Tensor, Tensor, list[str]]:
     "Images under `folder` as uint8 (N, 3, H, W), labels from their sub-folder names (sorted), and the class names."
     from PIL import Image
@@ -183,9 +186,9 @@ def _hf_columns(ds) -> tuple[str, str | None]:
     lab = next((k for k, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
     return img, lab
 
-def read_hf_images(ds,                        # a `datasets.Dataset` with an Image column (and optionally a ClassLabel)
+def read_hf_images(ds: Any,                   # a `datasets.Dataset` with an Image column (and optionally a ClassLabel)
                    size: int | None = None,   # centre-crop and resize (None: all images must share one size)
-                   progress: bool = True,
+                   progress: bool = True,     # progress bar while decoding the images
                   ) -> tuple[Tensor, Tensor, list[str]]:
     "Images of a Hugging Face data set as uint8 (N, 3, H, W), labels (zeros without a ClassLabel) and class names."
     img, lab = _hf_columns(ds)
@@ -290,12 +293,14 @@ def load_image_set(source: Any = 'clothing64',        # a name in `IMAGE_SETS`, 
     return s
 
 # %% ../nbs/14b_images.ipynb #c2924e98
-def images_to_float(x: Tensor) -> Tensor:
+def images_to_float(x: Tensor, # uint8 images (0..255), any shape
+                   ) -> Tensor:
     "uint8 images (0..255) -> float32 in [-1, 1]."
     if x.dtype != torch.uint8: raise TypeError(f"expected uint8 images, got {x.dtype}")
     return x.float()/127.5 - 1
 
-def images_to_uint8(x: Tensor) -> Tensor:
+def images_to_uint8(x: Tensor, # float images in [-1, 1] (clamped first), any shape
+                   ) -> Tensor:
     "Float images in [-1, 1] -> uint8 (clamped and rounded)."
     return ((x.float().clamp(-1, 1) + 1)*127.5).round().to(torch.uint8)
 
@@ -334,7 +339,9 @@ class ImageFeatures(nn.Module):
             raise TypeError("`model` must be an `image_classifier` (an nn.Sequential ending in Flatten, Dropout, Linear, BatchNorm1d)")
         self.body = model[:-3]
         self.in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor, # images (B, C, H, W) in [-1, 1], C = the classifier's input channels
+               ) -> Tensor:
         "(B, nfs[-1]) features of images `x` (B, C, H, W)."
         check_shape(x, (None, self.in_channels, None, None), 'images')
         return self.body(x)

@@ -45,18 +45,24 @@ class ConvVAE(nn.Module):
             raise ValueError(f"the VAE takes images (B, {self.in_channels}, H, W) in [-1, 1] with H and W multiples of "
                              f"{self.factor}, got {tuple(x.shape)}")
 
-    def forward(self, x: Tensor) -> VAEOutput:
+    def forward(self,
+                x: Tensor, # float images (B, in_channels, H, W) in [-1, 1], H and W multiples of `factor`
+               ) -> VAEOutput:
         "Reconstruction of `x` from a sampled latent, with the posterior's mean and log-variance."
         self._check(x)
         post = self.vae.encode(x).latent_dist
         return VAEOutput([self.vae.decode(post.sample()).sample, post.mean, post.logvar])
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self,
+               x: Tensor, # float images (B, in_channels, H, W), H and W multiples of `factor`
+              ) -> Tensor:
         "Posterior means (B, latent_channels, H/factor, W/factor) of images `x` in [-1, 1]."
         self._check(x)
         return self.vae.encode(x).latent_dist.mean
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self,
+               z: Tensor, # latents (B, latent_channels, h, w), unscaled (as `encode` returns them)
+              ) -> Tensor:
         "Images (B, C, H, W), roughly in [-1, 1] (not clamped), from latents `z`."
         return self.vae.decode(z).sample
 
@@ -122,7 +128,10 @@ class ConvVAELoss:
         if perceptual_weight and perceptual is None: raise ValueError("`perceptual_weight` > 0 needs a `perceptual` network")
         self.kl_weight, self.perceptual, self.perceptual_weight = kl_weight, perceptual, perceptual_weight
 
-    def perceptual_loss(self, preds: Sequence[Tensor], target: Tensor) -> Tensor:
+    def perceptual_loss(self,
+                        preds: Sequence[Tensor], # a VAE's output `(recon, mu, logvar)`
+                        target: Tensor,          # the original images
+                       ) -> Tensor:
         "Mean squared difference of the perceptual network's features of reconstruction and target."
         net = self.perceptual.to(target.device)
         with torch.no_grad(): want = net(target)
@@ -178,7 +187,7 @@ def decode_latents(vae: ConvVAE,          # the VAE (its decoder)
                    z: Tensor,             # latents (N, c, h, w) as the diffusion model sees them (scaled)
                    scale: float = 1.,     # the factor the latents were multiplied by (undone before decoding)
                    bs: int = 64,          # latents decoded at a time
-                   progress: bool = False,
+                   progress: bool = False, # show a progress bar
                   ) -> Tensor:
     "Images in [-1, 1] (clamped), float32 on the CPU, decoded from latents `z / scale`."
     check_positive(scale, 'the latent `scale`', ' (usually 1/std of the latents)')
@@ -188,11 +197,18 @@ def decode_latents(vae: ConvVAE,          # the VAE (its decoder)
                for i in tqdm(range(0, len(z), bs), desc='decoding', disable=not progress)]
     return torch.cat(out)
 
-def reconstruct(vae: ConvVAE, images: Tensor, bs: int = 64, progress: bool = False) -> Tensor:
+def reconstruct(vae: ConvVAE,          # the VAE (encoder, then decoder)
+                images: Tensor,        # uint8 images (N, C, H, W), on any device
+                bs: int = 64,          # images encoded (and latents decoded) at a time
+                progress: bool = False, # progress bars while encoding and decoding
+               ) -> Tensor:
     "Decoded posterior means of uint8 `images`: floats in [-1, 1] on the CPU."
-    return decode_latents(vae, torch.cat(list(encode_images(vae, images, bs, progress))), 1., bs)
+    return decode_latents(vae, torch.cat(list(encode_images(vae, images, bs, progress))), 1., bs, progress)
 
-def psnr(x: Tensor, target: Tensor, value_range: float = 2.) -> float:
+def psnr(x: Tensor,                # images (any shape), e.g. reconstructions
+         target: Tensor,           # the reference, same shape
+         value_range: float = 2.,  # max - min of the pixel values (2 for [-1, 1])
+        ) -> float:
     "Peak signal-to-noise ratio in dB of `x` against `target`, for values spanning `value_range`."
     mse = F.mse_loss(x.float(), target.float()).item()
     return 10*math.log10(value_range**2/mse) if mse > 0 else math.inf
@@ -208,11 +224,14 @@ class CorruptCacheError(LatentCacheError):
 class StaleCacheError(LatentCacheError):
     "The cache was written from other VAE weights, other images or other settings, or in an older cache format."
 
-def latent_cache_key(vae: nn.Module, images: Tensor, **settings) -> dict:
+def latent_cache_key(vae: nn.Module, # the encoding VAE (all its weights are hashed)
+                     images: Tensor, # the images to encode (hashed)
+                     **settings) -> dict:
     "What a latent cache depends on: hashes of the VAE's weights and of the images, and the encoding settings."
     return {'vae': weights_hash(vae), 'images': tensor_hash(images), 'settings': {'mode': 'mean', 'value_range': [-1, 1], **settings}}
 
-def read_cache_header(path: str | Path) -> dict:
+def read_cache_header(path: str | Path, # a file written by `write_latent_cache`
+                     ) -> dict:
     "The JSON header of a latent cache file (`CorruptCacheError` if it is not one)."
     path = Path(path)
     with open(path, 'rb') as f: head = f.read(CACHE_HEADER)
@@ -300,13 +319,17 @@ def cached_latents(path: str | Path,        # the cache file
     return open_latent_cache(path, key, verify=False)
 
 # %% ../nbs/15_latent_diffusion.ipynb #3ddc1094
-def latent_stats(latents: np.ndarray | Tensor, rows: int = 4096) -> tuple[float, float]:
+def latent_stats(latents: np.ndarray | Tensor, # latents (N, ...): an array (e.g. a cache memmap) or a tensor on any device
+                 rows: int = 4096,             # rows read at a time
+                ) -> tuple[float, float]:
     "Mean and standard deviation of all values of `latents` (float64 accumulation, in chunks: works on memmaps)."
     n, s, s2 = 0, 0., 0.
     for i in range(0, len(latents), rows):
-        c = np.asarray(latents[i:i+rows], dtype=np.float64)
+        c = latents[i:i+rows]
+        c = c.detach().to('cpu', torch.float64).numpy() if isinstance(c, Tensor) else np.asarray(c, dtype=np.float64)
         n, s, s2 = n + c.size, s + c.sum(), s2 + (c*c).sum()
-    mean = s/n
+    if n == 0: raise ValueError(f"latent_stats: no values in latents of shape {tuple(latents.shape)}")
+    mean = float(s/n)
     return mean, math.sqrt(max(s2/n - mean*mean, 0.))
 
 # %% ../nbs/15_latent_diffusion.ipynb #56fff26e
@@ -355,7 +378,7 @@ def sample_batches(model: nn.Module,         # a network trained with `noisify_k
                    steps: int = 40,          # sampling steps
                    bs: int = 256,            # samples drawn at a time
                    seed: int = 0,            # batch i draws from seed `batch_seed(seed, i)`
-                   progress: bool = True,
+                   progress: bool = True,    # a progress bar over batches
                   ) -> Tensor:
     "`n` samples (unclamped, float32 on the CPU) drawn in batches of `bs` with a Karras-schedule sampler."
     dev = model_device(model)

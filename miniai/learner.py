@@ -48,7 +48,9 @@ class Callback:
     order: int = 0
     in_lr_find: bool = True  # set False for callbacks that `Learner.lr_find` should leave out (schedulers, metrics)
 
-def run_cbs(cbs: Iterable, event: str, learn: Any = None):
+def run_cbs(cbs: Iterable,  # callbacks, in any order (objects without an `order` count as 0)
+            event: str,  # name of the method to call, usually one of `EVENTS`; callbacks without it are skipped
+            learn: Any = None):  # the one argument each method gets (the `Learner` when it fires events)
     "Call method `event` (with `learn`) on every callback in `cbs` that has one, sorted by `order`."
     for cb in sorted(cbs, key=lambda cb: getattr(cb, 'order', 0)):
         method = getattr(cb, event, None)
@@ -72,7 +74,7 @@ class Learner:
         self.n_epochs = self.epoch = self.start_epoch = self.iter = self.epochs_done = 0
         self.training, self.fit_train, self.fit_valid, self.cancelled = False, True, True, None
 
-    def callback(self, event: str):
+    def callback(self, event: str):  # method name to call on the callbacks, e.g. 'before_batch' (see `EVENTS`)
         "Fire `event`: run the method of that name on every callback, in `order`."
         run_cbs(self.cbs, event, self)
 
@@ -122,7 +124,7 @@ class Learner:
                 with torch.no_grad(): self.one_epoch(False)
             self.epochs_done = self.epoch + 1
 
-    def one_epoch(self, training: bool):
+    def one_epoch(self, training: bool):  # True: train on `dls.train`; False: evaluate on `dls.valid`
         "Run one training (`training=True`) or validation phase over `dls.train` or `dls.valid`."
         self.model.train(training)
         self.training = training
@@ -204,8 +206,9 @@ class BatchTransformCB(Callback):
         if (self.on_train and learn.training) or (self.on_val and not learn.training): learn.batch = self.tfm(learn.batch)
 
 # %% ../nbs/02_learner.ipynb #c9575a1c
-def batch_size(batch: Any) -> int:
-    "Number of samples in `batch`: the first dimension of its first tensor (nested tuples, lists, dicts)."
+def batch_size(batch: Any,  # a tensor (a 0-d one counts 1), or nested tuples/lists/dicts holding tensors
+              ) -> int | None:
+    "Number of samples in `batch`: the first dimension of its first tensor (nested tuples, lists, dicts); None if none."
     if isinstance(batch, torch.Tensor): return batch.shape[0] if batch.ndim else 1
     items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
     for o in items:
@@ -230,6 +233,8 @@ class MetricsCB(Callback):
         self.loss_sum, self.count, self.t0 = 0., 0, time.perf_counter()
     def after_batch(self, learn):
         n = batch_size(learn.batch)
+        if n is None: raise TypeError(f"MetricsCB weights each batch's loss by its size, the length of the batch's first "
+                                      f"tensor, but this batch holds no tensor: {type(learn.batch).__name__}")
         self.loss_sum = self.loss_sum + learn.loss.detach().float()*n
         self.count += n
         if not self.metrics: return
@@ -259,7 +264,8 @@ def _fmt(k: str, v: Any) -> str:
     if isinstance(v, float): return f'{v:.4f}'
     return str(v)
 
-def format_log(log: dict) -> str:
+def format_log(log: dict,  # one `MetricsCB.history` entry: epoch, phase, loss, metrics, time (seconds, shown mm:ss.s)
+              ) -> str:
     "One text line for a `MetricsCB` log dict."
     return '  '.join(f'{k} {_fmt(k, v)}' for k, v in log.items())
 
@@ -357,7 +363,7 @@ class ProgressCB(Callback):
         self.plot_losses().savefig(buf, format='png', dpi=80, bbox_inches='tight')
         self._graph.update(Image(data=buf.getvalue(), format='png'))
 
-    def plot_losses(self, ax=None):
+    def plot_losses(self, ax: Any = None):  # axes to draw on; None: a new 6x3.5-inch `Figure` (no pyplot)
         "Plot the training loss per batch (line) and the validation loss per epoch (dots); returns the figure."
         from matplotlib.figure import Figure
         if ax is None: fig = Figure(figsize=(6, 3.5)); ax = fig.add_subplot()
@@ -394,7 +400,7 @@ class LRFinderCB(Callback):
         self.sched.step()
     def cleanup_fit(self, learn):
         if self.show_plot and self.lrs: self.plot()
-    def plot(self, ax=None):
+    def plot(self, ax: Any = None):  # axes to draw on; None: new pyplot axes (returned)
         "Loss against learning rate on a log scale."
         import matplotlib.pyplot as plt
         if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
@@ -410,7 +416,8 @@ def lr_find(self: Learner,
             max_mult: float = 3.,  # stop once loss > max_mult * (smallest loss so far)
             max_epochs: int = 10,  # stop after this many epochs even if the loss never diverges
             restore: bool = True,  # put back the weights and optimizer afterwards
-            show_plot: bool = True) -> LRFinderCB:  # plot loss against learning rate
+            show_plot: bool = True,  # plot loss against learning rate
+           ) -> LRFinderCB:
     "Run the LR range test: raise the learning rate each batch until the loss diverges; returns the `LRFinderCB`."
     finder = LRFinderCB(gamma, max_mult, show_plot)
     saved_cbs, saved_opt = self.cbs, self.opt
@@ -459,11 +466,13 @@ class OneCycleCB(BatchSchedCB):
         super().before_fit(learn)
 
 # %% ../nbs/02_learner.ipynb #12d2752e
-def rec_lr(learn: Learner) -> float:
+def rec_lr(learn: Learner,  # the learner, after an optimizer step
+          ) -> float:
     "Current learning rate of the first parameter group (a `RecorderCB` getter)."
     return learn.opt.param_groups[0]['lr']
 
-def rec_loss(learn: Learner) -> torch.Tensor:
+def rec_loss(learn: Learner,  # the learner, after an optimizer step
+            ) -> torch.Tensor:
     "Current batch loss, detached, still on the device (a `RecorderCB` getter)."
     return learn.loss.detach()
 
@@ -477,12 +486,14 @@ class RecorderCB(Callback):
         learn.recorder = self
     def after_step(self, learn):
         for k, f in self.getters.items(): self.recs[k].append(f(learn))
-    def values(self, name: str) -> torch.Tensor:
+    def values(self,
+               name: str,  # a getter's keyword ('lr' and 'loss' by default)
+              ) -> torch.Tensor:
         "The recorded values of `name` as one CPU tensor (one host sync)."
         vs = self.recs[name]
         if vs and all(isinstance(v, torch.Tensor) for v in vs): return torch.stack([v.float() for v in vs]).cpu()
         return torch.tensor(vs, dtype=torch.float32)
-    def plot(self, names: Iterable[str] | None = None):
+    def plot(self, names: Iterable[str] | None = None):  # getters to plot, in this order; None or empty: all of them
         "One small plot per recorded value, against the batch number; returns the figure."
         import matplotlib.pyplot as plt
         names = list(names or self.recs)

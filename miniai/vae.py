@@ -58,7 +58,9 @@ class Autoencoder(nn.Module):
         self.dec = nn.Sequential(lin(nl, nh), lin(nh, nh), lin(nh, ni, act=None))
         self.apply(partial(init_weights, leaky=0.2))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor, # flat inputs (B, ni)
+               ) -> Tensor:
         "Logits `(B, ni)` of the reconstruction of `x` `(B, ni)`."
         _check_flat(x, self.ni)
         return self.dec(self.enc(x))
@@ -79,7 +81,9 @@ class VAEOutput(tuple):
         "The same output in float32 (e.g. after mixed precision)."
         return VAEOutput(t.float() for t in self)
 
-def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
+def reparameterize(mu: Tensor,     # posterior means, any shape
+                   logvar: Tensor, # posterior log-variances, same shape
+                  ) -> Tensor:
     "A differentiable sample `mu + exp(logvar/2) * eps` of N(mu, exp(logvar)), eps ~ N(0, I)."
     return mu + (0.5*logvar).exp()*torch.randn_like(mu)
 
@@ -98,13 +102,17 @@ class VAE(nn.Module):
         self.dec = nn.Sequential(lin(nl, nh), lin(nh, nh), lin(nh, ni, act=None))
         self.apply(partial(init_weights, leaky=0.2))
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self,
+               x: Tensor, # flat inputs (B, ni)
+              ) -> tuple[Tensor, Tensor]:
         "Posterior mean and log-variance `(B, nl)` of flat inputs `x` `(B, ni)`."
         _check_flat(x, self.ni)
         h = self.enc(x)
         return self.mu(h), self.lv(h)
 
-    def forward(self, x: Tensor) -> VAEOutput:
+    def forward(self,
+                x: Tensor, # flat inputs (B, ni)
+               ) -> VAEOutput:
         "`VAEOutput(logits (B, ni), mu (B, nl), logvar (B, nl))` for flat inputs `x` `(B, ni)`."
         mu, lv = self.encode(x)
         return VAEOutput([self.dec(reparameterize(mu, lv)), mu, lv])
@@ -133,7 +141,9 @@ def bce_loss(preds: Sequence[Tensor], # a VAE's output `(logits, mu, logvar)`
                          f"[{target.min().item():.3g}, {target.max().item():.3g}]: the loss would have no lower bound")
     return F.binary_cross_entropy_with_logits(_vae_parts(preds, 'bce_loss')[0].float(), target.float())
 
-def vae_loss(preds: Sequence[Tensor], target: Tensor) -> Tensor:
+def vae_loss(preds: Sequence[Tensor], # a VAE's output `(logits, mu, logvar)`
+             target: Tensor,          # the inputs, in [0, 1]
+            ) -> Tensor:
     "The VAE loss `kld_loss + bce_loss` (weights 1:1, as in lesson 25)."
     return kld_loss(preds, target) + bce_loss(preds, target)
 
@@ -147,7 +157,10 @@ class FuncMetric(Mean):
         self.fn = fn
 
     @torch.no_grad()
-    def update(self, preds, target: Tensor) -> FuncMetric:
+    def update(self,
+               preds: Tensor | Sequence[Tensor], # the model's output (e.g. a `VAEOutput`), passed to `fn`
+               target: Tensor,  # the batch's targets; `len(target)` is the batch's weight
+              ) -> FuncMetric:
         "Add `fn(preds, target)` with weight `len(target)`, on float32 predictions (they may be bf16 after mixed precision)."
         n = len(target)
         if hasattr(preds, 'float'): preds = preds.float()

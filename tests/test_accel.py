@@ -549,6 +549,10 @@ def test_to_channels_last_converts_only_4d_float_tensors_and_keeps_containers():
     cl = lambda t: t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
     assert cl(out[0]) and cl(out[1][1]['a']) and torch.equal(out[0], f4)
     assert out[1][0].is_contiguous() and not cl(out[1][0]) and out[1][1]['b'] is f3
+    from collections import namedtuple
+    Batch = namedtuple('Batch', 'images labels')
+    nt = to_channels_last(Batch(f4, u4))
+    assert type(nt) is Batch and cl(nt.images) and nt.labels is u4   # a namedtuple is rebuilt from its fields
 
 
 def test_fused_opt_func_default_lr():

@@ -95,6 +95,7 @@ def test_balanced_labels_cycle_through_the_classes():
     "Labels go 0, 1, ..., n_classes-1 and start again: image i gets class i % n_classes."
     assert balanced_labels(20).tolist() == list(range(10))*2
     assert balanced_labels(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    with pytest.raises(ValueError, match='n_classes'): balanced_labels(5, 0)
 
 
 # ---------------------------------------------------------------- distributed

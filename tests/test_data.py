@@ -606,6 +606,18 @@ def test_to_device_and_to_cpu_keep_nesting():
     assert isinstance(back['h'], tuple) and back['h'][0].dtype == torch.float32 and back['b'][0].dtype == torch.float32
     assert not back['h'][0].requires_grad and back['i'].dtype == torch.int64
 
+
+def test_to_device_and_to_cpu_rebuild_namedtuples():
+    "A namedtuple batch (what PyTorch's default collate makes of namedtuple items) keeps its type and fields."
+    from collections import namedtuple
+    Pair = namedtuple('Pair', 'x y')
+    moved = core.to_device(Pair(torch.ones(2), [torch.zeros(1)]), 'meta')
+    assert type(moved) is Pair and moved.x.device.type == 'meta' and moved.y[0].device.type == 'meta'
+    back = core.to_cpu(Pair(torch.ones(2, dtype=torch.bfloat16), 'label'))
+    assert type(back) is Pair and back.x.dtype == torch.float32 and back.y == 'label'
+    doubled = core.map_tensors(lambda t: t*2, {'p': Pair(torch.ones(1), 3), 'l': [torch.ones(1)]})
+    assert type(doubled['p']) is Pair and doubled['p'].x.item() == 2 and doubled['p'].y == 3 and doubled['l'][0].item() == 2
+
 def test_set_seed_seeds_python_numpy_and_torch():
     draw = lambda: (random.random(), np.random.rand(), torch.rand(1).item())
     core.set_seed(123); a = draw()

@@ -135,6 +135,25 @@ def test_latent_stats_chunked():
     assert m == pytest.approx(a.astype(np.float64).mean(), rel=1e-9) and s == pytest.approx(a.astype(np.float64).std(), rel=1e-9)
 
 
+def test_latent_stats_of_tensors_and_empty_sets():
+    "Tensors of any dtype (bfloat16 has no NumPy twin) give plain floats; an empty set is refused, not divided by 0."
+    t = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)).bfloat16()
+    m, s = latent_stats(t, rows=7)
+    ref = t.double()
+    assert type(m) is float and type(s) is float
+    assert m == pytest.approx(ref.mean().item(), rel=1e-9) and s == pytest.approx(ref.std(unbiased=False).item(), rel=1e-9)
+    with pytest.raises(ValueError, match='no values'): latent_stats(np.zeros((0, 3)))
+
+
+def test_reconstruct_shows_progress_for_both_halves(vae, images, capsys):
+    "progress=True gives a bar while encoding and one while decoding; progress=False none."
+    reconstruct(vae, images[:6], bs=3, progress=True)
+    err = capsys.readouterr().err
+    assert err.count('2/2') >= 2 and ('encod' in err.lower() and 'decod' in err.lower())
+    reconstruct(vae, images[:6], bs=3)
+    assert capsys.readouterr().err == ''
+
+
 def test_conv_vae_loss_terms(vae):
     set_seed(1)
     x = torch.rand(4, 3, 16, 16)*2 - 1

@@ -468,6 +468,16 @@ def test_batch_size_skips_non_tensor_items():
     assert batch_size(torch.tensor(3.)) == 1 and batch_size(('a', 'b')) is None
 
 
+def test_metrics_refuse_a_batch_without_tensors_clearly():
+    "MetricsCB weights the loss by the batch size: a batch with no tensor is a clear TypeError, not `loss * None`."
+    class StrModel(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(1))
+        def forward(self, s): return self.w*len(s)
+    dls = NS(train=[('ab', 'cd')], valid=[('ab', 'cd')])
+    learn = Learner(StrModel(), dls, loss_func=lambda p, t: p.sum(), cbs=[TrainCB(), MetricsCB()])
+    with pytest.raises(TypeError, match='holds no tensor: tuple'): learn.fit(1)
+
+
 def test_metrics_use_target_after_n_inp_inputs():
     "With two model inputs the metric's target is batch[2], not batch[1]."
     from torcheval.metrics import MeanSquaredError

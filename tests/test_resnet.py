@@ -121,6 +121,13 @@ def test_dropout_mask_on_device_and_dtype():
             assert y.device == x.device and y.dtype == x.dtype and y.shape == x.shape
 
 
+def test_dropout_mask_refuses_bad_probabilities():
+    "p = 1 would make a mask of 0/0 = NaN: dropout_mask checks p itself, like the Dropout modules."
+    for p in (1, 1.5, -0.1, float('nan')):
+        with pytest.raises(ValueError, match=r'\[0, 1\)'): dropout_mask(torch.ones(2), (2,), p)
+    assert torch.equal(dropout_mask(torch.ones(3), (3,), 0), torch.ones(3))
+
+
 def test_dropout2d_whole_channels():
     x = torch.rand(300, 50, 4, 6) + 1
     y = Dropout2d(0.2)(x)

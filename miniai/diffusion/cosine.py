@@ -15,11 +15,13 @@ from .ddim import ddim_sample
 __all__ = ['cosine_abar', 'cosine_inv_abar', 'noisify_cosine', 'cosine_timesteps', 'cosine_ddim_sample']
 
 # %% ../../nbs/08_cosine.ipynb #fa2e5337
-def cosine_abar(t: Tensor) -> Tensor:
+def cosine_abar(t: Tensor, # continuous times in [0, 1], any shape
+               ) -> Tensor:
     "Alpha-bar of the cosine schedule at continuous time `t` in [0, 1]: cos(t*pi/2)**2."
     return (t*math.pi/2).cos()**2
 
-def cosine_inv_abar(abar: Tensor) -> Tensor:
+def cosine_inv_abar(abar: Tensor, # alpha-bars in [0, 1], any shape
+                   ) -> Tensor:
     "The time `t` in [0, 1] at which the cosine schedule reaches `abar`."
     return abar.sqrt().acos()*2/math.pi
 
@@ -40,7 +42,8 @@ def noisify_cosine(x0: Tensor,  # clean images (B, C, H, W), float, on the train
     return ((a.cos()*x0 + a.sin()*eps).to(x0.dtype), t), eps.to(x0.dtype)
 
 # %% ../../nbs/08_cosine.ipynb #081bf9c4
-def cosine_timesteps(steps: int) -> Tensor:
+def cosine_timesteps(steps: int, # number of times on the grid, >= 2
+                    ) -> Tensor:
     "`steps` times from 1-1/steps down to 0 (float64), the lesson's DDIM grid for the continuous cosine schedule."
     if check_int(steps, 'steps') < 2: raise ValueError(f"`steps` must be >= 2 (the grid ends at t=0, which is already clean), got {steps}")
     return torch.linspace(1-1/steps, 0, steps, dtype=torch.float64)

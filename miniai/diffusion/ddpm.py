@@ -13,6 +13,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm import tqdm
 from ..core import default_device, check_finite, check_int, eval_mode
+from ..data import DataLoaders
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import fused_opt_func, model_device, precision_callbacks
 
@@ -25,15 +26,18 @@ __all__ = ['DDPMSchedule', 'linear_schedule', 'noisify_ddpm', 'DiffusersUNet', '
 @dataclass
 class DDPMSchedule:
     "A discrete DDPM noise schedule: `beta`, `alpha` = 1-beta, `abar` = cumprod(alpha), `sigma` = sqrt(beta)."
-    beta: Tensor
-    alpha: Tensor
-    abar: Tensor
-    sigma: Tensor
+    beta: Tensor  # noise variance added at each step t, (T,)
+    alpha: Tensor # 1 - beta, (T,)
+    abar: Tensor  # cumprod(alpha): ᾱ_t, the fraction of signal variance kept at step t, (T,)
+    sigma: Tensor # sqrt(beta): std of the noise added at each sampling step, (T,)
 
     @property
     def n_steps(self) -> int: return len(self.beta)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> DDPMSchedule:
+    def to(self,
+           device: str | torch.device,          # device of the copy (put it where the training data are)
+           dtype: torch.dtype = torch.float32,  # dtype of the copied tensors
+          ) -> DDPMSchedule:
         "A copy on `device` (float32 by default): move it once, next to the data, before training."
         return DDPMSchedule(*(getattr(self, k).to(device, dtype) for k in ('beta', 'alpha', 'abar', 'sigma')))
 
@@ -82,7 +86,9 @@ class DiffusersUNet(nn.Module):
         # class-conditional (notebook 13): `num_class_embeds = n_classes + 1`, the last one the null class
         self.n_classes = cfg.num_class_embeds - 1 if cfg.num_class_embeds else None
 
-    def forward(self, x: Tensor, t: Tensor | float,
+    def forward(self,
+                x: Tensor,              # noisy images (B, in_channels, H, W), H and W multiples of 2**(levels-1)
+                t: Tensor | float,      # time per image (B,) or one for all; the UNet sees t*t_scale
                 c: Tensor | None = None, # class labels (B,) of a class-conditional model; None: the null class
                ) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % self.factor or x.shape[3] % self.factor:
@@ -133,7 +139,8 @@ def diffusers_unet(channels: Sequence[int] = (32, 64, 128, 256), # output channe
     return DiffusersUNet(unet, t_scale)
 
 # %% ../../nbs/06_ddpm.ipynb #2d06f822
-def init_ddpm(model: nn.Module) -> nn.Module:
+def init_ddpm(model: nn.Module, # a diffusers `UNet2DModel` or a `DiffusersUNet`; changed in place
+             ) -> nn.Module:
     "Zero conv2 of the down/up (not mid) ResNets and conv_out; orthogonal downsamplers (diffusers `UNet2DModel`)."
     unet = getattr(model, 'unet', model)
     for block in (*unet.down_blocks, *unet.up_blocks):
@@ -155,7 +162,7 @@ class NoisifyCB(Callback):
 
 # %% ../../nbs/06_ddpm.ipynb #1b185d29
 def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -> eps`
-                 dls,                     # DataLoaders of clean images (on the device)
+                 dls: DataLoaders,        # DataLoaders of clean images (on the device)
                  noisify: Callable,       # x0 -> ((x_t, t), eps), on the device
                  lr: float = 4e-3,        # peak of the one-cycle schedule
                  cbs: Sequence = (),      # extra callbacks (EMA, checkpoints...)
@@ -177,7 +184,8 @@ def ddpm_learner(model: nn.Module,        # predicts the noise: `model(x_t, t) -
 
 # %% ../../nbs/06_ddpm.ipynb #156cb490
 def as_generator(seed: int | torch.Generator | None, # a seed, a generator, or None for the global RNG
-                 device: str | torch.device) -> torch.Generator | None:
+                 device: str | torch.device, # device of a new generator (unused unless `seed` is an int)
+                ) -> torch.Generator | None:
     "A `torch.Generator` on `device` seeded with `seed` (passed through if already a generator)."
     if seed is None or isinstance(seed, torch.Generator): return seed
     return torch.Generator(torch.device(device)).manual_seed(check_int(seed, 'seed'))   # not 1.7 or True taken as 1
@@ -188,32 +196,43 @@ def sampling_mode(model: Callable): # a denoiser: an `nn.Module` (switched to ev
     with eval_mode(model) if isinstance(model, nn.Module) else torch.no_grad(): yield   # `eval_mode`: see notebook 00
 
 def start_noise(shape: Sequence[int], # (B, C, H, W) of the samples
-                device: str | torch.device,
-                generator: torch.Generator | None = None) -> Tensor:
+                device: str | torch.device,   # where to make the noise
+                generator: torch.Generator | None = None, # seeded source on `device` (None: the global RNG)
+               ) -> Tensor:
     "Pure noise x_T to start sampling from, after checking `shape`."
     shape = tuple(shape)
     if len(shape) != 4 or min(shape) < 1: raise ValueError(f"`shape` must be (B, C, H, W) with sizes >= 1, got {shape}")
     return torch.randn(shape, device=device, generator=generator)
 
-def check_output(out, x: Tensor, who: str = 'the model') -> Tensor:
+def check_output(out: object,            # what the model returned
+                 x: Tensor,              # the model's input batch, whose shape `out` must have
+                 who: str = 'the model', # names the culprit in the error message
+                ) -> Tensor:
     "`out` if it is a tensor of `x`'s shape, else a clear error (no silent broadcasting of a model built for other images)."
     if not isinstance(out, Tensor) or out.shape != x.shape:
         raise ValueError(f"{who} returned {tuple(getattr(out, 'shape', ()))} for samples of shape {tuple(x.shape)}: "
                          "does the sample shape match the model's channels and size?")
     return out
 
-def predict_noise(model: Callable, x: Tensor, t: Tensor) -> Tensor:
+def predict_noise(model: Callable, # noise predictor `model(x, t) -> eps`
+                  x: Tensor,       # noisy images (B, C, H, W)
+                  t: Tensor,       # time per image (B,), passed to `model` as is
+                 ) -> Tensor:
     "Call the denoiser `model(x, t)`, check that it returns a tensor of `x`'s shape, and return that as float32."
     return check_output(model(x, t), x).float()
 
-def check_clamp(clamp: float | None) -> float | None: # None (no clamp) or the bound of x0-hat
+def check_clamp(clamp: float | None, # None (no clamp) or the bound of x0-hat
+               ) -> float | None:
     "`clamp` if it is None or a number > 0, else a `ValueError` (a clamp of 0 or less would zero or flip x0-hat)."
     if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, numbers.Real) or not clamp > 0):
         raise ValueError(f"`clamp` must be None (no clamp) or a number > 0 (x0-hat is clamped to [-clamp, clamp]), got {clamp!r}")
     return clamp
 
-def x0_from_eps(x_t: Tensor, eps: Tensor, abar_t: float | Tensor,
-                clamp: float | None = 1.) -> Tensor: # clamp x0-hat to [-clamp, clamp] (None: no clamp)
+def x0_from_eps(x_t: Tensor,             # noisy images at step t
+                eps: Tensor,             # the noise predicted in `x_t`, same shape
+                abar_t: float | Tensor,  # ᾱ at step t: a number, or a tensor broadcasting to `x_t`, e.g. (B, 1, 1, 1)
+                clamp: float | None = 1., # clamp x0-hat to [-clamp, clamp] (None: no clamp)
+               ) -> Tensor:
     "The clean image implied by noise `eps` in `x_t` at alpha-bar `abar_t`, optionally clamped."
     check_clamp(clamp)   # a Python number: no GPU sync
     x0 = (x_t - (1-abar_t)**0.5 * eps) / abar_t**0.5

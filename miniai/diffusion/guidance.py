@@ -10,6 +10,7 @@ import torch
 from torch import nn, Tensor
 from ..learner import Callback
 from ..core import eval_mode
+from ..data import DataLoaders
 from .ddpm import ddpm_learner
 
 # %% auto #0
@@ -26,7 +27,8 @@ def cfg_mix(cond: Tensor,    # conditional prediction
         raise ValueError(f"conditional and unconditional predictions differ in shape: {tuple(cond.shape)} vs {tuple(uncond.shape)}")
     return uncond + scale * (cond - uncond)
 
-def guidance_evals(scale: float) -> int:
+def guidance_evals(scale: float, # guidance scale w: 0 unconditional, 1 conditional, > 1 guided
+                  ) -> int:
     "Network evaluations per image and sampling step at guidance `scale`: 1 at w = 0 or 1 (one prediction), else 2."
     return 1 if scale in (0, 1) else 2
 
@@ -69,7 +71,10 @@ class GuidedModel(nn.Module):
         n_classes = getattr(model, 'n_classes', None) or self.null_class   # without `n_classes`: the null class comes last
         self.register_buffer('labels', check_class_labels(labels, n_classes).reshape(-1), persistent=False)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor, # noisy images (B, ...)
+                t: Tensor, # the model's time/noise input: one per image (B,), or one for all
+               ) -> Tensor:
         "Guided prediction for noisy images `x` (B, ...) at noise levels `t` (B,) (or one for all)."
         n = len(x)
         if len(self.labels) not in (1, n): raise ValueError(f"{len(self.labels)} labels for a batch of {n} images")
@@ -139,7 +144,7 @@ def label_accuracy(clf: nn.Module,   # a classifier returning logits (used on it
 
 # %% ../../nbs/13_conditional.ipynb #3a67b2ab
 def cond_ddpm_learner(model: nn.Module,     # class-conditional network `model(x_t, t, c)` with `n_classes`
-                      dls,                  # DataLoaders of `(images, labels)` on the device
+                      dls: DataLoaders,     # DataLoaders of `(images, labels)` on the device
                       noisify: Callable,    # x0 -> ((x_t, t), target), e.g. `noisify_cosine`
                       p_uncond: float = 0.1, # probability of training a label as the null class
                       **kwargs,             # passed to `ddpm_learner` (lr, cbs, precision, progress, device...)

@@ -11,6 +11,7 @@ import torch
 from torch import nn, Tensor
 from functools import partial
 from ..core import check_positive, default_device
+from ..data import DataLoaders
 from ..learner import Learner
 from .ddpm import check_output, ddpm_learner
 from .cosine import cosine_inv_abar
@@ -31,7 +32,8 @@ def scalings(sigma: Tensor | float,           # noise level(s) σ
     totvar = sigma**2 + sigma_data**2
     return sigma_data**2/totvar, sigma*sigma_data/totvar.sqrt(), totvar.rsqrt()
 
-def noise_cond(sigma: Tensor) -> Tensor:
+def noise_cond(sigma: Tensor, # noise levels σ > 0, any shape
+              ) -> Tensor:
     "The network's noise input c_noise = ln(σ)/4 (Karras et al. 2022, Table 1)."
     return sigma.log()/4
 
@@ -39,7 +41,7 @@ def noise_cond(sigma: Tensor) -> Tensor:
 def sample_sigmas(n: int,                     # number of noise levels
                   mean: float = -1.2,         # mean of ln σ
                   std: float = 1.2,           # standard deviation of ln σ
-                  device=None,                # device (default: `default_device()`)
+                  device: str | torch.device | None = None, # device (default: `default_device()`)
                   generator: torch.Generator | None = None, # optional seeded noise source
                  ) -> Tensor:
     "Training noise levels, log-normal: ln σ ~ N(mean, std²) (Karras et al. 2022, section 5)."
@@ -52,7 +54,7 @@ def sample_sigmas(n: int,                     # number of noise levels
 # %% ../../nbs/10_karras.ipynb #d2996164
 def check_noise_levels(sigma: Tensor | float, # noise levels: one per image, or one for all
                        n: int,                # number of images
-                       device=None,           # where the levels are needed (default: where they are)
+                       device: str | torch.device | None = None, # where the levels are needed (default: where they are)
                       ) -> Tensor:
     "`sigma` as a float tensor of shape (n,) on `device`, or a `ValueError` unless every level is finite and > 0."
     sigma = torch.as_tensor(sigma, device=device)
@@ -97,14 +99,23 @@ def denoise(model: Callable,                 # network F(c_in*x, c_noise) traine
 
 class Denoiser(nn.Module):
     "Base class of denoisers: `forward(x, sigma)` returns an estimate of the clean images (sigma has shape (B,))."
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor: raise NotImplementedError
+    def forward(self,
+                x: Tensor,     # noisy images x0 + σ n, (B, ...)
+                sigma: Tensor, # noise levels (B,)
+               ) -> Tensor: raise NotImplementedError
 
 class KarrasDenoiser(Denoiser):
     "Wrap a network trained with `noisify_karras` as a denoiser `D(x, sigma)` for the samplers."
-    def __init__(self, model: nn.Module, sigma_data: float = SIGMA_DATA):
+    def __init__(self,
+                 model: nn.Module,               # network F(c_in*x, c_noise) trained with `noisify_karras`
+                 sigma_data: float = SIGMA_DATA, # the data std used in training (> 0)
+                ):
         super().__init__()
         self.model, self.sigma_data = model, check_positive(sigma_data, '`sigma_data`')
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor: return denoise(self.model, x, sigma, self.sigma_data)
+    def forward(self,
+                x: Tensor,     # noisy images x0 + σ n, (B, C, H, W)
+                sigma: Tensor, # noise levels (B,)
+               ) -> Tensor: return denoise(self.model, x, sigma, self.sigma_data)
 
 # %% ../../nbs/10_karras.ipynb #a096fab6
 class EpsDenoiser(Denoiser):
@@ -114,7 +125,10 @@ class EpsDenoiser(Denoiser):
                 ):
         super().__init__()
         self.model, self.inv_abar = model, inv_abar
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,     # noisy images x0 + σ n, (B, ...) (not VP-scaled)
+                sigma: Tensor, # noise levels (B,)
+               ) -> Tensor:
         sig = sigma.reshape(-1, *([1]*(x.ndim-1))).to(x.dtype)
         abar = 1/(1 + sig.double()**2)
         t = self.inv_abar(abar.flatten()).to(x.dtype)
@@ -125,7 +139,7 @@ def sigmas_karras(n: int,                  # number of steps (the schedule has n
                   sigma_min: float = 0.01, # smallest nonzero noise level
                   sigma_max: float = 80.,  # starting noise level
                   rho: float = 7.,         # spacing exponent: evenly spaced in σ^(1/ρ)
-                  device=None,             # device (default: `default_device()`)
+                  device: str | torch.device | None = None, # device (default: `default_device()`)
                  ) -> Tensor:
     "Karras et al. (2022) noise levels, eq. 5: n levels from `sigma_max` to `sigma_min`, then 0."
     n, sigma_min, sigma_max, rho = _check_schedule(n, sigma_min, sigma_max, rho)
@@ -146,7 +160,7 @@ def _check_schedule(n, sigma_min, sigma_max, rho) -> tuple[int, float, float, fl
 
 # %% ../../nbs/10_karras.ipynb #6d2ab6a8
 def karras_learner(model: nn.Module,              # network F(c_in x, c_noise), e.g. `diffusers_unet(t_scale=1000)`
-                   dls,                           # DataLoaders of clean images in [-1, 1], on the device
+                   dls: DataLoaders,              # DataLoaders of clean images in [-1, 1], on the device
                    sigma_data: float = SIGMA_DATA, # data std used by the preconditioning
                    lr: float = 1e-2,              # peak of the one-cycle schedule
                    **kwargs,                      # more `ddpm_learner` options: cbs, precision, progress, plot, device

@@ -20,11 +20,17 @@ __all__ = ['SAMPLERS', 'to_d', 'get_ancestral_step', 'sample_euler', 'sample_eul
            'sample', 'GaussianDenoiser', 'gaussian_flow']
 
 # %% ../../nbs/10b_ksamplers.ipynb #b24a9ed3
-def to_d(x: Tensor, sigma: float, denoised: Tensor) -> Tensor:
+def to_d(x: Tensor,        # current noisy images, at noise level `sigma`
+         sigma: float,     # current noise level σ (> 0)
+         denoised: Tensor, # D(x; σ), the denoiser's estimate of the clean images
+        ) -> Tensor:
     "Slope of the probability-flow ODE, dx/dσ = (x - D(x;σ))/σ (Karras et al. 2022, eq. 1 with the score of eq. 3, σ(t) = t)."
     return (x - denoised)/sigma
 
-def get_ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.) -> tuple[float, float]:
+def get_ancestral_step(sigma_from: float, # noise level at the start of the step (> 0)
+                       sigma_to: float,   # noise level to reach (0: no fresh noise)
+                       eta: float = 1.,   # scale of `sigma_up` (0: deterministic, 1: DDPM-like)
+                      ) -> tuple[float, float]:
     "Split σ_from -> σ_to into a deterministic step down to `sigma_down` plus fresh noise of std `sigma_up`."
     if eta == 0: return sigma_to, 0.
     up = min(sigma_to, eta*math.sqrt(sigma_to**2*(sigma_from**2 - sigma_to**2)/sigma_from**2))
@@ -76,9 +82,12 @@ def sample_euler(denoiser: Callable,      # D(x, sigma) -> estimate of the clean
 
 # %% ../../nbs/10b_ksamplers.ipynb #85662b10
 @torch.no_grad()
-def sample_euler_ancestral(denoiser: Callable, x: Tensor, sigmas: Tensor,
+def sample_euler_ancestral(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
+                           x: Tensor,               # starting noise, already scaled by sigmas[0]
+                           sigmas: Tensor,          # strictly decreasing noise levels, usually ending with 0
                            generator: torch.Generator | None = None, # seeded source of the fresh noise
-                           progress: bool = False, callback: Callable | None = None,
+                           progress: bool = False,  # show a progress bar
+                           callback: Callable | None = None, # called after each evaluation with dict(i, x, sigma, denoised)
                            eta: float = 1.,  # fraction of fresh noise (0 = Euler, 1 = DDPM-like)
                           ) -> Tensor:
     "Euler steps to σ_down plus fresh noise σ_up each step (ancestral sampling, as in k-diffusion); 1 NFE/step."
@@ -93,9 +102,12 @@ def sample_euler_ancestral(denoiser: Callable, x: Tensor, sigmas: Tensor,
 
 # %% ../../nbs/10b_ksamplers.ipynb #f43ec6ef
 @torch.no_grad()
-def sample_heun(denoiser: Callable, x: Tensor, sigmas: Tensor,
+def sample_heun(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
+                x: Tensor,               # starting noise, already scaled by sigmas[0]
+                sigmas: Tensor,          # strictly decreasing noise levels, usually ending with 0
                 generator: torch.Generator | None = None, # seeded source of the churn noise
-                progress: bool = False, callback: Callable | None = None,
+                progress: bool = False,  # show a progress bar
+                callback: Callable | None = None, # called after each step's 1st evaluation: dict(i, x, sigma=σ̂, denoised)
                 s_churn: float = 0.,       # total churn over the run (0: deterministic Heun)
                 s_tmin: float = 0.,        # churn only where s_tmin <= σ_i <= s_tmax
                 s_tmax: float = math.inf,  # upper end of the churn range
@@ -131,9 +143,12 @@ def lms_coeffs(sigmas: list[float], # the schedule, as floats
     return [float((b - a)/2*(weights*basis(j)).sum()) for j in range(order)]
 
 @torch.no_grad()
-def sample_lms(denoiser: Callable, x: Tensor, sigmas: Tensor,
+def sample_lms(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
+               x: Tensor,               # starting noise, already scaled by sigmas[0]
+               sigmas: Tensor,          # strictly decreasing noise levels, usually ending with 0
                generator: torch.Generator | None = None, # unused (deterministic)
-               progress: bool = False, callback: Callable | None = None,
+               progress: bool = False,  # show a progress bar
+               callback: Callable | None = None, # called after each evaluation with dict(i, x, sigma, denoised)
                order: int = 4,  # number of past slopes combined (1 = Euler), at most 4
               ) -> Tensor:
     "Linear multistep method (Adams-Bashforth on the probability-flow ODE, as in k-diffusion); 1 NFE/step."
@@ -148,9 +163,12 @@ def sample_lms(denoiser: Callable, x: Tensor, sigmas: Tensor,
 
 # %% ../../nbs/10b_ksamplers.ipynb #8a55444e
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Callable, x: Tensor, sigmas: Tensor,
+def sample_dpmpp_2m(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
+                    x: Tensor,               # starting noise, already scaled by sigmas[0]
+                    sigmas: Tensor,          # strictly decreasing noise levels, usually ending with 0
                     generator: torch.Generator | None = None, # unused (deterministic)
-                    progress: bool = False, callback: Callable | None = None,
+                    progress: bool = False,  # show a progress bar
+                    callback: Callable | None = None, # called after each evaluation with dict(i, x, sigma, denoised)
                    ) -> Tensor:
     "DPM-Solver++(2M) (Lu et al. 2022, Alg. 2): 2nd-order multistep in λ = -ln σ on the denoised estimate; 1 NFE/step."
     sig, steps = _start(x, sigmas, progress)
@@ -168,9 +186,12 @@ def sample_dpmpp_2m(denoiser: Callable, x: Tensor, sigmas: Tensor,
 
 # %% ../../nbs/10b_ksamplers.ipynb #92b3eeff
 @torch.no_grad()
-def sample_dpmpp_2m_sde(denoiser: Callable, x: Tensor, sigmas: Tensor,
+def sample_dpmpp_2m_sde(denoiser: Callable,      # D(x, sigma) -> estimate of the clean images; sigma has shape (B,)
+                        x: Tensor,               # starting noise, already scaled by sigmas[0]
+                        sigmas: Tensor,          # strictly decreasing noise levels, usually ending with 0
                         generator: torch.Generator | None = None, # seeded source of the fresh noise
-                        progress: bool = False, callback: Callable | None = None,
+                        progress: bool = False,  # show a progress bar
+                        callback: Callable | None = None, # called after each evaluation with dict(i, x, sigma, denoised)
                         eta: float = 1.,      # amount of stochasticity (0: the ODE solver)
                         s_noise: float = 1.,  # std multiplier of the fresh noise
                        ) -> Tensor:
@@ -194,7 +215,8 @@ def sample_dpmpp_2m_sde(denoiser: Callable, x: Tensor, sigmas: Tensor,
 # %% ../../nbs/10b_ksamplers.ipynb #6acd6eaa
 class CountedDenoiser:
     "Wrap a denoiser and count its calls: `.nfe` is the number of network evaluations so far."
-    def __init__(self, denoiser: Callable): self.denoiser, self.nfe = denoiser, 0
+    def __init__(self, denoiser: Callable): # D(x, sigma) to call and count
+        self.denoiser, self.nfe = denoiser, 0
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         self.nfe += 1
         return self.denoiser(x, sigma)
@@ -207,7 +229,9 @@ class Samples(NamedTuple):
     x: Tensor
     nfe: int
 
-def as_denoiser(denoiser_or_model: Callable, sigma_data: float = SIGMA_DATA) -> Callable:
+def as_denoiser(denoiser_or_model: Callable,   # denoiser D(x, sigma), or a bare network trained with `noisify_karras`
+                sigma_data: float = SIGMA_DATA, # data std of the bare network's `KarrasDenoiser` (else unused)
+               ) -> Callable:
     "A `Denoiser` or plain callable as is; a bare `nn.Module` is taken as a Karras-preconditioned network."
     if isinstance(denoiser_or_model, nn.Module) and not isinstance(denoiser_or_model, Denoiser):
         return KarrasDenoiser(denoiser_or_model, sigma_data)
@@ -223,7 +247,7 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
            rho: float = 7.,               # Karras schedule exponent
            seed: int | None = None,       # seed for a fresh generator (ignored if `generator` is given)
            generator: torch.Generator | None = None, # noise source for the start and for stochastic samplers
-           device=None,                   # device (default: `default_device()`)
+           device: torch.device | str | None = None, # device (default: `default_device()`)
            sigma_data: float = SIGMA_DATA,# data std, used only when wrapping a bare network
            progress: bool = False,        # show a progress bar
            callback: Callable | None = None, # per-step callback, see the samplers
@@ -250,14 +274,25 @@ def sample(sampler: Callable | str,       # a sampler function, or its name in `
 # %% ../../nbs/10b_ksamplers.ipynb #f44b2022
 class GaussianDenoiser(Denoiser):
     "The exact denoiser for data drawn from N(mu, s²) in every dimension: D(x;σ) = (s² x + σ² mu)/(s² + σ²)."
-    def __init__(self, mu: float, s: float):
+    def __init__(self,
+                 mu: float, # mean of the data, in every dimension
+                 s: float,  # standard deviation of the data (> 0), in every dimension
+                ):
         super().__init__()
         self.mu, self.s = mu, s
-    def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,     # noisy images (B, ...)
+                sigma: Tensor, # noise levels (B,)
+               ) -> Tensor:
         wd = torch.promote_types(x.dtype, torch.float32)   # σ² overflows float16 above σ ≈ 256
         sig2 = sigma.reshape(-1, *([1]*(x.ndim-1))).to(wd)**2
         return ((self.s**2*x.to(wd) + sig2*self.mu)/(self.s**2 + sig2)).to(x.dtype)
 
-def gaussian_flow(x: Tensor, sigma_from: float, sigma_to: float, mu: float, s: float) -> Tensor:
+def gaussian_flow(x: Tensor,         # samples at noise level `sigma_from`
+                  sigma_from: float, # noise level of `x`
+                  sigma_to: float,   # noise level to carry `x` to (0: the data)
+                  mu: float,         # mean of the data
+                  s: float,          # standard deviation of the data
+                 ) -> Tensor:
     "Exact probability-flow ODE solution for N(mu, s²) data, from noise level `sigma_from` to `sigma_to`."
     return mu + (x - mu)*math.sqrt((s**2 + sigma_to**2)/(s**2 + sigma_from**2))

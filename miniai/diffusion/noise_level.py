@@ -10,6 +10,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from ..core import default_device, check_finite, to_real
+from ..data import DataLoaders
 from ..learner import Callback, Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
 from ..accel import MixedPrecision, fused_opt_func, model_device
 from ..models.resnet import fashion_classifier, DEFAULT_NFS
@@ -43,7 +44,9 @@ class NoiseLevelCB(Callback):
     def before_batch(self, learn): learn.batch = noisify_noise_level(learn.batch[0])
 
 # %% ../../nbs/09_noise_pred.ipynb #c367bee6
-def flat_mse(preds: Tensor, targets: Tensor) -> Tensor:
+def flat_mse(preds: Tensor,   # predictions, e.g. (B, 1) logits of ᾱ
+             targets: Tensor, # targets with as many values, e.g. (B,)
+            ) -> Tensor:
     "Mean squared error of flattened `preds` and `targets` (no silent broadcasting of (B, 1) against (B,))."
     if preds.numel() != targets.numel():
         raise ValueError(f"`preds` has {preds.numel()} values but `targets` has {targets.numel()}")
@@ -59,12 +62,12 @@ def noise_level_model(nfs: Sequence[int] = DEFAULT_NFS, # channels of the stem a
     return nn.Sequential(*body, nn.Linear(nfs[-1], 1, bias=False))
 
 def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
-                        dls,                    # DataLoaders of clean images in [-1, 1], on the device
+                        dls: DataLoaders,       # DataLoaders of clean images in [-1, 1], on the device
                         lr: float = 1e-2,       # peak of the one-cycle schedule
                         cbs: Sequence = (),     # extra callbacks
                         progress: bool = True,  # progress bars and the metrics table
                         plot: bool = False,     # live loss plot (in a notebook)
-                        device=None,            # default `default_device()`
+                        device: str | torch.device | None = None, # default `default_device()`
                        ) -> Learner:
     "A `Learner` training `model` to predict logit(ᾱ) of noisy images (`NoiseLevelCB`, `flat_mse`, Adam, one-cycle)."
     device = torch.device(device or default_device())
@@ -74,7 +77,9 @@ def noise_level_learner(model: nn.Module,       # e.g. `noise_level_model()`
     return Learner(model.to(device), dls, flat_mse, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.Adam, eps=1e-5))
 
 # %% ../../nbs/09_noise_pred.ipynb #70fd406f
-def predict_abar(level_model: nn.Module | Callable, x: Tensor) -> Tensor:
+def predict_abar(level_model: nn.Module | Callable, # noise-level regressor: one logit(ᾱ) per image
+                 x: Tensor,                        # noisy images (B, C, H, W)
+                ) -> Tensor:
     "ᾱ of each noisy image in `x` as estimated by `level_model` (a module in eval mode, no gradients): `sigmoid(logit)`, (B,)."
     with sampling_mode(level_model): out = level_model(x)
     if not isinstance(out, Tensor) or out.numel() != len(x):   # e.g. the 10-logit classifier passed by mistake
@@ -85,10 +90,15 @@ def predict_abar(level_model: nn.Module | Callable, x: Tensor) -> Tensor:
 # %% ../../nbs/09_noise_pred.ipynb #d46bd365
 class NoTimeModel(nn.Module):
     "Wrap `model(x, t)` so that it never sees `t` (it always gets 0): a diffusion model without time input."
-    def __init__(self, model: nn.Module):
+    def __init__(self,
+                 model: nn.Module, # a time-conditioned model `model(x, t)`
+                ):
         super().__init__()
         self.model = model
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+    def forward(self,
+                x: Tensor,               # noisy images (B, C, H, W)
+                t: Tensor | None = None, # ignored: the model gets t = 0 for every image
+               ) -> Tensor:
         return self.model(x, torch.zeros(len(x), device=x.device))
 
 # %% ../../nbs/09_noise_pred.ipynb #51f7bce8

@@ -27,7 +27,9 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(ni, 3 * ni)
         self.proj = nn.Linear(ni, ni)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # sequences (B, S, C) with C = `ni`
+               ) -> torch.Tensor:
         "Attend over the positions of `x` `(B, S, C)`; returns `(B, S, C)`."
         if x.ndim != 3 or x.shape[-1] != self.ni:
             raise ValueError(f"SelfAttention({self.ni}) expects (batch, seq, {self.ni}), got {tuple(x.shape)}")
@@ -37,7 +39,9 @@ class SelfAttention(nn.Module):
 # %% ../../nbs/12_attention.ipynb #03446645
 class SelfAttention2D(SelfAttention):
     "`SelfAttention` over the pixels of images `(B, C, H, W)`, flattened to sequences of length H*W."
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # feature maps (B, C, H, W) with C = `ni`
+               ) -> torch.Tensor:
         "Attend over the H*W pixels of `x` `(B, C, H, W)`; returns `(B, C, H, W)`."
         if x.ndim != 4 or x.shape[1] != self.ni:
             raise ValueError(f"SelfAttention2D({self.ni}) expects (batch, {self.ni}, H, W), got {tuple(x.shape)}")

@@ -18,12 +18,15 @@ __all__ = ['LayerLike', 'DROPOUT_TYPES', 'make_act', 'make_norm', 'conv', 'Gener
 # %% ../../nbs/04_layers.ipynb #dfdc5f7e
 LayerLike = nn.Module | Callable[..., nn.Module] | None
 
-def make_act(act: LayerLike) -> nn.Module | None:
+def make_act(act: LayerLike, # None, a module (deep-copied), or a class/factory called with no arguments
+            ) -> nn.Module | None:
     "A fresh activation module from `act`: None, a module (copied), or a class/factory called with no arguments."
     if act is None: return None
     return copy.deepcopy(act) if isinstance(act, nn.Module) else act()
 
-def make_norm(norm: LayerLike, nf: int) -> nn.Module | None:
+def make_norm(norm: LayerLike, # None, or a class/factory called with `nf` (a module instance raises `TypeError`)
+              nf: int,         # channels to normalise
+             ) -> nn.Module | None:
     "A fresh norm module for `nf` channels from a class or factory (`nn.BatchNorm2d`, `partial(nn.GroupNorm, 8)`)."
     if norm is None: return None
     if isinstance(norm, nn.Module):
@@ -57,7 +60,9 @@ class GeneralRelu(nn.Module):
         super().__init__()
         self.leak, self.sub, self.maxv = leak, sub, maxv
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # input of any shape
+               ) -> torch.Tensor:
         x = F.leaky_relu(x, self.leak) if self.leak else F.relu(x)
         if self.sub is not None: x = x - self.sub
         if self.maxv is not None: x = x.clamp_max(self.maxv)
@@ -75,15 +80,19 @@ def init_weights(m: nn.Module,   # a module (call through `model.apply(partial(i
         if m.bias is not None: nn.init.zeros_(m.bias)
 
 # %% ../../nbs/04_layers.ipynb #8a25999d
-def check_dropout_p(p: float) -> float:
+def check_dropout_p(p: float, # candidate probability: a Python, NumPy or one-element tensor real number
+                   ) -> float:
     "Return `p` as a float if it is a valid dropout probability (a real number, 0 <= p < 1), else raise `ValueError`."
     if (f := to_real(p)) is None or not 0 <= f < 1:   # a Python, NumPy or one-element tensor number
         raise ValueError(f"dropout probability `p` must be a real number in [0, 1), got {p!r}")
     return f
 
-def dropout_mask(x: torch.Tensor, shape: Sequence[int], p: float) -> torch.Tensor:
+def dropout_mask(x: torch.Tensor,      # gives the mask's device and dtype (its values are not used)
+                 shape: Sequence[int], # shape of the mask (broadcast against `x` by the caller)
+                 p: float,             # drop probability, in [0, 1) (else `ValueError`)
+                ) -> torch.Tensor:
     "A mask of `shape` on `x`'s device and dtype: `1/(1-p)` with probability `1-p`, else 0."
-    keep = 1 - p
+    keep = 1 - check_dropout_p(p)   # p = 1 would give 0/0
     return x.new_empty(shape).bernoulli_(keep).div_(keep)
 
 class Dropout(nn.Module):
@@ -92,7 +101,9 @@ class Dropout(nn.Module):
         super().__init__()
         self.p = check_dropout_p(p)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # input of any shape (floating point)
+               ) -> torch.Tensor:
         if not self.training or self.p == 0: return x
         return x * dropout_mask(x, x.shape, self.p)
 
@@ -105,7 +116,9 @@ class Dropout2d(nn.Module):
         super().__init__()
         self.p = check_dropout_p(p)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # batch (N, C, H, W), floating point; other ranks raise
+               ) -> torch.Tensor:
         if x.ndim != 4: raise ValueError(f"Dropout2d expects a (N, C, H, W) batch, got shape {tuple(x.shape)}")
         if not self.training or self.p == 0: return x
         return x * dropout_mask(x, (*x.shape[:2], 1, 1), self.p)
@@ -116,6 +129,7 @@ class Dropout2d(nn.Module):
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
                  Dropout, Dropout2d)
 
-def is_dropout(m: nn.Module) -> bool:
+def is_dropout(m: nn.Module, # any module (e.g. from `model.modules()`)
+              ) -> bool:
     "True if `m` is a dropout module (PyTorch's or miniai's)."
     return isinstance(m, DROPOUT_TYPES)

@@ -56,7 +56,9 @@ class ResBlock(nn.Module):
         self.idpath = _id_path(ni, nf, stride)
         self.act = make_act(act) or nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.act(self.convs(x) + self.idpath(x))
+    def forward(self,
+                x: torch.Tensor, # (B, ni, H, W); the output is (B, nf, ceil(H/stride), ceil(W/stride))
+               ) -> torch.Tensor: return self.act(self.convs(x) + self.idpath(x))
 
 # %% ../../nbs/04_resnet.ipynb #2be1dc67
 def preact_conv(ni: int,                  # input channels
@@ -86,7 +88,9 @@ class PreActResBlock(nn.Module):
         self.convs = nn.Sequential(preact_conv(ni, nf, ks, 1, act, norm), preact_conv(nf, nf, ks, stride, act, norm))
         self.idpath = _id_path(ni, nf, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor: return self.convs(x) + self.idpath(x)
+    def forward(self,
+                x: torch.Tensor, # (B, ni, H, W); the output is (B, nf, ceil(H/stride), ceil(W/stride))
+               ) -> torch.Tensor: return self.convs(x) + self.idpath(x)
 
 # %% ../../nbs/04_resnet.ipynb #faac33a3
 DEFAULT_NFS = (16, 32, 64, 128, 256, 512)
@@ -119,11 +123,14 @@ class ClassifierFeatures(nn.Module):
             raise TypeError("`model` must be a `fashion_classifier` (an nn.Sequential ending in Flatten, Dropout, Linear, BatchNorm1d)")
         self.body = model[:-3]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor, # images (B, 1, 32, 32) in [-1, 1] (the shape is checked)
+               ) -> torch.Tensor:
         check_shape(x, (None, 1, 32, 32), 'images')
         return self.body(x)
 
-def classifier_features(model: nn.Sequential) -> ClassifierFeatures:
+def classifier_features(model: nn.Sequential, # a `fashion_classifier` (put in eval mode; its layers are shared)
+                       ) -> ClassifierFeatures:
     "Feature extractor sharing `model`'s layers, in eval mode (`model` too): (B,1,32,32) in [-1,1] -> (B, nfs[-1]) features."
     feats = ClassifierFeatures(model)   # checks `model` first
     model.eval()   # the whole classifier, not only the shared body: no model left half in training mode
@@ -141,7 +148,8 @@ def save_weights(model: nn.Module,            # the model whose `state_dict` is 
     with atomic_write(path) as tmp: save_file(sd, str(tmp), metadata={str(k): str(v) for k, v in (metadata or {}).items()})
     return path
 
-def weights_metadata(path: str | Path) -> dict[str, str]:
+def weights_metadata(path: str | Path, # a safetensors file (e.g. written by `save_weights`)
+                    ) -> dict[str, str]:
     "The string metadata stored in the safetensors file `path`."
     try:
         with safe_open(str(path), framework='pt') as f: return dict(f.metadata() or {})
@@ -178,7 +186,10 @@ def fashion_classifier_path() -> Path:
     return Path(env).expanduser() if env else cache_dir('models')/'fashion_classifier.safetensors'
 
 
-def classifier_metadata(nfs: Sequence[int], drop: float, **extra) -> dict[str, str]:
+def classifier_metadata(nfs: Sequence[int], # channels the model was built with (`fashion_classifier(nfs=...)`)
+                        drop: float,        # its dropout probability
+                        **extra,            # more entries, stored as strings (e.g. epochs, accuracy)
+                       ) -> dict[str, str]:
     "Metadata for `save_weights` that lets `load_fashion_classifier` rebuild the model (`extra`: e.g. epochs, accuracy)."
     return {'fashion_classifier': json.dumps({'nfs': list(nfs), 'drop': drop}), **{k: str(v) for k, v in extra.items()}}
 
@@ -276,7 +287,9 @@ class AugmentCB(BatchTransformCB):
         super().__init__(self.augment_batch, on_train=True, on_val=False)
         self.pad, self.flip_p, self.erase_p, self.erase_max, self.fill = pad, flip_p, erase_p, erase_max, fill
 
-    def augment_images(self, x: torch.Tensor) -> torch.Tensor:
+    def augment_images(self,
+                       x: torch.Tensor, # image batch (N, C, H, W) on any device
+                      ) -> torch.Tensor:
         "Augment a batch of images (N, C, H, W)."
         if x.ndim != 4: raise ValueError(f"AugmentCB expects image batches (N, C, H, W), got shape {tuple(x.shape)}")
         x = random_crop(x, self.pad, self.fill)
@@ -284,7 +297,9 @@ class AugmentCB(BatchTransformCB):
         if self.erase_p: x = random_erase(x, self.erase_p, self.erase_max)
         return x
 
-    def augment_batch(self, batch: tuple) -> tuple:
+    def augment_batch(self,
+                      batch: tuple, # `(images, *rest)`: only the images are augmented
+                     ) -> tuple:
         "Augment the first item (the images) of a batch tuple."
         return (self.augment_images(batch[0]), *batch[1:])
 

@@ -26,7 +26,9 @@ class LearnEmbSS(nn.Module):
         self.scale = nn.Parameter(torch.zeros(n_tokens, ni))
         self.shift = nn.Parameter(torch.zeros(n_tokens, ni))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor, # tokens (B, n_tokens, ni)
+               ) -> Tensor:
         "Scale and shift tokens `x` (B, S, C) by position."
         if x.ndim != 3 or x.shape[1:] != self.scale.shape:
             raise ValueError(f"LearnEmbSS expects (batch, {self.scale.shape[0]}, {self.scale.shape[1]}), got {tuple(x.shape)}")
@@ -46,7 +48,10 @@ class EmbTransformerBlk(nn.Module):
         self.norm = nn.LayerNorm(ni)
         self.mlp = nn.Sequential(nn.Linear(ni, 4*ni), nn.GELU(), nn.LayerNorm(4*ni), nn.Linear(4*ni, ni))
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,   # tokens (B, S, ni)
+                emb: Tensor, # time (and class) embedding (B, n_emb)
+               ) -> Tensor:
         "Transform tokens `x` (B, S, C) conditioned on `emb` (B, n_emb)."
         x = x + self.attn(x)
         scale, shift = self.emb_proj(F.silu(emb))[:, None].chunk(2, dim=-1)
@@ -68,7 +73,10 @@ class TransformerMid(nn.Module):
         self.pos = LearnEmbSS(self.grid[0]*self.grid[1], ni)
         self.blocks = nn.ModuleList([EmbTransformerBlk(n_emb, ni, attn_chans) for _ in range(n_mids)])
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,   # feature maps (B, ni, h, w), (h, w) = `grid`
+                emb: Tensor, # embedding (B, n_emb), given to every block
+               ) -> Tensor:
         "Feature maps (B, C, h, w) through the transformer stack, conditioned on `emb` (B, n_emb)."
         h, w = x.shape[-2:]
         if (h, w) != self.grid: raise ValueError(f"TransformerMid was built for a {self.grid} grid, got {(h, w)}: check `grid` (`img_size` of a `SimpleDiffusion`)")
@@ -102,7 +110,8 @@ class SimpleDiffusion(EmbUNetModel):
         self.grid = _bottom_grid(img_size, len(nfs))
         self.mid_block = TransformerMid(4*nfs[0], nfs[-1], self.grid, n_mids, mid_attn_chans)
 
-def init_simple_diffusion(model: SimpleDiffusion) -> SimpleDiffusion:
+def init_simple_diffusion(model: SimpleDiffusion, # a freshly built model, changed in place
+                         ) -> SimpleDiffusion:
     "Zero the last conv of every res block (each starts as its shortcut plus that conv's bias), as the lesson's `init_ddpm` did."
     for blk in (*model.down_blocks, *model.up_blocks):
         for r in blk.resnets: nn.init.zeros_(r.conv2[-1].weight)

@@ -42,7 +42,11 @@ class DownBlock(nn.Module):
         self.resnets = nn.ModuleList([res_block(ni if i == 0 else nf, nf) for i in range(num_layers)])
         self.down = nn.Conv2d(nf, nf, 3, stride=2, padding=1) if add_down else None
 
-    def forward(self, x: Tensor, skips: list[Tensor], *args) -> Tensor:
+    def forward(self,
+                x: Tensor,           # input (B, ni, H, W)
+                skips: list[Tensor], # the UNet's skip list: each res block's and the downsampler's output is appended
+                *args,               # passed on to each res block (the embedding, in `EmbUNetModel`)
+               ) -> Tensor:
         "Run the block on `x` (passing `args` to each res block), appending each output to `skips`."
         for r in self.resnets:
             x = r(x, *args)
@@ -59,7 +63,10 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(nf, nf, 3, padding=1)
 
-    def forward(self, x: Tensor, size: Sequence[int] | None = None) -> Tensor:
+    def forward(self,
+                x: Tensor,                         # input (B, nf, H, W)
+                size: Sequence[int] | None = None, # output (H, W), e.g. the next skip's `shape[-2:]`; None: (2H, 2W)
+               ) -> Tensor:
         "Upsample `x` to `size` (default: twice its size), then convolve."
         x = F.interpolate(x, size=tuple(size), mode='nearest') if size is not None else F.interpolate(x, scale_factor=2., mode='nearest')
         return self.conv(x)
@@ -80,7 +87,11 @@ class UpBlock(nn.Module):
                                       for i in range(num_layers)])
         self.up = Upsample(nf) if add_up else None
 
-    def forward(self, x: Tensor, skips: list[Tensor], *args) -> Tensor:
+    def forward(self,
+                x: Tensor,           # input (B, prev_nf, H, W) from the block below
+                skips: list[Tensor], # the UNet's skip list: popped once per res block; its last item then sizes `up`
+                *args,               # passed on to each res block (the embedding, in `EmbUNetModel`)
+               ) -> Tensor:
         "Run the block, consuming `len(self.resnets)` tensors from the end of `skips`."
         for r in self.resnets: x = r(torch.cat([x, skips.pop()], dim=1), *args)
         if self.up is not None: x = self.up(x, size=skips[-1].shape[-2:])
@@ -127,7 +138,9 @@ class UNetModel(nn.Module):
                                                 num_layers=num_layers+1) for i, nf in enumerate(rev)])
         self.conv_out = preact_conv(nfs[0], out_channels, act=nn.SiLU, norm=nn.BatchNorm2d)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor, # floating-point images (B, in_channels, H, W)
+               ) -> Tensor:
         "Map images `(B, in_channels, H, W)` to `(B, out_channels, H, W)`."
         _check_images(x, self.in_channels)
         x = self.conv_in(x)
@@ -188,7 +201,10 @@ class EmbResBlock(nn.Module):
         self.idconv = nn.Conv2d(ni, nf, 1) if ni != nf else nn.Identity()
         self.attn = SelfAttention2D(nf, attn_chans) if attn_chans else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+    def forward(self,
+                x: Tensor,   # input (B, ni, H, W)
+                emb: Tensor, # conditioning embedding (B, n_emb): its projection gives a per-channel scale and shift
+               ) -> Tensor:
         "Apply the block to `x` `(B, ni, H, W)` conditioned on `emb` `(B, n_emb)`."
         h = self.conv1(x)
         scale, shift = self.emb_proj(self.emb_act(emb))[:, :, None, None].chunk(2, dim=1)
@@ -243,7 +259,11 @@ class EmbUNetModel(nn.Module):
                                         for i, nf in enumerate(rev)])
         self.conv_out = preact_conv(nfs[0], out_channels, act=nn.SiLU, norm=nn.BatchNorm2d)
 
-    def embed(self, t: Tensor | float, c: Tensor | None, batch: int) -> Tensor:
+    def embed(self,
+              t: Tensor | float, # noise levels (batch,), or one for all (refused in training mode when batch > 1)
+              c: Tensor | None,  # integer labels (batch,) or one; None: the null class (must be None if unconditional)
+              batch: int,        # batch size B (`forward` passes `len(x)`)
+             ) -> Tensor:
         "The embedding `(batch, 4*nfs[0])` of noise levels `t` (and class labels `c`)."
         if not isinstance(t, Tensor): t = torch.as_tensor(t, dtype=torch.float32, device=self.conv_in.weight.device)
         if t.ndim > 1 or t.numel() not in (1, batch):
@@ -276,6 +296,7 @@ class EmbUNetModel(nn.Module):
         return self.conv_out(x)
 
 # %% ../../nbs/11_unet.ipynb #44a50192
-def n_params(model: nn.Module) -> int:
+def n_params(model: nn.Module, # any module (shared parameters are counted once)
+            ) -> int:
     "Number of parameters of `model`."
     return sum(p.numel() for p in model.parameters())
