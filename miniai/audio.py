@@ -89,9 +89,14 @@ class AudioClips:
         return f"AudioClips({len(self)} clips, {self.sample_rate} Hz, {secs:.1f} s, labels={'yes' if self.labels is not None else 'no'})"
 
     def subset(self,
-               idx: Sequence[int] | Tensor, # positions of the clips to keep, in the order wanted
+               idx: Sequence[int] | Tensor, # positions of the clips to keep, in the order wanted, or a boolean mask
               ) -> AudioClips:
-        "The clips at positions `idx`."
+        "The clips at positions `idx` (or where a boolean mask, one entry per clip, is True)."
+        idx = list(idx.tolist() if isinstance(idx, (Tensor, np.ndarray)) else idx)
+        if idx and all(isinstance(i, (bool, np.bool_)) for i in idx):   # a mask: not positions 0 and 1
+            if len(idx) != len(self.waves):
+                raise ValueError(f"a boolean mask needs one entry per clip ({len(self.waves)}), got {len(idx)}")
+            idx = [i for i, keep in enumerate(idx) if keep]
         idx = [int(i) for i in idx]
         return AudioClips([self.waves[i] for i in idx], self.sample_rate,
                           None if self.labels is None else self.labels[idx], [self.names[i] for i in idx], self.classes)

@@ -66,7 +66,7 @@ def digit_features(model: nn.Sequential, # a `digit_classifier` (its layers are 
     return model[:-3].eval()
 
 def train_digit_classifier(dls: DataLoaders,         # DataLoaders of (spectrograms, digits), e.g. `fsdd_dls`
-                           epochs: int = 20,         # length of the one-cycle schedule
+                           epochs: int = 20,         # epochs of training (one one-cycle schedule over all of them)
                            lr: float = 1e-2,         # peak of the one-cycle schedule
                            nfs: Sequence[int] = (16, 32, 64, 128), # stem and block channels (see `digit_classifier`)
                            drop: float = 0.1,        # dropout probability

@@ -53,6 +53,12 @@ def recipe(schedule: str = 'cosine', # 'cosine' (continuous t, notebook 08) or '
     return dict(unet=unet, value_range=(-1., 1.), linear=dict(n_steps=n, beta_min=lo, beta_max=hi))
 
 # %% ../nbs/99_cli.ipynb #945ea53a
+def _check_method(schedule: str, method: str):
+    "Refuse an unknown model family or sampling method, and DDPM for the continuous-time cosine family."
+    if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}")
+    if method not in ('ddim', 'ddpm'): raise ValueError(f"`method` must be 'ddim' or 'ddpm', got {method!r}")
+    if schedule == 'cosine' and method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
+
 def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t) -> eps` (or `model(x_t, t, c)`, class-conditional)
                  schedule: str = 'cosine',   # the family it was trained as
                  method: str = 'ddim',       # 'ddim' or (linear family only) 'ddpm'
@@ -66,12 +72,11 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
     r = recipe(schedule, quick)
     hi = r['value_range'][1]
     bound = hi if clamp is None else check_clamp(clamp)
-    if method not in ('ddim', 'ddpm'): raise ValueError(f"`method` must be 'ddim' or 'ddpm', got {method!r}")
+    _check_method(schedule, method)
     n_classes = getattr(model, 'n_classes', None)
     if n_classes is None and guidance != 1:
         raise ValueError(f"`guidance` ({guidance}) needs a class-conditional model; this one is unconditional")
     if schedule == 'cosine':
-        if method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
         cosine_timesteps(steps)   # refuses a bad `steps` now rather than at the first sample
         f = lambda net, shape, g, p: cosine_ddim_sample(net, shape, steps, eta=eta, generator=g, clamp=bound, progress=p)
     else:
@@ -94,6 +99,7 @@ def sampler_nfe(schedule: str,          # model family: 'cosine' or 'linear' (se
                 guidance: float = 1.,   # a guidance scale other than 0 and 1 evaluates every image twice per call
                ) -> int:
     "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
+    _check_method(schedule, method)
     calls = recipe(schedule, quick)['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
     return calls * guidance_evals(guidance)
 
@@ -103,7 +109,7 @@ def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `mak
                   seed: int | None = 0, # batch k draws from a generator seeded with `batch_seed(seed, k)` (None: the global RNG)
                   device: str | torch.device | None = None, # where the sampler's model is (default `default_device()`)
                   img_shape: Sequence[int] = (1, 32, 32), # (C, H, W) of one image
-                  progress: bool = True, # one batch: the sampler's step bar (if any); several: a bar over batches
+                  progress: bool = True, # one batch: the sampler's step bar if it has one, else (and for several) a bar over batches
                   labels: Tensor | None = None, # class of each image (n,), for a class-conditional sampler
                  ) -> Tensor:
     "`n` images from `sampler` in batches of `bs` (batch k seeded with `batch_seed(seed, k)`), reproducible for the same `bs`, on the CPU."

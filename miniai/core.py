@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #80920a52
 from __future__ import annotations
-import importlib, numbers, os, random, socket, stat, threading
+import glob, importlib, numbers, os, random, socket, stat, threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -179,7 +179,7 @@ def remove_stale_tmp(path: str | Path, # the target file that `atomic_write` wro
                     ) -> list[Path]:
     "Delete the temporary files `.NAME.PID.tmp` (see `atomic_write`) that a killed writer of `path` left behind; returns them."
     path, gone = Path(path), []
-    for p in path.parent.glob(f'.{path.name}.*.tmp'):
+    for p in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):   # a name like 'a[1].pt' is not a pattern
         pid = p.name[len(path.name) + 2:-4]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             p.unlink(missing_ok=True); gone.append(p)

@@ -95,7 +95,7 @@ def write_idx(arr: np.ndarray,     # uint8 array of any shape (the header record
         f.write(header + arr.tobytes())
 
 # %% ../nbs/01_data.ipynb #5e62f19c
-def fashion_mnist_dirs(data_dir: str | Path | None = None, # the user's folder (`~` expanded); None: under `$MINIAI_DATA`
+def fashion_mnist_dirs(data_dir: str | Path | None = None, # the user's folder (`~` expanded); None: `$MINIAI_DATA/fashion_mnist`, then `$MINIAI_DATA` (none if unset)
                       ) -> list[Path]:
     "Folders searched for the Fashion-MNIST IDX files: `data_dir` and `data_dir/fashion_mnist` if given, else `$MINIAI_DATA/fashion_mnist`, `$MINIAI_DATA`."
     dirs = []
@@ -106,16 +106,19 @@ def fashion_mnist_dirs(data_dir: str | Path | None = None, # the user's folder (
     return dirs
 
 def verify_files(folder: Path,              # where the files are
-                 expected: dict[str, str],  # file name -> SHA-256 hex digest; a missing file raises `FileNotFoundError`
+                 expected: dict[str, str],  # file name -> SHA-256 hex digest
                 ):
     "Raise `CorruptDataError` unless every file named in `expected` has that SHA-256 in `folder`."
     for name, want in expected.items():
+        if not (folder/name).is_file():
+            raise CorruptDataError(f"{folder/name} is missing: the copy in {folder} is incomplete (if that is the "
+                                   f"sample installed with miniai, reinstall miniai).\n{_HOW_TO}")
         got = sha256_file(folder/name)
         if got != want:
             raise CorruptDataError(f"{folder/name}: SHA-256 is {got}, expected {want}. The copy is damaged or not the "
                                    f"original file: replace it (or remove the folder to use another source).\n{_HOW_TO}")
 
-def find_fashion_mnist(data_dir: str | Path | None = None, # only it and its `fashion_mnist/`; None: `$MINIAI_DATA`
+def find_fashion_mnist(data_dir: str | Path | None = None, # only it and its `fashion_mnist/`; None: the folders of `fashion_mnist_dirs()`
                       ) -> tuple[Path | None, list[str]]:
     "First folder with the 4 files (or None), notes on those rejected; a bad checksum, or a `data_dir` without the files, raises."
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():   # a typo must not fall through to other copies
@@ -160,7 +163,7 @@ def _class_labels(labels) -> torch.Tensor:
     return t.long().cpu()
 
 def balanced_indices(labels: torch.Tensor | np.ndarray, # integer class of each item, 1-D (N,), in [0, n_classes)
-                     n: int,                           # size of the subset (>= 0); each class's quota is n // n_classes
+                     n: int,                           # size of the subset (>= 0): n // n_classes per class, the remainder one each to the lowest classes
                      n_classes: int | None = None,     # number of classes; None: the largest label + 1
                     ) -> torch.Tensor:
     "Sorted indices of a class-balanced subset of `n` items: the first ones of each class in order (remainder to the lowest classes)."

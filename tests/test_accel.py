@@ -159,6 +159,17 @@ def test_compile_cb_drops_the_incomplete_training_batch_during_fit_only():
     assert fit(DataLoaders(tdl, tdl)).train == [16, 4]   # a torch DataLoader cannot change after construction: kept
 
 
+def test_train_throughput_refuses_batches_without_tensors():
+    "Images are counted by each batch's first tensor: a batch with none is a clear TypeError, not `int += None`."
+    learn = tiny_learner()
+    learn.dls.train = [('no', 'tensor')]
+    class Const(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(()))
+        def forward(self, s): return self.w*len(s)
+    learn.model, learn.loss_func = Const(), lambda p, t: p
+    with pytest.raises(TypeError, match='holds no tensor: tuple'): train_throughput(learn, epochs=1, warmup=0)
+
+
 def test_train_throughput_runs():
     ips = train_throughput(tiny_learner(cbs=[EMA()]), epochs=1, warmup=0)
     assert 0 < ips < float('inf')

@@ -286,6 +286,15 @@ def test_subset_keeps_labels_and_names_aligned():
     assert sub.sample_rate == 8000 and sub.classes == clips.classes
 
 
+def test_subset_takes_boolean_masks():
+    "A boolean mask (tensor, array or list) keeps the clips where it is True, not clips 0 and 1; its length must match."
+    clips = AudioClips([torch.full((3,), float(i)) for i in range(4)], 8000, torch.tensor([0, 1, 2, 3]))
+    for mask in (torch.tensor([False, True, False, True]), np.array([False, True, False, True]), [False, True, False, True]):
+        assert clips.subset(mask).labels.tolist() == [1, 3]
+    assert len(clips.subset(torch.zeros(4, dtype=torch.bool))) == 0 and clips.subset([]).labels.tolist() == []
+    with pytest.raises(ValueError, match=r'one entry per clip \(4\), got 2'): clips.subset([True, False])
+
+
 def test_spectrogram_images_checks_the_rate():
     clips = AudioClips([torch.zeros(100)], 16000)
     with pytest.raises(ValueError, match='16000 Hz but the spectrogram expects 8000 Hz'): spectrogram_images(clips, MEL)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 from safetensors.torch import load_file
-from miniai.cli import balanced_labels, save_trained, trained_config
+from miniai.cli import balanced_labels, sampler_nfe, save_trained, trained_config
 from miniai.core import atomic_write, check_finite, eval_mode, remove_stale_tmp, set_seed
 from miniai.data import DeviceImageLoader
 from miniai.distributed import ShardedLoader, load_samples, save_samples
@@ -115,6 +115,23 @@ def test_remove_stale_tmp_keeps_files_of_writers_it_may_not_signal(tmp_path, mon
     def kill(pid, sig): raise PermissionError(1, 'Operation not permitted')
     monkeypatch.setattr(os, 'kill', kill)
     assert remove_stale_tmp(target) == [] and tmp.exists()
+
+
+def test_remove_stale_tmp_reads_the_name_literally(tmp_path):
+    "Brackets in the target's name are not a glob pattern: its own stale file goes, another target's ('a1.pt') stays."
+    own, other = tmp_path/'.a[1].pt.999999.tmp', tmp_path/'.a1.pt.999998.tmp'
+    own.write_bytes(b'x'); other.write_bytes(b'y')
+    assert remove_stale_tmp(tmp_path/'a[1].pt') == [own] and not own.exists() and other.exists()
+
+
+def test_sampler_nfe_counts_and_refusals():
+    "Evaluations per image: DDIM steps (one fewer on the cosine grid, which ends at t=0), every DDPM step, twice with guidance."
+    assert sampler_nfe('linear', 'ddim', 50) == 50 and sampler_nfe('cosine', 'ddim', 100) == 99
+    assert sampler_nfe('linear', 'ddpm', 7, quick=True) == 100 and sampler_nfe('linear', 'ddpm', 7) == 1000
+    assert sampler_nfe('linear', 'ddim', 50, guidance=3.) == 100 and sampler_nfe('linear', 'ddim', 50, guidance=0.) == 50
+    with pytest.raises(ValueError, match="samples with 'ddim'"): sampler_nfe('cosine', 'ddpm', 10)
+    with pytest.raises(ValueError, match="`method` must be 'ddim' or 'ddpm'"): sampler_nfe('linear', 'euler', 10)
+    with pytest.raises(ValueError, match='`schedule` must be one of'): sampler_nfe('karras', 'ddim', 10)
 
 
 def test_save_trained_keeps_buffers_and_the_config(tmp_path):

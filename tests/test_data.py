@@ -760,3 +760,12 @@ def test_balanced_indices_of_a_single_labelled_item():
     "One label is a valid label set (n=1 picks it); an empty one is refused."
     assert balanced_indices(torch.tensor([0]), 1).tolist() == [0]
     with pytest.raises(ValueError, match='must be 1-D, one label per item'): balanced_indices(torch.tensor([], dtype=torch.long), 0)
+
+
+def test_verify_files_names_a_missing_file(tmp_path):
+    "A file of `expected` that is absent is a CorruptDataError naming it, like a wrong checksum (not a bare FileNotFoundError)."
+    (tmp_path/'a').write_bytes(b'x')
+    good = {'a': hashlib.sha256(b'x').hexdigest()}
+    md.verify_files(tmp_path, good)
+    with pytest.raises(CorruptDataError, match=r"b is missing.*incomplete"): md.verify_files(tmp_path, {**good, 'b': '0'*64})
+    with pytest.raises(CorruptDataError, match='SHA-256 is'): md.verify_files(tmp_path, {'a': '0'*64})

@@ -363,3 +363,12 @@ def test_loss_goes_down():
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_emb_unet_moves_t_and_labels_to_its_device():
+    "Noise levels (and labels) made on the CPU work with a model elsewhere: the embedding moves them (meta stands in for a GPU)."
+    m = EmbUNetModel(1, 1, nfs=(8, 16), num_layers=1, n_classes=3).to('meta').eval()
+    x = torch.zeros(2, 1, 8, 8, device='meta')
+    for t in (torch.ones(2), torch.tensor(0.5), 0.5):
+        out = m(x, t, torch.tensor([0, 1]))
+        assert out.device.type == 'meta' and out.shape == x.shape

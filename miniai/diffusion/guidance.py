@@ -27,7 +27,7 @@ def cfg_mix(cond: Tensor,    # conditional prediction
         raise ValueError(f"conditional and unconditional predictions differ in shape: {tuple(cond.shape)} vs {tuple(uncond.shape)}")
     return uncond + scale * (cond - uncond)
 
-def guidance_evals(scale: float, # guidance scale w: 0 unconditional, 1 conditional, > 1 guided
+def guidance_evals(scale: float, # guidance scale w: 0 or 1 need one prediction, any other value two
                   ) -> int:
     "Network evaluations per image and sampling step at guidance `scale`: 1 at w = 0 or 1 (one prediction), else 2."
     return 1 if scale in (0, 1) else 2

@@ -260,8 +260,8 @@ class EmbUNetModel(nn.Module):
         self.conv_out = preact_conv(nfs[0], out_channels, act=nn.SiLU, norm=nn.BatchNorm2d)
 
     def embed(self,
-              t: Tensor | float, # noise levels (batch,), or one for all (refused in training mode when batch > 1)
-              c: Tensor | None,  # integer labels (batch,) or one; None: the null class (must be None if unconditional)
+              t: Tensor | float, # noise levels (batch,), or one for all (refused in training mode when batch > 1); any device
+              c: Tensor | None,  # integer labels (batch,) or one, any device; None: the null class (must be None if unconditional)
               batch: int,        # batch size B (`forward` passes `len(x)`)
              ) -> Tensor:
         "The embedding `(batch, 4*nfs[0])` of noise levels `t` (and class labels `c`)."
@@ -272,13 +272,13 @@ class EmbUNetModel(nn.Module):
             raise ValueError(f"one `t` for a batch of {batch} in training mode: the embedding's BatchNorm1d would erase it "
                              "(identical rows normalise to zero); pass one `t` per image, or call `model.eval()` to sample")
         temb = timestep_embedding(t.reshape(-1).expand(batch), self.n_temb)   # sinusoids in float32, then the model's dtype
-        emb = self.emb_mlp(temb.to(self.conv_in.weight.dtype))
+        emb = self.emb_mlp(temb.to(self.conv_in.weight))   # the model's device and dtype
         if self.cond_emb is None:
             if c is not None: raise ValueError("class labels `c` given to an unconditional model (built with n_classes=None)")
             return emb
         if c is None: c = torch.full((batch,), self.n_classes, device=emb.device, dtype=torch.long)
         _check_labels(c, self.n_classes, batch)
-        return emb + self.cond_emb(c.reshape(-1).long().expand(batch))   # any integer dtype (uint8, int16...) works
+        return emb + self.cond_emb(c.reshape(-1).long().expand(batch).to(emb.device))   # any integer dtype (uint8, int16...) works
 
     def forward(self,
                 x: Tensor,                # images (B, in_channels, H, W)
