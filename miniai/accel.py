@@ -7,7 +7,7 @@ from __future__ import annotations
 import io, random, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -229,7 +229,9 @@ class EMA(Callback):
         self._swapped = not self._swapped
 
     @contextmanager
-    def average(self, model: nn.Module | None = None):  # default: the tracked model; else one of the same parameter shapes
+    def average(self,
+                model: nn.Module | None = None,  # default: the tracked model; else one of the same parameter shapes
+               ) -> Iterator[None]:
         "Context manager: inside it, `model` holds the averaged weights (e.g. for sampling); its own come back on exit."
         if self._swapped: raise RuntimeError("EMA: the tracked model already holds the average (inside `average()` or `swap()`)")
         if model is None or model is self.model:

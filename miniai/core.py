@@ -189,7 +189,7 @@ def remove_stale_tmp(path: str | Path, # the target file that `atomic_write` wro
 @contextmanager
 def eval_mode(model: torch.nn.Module, # the model to evaluate
               no_grad: bool = True,   # also turn gradients off inside
-             ):
+             ) -> Iterator[None]:
     "Context manager: `model` in eval mode inside; afterwards every submodule has its own train/eval flag back."
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -218,7 +218,7 @@ def hub_offline_reason() -> str | None:
     return hub_unreachable()
 
 @contextmanager
-def hub_offline():
+def hub_offline() -> Iterator[None]:
     "Within the block, `huggingface_hub` and `datasets` work in offline mode (local cache only, no retries)."
     saved = []   # older datasets read HF_DATASETS_OFFLINE, newer ones HF_HUB_OFFLINE: set each that exists
     for name, flag in (('huggingface_hub.constants', 'HF_HUB_OFFLINE'), ('datasets.config', 'HF_HUB_OFFLINE'),

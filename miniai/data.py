@@ -373,7 +373,8 @@ def subplots(nrows: int = 1,                 # rows of axes
     if suptitle is not None: fig.suptitle(suptitle)
     return fig, axs
 
-def pil_8bit(img: Image.Image):   # a PIL image, as `Image.open` returns it
+def pil_8bit(img: Image.Image,   # a PIL image, as `Image.open` returns it
+            ) -> Image.Image:
     "`img` with 8-bit channels, turned upright by its EXIF orientation: 16-bit greys scaled by 1/257 (PIL's `convert` clips them at 255)."
     from PIL import ImageOps, Image
     fmt, img = img.format, ImageOps.exif_transpose(img)   # phone photos store their rotation apart from the pixels
@@ -592,7 +593,7 @@ class DataLoaders:
                 bs: int,                         # batch size
                 collate_fn: Callable | None = None, # default: `collate_dict(features)` -> tuple in feature order
                 num_workers: int = 0,            # worker processes per `DataLoader` (0: load in the main process)
-                **kwargs):
+                **kwargs) -> DataLoaders:
         "Plain PyTorch `DataLoader`s over the splits of a Hugging Face `DatasetDict` (train shuffled)."
         if 'train' not in dd: raise KeyError(f"DatasetDict has no 'train' split (splits: {list(dd)})")
         vname = next((k for k in ('valid', 'validation', 'test') if k in dd), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
@@ -191,7 +191,8 @@ def as_generator(seed: int | torch.Generator | None, # a seed, a generator, or N
     return torch.Generator(torch.device(device)).manual_seed(check_int(seed, 'seed'))   # not 1.7 or True taken as 1
 
 @contextmanager
-def sampling_mode(model: Callable): # a denoiser: an `nn.Module` (switched to eval mode inside) or any callable
+def sampling_mode(model: Callable, # a denoiser: an `nn.Module` (switched to eval mode inside) or any callable
+                 ) -> Iterator[None]:
     "Run `model` under `no_grad` in eval mode, giving every submodule its own train/eval flag back afterwards."
     with eval_mode(model) if isinstance(model, nn.Module) else torch.no_grad(): yield   # `eval_mode`: see notebook 00
 

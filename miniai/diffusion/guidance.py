@@ -8,7 +8,7 @@ import math, numbers
 from typing import Callable
 import torch
 from torch import nn, Tensor
-from ..learner import Callback
+from ..learner import Callback, Learner
 from ..core import eval_mode
 from ..data import DataLoaders
 from .ddpm import ddpm_learner
@@ -148,7 +148,7 @@ def cond_ddpm_learner(model: nn.Module,     # class-conditional network `model(x
                       noisify: Callable,    # x0 -> ((x_t, t), target), e.g. `noisify_cosine`
                       p_uncond: float = 0.1, # probability of training a label as the null class
                       **kwargs,             # passed to `ddpm_learner` (lr, cbs, precision, progress, device...)
-                     ):
+                     ) -> Learner:
     "notebook 06's `ddpm_learner` for a class-conditional model: labels dropped with `p_uncond`, `model(x_t, t, c)`."
     n = getattr(model, 'n_classes', None)
     if n is None: raise ValueError("`model` is not class-conditional (no `n_classes`): build it with `n_classes=...`")
