@@ -1,6 +1,6 @@
 """The public API is documented: every parameter of miniai's exported functions, constructors and public methods has
 a type hint and a docment (tools/check_docstrings.py's parameter check, tested here on made-up modules too)."""
-import inspect, sys, types
+import inspect, json, sys, types
 from dataclasses import dataclass
 import pytest
 
@@ -92,7 +92,6 @@ def test_object_param_gaps_of_classes(cd):
 
 def test_check_reports_parameter_gaps(cd, monkeypatch, tmp_path, capsys):
     "main: the parameter section counts parameters with a gap and fails the check; --no-params skips it."
-    import json
     m = types.ModuleType('pkg.m')
     m.half, m.full = half, full
     m.__all__ = ['half', 'full']
@@ -136,7 +135,6 @@ def test_miniai_public_api_is_fully_documented(cd):
 def test_miniai_type_hints_resolve(cd):
     """Every hint of the public API names something the module defines or imports at run time (nbdev's `show_doc`
     evaluates them: a name imported only under `if TYPE_CHECKING:` would break the documentation)."""
-    import inspect
     bad = []
     for m, name, obj, _ in cd.exported(cd.modules()):
         if obj is None: continue
