@@ -295,11 +295,7 @@ class _CountImages(Callback):
     order = 1000
     def before_fit(self, learn): self.n = 0
     def after_batch(self, learn):
-        if not learn.training: return
-        n = batch_size(learn.batch)
-        if n is None: raise TypeError(f"train_throughput counts images by the length of each batch's first tensor, "
-                                      f"but this batch holds no tensor: {type(learn.batch).__name__}")
-        self.n += n
+        if learn.training: self.n += batch_size(learn.batch, 'train_throughput (to count images)')
 
 def train_throughput(learn: Learner,  # a `Learner` ready to fit (callbacks included)
                      epochs: int = 1,  # timed epochs (training phase only)

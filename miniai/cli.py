@@ -54,8 +54,7 @@ def recipe(schedule: str = 'cosine', # 'cosine' (continuous t, notebook 08) or '
 
 # %% ../nbs/99_cli.ipynb #945ea53a
 def _check_method(schedule: str, method: str):
-    "Refuse an unknown model family or sampling method, and DDPM for the continuous-time cosine family."
-    if schedule not in SCHEDULES: raise ValueError(f"`schedule` must be one of {SCHEDULES}, got {schedule!r}")
+    "Refuse an unknown sampling method, and DDPM for the continuous-time cosine family (`recipe` checks `schedule`)."
     if method not in ('ddim', 'ddpm'): raise ValueError(f"`method` must be 'ddim' or 'ddpm', got {method!r}")
     if schedule == 'cosine' and method == 'ddpm': raise ValueError("the continuous-time cosine model samples with 'ddim'")
 
@@ -99,8 +98,9 @@ def sampler_nfe(schedule: str,          # model family: 'cosine' or 'linear' (se
                 guidance: float = 1.,   # a guidance scale other than 0 and 1 evaluates every image twice per call
                ) -> int:
     "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
+    r = recipe(schedule, quick)
     _check_method(schedule, method)
-    calls = recipe(schedule, quick)['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
+    calls = r['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
     return calls * guidance_evals(guidance)
 
 def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `make_sampler`

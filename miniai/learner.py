@@ -207,6 +207,7 @@ class BatchTransformCB(Callback):
 
 # %% ../nbs/02_learner.ipynb #c9575a1c
 def batch_size(batch: Any,  # a tensor (a 0-d one counts 1), or nested tuples/lists/dicts holding tensors
+               needed_by: str | None = None,  # who needs the size: if given, a batch without tensors raises `TypeError`
               ) -> int | None:
     "Number of samples in `batch`: the first dimension of its first tensor (nested tuples, lists, dicts); None if none."
     if isinstance(batch, torch.Tensor): return batch.shape[0] if batch.ndim else 1
@@ -214,6 +215,8 @@ def batch_size(batch: Any,  # a tensor (a 0-d one counts 1), or nested tuples/li
     for o in items:
         n = batch_size(o)
         if n is not None: return n
+    if needed_by: raise TypeError(f"{needed_by} needs the batch size, the length of the batch's first tensor, "
+                                  f"but this batch holds no tensor: {type(batch).__name__}")
     return None
 
 def _to_number(x: Any) -> Any:
@@ -232,9 +235,7 @@ class MetricsCB(Callback):
         for m in self.metrics.values(): m.reset()
         self.loss_sum, self.count, self.t0 = 0., 0, time.perf_counter()
     def after_batch(self, learn):
-        n = batch_size(learn.batch)
-        if n is None: raise TypeError(f"MetricsCB weights each batch's loss by its size, the length of the batch's first "
-                                      f"tensor, but this batch holds no tensor: {type(learn.batch).__name__}")
+        n = batch_size(learn.batch, "MetricsCB (to weight each batch's loss)")
         self.loss_sum = self.loss_sum + learn.loss.detach().float()*n
         self.count += n
         if not self.metrics: return
