@@ -3,17 +3,19 @@
 diffusers writes each sampler as a stateful scheduler (`set_timesteps`, `scale_model_input`, `step`); ours are plain
 functions of a denoiser. Fed the same network, schedule and noise, both must take the same steps. Measured here: the
 trajectories agree to float32 rounding (at most 4e-5 after DDPM's 1,000 clamped steps, and 4e-6 of the samples' size
-without the clamp; 6e-6 for DDIM; 2e-6 for the σ samplers), while each of 13 planted errors tried (a
+without the clamp; 6e-6 for DDIM; 2e-6 for the σ samplers), while each of 15 planted errors tried (a
 coefficient 1% off, a σ shifted by one step, a history in the wrong order, ...) fails a test.
 The network is a small random one: the arithmetic needs no trained model, and a nonlinear one makes each step
 depend on the steps before.
 """
+import math
 import pytest
 import torch
 from torch import nn
 from diffusers import (DDIMScheduler, DDPMScheduler, EDMDPMSolverMultistepScheduler, EDMEulerScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler)
 from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.schedulers.deprecated.scheduling_karras_ve import KarrasVeScheduler   # Karras et al.'s Alg. 2, with churn
 from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.karras import KarrasDenoiser, noise_cond, scalings, sigmas_karras
@@ -166,6 +168,25 @@ def test_ode_samplers_match_discrete_schedulers(net, ours, cls, kw):
     assert len(sigmas) == 11 and sigmas[-1] == 0
     x, den = torch.randn(SHAPE, generator=gen(3))*sigmas[0], KarrasDenoiser(net, SIGMA_DATA)
     assert_same(ours(den, x.clone(), sigmas, **kw), eps_loop(sch, den, x.clone(), **kw))
+
+
+@pytest.mark.parametrize('s_churn', [2., 40.])   # γ = 0.2 each step; γ capped at sqrt(2) - 1
+def test_heun_with_churn_matches_karras_ve_scheduler(net, s_churn):
+    "Karras et al.'s Algorithm 2 step by step: churn up to σ̂ = σ(1 + γ), an Euler step to the next σ, Heun's correction."
+    sigmas, den = sigmas_karras(10, device='cpu'), KarrasDenoiser(net, SIGMA_DATA)
+    # it draws churn noise at every step, even where γ = 0, so churn everywhere (its default range is [0.05, 50])
+    sch = KarrasVeScheduler(sigma_min=0.01, sigma_max=80., s_churn=s_churn, s_noise=1.003, s_min=0., s_max=math.inf)
+    sch.set_timesteps(10)
+    x, g = torch.randn(SHAPE, generator=gen(3))*80, gen(9)
+    theirs = x.clone()
+    with torch.no_grad():
+        for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+            x_hat, s_hat = sch.add_noise_to_input(theirs, s, generator=g)
+            out = sch.step((den(x_hat, torch.full((len(x),), s_hat)) - x_hat)/s_hat, s_hat, s_next, x_hat)   # it expects (D - x)/σ
+            theirs = out.prev_sample
+            if s_next > 0: theirs = sch.step_correct((den(theirs, torch.full((len(x),), s_next)) - theirs)/s_next, s_hat,
+                                                     s_next, x_hat, theirs, out.derivative).prev_sample
+    assert_same(sample_heun(den, x.clone(), sigmas, generator=gen(9), s_churn=s_churn, s_noise=1.003), theirs)
 
 
 def test_euler_ancestral_matches_its_scheduler(net):
