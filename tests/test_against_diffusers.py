@@ -32,8 +32,9 @@ class TinyNet(nn.Module):
     "A small nonlinear network `F(x, c)` whose output depends on its noise input `c`."
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.a, self.b = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 1, 3, padding=1)
+        with torch.random.fork_rng():   # the same weights every run, the global RNG left as it was
+            torch.manual_seed(0)
+            self.a, self.b = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 1, 3, padding=1)
     def forward(self, x, c):
         return self.b(torch.tanh(self.a(x)*(1 + 0.1*c.reshape(-1, 1, 1, 1).to(x.dtype))))
 
@@ -76,7 +77,7 @@ def test_ddpm_sample_matches_ddpm_scheduler(net, clamp):
     with torch.no_grad():
         for t in sch.timesteps: x = sch.step(model(x, t.repeat(len(x))), t, x, generator=g).prev_sample
     ours = ddpm_sample(model, SHAPE, linear_schedule(), generator=gen(1), clamp=clamp)
-    assert_same(ours, x, atol=2e-4, rtol=1e-4 if clamp is None else 0.)   # unclamped, the random net's samples reach 100
+    assert_same(ours, x, atol=2e-4, rtol=1e-4 if clamp is None else 0.)   # unclamped, the random net's samples reach about 900
 
 
 @pytest.mark.parametrize('spacing', ['leading', 'trailing'])
