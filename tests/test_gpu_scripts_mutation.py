@@ -401,11 +401,11 @@ def test_ddp_stage_quick_and_full(tmp_path):
     assert (tmp_path/'out'/'ddp_demo.json').exists()
 
 
-def _device_lacks(tmp_path, *packages):
-    "Stub `packages` so that importing them fails: the fake device lacks them, whatever this machine has installed."
+def _fake_packages(tmp_path, *packages, importable=True):
+    "Stub `packages` on the fake device: empty ones, or ones whose import fails (whatever this machine has installed)."
     for name in packages:
         (tmp_path/'stubs'/name).mkdir(parents=True, exist_ok=True)
-        (tmp_path/'stubs'/name/'__init__.py').write_text(f'raise ImportError("no {name} on the fake device")')
+        (tmp_path/'stubs'/name/'__init__.py').write_text('' if importable else f'raise ImportError("no {name} on the fake device")')
 
 
 def _wheels_stage(tmp_path, wait=180):
@@ -413,7 +413,7 @@ def _wheels_stage(tmp_path, wait=180):
     root = tmp_path/'repo'
     if not (root/'.whl').exists():
         _checkout(tmp_path, 'gpu_stage.sh'); (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
-        _device_lacks(tmp_path, 'diffusers')   # else whether the wheels install depended on this machine's packages
+        _fake_packages(tmp_path, 'diffusers', importable=False)   # else whether the wheels install depended on this machine's packages
     t0 = time.monotonic()
     r = _stage(tmp_path, 'latent', OUT=tmp_path/'out', GPU_SITE=tmp_path/'site', GPU_SITE_WAIT=wait)
     assert r.returncode == 0, r.stderr
@@ -426,9 +426,8 @@ def _wheels_stage(tmp_path, wait=180):
 def test_wheels_install_only_where_the_device_lacks_a_package(tmp_path, lacking):
     "The carried wheels go in only if one of the packages they carry does not import on the device."
     root = _checkout(tmp_path, 'gpu_stage.sh'); (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
-    for name in ('diffusers', 'fastcore', 'datasets', 'torcheval', 'soundfile'):   # importable stubs: the device has them
-        (tmp_path/'stubs'/name).mkdir(parents=True); (tmp_path/'stubs'/name/'__init__.py').write_text('')
-    _device_lacks(tmp_path, *lacking)
+    _fake_packages(tmp_path, 'diffusers', 'fastcore', 'datasets', 'torcheval', 'soundfile')   # the device has them all
+    _fake_packages(tmp_path, *lacking, importable=False)                                   # but maybe one
     r = _stage(tmp_path, 'latent', OUT=tmp_path/'out', GPU_SITE=tmp_path/'site')
     assert r.returncode == 0, r.stderr
     installs = [a for a, _ in _calls(tmp_path) if a.startswith('-m pip install')]
