@@ -408,16 +408,24 @@ def _fake_packages(tmp_path, *packages, importable=True):
         (tmp_path/'stubs'/name/'__init__.py').write_text('' if importable else f'raise ImportError("no {name} on the fake device")')
 
 
+def _pip_installs(tmp_path): return [a for a, _ in _calls(tmp_path) if a.startswith('-m pip install')]
+
+
+def _checkout_with_a_wheel(tmp_path):
+    "A fake checkout of gpu_stage.sh that carries one wheel in .whl/."
+    root = _checkout(tmp_path, 'gpu_stage.sh'); (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
+    return root
+
+
 def _wheels_stage(tmp_path, wait=180):
     "Run stage latent with one carried wheel; returns the run and its seconds (GPU_SITE_WAIT: how long it may wait for the lock)."
-    root = tmp_path/'repo'
-    if not (root/'.whl').exists():
-        _checkout(tmp_path, 'gpu_stage.sh'); (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
+    if not (tmp_path/'repo'/'.whl').exists():
+        _checkout_with_a_wheel(tmp_path)
         _fake_packages(tmp_path, 'diffusers', importable=False)   # else whether the wheels install depended on this machine's packages
     t0 = time.monotonic()
     r = _stage(tmp_path, 'latent', OUT=tmp_path/'out', GPU_SITE=tmp_path/'site', GPU_SITE_WAIT=wait)
     assert r.returncode == 0, r.stderr
-    installs = [a for a, _ in _calls(tmp_path) if a.startswith('-m pip install')]
+    installs = _pip_installs(tmp_path)
     assert len(installs) >= 1 and f"--target {tmp_path/'site'} " in installs[-1]
     return r, time.monotonic() - t0
 
@@ -425,13 +433,12 @@ def _wheels_stage(tmp_path, wait=180):
 @pytest.mark.parametrize('lacking', [(), ('soundfile',)])
 def test_wheels_install_only_where_the_device_lacks_a_package(tmp_path, lacking):
     "The carried wheels go in only if one of the packages they carry does not import on the device."
-    root = _checkout(tmp_path, 'gpu_stage.sh'); (root/'.whl').mkdir(); (root/'.whl'/'x-1-py3-none-any.whl').write_text('w')
+    _checkout_with_a_wheel(tmp_path)
     _fake_packages(tmp_path, 'diffusers', 'fastcore', 'datasets', 'torcheval', 'soundfile')   # the device has them all
     _fake_packages(tmp_path, *lacking, importable=False)                                   # but maybe one
     r = _stage(tmp_path, 'latent', OUT=tmp_path/'out', GPU_SITE=tmp_path/'site')
     assert r.returncode == 0, r.stderr
-    installs = [a for a, _ in _calls(tmp_path) if a.startswith('-m pip install')]
-    assert len(installs) == (1 if lacking else 0)
+    assert len(_pip_installs(tmp_path)) == (1 if lacking else 0)
 
 
 def _hold(path):
