@@ -43,6 +43,12 @@ class TinyNet(nn.Module):
 def net(): return TinyNet().eval()
 
 
+@pytest.fixture(scope='module')
+def model(net):
+    "The ε-prediction model of lesson 19 over the tiny network: integer time steps scaled to [0, 1)."
+    return lambda x, t: net(x, t.float()/1000)
+
+
 def gen(seed): return torch.Generator().manual_seed(seed)
 
 
@@ -68,9 +74,8 @@ def test_noisify_ddpm_matches_add_noise():
 
 
 @pytest.mark.parametrize('clamp', [1., None])
-def test_ddpm_sample_matches_ddpm_scheduler(net, clamp):
+def test_ddpm_sample_matches_ddpm_scheduler(model, clamp):
     "Posterior mean of the (clamped) x0-hat plus sqrt(β_t) noise (`variance_type='fixed_large'`), none at t = 0."
-    model = lambda x, t: net(x, t.float()/1000)
     sch = DDPMScheduler(**TRAIN, variance_type='fixed_large', clip_sample=clamp is not None, clip_sample_range=clamp or 1.)
     sch.set_timesteps(1000)
     g = gen(1); x = torch.randn(SHAPE, generator=g)               # our sampler draws its start noise first, the same way
@@ -82,9 +87,8 @@ def test_ddpm_sample_matches_ddpm_scheduler(net, clamp):
 
 @pytest.mark.parametrize('spacing', ['leading', 'trailing'])
 @pytest.mark.parametrize('eta', [0., 0.5, 1.])
-def test_ddim_sample_matches_ddim_scheduler(net, eta, spacing):
+def test_ddim_sample_matches_ddim_scheduler(model, eta, spacing):
     "Same time steps (diffusers' spacing), same η: the same x0-hat clamp, direction term and fresh noise."
-    model = lambda x, t: net(x, t.float()/1000)
     sch = DDIMScheduler(**TRAIN, clip_sample=True, set_alpha_to_one=True, timestep_spacing=spacing)
     sch.set_timesteps(50)
     g = gen(2); x = torch.randn(SHAPE, generator=g)
