@@ -607,9 +607,8 @@ def test_api_param_gaps_checks_patched_methods_once(cd):
     def meth(self, a): "Patched onto Shown."
     def other(self, b): "Patched onto Hidden."
     Shown.meth, Hidden.other = meth, other
-    m = types.ModuleType('pkg.m')
-    m.Shown, m.Hidden, m.meth, m.other, m.gone = Shown, Hidden, None, None, None
-    m.__all__ = ['Shown', 'meth', 'other', 'gone']
-    for o in (Shown, Hidden, meth, other): o.__module__ = 'pkg.m'
+    m = _module('pkg.m', Shown=Shown, meth=None, other=None, gone=None)   # fastcore's @patch leaves the names None
+    m.Hidden = Hidden                                                      # defined there, not exported
+    for o in (Hidden, meth, other): o.__module__ = 'pkg.m'
     assert cd.api_param_gaps({'pkg.m': m, 'pkg.bad': None}) == [
         ('pkg.m', 'Shown.meth', ['a'], ['a']), ('pkg.m', 'other', ['b'], ['b'])]
