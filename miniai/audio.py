@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_audio.ipynb #33b1a624
 from __future__ import annotations
-import fnmatch, io, os, warnings
+import fnmatch, importlib, io, os, warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +12,9 @@ from typing import Any, BinaryIO, Callable, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-import torchaudio.functional as AF
+try: import torchaudio.functional as AF
+except ModuleNotFoundError as e:   # the one optional dependency needed at import time
+    raise ModuleNotFoundError(f"miniai.audio needs torchaudio and soundfile ({e}): pip install 'miniai[audio]'", name=e.name) from e
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 from .core import atomic_write, check_finite, check_int, default_device, load_hub_dataset
@@ -135,6 +137,13 @@ def load_fsdd(split: str = 'train',          # 'train' (2,700 clips), 'test' (30
     return AudioClips(waves, sample_rate, torch.from_numpy(labels[keep].astype(np.int64)), [str(n) for n in names[keep]], DIGITS)
 
 # %% ../nbs/16_audio.ipynb #22df3d08
+def _need(module: str, # the module to import, e.g. `soundfile`
+          hint: str,   # what needs it and how to install it
+         ):
+    "Import `module`, or raise an `ImportError` that says `hint` (a missing optional dependency, or its missing C library)."
+    try: return importlib.import_module(module)
+    except (ImportError, OSError) as e: raise ImportError(f"{hint} ({type(e).__name__}: {e})") from e
+
 def show_audio(waves: Sequence[Tensor] | Tensor,   # 1-D waveforms, or a batch (N, L)
                sample_rate: int,                   # samples per second
                titles: Sequence[str] | None = None, # one caption per clip (None: their positions 0, 1, ...)
@@ -142,7 +151,8 @@ def show_audio(waves: Sequence[Tensor] | Tensor,   # 1-D waveforms, or a batch (
                normalize: bool = True,             # let each player scale its clip to full loudness
               ):
     "Display audio players for `waves` in a grid (in a notebook; returns the HTML object)."
-    from IPython.display import Audio, HTML, display
+    ipd = _need('IPython.display', "show_audio draws players in a notebook and needs IPython: pip install ipython (Jupyter brings it)")
+    Audio, HTML, display = ipd.Audio, ipd.HTML, ipd.display
     waves = list(waves)
     titles = list(titles) if titles is not None else [f'{i}' for i in range(len(waves))]
     if len(titles) != len(waves): raise ValueError(f"{len(titles)} titles for {len(waves)} clips")
@@ -158,10 +168,14 @@ def _to_numpy(w) -> np.ndarray:
     return (w.detach().float().cpu().numpy() if isinstance(w, Tensor) else np.asarray(w, dtype=np.float32)).reshape(-1)
 
 # %% ../nbs/16_audio.ipynb #8ad6629d
+def _soundfile():
+    "The `soundfile` module (it reads and writes audio files), or an `ImportError` that says how to install it."
+    return _need('soundfile', "audio files are read and written with soundfile: pip install 'miniai[audio]'")
+
 def read_wav(path: str | Path | BinaryIO, # a file (or binary file object) in any format soundfile reads
             ) -> tuple[Tensor, int]:
     "Read an audio file with `soundfile`: (mono float32 waveform, sample rate); `CorruptDataError` if unreadable, empty or non-finite."
-    import soundfile as sf
+    sf = _soundfile()
     try: data, rate = sf.read(path if isinstance(path, io.IOBase) else str(path), dtype='float32', always_2d=True)
     except Exception as e: raise CorruptDataError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from None
     if not len(data): raise CorruptDataError(f"{path}: the audio file holds no samples")
@@ -175,7 +189,7 @@ def write_wav(path: str | Path,    # file to write (`.wav`); its folder is creat
               peak: float | None = 0.9, # scale so the loudest sample is `peak` (None: keep the level, clip to [-1, 1])
              ) -> Path:
     "Write a 16-bit PCM WAV file (atomically: nothing is left behind if writing fails)."
-    import soundfile as sf
+    sf = _soundfile()
     a = wave.detach().float().cpu().numpy() if isinstance(wave, Tensor) else np.asarray(wave, dtype=np.float32)
     if a.ndim != 1 and not (a.ndim == 2 and 1 in a.shape):   # (L,), (1, L) or a mono column (L, 1); a batch would become one long clip
         raise ValueError(f"`wave` must be one waveform (L,), got shape {a.shape}: write each clip of a batch to its own file")

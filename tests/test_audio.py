@@ -245,6 +245,23 @@ def test_wav_write_read_round_trip(tmp_path):
     with pytest.raises(ValueError, match='non-finite'): write_wav(tmp_path/'b.wav', torch.tensor([float('nan')]), 8000)
 
 
+def test_missing_optional_dependencies_say_how_to_install(tmp_path, monkeypatch):
+    "Without soundfile, torchaudio or IPython (a plain `pip install miniai`), the error names the package and the install."
+    import importlib, sys
+    monkeypatch.setitem(sys.modules, 'soundfile', None)            # an import of it now fails as if it were not installed
+    for call in (lambda: read_wav(tmp_path/'a.wav'), lambda: write_wav(tmp_path/'a.wav', torch.zeros(10), 8000)):
+        with pytest.raises(ImportError, match=r"soundfile: pip install 'miniai\[audio\]'"): call()
+    assert not list(tmp_path.iterdir())                             # nothing half-written
+    monkeypatch.setitem(sys.modules, 'IPython.display', None)
+    with pytest.raises(ImportError, match='needs IPython: pip install ipython'): show_audio([torch.zeros(10)], 8000)
+    monkeypatch.delitem(sys.modules, 'miniai.audio')                # a fresh import of the module, torchaudio gone
+    for name in [m for m in sys.modules if m == 'torchaudio' or m.startswith('torchaudio.')]: monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'torchaudio', None)
+    with pytest.raises(ModuleNotFoundError, match=r"miniai.audio needs torchaudio and soundfile .*pip install 'miniai\[audio\]'") as e:
+        importlib.import_module('miniai.audio')
+    assert e.value.name.startswith('torchaudio')                     # the missing module, as Python names it
+
+
 def test_match_rate():
     w = torch.randn(100)
     assert match_rate(w, 8000, 8000) is w
