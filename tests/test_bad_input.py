@@ -18,26 +18,27 @@ from torch import nn
 import miniai.data as mdata
 from miniai.accel import (CheckpointCB, CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
                           save_checkpoint)
-from miniai.audio import AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_wav_folder, match_rate, spectrogram_images, write_wav
-from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, balanced_indices, shipped_sample,
-                         fashion_dls, fashion_mnist_arrays, read_idx, write_idx)
+from miniai.audio import (AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder, match_rate, spectrogram_images,
+                          write_wav)
+from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, arrays_to_dataset, balanced_indices, shipped_sample,
+                         fashion_dls, fashion_mnist_arrays, read_idx, show_image, write_idx)
 from miniai.diffusion.cosine import cosine_ddim_sample, cosine_timesteps, noisify_cosine
-from miniai.diffusion.ddim import ddim_sample, ddim_timesteps
+from miniai.diffusion.ddim import ddim_sample, ddim_sigma, ddim_timesteps
 from miniai.diffusion.ddpm import ddpm_learner, ddpm_sample, linear_schedule, noisify_ddpm
 from miniai.diffusion.guidance import DropLabelCB, GuidedModel, cfg_mix
 from miniai.diffusion.ddpm import diffusers_unet
-from miniai.audio_diffusion import diffusion_learner, digit_accuracy, generate_spectrograms
+from miniai.audio_diffusion import diffusion_learner, digit_accuracy, digit_features, generate_spectrograms
 from miniai.distributed import load_samples
-from miniai.cli import class_accuracy, fid_of_samples, make_sampler, sample_to_files, save_image_grid, save_trained, train_diffusion
+from miniai.cli import class_accuracy, fid_of_samples, load_sample_images, make_sampler, sample_to_files, save_image_grid, save_trained, train_diffusion
 from miniai.diffusion.karras import noisify_karras, sigmas_karras
 from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample, noisify_noise_level, predict_abar
 from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
-from miniai.images import class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
-from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_dls, StaleCacheError, conv_vae_learner, encode_images, open_latent_cache,
-                            write_latent_cache)
+from miniai.images import ImageFeatures, class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
+from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_dls, StaleCacheError, conv_vae, conv_vae_learner, encode_images,
+                            open_latent_cache, read_cache_header, write_latent_cache)
 from miniai.learner import Learner, OneCycleCB, TrainLearner
-from miniai.models.resnet import load_weights, random_erase, random_flip, save_weights
+from miniai.models.resnet import load_weights, random_erase, random_flip, save_weights, weights_metadata
 from miniai.models.unet import EmbUNetModel
 from miniai.models.simple_diffusion import SimpleDiffusion
 from miniai.models.layers import Dropout
@@ -94,10 +95,10 @@ def _ddim(**kw):
     args = dict(shape=(2, 1, 4, 4), eta=1.) | kw
     return lambda tmp: lambda: ddim_sample(lambda x, t: torch.zeros_like(x), args['shape'], ts, sch.abar[ts], eta=args['eta'])
 
-def _learner(model=None, loss_func=F.mse_loss, cbs=()):
+def _learner(model=None, loss_func=F.mse_loss, cbs=(), opt_func=torch.optim.SGD):
     torch.manual_seed(0)
     xb = [(torch.randn(4, 2), torch.randn(4, 1))]
-    return TrainLearner(model or nn.Linear(2, 1), DataLoaders(xb, xb), loss_func=loss_func, lr=0.1, cbs=list(cbs))
+    return TrainLearner(model or nn.Linear(2, 1), DataLoaders(xb, xb), loss_func=loss_func, lr=0.1, cbs=list(cbs), opt_func=opt_func)
 
 def _nan_loss(p, y): return F.mse_loss(p, y) * NAN
 
@@ -142,6 +143,23 @@ def _ckpt_other_ema(tmp):
     dst = _learner(cbs=[EMA(0.9)]); dst.fit(1, valid=False); before = _weights(dst.model)
     return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
 
+def _ckpt_other_opt_state(tmp):
+    "Same model and optimizer, but an Adam moment of another shape in the file: refused before anything is loaded."
+    src = _learner(opt_func=torch.optim.Adam); src.fit(1, valid=False)
+    path = save_checkpoint(tmp/'ck.pt', src)
+    ck = torch.load(path, weights_only=True)
+    ck['opt']['state'][0]['exp_avg'] = torch.zeros(3, 3)
+    ck['model'] = {k: v + 1 for k, v in ck['model'].items()}  # would change the weights if it were applied
+    torch.save(ck, path)
+    dst = _learner(opt_func=torch.optim.Adam); dst.fit(1, valid=False); before = _weights(dst.model)
+    return lambda: load_checkpoint(path, dst), lambda: _same(before, _weights(dst.model))
+
+def _ema_other_buffers(tmp):
+    "An EMA of a BatchNorm copied into a LayerNorm: the same parameter shapes, other buffers; the target is untouched."
+    ema = EMA(); ema.track(nn.BatchNorm1d(4))
+    target = nn.LayerNorm(4); before = _weights(target)
+    return lambda: ema.copy_to(target), lambda: _same(before, _weights(target))
+
 def _ckpt_other_length(tmp):
     "A checkpoint of a 3-epoch one-cycle fit resumed by a 5-epoch fit: refused before anything is loaded."
     _learner(cbs=[OneCycleCB(0.1), CheckpointCB(tmp/'ck.pt')]).fit(3, valid=False)
@@ -183,6 +201,12 @@ def _cache_stale(tmp):
     p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v1', 'images': 'i', 'settings': 's'})
     return lambda: open_latent_cache(p, key={'vae': 'v2', 'images': 'i', 'settings': 's'})
 
+def _cache_bad_header(tmp):
+    "A cache whose JSON header was overwritten (the magic line intact)."
+    p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v'})
+    b = bytearray(p.read_bytes()); i = b.index(b'{'); b[i:i+4] = b'#!@?'; p.write_bytes(bytes(b))
+    return lambda: read_cache_header(p)
+
 def _cache_damaged(tmp):
     p = write_latent_cache(tmp/'lat.bin', [torch.ones(4, 2, 2, 2)], (4, 2, 2, 2), {'vae': 'v'})
     b = bytearray(p.read_bytes()); b[-1] ^= 0xFF; p.write_bytes(bytes(b))
@@ -222,6 +246,32 @@ def _clips_8k(tmp):
     return lambda: spectrogram_images(clips, MelSpec(sample_rate=16000), device='cpu')
 
 def _fp(x): return lambda tmp: x   # the call needs no files
+
+def _png_folder_with_text(tmp):
+    "A sample folder of PNGs, one of which is a text file with a .png name."
+    from PIL import Image
+    (tmp/'png').mkdir(); Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp/'png'/'00000.png')
+    (tmp/'png'/'00001.png').write_text('not an image')
+    return lambda: load_sample_images(tmp/'png')
+
+def _truncated_metadata(tmp):
+    save_weights(nn.Linear(4, 4), tmp/'w.safetensors')
+    (tmp/'w.safetensors').write_bytes((tmp/'w.safetensors').read_bytes()[:40])
+    return lambda: weights_metadata(tmp/'w.safetensors')
+
+def _tiny_vae(): return conv_vae(channels=(8, 16), latent_channels=2, norm_groups=4, mid_attention=False, in_channels=1, image_size=8)
+
+def _hf_audio(rows):
+    def call(tmp):
+        import datasets
+        ds = datasets.Dataset.from_dict({'audio': rows})
+        return lambda: load_hf_audio(ds, 8000)
+    return call
+
+def _two_odd_splits(tmp):
+    import datasets
+    one = datasets.Dataset.from_dict({'image': [np.zeros((4, 4), np.uint8)], 'label': [0]})
+    return lambda: load_image_set(datasets.DatasetDict(a=one, b=one))
 
 def _dunet(n_classes=None): return diffusers_unet((8, 16), norm_groups=4, attention=(False, False), layers_per_block=1, n_classes=n_classes)
 
@@ -319,6 +369,8 @@ ROWS = [
     ('accel.load_checkpoint', 'truncated file (model untouched)', CheckpointError, 'the file is truncated, corrupt or not a torch file', _ckpt_truncated),
     ('accel.load_checkpoint', 'checkpoint of another model config (model untouched)', CheckpointError, 'saved from another model configuration', _ckpt_other_config),
     ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),
+    ('accel.load_checkpoint', 'optimizer state of another shape (model untouched)', CheckpointError, "optimizer state 'exp_avg' of parameter 0 has shape (3, 3), the parameter has (1, 2)", _ckpt_other_opt_state),
+    ('accel.EMA.copy_to', 'a model with the same parameter shapes but other buffers (model untouched)', ValueError, "EMA: this model's buffers do not match the tracked model's", _ema_other_buffers),
     ('accel.load_checkpoint', 'missing file', FileNotFoundError, 'no checkpoint at', lambda tmp: lambda: load_checkpoint(tmp/'none.pt', _learner())),
     ('accel.CheckpointCB', 'resume into a fit of another length (model untouched)', CheckpointError, 'was planned for 3 epochs', _ckpt_other_length),
     ('accel.save_checkpoint', 'extra holding a module (no file written)', TypeError, 'the checkpoint `extra` holds a value that `weights_only=True` loading refuses', _ckpt_bad_extra),
@@ -375,6 +427,8 @@ ROWS = [
     ('diffusion.ksamplers.sample_euler', 'denoiser output overflows to inf', FloatingPointError, 'non-finite values (NaN or inf) at the end of sampling', _fp(lambda: sample_euler(lambda x, s: x*1e38*1e38, torch.ones(2, 1, 4, 4), sigmas_karras(3, device=CPU)))),
     ('diffusion.karras.sigmas_karras', 'rho=0', ValueError, '`rho` must be a finite number > 0', _fp(lambda: sigmas_karras(5, rho=0., device=CPU))),
     # DDPM / DDIM / cosine
+    ('diffusion.ddim.ddim_sigma', 'abar_t and abar_prev swapped (a step towards more noise)', ValueError, 'need 0 < abar_t < abar_prev <= 1 (a step towards less noise), got 0.9, 0.5', _fp(lambda: ddim_sigma(0.9, 0.5))),
+    ('diffusion.ddpm.diffusers_unet', 'attention flags for 3 levels, 2 channel counts', ValueError, '`attention` needs one flag per level (2), got 3', _fp(lambda: diffusers_unet((8, 16), norm_groups=4, attention=(False, False, True)))),
     ('diffusion.ddpm.linear_schedule', 'n_steps=0', ValueError, '`n_steps` must be >= 1', _fp(lambda: linear_schedule(0))),
     ('diffusion.ddpm.linear_schedule', 'n_steps=10.5', TypeError, '`n_steps` must be an int, got 10.5', _fp(lambda: linear_schedule(10.5))),
     ('diffusion.ddpm.noisify_ddpm', 'the schedule instead of its abar', TypeError, "pass the schedule's `abar` (`sched.abar`)", _fp(lambda: noisify_ddpm(torch.zeros(2, 1, 4, 4), linear_schedule(10)))),
@@ -475,6 +529,8 @@ ROWS = [
     ('latents.write_latent_cache', 'bad batch over an existing cache (old one kept)', ValueError, 'does not fit latents of shape (4, 2, 2, 2)', _cache_write([torch.zeros(5, 2, 2, 2)], existing=True)),
     ('latents.open_latent_cache', 'truncated cache file', CorruptCacheError, 'truncated', _cache_truncated),
     ('latents.open_latent_cache', 'cache of another VAE (stale key)', StaleCacheError, "stale, the VAE's weights changed", _cache_stale),
+    ('latents.read_cache_header', 'header that is not JSON', CorruptCacheError, 'unreadable header', _cache_bad_header),
+    ('latents.ConvVAE.encode', 'uint8 images', TypeError, 'the VAE takes float images in [-1, 1] (see `images_to_float`), got torch.uint8', _fp(lambda: _tiny_vae().encode(u8(2, 1, 8, 8)))),
     ('latents.open_latent_cache', 'damaged latents (checksum)', CorruptCacheError, 'do not match their checksum', _cache_damaged),
     # images
     ('images.load_image_set', 'missing .npz path', MissingDataError, 'no such .npz file or folder of images', lambda tmp: lambda: load_image_set(str(tmp/'none.npz'))),
@@ -482,6 +538,11 @@ ROWS = [
     ('images.load_image_set', 'limit=(0, 0)', ValueError, '`limit` must give positive sizes', _fp(lambda: load_image_set('clothing64', limit=(0, 0)))),
     ('images.load_image_set', 'size=0', ValueError, '`size` must be >= 1, got 0', _fp(lambda: load_image_set('clothing64', size=0))),
     ('images.load_image_set', 'sample=True for a set without a shipped sample', ValueError, '`sample=True` needs a named set with a shipped sample', _fp(lambda: load_image_set('cifar10', sample=True))),
+    ('images.load_image_set', 'a DatasetDict of two splits, neither train nor test', ValueError, "a DatasetDict needs a 'train' split and a 'test' (or 'validation') split, or a single split, got ['a', 'b']", _two_odd_splits),
+    ('images.ImageFeatures', 'a model that is not an image_classifier', TypeError, '`model` must be an `image_classifier`', _fp(lambda: ImageFeatures(nn.Linear(2, 2)))),
+    ('data.arrays_to_dataset', 'float images', ValueError, 'need uint8 images (N,H,W) or (N,H,W,3) and N labels, got float32 (2, 4, 4)', _fp(lambda: arrays_to_dataset(np.zeros((2, 4, 4), np.float32), np.zeros(2, np.int64)))),
+    ('data.show_image', 'a batch (N,C,H,W) instead of one image', ValueError, 'an image must be (H,W), (C,H,W) or (H,W,C) with 1, 3 or 4 channels, got shape (2, 1, 4, 4)', _fp(lambda: show_image(torch.zeros(2, 1, 4, 4)))),
+    ('models.resnet.weights_metadata', 'truncated weights file', ValueError, 'is not a readable safetensors weights file', _truncated_metadata),
     ('images.read_image_folder', 'empty folder', MissingDataError, 'no image files', _empty_folder(lambda d: read_image_folder(d, progress=False))),
     ('images.resize_images', 'float images', ValueError, 'expected uint8 images (N, C, H, W)', _fp(lambda: resize_images(torch.zeros(2, 3, 8, 8), 4))),
     ('images.images_to_float', 'float images', TypeError, 'expected uint8 images', _fp(lambda: images_to_float(torch.zeros(2, 3, 8, 8)))),
@@ -497,6 +558,11 @@ ROWS = [
     ('audio.load_wav_folder', 'missing folder', MissingDataError, 'does not exist', lambda tmp: lambda: load_wav_folder(tmp/'none')),
     ('audio.load_wav_folder', 'folder without .wav files', MissingDataError, "no files matching '*.wav'", _empty_folder(load_wav_folder)),
     ('audio.write_wav', 'NaN in the waveform (no file written)', ValueError, 'the waveform has non-finite values', _wav_nan),
+    ('audio.write_wav', 'sample_rate=0 (no file written)', ValueError, '`sample_rate` must be a positive int, got 0', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(100), 0)),
+    ('audio.AudioClips', 'labels of another length', ValueError, '1 labels for 2 clips', _fp(lambda: AudioClips([torch.zeros(10)]*2, 8000, torch.tensor([0])))),
+    ('audio.load_hf_audio', 'a row with neither bytes, path nor array', CorruptDataError, 'row 0: the audio value is neither raw bytes/path nor a decoded array', _hf_audio([{'bytes': None, 'path': None}])),
+    ('audio.load_hf_audio', 'a hub name that cannot be loaded (offline)', MissingDataError, "Hugging Face data set 'nobody/no-such-audio' (split 'train') could not be loaded", _fp(lambda: load_hf_audio('nobody/no-such-audio', 8000))),
+    ('audio_diffusion.digit_features', 'a model that is not a digit_classifier', TypeError, '`model` must be a `digit_classifier`', _fp(lambda: digit_features(nn.Linear(2, 2)))),
     ('audio.fix_length', 'n_samples=0', ValueError, '`n_samples` must be >= 1', _fp(lambda: fix_length([torch.zeros(10)], 0))),
     ('audio.fix_length', '2-D clip in a list', ValueError, 'a waveform must be 1-D', _fp(lambda: fix_length([torch.zeros(2, 10)], 10))),
     ('audio.MelSpec', 'hop_length > n_fft', ValueError, '`hop_length` (600) must not exceed `n_fft` (512)', _fp(lambda: MelSpec(n_fft=512, hop_length=600))),
@@ -517,6 +583,7 @@ ROWS = [
     ('data.show_images', '5 images on a 1x2 grid (3 were dropped)', ValueError, 'a 1x2 grid has room for 2 of the 5 images', _fp(lambda: mdata.show_images(torch.rand(5, 1, 4, 4), nrows=1, ncols=2))),
     ('cli.save_image_grid', 'RGB images (only red was kept)', ValueError, '`images` must be a non-empty grey batch (N, 1, H, W), got (2, 3, 4, 4)', lambda tmp: lambda: save_image_grid(torch.zeros(2, 3, 4, 4), tmp/'g.png')),
     ('cli.save_image_grid', 'ncols=0', ValueError, '`ncols` must be >= 1, got 0', lambda tmp: lambda: save_image_grid(torch.zeros(2, 1, 4, 4), tmp/'g.png', ncols=0)),
+    ('cli.load_sample_images', 'a PNG folder holding a file that is not an image', ValueError, '00001.png: cannot be read as a grey image', _png_folder_with_text),
     ('cli.fid_of_samples', '28x28 sample file (refused before the classifier is trained)', ValueError, '`samples` images must be 32x32, got 28x28', _npy_28),
     ('audio_diffusion.digit_accuracy', 'labels of another length (was a broadcast error)', ValueError, '`digits` must hold one label per image (3,), got (2,)', _fp(lambda: digit_accuracy(nn.Linear(1, 10), torch.zeros(3, 1), torch.tensor([1, 2])))),
     ('audio.spectrogram_images', 'clips at 8 kHz for a 16 kHz MelSpec', ValueError, 'clips are at 8000 Hz but the spectrogram expects 16000 Hz', _clips_8k),
