@@ -458,12 +458,16 @@ class OneCycleCB(BatchSchedCB):
     "One-cycle schedule (`torch.optim.lr_scheduler.OneCycleLR`) over the whole `fit`, stepped every batch."
     def __init__(self,
                  max_lr: float,  # peak learning rate
-                 **kwargs):  # passed on to `OneCycleLR` (pct_start, div_factor, final_div_factor, ...)
+                 **kwargs):  # passed on to `OneCycleLR` (pct_start, div_factor, ...; `total_steps` for a loader without len)
         super().__init__(None)
         self.max_lr, self.kwargs = max_lr, kwargs
     def before_fit(self, learn):
-        total = learn.n_epochs*len(learn.dls.train)
-        self.sched_fn = partial(OneCycleLR, max_lr=self.max_lr, total_steps=total, **self.kwargs)
+        kw = dict(self.kwargs)
+        if 'total_steps' not in kw:   # the default: every batch of the fit
+            try: kw['total_steps'] = learn.n_epochs*len(learn.dls.train)
+            except TypeError: raise TypeError("OneCycleCB spreads its schedule over every batch of the fit, but the training "
+                                              "loader has no len(): pass `total_steps=` (the number of batches in the fit)") from None
+        self.sched_fn = partial(OneCycleLR, max_lr=self.max_lr, **kw)
         super().before_fit(learn)
 
 # %% ../nbs/02_learner.ipynb #12d2752e

@@ -411,6 +411,39 @@ def test_one_cycle_runs_full_schedule():
     assert lrs[0] == pytest.approx(0.3/25) and lrs[-1] < 1e-4 and (lrs[1:] != lrs[:-1]).all()
 
 
+
+class _Stream:
+    "A loader without len() (a streamed data set): the line batches, one pass per iteration."
+    def __init__(self, batches): self.batches = batches
+    def __iter__(self): return iter(self.batches)
+
+
+def _stream_mse():
+    torch.manual_seed(0)
+    dls = line_dls()
+    return Learner(nn.Linear(1, 1), NS(train=_Stream(dls.train), valid=_Stream(dls.valid)), F.mse_loss, lr=0.1, cbs=[TrainCB()])
+
+
+def test_loader_without_len_trains_with_progress_and_metrics(capsys):
+    "The progress bar has no total then, but training, metrics and the log work as with a sized loader."
+    learn, rec = _stream_mse(), RecorderCB()
+    learn.fit(3, cbs=[MetricsCB(), ProgressCB(), rec])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 6 and out[-1].startswith('epoch 2  phase eval  loss ')
+    losses = rec.values('loss')
+    assert len(losses) == 3*len(line_dls().train) and losses[-4:].mean() < losses[:4].mean()/10
+
+
+def test_one_cycle_without_len_needs_total_steps():
+    "Without len() the schedule's length is unknown: a clear error, and `total_steps=` makes it run the full cycle."
+    with pytest.raises(TypeError, match=r'the training loader has no len\(\): pass `total_steps=`'):
+        _stream_mse().fit(2, cbs=[OneCycleCB(0.3)])
+    rec = RecorderCB()
+    n = 2*len(line_dls().train)
+    _stream_mse().fit(2, cbs=[OneCycleCB(0.3, total_steps=n, pct_start=0.25), rec])   # OneCycleLR raises if stepped too often
+    lrs = rec.values('lr')
+    assert len(lrs) == n and lrs.max() == pytest.approx(0.3, rel=1e-4) and lrs.argmax() == round(0.25*n) - 1 and lrs[-1] < 1e-4
+
 def test_recorder_keeps_losses_on_device_and_plots():
     learn = _mse()
     rec = RecorderCB()
