@@ -301,6 +301,8 @@ def test_subset_keeps_labels_and_names_aligned():
     sub = clips.subset(torch.tensor([4, 1]))
     assert sub.labels.tolist() == [5, 8] and sub.names == ['clip_4', 'clip_1'] and [w[0].item() for w in sub.waves] == [4., 1.]
     assert sub.sample_rate == 8000 and sub.classes == clips.classes
+    assert repr(sub) == 'AudioClips(2 clips, 8000 Hz, 0.0 s, labels=yes)'
+    assert repr(AudioClips([torch.zeros(8000), torch.zeros(4000)], 8000)) == 'AudioClips(2 clips, 8000 Hz, 1.5 s, labels=no)'
 
 
 def test_subset_takes_boolean_masks():

@@ -340,6 +340,7 @@ ROWS = [
     ('data.DeviceImageLoader', 'bs=2.5 (not an int)', ValueError, '`bs` must be a positive int', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, bs=2.5, device=CPU))),
     ('data.DeviceImageLoader', 'pad=-1', ValueError, '`pad` must be an int >= 0', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, pad=-1, device=CPU))),
     ('data.DeviceImageLoader', 'value_range (1, -1) reversed', ValueError, '`value_range` must be finite (lo, hi) with lo < hi', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(1, -1), device=CPU))),
+    ('data.DeviceImageLoader', 'value_range=5 (not a pair)', ValueError, '`value_range` must be finite (lo, hi) with lo < hi, got 5', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=5, device=CPU))),
     ('data.DeviceImageLoader', 'value_range with NaN', ValueError, '`value_range` must be finite', _fp(lambda: DeviceImageLoader(u8(4, 8, 8), None, value_range=(NAN, 1.), device=CPU))),
     ('data.fashion_dls', 'bs=0', ValueError, '`bs` must be a positive int', _fp(lambda: fashion_dls(bs=0, sample=True, device=CPU))),
     ('data.fashion_dls', 'limit=0 (an empty subset)', ValueError, '`limit` must give positive sizes', _fp(lambda: fashion_dls(limit=0, sample=True, device=CPU))),

@@ -156,6 +156,24 @@ def test_set_seed_takes_seeds_beyond_32_bits():
     assert np.array_equal(a, b)
 
 
+
+def test_set_seed_deterministic_switches_torch_to_deterministic_kernels():
+    "deterministic=True turns on deterministic algorithms (warn only) and turns off cudnn benchmarking; False changes neither."
+    import random
+    from miniai.core import set_seed
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(False); torch.backends.cudnn.benchmark = True
+        set_seed(3)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+        set_seed(3, deterministic=True); r = (random.random(), np.random.rand(), torch.rand(1).item())
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark
+        set_seed(3); assert r == (random.random(), np.random.rand(), torch.rand(1).item())   # the same seeding either way
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1]); torch.backends.cudnn.benchmark = saved[2]
+
 def test_pid_alive_does_not_signal_a_live_process():
     "_pid_alive probes a process without signalling it: a live process keeps running, a dead one reads as dead."
     import subprocess, sys, time

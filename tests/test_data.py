@@ -241,6 +241,8 @@ def test_shapes_rgb_and_channels_last():
     torch.testing.assert_close(xb[:, :, 1:-1, 1:-1], x[:4].permute(0, 3, 1, 2).float()/255)
     dl = DeviceImageLoader(x.permute(0, 3, 1, 2), torch.zeros(6, dtype=torch.int32), bs=4, device='cpu')
     assert [len(b[0]) for b in dl] == [4, 2] and len(dl) == 2 and next(iter(dl))[1].dtype == torch.int64
+    assert repr(dl) == ('DeviceImageLoader(6 images (3, 8, 9) on cpu, bs=4, shuffle=False, pad=0, value_range=(-1.0, 1.0), '
+                        '2 batches)')
     assert len(DeviceImageLoader(x, None, bs=4, drop_last=True, device='cpu', channels_last_input=True)) == 1
 
 @pytest.mark.parametrize('kw, err, msg', [
