@@ -156,7 +156,6 @@ def test_set_seed_takes_seeds_beyond_32_bits():
     assert np.array_equal(a, b)
 
 
-
 def test_set_seed_deterministic_switches_torch_to_deterministic_kernels():
     "deterministic=True turns on deterministic algorithms (warn only) and turns off cudnn benchmarking; False changes neither."
     import random
@@ -173,6 +172,7 @@ def test_set_seed_deterministic_switches_torch_to_deterministic_kernels():
         set_seed(3); assert r == (random.random(), np.random.rand(), torch.rand(1).item())   # the same seeding either way
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1]); torch.backends.cudnn.benchmark = saved[2]
+
 
 def test_pid_alive_does_not_signal_a_live_process():
     "_pid_alive probes a process without signalling it: a live process keeps running, a dead one reads as dead."

@@ -411,7 +411,6 @@ def test_one_cycle_runs_full_schedule():
     assert lrs[0] == pytest.approx(0.3/25) and lrs[-1] < 1e-4 and (lrs[1:] != lrs[:-1]).all()
 
 
-
 class _Stream:
     "A loader without len() (a streamed data set): the line batches, one pass per iteration."
     def __init__(self, batches): self.batches = batches
@@ -443,6 +442,7 @@ def test_one_cycle_without_len_needs_total_steps():
     _stream_mse().fit(2, cbs=[OneCycleCB(0.3, total_steps=n, pct_start=0.25), rec])   # OneCycleLR raises if stepped too often
     lrs = rec.values('lr')
     assert len(lrs) == n and lrs.max() == pytest.approx(0.3, rel=1e-4) and lrs.argmax() == round(0.25*n) - 1 and lrs[-1] < 1e-4
+
 
 def test_recorder_keeps_losses_on_device_and_plots():
     learn = _mse()
