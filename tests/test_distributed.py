@@ -1,5 +1,5 @@
 """Tests for miniai.distributed: exact sharding, and a real 2-process gloo run (torchrun) that matches one process."""
-import json, os, signal, subprocess, sys, tempfile, warnings
+import json, os, signal, subprocess, sys, tempfile, time, warnings
 from datetime import timedelta
 from pathlib import Path
 import numpy as np
@@ -298,17 +298,30 @@ def test_two_gloo_processes_match_one_process(tmp_path, cpu_one_thread, ddp_demo
 
 # ---------------------------------------------------------------- two forked gloo processes (in-process speed)
 
-def _rank_main(rank, world, store, fn):
+def _rank_main(rank, world, store, fn, done):
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=world, timeout=timedelta(seconds=30))
-    try: fn(rank, world)
+    try: fn(rank, world); done[rank] = 1
     finally: dist.destroy_process_group()
 
 
-def run_ranks(fn, world=2):
-    "Run `fn(rank, world)` in `world` forked processes joined in a gloo group; an assertion failing on any rank fails the test."
+def run_ranks(fn, world=2, timeout=180, teardown=15):
+    """Run `fn(rank, world)` in `world` forked processes joined in a gloo group; an assertion failing on any rank fails the test.
+    Never hangs the run: ranks still running `timeout` s after the start are killed and the test fails. When every rank has
+    finished `fn` and only leaving the group hangs (torch's `destroy_process_group` sometimes does, pytorch#75097; seen
+    once here on torch 2.4), the ranks are killed after `teardown` s with a warning, and the test stands."""
+    done = mp.get_context('fork').Array('b', world)
     with tempfile.TemporaryDirectory() as d:
-        mp.start_processes(_rank_main, args=(world, f'{d}/store', fn), nprocs=world, join=True, start_method='fork')
+        ranks = mp.start_processes(_rank_main, args=(world, f'{d}/store', fn, done), nprocs=world, join=False, start_method='fork')
+        start, finished = time.monotonic(), None
+        while not ranks.join(timeout=0.5):   # True once every rank has exited cleanly; raises if one failed
+            now = time.monotonic()
+            if finished is None and all(done): finished = now
+            if now - start > timeout or (finished is not None and now - finished > teardown):
+                for p in ranks.processes: p.kill()
+                if finished is None: pytest.fail(f"the gloo ranks were still running after {timeout} s (finished fn: {list(done)})")
+                warnings.warn(f"every rank finished, but leaving the gloo group hung for {teardown} s: ranks killed")
+                return
 
 
 def _collectives(rank, world):
