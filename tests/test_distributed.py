@@ -318,7 +318,7 @@ def run_ranks(fn, world=2, timeout=180, teardown=15):
             now = time.monotonic()
             if finished is None and all(done): finished = now
             if now - start > timeout or (finished is not None and now - finished > teardown):
-                for p in ranks.processes: p.kill()
+                for p in ranks.processes: p.kill(); p.join()   # reaped, no zombie left behind
                 if finished is None: pytest.fail(f"the gloo ranks were still running after {timeout} s (finished fn: {list(done)})")
                 warnings.warn(f"every rank finished, but leaving the gloo group hung for {teardown} s: ranks killed")
                 return
