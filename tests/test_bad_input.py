@@ -261,12 +261,11 @@ def _truncated_metadata(tmp):
 
 def _tiny_vae(): return conv_vae(channels=(8, 16), latent_channels=2, norm_groups=4, mid_attention=False, in_channels=1, image_size=8)
 
-def _hf_audio(rows):
-    def call(tmp):
-        import datasets
-        ds = datasets.Dataset.from_dict({'audio': rows})
-        return lambda: load_hf_audio(ds, 8000)
-    return call
+def _hf_audio_empty_row(tmp):
+    "An audio data set whose one row holds neither bytes, a path nor a decoded array."
+    import datasets
+    ds = datasets.Dataset.from_dict({'audio': [{'bytes': None, 'path': None}]})
+    return lambda: load_hf_audio(ds, 8000)
 
 def _two_odd_splits(tmp):
     import datasets
@@ -561,7 +560,7 @@ ROWS = [
     ('audio.write_wav', 'NaN in the waveform (no file written)', ValueError, 'the waveform has non-finite values', _wav_nan),
     ('audio.write_wav', 'sample_rate=0 (no file written)', ValueError, '`sample_rate` must be a positive int, got 0', lambda tmp: lambda: write_wav(tmp/'a.wav', torch.zeros(100), 0)),
     ('audio.AudioClips', 'labels of another length', ValueError, '1 labels for 2 clips', _fp(lambda: AudioClips([torch.zeros(10)]*2, 8000, torch.tensor([0])))),
-    ('audio.load_hf_audio', 'a row with neither bytes, path nor array', CorruptDataError, 'row 0: the audio value is neither raw bytes/path nor a decoded array', _hf_audio([{'bytes': None, 'path': None}])),
+    ('audio.load_hf_audio', 'a row with neither bytes, path nor array', CorruptDataError, 'row 0: the audio value is neither raw bytes/path nor a decoded array', _hf_audio_empty_row),
     ('audio.load_hf_audio', 'a hub name that cannot be loaded (offline)', MissingDataError, "Hugging Face data set 'nobody/no-such-audio' (split 'train') could not be loaded", _fp(lambda: load_hf_audio('nobody/no-such-audio', 8000))),
     ('audio_diffusion.digit_features', 'a model that is not a digit_classifier', TypeError, '`model` must be a `digit_classifier`', _fp(lambda: digit_features(nn.Linear(2, 2)))),
     ('audio.fix_length', 'n_samples=0', ValueError, '`n_samples` must be >= 1', _fp(lambda: fix_length([torch.zeros(10)], 0))),
