@@ -1,4 +1,4 @@
-"Tests for miniai.accel: mixed precision fallback, EMA maths, exact checkpoint resume, refused checkpoints, NaN guard."
+"Tests for miniai.accel: mixed precision fallback, EMA maths, exact checkpoint resume, refused checkpoints, NaN guard, gradient clipping."
 import json, os, warnings
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import CancelBatchException, Callback, Learner, MetricsCB, OneCycleCB, SingleBatchCB, TrainCB
-from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, MixedPrecision, NanGuardCB,
+from miniai.accel import (EMA, ChannelsLastCB, CheckpointCB, CheckpointError, CompileCB, GradClipCB, MixedPrecision, NanGuardCB,
                           NonFiniteLossError, checkpoint_state, fused_opt_func, load_checkpoint, read_checkpoint,
                           save_checkpoint, to_channels_last, train_throughput)
 
@@ -390,6 +390,92 @@ def test_nan_guard_names_the_batch_without_per_batch_sync(monkeypatch):
 def test_nan_guard_in_validation_and_epoch_end_check():
     learn = tiny_learner(cbs=[NanGuardCB(every=100), InjectNaN(1, training=False)])
     with pytest.raises(NonFiniteLossError, match='validation loss became nan at epoch 0, batch 1'): learn.fit(2)
+
+
+# ---------------------------------------------------------------- gradient clipping
+
+def _linear_data(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g), torch.randn(n, 2, generator=g)
+
+
+def _flat(model): return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def _sgd_step(max_norm, norm_type=2., scaler=None):
+    "One SGD step at lr 1 on one batch through GradClipCB: (gradient by autograd, step taken, callback)."
+    torch.manual_seed(0)
+    lin, (x, y) = nn.Linear(3, 2), _linear_data()
+    g = torch.cat([t.flatten() for t in torch.autograd.grad(F.mse_loss(lin(x), y), list(lin.parameters()))])
+    w0, clip = _flat(lin), GradClipCB(max_norm, norm_type)
+    learn = Learner(lin, DataLoaders([(x, y)], None), F.mse_loss, lr=1., cbs=[TrainCB(), clip])
+    learn.grad_scaler = scaler
+    learn.fit(1, valid=False)
+    return g, w0 - _flat(lin), clip
+
+
+@pytest.mark.parametrize('norm_type', [2., 1., float('inf')])
+def test_grad_clip_step_is_the_gradient_cut_to_max_norm(norm_type):
+    "SGD at lr 1: the step is the autograd gradient times min(1, max_norm/norm), in the chosen p-norm; the norm is recorded."
+    g, step, clip = _sgd_step(0.05, norm_type)
+    norm = torch.linalg.vector_norm(g, norm_type)
+    assert norm > 0.05
+    torch.testing.assert_close(step, g*0.05/norm, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.linalg.vector_norm(step, norm_type), torch.tensor(0.05), rtol=1e-5, atol=0)
+    torch.testing.assert_close(clip.norms, norm[None], rtol=1e-6, atol=0)
+    for limit in (1e3, float('inf')):                               # a limit above the norm leaves the gradient alone
+        g, step, clip = _sgd_step(limit, norm_type)
+        torch.testing.assert_close(step, g, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(clip.norms, norm[None], rtol=1e-6, atol=0)   # inf: the norms are only recorded
+
+
+def test_grad_clip_unscales_the_gradients_of_a_grad_scaler_first():
+    "Under a GradScaler (scale 2**10) the clipped step and the recorded norm are those of the true gradients."
+    g, plain, clip = _sgd_step(0.05)
+    g, scaled, sclip = _sgd_step(0.05, scaler=torch.amp.GradScaler('cpu', init_scale=2.**10))
+    torch.testing.assert_close(scaled, plain, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(sclip.norms, clip.norms, rtol=1e-6, atol=0)
+
+
+def test_grad_clip_under_a_grad_scaler_still_skips_an_overflowed_step():
+    "An inf loss under a GradScaler: the scaler skips that step (weights unchanged) and lowers its scale; clipping does not undo it."
+    torch.manual_seed(0)
+    lin, (x, y) = nn.Linear(3, 2), _linear_data()
+    inf_loss = lambda p, t: F.mse_loss(p, t)*float('inf')
+    scaler = torch.amp.GradScaler('cpu', init_scale=2.**10)
+    learn = Learner(lin, DataLoaders([(x, y)], None), inf_loss, lr=1., cbs=[TrainCB(), GradClipCB(0.05)])
+    learn.grad_scaler, w0 = scaler, _flat(lin)
+    learn.fit(1, valid=False)
+    assert torch.equal(_flat(lin), w0) and scaler.get_scale() == 2.**9
+
+
+def test_grad_clip_records_every_step_and_syncs_once_per_epoch(monkeypatch):
+    "One norm per training step over 2 epochs (validation adds none); the only host transfer is one `.cpu()` per epoch."
+    counts = {}
+    for name in ('item', 'cpu', 'tolist', '__bool__', '__float__'):
+        orig = getattr(torch.Tensor, name)
+        def counting(self, *a, _orig=orig, _name=name, **k): counts[_name] = counts.get(_name, 0) + 1; return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    def fit(cbs):
+        counts.clear(); learn = tiny_learner(cbs=cbs); learn.fit(2); return dict(counts)
+    without, clip = fit([]), GradClipCB(1.)
+    with_clip = fit([clip])
+    assert len(clip.norms) == 2*4 and clip.norms.dtype == torch.float32 and (clip.norms > 0).all()
+    assert with_clip == {**without, 'cpu': without.get('cpu', 0) + 2}
+    tiny_learner(cbs=[clip]).fit(1, valid=False)                     # a new fit starts a new record
+    assert len(clip.norms) == 4
+
+
+def test_grad_clip_plot_draws_the_norms_and_the_limit():
+    clip = GradClipCB(0.5)
+    tiny_learner(cbs=[clip]).fit(1, valid=False)
+    ax = clip.plot()
+    line, limit = ax.lines
+    assert list(line.get_ydata()) == clip.norms.tolist() and list(limit.get_ydata()) == [0.5, 0.5]
+    assert ax.get_yscale() == 'log' and 'max_norm = 0.5' in [t.get_text() for t in ax.get_legend().get_texts()]
+    clip = GradClipCB(float('inf'))                                   # recording only: no limit to draw
+    tiny_learner(cbs=[clip]).fit(1, valid=False)
+    assert len(clip.plot().lines) == 1
 
 
 # ---------------------------------------------------------------- the GPU benchmark script

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import miniai.data as mdata
-from miniai.accel import (CheckpointCB, CheckpointError, EMA, MixedPrecision, NanGuardCB, NonFiniteLossError, load_checkpoint,
-                          save_checkpoint)
+from miniai.accel import (CheckpointCB, CheckpointError, EMA, GradClipCB, MixedPrecision, NanGuardCB, NonFiniteLossError,
+                          load_checkpoint, save_checkpoint)
 from miniai.audio import (AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder, match_rate, spectrogram_images,
                           write_wav)
 from miniai.data import (CorruptDataError, DataLoaders, DeviceImageLoader, MissingDataError, arrays_to_dataset, balanced_indices, shipped_sample,
@@ -369,6 +369,10 @@ ROWS = [
     ('accel.MixedPrecision', 'dtype=torch.float32', ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision(torch.float32))),
     ('accel.MixedPrecision', "dtype='bf16' (a string)", ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision('bf16'))),
     ('accel.EMA', 'decay=1.0', ValueError, 'EMA decay must be in [0, 1)', _fp(lambda: EMA(1.0))),
+    ('accel.GradClipCB', 'max_norm=0', ValueError, 'GradClipCB max_norm must be a number > 0 (or inf)', _fp(lambda: GradClipCB(0))),
+    ('accel.GradClipCB', 'max_norm=nan', ValueError, 'GradClipCB max_norm must be a number > 0 (or inf)', _fp(lambda: GradClipCB(NAN))),
+    ('accel.GradClipCB', 'norm_type=0', ValueError, 'GradClipCB norm_type must be a number > 0 (or inf)', _fp(lambda: GradClipCB(1., norm_type=0))),
+    ('accel.GradClipCB', "norm_type='2' (a string)", ValueError, 'GradClipCB norm_type must be a number > 0 (or inf)', _fp(lambda: GradClipCB(1., norm_type='2'))),
     ('accel.load_checkpoint', 'truncated file (model untouched)', CheckpointError, 'the file is truncated, corrupt or not a torch file', _ckpt_truncated),
     ('accel.load_checkpoint', 'checkpoint of another model config (model untouched)', CheckpointError, 'saved from another model configuration', _ckpt_other_config),
     ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),
