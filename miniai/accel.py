@@ -662,8 +662,8 @@ class NanGuardCB(Callback):
         i, phase = self.iters[int(self.first)], 'training' if learn.training else 'validation'
         raise NonFiniteLossError(
             f"NanGuardCB: the {phase} loss became {self.value.item()} at epoch {learn.epoch}, batch {i} "
-            f"(noticed at batch {learn.iter}). Lower the learning rate, check the inputs with miniai.core.check_finite, "
-            f"or use bfloat16 instead of float16.")
+            f"(noticed at batch {learn.iter}). Lower the learning rate, clip the gradients (GradClipCB), check the inputs "
+            f"with miniai.core.check_finite, or use bfloat16 instead of float16.")
 
 # %% ../nbs/03_accel.ipynb #7e2b94c3
 class GradClipCB(Callback):
