@@ -19,7 +19,7 @@ from . import __version__
 from .core import atomic_write, batch_seed, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
 from .data import DataError, fashion_dls, pil_8bit
 from .learner import RecorderCB, rec_loss
-from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, check_precision, model_device,
+from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, GradClipCB, check_precision, model_device,
                           read_checkpoint, synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
@@ -225,7 +225,7 @@ def _arg(k: str, cli: bool) -> str:
     return _FLAGS.get(k, f"--{k.replace('_', '-')}") if cli else f"`{k}`"
 
 def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond,
-                      classifier, conditional, guidance, cli: bool = False) -> tuple:
+                      classifier, conditional, guidance, grad_clip=None, cli: bool = False) -> tuple:
     "`train_diffusion`'s sizes with their defaults filled in, after refusing every value it would only trip over after training."
     a = lambda k: _arg(k, cli)
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
@@ -233,6 +233,8 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
     for k, v in dict(epochs=epochs, bs=bs, sample_steps=sample_steps, n_grid=n_grid).items():
         if v < 1: raise ValueError(f"{a(k)} must be >= 1, got {v}")
     if not (math.isfinite(lr) and lr > 0): raise ValueError(f"{a('lr')} must be a finite number > 0, got {lr}")
+    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
+        raise ValueError(f"{a('grad_clip')} must be a finite number > 0, got {grad_clip}")
     if n_fid < 0 or n_fid == 1:
         raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
     if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
@@ -310,6 +312,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     conditional: bool = False, # class-conditional model (notebook 13): labels in, classifier-free guidance
                     p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
+                    grad_clip: float | None = None, # clip the gradients' total norm to this before each step (`GradClipCB`); None: no clipping
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
                     force: bool = False,       # replace an earlier run in `out` (its checkpoint.pt is deleted as training starts, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
@@ -317,12 +320,12 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
-                                                        ema_decay, p_uncond, classifier, conditional, guidance)
+                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip)
     check_precision(precision)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
-                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None)
+                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None, grad_clip=grad_clip)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
     saved = _saved_run(out/'checkpoint.pt' if checkpoint else None)
@@ -349,7 +352,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     ema, rec = EMA(ema_decay), RecorderCB(loss=rec_loss)
     # the whole run's history: the checkpoint's epochs (if resumed) and this fit's
     history = lambda learn: dict(log=before['log'] + learn.metrics.history, losses=torch.cat([before['losses'], rec.values('loss')]))
-    cbs = [ema, rec, *cbs] + ([CompileCB(None if compile == 'default' else compile)] if compile else [])
+    cbs = [ema, rec, *cbs] + ([CompileCB(None if compile == 'default' else compile)] if compile else []) + \
+          ([GradClipCB(grad_clip)] if grad_clip is not None else [])
     if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn)),
                                            restart=_RESTART))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
@@ -387,7 +391,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         feature_model='the evaluator passed in' if evaluator is not None else _default_feature_model(quick),
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
-        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, compile=compile,
+        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, grad_clip=grad_clip, compile=compile,
         precision=precision if device.type == 'cuda' else None, precision_requested=precision,  # mixed precision is CUDA-only
         n_train=dls.train.dataset_len, train_loss=[h['loss'] for h in hist if h['phase'] == 'train'],
         valid_loss=[h['loss'] for h in hist if h['phase'] == 'eval'],
@@ -599,6 +603,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--n-fid', type=int, help='samples for FID/KID (default 2048; 256 with --quick; 0 skips FID)')
     t.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains, a tiny one with --quick; trained if missing)')
     t.add_argument('--ema-decay', type=float, default=0.999, help='EMA decay of the weights (default: %(default)s)')
+    t.add_argument('--grad-clip', type=float, metavar='MAX_NORM', help="clip the gradients' total norm to MAX_NORM before each "
+                   "optimizer step (default: no clipping)")
     t.add_argument('--precision', choices=('bf16', 'fp16', 'fp32'), default='bf16', help='mixed precision on CUDA (default: %(default)s)')
     t.add_argument('--compile', choices=('default', 'reduce-overhead'),
                    help="torch.compile the training step (meant for CUDA; each epoch's last incomplete batch is dropped)")
@@ -653,7 +659,7 @@ def main(argv: Sequence[str] | None = None, # arguments without the program name
     if a.command == 'fid': return _main_fid(p, a)
     kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
               n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
-              conditional=a.conditional, guidance=a.guidance)
+              conditional=a.conditional, guidance=a.guidance, grad_clip=a.grad_clip)
     try:  # `train_diffusion`'s own checks, with the errors naming the flags
         _check_train_args(**kw, cli=True)
         _check_train_out(Path(a.out), a.force, a.checkpoint, cli=True)

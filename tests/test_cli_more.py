@@ -35,7 +35,7 @@ def test_recipe_sizes():
 
 
 _ARGS = dict(schedule='cosine', method='ddim', quick=True, epochs=None, bs=None, lr=4e-3, sample_steps=None, n_grid=64,
-             n_fid=None, ema_decay=0.999, p_uncond=0.1, classifier=None, conditional=False, guidance=1.)
+             n_fid=None, ema_decay=0.999, p_uncond=0.1, classifier=None, conditional=False, guidance=1., grad_clip=None)
 
 def _check(**kw): return _check_train_args(**{**_ARGS, **kw})
 
@@ -52,18 +52,22 @@ def test_argument_limits():
     for kw, msg in ((dict(lr=0.), r'`lr` must be a finite number > 0, got 0'), (dict(n_fid=-2), '`n_fid` must be 0'),
                     (dict(ema_decay=-0.1), r'`ema_decay` must be in \[0, 1\)'), (dict(p_uncond=-0.1), r'`p_uncond` must be in \[0, 1\]'),
                     (dict(p_uncond=1.01), '`p_uncond`'), (dict(bs=0), '`bs` must be >= 1, got 0'),
-                    (dict(conditional=True, guidance=-0.5), '`guidance` must be a finite number >= 0')):
+                    (dict(conditional=True, guidance=-0.5), '`guidance` must be a finite number >= 0'),
+                    (dict(grad_clip=0.), r'`grad_clip` must be a finite number > 0, got 0'), (dict(grad_clip=float('inf')), '`grad_clip`'),
+                    (dict(grad_clip=float('nan')), '`grad_clip`')):
         with pytest.raises(ValueError, match=msg): _check(**kw)
     # the edges that are allowed
     assert _check(ema_decay=0.)[0] == 1
     assert _check(conditional=True, p_uncond=1.)[0] == 1 and _check(conditional=True, p_uncond=0.)[0] == 1
     assert _check(conditional=True, guidance=0.)[0] == 1   # guidance 0: the unconditional model
+    assert _check(grad_clip=1e-9)[0] == 1
 
 
 def test_cli_argument_messages_name_flags(tmp_path, capsys):
     for bad, msg in ((['--n-fid', '-2'], '--n-fid must be 0 (no FID)'), (['--ema-decay', '-0.5'], '--ema-decay must be in [0, 1)'),
                      (['--conditional', '--p-uncond', '1.5'], '--p-uncond must be in [0, 1]'),
-                     (['--conditional', '--guidance', '-1'], '--guidance must be a finite number >= 0')):
+                     (['--conditional', '--guidance', '-1'], '--guidance must be a finite number >= 0'),
+                     (['--grad-clip', '-1'], '--grad-clip must be a finite number > 0')):
         with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, bad
     assert not (tmp_path/'run').exists()
@@ -74,7 +78,8 @@ def test_train_passes_cli_settings(tmp_path, monkeypatch):
     seen = []
     def fake(**kw): seen.append(kw); raise _Stop()
     monkeypatch.setattr('miniai.cli.train_diffusion', fake)
-    for extra, want in (([], dict(precision='bf16', method='ddim', schedule='cosine', checkpoint=False, compile=None)),
+    for extra, want in (([], dict(precision='bf16', method='ddim', schedule='cosine', checkpoint=False, compile=None, grad_clip=None)),
+                        (['--grad-clip', '0.5'], dict(grad_clip=0.5)),
                         (['--precision', 'fp32'], dict(precision=None)), (['--precision', 'fp16'], dict(precision='fp16')),
                         (['--schedule', 'linear', '--sampler', 'ddpm', '--checkpoint', '--seed', '3', '--ema-decay', '0.5'],
                          dict(schedule='linear', method='ddpm', checkpoint=True, seed=3, ema_decay=0.5)),
@@ -313,6 +318,16 @@ def test_resume_refuses_checkpoint_without_settings_or_other_precision(cosine_ru
     del ck['extra']['settings']
     torch.save(ck, out/'checkpoint.pt')
     with pytest.raises(CheckpointError, match='does not record the settings'): train_diffusion(out=out, **kw)
+
+
+def test_grad_clip_reaches_the_learner_and_metrics(tmp_path, cosine_run):
+    "grad_clip adds one GradClipCB (every step's norm recorded, here all above the limit) and is written to metrics.json."
+    from miniai.accel import GradClipCB
+    r = _train(tmp_path/'run', grad_clip=1e-3)
+    clip, = [cb for cb in r.res['learn'].cbs if isinstance(cb, GradClipCB)]
+    assert clip.max_norm == 1e-3 and len(clip.norms) == 2 and (clip.norms > 1e-3).all()   # 64 images, batches of 32
+    assert r.metrics['grad_clip'] == 1e-3
+    assert cosine_run.metrics['grad_clip'] is None and not any(isinstance(cb, GradClipCB) for cb in cosine_run.res['learn'].cbs)
 
 
 def test_conditional_run_drops_labels_and_lays_grid_by_class(tmp_path):
