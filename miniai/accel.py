@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from .core import atomic_write, default_device, map_tensors, remove_stale_tmp, to_real
+from .core import atomic_write, check_positive, default_device, map_tensors, remove_stale_tmp, to_real
 from .learner import Callback, Learner, batch_size
 
 # %% auto #0
@@ -666,29 +666,41 @@ class NanGuardCB(Callback):
             f"with miniai.core.check_finite, or use bfloat16 instead of float16.")
 
 # %% ../nbs/03_accel.ipynb #7e2b94c3
+def _mul_grads(grads: list, c: torch.Tensor):
+    "Multiply `grads` in place by the 0-d tensor `c`: one fused kernel per device, no host sync."
+    by_device = {}
+    for g in grads: by_device.setdefault(g.device, []).append(g)
+    for dev, gs in by_device.items(): torch._foreach_mul_(gs, c.to(dev))
+
 class GradClipCB(Callback):
-    "Clip the gradients' total norm to `max_norm` before each optimizer step (unscaled first under a GradScaler), with no host sync."
+    "Clip the gradients' total norm to `max_norm` before each optimizer step (true gradients under a GradScaler), with no host sync."
     order = 10
     def __init__(self,
-                 max_norm: float = 1.0,  # the largest total norm of the gradients passed to the optimizer (inf: only record)
+                 max_norm: float = 1.0,  # the largest total norm of the gradients passed to the optimizer
                  norm_type: float = 2.0):  # p of the p-norm over all gradients together (float('inf'): the largest entry)
-        for name, v in (('max_norm', max_norm), ('norm_type', norm_type)):
-            if (f := to_real(v)) is None or not f > 0: raise ValueError(f"GradClipCB {name} must be a number > 0 (or inf), got {v!r}")
-        self.max_norm, self.norm_type, self.norms, self._epoch = float(max_norm), float(norm_type), torch.zeros(0), []
+        self.max_norm = check_positive(max_norm, 'GradClipCB max_norm')
+        if (p := to_real(norm_type)) is None or not p > 0:
+            raise ValueError(f"GradClipCB norm_type must be a number > 0 (or inf), got {norm_type!r}")
+        self.norm_type, self.norms, self._epoch = p, torch.zeros(0), []
 
     def before_fit(self, learn): self.norms, self._epoch = torch.zeros(0), []
     def after_backward(self, learn):
-        if learn.grad_scaler is not None: learn.grad_scaler.unscale_(learn.opt)   # clip the true gradients, not scaled ones
         params = [p for g in learn.opt.param_groups for p in g['params']]
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads: return
+        sc = learn.grad_scaler   # its scale, read as a device tensor; the scaler's own state is left alone
+        s = sc.scale(torch.ones((), device=grads[0].device)) if sc is not None else None
+        if s is not None: _mul_grads(grads, 1/s)   # the true gradients
         self._epoch.append(nn.utils.clip_grad_norm_(params, self.max_norm, self.norm_type))
+        if s is not None: _mul_grads(grads, s)     # scaled again: the scaler's step unscales them and skips overflows
     def cleanup_epoch(self, learn):   # one sync per epoch: its norms join `norms` on the CPU
         if self._epoch: self.norms, self._epoch = torch.cat([self.norms, torch.stack(self._epoch).float().cpu()]), []
 
     def plot(self, ax: Any = None):  # axes to draw on; None: new pyplot axes (returned)
-        "The total gradient norm of each training step of the last fit, before clipping, with a finite `max_norm` as a line."
+        "The total gradient norm of each training step of the last fit, before clipping, with `max_norm` as a line."
         import matplotlib.pyplot as plt
         if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot(range(1, len(self.norms) + 1), self.norms, lw=1, label='norm before clipping')
-        if self.max_norm < float('inf'): ax.axhline(self.max_norm, color='C3', ls='--', label=f'max_norm = {self.max_norm:g}')
+        ax.axhline(self.max_norm, color='C3', ls='--', label=f'max_norm = {self.max_norm:g}')
         ax.set_yscale('log'); ax.set_xlabel('step'); ax.set_ylabel('gradient norm'); ax.legend()
         return ax

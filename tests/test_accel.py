@@ -423,10 +423,9 @@ def test_grad_clip_step_is_the_gradient_cut_to_max_norm(norm_type):
     torch.testing.assert_close(step, g*0.05/norm, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(torch.linalg.vector_norm(step, norm_type), torch.tensor(0.05), rtol=1e-5, atol=0)
     torch.testing.assert_close(clip.norms, norm[None], rtol=1e-6, atol=0)
-    for limit in (1e3, float('inf')):                               # a limit above the norm leaves the gradient alone
-        g, step, clip = _sgd_step(limit, norm_type)
-        torch.testing.assert_close(step, g, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(clip.norms, norm[None], rtol=1e-6, atol=0)   # inf: the norms are only recorded
+    g, step, clip = _sgd_step(1e3, norm_type)                      # a limit above the norm leaves the gradient alone
+    torch.testing.assert_close(step, g, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(clip.norms, norm[None], rtol=1e-6, atol=0)
 
 
 def test_grad_clip_unscales_the_gradients_of_a_grad_scaler_first():
@@ -438,7 +437,7 @@ def test_grad_clip_unscales_the_gradients_of_a_grad_scaler_first():
 
 
 def test_grad_clip_under_a_grad_scaler_still_skips_an_overflowed_step():
-    "An inf loss under a GradScaler: the scaler skips that step (weights unchanged) and lowers its scale; clipping does not undo it."
+    "An inf loss under a GradScaler: the scaler still skips that step (weights unchanged) and lowers its scale: clipping hides no overflow."
     torch.manual_seed(0)
     lin, (x, y) = nn.Linear(3, 2), _linear_data()
     inf_loss = lambda p, t: F.mse_loss(p, t)*float('inf')
@@ -452,8 +451,8 @@ def test_grad_clip_under_a_grad_scaler_still_skips_an_overflowed_step():
 def test_grad_clip_records_every_step_and_syncs_once_per_epoch(monkeypatch):
     "One norm per training step over 2 epochs (validation adds none); the only host transfer is one `.cpu()` per epoch."
     counts = {}
-    for name in ('item', 'cpu', 'tolist', '__bool__', '__float__'):
-        orig = getattr(torch.Tensor, name)
+    for name in ('item', 'cpu', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__'):   # (on a CPU, `.to` cannot
+        orig = getattr(torch.Tensor, name)                                                       # be told from a no-op)
         def counting(self, *a, _orig=orig, _name=name, **k): counts[_name] = counts.get(_name, 0) + 1; return _orig(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, counting)
     def fit(cbs):
@@ -473,9 +472,28 @@ def test_grad_clip_plot_draws_the_norms_and_the_limit():
     line, limit = ax.lines
     assert list(line.get_ydata()) == clip.norms.tolist() and list(limit.get_ydata()) == [0.5, 0.5]
     assert ax.get_yscale() == 'log' and 'max_norm = 0.5' in [t.get_text() for t in ax.get_legend().get_texts()]
-    clip = GradClipCB(float('inf'))                                   # recording only: no limit to draw
-    tiny_learner(cbs=[clip]).fit(1, valid=False)
-    assert len(clip.plot().lines) == 1
+
+
+class CutShort(Callback):
+    "After the backward pass of training batch `at` (0 and 2 of each epoch by default), cancel that batch or raise `exc`."
+    order = 20
+    def __init__(self, exc=CancelBatchException, at=(0, 2)): self.exc, self.at = exc, at
+    def after_backward(self, learn):
+        if learn.iter in self.at: raise self.exc()
+
+
+@pytest.mark.parametrize('exc', [CancelBatchException, KeyboardInterrupt])
+def test_grad_clip_under_a_grad_scaler_survives_batches_cut_short_after_backward(exc):
+    "Steps cut short between backward and step (a cancelled batch, an interrupted fit) leave the scaler ready for the next ones."
+    def run(scaler):
+        learn = tiny_learner(cbs=[GradClipCB(0.05), CutShort(exc)], opt_func=torch.optim.SGD)
+        learn.grad_scaler = scaler
+        for _ in range(2):   # an interrupted fit is fitted again
+            try: learn.fit(1, valid=False)
+            except KeyboardInterrupt: pass
+        return _flat(learn.model)
+    scaled = run(torch.amp.GradScaler('cpu', init_scale=2.**10))
+    torch.testing.assert_close(scaled, run(None), rtol=1e-5, atol=1e-7)   # the same steps as without a scaler
 
 
 # ---------------------------------------------------------------- the GPU benchmark script
