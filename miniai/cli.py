@@ -16,7 +16,8 @@ from tqdm import tqdm
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from . import __version__
-from .core import atomic_write, batch_seed, cache_dir, check_int, default_device, env_flag, is_quick, set_seed
+from .core import (atomic_write, batch_seed, cache_dir, check_int, check_positive, default_device, env_flag, is_quick,
+                         set_seed)
 from .data import DataError, fashion_dls, pil_8bit
 from .learner import RecorderCB, rec_loss
 from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, GradClipCB, check_precision, model_device,
@@ -232,9 +233,8 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
     epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
     for k, v in dict(epochs=epochs, bs=bs, sample_steps=sample_steps, n_grid=n_grid).items():
         if v < 1: raise ValueError(f"{a(k)} must be >= 1, got {v}")
-    if not (math.isfinite(lr) and lr > 0): raise ValueError(f"{a('lr')} must be a finite number > 0, got {lr}")
-    if grad_clip is not None and not (math.isfinite(grad_clip) and grad_clip > 0):
-        raise ValueError(f"{a('grad_clip')} must be a finite number > 0, got {grad_clip}")
+    check_positive(lr, a('lr'))
+    if grad_clip is not None: check_positive(grad_clip, a('grad_clip'))
     if n_fid < 0 or n_fid == 1:
         raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
     if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
