@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .core import atomic_write, default_device, set_default_device
 from .data import DataLoaders, DeviceImageLoader
 from .learner import Callback, LRFinderCB, MetricsCB, ProgressCB
-from .accel import CheckpointCB, NanGuardCB, model_device, read_checkpoint, save_checkpoint
+from .accel import CheckpointCB, GradAccumCB, NanGuardCB, model_device, read_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['get_rank', 'get_world_size', 'is_main_process', 'barrier', 'init_distributed', 'cleanup_distributed', 'ShardedLoader',
@@ -344,7 +344,7 @@ class StepCheckpointCB(CheckpointCB):
         self.every_steps = every_steps
 
     def before_fit(self, learn):
-        self.steps, self._carry, self._warned = 0, None, False
+        self.steps, self._carry, self._warned, self._due = 0, None, False, False
         resuming = self.resume and learn.fit_train and self.path.exists()   # an evaluation-only fit resumes nothing
         super().before_fit(learn)  # loads (or refuses) the checkpoint
         if not resuming: return
@@ -363,7 +363,10 @@ class StepCheckpointCB(CheckpointCB):
     def after_batch(self, learn):
         if not learn.training: return
         self.steps += 1
-        if self.steps % self.every_steps or not is_main_process(): return
+        self._due = self._due or self.steps % self.every_steps == 0
+        if not self._due or not is_main_process(): return
+        if any(isinstance(cb, GradAccumCB) and cb.count for cb in learn.cbs): return   # mid-way through a summed step: save after it
+        self._due = False
         if not (hasattr(learn.dl, 'state_dict') and hasattr(learn.dl, 'load_state_dict')):
             if not self._warned: warnings.warn(f"StepCheckpointCB: {type(learn.dl).__name__} cannot report or restore its position "
                                                "(no state_dict): checkpoints are saved at epoch ends only")

@@ -20,10 +20,10 @@ with warnings.catch_warnings():  # torcheval's import warns about torch.jit.scri
     import torcheval.metrics  # noqa: F401
 
 # %% auto #0
-__all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs', 'Learner',
-           'TrainCB', 'TrainLearner', 'DeviceCB', 'BatchTransformCB', 'batch_size', 'MetricsCB', 'in_notebook',
-           'format_log', 'ProgressCB', 'SingleBatchCB', 'LRFinderCB', 'lr_find', 'BaseSchedCB', 'BatchSchedCB',
-           'EpochSchedCB', 'OneCycleCB', 'rec_lr', 'rec_loss', 'RecorderCB']
+__all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'CancelStepException', 'Callback',
+           'run_cbs', 'Learner', 'TrainCB', 'TrainLearner', 'DeviceCB', 'BatchTransformCB', 'batch_size', 'MetricsCB',
+           'in_notebook', 'format_log', 'ProgressCB', 'SingleBatchCB', 'LRFinderCB', 'lr_find', 'BaseSchedCB',
+           'BatchSchedCB', 'EpochSchedCB', 'OneCycleCB', 'rec_lr', 'rec_loss', 'RecorderCB']
 
 # %% ../nbs/02_learner.ipynb #0c15a16d
 class CancelFitException(Exception):
@@ -34,6 +34,9 @@ class CancelEpochException(Exception):
 
 class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch: the next batch still runs."
+
+class CancelStepException(Exception):
+    "Raise in `after_backward`, `step` or `after_step` to skip the rest of the optimizer step and `zero_grad`: the gradients stay."
 
 _cancel_exceptions = {'fit': CancelFitException, 'epoch': CancelEpochException, 'batch': CancelBatchException}
 _cancel_any = tuple(_cancel_exceptions.values())
@@ -139,9 +142,12 @@ class Learner:
         self.predict(); self.callback('after_predict')
         self.get_loss(); self.callback('after_loss')
         if not self.training: return
-        self.backward(); self.callback('after_backward')
-        self.step(); self.callback('after_step')
-        self.zero_grad()
+        self.backward()
+        try:
+            self.callback('after_backward')
+            self.step(); self.callback('after_step')
+            self.zero_grad()
+        except CancelStepException: pass   # no step this batch: the gradients stay, the next batch's add to them
 
     def predict(self):   "Fire `predict` (callbacks set `learn.preds`)."; self.callback('predict')
     def get_loss(self):  "Fire `get_loss` (callbacks set `learn.loss`)."; self.callback('get_loss')
@@ -444,7 +450,10 @@ class BaseSchedCB(Callback):
     def __init__(self, sched_fn: Callable): self.sched_fn = sched_fn  # optimizer -> LR scheduler
     def before_fit(self, learn): self.sched = learn.sched = self.sched_fn(learn.opt)
     def _step_sched(self, learn):
-        if learn.training: self.sched.step()
+        if not learn.training: return
+        with warnings.catch_warnings():   # torch warns when the first batch took no optimizer step (GradAccumCB, a GradScaler's skip):
+            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')   # each step
+            self.sched.step()   # still takes the schedule's value at its batch
 
 class BatchSchedCB(BaseSchedCB):
     "Step an LR scheduler after every training batch."

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import Callback, Learner, MetricsCB, TrainCB
+from miniai.accel import GradAccumCB
 from miniai.core import remove_stale_tmp
 from miniai.distributed import (DistributedCB, ShardedLoader, StepCheckpointCB, _check_same, _rank_seed, all_gather_cat,
                                 all_reduce_sum, barrier, cleanup_distributed, get_rank, get_world_size, init_distributed,
@@ -391,6 +392,32 @@ def _distributed_fit(rank, world):
 def test_distributed_cb_on_two_processes_warns_once_checks_data_and_restores_loaders():
     "DistributedCB on 2 gloo processes: rank-0-only callbacks and warning, mismatched data refused, loaders restored."
     run_ranks(_distributed_fit)
+
+
+def _accumulated_ddp_fit(rank, world):
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8, generator=g), torch.randint(0, 3, (64,), generator=g)
+    def fit(bs, cbs):
+        set_seed(0)
+        dls = DataLoaders(DeviceImageLoader(x, y, bs=bs, shuffle=True, seed=0, device='cpu'), DeviceImageLoader(x, y, bs=16, device='cpu'))
+        learn = Learner(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), dls, F.cross_entropy, lr=0.1, cbs=[TrainCB(), *cbs])
+        learn.fit(2, valid=False)
+        return learn
+    dcb, reductions = DistributedCB(), []
+    class CountAllReduce(Callback):
+        order = -14   # after DistributedCB has wrapped the model
+        def before_fit(self, learn):
+            dcb.ddp.register_comm_hook(None, lambda state, bucket: (reductions.append(1), allreduce_hook(None, bucket))[1])
+    acc = fit(8, [dcb, GradAccumCB(2), CountAllReduce()])   # 2 ranks x 8 items a batch, 2 batches a step: 32 items a step
+    assert len(reductions) == 4   # one all-reduce per step (2 epochs of 2 steps), none for the batches that only add up
+    ref = fit(32, [])   # one process, batches of 32: the same items in each step
+    for p, q in zip(acc.model.parameters(), ref.model.parameters()): torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_under_ddp_reduces_once_per_step_and_matches_the_big_batch():
+    "GradAccumCB(2) on 2 gloo processes: batches that only add up run in `no_sync`; the weights are those of one process with 4x the batch."
+    run_ranks(_accumulated_ddp_fit)
 
 
 def test_step_checkpoint_never_writes_a_diverged_model_over_the_last_good_one(tmp_path):
