@@ -20,7 +20,7 @@ from .core import (atomic_write, batch_seed, cache_dir, check_int, check_positiv
                          set_seed)
 from .data import DataError, fashion_dls, pil_8bit
 from .learner import RecorderCB, rec_loss
-from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, GradClipCB, check_precision, model_device,
+from .accel import (EMA, CheckpointCB, CheckpointError, CompileCB, GradAccumCB, GradClipCB, check_precision, model_device,
                           read_checkpoint, synchronize)
 from .models.resnet import (QUICK_CLASSIFIER_CONFIG, fashion_classifier_path, load_fashion_classifier,
                                    train_fashion_classifier)
@@ -152,16 +152,16 @@ def save_image_grid(images: Tensor, # (N, 1, H, W) in [-1, 1]
     with atomic_write(path) as tmp: plt.imsave(tmp, ((grid + 1)/2).clamp(0, 1).numpy(), cmap='gray', vmin=0, vmax=1, format='png')
     return Path(path)
 
-def save_loss_plot(losses: Sequence[float],   # training loss per batch
-                   valid: Sequence[tuple],     # (batch number, validation loss) per epoch
+def save_loss_plot(losses: Sequence[float],   # training loss per optimizer step (that of the step's last batch)
+                   valid: Sequence[tuple],     # (step number, validation loss) per epoch
                    path: str | Path,           # the PNG file to write (its folder is created)
                   ) -> Path:
-    "Save the training loss per batch and the validation loss per epoch as a PNG (written atomically)."
+    "Save the training loss per optimizer step and the validation loss per epoch as a PNG (written atomically)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(6, 3.5)); ax = fig.add_subplot()
-    ax.plot(range(1, len(losses) + 1), losses, lw=0.8, label='train (per batch)')
+    ax.plot(range(1, len(losses) + 1), losses, lw=0.8, label='train (per step)')
     if valid: ax.plot(*zip(*valid), 'o-', label='valid (per epoch)')
-    ax.set_yscale('log'); ax.set_xlabel('batch'); ax.set_ylabel('MSE on the noise'); ax.legend()
+    ax.set_yscale('log'); ax.set_xlabel('optimizer step'); ax.set_ylabel('MSE on the noise'); ax.legend()
     with atomic_write(path) as tmp: fig.savefig(tmp, dpi=100, bbox_inches='tight', format='png')
     return Path(path)
 
@@ -226,7 +226,7 @@ def _arg(k: str, cli: bool) -> str:
     return _FLAGS.get(k, f"--{k.replace('_', '-')}") if cli else f"`{k}`"
 
 def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond,
-                      classifier, conditional, guidance, grad_clip=None, cli: bool = False) -> tuple:
+                      classifier, conditional, guidance, grad_clip=None, grad_accum=1, cli: bool = False) -> tuple:
     "`train_diffusion`'s sizes with their defaults filled in, after refusing every value it would only trip over after training."
     a = lambda k: _arg(k, cli)
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
@@ -235,6 +235,8 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
         if v < 1: raise ValueError(f"{a(k)} must be >= 1, got {v}")
     check_positive(lr, a('lr'))
     if grad_clip is not None: check_positive(grad_clip, a('grad_clip'))
+    if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"{a('grad_accum')} must be an int >= 1, got {grad_accum!r}")
     if n_fid < 0 or n_fid == 1:
         raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
     if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
@@ -281,12 +283,14 @@ def _saved_run(path: Path | None) -> dict | None:
                               f"resuming it cannot be checked: {_RESTART}")
     return extra
 
+_OLDER_DEFAULTS = dict(grad_accum=1)   # settings that checkpoints written before them lack, with the value those runs used
+
 def _check_saved_settings(path: Path, saved: dict | None, settings: dict):
     "Refuse to resume the run `saved` at `path` (if any) unless it was trained with `settings`."
     if saved is None: return
     what = dict(data=' (a hash of the training images: another copy or subset, or the shipped sample standing in for a missing copy)')
-    diff = [f"{k} {saved['settings'].get(k)!r} (checkpoint) vs {v!r} (now){what.get(k, '')}"
-            for k, v in settings.items() if saved['settings'].get(k) != v]
+    was = lambda k: saved['settings'].get(k, _OLDER_DEFAULTS.get(k))   # (a missing grad_clip reads None: unclipped)
+    diff = [f"{k} {was(k)!r} (checkpoint) vs {v!r} (now){what.get(k, '')}" for k, v in settings.items() if was(k) != v]
     if diff: raise CheckpointError(f"{path} was trained with other settings: {', '.join(diff)}. Resume with the checkpoint's "
                                    f"settings, or {_RESTART}")
 
@@ -313,6 +317,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
                     grad_clip: float | None = None, # clip the gradients' total norm to this before each step (`GradClipCB`); None: no clipping
+                    grad_accum: int = 1,       # batches of `bs` per optimizer step (`GradAccumCB`): a step of `grad_accum*bs` images
                     checkpoint: bool = False,  # keep `out/checkpoint.pt` after every epoch and continue from it if it exists
                     force: bool = False,       # replace an earlier run in `out` (its checkpoint.pt is deleted as training starts, unless `checkpoint` continues it)
                     cbs: Sequence = (),        # extra Learner callbacks
@@ -320,12 +325,13 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
-                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip)
+                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip, grad_accum)
     check_precision(precision)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
-                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None, grad_clip=grad_clip)
+                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None, grad_clip=grad_clip,
+                    grad_accum=grad_accum)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
     saved = _saved_run(out/'checkpoint.pt' if checkpoint else None)
@@ -353,7 +359,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     # the whole run's history: the checkpoint's epochs (if resumed) and this fit's
     history = lambda learn: dict(log=before['log'] + learn.metrics.history, losses=torch.cat([before['losses'], rec.values('loss')]))
     cbs = [ema, rec, *cbs] + ([CompileCB(None if compile == 'default' else compile)] if compile else []) + \
-          ([GradClipCB(grad_clip)] if grad_clip is not None else [])
+          ([GradClipCB(grad_clip)] if grad_clip is not None else []) + ([GradAccumCB(grad_accum)] if grad_accum > 1 else [])
     if checkpoint: cbs.append(CheckpointCB(out/'checkpoint.pt', extra=lambda learn: dict(settings=settings, history=history(learn)),
                                            restart=_RESTART))
     kw = dict(lr=lr, cbs=cbs, precision=precision, progress=progress, device=device)
@@ -366,8 +372,8 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     hist, losses = run['log'], run['losses'].tolist()
     train_s = sum(h['time'] for h in hist if h['phase'] == 'train')
     n_trained = sum(h['phase'] == 'train' for h in hist)
-    n_batches = len(losses)//n_trained if n_trained else len(dls.train)  # per epoch, as trained (`CompileCB` drops a last batch)
-    valid = [((h['epoch'] + 1)*n_batches, h['loss']) for h in hist if h['phase'] == 'eval']
+    n_steps = len(losses)//n_trained if n_trained else -(-len(dls.train)//grad_accum)  # per epoch, as trained (`CompileCB` drops a last batch)
+    valid = [((h['epoch'] + 1)*n_steps, h['loss']) for h in hist if h['phase'] == 'eval']
     sampler = make_sampler(learn.model, schedule, method, sample_steps, quick=quick, guidance=guidance)
     grid_labels, fid_labels = (balanced_labels(n_grid), balanced_labels(n_fid)) if conditional else (None, None)
     with ema.average():
@@ -391,7 +397,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         feature_model='the evaluator passed in' if evaluator is not None else _default_feature_model(quick),
         conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
-        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, grad_clip=grad_clip, compile=compile,
+        epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, grad_clip=grad_clip, grad_accum=grad_accum, compile=compile,
         precision=precision if device.type == 'cuda' else None, precision_requested=precision,  # mixed precision is CUDA-only
         n_train=dls.train.dataset_len, train_loss=[h['loss'] for h in hist if h['phase'] == 'train'],
         valid_loss=[h['loss'] for h in hist if h['phase'] == 'eval'],
@@ -605,6 +611,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--ema-decay', type=float, default=0.999, help='EMA decay of the weights (default: %(default)s)')
     t.add_argument('--grad-clip', type=float, metavar='MAX_NORM', help="clip the gradients' total norm to MAX_NORM before each "
                    "optimizer step (default: no clipping)")
+    t.add_argument('--grad-accum', type=int, default=1, metavar='N', help="add up the gradients of N batches of --bs "
+                   "images and step once: a step of N x bs images in the memory of one batch (default: %(default)s)")
     t.add_argument('--precision', choices=('bf16', 'fp16', 'fp32'), default='bf16', help='mixed precision on CUDA (default: %(default)s)')
     t.add_argument('--compile', choices=('default', 'reduce-overhead'),
                    help="torch.compile the training step (meant for CUDA; each epoch's last incomplete batch is dropped)")
@@ -659,7 +667,7 @@ def main(argv: Sequence[str] | None = None, # arguments without the program name
     if a.command == 'fid': return _main_fid(p, a)
     kw = dict(schedule=a.schedule, method=a.sampler, quick=a.quick, epochs=a.epochs, bs=a.bs, lr=a.lr, sample_steps=a.sample_steps,
               n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
-              conditional=a.conditional, guidance=a.guidance, grad_clip=a.grad_clip)
+              conditional=a.conditional, guidance=a.guidance, grad_clip=a.grad_clip, grad_accum=a.grad_accum)
     try:  # `train_diffusion`'s own checks, with the errors naming the flags
         _check_train_args(**kw, cli=True)
         _check_train_out(Path(a.out), a.force, a.checkpoint, cli=True)

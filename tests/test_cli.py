@@ -252,7 +252,8 @@ def test_train_resume_refuses_other_settings(finished_run, monkeypatch, capsys):
     _no_training(monkeypatch)
     for change, names in ((dict(lr=1e-2), ['lr']), (dict(bs=16, seed=1), ['bs', 'seed']), (dict(epochs=2), ['epochs']),
                           (dict(schedule='linear'), ['schedule']), (dict(conditional=True), ['conditional', 'p_uncond']),
-                          (dict(ema_decay=0.9, limit=(32, 32)), ['ema_decay', 'limit']), (dict(grad_clip=1.), ['grad_clip'])):
+                          (dict(ema_decay=0.9, limit=(32, 32)), ['ema_decay', 'limit']), (dict(grad_clip=1.), ['grad_clip']),
+                          (dict(grad_accum=2), ['grad_accum'])):
         with pytest.raises(CheckpointError, match='was trained with other settings') as e:
             train_diffusion(out=tmp_path, checkpoint=True, **{**TRAIN_KW, **change})
         assert all(f'{n} ' in str(e.value) for n in names), (change, str(e.value))

@@ -54,7 +54,8 @@ def test_argument_limits():
                     (dict(p_uncond=1.01), '`p_uncond`'), (dict(bs=0), '`bs` must be >= 1, got 0'),
                     (dict(conditional=True, guidance=-0.5), '`guidance` must be a finite number >= 0'),
                     (dict(grad_clip=0.), r'`grad_clip` must be a finite number > 0, got 0'), (dict(grad_clip=float('inf')), '`grad_clip`'),
-                    (dict(grad_clip=float('nan')), '`grad_clip`')):
+                    (dict(grad_clip=float('nan')), '`grad_clip`'), (dict(grad_accum=0), r'`grad_accum` must be an int >= 1, got 0'),
+                    (dict(grad_accum=1.5), '`grad_accum`'), (dict(grad_accum=True), '`grad_accum`')):
         with pytest.raises(ValueError, match=msg): _check(**kw)
     # the edges that are allowed
     assert _check(ema_decay=0.)[0] == 1
@@ -67,7 +68,8 @@ def test_cli_argument_messages_name_flags(tmp_path, capsys):
     for bad, msg in ((['--n-fid', '-2'], '--n-fid must be 0 (no FID)'), (['--ema-decay', '-0.5'], '--ema-decay must be in [0, 1)'),
                      (['--conditional', '--p-uncond', '1.5'], '--p-uncond must be in [0, 1]'),
                      (['--conditional', '--guidance', '-1'], '--guidance must be a finite number >= 0'),
-                     (['--grad-clip', '-1'], '--grad-clip must be a finite number > 0')):
+                     (['--grad-clip', '-1'], '--grad-clip must be a finite number > 0'),
+                     (['--grad-accum', '0'], '--grad-accum must be an int >= 1, got 0')):
         with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, bad
     assert not (tmp_path/'run').exists()
@@ -78,8 +80,9 @@ def test_train_passes_cli_settings(tmp_path, monkeypatch):
     seen = []
     def fake(**kw): seen.append(kw); raise _Stop()
     monkeypatch.setattr('miniai.cli.train_diffusion', fake)
-    for extra, want in (([], dict(precision='bf16', method='ddim', schedule='cosine', checkpoint=False, compile=None, grad_clip=None)),
-                        (['--grad-clip', '0.5'], dict(grad_clip=0.5)),
+    for extra, want in (([], dict(precision='bf16', method='ddim', schedule='cosine', checkpoint=False, compile=None, grad_clip=None,
+                              grad_accum=1)),
+                        (['--grad-clip', '0.5', '--grad-accum', '4'], dict(grad_clip=0.5, grad_accum=4)),
                         (['--precision', 'fp32'], dict(precision=None)), (['--precision', 'fp16'], dict(precision='fp16')),
                         (['--schedule', 'linear', '--sampler', 'ddpm', '--checkpoint', '--seed', '3', '--ema-decay', '0.5'],
                          dict(schedule='linear', method='ddpm', checkpoint=True, seed=3, ema_decay=0.5)),
@@ -315,6 +318,11 @@ def test_resume_refuses_checkpoint_without_settings_or_other_precision(cosine_ru
         with pytest.raises(CheckpointError, match=r"precision 'bf16' \(checkpoint\)"): train_diffusion(out=out, precision=prec, **kw)
     with pytest.raises(CheckpointError, match='compile None'): train_diffusion(out=out, compile='default', **kw)
     ck = torch.load(out/'checkpoint.pt', weights_only=True)
+    del ck['extra']['settings']['grad_accum']   # written before the option: it trained a step per batch
+    torch.save(ck, out/'checkpoint.pt')
+    with pytest.raises(CheckpointError, match=r'grad_accum 1 \(checkpoint\) vs 2 \(now\)'): train_diffusion(out=out, grad_accum=2, **kw)
+    train_diffusion(out=out, **kw)   # resumed: nothing left to train
+    ck = torch.load(out/'checkpoint.pt', weights_only=True)
     del ck['extra']['settings']
     torch.save(ck, out/'checkpoint.pt')
     with pytest.raises(CheckpointError, match='does not record the settings'): train_diffusion(out=out, **kw)
@@ -328,6 +336,16 @@ def test_grad_clip_reaches_the_learner_and_metrics(tmp_path, cosine_run):
     assert clip.max_norm == 1e-3 and len(clip.norms) == 2 and (clip.norms > 1e-3).all()   # 64 images, batches of 32
     assert r.metrics['grad_clip'] == 1e-3
     assert cosine_run.metrics['grad_clip'] is None and not any(isinstance(cb, GradClipCB) for cb in cosine_run.res['learn'].cbs)
+
+
+def test_grad_accum_reaches_the_learner_and_metrics(tmp_path, cosine_run):
+    "grad_accum=2 adds one GradAccumCB: 2 batches of 32 make one step (the loss history holds one loss); metrics.json records it."
+    from miniai.accel import GradAccumCB
+    r = _train(tmp_path/'run', grad_accum=2, checkpoint=True)
+    acc, = [cb for cb in r.res['learn'].cbs if isinstance(cb, GradAccumCB)]
+    assert acc.n == 2 and len(r.rec.params) == 2 and len(r.rec.batches) == 2   # before training, after the one step
+    assert r.metrics['grad_accum'] == 2 and len(torch.load(r.out/'checkpoint.pt', weights_only=True)['extra']['history']['losses']) == 1
+    assert cosine_run.metrics['grad_accum'] == 1 and not any(isinstance(cb, GradAccumCB) for cb in cosine_run.res['learn'].cbs)
 
 
 def test_conditional_run_drops_labels_and_lays_grid_by_class(tmp_path):
