@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from .core import atomic_write, check_positive, default_device, map_tensors, remove_stale_tmp, to_real
+from .core import atomic_write, check_int, check_positive, default_device, map_tensors, remove_stale_tmp, to_real
 from .learner import Callback, CancelStepException, Learner, batch_size
 
 # %% auto #0
@@ -122,6 +122,8 @@ def _drop_incomplete_batch(dl) -> bool:
     except (AttributeError, ValueError): return False  # fixed after construction (a torch `DataLoader`)
     if hasattr(dl, '__len__') and len(dl) == 0: dl.drop_last = False; return False  # fewer items than one batch
     return True
+
+_CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')   # the `torch.compile` modes that capture CUDA graphs
 
 class CompileCB(Callback):
     "Compile the model's training step in place with `torch.compile`; validation and calls after `fit` run eagerly."
@@ -712,13 +714,17 @@ class GradAccumCB(Callback):
     order = -5   # after DistributedCB (-15), which puts the DDP model in place; before GradClipCB (10), which clips the mean
     in_lr_find = False   # the LR finder steps at every batch
     def __init__(self, n: int = 2):  # batches per optimizer step (the last step of an epoch may take fewer)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise ValueError(f"GradAccumCB n must be an int >= 1, got {n!r}")
-        self.n, self.count, self.stepping, self._no_sync = n, 0, True, None
+        self.n, self.count, self.stepping, self._no_sync = check_int(n, 'GradAccumCB n', lo=1), 0, True, None
 
     def before_fit(self, learn):
-        if learn.fit_train and not hasattr(learn.dls.train, '__len__'):
-            raise TypeError("GradAccumCB steps at the last batch of each epoch, so that no gradient crosses an epoch's end, "
-                            "but the training loader has no len(): give it a __len__")
+        if not learn.fit_train: return
+        try: len(learn.dls.train)
+        except TypeError: raise TypeError("GradAccumCB steps at the last batch of each epoch, so that no gradient crosses an "
+                                          "epoch's end, but the training loader has no len()") from None
+        if any(isinstance(cb, CompileCB) and cb.mode in _CUDA_GRAPH_MODES for cb in learn.cbs):
+            raise ValueError("GradAccumCB with CompileCB(mode='reduce-overhead' or 'max-autotune'): CUDA graphs reuse the buffers "
+                             "that gradients are summed in, so summed gradients come out wrong (pytorch#169545, #96693). Compile "
+                             "with mode=None (or 'max-autotune-no-cudagraphs'), or step every batch")
         self.count = 0   # batches whose gradients are summed, not yet stepped
         if learn.opt is not None: learn.opt.zero_grad()   # what an interrupted fit left would join the first step
 
@@ -740,3 +746,11 @@ class GradAccumCB(Callback):
     def cleanup_batch(self, learn):
         if self._no_sync is not None: self._no_sync.__exit__(None, None, None)
         self._no_sync = None
+
+    def cleanup_epoch(self, learn):   # an epoch cut short, or whose last batch was skipped: its half sum is dropped
+        if not (learn.training and self.count): return
+        if getattr(learn, 'cancelled', None) != 'fit':   # (a fit stopped early drops it without a word)
+            warnings.warn(f"GradAccumCB: epoch {learn.epoch} ended with the gradients of {self.count} batch(es) summed but not "
+                          "stepped (the epoch was cut short or its last batch skipped): dropped, so that none crosses into the next")
+        learn.opt.zero_grad()
+        self.count = 0

@@ -226,7 +226,7 @@ def _arg(k: str, cli: bool) -> str:
     return _FLAGS.get(k, f"--{k.replace('_', '-')}") if cli else f"`{k}`"
 
 def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond,
-                      classifier, conditional, guidance, grad_clip=None, grad_accum=1, cli: bool = False) -> tuple:
+                      classifier, conditional, guidance, grad_clip=None, grad_accum=1, compile=None, cli: bool = False) -> tuple:
     "`train_diffusion`'s sizes with their defaults filled in, after refusing every value it would only trip over after training."
     a = lambda k: _arg(k, cli)
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
@@ -237,6 +237,9 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
     if grad_clip is not None: check_positive(grad_clip, a('grad_clip'))
     if isinstance(grad_accum, bool) or not isinstance(grad_accum, int) or grad_accum < 1:
         raise ValueError(f"{a('grad_accum')} must be an int >= 1, got {grad_accum!r}")
+    if grad_accum > 1 and compile == 'reduce-overhead':   # GradAccumCB refuses CUDA graphs too, but only once data are loaded
+        raise ValueError(f"{a('grad_accum')} {grad_accum} with {a('compile')} 'reduce-overhead': CUDA graphs reuse the buffers "
+                         "that gradients are summed in (see GradAccumCB): compile in mode 'default', or do not accumulate")
     if n_fid < 0 or n_fid == 1:
         raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
     if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
@@ -325,7 +328,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
     epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
-                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip, grad_accum)
+                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip, grad_accum, compile)
     check_precision(precision)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
@@ -669,7 +672,7 @@ def main(argv: Sequence[str] | None = None, # arguments without the program name
               n_grid=a.n_grid, n_fid=a.n_fid, ema_decay=a.ema_decay, p_uncond=a.p_uncond, classifier=a.classifier,
               conditional=a.conditional, guidance=a.guidance, grad_clip=a.grad_clip, grad_accum=a.grad_accum)
     try:  # `train_diffusion`'s own checks, with the errors naming the flags
-        _check_train_args(**kw, cli=True)
+        _check_train_args(**kw, compile=a.compile, cli=True)
         _check_train_out(Path(a.out), a.force, a.checkpoint, cli=True)
     except (ValueError, FileNotFoundError, FileExistsError) as e: p.error(str(e))
     torch.set_float32_matmul_precision('high')  # TF32 matmuls on GPUs that have them (sampling runs in float32)

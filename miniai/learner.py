@@ -116,8 +116,9 @@ class Learner:
         if not isinstance(n_epochs, int) or n_epochs < 1: raise ValueError(f"`n_epochs` must be an int >= 1, got {n_epochs!r}")
         for name, used in (('train', train), ('valid', valid)):
             if used and getattr(self.dls, name, None) is None: raise ValueError(f"`dls.{name}` is missing: pass {name}=False to skip that phase")
-        if train and hasattr(self.dls.train, '__len__') and len(self.dls.train) == 0:  # an empty valid set just yields no eval row
-            raise ValueError("`dls.train` is empty (0 batches): nothing to train on")
+        try: n_train = len(self.dls.train) if train else None
+        except TypeError: n_train = None   # no len(), or one that raises (a torch DataLoader over an IterableDataset)
+        if n_train == 0: raise ValueError("`dls.train` is empty (0 batches): nothing to train on")  # an empty valid set just yields no eval row
 
     def _epochs(self, train: bool, valid: bool):
         self.epochs_done = self.start_epoch
@@ -448,12 +449,20 @@ class BaseSchedCB(Callback):
     order = 30
     in_lr_find = False
     def __init__(self, sched_fn: Callable): self.sched_fn = sched_fn  # optimizer -> LR scheduler
-    def before_fit(self, learn): self.sched = learn.sched = self.sched_fn(learn.opt)
+    def before_fit(self, learn):
+        self.sched = learn.sched = self.sched_fn(learn.opt)
+        self._quiet = True   # until an optimizer step: see `_step_sched`
+    def after_step(self, learn): self._quiet = False
     def _step_sched(self, learn):
         if not learn.training: return
-        with warnings.catch_warnings():   # torch warns when the first batch took no optimizer step (GradAccumCB, a GradScaler's skip):
-            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')   # each step
-            self.sched.step()   # still takes the schedule's value at its batch
+        if not getattr(self, '_quiet', False): return self.sched.step()
+        # The scheduler's first step comes before any optimizer step (GradAccumCB is summing gradients): torch warns that the
+        # schedule's first value is skipped, but each optimizer step still takes the schedule's value at its batch. Only this
+        # one step is wrapped, because `catch_warnings` makes warnings that were shown once show again.
+        self._quiet = False
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=r'Detected call of `lr_scheduler\.step\(\)` before')
+            self.sched.step()
 
 class BatchSchedCB(BaseSchedCB):
     "Step an LR scheduler after every training batch."
@@ -508,10 +517,10 @@ class RecorderCB(Callback):
         if vs and all(isinstance(v, torch.Tensor) for v in vs): return torch.stack([v.float() for v in vs]).cpu()
         return torch.tensor(vs, dtype=torch.float32)
     def plot(self, names: Iterable[str] | None = None):  # getters to plot, in this order; None or empty: all of them
-        "One small plot per recorded value, against the batch number; returns the figure."
+        "One small plot per recorded value, against the optimizer step; returns the figure."
         import matplotlib.pyplot as plt
         names = list(names or self.recs)
         fig, axs = plt.subplots(1, len(names), figsize=(4*len(names), 3), squeeze=False)
-        for ax, k in zip(axs[0], names): ax.plot(self.values(k)); ax.set_title(k); ax.set_xlabel('batch')
+        for ax, k in zip(axs[0], names): ax.plot(self.values(k)); ax.set_title(k); ax.set_xlabel('step')
         fig.tight_layout()
         return fig

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import miniai.data as mdata
-from miniai.accel import (CheckpointCB, CheckpointError, EMA, GradAccumCB, GradClipCB, MixedPrecision, NanGuardCB, NonFiniteLossError,
+from miniai.accel import (CheckpointCB, CheckpointError, CompileCB, EMA, GradAccumCB, GradClipCB, MixedPrecision, NanGuardCB, NonFiniteLossError,
                           load_checkpoint, save_checkpoint)
 from miniai.audio import (AudioClips, MelSpec, fix_length, fsdd_dls, load_fsdd, load_hf_audio, load_wav_folder, match_rate, spectrogram_images,
                           write_wav)
@@ -374,10 +374,11 @@ ROWS = [
     ('accel.GradClipCB', 'max_norm=inf', ValueError, 'GradClipCB max_norm must be a finite number > 0', _fp(lambda: GradClipCB(float('inf')))),
     ('accel.GradClipCB', 'norm_type=0', ValueError, 'GradClipCB norm_type must be a number > 0 (or inf)', _fp(lambda: GradClipCB(1., norm_type=0))),
     ('accel.GradClipCB', "norm_type='2' (a string)", ValueError, 'GradClipCB norm_type must be a number > 0 (or inf)', _fp(lambda: GradClipCB(1., norm_type='2'))),
-    ('accel.GradAccumCB', 'n=0', ValueError, 'GradAccumCB n must be an int >= 1', _fp(lambda: GradAccumCB(0))),
-    ('accel.GradAccumCB', 'n=2.5', ValueError, 'GradAccumCB n must be an int >= 1', _fp(lambda: GradAccumCB(2.5))),
-    ('accel.GradAccumCB', 'n=True', ValueError, 'GradAccumCB n must be an int >= 1', _fp(lambda: GradAccumCB(True))),
-    ('learner.fit + accel.GradAccumCB', 'a training loader without len()', TypeError, 'the training loader has no len()', _fp(lambda: TrainLearner(nn.Linear(2, 1), DataLoaders(iter([]), None), lr=0.1, cbs=[GradAccumCB(2)]).fit(1, valid=False))),
+    ('accel.GradAccumCB', 'n=0', ValueError, '`GradAccumCB n` must be >= 1, got 0', _fp(lambda: GradAccumCB(0))),
+    ('accel.GradAccumCB', 'n=2.5', TypeError, '`GradAccumCB n` must be an int, got 2.5', _fp(lambda: GradAccumCB(2.5))),
+    ('accel.GradAccumCB', 'n=True', TypeError, '`GradAccumCB n` must be an int, got True', _fp(lambda: GradAccumCB(True))),
+    ('learner.fit + accel.GradAccumCB', 'a training loader without len()', TypeError, 'GradAccumCB steps at the last batch of each epoch, so that no gradient crosses an epoch', _fp(lambda: TrainLearner(nn.Linear(2, 1), DataLoaders(iter([]), None), lr=0.1, cbs=[GradAccumCB(2)]).fit(1, valid=False))),
+    ('learner.fit + accel.GradAccumCB + accel.CompileCB', "CompileCB(mode='reduce-overhead')", ValueError, 'CUDA graphs reuse the buffers that gradients are summed in', _fp(lambda: _learner(cbs=[GradAccumCB(2), CompileCB('reduce-overhead')]).fit(1, valid=False))),
     ('accel.load_checkpoint', 'truncated file (model untouched)', CheckpointError, 'the file is truncated, corrupt or not a torch file', _ckpt_truncated),
     ('accel.load_checkpoint', 'checkpoint of another model config (model untouched)', CheckpointError, 'saved from another model configuration', _ckpt_other_config),
     ('accel.load_checkpoint', 'EMA state of another shape (nothing loaded)', CheckpointError, 'EMA state has other shapes', _ckpt_other_ema),

@@ -55,13 +55,15 @@ def test_argument_limits():
                     (dict(conditional=True, guidance=-0.5), '`guidance` must be a finite number >= 0'),
                     (dict(grad_clip=0.), r'`grad_clip` must be a finite number > 0, got 0'), (dict(grad_clip=float('inf')), '`grad_clip`'),
                     (dict(grad_clip=float('nan')), '`grad_clip`'), (dict(grad_accum=0), r'`grad_accum` must be an int >= 1, got 0'),
-                    (dict(grad_accum=1.5), '`grad_accum`'), (dict(grad_accum=True), '`grad_accum`')):
+                    (dict(grad_accum=1.5), '`grad_accum`'), (dict(grad_accum=True), '`grad_accum`'),
+                    (dict(grad_accum=2, compile='reduce-overhead'), "`grad_accum` 2 with `compile` 'reduce-overhead': CUDA graphs")):
         with pytest.raises(ValueError, match=msg): _check(**kw)
     # the edges that are allowed
     assert _check(ema_decay=0.)[0] == 1
     assert _check(conditional=True, p_uncond=1.)[0] == 1 and _check(conditional=True, p_uncond=0.)[0] == 1
     assert _check(conditional=True, guidance=0.)[0] == 1   # guidance 0: the unconditional model
     assert _check(grad_clip=1e-9)[0] == 1
+    assert _check(grad_accum=2, compile='default')[0] == _check(grad_accum=1, compile='reduce-overhead')[0] == 1
 
 
 def test_cli_argument_messages_name_flags(tmp_path, capsys):
@@ -69,7 +71,8 @@ def test_cli_argument_messages_name_flags(tmp_path, capsys):
                      (['--conditional', '--p-uncond', '1.5'], '--p-uncond must be in [0, 1]'),
                      (['--conditional', '--guidance', '-1'], '--guidance must be a finite number >= 0'),
                      (['--grad-clip', '-1'], '--grad-clip must be a finite number > 0'),
-                     (['--grad-accum', '0'], '--grad-accum must be an int >= 1, got 0')):
+                     (['--grad-accum', '0'], '--grad-accum must be an int >= 1, got 0'),
+                     (['--grad-accum', '2', '--compile', 'reduce-overhead'], "--grad-accum 2 with --compile 'reduce-overhead'")):
         with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, bad
     assert not (tmp_path/'run').exists()

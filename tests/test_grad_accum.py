@@ -1,11 +1,12 @@
 "Tests for gradient accumulation: the Learner's `CancelStepException` and `miniai.accel.GradAccumCB` (alone, with clipping, a GradScaler, EMA, schedules and mid-epoch checkpoints)."
+import warnings
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.learner import (CancelStepException, Callback, Learner, MetricsCB, OneCycleCB, RecorderCB, TrainCB, TrainLearner,
+from miniai.learner import (CancelEpochException, CancelFitException, CancelStepException, Callback, Learner, MetricsCB, OneCycleCB, RecorderCB, TrainCB, TrainLearner,
                             rec_lr)
 from miniai.accel import EMA, GradAccumCB, GradClipCB
 from miniai.distributed import StepCheckpointCB
@@ -154,25 +155,81 @@ class Interrupt(Callback):
 
 
 def test_a_fit_interrupted_mid_group_leaves_nothing_for_the_next_fit():
-    "Interrupted after 2 of 4 summed batches (no step yet), a new fit starts from zero gradients: the same as a fresh fit."
+    "Interrupted after 2 of 4 summed batches (no step yet): the half sum is dropped, and a new fit starts from zero gradients."
     x, y = _data(40)
     model = _mlp()
     learn = Learner(model, DataLoaders(_batches(x, y, 4), None), F.mse_loss, lr=1e-2, opt_func=torch.optim.SGD,
                     cbs=[TrainCB(), GradAccumCB(4), Interrupt(1)])
-    with pytest.raises(KeyboardInterrupt): learn.fit(1, valid=False)
-    assert any(p.grad is not None and p.grad.any() for p in model.parameters())   # the half sum is still there
+    with pytest.warns(UserWarning, match='ended with the gradients of 2 batch'), pytest.raises(KeyboardInterrupt): learn.fit(1, valid=False)
+    for p in model.parameters(): p.grad = torch.ones_like(p)   # whatever else left gradients behind
     learn.fit(1, valid=False)
     ref, _ = _fit(4, [GradAccumCB(4)], opt_func=torch.optim.SGD, epochs=1)
     assert torch.equal(_flat(model), _flat(ref.model))
 
 
-def test_refuses_bad_n_and_loaders_without_len():
-    for bad in (0, -1, 1.5, True, '2', None):
-        with pytest.raises(ValueError, match='GradAccumCB n must be an int >= 1'): GradAccumCB(bad)
+def test_refuses_bad_n_loaders_without_len_and_cuda_graphs():
+    import numpy as np
+    from miniai.accel import CompileCB
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match='`GradAccumCB n` must be >= 1'): GradAccumCB(bad)
+    for bad in (1.5, True, '2', None):
+        with pytest.raises(TypeError, match='`GradAccumCB n` must be an int'): GradAccumCB(bad)
+    assert GradAccumCB(np.int64(4)).n == 4
     x, y = _data(8)
-    stream = DataLoaders(iter(_batches(x, y, 4)), None)
-    learn = Learner(_mlp(), stream, F.mse_loss, cbs=[TrainCB(), GradAccumCB(2)])
-    with pytest.raises(TypeError, match='no len'): learn.fit(1, valid=False)
+    class Stream:   # like a torch DataLoader over an IterableDataset: __len__ exists and raises
+        def __iter__(self): return iter(_batches(x, y, 4))
+        def __len__(self): raise TypeError("object of type 'Stream' has no len()")
+    for dl in (iter(_batches(x, y, 4)), Stream()):
+        learn = Learner(_mlp(), DataLoaders(dl, None), F.mse_loss, cbs=[TrainCB(), GradAccumCB(2)])
+        with pytest.raises(TypeError, match='GradAccumCB steps at the last batch of each epoch'): learn.fit(1, valid=False)
+    for mode in ('reduce-overhead', 'max-autotune'):   # refused before anything is compiled
+        learn = Learner(_mlp(), DataLoaders(_batches(x, y, 4), None), F.mse_loss, cbs=[TrainCB(), GradAccumCB(2), CompileCB(mode)])
+        with pytest.raises(ValueError, match='CUDA graphs reuse the buffers'): learn.fit(1, valid=False)
+        assert getattr(learn.model, '_compiled_call_impl', None) is None
+
+
+class CancelAt(Callback):
+    "Raise `exc` after training batch `at`."
+    order = 50
+    def __init__(self, exc, at): self.exc, self.at = exc, at
+    def after_batch(self, learn):
+        if learn.training and learn.iter == self.at: raise self.exc()
+
+
+@pytest.mark.parametrize('exc', [CancelEpochException, CancelFitException])
+def test_an_epoch_cut_mid_group_drops_its_half_sum(exc):
+    "Cut after 2 of 4 summed batches: no step, the gradients are zeroed for the next epoch; a warning unless the whole fit stopped."
+    x, y = _data(40)
+    model, acc = _mlp(), GradAccumCB(4)
+    w0 = _flat(model)
+    learn = Learner(model, DataLoaders(_batches(x, y, 4), None), F.mse_loss, lr=0.1, opt_func=torch.optim.SGD,
+                    cbs=[TrainCB(), acc, CancelAt(exc, 1)])
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        learn.fit(1, valid=False)
+    msgs = [str(w.message) for w in ws if 'GradAccumCB' in str(w.message)]
+    assert msgs == (['GradAccumCB: epoch 0 ended with the gradients of 2 batch(es) summed but not stepped (the epoch was cut short '
+                     'or its last batch skipped): dropped, so that none crosses into the next'] if exc is CancelEpochException else [])
+    assert torch.equal(_flat(model), w0) and acc.count == 0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_warnings_shown_once_stay_shown_once():
+    "A warning raised at every batch shows once under Python's default filter, with a scheduler (and at most twice with GradAccumCB)."
+    x, y = _data(40)
+    def noisy_loss(p, t): warnings.warn('a note from the loss'); return F.mse_loss(p, t)
+    def shown(cbs):
+        learn = Learner(_mlp(), DataLoaders(_batches(x, y, 4), None), noisy_loss, opt_func=torch.optim.SGD,
+                        cbs=[TrainCB(), OneCycleCB(1e-2), *cbs])
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('default')
+            learn.fit(1, valid=False)
+        return sum('a note from the loss' in str(w.message) for w in ws), [str(w.message) for w in ws if 'lr_scheduler' in str(w.message)]
+    assert shown([]) == (1, [])
+    n, sched = shown([GradAccumCB(4)])
+    assert n <= 2 and sched == []   # (the one step whose torch warning is silenced may show one again)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')   # no warning at all from the schedule under accumulation
+        _fit(4, [GradAccumCB(4), OneCycleCB(1e-2)])
 
 
 def test_validation_is_untouched_and_the_lr_finder_leaves_it_out():
@@ -202,7 +259,8 @@ def _tiny(cbs=(), seed=1):
 def test_step_checkpoint_saves_between_steps_and_resumes_exactly(tmp_path, stop_after_step, capsys):
     "A save due after batch 3 (mid-group) waits for batch 4's step; killed after batch 5, the resumed run is bit-exact."
     ck = tmp_path/'ck.pt'
-    with pytest.raises(KeyboardInterrupt): _tiny([StepCheckpointCB(ck, 3), stop_after_step(5, KeyboardInterrupt)]).fit(2)
+    with pytest.warns(UserWarning, match='ended with the gradients of 1 batch'), pytest.raises(KeyboardInterrupt):
+        _tiny([StepCheckpointCB(ck, 3), stop_after_step(5, KeyboardInterrupt)]).fit(2)
     assert torch.load(ck, weights_only=True)['extra']['batches_done'] == 4
     capsys.readouterr()
     resumed = _tiny([StepCheckpointCB(ck, 3)]); resumed.fit(2)   # (each learner is fitted before the next is built:

@@ -635,3 +635,16 @@ def test_metrics_see_predictions_without_autograd_history():
     spy = Spy()
     _mse(n=40, bs=20).fit(1, cbs=[MetricsCB(spy=spy)])
     assert spy.grads == [False]*3     # two training batches and one validation batch
+
+
+def test_fit_trains_on_a_loader_whose_len_raises():
+    "A torch DataLoader over an IterableDataset has a __len__ that raises TypeError: `fit` trains on it all the same."
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([(torch.ones(1), torch.ones(1))]*4)
+    dl = torch.utils.data.DataLoader(Stream(), batch_size=2)
+    with pytest.raises(TypeError): len(dl)
+    seen = []
+    class Seen(Callback):
+        def after_batch(self, learn): seen.append(learn.iter)
+    Learner(nn.Linear(1, 1), NS(train=dl, valid=None), F.mse_loss, cbs=[TrainCB(), Seen()]).fit(1, valid=False)
+    assert seen == [0, 1]
