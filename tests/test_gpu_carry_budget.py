@@ -24,4 +24,5 @@ def test_each_stage_fits_the_device_carry(stage):
     total = tree + whl + data
     assert total <= LIMIT, (f"stage {stage} would carry {total/2**20:.2f} MiB (tree {tree/2**20:.2f}, wheels {whl/2**20:.2f}, "
                             f"data {data/2**20:.2f}), over the device's {LIMIT/2**20:.2f} MiB: shrink the tree "
-                            f"(stored notebook outputs, miniai/assets) or split the carry (docs/gpu_runbook.md)")
+                            f"(`python tools/shrink_pngs.py nbs/*.ipynb` re-encodes the stored figures losslessly; or trim notebook outputs "
+                            f"or miniai/assets) or split the carry (docs/gpu_runbook.md)")
