@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Training throughput (images/s) with and without mixed precision and EMA; results go to a JSON file.
+"""Training throughput (images/s) with and without mixed precision, EMA, gradient clipping and accumulation; results go to a JSON file.
 
 Trains the lesson-22 diffusion UNet (diffusers `UNet2DModel`, channels (32, 64, 128, 256), 15.9 M parameters)
 to predict the noise added to random 32x32 one-channel images (noising on the device, as in the course), with
 miniai's `Learner`, fused AdamW and each configuration below; every figure is the median of interleaved timing
 rounds after one warm-up epoch. The EMA update is also timed on its own (ms per update, foreach vs a Python loop).
+With --grad it also times GradClipCB (clipping every step) and GradAccumCB(4) (a step every 4 batches of the same size).
 
 On a GPU (from the repository root):
-    python bench/bench_accel.py --out results/accel_throughput.json --compile   # with the compiled configurations (4-5 min)
+    python bench/bench_accel.py --out results/accel_throughput.json --compile --grad   # with compiled, clipping, accumulation (5 min)
     python bench/bench_accel.py --out results/ema_cost.json                     # eager only: the EMA cost (about 2 min)
 Anywhere, to check that it runs (tiny UNet, a few batches; figures meaningless):
     python bench/bench_accel.py --quick --out /tmp/accel_quick.json
@@ -22,7 +23,8 @@ from bench.benchkit import bench_out, count, command_line, write_json
 from miniai.core import default_device, set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
 from miniai.learner import BatchTransformCB, DeviceCB, Learner, TrainCB
-from miniai.accel import EMA, CompileCB, MixedPrecision, fused_opt_func, model_device, synchronize, train_throughput
+from miniai.accel import (EMA, CompileCB, GradAccumCB, GradClipCB, MixedPrecision, fused_opt_func, model_device, synchronize,
+                          train_throughput)
 
 
 class UNet(nn.Module):
@@ -62,6 +64,10 @@ CONFIGS = {
     'bfloat16 + EMA (foreach)': lambda: [MixedPrecision(), EMA()],
     'bfloat16 + EMA (Python loop)': lambda: [MixedPrecision(), LoopEMA()],
 }
+GRAD_CONFIGS = {   # images/s counts every batch's images: accumulation takes a quarter of the optimizer steps
+    'bfloat16 + GradClipCB(1)': lambda: [MixedPrecision(), GradClipCB(1.)],
+    'bfloat16 + GradAccumCB(4)': lambda: [MixedPrecision(), GradAccumCB(4)],
+}
 COMPILE_CONFIGS = {
     'bfloat16 + compile': lambda: [MixedPrecision(), CompileCB()],
     'bfloat16 + compile + EMA (foreach)': lambda: [MixedPrecision(), CompileCB(), EMA()],
@@ -97,11 +103,12 @@ def main(argv=None):
     ap.add_argument('--epochs', type=count(), default=None, help='timed epochs per configuration and round (default 1)')
     ap.add_argument('--rounds', type=count(), default=None, help='timing rounds, configurations interleaved; the median is reported (default 3; 1 with --quick)')
     ap.add_argument('--compile', action='store_true', help='also measure torch.compile configurations')
+    ap.add_argument('--grad', action='store_true', help='also measure gradient clipping and accumulation (bfloat16, eager)')
     a = ap.parse_args(argv)
     bs, n_batches, epochs = a.bs or (4 if a.quick else 512), a.batches or (2 if a.quick else 40), a.epochs or 1
     rounds = a.rounds or (1 if a.quick else 3)
     out = None if a.quick and a.out is None else bench_out(ap, a.out, a.quick, 'accel_throughput.json')
-    configs = {**CONFIGS, **(COMPILE_CONFIGS if a.compile else {})}
+    configs = {**CONFIGS, **(GRAD_CONFIGS if a.grad else {}), **(COMPILE_CONFIGS if a.compile else {})}
 
     # Every configuration is warmed up once, then timed in `rounds` interleaved rounds (a slow phase of the machine
     # then hits all configurations alike); the median of the rounds is reported, with the spread.
@@ -130,6 +137,7 @@ def main(argv=None):
         'images_per_s': results,
         'images_per_s_spread': {k: [round(min(v), 1), round(max(v), 1)] for k, v in times.items()},
         'ema_cost_pct_vs_bfloat16': {k: round(100*(1 - v/base), 1) for k, v in results.items() if 'EMA' in k and 'compile' not in k},
+        'grad_cost_pct_vs_bfloat16': {k: round(100*(1 - results[k]/base), 1) for k in GRAD_CONFIGS if k in results},  # < 0: faster
         'ema_update_ms': {k: round(v, 3) for k, v in ema_ms.items()},
         'ema_update_pct_of_bfloat16_step': {k: round(100*v/step_ms, 1) for k, v in ema_ms.items()},
         'n_param_tensors': sum(1 for _ in any_learn.model.parameters()),

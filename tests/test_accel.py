@@ -502,11 +502,12 @@ def test_bench_accel_quick_runs(tmp_path, load_script):
     bench = load_script('bench/bench_accel.py')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        bench.main(['--quick', '--out', str(tmp_path/'r.json')])
+        bench.main(['--quick', '--grad', '--out', str(tmp_path/'r.json')])
     r = json.loads((tmp_path/'r.json').read_text())
     assert r['quick'] and r['device'] == 'cpu'
-    assert set(r['images_per_s']) == set(bench.CONFIGS) and all(v > 0 for v in r['images_per_s'].values())
-    assert r['rounds'] == 1 and set(r['images_per_s_spread']) == set(bench.CONFIGS)
+    configs = {**bench.CONFIGS, **bench.GRAD_CONFIGS}
+    assert set(r['images_per_s']) == set(configs) and all(v > 0 for v in r['images_per_s'].values())
+    assert r['rounds'] == 1 and set(r['images_per_s_spread']) == set(configs) and set(r['grad_cost_pct_vs_bfloat16']) == set(bench.GRAD_CONFIGS)
     assert len(r['ema_update_ms']) == 2 and all(v > 0 for v in r['ema_update_ms'].values())
     assert r['optimizer_fused'] is False and 'AdamW, not fused' in r['what']   # CPU parameters: the record says what ran
 

@@ -364,3 +364,17 @@ def test_real_image_floor_may_draw_the_whole_split_but_no_more(fake_split):
     fid.real_image_floor(ie, sizes=(200,), n_draws=1, progress=False)
     assert sorted(seen[0]) == list(range(200))
     with pytest.raises(ValueError, match='fewer than the 201'): fid.real_image_floor(ie, sizes=(201,), n_draws=1, progress=False)
+
+
+def test_bench_accel_grad_configurations_and_their_cost(bench, monkeypatch, tmp_path):
+    "--grad adds GradClipCB(1) and GradAccumCB(4) in bfloat16, with their cost 100*(1 - images/s / bfloat16's) (negative: faster)."
+    kinds = lambda cbs: [(type(c).__name__, getattr(c, 'max_norm', getattr(c, 'n', None))) for c in cbs]
+    assert kinds(bench.GRAD_CONFIGS['bfloat16 + GradClipCB(1)']()) == [('MixedPrecision', None), ('GradClipCB', 1.)]
+    assert kinds(bench.GRAD_CONFIGS['bfloat16 + GradAccumCB(4)']()) == [('MixedPrecision', None), ('GradAccumCB', 4)]
+    speeds = {**{k: [1000.] for k in SPEEDS}, 'bfloat16 + GradClipCB(1)': [950.], 'bfloat16 + GradAccumCB(4)': [1100.]}
+    _fake_run(bench, monkeypatch, speeds, ema_ms=lambda cls, model, n=200: 1.0)
+    r = bench.main(['--grad', '--rounds', '1', '--out', str(tmp_path/'r.json')])
+    assert set(r['images_per_s']) == set(speeds)
+    assert r['grad_cost_pct_vs_bfloat16'] == {'bfloat16 + GradClipCB(1)': 5.0, 'bfloat16 + GradAccumCB(4)': -10.0}
+    _fake_run(bench, monkeypatch, {k: [1000.] for k in SPEEDS}, ema_ms=lambda cls, model, n=200: 1.0)
+    assert bench.main(['--rounds', '1', '--out', str(tmp_path/'s.json')])['grad_cost_pct_vs_bfloat16'] == {}

@@ -349,11 +349,11 @@ def test_weights_over_the_devices_file_limit_are_shipped_in_parts(tmp_path):
 
 
 def test_throughput_and_ema_cost_stages(tmp_path):
-    "throughput measures only throughput (compiled configurations included); ema_cost alone runs bench_accel eagerly."
+    "throughput measures only throughput (compiled, clipping and accumulation configurations included); ema_cost alone runs bench_accel eagerly."
     r = _stage(tmp_path, 'throughput', OUT=tmp_path/'out')
     assert r.returncode == 0, r.stderr
     calls = [a for a, _ in _calls(tmp_path)]
-    assert len(calls) == 2 and 'bench/bench_accel.py' in calls[0] and calls[0].endswith('--compile')
+    assert len(calls) == 2 and 'bench/bench_accel.py' in calls[0] and calls[0].endswith('--compile --grad')
     assert 'tools/bench_data.py --out .gpucache/results/data_throughput.json' in calls[1]
     assert {p.name for p in (tmp_path/'out').iterdir()} == {'accel_throughput.json', 'data_throughput.json'}
     (tmp_path/'calls.log').unlink()

@@ -124,7 +124,7 @@ base|classifier|throughput)   # issue 3: classifier (5 and 20 epochs with notebo
     step $PY bench/fid_floor.py "${Q[@]}" --out $R/fid_floor.json;                 ship $R/fid_floor.json
   fi
   if [ "$stage" != classifier ]; then
-    step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile; ship $R/accel_throughput.json
+    step $PY bench/bench_accel.py "${Q[@]}" --out $R/accel_throughput.json --compile --grad; ship $R/accel_throughput.json
     step $PY tools/bench_data.py --out $R/data_throughput.json; ship $R/data_throughput.json
   fi
   ;;

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = '<!-- results:start -->', '<!-- results:end -->'
 SOURCES = [  # (results file, what it measures, the command that writes it)
     ('classifier.json', 'Fashion-MNIST classifier accuracy and images/s', 'python bench/train_classifier.py --epochs 5 20 --out results/classifier.json (--select: choose the recipes again)'),
-    ('accel_throughput.json', 'training throughput with/without mixed precision and EMA', 'python bench/bench_accel.py --out results/accel_throughput.json --compile'),
+    ('accel_throughput.json', 'training throughput with/without mixed precision and EMA (--grad: also gradient clipping and accumulation)', 'python bench/bench_accel.py --out results/accel_throughput.json --compile --grad'),
     ('ema_cost.json', 'EMA cost in training images/s (eager, interleaved rounds)', 'python bench/bench_accel.py --out results/ema_cost.json'),
     ('fid_classifier.json', "the FID tables' feature network: notebook 04's 20-epoch classifier, trained again in each GPU lease", 'bash tools/gpu_stage.sh fid_classifier (docs/gpu_runbook.md)'),
     ('fid_floor.json', 'real-image FID/KID floor', 'python bench/fid_floor.py --out results/fid_floor.json'),
