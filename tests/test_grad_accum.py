@@ -188,6 +188,14 @@ def test_refuses_bad_n_loaders_without_len_and_cuda_graphs():
         assert getattr(learn.model, '_compiled_call_impl', None) is None
 
 
+def test_a_compiled_model_accumulates_like_an_eager_one():
+    "CompileCB in its default mode (no CUDA graphs; the eager backend here) takes the same accumulated steps as no compiling."
+    from miniai.accel import CompileCB
+    compiled, _ = _fit(4, [GradAccumCB(4), CompileCB(backend='eager')], epochs=1)
+    eager, _ = _fit(4, [GradAccumCB(4)], epochs=1)
+    torch.testing.assert_close(_flat(compiled.model), _flat(eager.model), rtol=1e-12, atol=1e-14)
+
+
 class CancelAt(Callback):
     "Raise `exc` after training batch `at`."
     order = 50
