@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 from miniai.core import set_seed
 from miniai.data import DataLoaders, DeviceImageLoader
-from miniai.learner import (CancelEpochException, CancelFitException, CancelStepException, Callback, Learner, MetricsCB, OneCycleCB, RecorderCB, TrainCB, TrainLearner,
-                            rec_lr)
+from miniai.learner import (CancelEpochException, CancelFitException, CancelStepException, Callback, Learner, MetricsCB,
+                            OneCycleCB, RecorderCB, TrainCB, TrainLearner, rec_lr)
 from miniai.accel import EMA, GradAccumCB, GradClipCB
 from miniai.distributed import StepCheckpointCB
 
