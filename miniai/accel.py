@@ -675,6 +675,10 @@ def _mul_grads(grads: list, c: torch.Tensor | float):
     for g in grads: by_device.setdefault(g.device, []).append(g)
     for dev, gs in by_device.items(): torch._foreach_mul_(gs, c.to(dev) if isinstance(c, torch.Tensor) else c)
 
+def _opt_params(opt: torch.optim.Optimizer) -> list:
+    "Every parameter `opt` updates, over all its parameter groups."
+    return [p for g in opt.param_groups for p in g['params']]
+
 class GradClipCB(Callback):
     "Clip the gradients' total norm to `max_norm` before each optimizer step (true gradients under a GradScaler), with no host sync."
     order = 10
@@ -688,7 +692,7 @@ class GradClipCB(Callback):
 
     def before_fit(self, learn): self.norms, self._epoch = torch.zeros(0), []
     def after_backward(self, learn):
-        params = [p for g in learn.opt.param_groups for p in g['params']]
+        params = _opt_params(learn.opt)
         grads = [p.grad for p in params if p.grad is not None]
         if not grads: return
         sc = learn.grad_scaler   # its scale, read as a device tensor; the scaler's own state is left alone
@@ -739,7 +743,7 @@ class GradAccumCB(Callback):
     def after_backward(self, learn):
         self.count += 1
         if not self.stepping: raise CancelStepException()
-        grads = [p.grad for g in learn.opt.param_groups for p in g['params'] if p.grad is not None]
+        grads = [p.grad for p in _opt_params(learn.opt) if p.grad is not None]
         if self.count > 1 and grads: _mul_grads(grads, 1/self.count)   # the sum of `count` batch means -> their mean
         self.count = 0
 

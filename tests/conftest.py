@@ -26,6 +26,19 @@ def stop_after_step():
 
 
 @pytest.fixture
+def host_transfers(monkeypatch):
+    """A dict counting the tensor methods that move data to the host (`item`, `cpu`, `tolist`, `numpy`, and `bool`, `float`,
+    `int`, index conversions), by name, while the test runs; `.clear()` it between runs. (On a CPU, `.to` cannot be told
+    from a no-op, so it is not counted.)"""
+    counts = {}
+    for name in ('item', 'cpu', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__'):
+        orig = getattr(torch.Tensor, name)
+        def counting(self, *a, _orig=orig, _name=name, **k): counts[_name] = counts.get(_name, 0) + 1; return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return counts
+
+
+@pytest.fixture
 def one_thread():
     "Tiny models run faster on one thread (no threading overhead, no spin-waiting on a busy 2-core machine)."
     n = torch.get_num_threads()

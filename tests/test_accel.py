@@ -448,13 +448,9 @@ def test_grad_clip_under_a_grad_scaler_still_skips_an_overflowed_step():
     assert torch.equal(_flat(lin), w0) and scaler.get_scale() == 2.**9
 
 
-def test_grad_clip_records_every_step_and_syncs_once_per_epoch(monkeypatch):
+def test_grad_clip_records_every_step_and_syncs_once_per_epoch(host_transfers):
     "One norm per training step over 2 epochs (validation adds none); the only host transfer is one `.cpu()` per epoch."
-    counts = {}
-    for name in ('item', 'cpu', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__'):   # (on a CPU, `.to` cannot
-        orig = getattr(torch.Tensor, name)                                                       # be told from a no-op)
-        def counting(self, *a, _orig=orig, _name=name, **k): counts[_name] = counts.get(_name, 0) + 1; return _orig(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counting)
+    counts = host_transfers
     def fit(cbs):
         counts.clear(); learn = tiny_learner(cbs=cbs); learn.fit(2); return dict(counts)
     without, clip = fit([]), GradClipCB(1.)

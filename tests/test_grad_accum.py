@@ -134,32 +134,20 @@ def test_ema_and_recorder_count_steps_and_the_schedule_counts_batches():
     assert lrs == [curve[i] for i in (3, 7, 9, 13, 17, 19)]
 
 
-def test_no_host_sync_is_added(monkeypatch):
+def test_no_host_sync_is_added(host_transfers):
     "GradAccumCB reads nothing from the device: the same count of host transfers with and without it."
-    counts = {}
-    for name in ('item', 'cpu', 'tolist', 'numpy', '__bool__', '__float__', '__int__', '__index__'):
-        orig = getattr(torch.Tensor, name)
-        def counting(self, *a, _orig=orig, _name=name, **k): counts[_name] = counts.get(_name, 0) + 1; return _orig(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, counting)
+    counts = host_transfers
     def transfers(cbs):
         counts.clear(); _fit(4, cbs, opt_func=torch.optim.SGD); return dict(counts)
     assert transfers([GradAccumCB(4)]) == transfers([])
 
 
-class Interrupt(Callback):
-    "KeyboardInterrupt after the backward pass of training batch `at` of the first fit it sees."
-    order = 50
-    def __init__(self, at): self.at, self.done = at, False
-    def after_batch(self, learn):
-        if not self.done and learn.iter == self.at: self.done = True; raise KeyboardInterrupt
-
-
-def test_a_fit_interrupted_mid_group_leaves_nothing_for_the_next_fit():
+def test_a_fit_interrupted_mid_group_leaves_nothing_for_the_next_fit(stop_after_step):
     "Interrupted after 2 of 4 summed batches (no step yet): the half sum is dropped, and a new fit starts from zero gradients."
     x, y = _data(40)
     model = _mlp()
     learn = Learner(model, DataLoaders(_batches(x, y, 4), None), F.mse_loss, lr=1e-2, opt_func=torch.optim.SGD,
-                    cbs=[TrainCB(), GradAccumCB(4), Interrupt(1)])
+                    cbs=[TrainCB(), GradAccumCB(4), stop_after_step(2, KeyboardInterrupt)])   # (only at its 2nd step: the next fit runs through)
     with pytest.warns(UserWarning, match='ended with the gradients of 2 batch'), pytest.raises(KeyboardInterrupt): learn.fit(1, valid=False)
     for p in model.parameters(): p.grad = torch.ones_like(p)   # whatever else left gradients behind
     learn.fit(1, valid=False)
@@ -196,22 +184,14 @@ def test_a_compiled_model_accumulates_like_an_eager_one():
     torch.testing.assert_close(_flat(compiled.model), _flat(eager.model), rtol=1e-12, atol=1e-14)
 
 
-class CancelAt(Callback):
-    "Raise `exc` after training batch `at`."
-    order = 50
-    def __init__(self, exc, at): self.exc, self.at = exc, at
-    def after_batch(self, learn):
-        if learn.training and learn.iter == self.at: raise self.exc()
-
-
 @pytest.mark.parametrize('exc', [CancelEpochException, CancelFitException])
-def test_an_epoch_cut_mid_group_drops_its_half_sum(exc):
+def test_an_epoch_cut_mid_group_drops_its_half_sum(exc, stop_after_step):
     "Cut after 2 of 4 summed batches: no step, the gradients are zeroed for the next epoch; a warning unless the whole fit stopped."
     x, y = _data(40)
     model, acc = _mlp(), GradAccumCB(4)
     w0 = _flat(model)
     learn = Learner(model, DataLoaders(_batches(x, y, 4), None), F.mse_loss, lr=0.1, opt_func=torch.optim.SGD,
-                    cbs=[TrainCB(), acc, CancelAt(exc, 1)])
+                    cbs=[TrainCB(), acc, stop_after_step(2, exc)])
     with warnings.catch_warnings(record=True) as ws:
         warnings.simplefilter('always')
         learn.fit(1, valid=False)

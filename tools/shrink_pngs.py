@@ -26,8 +26,8 @@ def _palette_image(rgba: np.ndarray) -> Image.Image | None:
 
 def smaller_png(png: bytes) -> bytes:
     "The smallest of `png` and its lossless re-encodings (palette when it has <= 256 colours; best compression)."
-    rgba, best = _pixels(png), png
-    with Image.open(io.BytesIO(png)) as im: candidates = [im.copy()]
+    with Image.open(io.BytesIO(png)) as im: im.load(); candidates, rgba = [im.copy()], np.asarray(im.convert('RGBA'))
+    best = png
     if (pal := _palette_image(rgba)) is not None: candidates.append(pal)
     for im in candidates:
         buf = io.BytesIO()
