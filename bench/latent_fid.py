@@ -13,7 +13,9 @@ Steps (all with miniai's exported functions, as in nbs/15_latent_diffusion.ipynb
    trained once and serves every latent model after it); `compute` in the JSON records all three budgets, so the
    other reading of "equal compute" can be checked against them;
 7. FID and KID of (real training images, VAE reconstructions, latent diffusion samples, pixel diffusion samples)
-   against the held-out images, all with as many images as the held-out split holds.
+   against the held-out images, all with as many images as the held-out split holds;
+8. lesson 25's classifier on latents (`train_latent_classifier`, per-channel normalised latents), its held-out accuracy
+   beside the pixel classifier's of step 2: how much of the classes the latents keep.
 
 On a GPU (from the repository root; needs $MINIAI_DATA or --data-dir):
     python bench/latent_fid.py --out results/latent_fid.json
@@ -34,20 +36,22 @@ from miniai.accel import synchronize
 from miniai.data import DataLoaders
 from miniai.images import image_dls, image_fid_eval, images_to_float, load_image_set, train_image_classifier
 from miniai.latents import (ConvVAELoss, DeviceTensorLoader, PretrainedVAEUnavailable, cached_latents, conv_vae, conv_vae_learner,
-                            decode_latents, latent_dls, latent_stats, load_pretrained_vae, perceptual_net, psnr,
-                            reconstruct, sample_batches, train_flops_per_image)
+                            decode_latents, latent_channel_stats, latent_dls, latent_stats, load_pretrained_vae, perceptual_net,
+                            psnr, reconstruct, sample_batches, train_flops_per_image, train_latent_classifier)
 from miniai.models.unet import EmbUNetModel, n_params
 from miniai.diffusion.karras import karras_learner
 
 FULL = dict(size=None, limit=None, clf_epochs=30, clf_nfs=(32, 64, 128, 256),
             vae=dict(channels=(64, 128, 256)), vae_epochs=100, vae_bs=64, vae_lr=1e-3,
             unet=dict(nfs=(128, 256, 384), num_layers=2, attn_chans=32, attn_start=1),
-            epochs=200, bs=128, lr=3e-3, steps=40, sample_bs=256)
+            epochs=200, bs=128, lr=3e-3, steps=40, sample_bs=256,
+            lclf_epochs=40, lclf_nfs=(32, 64, 128, 256), lclf_nbks=(1, 2, 4))
 QUICK = dict(size=32, limit=(256, 96), clf_epochs=1, clf_nfs=(8, 16, 32),
              vae=dict(channels=(8, 16), norm_groups=4, mid_attention=False), vae_epochs=1, vae_bs=32, vae_lr=2e-3,
              unet=dict(nfs=(16, 32), num_layers=1, attn_chans=0),
-             epochs=2, bs=64, lr=3e-3, steps=8, sample_bs=128)
-NET_KEYS = ('size', 'clf_nfs', 'vae', 'unet')   # what `--quick --full-nets` takes from FULL: the networks and the image size
+             epochs=2, bs=64, lr=3e-3, steps=8, sample_bs=128,
+             lclf_epochs=1, lclf_nfs=(8, 16, 32), lclf_nbks=(1, 1))
+NET_KEYS = ('size', 'clf_nfs', 'vae', 'unet', 'lclf_nfs', 'lclf_nbks')   # what `--quick --full-nets` takes from FULL: the networks and the image size
 
 
 class Timer:
@@ -247,6 +251,15 @@ def main(argv=None):
     score('VAE reconstructions (training images)', lambda: reconstruct(vae, imset.train_x[pick]), sampled=False)
     score('latent diffusion samples', lambda: decode_latents(vae, sample_batches(ldm, n, lat.shape[1:], 1., **kw), scale))
     score('pixel diffusion samples (same U-Net training FLOPs)', lambda: sample_batches(pix, n, imset.shape, pix_sd, **kw).clamp(-1, 1))
+
+    ch_mean, ch_std = latent_channel_stats(lat)
+    cls_dls = latent_dls(lat, lat_test, 1/ch_std, bs=cfg['bs'], seed=args.seed + 3, shift=ch_mean, labels=(imset.train_y, imset.test_y))
+    with Timer() as t: _, lacc = train_latent_classifier(cls_dls, imset.n_classes, cfg['lclf_epochs'], nfs=cfg['lclf_nfs'],
+                                                        nbks=cfg['lclf_nbks'], seed=args.seed + 3, progress=args.progress)
+    res['latent_classifier'] = dict(nfs=cfg['lclf_nfs'], nbks=cfg['lclf_nbks'], epochs=cfg['lclf_epochs'], test_accuracy=lacc,
+                                    pixel_classifier_test_accuracy=acc, channel_mean=ch_mean.tolist(), channel_std=ch_std.tolist(),
+                                    train_s=t.s)
+    print(f"classifier on latents: test accuracy {lacc:.3f} (on pixels: {acc:.3f})", flush=True)
 
     res['finished'] = datetime.datetime.now().isoformat(timespec='seconds')
     write_json(res, args.out)

@@ -27,7 +27,7 @@ from .models.resnet import AugmentCB, ResBlock, classifier_accuracy
 __all__ = ['IMAGE_SETS', 'IMAGE_SAMPLES', 'IMAGE_SUFFIXES', 'class_balanced_split', 'resize_images', 'ImageSet',
            'image_set_paths', 'read_npz_images', 'read_image_folder', 'read_hf_images', 'load_image_set',
            'images_to_float', 'images_to_uint8', 'image_dls', 'image_classifier', 'ImageFeatures',
-           'train_image_classifier', 'image_fid_eval']
+           'train_image_classifier', 'fit_classifier', 'image_fid_eval']
 
 # %% ../nbs/14b_images.ipynb #7d9a6543
 def class_balanced_split(labels: Tensor | np.ndarray, # integer class labels (N,)
@@ -358,17 +358,30 @@ def train_image_classifier(imset: ImageSet,         # training split used for tr
                            progress: bool = True,   # progress bars and per-epoch metrics
                           ) -> tuple[nn.Sequential, float]:
     "Train an `image_classifier` on `imset`'s training split; returns the model (eval mode) and its test accuracy."
-    from torcheval.metrics import MulticlassAccuracy
     device = torch.device(default_device() if device is None else device)
     set_seed(seed)
     dls = image_dls(imset, bs, device, seed)
-    model = image_classifier(imset.n_classes, imset.shape[0], nfs, drop).to(device)   # before the optimizer: fused AdamW on CUDA
-    cbs = [TrainCB(), DeviceCB(device), AugmentCB(pad=max(1, imset.shape[-1]//16), flip_p=0.5),
-           OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy())]
+    model = image_classifier(imset.n_classes, imset.shape[0], nfs, drop)
+    acc = fit_classifier(model, dls, epochs, lr, AugmentCB(pad=max(1, imset.shape[-1]//16), flip_p=0.5), device, progress)
+    return model, acc
+
+def fit_classifier(model: nn.Module,      # a classifier returning logits (moved to `device` here)
+                   dls: DataLoaders,      # loaders of `(inputs, labels)`: train, and valid for the accuracy
+                   epochs: int,           # epochs (one-cycle schedule over all of them)
+                   lr: float,             # peak learning rate
+                   augment: AugmentCB | None, # batch augmentation of the training inputs, or None
+                   device: str | torch.device, # the training device (bfloat16 mixed precision on CUDA)
+                   progress: bool = True, # progress bars and per-epoch metrics
+                  ) -> float:
+    "Train `model` with cross-entropy, AdamW and a one-cycle schedule; returns its accuracy on `dls.valid` (model left in eval mode)."
+    from torcheval.metrics import MulticlassAccuracy
+    device = torch.device(device)
+    model.to(device)   # before the optimizer is made: fused AdamW on CUDA
+    cbs = [TrainCB(), DeviceCB(device), *([augment] if augment else []), OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy())]
     if device.type == 'cuda': cbs.append(MixedPrecision())
     if progress: cbs.append(ProgressCB())
     Learner(model, dls, F.cross_entropy, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW)).fit(epochs)
-    return model.eval(), classifier_accuracy(model, dls.valid)
+    return classifier_accuracy(model.eval(), dls.valid)
 
 # %% ../nbs/14b_images.ipynb #9775bfbb
 def image_fid_eval(classifier: nn.Sequential,  # a trained `image_classifier` (put in eval mode)

@@ -35,7 +35,7 @@ from miniai.diffusion.ksamplers import sample, sample_euler, sample_lms
 from miniai.diffusion.noise_level import noise_level_ddim_sample, noisify_noise_level, predict_abar
 from miniai.fid import ImageEval, RefStats, check_feats, fid_from_feats, frechet_distance, kid_from_feats
 from miniai.images import ImageFeatures, class_balanced_split, image_classifier, images_to_float, load_image_set, read_image_folder, resize_images
-from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_dls, StaleCacheError, conv_vae, conv_vae_learner, encode_images,
+from miniai.latents import (CorruptCacheError, DeviceTensorLoader, latent_classifier, latent_dls, StaleCacheError, conv_vae, conv_vae_learner, encode_images,
                             open_latent_cache, read_cache_header, write_latent_cache)
 from miniai.learner import Learner, OneCycleCB, TrainLearner
 from miniai.models.resnet import load_weights, random_erase, random_flip, save_weights, weights_metadata
@@ -485,6 +485,9 @@ ROWS = [
     ('models.simple_diffusion.SimpleDiffusion', 'img_size=0', ValueError, '`img_size` must be a positive int or a pair (H, W) of positive ints, got 0', _fp(lambda: SimpleDiffusion(nfs=(8, 16), n_mids=1, mid_attn_chans=8, img_size=0))),
     ('models.layers.Dropout', "p='0.5' (a string)", ValueError, "dropout probability `p` must be a real number in [0, 1), got '0.5'", _fp(lambda: Dropout('0.5'))),
     ('latents.latent_dls', 'scale=NaN (a 1/std gone wrong)', ValueError, 'the latent `scale` must be a finite number > 0', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), NAN, bs=2, device=CPU))),
+    ('latents.latent_dls', 'a per-channel scale of the wrong length', ValueError, 'the latent `scale` must be a number or one value per channel (shape (2,)), got shape (3,)', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), [1., 1., 1.], bs=2, device=CPU))),
+    ('latents.latent_dls', 'fewer labels than latents', ValueError, '`y` must be integer labels of shape (4,), one per item of `x`', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), 1., bs=2, device=CPU, labels=(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long))))),
+    ('latents.latent_classifier', 'nbks without one entry per level', ValueError, '`nbks` needs one entry per level after the stem', _fp(lambda: latent_classifier(3, nfs=(4, 8, 16), nbks=(1,)))),
     ('models.unet.EmbUNetModel', 'n_classes=0', ValueError, '`n_classes` must be >= 1 or None', _fp(lambda: EmbUNetModel(1, 1, nfs=(8,), n_classes=0))),
     ('diffusion.guidance.GuidedModel', 'label == n_classes (the null class)', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), 3)),
     ('diffusion.guidance.GuidedModel', 'negative label', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), [-1])),

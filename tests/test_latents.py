@@ -9,9 +9,10 @@ from miniai.core import set_seed
 from miniai.images import ImageSet, image_dls, images_to_float
 from miniai.latents import (CACHE_HEADER, ConvVAELoss, CorruptCacheError, DeviceTensorLoader, LatentCacheError, encode_images,
                             StaleCacheError, cached_latents, conv_vae, conv_vae_learner, decode_latents,
-                            latent_cache_key, latent_dls, latent_stats, open_latent_cache, perceptual_net, psnr,
-                            read_cache_header, recon_mse, reconstruct, sample_batches, train_flops_per_image,
-                            write_latent_cache)
+                            latent_cache_key, latent_channel_stats, latent_classifier, latent_dls, latent_stats,
+                            open_latent_cache, perceptual_net, psnr, read_cache_header, recon_mse, reconstruct,
+                            sample_batches, train_flops_per_image, train_latent_classifier, write_latent_cache)
+from miniai.models.resnet import PreActResBlock
 from miniai.vae import VAEOutput, kld_loss
 from miniai.models.unet import EmbUNetModel
 from miniai.diffusion.karras import karras_learner
@@ -183,6 +184,82 @@ def test_device_tensor_loader():
     with pytest.raises(TypeError): DeviceTensorLoader(torch.arange(10), bs=4)
     dls = latent_dls(np.ones((10, 2, 2, 2), np.float32), np.ones((3, 2, 2, 2), np.float32), scale=0.5, bs=4, device='cpu')
     assert len(dls.train) == 2 and (next(iter(dls.valid))[0] == 0.5).all()
+
+
+
+def test_latent_channel_stats_against_numpy():
+    "Per-channel mean and std (population) from float64 sums read in chunks, for arrays, memmaps and tensors; latent_stats agrees."
+    rng = np.random.default_rng(0)
+    a = (rng.normal(size=(50, 3, 4, 5))*[[[1.]], [[3.]], [[0.5]]] + [[[10.]], [[-2.]], [[0.]]]).astype(np.float32)
+    want = a.astype(np.float64).mean((0, 2, 3)), a.astype(np.float64).std((0, 2, 3))
+    for x in (a, torch.from_numpy(a)):
+        for rows in (7, 4096):
+            mean, std = latent_channel_stats(x, rows=rows)
+            assert mean.dtype == std.dtype == torch.float32 and mean.shape == std.shape == (3,)
+            np.testing.assert_allclose(mean.numpy(), want[0], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(std.numpy(), want[1], rtol=1e-6)
+    assert latent_stats(a, rows=7) == pytest.approx((a.astype(np.float64).mean(), a.astype(np.float64).std()), rel=1e-9)
+    assert latent_stats(np.arange(5.)) == pytest.approx((2., math.sqrt(2.)))   # (N,) arrays still work: one channel
+    with pytest.raises(ValueError, match='latent_channel_stats: no values'): latent_channel_stats(np.zeros((0, 3, 2, 2)))
+
+
+def test_latent_dls_per_channel_and_labels():
+    "shift and scale per channel give (z - shift)*scale; labels travel with their latents through the shuffle; numbers keep the old path exactly."
+    z = torch.randn(12, 3, 2, 2)
+    z[:, 0] += torch.arange(12.)[:, None, None]*100   # channel 0 tells which item it is
+    y = torch.arange(12)
+    mean, std = torch.tensor([5., -1., 2.]), torch.tensor([2., 4., 0.5])
+    dls = latent_dls(z, z[:5], 1/std, bs=4, device='cpu', seed=0, shift=mean, labels=(y, y[:5]))
+    batches = list(dls.train)
+    assert [len(b) for b in batches] == [2, 2, 2] and [b[1].dtype for b in batches] == [torch.int64]*3
+    for xb, yb in batches: torch.testing.assert_close(xb, (z[yb] - mean[:, None, None])/std[:, None, None])
+    assert torch.cat([b[1] for b in batches]).tolist() != list(range(12))   # shuffled, yet aligned (above)
+    xb, yb = next(iter(dls.valid))
+    assert yb.tolist() == [0, 1, 2, 3]
+    plain = latent_dls(z, z[:5], 0.3, bs=4, device='cpu')
+    assert torch.equal(next(iter(plain.valid))[0], z[:4]*0.3) and len(next(iter(plain.valid))) == 1
+    assert torch.equal(next(iter(latent_dls(z, z[:5], 2., shift=1., bs=4, device='cpu').valid))[0], (z[:4] - 1)*2)
+
+
+@pytest.mark.parametrize('kw, err, match', [
+    (dict(scale=[1., 2.]), ValueError, r'one value per channel \(shape \(3,\)\), got shape \(2,\)'),
+    (dict(scale=torch.tensor([1., 0., 1.])), ValueError, 'every value of the latent `scale` must be finite and > 0'),
+    (dict(scale='big'), ValueError, "the latent `scale` must be a number or one value per channel .*got 'big'"),
+    (dict(scale=1., shift=float('nan')), ValueError, 'the latent `shift` must be a finite number'),
+    (dict(scale=1., shift=[0., float('inf'), 0.]), ValueError, 'every value of the latent `shift` must be finite,'),
+    (dict(scale=1., labels=(torch.arange(5),)), ValueError, r'`labels` must be a pair \(train labels, valid labels\)'),
+    (dict(scale=1., labels=(torch.arange(4), torch.arange(5))), ValueError, r'`y` must be integer labels of shape \(6,\)'),
+    (dict(scale=1., labels=(torch.zeros(6), torch.arange(5))), ValueError, '`y` must be integer labels'),
+])
+def test_latent_dls_refuses(kw, err, match):
+    with pytest.raises(err, match=match): latent_dls(torch.zeros(6, 3, 2, 2), torch.zeros(5, 3, 2, 2), bs=2, device='cpu', **kw)
+
+
+def test_latent_classifier_layout():
+    "Lesson 25's layout: a 5x5 stem, nbks[i] pre-activation blocks per level with the stride on each level's last, act+norm, pooled head."
+    m = latent_classifier(7, in_channels=3, nfs=(4, 8, 16), nbks=(1, 3), drop=0.)
+    blocks = [l for l in m if isinstance(l, PreActResBlock)]
+    assert len(blocks) == 4 and m[0].kernel_size == (5, 5) and m[0].in_channels == 3
+    strides = [b.convs[1][-1].stride[0] for b in blocks]
+    assert strides == [2, 1, 1, 2] and [b.convs[0][-1].in_channels for b in blocks] == [4, 8, 16, 16]
+    assert isinstance(m[-1], nn.BatchNorm1d) and m[-2].bias is None and m[-2].out_features == 7
+    feats = m[:len(m) - 5](torch.randn(2, 3, 16, 16))   # before pool, flatten, dropout, linear, BatchNorm1d
+    assert feats.shape == (2, 16, 4, 4)
+    assert m.eval()(torch.randn(1, 3, 9, 9)).shape == (1, 7)
+    for bad in (dict(nbks=(1,)), dict(nbks=(1, 0)), dict(nbks=(1, 2.)), dict(n_classes=0)):
+        with pytest.raises(ValueError): latent_classifier(**{'n_classes': 2, 'nfs': (4, 8, 16), **bad})
+
+
+def test_train_latent_classifier_learns():
+    "Latents whose class sets the mean of one channel: a few epochs beat chance by far; the model comes back in eval mode."
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(96) % 3
+    z = torch.randn(96, 4, 8, 8, generator=g)
+    z[torch.arange(96), y] += 2.
+    dls = latent_dls(z[:72], z[72:], 1., bs=12, device='cpu', seed=0, labels=(y[:72], y[72:]))
+    model, acc = train_latent_classifier(dls, 3, epochs=4, lr=1e-2, nfs=(8, 16), nbks=(1,), device='cpu', progress=False)
+    assert not model.training and acc >= 0.9
+    assert acc == pytest.approx((model(z[72:]).argmax(1) == y[72:]).float().mean().item())
 
 
 def test_train_flops_by_hand():

@@ -143,6 +143,9 @@ def test_targets_not_measured_quick_and_time_capped(rt, tmp_path):
     assert 'latent diffusion samples: FID 12.50 (810 images)' in lat[0] and '**Time-capped: trained vae_epochs 40 of 100, epochs 80 of 200.**' in lat[0]
     latent['time_budget'].update(vae_epochs=100, epochs=200)   # the configured epochs fitted: no mark
     assert 'Time-capped' not in _targets(rt, tmp_path, {'latent_fid.json': latent})['VAE reconstructions, latent and pixel diffusion FID'][0]
+    latent['latent_classifier'] = dict(test_accuracy=0.5125, pixel_classifier_test_accuracy=0.75)
+    assert ('(810 images); classifier on latents 51.2% (on pixels 75.0%)'
+            in _targets(rt, tmp_path, {'latent_fid.json': latent})['VAE reconstructions, latent and pixel diffusion FID'][0])
     assert got["beat the course's Karras table (LMS-20: 5.06 over reals 2.57; by FID / floor)"][1] == 'quick mode: no verdict'
     assert got['EmbUNetModel with and without attention vs diffusers'] == ('-', 'not measured (`results/unet_fid.json`)')
     assert len(got) == len(rt.TARGETS)

@@ -225,7 +225,9 @@ def _budget(d) -> str:
 def t_latent(d):
     fids = d.get('fid') or []
     if not fids: return None
-    return '; '.join(f"{r['images']}: FID {r['fid']:.2f}" for r in fids) + f" ({fids[0]['n']} images)" + _budget(d), INFO
+    lc = d.get('latent_classifier')
+    clf = f"; classifier on latents {lc['test_accuracy']:.1%} (on pixels {lc['pixel_classifier_test_accuracy']:.1%})" if lc else ''
+    return '; '.join(f"{r['images']}: FID {r['fid']:.2f}" for r in fids) + f" ({fids[0]['n']} images)" + clf + _budget(d), INFO
 
 
 def t_audio(d):
