@@ -10,7 +10,9 @@ Notebook 09_noise_pred at full size, with its exported pieces, as one measuremen
 3. FID/KID (notebook 05's evaluator) of 10,000 seeded samples (and their first 2,048) from DDIM-100 (eta 1) with the
    scheduled ᾱ (the naive sampler; course: FID 22.3) and with the regressor's per-image ᾱ clamped around the batch
    median (course: 3.88), and of as many seeded real training images (the floor; FID / floor compares across
-   feature networks).
+   feature networks);
+4. the KID of x0-hat after every step of both samplers, on the first sampling batch (`kid_per_step`; the lecture saw
+   the corrected sampler's quality "get worse for a while" along the way).
 
 On a GPU (from the repository root; resumable: trained networks in --weights-dir, finished rows in the JSON):
     python bench/noise_level_fid.py --out results/noise_level_fid.json
@@ -21,6 +23,7 @@ compiled model). Anywhere, to check that it runs (tiny networks, tiny classifier
 """
 from __future__ import annotations
 import json, math, sys, time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing miniai
@@ -32,7 +35,7 @@ from miniai.core import batch_seed, cache_dir, default_device, run_environment, 
 from miniai.data import fashion_dls
 from miniai.diffusion.cosine import cosine_ddim_sample, noisify_cosine
 from miniai.diffusion.ddpm import ddpm_learner, diffusers_unet, init_ddpm
-from miniai.diffusion.noise_level import NoTimeModel, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
+from miniai.diffusion.noise_level import NoTimeModel, kid_along_sampling, noise_level_ddim_sample, noise_level_learner, noise_level_model, noisify_noise_level
 from miniai.fid import fashion_fid_images, weights_hash
 from miniai.models.resnet import load_weights, save_weights, weights_metadata
 from bench.benchkit import count, parse_bench_args, command_line, compile_callbacks, compile_mode, fid_bench_parser, forget_rows, log_run, start_again_if_other_feature_network, resume, runs_markdown, write_results
@@ -84,6 +87,8 @@ def train_or_load(name: str, cfg: dict, args, results: dict) -> nn.Module:
         return load_weights(model, path).to(default_device()).eval()
     # both rows sample the no-t model; only the second uses the regressor
     forget_rows(results, 'rows', lambda r: name == 'no_t' or r['sampler'] == SAMPLERS[1], name)
+    if results.get('kid_per_step'):   # its curves sample both networks
+        print(f"{name}: trained again, so the KID-per-step curves are measured again", flush=True); results['kid_per_step'] = None
     set_seed(42)
     dls = fashion_dls(bs=cfg['bs'], limit=(512, 256) if cfg['quick'] else None, seed=42, data_dir=args.data_dir)
     cbs = compile_callbacks(args.compile)
@@ -123,19 +128,34 @@ class Float32(nn.Module):
         with torch.autocast(x.device.type, enabled=False): return self.model(x.float())
 
 
+def sampler(no_t: nn.Module, regressor: nn.Module | None, shape: tuple, g: int, args):
+    "DDIM-`args.steps` (eta 1) of `shape` from seed `g`, with the scheduled ᾱ (`regressor` None) or the regressor's; call with `callback=` or nothing."
+    if regressor is None: return partial(cosine_ddim_sample, no_t, shape, args.steps, eta=1., generator=g)
+    return partial(noise_level_ddim_sample, no_t, Float32(regressor), shape, args.steps, eta=1., generator=g)
+
+
+def _amp(): return torch.autocast('cuda', dtype=torch.bfloat16, enabled=default_device().type == 'cuda')
+
+
 def draw(no_t: nn.Module, regressor: nn.Module | None, n: int, args) -> tuple[torch.Tensor, float]:
     "`n` seeded samples (batch k: `batch_seed(seed, k)`) from DDIM with the scheduled ᾱ (`regressor` None) or the regressor's; seconds."
-    dev, out = default_device(), []
-    amp = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dev.type == 'cuda')
+    out = []
     synchronize(); t0 = time.perf_counter()
-    with amp:
+    with _amp():
         for k, i in enumerate(range(0, n, args.batch)):
-            shape, g = (min(args.batch, n - i), 1, 32, 32), batch_seed(args.seed, k)
-            x = cosine_ddim_sample(no_t, shape, args.steps, eta=1., generator=g) if regressor is None else \
-                noise_level_ddim_sample(no_t, Float32(regressor), shape, args.steps, eta=1., generator=g)
+            x = sampler(no_t, regressor, (min(args.batch, n - i), 1, 32, 32), batch_seed(args.seed, k), args)()
             out.append(x.float().clamp(-1, 1).cpu())
     synchronize()
     return torch.cat(out), time.perf_counter() - t0
+
+
+def kid_per_step(no_t: nn.Module, regressor: nn.Module, n: int, ie, args) -> dict:
+    "KID of x0-hat after every step of both samplers, on the first sampling batch (seed `batch_seed(seed, 0)`, `n` images)."
+    shape = (min(n, args.batch), 1, 32, 32)
+    with _amp():
+        curves = {name: kid_along_sampling(sampler(no_t, reg, shape, batch_seed(args.seed, 0), args), ie)
+                  for name, reg in zip(SAMPLERS, (None, regressor))}
+    return dict(n=shape[0], curves=curves)
 
 
 def write(results: dict, out: Path): write_results(results, out, markdown)
@@ -162,6 +182,10 @@ def markdown(results: dict) -> str:
     if 'test_mse' in reg:
         L += ['', f"Regressor test MSE of logit(ᾱ): {reg['test_mse']:.4f}; always 0: {reg['constant_0_mse']:.3f} "
                   f"(expected π²/3 = {reg['constant_0_mse_expected']:.3f}); course: 0.075, its constant 0.5 measured 3.567 (π²/3 + 0.25 = 3.54)."]
+    if kps := results.get('kid_per_step'):
+        L += ['', f"KID of x0-hat along sampling ({kps['n']:,} images, the first batch): " + '; '.join(
+            f"{k}: first {v[0]:.4f}, highest {max(v):.4f} at step {v.index(max(v)) + 1}, lowest {min(v):.4f} at step "
+            f"{v.index(min(v)) + 1}, last {v[-1]:.4f} ({len(v)} steps)" for k, v in kps['curves'].items()) + '.']
     L += runs_markdown(results)
     return '\n'.join(L) + '\n'
 
@@ -174,8 +198,8 @@ def main(argv=None):
     cfgs = configs(args.quick, args.full_nets)
     config = dict(n=ns, batch=args.batch, steps=args.steps, seed=args.seed, nets=cfgs)
     results = dict(command=command_line(__file__, argv),
-                   config=config, environment=run_environment(), train={}, rows=[], reals=None)
-    kept = resume(results, out, ('train', 'rows', 'reals'))   # an interrupted run with the same configuration continues
+                   config=config, environment=run_environment(), train={}, rows=[], reals=None, kid_per_step=None)
+    kept = resume(results, out, ('train', 'rows', 'reals', 'kid_per_step'))   # an interrupted run with the same configuration continues
     run = log_run(results, kept)
     if args.train_only:   # on a GPU, one process per compiled model (tools/gpu_stage.sh)
         for name in args.train_only: train_or_load(name, cfgs[name], args, results)
@@ -183,7 +207,7 @@ def main(argv=None):
         return results
     ie = fid_evaluator(args.quick, data_dir=args.data_dir)
     results['feature_model_sha256'] = weights_hash(ie.model)   # the same feature model as results/fid_floor.json?
-    if start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None)):
+    if start_again_if_other_feature_network(kept, results, results['feature_model_sha256'], out, dict(rows=[], reals=None, kid_per_step=None)):
         write(results, out)   # at once: a retry after a failure continues the new table
     if results['reals'] is None:
         reals = fashion_fid_images('train', args.data_dir, n=ns[0], seed=args.seed, allow_sample=args.quick)
@@ -199,6 +223,8 @@ def main(argv=None):
         print(f"{name:28s} " + '  '.join(f"FID@{n} {s['fid']:.3f}" for n, s in results['rows'][-1]['scores'].items()) +
               f"  ({secs:.0f} s)", flush=True)
         write(results, out)
+    if results['kid_per_step'] is None:   # last: a lease cut short keeps the FID table
+        results['kid_per_step'] = kid_per_step(no_t, regressor, ns[-1], ie, args)
     write(results, out)
     print(markdown(results))
     return results

@@ -25,6 +25,9 @@ What it measures:
    embedding, designed for step numbers 0..999, gets 1000 c_noise (notebook 10), ours c_noise itself (its embedding
    MLP starts with a BatchNorm that rescales each frequency; notebook 11). So the comparison is of the two networks
    as each is meant to be fed, not of one input through two networks.
+   (The lesson itself trained its attention and conditional UNets on the cosine schedule and sampled them with DDIM
+   (notebook 28: loss 0.032, FID 4.06 at DDIM-100). Here all three networks share the Karras objective and sampler so
+   that they compare like with like; our losses and FIDs are therefore not comparable with those two course figures.)
    Each is sampled with the same sampler (LMS of order 3, 20 steps: the lesson's choice) from the same seeds: `max(--n)`
    samples (batch k uses seed `batch_seed(--seed, k)`); smaller n are prefixes, so the 2,048-sample FID uses the first 2,048
    of the 10,000. Reported: parameters, final train/valid loss, training images/s (training phases of epochs

@@ -139,16 +139,16 @@ def test_noise_level_fid_forgets_only_the_rows_that_used_the_retrained_network(t
     res = dict(train={}, rows=rows())
     for name in ('regressor', 'no_t'): nl.train_or_load(name, cfgs[name], args, res)   # both trained: every row forgotten
     assert res['rows'] == []
-    res['rows'] = rows()
+    res['rows'], res['kid_per_step'] = rows(), dict(n=2, curves={})
     for name in ('regressor', 'no_t'): nl.train_or_load(name, cfgs[name], args, res)   # both loaded: every row kept
-    assert res['rows'] == rows()
+    assert res['rows'] == rows() and res['kid_per_step'] == dict(n=2, curves={})
     (tmp_path/'bench_noise_level_regressor_quick.safetensors').unlink()
     nl.train_or_load('regressor', cfgs['regressor'], args, res)
-    assert res['rows'] == [dict(sampler=nl.SAMPLERS[0])]
-    res['rows'] = rows()
+    assert res['rows'] == [dict(sampler=nl.SAMPLERS[0])] and res['kid_per_step'] is None   # the curves sample both networks
+    res['rows'], res['kid_per_step'] = rows(), dict(n=2, curves={})
     (tmp_path/'bench_noise_level_no_t_quick.safetensors').unlink()
     nl.train_or_load('no_t', cfgs['no_t'], args, res)
-    assert res['rows'] == []
+    assert res['rows'] == [] and res['kid_per_step'] is None
 
 
 def test_karras_fid_sets_aside_a_table_of_another_feature_network_and_writes_the_new_one_at_once(tmp_path, load_script, monkeypatch, one_thread):

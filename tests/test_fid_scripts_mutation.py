@@ -669,6 +669,23 @@ def test_noise_level_draw_routes_the_regressor_and_seeds_batches(nl, monkeypatch
         [('nl', 'no_t', 'Float32', 'reg', (m, 1, 32, 32), 1., batch_seed(3, k)) for k, m in enumerate((4, 1))]
 
 
+def test_noise_level_kid_per_step_scores_both_samplers_on_the_first_batch(nl, monkeypatch):
+    "Both samplers on the first batch's seed and size (at most `--batch`), every step's denoised scored in float32 and clamped."
+    calls = []
+    def ddim(model, shape, steps, eta, generator, callback):
+        calls.append(('ddim', model.tag, shape, steps, eta, generator))
+        for i in range(steps - 1): callback(dict(denoised=torch.full(shape, 3.*i, dtype=torch.bfloat16)))
+    def nl_ddim(model, level, shape, steps, eta, generator, callback):
+        calls.append(('nl', level.model.tag, shape, steps, eta, generator))
+        for i in range(steps): callback(dict(denoised=torch.full(shape, -0.5*i)))
+    monkeypatch.setattr(nl, 'cosine_ddim_sample', ddim); monkeypatch.setattr(nl, 'noise_level_ddim_sample', nl_ddim)
+    ie = SimpleNamespace(kid=lambda x: (x.dtype, x.min().item(), x.max().item()))
+    r = nl.kid_per_step(tagged('no_t'), tagged('reg'), 64, ie, argparse.Namespace(batch=16, seed=3, steps=3))
+    assert calls == [('ddim', 'no_t', (16, 1, 32, 32), 3, 1., batch_seed(3, 0)), ('nl', 'reg', (16, 1, 32, 32), 3, 1., batch_seed(3, 0))]
+    assert r == dict(n=16, curves={nl.SAMPLERS[0]: [(torch.float32, 0., 0.), (torch.float32, 1., 1.)],
+                                   nl.SAMPLERS[1]: [(torch.float32, 0., 0.), (torch.float32, -0.5, -0.5), (torch.float32, -1., -1.)]})
+
+
 @pytest.fixture
 def fake_nl(nl, monkeypatch):
     log = SimpleNamespace(draws=[], trained=[], reals=[], ie=FakeEval(), his=[])
@@ -680,6 +697,9 @@ def fake_nl(nl, monkeypatch):
     monkeypatch.setattr(nl, 'train_or_load', train_or_load)
     def draw(no_t, reg, n, args): log.draws.append((no_t.tag, None if reg is None else reg.tag, n)); return torch.zeros(n, 1, 32, 32), 2.5
     monkeypatch.setattr(nl, 'draw', draw)
+    def kid_per_step(no_t, reg, n, ie, args): log.curves.append((no_t.tag, reg.tag, n, ie is log.ie)); return dict(n=n, curves={'a': [0.5, 0.25]})
+    monkeypatch.setattr(nl, 'kid_per_step', kid_per_step)
+    log.curves = []
     return log
 
 
@@ -692,6 +712,8 @@ def test_noise_level_main_labels_each_row_by_the_sampler_it_drew(nl, fake_nl, tm
     assert all(r['scores']['64']['n'] == 64 and r['scores']['16']['n'] == 16 and r['seconds'] == 2.5 for r in res['rows'])
     assert fake_nl.reals == [('train', 64, 5)] and res['reals']['16']['n'] == 16 and res['config']['n'] == [64, 16]
     assert fake_nl.trained == [('regressor', 20), ('no_t', 25)]
+    assert fake_nl.curves == [('no_t', 'regressor', 16, True)] and res['kid_per_step'] == dict(n=16, curves={'a': [0.5, 0.25]})
+    assert 'KID of x0-hat along sampling (16 images, the first batch): a: first 0.5000, highest 0.5000 at step 1, lowest 0.2500 at step 2' in out.with_suffix('.md').read_text()
     res = nl.main(['--out', str(out), '--n', '16', '64', '--seed', '5'])
-    assert len(fake_nl.draws) == 2 and len(res['rows']) == 2 and len(fake_nl.reals) == 1
+    assert len(fake_nl.draws) == 2 and len(res['rows']) == 2 and len(fake_nl.reals) == 1 and len(fake_nl.curves) == 1
     with pytest.raises(SystemExit, match='>= 2'): nl.main(['--out', str(tmp_path/'m.json'), '--n', '1'])

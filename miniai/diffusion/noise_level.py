@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09_noise_pred.ipynb #f345bd9a
 from __future__ import annotations
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from .cosine import cosine_abar, cosine_timesteps
 
 # %% auto #0
 __all__ = ['noisify_noise_level', 'NoiseLevelCB', 'flat_mse', 'noise_level_model', 'noise_level_learner', 'predict_abar',
-           'NoTimeModel', 'estimate_abar', 'noise_level_ddim_sample']
+           'NoTimeModel', 'estimate_abar', 'noise_level_ddim_sample', 'kid_along_sampling']
 
 # %% ../../nbs/09_noise_pred.ipynb #6a23c28e
 def noisify_noise_level(x0: Tensor,   # clean images (B, C, H, W), on the device
@@ -145,3 +145,14 @@ def noise_level_ddim_sample(model: Callable,        # ε-model `model(x, t)`, e.
             if callback is not None: callback(dict(i=i, t=ts[i].item(), x=x, denoised=x0, abar=a_hat))
     check_finite(x, 'samples')
     return x
+
+# %% ../../nbs/09_noise_pred.ipynb #2f6884e8
+def kid_along_sampling(sampler: Callable, # runs a whole sampling when called with `callback=` (e.g. a `partial` of a sampler)
+                       ie: Any,           # an `ImageEval` (notebook 05), or anything with `.kid(images)`
+                      ) -> list[float]:
+    "KID of x0-hat (the callback's `denoised`, clamped to [-1, 1]) after every step of `sampler`: how quality develops along the way."
+    kids = []
+    def score(d: dict):
+        with torch.autocast(d['denoised'].device.type, enabled=False): kids.append(ie.kid(d['denoised'].float().clamp(-1, 1)))
+    sampler(callback=score)
+    return kids

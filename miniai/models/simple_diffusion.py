@@ -103,7 +103,7 @@ class SimpleDiffusion(EmbUNetModel):
                  num_layers: int = 1,      # res blocks per down block (up blocks get one more)
                  img_size: int | tuple[int, int] = 64, # (H, W) of the images (fixes the number of tokens)
                  n_mids: int = 8,          # transformer blocks in the middle
-                 mid_attn_chans: int = 32, # channels per attention head in them
+                 mid_attn_chans: int = 32, # channels per attention head in them (the lesson's code: 8)
                  n_classes: int | None = None, # classes for a conditional model (plus a null class); None: unconditional
                 ):
         super().__init__(in_channels, out_channels, nfs, num_layers, attn_chans=0, n_classes=n_classes)
