@@ -227,7 +227,7 @@ def _arg(k: str, cli: bool) -> str:
 
 def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond,
                       classifier, conditional, guidance, grad_clip=None, grad_accum=1, compile=None, cli: bool = False) -> tuple:
-    "`train_diffusion`'s sizes with their defaults filled in, after refusing every value it would only trip over after training."
+    "`train_diffusion`'s sizes and `p_uncond` with their defaults filled in, after refusing every value it would only trip over after training."
     a = lambda k: _arg(k, cli)
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
     epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
@@ -243,7 +243,9 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
     if n_fid < 0 or n_fid == 1:
         raise ValueError(f"{a('n_fid')} must be 0 (no FID) or >= 2 (FID and KID need 2 samples or more), got {n_fid}")
     if not 0 <= ema_decay < 1: raise ValueError(f"{a('ema_decay')} must be in [0, 1), got {ema_decay}")
-    if not 0 <= p_uncond <= 1: raise ValueError(f"{a('p_uncond')} must be in [0, 1], got {p_uncond}")
+    if p_uncond is not None:   # None: 0.1 for a conditional model
+        if not conditional: raise ValueError(f"{a('p_uncond')} needs {'--conditional' if cli else '`conditional=True`'}")
+        if not 0 <= p_uncond <= 1: raise ValueError(f"{a('p_uncond')} must be in [0, 1], got {p_uncond}")
     _check_guidance(guidance, a('guidance'))
     if not conditional and guidance != 1: raise ValueError(f"{a('guidance')} needs {'--conditional' if cli else '`conditional=True`'}")
     if classifier is not None and not Path(classifier).is_file():
@@ -252,7 +254,7 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
         make_sampler(SimpleNamespace(n_classes=10 if conditional else None), schedule, method, sample_steps, quick=quick, guidance=guidance)
     except ValueError as e:
         raise ValueError(f"{a('method')} {method!r} with {a('schedule')} {schedule!r} and {a('sample_steps')} {sample_steps}: {e}") from e
-    return epochs, bs, sample_steps, n_fid
+    return epochs, bs, sample_steps, n_fid, (0.1 if p_uncond is None else p_uncond) if conditional else None
 
 
 # %% ../nbs/99_cli.ipynb #e0e2d7dd
@@ -317,7 +319,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     classifier: str | Path | None = None, # FID classifier weights (default: see `fid_evaluator`)
                     evaluator: ImageEval | None = None,   # use this evaluator instead
                     conditional: bool = False, # class-conditional model (notebook 13): labels in, classifier-free guidance
-                    p_uncond: float = 0.1,     # conditional: probability of training a label as the null class
+                    p_uncond: float | None = None, # conditional only: probability of training a label as the null class (default 0.1)
                     guidance: float = 1.,      # conditional: guidance scale of the grid and FID samples (all classes equally)
                     grad_clip: float | None = None, # clip the gradients' total norm to this before each step (`GradClipCB`); None: no clipping
                     grad_accum: int = 1,       # batches of `bs` per optimizer step (`GradAccumCB`): a step of `grad_accum*bs` images
@@ -327,13 +329,14 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     progress: bool = True,     # progress bars for training, sampling and any classifier training
                    ) -> dict:
     "Train a diffusion model on Fashion-MNIST; write samples.png, loss.png, model.safetensors, metrics.json to `out`."
-    epochs, bs, sample_steps, n_fid = _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid,
-                                                        ema_decay, p_uncond, classifier, conditional, guidance, grad_clip, grad_accum, compile)
+    epochs, bs, sample_steps, n_fid, p_uncond = _check_train_args(
+        schedule, method, quick, epochs, bs, lr, sample_steps, n_grid, n_fid, ema_decay, p_uncond, classifier, conditional, guidance,
+        grad_clip, grad_accum, compile)
     check_precision(precision)
     n_classes, limit = 10 if conditional else None, limit or ((320, 64) if quick else None)
     settings = dict(schedule=schedule, quick=quick, epochs=epochs, bs=bs, lr=lr, seed=seed,
                     limit=list(limit) if isinstance(limit, (tuple, list)) else limit, ema_decay=ema_decay, precision=precision,
-                    compile=compile, conditional=conditional, p_uncond=p_uncond if conditional else None, grad_clip=grad_clip,
+                    compile=compile, conditional=conditional, p_uncond=p_uncond, grad_clip=grad_clip,
                     grad_accum=grad_accum)
     out = Path(out)
     _check_train_out(out, force, checkpoint)
@@ -382,7 +385,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
     with ema.average():
         save_trained(learn.model, out/'model.safetensors', dict(schedule=schedule, quick=quick, unet=r['unet'],
                      value_range=r['value_range'], linear=r['linear'], ema_decay=ema_decay, epochs=epochs,
-                     n_classes=n_classes, p_uncond=p_uncond if conditional else None))
+                     n_classes=n_classes, p_uncond=p_uncond))
         grid = sample_images(sampler, n_grid, bs=512, seed=seed, device=device, progress=progress, labels=grid_labels)
         t0 = time.perf_counter()
         fid_samples = sample_images(sampler, n_fid, bs=512, seed=seed + 1, device=device, progress=progress,
@@ -398,7 +401,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
         schedule=schedule, sampler=method, sample_steps=sample_steps, nfe=sampler_nfe(schedule, method, sample_steps, quick, guidance),
         n_fid=n_fid, fid=scores.get('fid'), kid=scores.get('kid'), fid_note=None if n_fid else 'skipped (n_fid=0)',
         feature_model='the evaluator passed in' if evaluator is not None else _default_feature_model(quick),
-        conditional=conditional, p_uncond=p_uncond if conditional else None, guidance=guidance if conditional else None,
+        conditional=conditional, p_uncond=p_uncond, guidance=guidance if conditional else None,
         class_accuracy=acc.get('accuracy'), class_accuracy_per_class=acc.get('per_class'),
         epochs=epochs, bs=bs, lr=lr, seed=seed, quick=quick, ema_decay=ema_decay, grad_clip=grad_clip, grad_accum=grad_accum, compile=compile,
         precision=precision if device.type == 'cuda' else None, precision_requested=precision,  # mixed precision is CUDA-only
@@ -476,8 +479,8 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
                     out: str | Path,         # folder for samples.npy and samples.png
                     n: int = 64,             # number of samples
                     method: str = 'ddim',    # 'ddim' or (linear family) 'ddpm'
-                    steps: int = 100,        # DDIM steps
-                    eta: float = 1.,         # DDIM noise
+                    steps: int = 100,        # DDIM steps ('ddpm' takes every step of the schedule: those are recorded)
+                    eta: float = 1.,         # DDIM noise (not used by 'ddpm': None is recorded)
                     seed: int = 0,           # the sample set is reproduced exactly by its seed (and `bs`)
                     bs: int = 512,           # images per sampler call; with `seed`, it fixes the sample set
                     labels: int | Sequence[int] | None = None, # conditional models: classes to draw, repeated to `n` (default: all in turn)
@@ -505,6 +508,7 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
                                                                   ncols=n_classes if n_classes else 8)]
     if labels is not None: files.append(save_samples(out/'labels.npy', labels))
     if png: files.append(save_png_files(x, out/'png'))
+    if method == 'ddpm': steps, eta = recipe(cfg['schedule'], cfg.get('quick', False))['linear']['n_steps'], None   # what it took
     return dict(n=n, schedule=cfg['schedule'], sampler=method, steps=steps, eta=eta, seed=seed,
                 conditional=n_classes is not None, guidance=guidance if n_classes else None,
                 nfe=sampler_nfe(cfg['schedule'], method, steps, cfg.get('quick', False), guidance), files=[str(f) for f in files])
@@ -620,7 +624,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--compile', choices=('default', 'reduce-overhead'),
                    help="torch.compile the training step (meant for CUDA; each epoch's last incomplete batch is dropped)")
     t.add_argument('--conditional', action='store_true', help='class-conditional model with classifier-free guidance (notebook 13)')
-    t.add_argument('--p-uncond', type=float, default=0.1, help='with --conditional: probability of training without the label (default: %(default)s)')
+    t.add_argument('--p-uncond', type=float, help='with --conditional: probability of training without the label (default: 0.1)')
     t.add_argument('--guidance', type=float, default=1., help='with --conditional: guidance scale of the grid and FID samples, >= 0 (default: %(default)s)')
     t.add_argument('--checkpoint', action='store_true', help='keep OUT/checkpoint.pt after every epoch; if it exists, continue from it (an interrupted run '
                    'resumes; the training settings and images must be the same)')
@@ -633,8 +637,8 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument('--out', default='miniai_samples', help='output folder (default: %(default)s)')
     sm.add_argument('-n', '--n', type=_positive(int), default=64, help='number of samples (default: %(default)s)')
     sm.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only for a linear-schedule model (default: %(default)s)")
-    sm.add_argument('--steps', type=_positive(int), default=100, help='DDIM steps; ddpm takes every step of the schedule (default: %(default)s)')
-    sm.add_argument('--eta', type=float, default=1., help='DDIM noise in [0, 1]: 0 deterministic, 1 DDPM-like (default: %(default)s)')
+    sm.add_argument('--steps', type=_positive(int), help='DDIM steps (default: 100); not with --sampler ddpm, which takes every step of the schedule')
+    sm.add_argument('--eta', type=float, help='DDIM noise in [0, 1]: 0 deterministic, 1 DDPM-like (default: 1); not with --sampler ddpm')
     sm.add_argument('--seed', type=int, default=0, help='seed of the sample set (default: %(default)s)')
     sm.add_argument('--bs', type=_positive(int), default=512, help='images per batch (default: %(default)s)')
     sm.add_argument('--label', type=int, nargs='+', metavar='CLASS', help='conditional models: classes to draw, repeated to -n (default: all classes in turn)')
@@ -702,7 +706,15 @@ def console_main(argv: Sequence[str] | None = None, # arguments without the prog
         print(f"miniai {cmd}: error: {e}\n(MINIAI_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 
+def _ddim_settings(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namespace:
+    "Refuse --steps and --eta with --sampler ddpm (they would be ignored); else fill in `sample_to_files`' defaults."
+    if a.sampler == 'ddpm' and (a.steps is not None or a.eta is not None):
+        p.error("--steps and --eta set DDIM's steps and noise: --sampler ddpm takes every step of the schedule, with DDPM's noise")
+    a.steps, a.eta = 100 if a.steps is None else a.steps, 1. if a.eta is None else a.eta
+    return a
+
 def _main_sample(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    _ddim_settings(p, a)
     try: check_ddim_noise(a.eta, 0.)   # the sampler's own rule, checked before the model loads
     except ValueError: p.error(f"--eta must be a finite number >= 0 and at most 1 (DDPM-like noise), got {a.eta}")
     try: _check_guidance(a.guidance, '--guidance')

@@ -21,9 +21,10 @@ with warnings.catch_warnings():  # torcheval's import warns about torch.jit.scri
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'CancelStepException', 'Callback',
-           'run_cbs', 'Learner', 'TrainCB', 'TrainLearner', 'DeviceCB', 'BatchTransformCB', 'batch_size', 'MetricsCB',
-           'in_notebook', 'format_log', 'ProgressCB', 'SingleBatchCB', 'LRFinderCB', 'lr_find', 'BaseSchedCB',
-           'BatchSchedCB', 'EpochSchedCB', 'OneCycleCB', 'rec_lr', 'rec_loss', 'RecorderCB']
+           'run_cbs', 'Learner', 'last_batch_size', 'refuse_batchnorm_batch_of_one', 'TrainCB', 'TrainLearner',
+           'DeviceCB', 'BatchTransformCB', 'batch_size', 'MetricsCB', 'in_notebook', 'format_log', 'ProgressCB',
+           'SingleBatchCB', 'LRFinderCB', 'lr_find', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'OneCycleCB',
+           'rec_lr', 'rec_loss', 'RecorderCB']
 
 # %% ../nbs/02_learner.ipynb #0c15a16d
 class CancelFitException(Exception):
@@ -133,6 +134,7 @@ class Learner:
         self.model.train(training)
         self.training = training
         self.dl = self.dls.train if training else self.dls.valid
+        if training: refuse_batchnorm_batch_of_one(self.model, self.dl)
         self._with_events('epoch', self._batches)
 
     def _batches(self):
@@ -155,6 +157,31 @@ class Learner:
     def backward(self):  "Fire `backward`."; self.callback('backward')
     def step(self):      "Fire `step` (the optimizer step)."; self.callback('step')
     def zero_grad(self): "Fire `zero_grad`."; self.callback('zero_grad')
+
+# %% ../nbs/02_learner.ipynb #666abcfc
+def last_batch_size(dl: Any, # a loader: one with `dataset_len` and `bs` (and `drop_last`), or a torch `DataLoader`
+                   ) -> int | None:
+    "Items in the last batch of `dl` when it says how many it holds, else None (a torch `DataLoader`: its sampler's count)."
+    n, bs = getattr(dl, 'dataset_len', None), getattr(dl, 'bs', None)
+    if n is None and isinstance(dl, torch.utils.data.DataLoader):
+        try: n, bs = len(dl.sampler), dl.batch_size   # the sampler: one rank's share under a DistributedSampler
+        except TypeError: return None                # a sampler without len(): an IterableDataset
+    if not (isinstance(n, int) and isinstance(bs, int)) or n < 1 or bs < 1: return None
+    if getattr(dl, 'drop_last', False): return bs if n >= bs else None
+    return n % bs or bs
+
+def refuse_batchnorm_batch_of_one(model: nn.Module, # the model about to train
+                                  dl: Any,          # its training loader
+                                 ):
+    "Raise `ValueError` if `model` has BatchNorm layers and `dl`'s last batch would hold a single item (they cannot train on one)."
+    if last_batch_size(dl) != 1: return
+    bns = list(dict.fromkeys(type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)))
+    if not bns: return
+    bs = getattr(dl, 'bs', None) or getattr(dl, 'batch_size', None)
+    raise ValueError(f"the last training batch would hold a single item (batch size {bs}, one item left over), and the model has "
+                     f"BatchNorm layers ({', '.join(bns)}), which cannot train on one item: choose a batch size (or a number of "
+                     f"items) that leaves 0 or at least 2 over, or drop the last incomplete batch (`drop_last=True` where the "
+                     f"loader takes it)")
 
 # %% ../nbs/02_learner.ipynb #94ea6bac
 def _backward(learn):

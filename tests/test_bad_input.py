@@ -364,6 +364,7 @@ ROWS = [
     # training
     ('learner.Learner.fit', 'empty training loader (0 batches)', ValueError, '`dls.train` is empty', _fp(lambda: TrainLearner(nn.Linear(2, 1), DataLoaders([], []), lr=0.1).fit(1))),
     ('learner.Learner.fit', 'n_epochs=0', ValueError, '`n_epochs` must be an int >= 1', _fp(lambda: _learner().fit(0))),
+    ('learner.Learner.fit', 'BatchNorm and a last training batch of one item', ValueError, 'the last training batch would hold a single item (batch size 4, one item left over), and the model has BatchNorm layers (BatchNorm1d)', _fp(lambda: TrainLearner(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), DataLoaders(DeviceTensorLoader(torch.zeros(9, 2), bs=4, device=CPU), []), lr=0.1).fit(1))),
     ('learner.fit + accel.NanGuardCB', 'loss becomes NaN', NonFiniteLossError, 'the training loss became nan at epoch 0, batch 0', _nan_fit),
     ('accel.NanGuardCB', 'every=0', ValueError, '`every` must be >= 1', _fp(lambda: NanGuardCB(every=0))),
     ('accel.MixedPrecision', 'dtype=torch.float32', ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision(torch.float32))),
@@ -508,6 +509,7 @@ ROWS = [
     ('cli.make_sampler', 'guidance for an unconditional model', ValueError, '`guidance` (2.0) needs a class-conditional model', _fp(lambda: make_sampler(_dunet(), guidance=2.))),
     ('cli.train_diffusion', 'guidance without conditional=True', ValueError, '`guidance` needs `conditional=True`', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, guidance=2.)),
     ('cli.train_diffusion', 'p_uncond=1.5', ValueError, '`p_uncond` must be in [0, 1]', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, conditional=True, p_uncond=1.5)),
+    ('cli.train_diffusion', 'p_uncond without conditional (it would be dropped)', ValueError, '`p_uncond` needs `conditional=True`', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, p_uncond=0.5)),
     ('cli.train_diffusion', 'sample_steps=0', ValueError, '`sample_steps` must be >= 1, got 0', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, sample_steps=0)),
     ('cli.train_diffusion', 'epochs=0', ValueError, '`epochs` must be >= 1, got 0', lambda tmp: lambda: train_diffusion(tmp/'run', quick=True, epochs=0)),
     ('cli.train_diffusion', 'more DDIM steps than the linear schedule has (before training)', ValueError, '`steps` must be between 1 and 100, got 500', _before_training(schedule='linear', sample_steps=500)),

@@ -1,5 +1,6 @@
 """The `miniai sample` and `miniai fid` commands (the `train` command is tested in test_diffusion.py)."""
 import json
+from functools import partial
 import numpy as np
 from pathlib import Path
 import pytest
@@ -494,8 +495,9 @@ def test_cli_defaults_equal_the_api_defaults():
     import inspect
     import miniai.cli as cli
     rename = {'sampler': 'method', 'label': 'labels'}
-    for argv, f in ((['train'], cli.train_diffusion), (['sample', 'ck'], cli.sample_to_files)):
-        parsed = {rename.get(k, k): v for k, v in vars(cli._parser().parse_args(argv)).items()}
+    p = cli._parser()
+    for argv, f, fill in ((['train'], cli.train_diffusion, lambda a: a), (['sample', 'ck'], cli.sample_to_files, partial(cli._ddim_settings, p))):
+        parsed = {rename.get(k, k): v for k, v in vars(fill(p.parse_args(argv))).items()}
         api = {k: v.default for k, v in inspect.signature(f).parameters.items() if v.default is not inspect.Parameter.empty}
         shared = sorted(set(parsed) & set(api))
         assert len(shared) >= 10, shared

@@ -35,23 +35,24 @@ def test_recipe_sizes():
 
 
 _ARGS = dict(schedule='cosine', method='ddim', quick=True, epochs=None, bs=None, lr=4e-3, sample_steps=None, n_grid=64,
-             n_fid=None, ema_decay=0.999, p_uncond=0.1, classifier=None, conditional=False, guidance=1., grad_clip=None)
+             n_fid=None, ema_decay=0.999, p_uncond=None, classifier=None, conditional=False, guidance=1., grad_clip=None)
 
 def _check(**kw): return _check_train_args(**{**_ARGS, **kw})
 
 def test_default_sizes_quick_and_full():
-    "(epochs, bs, sample_steps, n_fid): the documented defaults; given values (n_fid=0 too) are kept."
-    assert _check() == (1, 32, 10, 256)
-    assert _check(quick=False) == (25, 512, 100, 2048)
-    assert _check(epochs=3, bs=7, sample_steps=5, n_fid=0) == (3, 7, 5, 0)
+    "(epochs, bs, sample_steps, n_fid, p_uncond): the documented defaults; given values (n_fid=0 too) are kept."
+    assert _check() == (1, 32, 10, 256, None)
+    assert _check(quick=False) == (25, 512, 100, 2048, None)
+    assert _check(epochs=3, bs=7, sample_steps=5, n_fid=0) == (3, 7, 5, 0, None)
+    assert _check(conditional=True)[4] == 0.1 and _check(conditional=True, p_uncond=0.3)[4] == 0.3
     assert _check(quick=False, n_fid=0)[3] == 0
 
 
 def test_argument_limits():
     "Each bound as documented: which edge values are refused and which are allowed."
     for kw, msg in ((dict(lr=0.), r'`lr` must be a finite number > 0, got 0'), (dict(n_fid=-2), '`n_fid` must be 0'),
-                    (dict(ema_decay=-0.1), r'`ema_decay` must be in \[0, 1\)'), (dict(p_uncond=-0.1), r'`p_uncond` must be in \[0, 1\]'),
-                    (dict(p_uncond=1.01), '`p_uncond`'), (dict(bs=0), '`bs` must be >= 1, got 0'),
+                    (dict(ema_decay=-0.1), r'`ema_decay` must be in \[0, 1\)'), (dict(conditional=True, p_uncond=-0.1), r'`p_uncond` must be in \[0, 1\]'),
+                    (dict(conditional=True, p_uncond=1.01), '`p_uncond`'), (dict(p_uncond=0.5), '`p_uncond` needs `conditional=True`'), (dict(bs=0), '`bs` must be >= 1, got 0'),
                     (dict(conditional=True, guidance=-0.5), '`guidance` must be a finite number >= 0'),
                     (dict(grad_clip=0.), r'`grad_clip` must be a finite number > 0, got 0'), (dict(grad_clip=float('inf')), '`grad_clip`'),
                     (dict(grad_clip=float('nan')), '`grad_clip`'), (dict(grad_accum=0), r'`grad_accum` must be an int >= 1, got 0'),
@@ -413,10 +414,20 @@ def test_sample_command_passes_flags(_ckpts, tmp_path, monkeypatch):
     def fake(*a, **kw): seen.append(kw); raise _Stop()
     monkeypatch.setattr('miniai.cli.sample_to_files', fake)
     with pytest.raises(_Stop):
-        main(['sample', str(_ckpts['linear']), '--out', str(tmp_path/'s'), '--sampler', 'ddpm', '-n', '3', '--eta', '0.5', '--bs', '2',
+        main(['sample', str(_ckpts['linear']), '--out', str(tmp_path/'s'), '--sampler', 'ddpm', '-n', '3', '--bs', '2',
               '--png', '--no-progress'])
     assert {k: seen[-1][k] for k in ('method', 'n', 'eta', 'bs', 'png', 'progress', 'seed', 'steps')} == \
-           dict(method='ddpm', n=3, eta=0.5, bs=2, png=True, progress=False, seed=0, steps=100)
+           dict(method='ddpm', n=3, eta=1., bs=2, png=True, progress=False, seed=0, steps=100)
+    with pytest.raises(_Stop): main(['sample', str(_ckpts['linear']), '--out', str(tmp_path/'s'), '--steps', '7', '--eta', '0.5'])
+    assert {k: seen[-1][k] for k in ('method', 'eta', 'steps')} == dict(method='ddim', eta=0.5, steps=7)
+
+
+@pytest.mark.parametrize('flag', [['--steps', '2'], ['--eta', '0.3'], ['--steps', '100']])
+def test_sample_ddpm_refuses_ddim_settings(_ckpts, tmp_path, capsys, flag):
+    "--steps and --eta would be ignored by ddpm (every step of the schedule, its own noise): refused, even at their default values."
+    with pytest.raises(SystemExit) as e:
+        main(['sample', str(_ckpts['linear']), '--out', str(tmp_path/'s'), '--sampler', 'ddpm', *flag, '--no-progress'])
+    assert e.value.code == 2 and "--steps and --eta set DDIM's steps and noise: --sampler ddpm takes every step" in capsys.readouterr().err
 
 
 def test_sample_linear_ddpm(_ckpts, tmp_path, monkeypatch, capsys):
@@ -425,6 +436,8 @@ def test_sample_linear_ddpm(_ckpts, tmp_path, monkeypatch, capsys):
     path = _ckpts['linear']
     main(['sample', str(path), '--out', str(tmp_path/'s'), '--sampler', 'ddpm', '-n', '1', '--no-progress'])
     assert 'ddpm 100 steps, 100 network evaluations each' in capsys.readouterr().out
+    r = sample_to_files(path, tmp_path/'t', n=1, method='ddpm', steps=3, eta=0.5, progress=False)   # the steps it took, no eta
+    assert (r['steps'], r['eta'], r['nfe']) == (100, None, 100)
     x = load_samples(tmp_path/'s'/'samples.npy')
     model, _ = load_trained(path, device='cpu')
     want = ddpm_sample(model, (1, 1, 32, 32), linear_schedule(100, 1e-3, 0.2), generator=torch.Generator().manual_seed(batch_seed(0, 0)), clamp=1.)

@@ -47,7 +47,8 @@ def _latent_stubs(bench, monkeypatch, tmp_path):
     # train image i is filled with the value 10*i (test images: 200 + i), so a picked subset can be read back
     train_x = torch.stack([torch.full((3, 8, 8), 10*i, dtype=torch.uint8) for i in range(N_TRAIN)])
     test_x = torch.stack([torch.full((3, 8, 8), 200 + i, dtype=torch.uint8) for i in range(N_TEST)])
-    imset = SimpleNamespace(source=Path('/d/clothing64.npz'), shape=(3, 8, 8), train_x=train_x, test_x=test_x, n_classes=2)
+    imset = SimpleNamespace(source=Path('/d/clothing64.npz'), shape=(3, 8, 8), train_x=train_x, test_x=test_x, n_classes=2,
+                            train_y=torch.arange(N_TRAIN) % 2, test_y=torch.arange(N_TEST) % 2)
     lat = torch.arange(N_TRAIN*math.prod(LAT_SHAPE), dtype=torch.float32).reshape(N_TRAIN, *LAT_SHAPE)
     lat_test = -torch.ones(N_TEST, *LAT_SHAPE)
 
@@ -72,8 +73,12 @@ def _latent_stubs(bench, monkeypatch, tmp_path):
     def EmbUNetModel(cin, cout, **cfg):
         log.append(('unet', dict(cin=cin, cout=cout, **cfg)))
         m = nn.Linear(1, 2 if cin == 3 else 3); m.kind = 'pixel' if cin == 3 else 'latent'; return m   # 4 / 6 parameters
-    def latent_dls(l, lt, scale, bs, seed):
-        log.append(('latent_dls', dict(l=l, lt=lt, scale=scale, bs=bs, seed=seed))); return SimpleNamespace(train=Loader(range(7)))
+    def latent_dls(l, lt, scale, bs, seed, shift=0., labels=None):   # the classifier's call is logged apart
+        log.append(('latent_dls' if labels is None else 'latent_cls_dls', dict(l=l, lt=lt, scale=scale, bs=bs, seed=seed, shift=shift, labels=labels)))
+        return SimpleNamespace(train=Loader(range(7)))
+    def latent_channel_stats(l): log.append(('channel_stats', l)); return torch.tensor([1., 2., 3., 4.]), torch.tensor([0.5, 2., 4., 8.])
+    def train_latent_classifier(dls, n_classes, epochs, nfs, nbks, seed, progress):
+        log.append(('lclf', dict(dls=dls, n_classes=n_classes, epochs=epochs, nfs=nfs, nbks=nbks, seed=seed))); return 'lclf', 0.625
     def train_flops_per_image(model, shape, time_input=True):
         assert time_input == (model.kind != 'vae'); log.append(('flops', (model.kind, tuple(shape)))); return FLOPS[model.kind]
     def karras_learner(model, dls, sigma_data, lr, progress):
@@ -90,7 +95,8 @@ def _latent_stubs(bench, monkeypatch, tmp_path):
                      image_dls=image_dls, conv_vae_learner=conv_vae_learner, reconstruct=reconstruct,
                      cached_latents=cached_latents, latent_stats=latent_stats, EmbUNetModel=EmbUNetModel, latent_dls=latent_dls,
                      train_flops_per_image=train_flops_per_image, karras_learner=karras_learner, sample_batches=sample_batches,
-                     decode_latents=decode_latents, write_json=write_json).items():
+                     decode_latents=decode_latents, write_json=write_json, latent_channel_stats=latent_channel_stats,
+                     train_latent_classifier=train_latent_classifier).items():
         monkeypatch.setattr(bench, k, v)
     return log, snaps, ie
 
@@ -117,6 +123,7 @@ def test_latent_fid_partial_files_grow_one_phase_at_a_time(tmp_path, load_script
     assert keys[3] == keys[2] | {'pixel_unet', 'compute'}
     assert [len(s['fid']) for s in snaps[4:8]] == [1, 2, 3, 4] and all('finished' not in s for s in snaps[:8])
     assert len(snaps) == 9 and 'finished' in snaps[8] and snaps[8] == json.loads(json.dumps(res))
+    assert 'latent_classifier' not in snaps[7] and 'latent_classifier' in snaps[8]   # the last phase, after every FID row
     assert 'train_flops' in snaps[2]['latent_unet'] and 'train_flops' in snaps[3]['pixel_unet']
 
 
@@ -198,6 +205,22 @@ def test_latent_fid_seeds_of_each_phase(tmp_path, load_script, monkeypatch):
     assert [d['bs'] for d in _calls(log, 'image_dls')] == [32, 64]
     (ld,) = _calls(log, 'latent_dls')
     assert ld['seed'] == 9 and ld['bs'] == 64 and ld['scale'] == 0.25
+
+
+def test_latent_fid_classifier_on_latents(tmp_path, load_script, monkeypatch):
+    "The latent classifier: per-channel stats of the training latents, (z - mean)/std with the labels, seed+3, its accuracy beside the pixel one."
+    _, log, _, _, res = _run_latent(load_script, monkeypatch, tmp_path, '--seed', '7')
+    (st,) = _calls(log, 'channel_stats')
+    assert len(st) == N_TRAIN
+    (ld,) = _calls(log, 'latent_cls_dls')
+    assert len(ld['l']) == N_TRAIN and len(ld['lt']) == N_TEST and ld['seed'] == 10 and ld['bs'] == 64
+    assert ld['scale'].tolist() == [2., 0.5, 0.25, 0.125] and ld['shift'].tolist() == [1., 2., 3., 4.]
+    assert ld['labels'][0].tolist() == (torch.arange(N_TRAIN) % 2).tolist() and ld['labels'][1].tolist() == (torch.arange(N_TEST) % 2).tolist()
+    (c,) = _calls(log, 'lclf')
+    assert c['n_classes'] == 2 and c['epochs'] == 1 and c['nfs'] == (8, 16, 32) and c['nbks'] == (1, 1) and c['seed'] == 10
+    lc = res['latent_classifier']
+    assert lc['test_accuracy'] == 0.625 and lc['pixel_classifier_test_accuracy'] == 0.75 and lc['epochs'] == 1
+    assert lc['channel_mean'] == [1., 2., 3., 4.] and lc['channel_std'] == [0.5, 2., 4., 8.] and lc['train_s'] >= 0
 
 
 def test_latent_fid_latent_caches_and_stats(tmp_path, load_script, monkeypatch):

@@ -648,3 +648,43 @@ def test_fit_trains_on_a_loader_whose_len_raises():
         def after_batch(self, learn): seen.append(learn.iter)
     Learner(nn.Linear(1, 1), NS(train=dl, valid=None), F.mse_loss, cbs=[TrainCB(), Seen()]).fit(1, valid=False)
     assert seen == [0, 1]
+
+
+def test_last_batch_size_of_loaders():
+    "Items in the last batch: from dataset_len/bs/drop_last, or a torch DataLoader's sampler (one rank's share) and batch_size."
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    from miniai.learner import last_batch_size
+    assert [last_batch_size(DataLoader(range(n), batch_size=4)) for n in (1, 4, 5, 6, 8)] == [1, 4, 1, 2, 4]
+    assert last_batch_size(DataLoader(range(9), batch_size=4, drop_last=True)) == 4
+    assert last_batch_size(DataLoader(range(3), batch_size=4, drop_last=True)) is None   # no batch at all
+    ds = TensorDataset(torch.zeros(18, 1))
+    assert last_batch_size(DataLoader(ds, batch_size=4, sampler=DistributedSampler(ds, num_replicas=2, rank=0))) == 1   # 9 per rank
+    assert last_batch_size(DataLoader(ds, batch_sampler=[[0, 1], [2]])) is None   # batch_size None: it does not say
+    assert last_batch_size(NS(dataset_len=9, bs=4)) == 1 and last_batch_size(NS(dataset_len=9, bs=4, drop_last=True)) == 4
+    assert last_batch_size([[1, 2], [3]]) is None and last_batch_size(NS(dataset_len=0, bs=4)) is None
+
+
+class CountBatches(Callback):
+    def before_fit(self, learn): self.n = 0
+    def before_batch(self, learn): self.n += 1
+
+
+@pytest.mark.parametrize('bn', [nn.BatchNorm1d, nn.BatchNorm2d])
+def test_fit_refuses_a_last_batch_of_one_with_batchnorm_before_any_batch(bn):
+    "A BatchNorm model whose training loader ends with a 1-item batch is refused before the first batch, naming the cure."
+    from torch.utils.data import DataLoader, TensorDataset
+    x = torch.randn(9, 2, 1, 1) if bn is nn.BatchNorm2d else torch.randn(9, 2)
+    dl = DataLoader(TensorDataset(x, torch.randn(9, 2)), batch_size=4)
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), bn(2), nn.Flatten()) if bn is nn.BatchNorm2d else nn.Sequential(nn.Linear(2, 2), bn(2))
+    count = CountBatches()
+    with pytest.raises(ValueError, match=rf"single item \(batch size 4, one item left over\), and the model has BatchNorm layers \({bn.__name__}\)"):
+        TrainLearner(model, NS(train=dl, valid=[]), F.mse_loss, cbs=[count]).fit(1)
+    assert count.n == 0
+    with pytest.raises(ValueError, match='Expected more than 1 value per channel'):   # what the check saves a user from
+        model.train()(x[:1])
+    TrainLearner(model, NS(train=DataLoader(TensorDataset(x, torch.randn(9, 2)), batch_size=4, drop_last=True), valid=[]),
+                 F.mse_loss, cbs=[count]).fit(1)
+    assert count.n == 2
+    TrainLearner(nn.Linear(2, 2), NS(train=DataLoader(TensorDataset(torch.randn(9, 2), torch.randn(9, 2)), batch_size=4), valid=[]),
+                 F.mse_loss).fit(1)   # no BatchNorm: a batch of one trains
+    TrainLearner(model, NS(train=dl, valid=dl), F.mse_loss).fit(1, train=False)   # evaluation only: no check

@@ -214,7 +214,7 @@ def sample_dpmpp_2m_sde(denoiser: Callable,      # D(x, sigma) -> estimate of th
 
 # %% ../../nbs/10b_ksamplers.ipynb #6acd6eaa
 class CountedDenoiser:
-    "Wrap a denoiser and count its calls: `.nfe` is the number of network evaluations so far."
+    "Wrap a denoiser and count its calls: `.nfe` is the number of calls so far (network evaluations per image, unguided)."
     def __init__(self, denoiser: Callable): # D(x, sigma) to call and count
         self.denoiser, self.nfe = denoiser, 0
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
@@ -225,7 +225,7 @@ SAMPLERS = dict(euler=sample_euler, euler_ancestral=sample_euler_ancestral, heun
                 dpmpp_2m=sample_dpmpp_2m, dpmpp_2m_sde=sample_dpmpp_2m_sde)
 
 class Samples(NamedTuple):
-    "What `sample` returns: the images and the number of network evaluations spent."
+    "What `sample` returns: the images and the denoiser calls spent (x `guidance_evals(scale)` evaluations for a guided model)."
     x: Tensor
     nfe: int
 
@@ -241,7 +241,7 @@ def as_denoiser(denoiser_or_model: Callable,   # denoiser D(x, sigma), or a bare
 def sample(sampler: Callable | str,       # a sampler function, or its name in `SAMPLERS`
            denoiser_or_model: Callable,   # denoiser D(x, sigma), or a network trained with `noisify_karras`
            shape: tuple[int, ...],        # shape of the batch to draw, e.g. (64, 1, 32, 32)
-           steps: int = 20,               # number of noise levels before the final 0
+           steps: int = 20,               # number of noise levels before the final 0 (the lesson: 20 for LMS/Heun, 100 for Euler)
            sigma_min: float = 0.01,       # smallest nonzero noise level
            sigma_max: float = 80.,        # starting noise level
            rho: float = 7.,               # Karras schedule exponent
