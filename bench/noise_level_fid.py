@@ -150,7 +150,7 @@ def draw(no_t: nn.Module, regressor: nn.Module | None, n: int, args) -> tuple[to
 
 
 def kid_per_step(no_t: nn.Module, regressor: nn.Module, n: int, ie, args) -> dict:
-    "KID of x0-hat after every step of both samplers, on the first sampling batch (seed `batch_seed(seed, 0)`, `n` images)."
+    "KID of x0-hat after every step of both samplers on the first batch that `draw(..., n, args)` samples (its seed and size)."
     shape = (min(n, args.batch), 1, 32, 32)
     with _amp():
         curves = {name: kid_along_sampling(sampler(no_t, reg, shape, batch_seed(args.seed, 0), args), ie)
@@ -224,7 +224,7 @@ def main(argv=None):
               f"  ({secs:.0f} s)", flush=True)
         write(results, out)
     if results['kid_per_step'] is None:   # last: a lease cut short keeps the FID table
-        results['kid_per_step'] = kid_per_step(no_t, regressor, ns[-1], ie, args)
+        results['kid_per_step'] = kid_per_step(no_t, regressor, ns[0], ie, args)
     write(results, out)
     print(markdown(results))
     return results

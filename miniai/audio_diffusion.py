@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from .core import batch_seed, default_device, eval_mode
 from .data import DataLoaders
 from .learner import Learner, TrainCB, MetricsCB, ProgressCB, OneCycleCB
-from .accel import EMA, MixedPrecision, fused_opt_func, precision_callbacks
-from .models.resnet import fashion_classifier, classifier_accuracy
+from .accel import EMA, fused_opt_func, precision_callbacks
+from .models.resnet import fashion_classifier
+from .images import fit_classifier
 from .diffusion.ddpm import NoisifyCB
 from .diffusion.karras import noisify_karras
 from .diffusion.guidance import GuidedModel, DropLabelCB, CondNoisifyCB, check_class_labels
@@ -73,15 +74,9 @@ def train_digit_classifier(dls: DataLoaders,         # DataLoaders of (spectrogr
                            progress: bool = True,    # progress bars and the metrics table
                            device: str | torch.device | None = None, # default `default_device()`
                           ) -> tuple[nn.Sequential, float]:
-    "Train `digit_classifier(nfs, drop)` with AdamW and a one-cycle schedule; returns it (eval mode) and its accuracy on `dls.valid`."
-    from torcheval.metrics import MulticlassAccuracy
-    device = torch.device(default_device() if device is None else device)
-    model = digit_classifier(nfs, drop).to(device)
-    cbs = [TrainCB(), OneCycleCB(lr), MetricsCB(accuracy=MulticlassAccuracy())]
-    if progress: cbs.append(ProgressCB())
-    if device.type == 'cuda': cbs.append(MixedPrecision())
-    Learner(model, dls, F.cross_entropy, lr=lr, cbs=cbs, opt_func=fused_opt_func(torch.optim.AdamW)).fit(epochs)
-    return model.eval(), classifier_accuracy(model, dls.valid)
+    "Train `digit_classifier(nfs, drop)` with notebook 14b's `fit_classifier` (no augmentation); returns it (eval mode) and its accuracy on `dls.valid`."
+    model = digit_classifier(nfs, drop)
+    return model, fit_classifier(model, dls, epochs, lr, None, default_device() if device is None else device, progress)
 
 # %% ../nbs/17b_audio_diffusion.ipynb #7bcfab7b
 def diffusion_learner(model: nn.Module,         # network F(c_in x, c_noise[, digit]), e.g. `SimpleDiffusion`

@@ -230,6 +230,7 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
     "`train_diffusion`'s sizes and `p_uncond` with their defaults filled in, after refusing every value it would only trip over after training."
     a = lambda k: _arg(k, cli)
     size = lambda v, small, full: (small if quick else full) if v is None else v   # the default size where not given (0 stays 0)
+    steps_given = sample_steps is not None
     epochs, bs, sample_steps, n_fid = size(epochs, 1, 25), size(bs, 32, 512), size(sample_steps, 10, 100), size(n_fid, 256, 2048)
     for k, v in dict(epochs=epochs, bs=bs, sample_steps=sample_steps, n_grid=n_grid).items():
         if v < 1: raise ValueError(f"{a(k)} must be >= 1, got {v}")
@@ -254,6 +255,9 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
         make_sampler(SimpleNamespace(n_classes=10 if conditional else None), schedule, method, sample_steps, quick=quick, guidance=guidance)
     except ValueError as e:
         raise ValueError(f"{a('method')} {method!r} with {a('schedule')} {schedule!r} and {a('sample_steps')} {sample_steps}: {e}") from e
+    if method == 'ddpm':
+        if steps_given: raise ValueError(f"{a('sample_steps')} sets DDIM's steps: {a('method')} 'ddpm' takes every step of the schedule")
+        sample_steps = recipe(schedule, quick)['linear']['n_steps']   # the steps it takes (and records)
     return epochs, bs, sample_steps, n_fid, (0.1 if p_uncond is None else p_uncond) if conditional else None
 
 
@@ -310,7 +314,7 @@ def train_diffusion(out: str | Path = 'miniai_run', # output folder (created)
                     data_dir: str | Path | None = None, # Fashion-MNIST folder (None: `$MINIAI_DATA`, then the hub)
                     limit: tuple | None = None,  # (n_train, n_test) subsets; default all ((320, 64) with `quick`)
                     method: str = 'ddim',      # sampler: 'ddim' or (linear) 'ddpm'
-                    sample_steps: int | None = None, # DDIM steps, default 100 (10 with `quick`)
+                    sample_steps: int | None = None, # DDIM steps, default 100 (10 with `quick`); not with 'ddpm', which takes every step
                     n_grid: int = 64,          # images in samples.png
                     n_fid: int | None = None,  # samples for FID/KID, default 2048 (256 with `quick`); 0 skips it
                     ema_decay: float = 0.999,  # EMA of the weights (with warm-up)
@@ -611,7 +615,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--data-dir', help='Fashion-MNIST folder with the 4 IDX .gz files (default: $MINIAI_DATA/fashion_mnist, else the Hugging Face hub)')
     t.add_argument('--schedule', choices=SCHEDULES, default='cosine', help='model family (default: %(default)s)')
     t.add_argument('--sampler', choices=('ddim', 'ddpm'), default='ddim', help="'ddpm' only with --schedule linear (default: %(default)s)")
-    t.add_argument('--sample-steps', type=_positive(int), help='DDIM steps (default 100; 10 with --quick)')
+    t.add_argument('--sample-steps', type=_positive(int), help='DDIM steps (default 100; 10 with --quick); not with --sampler ddpm, which takes every step')
     t.add_argument('--n-grid', type=_positive(int), default=64, help='images in samples.png (default: %(default)s)')
     t.add_argument('--n-fid', type=int, help='samples for FID/KID (default 2048; 256 with --quick; 0 skips FID)')
     t.add_argument('--classifier', help='FID classifier weights (default: the one notebook 04 trains, a tiny one with --quick; trained if missing)')

@@ -21,7 +21,7 @@ from .fid import tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
 from .images import fit_classifier, images_to_float
 from .models.layers import Dropout, GeneralRelu, LayerLike, check_dropout_p, init_weights, make_act, make_norm
-from .models.resnet import AugmentCB, PreActResBlock
+from .models.resnet import AugmentCB, PreActResBlock, _act_slope
 from .vae import FuncMetric, VAEOutput, autoencoder_batch, kld_loss
 from .diffusion.ksamplers import sample
 
@@ -367,11 +367,8 @@ class DeviceTensorLoader:
         if not isinstance(x, Tensor) or not x.is_floating_point() or len(x) == 0:
             raise TypeError(f"`x` must be a non-empty float tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
         if not isinstance(bs, int) or bs < 1: raise ValueError(f"`bs` must be a positive int, got {bs!r}")
-        if y is not None and not (isinstance(y, Tensor) and y.ndim == 1 and not y.is_floating_point() and not y.is_complex() and len(y) == len(x)):
-            raise ValueError(f"`y` must be integer labels of shape ({len(x)},), one per item of `x`, got "
-                             f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))} {getattr(y, 'dtype', '')}")
         self.x, self.bs, self.shuffle, self.drop_last = x.to(device or default_device()), bs, shuffle, drop_last
-        self.y = None if y is None else y.to(self.x.device)
+        self.y = None if y is None else _check_labels(y, len(x), '`y`').to(self.x.device)
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))) if seed is None else seed)
     @property
     def dataset_len(self) -> int: "Number of items it holds (not of batches)."; return len(self.x)
@@ -383,12 +380,22 @@ class DeviceTensorLoader:
             idx = order[i:i+self.bs]
             yield (self.x[idx],) if self.y is None else (self.x[idx], self.y[idx])
 
-def _channel_values(v, c: int, name: str, positive: bool) -> float | Tensor:
-    "`v` as a number, or as a float32 (c, 1, 1) tensor when it gives one value per channel; checked finite (and > 0)."
+def _check_labels(y, n: int, name: str) -> Tensor:
+    "Integer labels `y` (a tensor or array of shape (n,)) as an int64 tensor, else a `ValueError` naming `name`."
+    t = torch.as_tensor(y) if isinstance(y, (Tensor, np.ndarray)) else None
+    if t is None or t.shape != (n,) or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer labels of shape ({n},), one per item, got "
+                         f"{type(y).__name__} {tuple(getattr(y, 'shape', ()))} {getattr(y, 'dtype', '')}")
+    return t.long()
+
+def _channel_values(v, shape: Sequence[int], name: str, positive: bool) -> float | Tensor:
+    "`v` as a number, or as a float32 tensor shaped (1, C, 1, ...) for data of `shape` when it gives one value per channel; checked finite (and > 0)."
     if (f := to_real(v)) is not None:
         if positive: return check_positive(v, name, ' (usually 1/std of the latents)')
         if not math.isfinite(f): raise ValueError(f"{name} must be a finite number, got {v!r}")
         return f
+    if len(shape) < 2: raise ValueError(f"{name} per channel needs latents (N, C, ...), got shape {tuple(shape)}")
+    c = shape[1]
     try: t = torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v, dtype=np.float64)).float()
     except (TypeError, ValueError): t = None
     if t is None or t.shape != (c,):
@@ -396,7 +403,7 @@ def _channel_values(v, c: int, name: str, positive: bool) -> float | Tensor:
                          f"{repr(v) if t is None else f'shape {tuple(t.shape)}'}")
     if not torch.isfinite(t).all() or (positive and not (t > 0).all()):
         raise ValueError(f"every value of {name} must be finite{' and > 0' if positive else ''}, got {t.tolist()}")
-    return t[:, None, None]
+    return t.reshape(1, c, *[1]*(len(shape) - 2))
 
 def latent_dls(train: np.ndarray | Tensor, # training latents (N, c, h, w), e.g. a cache memmap
                valid: np.ndarray | Tensor, # validation latents
@@ -408,11 +415,10 @@ def latent_dls(train: np.ndarray | Tensor, # training latents (N, c, h, w), e.g.
                labels: tuple[Tensor, Tensor] | None = None, # integer labels of `train` and of `valid`: batches are then `(z, y)`
               ) -> DataLoaders:
     "`DataLoaders` of latents `(z - shift)*scale` on the device: train (shuffled, full batches only: BatchNorm) and valid."
-    c = train.shape[1] if len(train.shape) > 1 else 1
-    scale, shift = _channel_values(scale, c, 'the latent `scale`', True), _channel_values(shift, c, 'the latent `shift`', False)
+    scale, shift = (_channel_values(v, train.shape, f'the latent `{k}`', k == 'scale') for k, v in (('scale', scale), ('shift', shift)))
     if labels is not None and not (isinstance(labels, (tuple, list)) and len(labels) == 2):
         raise ValueError(f"`labels` must be a pair (train labels, valid labels), got {type(labels).__name__}")
-    ty, vy = labels or (None, None)
+    ty, vy = (None, None) if labels is None else (_check_labels(y, len(a), f'`labels[{i}]`') for i, (y, a) in enumerate(zip(labels, (train, valid))))
     t = lambda a: ((a.float() if isinstance(a, Tensor) else torch.from_numpy(np.array(a, dtype=np.float32))) - shift)*scale
     return DataLoaders(DeviceTensorLoader(t(train), bs, shuffle=True, drop_last=True, device=device, seed=seed, y=ty),
                        DeviceTensorLoader(t(valid), bs, device=device, y=vy))
@@ -474,8 +480,7 @@ def latent_classifier(n_classes: int,                  # number of classes
         layers += [PreActResBlock(ni if i == 0 else nf, nf, stride=2 if i == nb - 1 else 1, act=act, norm=norm) for i in range(nb)]
     layers += [make_act(act), make_norm(norm, nfs[-1]), nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(drop),
                nn.Linear(nfs[-1], n_classes, bias=False), nn.BatchNorm1d(n_classes)]
-    leak = float(getattr(make_act(act), 'leak', 0.) or 0.)
-    return nn.Sequential(*[l for l in layers if l is not None]).apply(partial(init_weights, leaky=leak))
+    return nn.Sequential(*[l for l in layers if l is not None]).apply(partial(init_weights, leaky=_act_slope(act)))
 
 # %% ../nbs/15_latent_diffusion.ipynb #69fb1d4d
 def train_latent_classifier(dls: DataLoaders,      # from `latent_dls(..., labels=...)`: normalised latents and labels

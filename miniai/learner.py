@@ -5,6 +5,7 @@
 # %% ../nbs/02_learner.ipynb #d391d2a3
 from __future__ import annotations
 import copy, html, io, math, sys, time, warnings
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterable
 import fastcore.all as fc
@@ -21,10 +22,9 @@ with warnings.catch_warnings():  # torcheval's import warns about torch.jit.scri
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'CancelStepException', 'Callback',
-           'run_cbs', 'Learner', 'last_batch_size', 'refuse_batchnorm_batch_of_one', 'TrainCB', 'TrainLearner',
-           'DeviceCB', 'BatchTransformCB', 'batch_size', 'MetricsCB', 'in_notebook', 'format_log', 'ProgressCB',
-           'SingleBatchCB', 'LRFinderCB', 'lr_find', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'OneCycleCB',
-           'rec_lr', 'rec_loss', 'RecorderCB']
+           'run_cbs', 'Learner', 'TrainCB', 'TrainLearner', 'batchnorm_hint', 'DeviceCB', 'BatchTransformCB',
+           'batch_size', 'MetricsCB', 'in_notebook', 'format_log', 'ProgressCB', 'SingleBatchCB', 'LRFinderCB',
+           'lr_find', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'OneCycleCB', 'rec_lr', 'rec_loss', 'RecorderCB']
 
 # %% ../nbs/02_learner.ipynb #0c15a16d
 class CancelFitException(Exception):
@@ -134,7 +134,6 @@ class Learner:
         self.model.train(training)
         self.training = training
         self.dl = self.dls.train if training else self.dls.valid
-        if training: refuse_batchnorm_batch_of_one(self.model, self.dl)
         self._with_events('epoch', self._batches)
 
     def _batches(self):
@@ -142,7 +141,8 @@ class Learner:
         for self.iter, self.batch in enumerate(self.dl, start): self._with_events('batch', self._one_batch)
 
     def _one_batch(self):
-        self.predict(); self.callback('after_predict')
+        with batchnorm_hint(self): self.predict()
+        self.callback('after_predict')
         self.get_loss(); self.callback('after_loss')
         if not self.training: return
         self.backward()
@@ -157,31 +157,6 @@ class Learner:
     def backward(self):  "Fire `backward`."; self.callback('backward')
     def step(self):      "Fire `step` (the optimizer step)."; self.callback('step')
     def zero_grad(self): "Fire `zero_grad`."; self.callback('zero_grad')
-
-# %% ../nbs/02_learner.ipynb #666abcfc
-def last_batch_size(dl: Any, # a loader: one with `dataset_len` and `bs` (and `drop_last`), or a torch `DataLoader`
-                   ) -> int | None:
-    "Items in the last batch of `dl` when it says how many it holds, else None (a torch `DataLoader`: its sampler's count)."
-    n, bs = getattr(dl, 'dataset_len', None), getattr(dl, 'bs', None)
-    if n is None and isinstance(dl, torch.utils.data.DataLoader):
-        try: n, bs = len(dl.sampler), dl.batch_size   # the sampler: one rank's share under a DistributedSampler
-        except TypeError: return None                # a sampler without len(): an IterableDataset
-    if not (isinstance(n, int) and isinstance(bs, int)) or n < 1 or bs < 1: return None
-    if getattr(dl, 'drop_last', False): return bs if n >= bs else None
-    return n % bs or bs
-
-def refuse_batchnorm_batch_of_one(model: nn.Module, # the model about to train
-                                  dl: Any,          # its training loader
-                                 ):
-    "Raise `ValueError` if `model` has BatchNorm layers and `dl`'s last batch would hold a single item (they cannot train on one)."
-    if last_batch_size(dl) != 1: return
-    bns = list(dict.fromkeys(type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)))
-    if not bns: return
-    bs = getattr(dl, 'bs', None) or getattr(dl, 'batch_size', None)
-    raise ValueError(f"the last training batch would hold a single item (batch size {bs}, one item left over), and the model has "
-                     f"BatchNorm layers ({', '.join(bns)}), which cannot train on one item: choose a batch size (or a number of "
-                     f"items) that leaves 0 or at least 2 over, or drop the last incomplete batch (`drop_last=True` where the "
-                     f"loader takes it)")
 
 # %% ../nbs/02_learner.ipynb #94ea6bac
 def _backward(learn):
@@ -212,6 +187,18 @@ class TrainLearner(Learner):
     def backward(self):  _backward(self)
     def step(self):      _opt_step(self)
     def zero_grad(self): self.opt.zero_grad()
+
+# %% ../nbs/02_learner.ipynb #666abcfc
+@contextmanager
+def batchnorm_hint(learn: Any): # the Learner whose batch is being predicted
+    "Re-raise torch's BatchNorm error on a one-value-per-channel training batch with the batch size and what to change."
+    try: yield
+    except ValueError as e:
+        if 'Expected more than 1 value per channel' not in str(e): raise
+        n = len(learn.batch[0]) if learn.batch and hasattr(learn.batch[0], '__len__') else '?'
+        raise ValueError(f"a training batch of {n} item(s) reached a BatchNorm layer, which needs more than one value per "
+                         f"channel to train: choose a batch size (or a number of items) that does not leave a single item "
+                         f"over, or drop the last incomplete batch (`drop_last=True` where the loader takes it)") from e
 
 # %% ../nbs/02_learner.ipynb #8717ca25
 class DeviceCB(Callback):

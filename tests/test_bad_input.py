@@ -364,7 +364,7 @@ ROWS = [
     # training
     ('learner.Learner.fit', 'empty training loader (0 batches)', ValueError, '`dls.train` is empty', _fp(lambda: TrainLearner(nn.Linear(2, 1), DataLoaders([], []), lr=0.1).fit(1))),
     ('learner.Learner.fit', 'n_epochs=0', ValueError, '`n_epochs` must be an int >= 1', _fp(lambda: _learner().fit(0))),
-    ('learner.Learner.fit', 'BatchNorm and a last training batch of one item', ValueError, 'the last training batch would hold a single item (batch size 4, one item left over), and the model has BatchNorm layers (BatchNorm1d)', _fp(lambda: TrainLearner(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), DataLoaders(DeviceTensorLoader(torch.zeros(9, 2), bs=4, device=CPU), []), lr=0.1).fit(1))),
+    ('learner.Learner.fit', 'BatchNorm1d and a last training batch of one item', ValueError, 'a training batch of 1 item(s) reached a BatchNorm layer, which needs more than one value per channel to train', _fp(lambda: TrainLearner(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), DataLoaders(DeviceTensorLoader(torch.zeros(9, 2), bs=4, device=CPU), []), lambda p: p.mean(), lr=0.1).fit(1))),
     ('learner.fit + accel.NanGuardCB', 'loss becomes NaN', NonFiniteLossError, 'the training loss became nan at epoch 0, batch 0', _nan_fit),
     ('accel.NanGuardCB', 'every=0', ValueError, '`every` must be >= 1', _fp(lambda: NanGuardCB(every=0))),
     ('accel.MixedPrecision', 'dtype=torch.float32', ValueError, 'MixedPrecision dtype must be torch.bfloat16 or torch.float16', _fp(lambda: MixedPrecision(torch.float32))),
@@ -487,7 +487,7 @@ ROWS = [
     ('models.layers.Dropout', "p='0.5' (a string)", ValueError, "dropout probability `p` must be a real number in [0, 1), got '0.5'", _fp(lambda: Dropout('0.5'))),
     ('latents.latent_dls', 'scale=NaN (a 1/std gone wrong)', ValueError, 'the latent `scale` must be a finite number > 0', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), NAN, bs=2, device=CPU))),
     ('latents.latent_dls', 'a per-channel scale of the wrong length', ValueError, 'the latent `scale` must be a number or one value per channel (shape (2,)), got shape (3,)', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), [1., 1., 1.], bs=2, device=CPU))),
-    ('latents.latent_dls', 'fewer labels than latents', ValueError, '`y` must be integer labels of shape (4,), one per item of `x`', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), 1., bs=2, device=CPU, labels=(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long))))),
+    ('latents.latent_dls', 'fewer labels than latents', ValueError, '`labels[0]` must be integer labels of shape (4,), one per item', _fp(lambda: latent_dls(torch.zeros(4, 2, 2, 2), torch.zeros(2, 2, 2, 2), 1., bs=2, device=CPU, labels=(torch.zeros(3, dtype=torch.long), torch.zeros(2, dtype=torch.long))))),
     ('latents.latent_classifier', 'nbks without one entry per level', ValueError, '`nbks` needs one entry per level after the stem', _fp(lambda: latent_classifier(3, nfs=(4, 8, 16), nbks=(1,)))),
     ('models.unet.EmbUNetModel', 'n_classes=0', ValueError, '`n_classes` must be >= 1 or None', _fp(lambda: EmbUNetModel(1, 1, nfs=(8,), n_classes=0))),
     ('diffusion.guidance.GuidedModel', 'label == n_classes (the null class)', ValueError, '`labels` must be class indices in 0..2', lambda tmp: lambda: GuidedModel(_unet(), 3)),

@@ -45,6 +45,7 @@ def test_default_sizes_quick_and_full():
     assert _check(quick=False) == (25, 512, 100, 2048, None)
     assert _check(epochs=3, bs=7, sample_steps=5, n_fid=0) == (3, 7, 5, 0, None)
     assert _check(conditional=True)[4] == 0.1 and _check(conditional=True, p_uncond=0.3)[4] == 0.3
+    assert _check(schedule='linear', method='ddpm')[2] == 100 and _check(schedule='linear', method='ddpm', quick=False)[2] == 1000   # DDPM's own steps
     assert _check(quick=False, n_fid=0)[3] == 0
 
 
@@ -57,7 +58,8 @@ def test_argument_limits():
                     (dict(grad_clip=0.), r'`grad_clip` must be a finite number > 0, got 0'), (dict(grad_clip=float('inf')), '`grad_clip`'),
                     (dict(grad_clip=float('nan')), '`grad_clip`'), (dict(grad_accum=0), r'`grad_accum` must be an int >= 1, got 0'),
                     (dict(grad_accum=1.5), '`grad_accum`'), (dict(grad_accum=True), '`grad_accum`'),
-                    (dict(grad_accum=2, compile='reduce-overhead'), "`grad_accum` 2 with `compile` 'reduce-overhead': CUDA graphs")):
+                    (dict(grad_accum=2, compile='reduce-overhead'), "`grad_accum` 2 with `compile` 'reduce-overhead': CUDA graphs"),
+                    (dict(schedule='linear', method='ddpm', sample_steps=50), "`sample_steps` sets DDIM's steps: `method` 'ddpm' takes every step")):
         with pytest.raises(ValueError, match=msg): _check(**kw)
     # the edges that are allowed
     assert _check(ema_decay=0.)[0] == 1
@@ -73,7 +75,9 @@ def test_cli_argument_messages_name_flags(tmp_path, capsys):
                      (['--conditional', '--guidance', '-1'], '--guidance must be a finite number >= 0'),
                      (['--grad-clip', '-1'], '--grad-clip must be a finite number > 0'),
                      (['--grad-accum', '0'], '--grad-accum must be an int >= 1, got 0'),
-                     (['--grad-accum', '2', '--compile', 'reduce-overhead'], "--grad-accum 2 with --compile 'reduce-overhead'")):
+                     (['--grad-accum', '2', '--compile', 'reduce-overhead'], "--grad-accum 2 with --compile 'reduce-overhead'"),
+                     (['--p-uncond', '0.5'], '--p-uncond needs --conditional'),
+                     (['--schedule', 'linear', '--sampler', 'ddpm', '--sample-steps', '50'], "--sample-steps sets DDIM's steps: --sampler 'ddpm' takes every step")):
         with pytest.raises(SystemExit) as e: main(['train', '--quick', '--out', str(tmp_path/'run'), '--no-progress'] + bad)
         assert e.value.code == 2 and msg in capsys.readouterr().err, bad
     assert not (tmp_path/'run').exists()
@@ -370,10 +374,10 @@ def test_conditional_run_drops_labels_and_lays_grid_by_class(tmp_path):
 
 def test_linear_ddpm_run(tmp_path):
     "The quick linear family trains on steps 0..99 and samples with all 100 DDPM steps."
-    r = _train(tmp_path/'run', schedule='linear', method='ddpm', n_grid=1)
+    r = _train(tmp_path/'run', schedule='linear', method='ddpm', n_grid=1, sample_steps=None)   # ddpm takes every step
     t = torch.cat([b[1] for b in r.rec.batches])
     assert len(t) == 64 and t.min() >= 0 and t.max() <= 99 and t.max() >= 50
-    assert r.metrics['nfe'] == 100 and r.metrics['sampler'] == 'ddpm'
+    assert r.metrics['nfe'] == 100 and r.metrics['sampler'] == 'ddpm' and r.metrics['sample_steps'] == 100   # the steps it took
     (grid, _), = r.grid
     assert grid.abs().max() <= 1
 

@@ -712,8 +712,8 @@ def test_noise_level_main_labels_each_row_by_the_sampler_it_drew(nl, fake_nl, tm
     assert all(r['scores']['64']['n'] == 64 and r['scores']['16']['n'] == 16 and r['seconds'] == 2.5 for r in res['rows'])
     assert fake_nl.reals == [('train', 64, 5)] and res['reals']['16']['n'] == 16 and res['config']['n'] == [64, 16]
     assert fake_nl.trained == [('regressor', 20), ('no_t', 25)]
-    assert fake_nl.curves == [('no_t', 'regressor', 16, True)] and res['kid_per_step'] == dict(n=16, curves={'a': [0.5, 0.25]})
-    assert 'KID of x0-hat along sampling (16 images, the first batch): a: first 0.5000, highest 0.5000 at step 1, lowest 0.2500 at step 2' in out.with_suffix('.md').read_text()
+    assert fake_nl.curves == [('no_t', 'regressor', 64, True)] and res['kid_per_step'] == dict(n=64, curves={'a': [0.5, 0.25]})
+    assert 'KID of x0-hat along sampling (64 images, the first batch): a: first 0.5000, highest 0.5000 at step 1, lowest 0.2500 at step 2' in out.with_suffix('.md').read_text()
     res = nl.main(['--out', str(out), '--n', '16', '64', '--seed', '5'])
     assert len(fake_nl.draws) == 2 and len(res['rows']) == 2 and len(fake_nl.reals) == 1 and len(fake_nl.curves) == 1
     with pytest.raises(SystemExit, match='>= 2'): nl.main(['--out', str(tmp_path/'m.json'), '--n', '1'])

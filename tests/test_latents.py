@@ -219,6 +219,21 @@ def test_latent_dls_per_channel_and_labels():
     plain = latent_dls(z, z[:5], 0.3, bs=4, device='cpu')
     assert torch.equal(next(iter(plain.valid))[0], z[:4]*0.3) and len(next(iter(plain.valid))) == 1
     assert torch.equal(next(iter(latent_dls(z, z[:5], 2., shift=1., bs=4, device='cpu').valid))[0], (z[:4] - 1)*2)
+    i32 = latent_dls(z, z[:5], 1., bs=4, device='cpu', labels=(y.int().numpy(), y[:5].int()))   # NumPy or int32 labels: int64 batches
+    assert [b[1].dtype for b in i32.valid] == [torch.int64]*2
+
+
+@pytest.mark.parametrize('shape', [(6, 3), (6, 3, 5), (6, 3, 2, 2, 2)])
+def test_latent_dls_per_channel_values_follow_the_latents_rank(shape):
+    "One value per channel acts on axis 1 whatever the rank: (N, C), (N, C, L), 5-D; items stay items."
+    z = torch.randn(shape)
+    mean, std = torch.tensor([1., -2., 0.5]), torch.tensor([2., 0.5, 4.])
+    dls = latent_dls(z, z[:2], 1/std, bs=2, device='cpu', shift=mean)
+    view = (1, 3) + (1,)*(len(shape) - 2)
+    assert dls.train.dataset_len == 6
+    torch.testing.assert_close(next(iter(dls.valid))[0], (z[:2] - mean.reshape(view))/std.reshape(view))
+    with pytest.raises(ValueError, match=r'the latent `scale` per channel needs latents \(N, C, ...\), got shape \(6,\)'):
+        latent_dls(torch.zeros(6), torch.zeros(2), [1.], bs=2, device='cpu')
 
 
 @pytest.mark.parametrize('kw, err, match', [
@@ -228,8 +243,9 @@ def test_latent_dls_per_channel_and_labels():
     (dict(scale=1., shift=float('nan')), ValueError, 'the latent `shift` must be a finite number'),
     (dict(scale=1., shift=[0., float('inf'), 0.]), ValueError, 'every value of the latent `shift` must be finite,'),
     (dict(scale=1., labels=(torch.arange(5),)), ValueError, r'`labels` must be a pair \(train labels, valid labels\)'),
-    (dict(scale=1., labels=(torch.arange(4), torch.arange(5))), ValueError, r'`y` must be integer labels of shape \(6,\)'),
-    (dict(scale=1., labels=(torch.zeros(6), torch.arange(5))), ValueError, '`y` must be integer labels'),
+    (dict(scale=1., labels=(torch.arange(4), torch.arange(5))), ValueError, r'`labels\[0\]` must be integer labels of shape \(6,\)'),
+    (dict(scale=1., labels=(torch.arange(6), torch.zeros(5))), ValueError, r'`labels\[1\]` must be integer labels of shape \(5,\)'),
+    (dict(scale=1., labels=(torch.ones(6, dtype=torch.bool), torch.arange(5))), ValueError, r'`labels\[0\]` must be integer labels'),
 ])
 def test_latent_dls_refuses(kw, err, match):
     with pytest.raises(err, match=match): latent_dls(torch.zeros(6, 3, 2, 2), torch.zeros(5, 3, 2, 2), bs=2, device='cpu', **kw)
@@ -246,6 +262,9 @@ def test_latent_classifier_layout():
     feats = m[:len(m) - 5](torch.randn(2, 3, 16, 16))   # before pool, flatten, dropout, linear, BatchNorm1d
     assert feats.shape == (2, 16, 4, 4)
     assert m.eval()(torch.randn(1, 3, 9, 9)).shape == (1, 7)
+    torch.manual_seed(0)
+    w = latent_classifier(2, nfs=(4, 256), nbks=(1,), act=nn.LeakyReLU(0.5))[0].weight   # Kaiming for the activation's slope
+    assert w.std().item() == pytest.approx(math.sqrt(2/(1 + 0.5**2)/(4*25)), rel=0.1)
     for bad in (dict(nbks=(1,)), dict(nbks=(1, 0)), dict(nbks=(1, 2.)), dict(n_classes=0)):
         with pytest.raises(ValueError): latent_classifier(**{'n_classes': 2, 'nfs': (4, 8, 16), **bad})
 

@@ -650,41 +650,21 @@ def test_fit_trains_on_a_loader_whose_len_raises():
     assert seen == [0, 1]
 
 
-def test_last_batch_size_of_loaders():
-    "Items in the last batch: from dataset_len/bs/drop_last, or a torch DataLoader's sampler (one rank's share) and batch_size."
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-    from miniai.learner import last_batch_size
-    assert [last_batch_size(DataLoader(range(n), batch_size=4)) for n in (1, 4, 5, 6, 8)] == [1, 4, 1, 2, 4]
-    assert last_batch_size(DataLoader(range(9), batch_size=4, drop_last=True)) == 4
-    assert last_batch_size(DataLoader(range(3), batch_size=4, drop_last=True)) is None   # no batch at all
-    ds = TensorDataset(torch.zeros(18, 1))
-    assert last_batch_size(DataLoader(ds, batch_size=4, sampler=DistributedSampler(ds, num_replicas=2, rank=0))) == 1   # 9 per rank
-    assert last_batch_size(DataLoader(ds, batch_sampler=[[0, 1], [2]])) is None   # batch_size None: it does not say
-    assert last_batch_size(NS(dataset_len=9, bs=4)) == 1 and last_batch_size(NS(dataset_len=9, bs=4, drop_last=True)) == 4
-    assert last_batch_size([[1, 2], [3]]) is None and last_batch_size(NS(dataset_len=0, bs=4)) is None
 
-
-class CountBatches(Callback):
-    def before_fit(self, learn): self.n = 0
-    def before_batch(self, learn): self.n += 1
-
-
-@pytest.mark.parametrize('bn', [nn.BatchNorm1d, nn.BatchNorm2d])
-def test_fit_refuses_a_last_batch_of_one_with_batchnorm_before_any_batch(bn):
-    "A BatchNorm model whose training loader ends with a 1-item batch is refused before the first batch, naming the cure."
+def test_a_batchnorm_batch_of_one_says_what_to_change():
+    "torch's BatchNorm error on a one-item training batch comes back with the batch size and the cure; fits that work are left alone."
     from torch.utils.data import DataLoader, TensorDataset
-    x = torch.randn(9, 2, 1, 1) if bn is nn.BatchNorm2d else torch.randn(9, 2)
-    dl = DataLoader(TensorDataset(x, torch.randn(9, 2)), batch_size=4)
-    model = nn.Sequential(nn.Conv2d(2, 2, 1), bn(2), nn.Flatten()) if bn is nn.BatchNorm2d else nn.Sequential(nn.Linear(2, 2), bn(2))
-    count = CountBatches()
-    with pytest.raises(ValueError, match=rf"single item \(batch size 4, one item left over\), and the model has BatchNorm layers \({bn.__name__}\)"):
-        TrainLearner(model, NS(train=dl, valid=[]), F.mse_loss, cbs=[count]).fit(1)
-    assert count.n == 0
-    with pytest.raises(ValueError, match='Expected more than 1 value per channel'):   # what the check saves a user from
-        model.train()(x[:1])
-    TrainLearner(model, NS(train=DataLoader(TensorDataset(x, torch.randn(9, 2)), batch_size=4, drop_last=True), valid=[]),
-                 F.mse_loss, cbs=[count]).fit(1)
-    assert count.n == 2
-    TrainLearner(nn.Linear(2, 2), NS(train=DataLoader(TensorDataset(torch.randn(9, 2), torch.randn(9, 2)), batch_size=4), valid=[]),
-                 F.mse_loss).fit(1)   # no BatchNorm: a batch of one trains
-    TrainLearner(model, NS(train=dl, valid=dl), F.mse_loss).fit(1, train=False)   # evaluation only: no check
+    x, y = torch.randn(9, 2), torch.randn(9, 2)
+    dl = lambda **kw: DataLoader(TensorDataset(x, y), batch_size=4, **kw)
+    bn1 = lambda: nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with pytest.raises(ValueError, match=r'a training batch of 1 item\(s\) reached a BatchNorm layer, .*drop the last incomplete batch') as e:
+        TrainLearner(bn1(), NS(train=dl(), valid=[]), F.mse_loss).fit(1)
+    assert 'Expected more than 1 value per channel' in str(e.value.__cause__)
+    TrainLearner(bn1(), NS(train=dl(drop_last=True), valid=[]), F.mse_loss).fit(1)
+    TrainLearner(bn1(), NS(train=dl(), valid=dl()), F.mse_loss).fit(1, train=False)   # evaluation: BatchNorm uses its running stats
+    TrainLearner(bn1(), NS(train=dl(), valid=[]), F.mse_loss, cbs=[SingleBatchCB()]).fit(1)   # never reaches the last batch
+    conv = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Flatten())   # 8x8 maps: one image has 64 values per channel
+    TrainLearner(conv, NS(train=DataLoader(TensorDataset(torch.randn(9, 2, 8, 8), torch.randn(9, 128)), batch_size=4), valid=[]), F.mse_loss).fit(1)
+    class Other(nn.Linear):
+        def forward(self, x): raise ValueError('something else')
+    with pytest.raises(ValueError, match='^something else$'): TrainLearner(Other(2, 2), NS(train=dl(), valid=[]), F.mse_loss).fit(1)
