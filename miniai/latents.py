@@ -15,7 +15,7 @@ from torch import nn, Tensor
 from tqdm import tqdm
 from .accel import fused_opt_func, model_device, precision_callbacks
 from .core import (atomic_write, batch_seed, check_finite, check_positive, default_device, eval_mode, hub_offline_reason,
-                         set_seed, to_real)
+    set_seed, to_real)
 from .data import DataLoaders
 from .fid import tensor_hash, weights_hash
 from .learner import BatchTransformCB, DeviceCB, Learner, MetricsCB, OneCycleCB, ProgressCB, TrainCB
@@ -498,7 +498,7 @@ def train_latent_classifier(dls: DataLoaders,      # from `latent_dls(..., label
                            ) -> tuple[nn.Sequential, float]:
     "Train a `latent_classifier` on `dls.train` (shifted and erased, never flipped); returns it (eval mode) and its accuracy on `dls.valid`."
     device = torch.device(default_device() if device is None else device)
-    z, y = next(iter(dls.valid))   # (the valid loader is not shuffled: no random draw)
+    channels = next(iter(dls.valid))[0].shape[1]   # (the valid loader is not shuffled: no random draw)
     set_seed(seed)
-    model = latent_classifier(n_classes, z.shape[1], nfs, nbks, drop)
+    model = latent_classifier(n_classes, channels, nfs, nbks, drop)
     return model, fit_classifier(model, dls, epochs, lr, AugmentCB(pad=pad, flip_p=0., erase_p=erase_p), device, progress)

@@ -195,7 +195,8 @@ def batchnorm_hint(learn: Any): # the Learner whose batch is being predicted
     try: yield
     except ValueError as e:
         if 'Expected more than 1 value per channel' not in str(e): raise
-        n = len(learn.batch[0]) if learn.batch and hasattr(learn.batch[0], '__len__') else '?'
+        x = learn.batch[0] if isinstance(learn.batch, (tuple, list)) and learn.batch else learn.batch
+        n = x.shape[0] if isinstance(x, torch.Tensor) and x.ndim else '?'
         raise ValueError(f"a training batch of {n} item(s) reached a BatchNorm layer, which needs more than one value per "
                          f"channel to train: choose a batch size (or a number of items) that does not leave a single item "
                          f"over, or drop the last incomplete batch (`drop_last=True` where the loader takes it)") from e

@@ -665,6 +665,14 @@ def test_a_batchnorm_batch_of_one_says_what_to_change():
     TrainLearner(bn1(), NS(train=dl(), valid=[]), F.mse_loss, cbs=[SingleBatchCB()]).fit(1)   # never reaches the last batch
     conv = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.Flatten())   # 8x8 maps: one image has 64 values per channel
     TrainLearner(conv, NS(train=DataLoader(TensorDataset(torch.randn(9, 2, 8, 8), torch.randn(9, 128)), batch_size=4), valid=[]), F.mse_loss).fit(1)
+    class Bare(nn.Module):   # a loader of bare tensors (no tuples): the hint still names the batch size
+        def __init__(self): super().__init__(); self.lin, self.bn = nn.Linear(2, 2), nn.BatchNorm1d(2)
+        def forward(self, x): return self.bn(self.lin(x))
+    class BareTrain(TrainCB):
+        def predict(self, learn): learn.preds = learn.model(learn.batch)
+        def get_loss(self, learn): learn.loss = learn.preds.pow(2).mean()
+    with pytest.raises(ValueError, match=r'a training batch of 1 item\(s\)'):
+        Learner(Bare(), NS(train=[torch.randn(4, 2), torch.randn(1, 2)], valid=[]), cbs=[BareTrain()]).fit(1)
     class Other(nn.Linear):
         def forward(self, x): raise ValueError('something else')
     with pytest.raises(ValueError, match='^something else$'): TrainLearner(Other(2, 2), NS(train=dl(), valid=[]), F.mse_loss).fit(1)
