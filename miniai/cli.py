@@ -92,6 +92,10 @@ def make_sampler(model: nn.Module,           # a trained denoiser `model(x_t, t)
         return x if bound <= hi else x.clamp(-1, 1)   # a looser x0-hat bound: clip the images
     return sampler
 
+def _steps_taken(r: dict, method: str, steps: int) -> int:
+    "Denoising steps of a sampler for recipe `r`: `steps` for DDIM, every step of the (linear) schedule for DDPM."
+    return r['linear']['n_steps'] if method == 'ddpm' else steps
+
 def sampler_nfe(schedule: str,          # model family: 'cosine' or 'linear' (see `recipe`)
                 method: str,            # 'ddim' or (linear family only) 'ddpm'
                 steps: int,             # DDIM steps (ignored by 'ddpm', which takes every step of the schedule)
@@ -101,7 +105,7 @@ def sampler_nfe(schedule: str,          # model family: 'cosine' or 'linear' (se
     "Network evaluations per image of `make_sampler(..., schedule, method, steps, guidance=guidance)`."
     r = recipe(schedule, quick)
     _check_method(schedule, method)
-    calls = r['linear']['n_steps'] if method == 'ddpm' else steps - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
+    calls = _steps_taken(r, method, steps) - (schedule == 'cosine')  # the cosine grid ends at t=0: no call
     return calls * guidance_evals(guidance)
 
 def sample_images(sampler: Callable,   # `f(shape, generator, labels)` from `make_sampler`
@@ -255,9 +259,9 @@ def _check_train_args(schedule, method, quick, epochs, bs, lr, sample_steps, n_g
         make_sampler(SimpleNamespace(n_classes=10 if conditional else None), schedule, method, sample_steps, quick=quick, guidance=guidance)
     except ValueError as e:
         raise ValueError(f"{a('method')} {method!r} with {a('schedule')} {schedule!r} and {a('sample_steps')} {sample_steps}: {e}") from e
-    if method == 'ddpm':
-        if steps_given: raise ValueError(f"{a('sample_steps')} sets DDIM's steps: {a('method')} 'ddpm' takes every step of the schedule")
-        sample_steps = recipe(schedule, quick)['linear']['n_steps']   # the steps it takes (and records)
+    if method == 'ddpm' and steps_given:
+        raise ValueError(f"{a('sample_steps')} sets DDIM's steps: {a('method')} 'ddpm' takes every step of the schedule")
+    sample_steps = _steps_taken(recipe(schedule, quick), method, sample_steps)   # the steps it takes (and records)
     return epochs, bs, sample_steps, n_fid, (0.1 if p_uncond is None else p_uncond) if conditional else None
 
 
@@ -512,7 +516,7 @@ def sample_to_files(checkpoint: str | Path,  # model.safetensors (or its folder)
                                                                   ncols=n_classes if n_classes else 8)]
     if labels is not None: files.append(save_samples(out/'labels.npy', labels))
     if png: files.append(save_png_files(x, out/'png'))
-    if method == 'ddpm': steps, eta = recipe(cfg['schedule'], cfg.get('quick', False))['linear']['n_steps'], None   # what it took
+    steps, eta = _steps_taken(recipe(cfg['schedule'], cfg.get('quick', False)), method, steps), None if method == 'ddpm' else eta   # what it took
     return dict(n=n, schedule=cfg['schedule'], sampler=method, steps=steps, eta=eta, seed=seed,
                 conditional=n_classes is not None, guidance=guidance if n_classes else None,
                 nfe=sampler_nfe(cfg['schedule'], method, steps, cfg.get('quick', False), guidance), files=[str(f) for f in files])
